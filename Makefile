@@ -1,0 +1,42 @@
+# Two entry points for a fresh Debian with python3: `make run` starts a node, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SYSTEM_PACKAGES := build-essential libgmp-dev python3-dev python3-venv
+DATA ?= ./edgefiles-data
+
+.PHONY: run test lint bench system-deps setup clean
+
+run: setup
+	$(BIN)/edgefiles serve --data $(DATA)
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python benchmarks/ingest.py
+
+setup: $(VENV)/.installed
+
+# libp2p pulls fastecdsa, which compiles against libgmp and the Python headers.
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml | system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,3 @@
+"""edgefiles: a content-addressed, replicated file node speaking the Actyx Files API and IPFS."""
+
+__version__ = "0.1.0"

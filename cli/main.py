@@ -1,0 +1,76 @@
+"""`edgefiles` command line: parses arguments and calls the same code the server uses."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+class CliError(Exception):
+    """A one-line reason to exit non-zero."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"EDGEFILES_{name}", default)
+
+
+def cmd_cid(args: argparse.Namespace) -> int:
+    from edgefiles.node.cid import to_str
+    from edgefiles.node.localfs import LocalImporter
+    from edgefiles.node.profiles import get_profile
+
+    importer = LocalImporter(get_profile(args.profile))
+    try:
+        for raw in args.paths:
+            path = Path(raw)
+            if not path.exists():
+                raise CliError(f"{raw}: no such file or directory")
+            print(to_str(importer.path(path, hidden=args.hidden).cid), flush=True)
+    finally:
+        importer.close()
+    if importer.skipped_hidden:
+        print(
+            f"skipped {importer.skipped_hidden} hidden entries (use --hidden to include them)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgefiles",
+        description="Content-addressed, replicated file node (Actyx Files API, IPFS CIDs).",
+    )
+    parser.add_argument("--version", action="version", version=f"edgefiles {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cid = sub.add_parser("cid", help="print the CID of files or folders, offline")
+    cid.add_argument("--profile", default="kubo-v1", choices=["kubo-v1", "actyx", "unixfs-v1-2025"])
+    cid.add_argument("--hidden", action="store_true", help="include dotfiles")
+    cid.add_argument("paths", nargs="+", metavar="PATH")
+    cid.set_defaults(func=cmd_cid)
+
+    from .commands import add_client_commands, add_serve_command
+
+    add_serve_command(sub)
+    add_client_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"edgefiles: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""CID helpers: CIDv1 sha2-256 bytes are built directly (hot path); parsing and text use multiformats."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+RAW = 0x55
+DAG_PB = 0x70
+SHA2_256 = 0x12
+_PREFIX = {RAW: b"\x01\x55\x12\x20", DAG_PB: b"\x01\x70\x12\x20"}
+
+
+class InvalidCid(ValueError):
+    """Text or bytes that are not a CID we can use."""
+
+
+def make_cid(codec: int, data: bytes) -> bytes:
+    """Binary CIDv1 of `data` under `codec`, hashed with sha2-256."""
+    return _PREFIX[codec] + hashlib.sha256(data).digest()
+
+
+def cid_from_digest(codec: int, digest: bytes) -> bytes:
+    return _PREFIX[codec] + digest
+
+
+def codec_of(cid: bytes) -> int:
+    if cid[0] == 0x12 and len(cid) == 34:  # CIDv0: a bare sha2-256 multihash, always dag-pb
+        return DAG_PB
+    return cid[1]
+
+
+def digest_of(cid: bytes) -> tuple[int, bytes]:
+    """(hash function code, digest) of a binary CID (v0 or v1 with one-byte varints)."""
+    mh = cid if cid[0] == 0x12 and len(cid) == 34 else cid[2:]
+    return mh[0], mh[2 : 2 + mh[1]]
+
+
+def verify_block(cid: bytes, data: bytes) -> bool:
+    """Whether `data` hashes to `cid` (identity and sha2-256 are the hashes we accept)."""
+    code, digest = digest_of(cid)
+    if code == SHA2_256:
+        return hashlib.sha256(data).digest() == digest
+    if code == 0x00:
+        return digest == data
+    return False
+
+
+def to_str(cid: bytes) -> str:
+    """Text form: base32 for CIDv1 (what Kubo prints with --cid-version=1), base58btc for v0."""
+    from multiformats import multibase
+
+    if cid[0] == 0x12:
+        return multibase.encode(cid, "base58btc")[1:]
+    return multibase.encode(cid, "base32")
+
+
+@lru_cache(maxsize=4096)
+def parse(text: str) -> bytes:
+    """Binary CID of `text` (v0 or v1, any multibase); InvalidCid when it is not one we can serve."""
+    from multiformats import CID
+
+    try:
+        cid = CID.decode(text)
+    except Exception as exc:  # multiformats raises several unrelated error types
+        raise InvalidCid(f"not a CID: {text!r}") from exc
+    if cid.codec.code not in (RAW, DAG_PB) or cid.hashfun.code not in (SHA2_256, 0x00):
+        raise InvalidCid(f"unsupported CID codec or hash: {text!r}")
+    return bytes(cid)
+
+
+def is_cid(text: str) -> bool:
+    try:
+        parse(text)
+    except InvalidCid:
+        return False
+    return True

@@ -1,0 +1,64 @@
+"""Canonical dag-pb: PBNode writes Links (field 2) before Data (field 1); PBLink Hash, Name, Tsize."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .protobuf import DecodeError, bytes_field, fields, varint_field
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    cid: bytes
+    name: str
+    tsize: int
+
+
+@dataclass(frozen=True, slots=True)
+class PBNode:
+    links: tuple[Link, ...]
+    data: bytes | None
+
+
+def encode_link(link: Link) -> bytes:
+    body = bytes_field(1, link.cid) + bytes_field(2, link.name.encode()) + varint_field(3, link.tsize)
+    return bytes_field(2, body)
+
+
+def encode(links: list[Link] | tuple[Link, ...], data: bytes | None) -> bytes:
+    parts = [encode_link(link) for link in links]
+    if data is not None:
+        parts.append(bytes_field(1, data))
+    return b"".join(parts)
+
+
+def _decode_link(buf: bytes) -> Link:
+    cid, name, tsize = None, "", 0
+    for field, value in fields(buf):
+        if field == 1 and isinstance(value, bytes):
+            cid = value
+        elif field == 2 and isinstance(value, bytes):
+            try:
+                name = value.decode()
+            except UnicodeDecodeError as exc:
+                raise DecodeError("link name is not UTF-8") from exc
+        elif field == 3 and isinstance(value, int):
+            tsize = value
+        else:
+            raise DecodeError(f"unexpected PBLink field {field}")
+    if cid is None:
+        raise DecodeError("PBLink without Hash")
+    return Link(cid, name, tsize)
+
+
+def decode(buf: bytes) -> PBNode:
+    links: list[Link] = []
+    data = None
+    for field, value in fields(buf):
+        if field == 2 and isinstance(value, bytes):
+            links.append(_decode_link(value))
+        elif field == 1 and isinstance(value, bytes):
+            data = value
+        else:
+            raise DecodeError(f"unexpected PBNode field {field}")
+    return PBNode(tuple(links), data)

@@ -1,0 +1,217 @@
+"""Streaming UnixFS importer: bytes in, blocks out through a callback; memory stays bounded.
+
+Pure logic: no disk, no network. `emit(cid, block)` receives every block in creation
+order (leaves before the nodes that link them), so a store can append them as they come.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from . import dagpb, hamt, unixfs
+from .cid import DAG_PB, RAW, cid_from_digest, make_cid
+from .dagpb import Link
+from .profiles import Profile
+
+Emit = Callable[[bytes, bytes], None]
+HashMany = Callable[[list[bytes]], Iterable[bytes]]
+
+HASH_BATCH = 16  # chunks hashed together, so a thread pool can spread them over cores
+
+
+def hash_serially(blocks: list[bytes]) -> list[bytes]:
+    return [hashlib.sha256(b).digest() for b in blocks]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A built file or directory: its CID, cumulative DAG size and content bytes."""
+
+    cid: bytes
+    tsize: int
+    size: int
+    is_dir: bool = False
+
+
+class FileBuilder:
+    """Chunks a byte stream and builds the balanced file DAG of a profile."""
+
+    def __init__(self, profile: Profile, emit: Emit, hash_many: HashMany = hash_serially):
+        self._profile = profile
+        self._emit = emit
+        self._hash_many = hash_many
+        self._buf = bytearray()
+        self._chunks: list[bytes] = []
+        self._levels: list[list[Entry]] = [[]]
+        self._made: list[int] = [0]
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        size = self._profile.chunk_size
+        self.size += len(data)
+        buf = self._buf
+        if not buf and len(data) >= size:
+            view = memoryview(data)
+            whole = len(view) - len(view) % size
+            self._chunks.extend(bytes(view[i : i + size]) for i in range(0, whole, size))
+            buf += view[whole:]
+        else:
+            buf += data
+            while len(buf) >= size:
+                self._chunks.append(bytes(buf[:size]))
+                del buf[:size]
+        if len(self._chunks) >= HASH_BATCH:
+            self._flush_chunks()
+
+    def finish(self) -> Entry:
+        if self._buf or self.size == 0:
+            self._chunks.append(bytes(self._buf))
+            self._buf.clear()
+        self._flush_chunks()
+        if self._made[0] == 1:
+            return self._levels[0][0]
+        level = 0
+        while not (level > 0 and self._made[level] == 1):
+            if self._levels[level]:
+                self._close_group(level)
+            level += 1
+        return self._levels[level][0]
+
+    def _flush_chunks(self) -> None:
+        chunks, self._chunks = self._chunks, []
+        if not chunks:
+            return
+        if self._profile.raw_leaves:
+            blocks, codec = chunks, RAW
+        else:
+            blocks = [_actyx_leaf(chunk) for chunk in chunks]
+            codec = DAG_PB
+        for chunk, block, digest in zip(chunks, blocks, self._hash_many(blocks), strict=True):
+            cid = cid_from_digest(codec, digest)
+            self._emit(cid, block)
+            self._push(0, Entry(cid, len(block), len(chunk)))
+
+    def _push(self, level: int, entry: Entry) -> None:
+        if level == len(self._levels):
+            self._levels.append([])
+            self._made.append(0)
+        self._levels[level].append(entry)
+        self._made[level] += 1
+        if len(self._levels[level]) == self._profile.max_links:
+            self._close_group(level)
+
+    def _close_group(self, level: int) -> None:
+        children, self._levels[level] = self._levels[level], []
+        links = [Link(c.cid, "", c.tsize) for c in children]
+        data = unixfs.encode(
+            unixfs.UnixFSData(
+                unixfs.FILE,
+                filesize=sum(c.size for c in children),
+                blocksizes=tuple(c.size for c in children),
+            )
+        )
+        block = dagpb.encode(links, data)
+        cid = make_cid(DAG_PB, block)
+        self._emit(cid, block)
+        size = sum(c.size for c in children)
+        self._push(level + 1, Entry(cid, len(block) + sum(c.tsize for c in children), size))
+
+
+def _actyx_leaf(chunk: bytes) -> bytes:
+    data = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, data=chunk, filesize=len(chunk)))
+    return dagpb.encode([], data)
+
+
+def import_bytes(profile: Profile, data: bytes, emit: Emit) -> Entry:
+    builder = FileBuilder(profile, emit)
+    builder.write(data)
+    return builder.finish()
+
+
+class PathConflict(ValueError):
+    """Two entries of one upload claim the same path, or a file sits where a directory is."""
+
+
+class TreeBuilder:
+    """Collects built files and empty directories by path, then builds the directory DAG."""
+
+    def __init__(self, profile: Profile, emit: Emit):
+        self._profile = profile
+        self._emit = emit
+        self._root: dict[str, Entry | dict] = {}
+
+    def add_file(self, segments: list[str], entry: Entry) -> None:
+        parent = self._parent(segments)
+        if segments[-1] in parent:
+            raise PathConflict(f"duplicate path {'/'.join(segments)!r}")
+        parent[segments[-1]] = entry
+
+    def add_dir(self, segments: list[str]) -> None:
+        parent = self._parent(segments)
+        existing = parent.setdefault(segments[-1], {})
+        if not isinstance(existing, dict):
+            raise PathConflict(f"{'/'.join(segments)!r} is both a file and a directory")
+
+    def _parent(self, segments: list[str]) -> dict:
+        node = self._root
+        for i, seg in enumerate(segments[:-1]):
+            child = node.setdefault(seg, {})
+            if not isinstance(child, dict):
+                raise PathConflict(f"{'/'.join(segments[: i + 1])!r} is both a file and a directory")
+            node = child
+        return node
+
+    def single_file(self) -> Entry | None:
+        """The only file when the tree holds exactly one file and nothing else."""
+        node: Entry | dict = self._root
+        while isinstance(node, dict):
+            if len(node) != 1:
+                return None
+            node = next(iter(node.values()))
+        return node
+
+    def finish(self) -> Entry:
+        return self._build(self._root)
+
+    def _build(self, tree: dict) -> Entry:
+        children = {
+            name: (self._build(child) if isinstance(child, dict) else child)
+            for name, child in tree.items()
+        }
+        return build_directory(self._profile, children, self._emit)
+
+
+def link_tsize(profile: Profile, entry: Entry) -> int:
+    if profile.link_tsize_is_raw_size and not entry.is_dir:
+        return entry.size
+    return entry.tsize
+
+
+def build_directory(profile: Profile, children: dict[str, Entry], emit: Emit) -> Entry:
+    """One directory level: flat dag-pb, or a HAMT when the profile's rule says so."""
+    links = sorted(
+        (Link(e.cid, name, link_tsize(profile, e)) for name, e in children.items()),
+        key=lambda link: link.name.encode(),
+    )
+    size = sum(e.size for e in children.values())
+    if _needs_hamt(profile, links):
+        cid, tsize = hamt.build(links, emit)
+        return Entry(cid, tsize, size, is_dir=True)
+    block = dagpb.encode(links, DIRECTORY_DATA)
+    cid = make_cid(DAG_PB, block)
+    emit(cid, block)
+    return Entry(cid, len(block) + sum(link.tsize for link in links), size, is_dir=True)
+
+
+DIRECTORY_DATA = unixfs.encode(unixfs.UnixFSData(unixfs.DIRECTORY))
+
+
+def _needs_hamt(profile: Profile, links: list[Link]) -> bool:
+    if profile.hamt_rule == "estimate":
+        estimate = sum(len(link.name.encode()) + len(link.cid) for link in links)
+        return estimate >= profile.hamt_threshold
+    if profile.hamt_rule == "block-bytes":
+        return len(dagpb.encode(links, DIRECTORY_DATA)) > profile.hamt_threshold
+    return False

@@ -1,0 +1,50 @@
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+VECTORS = Path(os.environ.get("EDGEFILES_VECTORS", SHARED_VECTORS))
+
+
+def gen(seed: str, size: int) -> bytes:
+    """The vectors README's content generator."""
+    out = bytearray()
+    i = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}:{i}".encode()).digest()
+        i += 1
+    return bytes(out[:size])
+
+
+def entry_bytes(entry: dict) -> bytes:
+    if "text" in entry:
+        return entry["text"].encode()
+    return gen(entry["gen"]["seed"], entry["gen"]["size"])
+
+
+def load_cases(name: str) -> list[dict]:
+    return json.loads((VECTORS / name).read_text())
+
+
+def materialize(case: dict, outdir: Path) -> Path:
+    """Write a case as OUTDIR/<id>/<path>; returns the path to hash."""
+    root = outdir / case["id"]
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in case["entries"]:
+        target = root / entry["path"]
+        if entry.get("dir"):
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(entry_bytes(entry))
+    if case["kind"] == "file":
+        return root / case["entries"][0]["path"]
+    return root
+
+
+@pytest.fixture(scope="session")
+def vectors_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("vectors")
