@@ -1,13 +1,91 @@
-"""Sub-commands that talk to a node or run one (filled in as they land)."""
+"""`edgefiles serve` and the client commands (`add`, `name`, `get`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+
+from .config import ServeConfig, parse_duration, parse_hostport, parse_size
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"EDGEFILES_{name}", default)
+
+
+def _env_list(name: str) -> list[str]:
+    value = _env(name)
+    return [v for v in value.replace(",", " ").split()] if value else []
 
 
 def add_serve_command(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser(
+        "serve",
+        help="run a node: Files API, host route and swarm",
+        description="Run a node. Every flag also reads EDGEFILES_<FLAG> (e.g. EDGEFILES_DATA).",
+    )
+    p.add_argument("--data", default=_env("DATA", "./edgefiles-data"), help="data directory")
+    p.add_argument("--api", default=_env("API", "127.0.0.1:4454"), help="HTTP listen HOST:PORT")
+    p.add_argument("--swarm", action="append", default=None, metavar="MULTIADDR",
+                   help="libp2p listen address (repeatable; default /ip4/0.0.0.0/tcp/4001)")
+    p.add_argument("--peer", action="append", default=None, metavar="MULTIADDR",
+                   help="bootstrap peer to dial (repeatable)")
+    p.add_argument("--swarm-key", default=_env("SWARM_KEY"), metavar="FILE",
+                   help="swarm membership key (default <data>/swarm.key, created when new)")
+    p.add_argument("--allow-peer", action="append", default=None, metavar="PEERID",
+                   help="admit a peer without the swarm key, for blocks only (repeatable)")
+    p.add_argument("--profile", default=_env("PROFILE", "kubo-v1"), choices=["kubo-v1", "actyx"])
+    p.add_argument("--max-upload", default=_env("MAX_UPLOAD", "10GiB"), metavar="BYTES")
+    p.add_argument("--host-suffix", default=_env("HOST_SUFFIX", "actyx.localhost"))
+    p.add_argument("--token-ttl", default=_env("TOKEN_TTL", "24h"), metavar="DURATION")
+    p.add_argument("--trust-app", action="append", default=None, metavar="APPID",
+                   help="trust an unsigned app id besides com.example.* (repeatable)")
+    p.add_argument("--pin-uploads-for", default=_env("PIN_UPLOADS_FOR", "12h"), metavar="DURATION")
+    p.add_argument("--fetch-timeout", default=_env("FETCH_TIMEOUT", "15"), metavar="SECONDS")
+    p.add_argument("--gc-above", default=_env("GC_ABOVE"), metavar="BYTES")
+    p.add_argument("--store-quota", default=_env("STORE_QUOTA"), metavar="BYTES",
+                   help="refuse uploads (507) once the store holds this many bytes")
+    p.add_argument("--flowfuse-config", default=_env("FLOWFUSE_CONFIG"), metavar="FILE")
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+
+def build_config(args: argparse.Namespace) -> ServeConfig:
+    from pathlib import Path
+
+    from .main import CliError
+
+    try:
+        return ServeConfig(
+            data_dir=Path(args.data),
+            api=parse_hostport(args.api),
+            swarm=args.swarm or _env_list("SWARM") or ["/ip4/0.0.0.0/tcp/4001"],
+            peers=args.peer or _env_list("PEER"),
+            swarm_key_file=Path(args.swarm_key) if args.swarm_key else None,
+            profile=args.profile,
+            max_upload=parse_size(args.max_upload),
+            host_suffix=args.host_suffix.strip(".").lower(),
+            token_ttl=parse_duration(args.token_ttl),
+            trusted_apps=frozenset(args.trust_app or _env_list("TRUST_APP")),
+            allowed_peers=frozenset(args.allow_peer or _env_list("ALLOW_PEER")),
+            pin_uploads_for=parse_duration(args.pin_uploads_for),
+            fetch_timeout=float(args.fetch_timeout),
+            gc_above=parse_size(args.gc_above) if args.gc_above else None,
+            store_quota=parse_size(args.store_quota) if args.store_quota else None,
+            flowfuse_config=Path(args.flowfuse_config) if args.flowfuse_config else None,
+            log_level=args.log_level,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    return serve(build_config(args))
 
 
 def add_client_commands(sub: argparse._SubParsersAction) -> None:
-    pass
+    from .client_commands import register
+
+    register(sub)

@@ -1,0 +1,101 @@
+"""Persisted name table: applies local writes and merged remote records, tells listeners."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+
+import aiosqlite
+from edgefiles.node.identity import NodeKey
+
+from . import record as rec_mod
+from .clock import HybridClock, now_ms
+from .merge import Table, merge_into, too_far_ahead
+from .record import NameRecord
+
+log = logging.getLogger("edgefiles.ans")
+
+API_NAMESPACE = ""
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+MAX_NAME = 237
+
+
+def is_valid_name(name: str) -> bool:
+    """Lower-case DNS labels joined by dots, so `<name>.actyx.localhost` is a host name."""
+    return 0 < len(name) <= MAX_NAME and all(_LABEL.match(label) for label in name.split("."))
+
+
+class Registry:
+    def __init__(self, db: aiosqlite.Connection, key: NodeKey):
+        self._db = db
+        self._key = key
+        self.table: Table = {}
+        self.clock = HybridClock()
+        self.listeners: list[Callable[[NameRecord], None]] = []
+
+    async def load(self) -> None:
+        async with self._db.execute("SELECT record FROM names") as cur:
+            for (blob,) in await cur.fetchall():
+                r = rec_mod.decode(blob)
+                self.table[r.key] = r
+        async with self._db.execute("SELECT value FROM state WHERE key = 'hlc'") as cur:
+            row = await cur.fetchone()
+        last = max([tuple(map(int, row[0].decode().split(":")))] if row else [(0, 0)])
+        for r in self.table.values():
+            last = max(last, r.clock)
+        self.clock = HybridClock(last)  # type: ignore[arg-type]
+
+    def get(self, name: str, namespace: str = API_NAMESPACE) -> NameRecord | None:
+        r = self.table.get((namespace, name))
+        return r if r is not None and r.cid is not None else None
+
+    def live(self, namespace: str = API_NAMESPACE) -> list[NameRecord]:
+        return sorted(
+            (r for (ns, _), r in self.table.items() if ns == namespace and r.cid is not None),
+            key=lambda r: r.name,
+        )
+
+    async def write(self, name: str, cid: bytes | None, namespace: str = API_NAMESPACE) -> NameRecord:
+        """A local set (cid) or delete (None): a new signed record that wins over what we know."""
+        record = rec_mod.sign(self._key, namespace, name, cid, self.clock.tick())
+        await self.apply([record])
+        return record
+
+    async def apply(self, records: list[NameRecord]) -> list[NameRecord]:
+        """Merge records (local or received); persists and announces the winners."""
+        accepted = []
+        now = now_ms()
+        for r in records:
+            if not rec_mod.is_valid(r):
+                log.warning("dropping name record with a bad signature for %r", r.name)
+                continue
+            if too_far_ahead(r, now):
+                log.warning("dropping name record for %r: its clock is >5 min ahead of ours", r.name)
+                continue
+            accepted.append(r)
+            self.clock.observe(r.clock, now)
+        changed = merge_into(self.table, accepted)
+        if not changed:
+            return []
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            await self._db.executemany(
+                "INSERT OR REPLACE INTO names VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (r.namespace, r.name, r.cid, r.clock[0], r.clock[1], r.writer, rec_mod.encode(r))
+                    for r in changed
+                ],
+            )
+            await self._db.execute(
+                "INSERT OR REPLACE INTO state VALUES ('hlc', ?)",
+                (f"{self.clock.last[0]}:{self.clock.last[1]}".encode(),),
+            )
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        for r in changed:
+            for listener in self.listeners:
+                listener(r)
+        return changed

@@ -1,0 +1,156 @@
+"""Running a node: data-dir lock, port checks, core + libp2p host + HTTP, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import logging
+import os
+import secrets
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .config import ServeConfig
+from .main import CliError
+
+log = logging.getLogger("edgefiles")
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Hold an exclusive lock on <data>/lock for the life of the process."""
+    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise CliError(f"data directory {data_dir} is in use by another edgefiles (pid {holder})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def bind_api(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CliError(f"API address {host}:{port} is already in use") from None
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def check_swarm_ports(addrs: list[str]) -> None:
+    """libp2p listens with SO_REUSEPORT and would share a taken port silently: bind plainly first."""
+    for addr in addrs:
+        parts = addr.strip("/").split("/")
+        if len(parts) < 4 or parts[2] != "tcp" or parts[0] not in ("ip4", "ip6"):
+            raise CliError(f"--swarm {addr}: expected /ip4/HOST/tcp/PORT or /ip6/HOST/tcp/PORT")
+        host, port = parts[1], int(parts[3])
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if parts[0] == "ip6" else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise CliError(f"swarm address {addr} is not available: {exc.strerror}") from None
+
+
+def load_swarm_key(path: Path, create: bool) -> bytes:
+    if not path.exists():
+        if not create:
+            raise CliError(f"swarm key file {path} does not exist")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_hex(32) + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    text = path.read_text().strip()
+    if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise CliError(f"swarm key file {path} must hold 64 hex characters")
+    return bytes.fromhex(text)
+
+
+def serve(config: ServeConfig) -> int:
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create data directory {config.data_dir}: {exc.strerror}") from None
+    lock_fd = lock_data_dir(config.data_dir)
+    try:
+        check_swarm_ports(config.swarm)
+        sock = bind_api(*config.api)
+        from edgefiles.node.identity import load_or_create
+
+        key = load_or_create(config.data_dir / "node.key")
+        swarm_key = load_swarm_key(
+            config.swarm_key_file or config.data_dir / "swarm.key", create=config.swarm_key_file is None
+        )
+        return asyncio.run(run_node(config, sock, key, swarm_key))
+    finally:
+        os.close(lock_fd)
+
+
+async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: bytes) -> int:
+    import uvicorn
+    from edgefiles.node.core import Core, CoreSettings
+    from edgefiles.node.db import SchemaTooNew
+    from edgefiles.node.profiles import get_profile
+    from edgefiles.replication.host import SwarmHost
+    from edgefiles.web.app import create_app
+    from edgefiles.web.auth import TokenAuthority
+    from edgefiles.web.context import AppContext
+
+    core = Core(
+        CoreSettings(config.data_dir, get_profile(config.profile), config.pin_uploads_for, config.store_quota),
+        key,
+    )
+    try:
+        await core.open()
+    except SchemaTooNew as exc:
+        raise CliError(str(exc)) from None
+    swarm = SwarmHost(key.seed, config.swarm)
+    executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="import")
+    try:
+        await asyncio.to_thread(swarm.start)
+        ctx = AppContext(
+            core=core,
+            tokens=TokenAuthority(key, config.token_ttl, config.trusted_apps),
+            executor=executor,
+            max_upload=config.max_upload,
+            host_suffix=config.host_suffix,
+            swarm=swarm,
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(ctx), http="httptools", lifespan="off", log_level="warning",
+                timeout_graceful_shutdown=10, access_log=False,
+            )
+        )
+        ready = asyncio.create_task(_announce(server, config, swarm))
+        await server.serve(sockets=[sock])
+        ready.cancel()
+    finally:
+        swarm.stop()
+        executor.shutdown(wait=True, cancel_futures=True)
+        await core.close()
+    log.info("stopped cleanly")
+    return 0
+
+
+async def _announce(server, config: ServeConfig, swarm) -> None:
+    while not server.started:
+        await asyncio.sleep(0.02)
+    host, port = config.api
+    log.info("edgefiles ready: api http://%s:%d swarm %s", host, port, " ".join(swarm.addrs()))

@@ -1,0 +1,188 @@
+"""Durable, verified block store: append-only pack files plus an index in SQLite.
+
+Why packs: one fdatasync per upload covers every block of it (small-file ingest would be
+capped by per-file fsyncs otherwise), and a block becomes visible only when its index row
+is committed after that sync, so a crash leaves at most unreferenced bytes at a pack's tail.
+Each record also carries its CID, so the index can be rebuilt from the packs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cid import verify_block
+from .db import open_reader
+
+PACK_LIMIT = 1 << 30
+RECORD_MAGIC = b"EFB1"
+_HEADER = struct.Struct(">4sBI")  # magic, CID length, data length
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class CorruptBlock(Exception):
+    """A stored block no longer matches its CID."""
+
+    def __init__(self, cid: bytes):
+        super().__init__(f"block {cid.hex()} fails its hash check")
+        self.cid = cid
+
+
+class StorageFull(Exception):
+    """The disk or the store quota has no room for the upload."""
+
+
+@dataclass
+class Batch:
+    """Blocks written by one upload or transfer; visible only after `BlockStore.commit`."""
+
+    store: BlockStore
+    entries: dict[bytes, tuple[int, int, int]] = field(default_factory=dict)
+    packs: set[int] = field(default_factory=set)
+    bytes: int = 0
+    settled: bool = False
+
+    def put(self, cid: bytes, data: bytes) -> None:
+        if cid in self.entries or self.store.has(cid):
+            return
+        pack, offset = self.store._append(cid, data)
+        self.entries[cid] = (pack, offset, len(data))
+        self.packs.add(pack)
+        self.bytes += len(data)
+
+
+class BlockStore:
+    def __init__(self, root: Path, db_path: Path, quota: int | None = None):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._db_path = db_path
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._read_fds: dict[int, int] = {}
+        self.quota = quota
+        self.inflight = 0
+        packs = sorted(int(p.stem.split("-")[1]) for p in root.glob("pack-*.dat"))
+        self._pack = packs[-1] if packs else 1
+        self._fd = self._open_pack(self._pack)
+        self._end = os.fstat(self._fd).st_size
+        self.stored_bytes = self._count_bytes()
+
+    def _open_pack(self, pack: int) -> int:
+        return os.open(self.root / f"pack-{pack:06d}.dat", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _reader(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = open_reader(self._db_path)
+        return conn
+
+    def _count_bytes(self) -> int:
+        return self._reader().execute("SELECT COALESCE(SUM(length), 0) FROM blocks").fetchone()[0]
+
+    def batch(self) -> Batch:
+        return Batch(self)
+
+    def _append(self, cid: bytes, data: bytes) -> tuple[int, int]:
+        record = _HEADER.pack(RECORD_MAGIC, len(cid), len(data)) + cid
+        with self._lock:
+            if self.quota is not None and self.stored_bytes + self.inflight + len(data) > self.quota:
+                raise StorageFull("store quota reached")
+            if self._end >= PACK_LIMIT:
+                os.close(self._fd)
+                self._pack += 1
+                self._fd = self._open_pack(self._pack)
+                self._end = 0
+            start = self._end
+            try:
+                _write_all(self._fd, record)
+                _write_all(self._fd, data)
+            except OSError as exc:
+                os.ftruncate(self._fd, start)
+                if exc.errno in STORAGE_ERRNOS:
+                    raise StorageFull(os.strerror(exc.errno)) from exc
+                raise
+            self._end = start + len(record) + len(data)
+            self.inflight += len(data)
+            return self._pack, start + len(record)
+
+    def sync(self, batch: Batch) -> None:
+        """Make a batch's bytes durable (blocking: call from a worker thread)."""
+        for pack in batch.packs:
+            fd = os.open(self.root / f"pack-{pack:06d}.dat", os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+    def index_rows(self, batch: Batch) -> list[tuple[bytes, int, int, int]]:
+        return [(cid, pack, off, length) for cid, (pack, off, length) in batch.entries.items()]
+
+    def committed(self, batch: Batch) -> None:
+        with self._lock:
+            if batch.settled:
+                return
+            batch.settled = True
+            self.stored_bytes += batch.bytes
+            self.inflight -= batch.bytes
+
+    def abandoned(self, batch: Batch) -> None:
+        """A failed batch: its bytes stay unreferenced in the pack, invisible."""
+        with self._lock:
+            if batch.settled:
+                return
+            batch.settled = True
+            self.inflight -= batch.bytes
+
+    def locate(self, cid: bytes) -> tuple[int, int, int] | None:
+        row = self._reader().execute(
+            "SELECT pack, offset, length FROM blocks WHERE cid = ?", (cid,)
+        ).fetchone()
+        return row
+
+    def totals(self) -> tuple[int, int]:
+        """(number of blocks, their bytes)."""
+        return tuple(
+            self._reader().execute("SELECT COUNT(*), COALESCE(SUM(length), 0) FROM blocks").fetchone()
+        )
+
+    def pinned_roots(self, now: int) -> int:
+        sql = "SELECT COUNT(DISTINCT root) FROM pins WHERE expires IS NULL OR expires > ?"
+        return self._reader().execute(sql, (now,)).fetchone()[0]
+
+    def has(self, cid: bytes) -> bool:
+        return self.locate(cid) is not None
+
+    def get(self, cid: bytes) -> bytes | None:
+        """The verified block, None when absent; CorruptBlock when its bytes are damaged."""
+        where = self.locate(cid)
+        if where is None:
+            return None
+        pack, offset, length = where
+        data = os.pread(self._read_fd(pack), length, offset)
+        if len(data) != length or not verify_block(cid, data):
+            raise CorruptBlock(cid)
+        return data
+
+    def _read_fd(self, pack: int) -> int:
+        fd = self._read_fds.get(pack)
+        if fd is None:
+            fd = self._read_fds[pack] = os.open(self.root / f"pack-{pack:06d}.dat", os.O_RDONLY)
+        return fd
+
+    def close(self) -> None:
+        with self._lock:
+            os.close(self._fd)
+            for fd in self._read_fds.values():
+                os.close(fd)
+            self._read_fds.clear()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

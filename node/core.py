@@ -1,0 +1,189 @@
+"""The node's core: block store, pins and names behind one object every route and facade uses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgefiles.ans.registry import API_NAMESPACE, Registry
+
+from . import exporter
+from .blockstore import Batch, BlockStore, StorageFull
+from .cid import DAG_PB, codec_of
+from .dagpb import decode as decode_pb
+from .db import open_db
+from .identity import NodeKey
+from .profiles import Profile
+
+log = logging.getLogger("edgefiles.node")
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    data_dir: Path
+    profile: Profile
+    pin_uploads_for: float = 12 * 3600.0
+    store_quota: int | None = None
+
+
+class Core:
+    def __init__(self, settings: CoreSettings, key: NodeKey):
+        self.settings = settings
+        self.key = key
+        self.db = None
+        self.store: BlockStore | None = None
+        self.registry: Registry | None = None
+        self._complete: set[bytes] = set()
+        self._served: dict[tuple[str, str], bytes] = {}
+
+    async def open(self) -> None:
+        db_path = self.settings.data_dir / "state.sqlite"
+        self.db = await open_db(db_path)
+        self.store = BlockStore(self.settings.data_dir / "blocks", db_path, self.settings.store_quota)
+        self.registry = Registry(self.db, self.key)
+        await self.registry.load()
+
+    async def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        if self.db is not None:
+            await self.db.close()
+
+    # blocks -------------------------------------------------------------------------
+    def get_block(self, cid: bytes) -> bytes:
+        data = self.store.get(cid)
+        if data is None:
+            raise exporter.NotFound("block not stored on this node")
+        return data
+
+    async def commit(self, batch: Batch, root: bytes, reason: str, expires: float | None) -> None:
+        """Make an upload durable and pinned: sync the packs, then index + pin in one transaction."""
+        store = self.store
+        try:
+            await asyncio.to_thread(store.sync, batch)
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                await self.db.executemany(
+                    "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", store.index_rows(batch)
+                )
+                await self._pin(root, reason, expires)
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+        except OSError as exc:
+            store.abandoned(batch)
+            raise StorageFull(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            store.abandoned(batch)
+            if "full" in str(exc):
+                raise StorageFull(str(exc)) from exc
+            raise
+        except BaseException:
+            store.abandoned(batch)
+            raise
+        store.committed(batch)
+
+    # pins ---------------------------------------------------------------------------
+    async def _pin(self, root: bytes, reason: str, expires: float | None) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)",
+            (root, reason, int(expires) if expires else None, int(time.time())),
+        )
+
+    async def pin(self, root: bytes, reason: str, expires: float | None = None) -> None:
+        await self._pin(root, reason, expires)
+
+    async def unpin(self, reason: str) -> None:
+        await self.db.execute("DELETE FROM pins WHERE reason = ?", (reason,))
+
+    async def pinned_roots(self) -> int:
+        async with self.db.execute(
+            "SELECT COUNT(DISTINCT root) FROM pins WHERE expires IS NULL OR expires > ?",
+            (int(time.time()),),
+        ) as cur:
+            return (await cur.fetchone())[0]
+
+    def pinned_roots_now(self) -> int:
+        return self.store.pinned_roots(int(time.time()))
+
+    def upload_pin_expiry(self) -> float:
+        return time.time() + self.settings.pin_uploads_for
+
+    # DAG completeness -----------------------------------------------------------------
+    def is_complete(self, root: bytes) -> bool:
+        """Whether every block of the DAG under `root` is stored here."""
+        if root in self._complete:
+            return True
+        stack = [root]
+        while stack:
+            cid = stack.pop()
+            if cid in self._complete:
+                continue
+            if codec_of(cid) != DAG_PB:
+                if not self.store.has(cid):
+                    return False
+                continue
+            try:
+                block = self.store.get(cid)
+            except Exception:
+                return False
+            if block is None:
+                return False
+            stack.extend(link.cid for link in decode_pb(block).links)
+        self._complete.add(root)
+        return True
+
+    def missing_bytes(self, root: bytes) -> int:
+        """Bytes still to fetch for a DAG: the Tsize of every missing subtree we know of."""
+        missing = 0
+        stack = [root]
+        while stack:
+            cid = stack.pop()
+            if codec_of(cid) != DAG_PB:
+                continue
+            block = self.store.get(cid) if self.store.has(cid) else None
+            if block is None:
+                continue
+            for link in decode_pb(block).links:
+                if not self.store.has(link.cid):
+                    missing += link.tsize
+                else:
+                    stack.append(link.cid)
+        return missing
+
+    def store_totals(self) -> tuple[int, int]:
+        return self.store.totals()
+
+    # names ----------------------------------------------------------------------------
+    def resolve_name(self, name: str, namespace: str = API_NAMESPACE) -> bytes | None:
+        """The newest complete target of a name; while a newer one is incomplete, the previous."""
+        record = self.registry.get(name, namespace)
+        if record is None:
+            self._served.pop((namespace, name), None)
+            return None
+        if self.is_complete(record.cid):
+            self._served[(namespace, name)] = record.cid
+            return record.cid
+        return self._served.get((namespace, name), record.cid)
+
+    async def set_name(self, name: str, cid: bytes, namespace: str = API_NAMESPACE) -> None:
+        await self.registry.write(name, cid, namespace)
+        await self.pin(cid, _name_pin(namespace, name))
+
+    async def delete_name(self, name: str, namespace: str = API_NAMESPACE) -> bytes | None:
+        record = self.registry.get(name, namespace)
+        if record is None:
+            return None
+        await self.registry.write(name, None, namespace)
+        await self.unpin(_name_pin(namespace, name))
+        self._served.pop((namespace, name), None)
+        return record.cid
+
+
+def _name_pin(namespace: str, name: str) -> str:
+    return f"name:{namespace}/{name}"

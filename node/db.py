@@ -1,0 +1,76 @@
+"""The one SQLite schema (blocks index, pins, names, node state) and its migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE blocks (
+        cid BLOB PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE pins (
+        root BLOB NOT NULL, reason TEXT NOT NULL, expires INTEGER, created INTEGER NOT NULL,
+        PRIMARY KEY (root, reason)
+    ) WITHOUT ROWID;
+    CREATE TABLE names (
+        namespace TEXT NOT NULL, name TEXT NOT NULL, cid BLOB, hlc_ms INTEGER NOT NULL,
+        hlc_counter INTEGER NOT NULL, writer BLOB NOT NULL, record BLOB NOT NULL,
+        PRIMARY KEY (namespace, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE state (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
+    """,
+}
+
+
+class SchemaTooNew(RuntimeError):
+    """The data directory was written by a newer edgefiles."""
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=10000")
+
+
+def migrate(path: Path) -> None:
+    """Create or upgrade the schema; refuse a version newer than ours."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        _configure(conn)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{path} has schema version {version}; this edgefiles understands up to {SCHEMA_VERSION}"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in MIGRATIONS[target].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={target}")
+            conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+async def open_db(path: Path) -> aiosqlite.Connection:
+    migrate(path)
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    await conn.execute("PRAGMA journal_mode=WAL")
+    await conn.execute("PRAGMA synchronous=FULL")
+    await conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A synchronous read connection for hot lookups (one per thread)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA query_only=1")
+    return conn

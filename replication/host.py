@@ -1,0 +1,117 @@
+"""The libp2p host (TCP + Noise + Yamux only) on a trio loop in its own thread.
+
+This module owns the bridge between libp2p's trio world and the asyncio side: asyncio
+code calls `SwarmHost.call(fn)` and awaits the result; nothing else crosses threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from typing import Any
+
+log = logging.getLogger("edgefiles.swarm")
+
+
+class SwarmHost:
+    def __init__(self, seed: bytes, listen: list[str]):
+        self._seed = seed
+        self._listen = listen
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._token = None
+        self._stop = None
+        self.host = None
+
+    # lifecycle (called from the asyncio side) -------------------------------------
+    def start(self, timeout: float = 30.0) -> None:
+        self._thread = threading.Thread(target=self._run, name="libp2p", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("libp2p host did not start in time")
+        if self._error is not None:
+            raise RuntimeError(f"libp2p host failed to start: {self._error}") from self._error
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._token is not None and self._stop is not None:
+            try:
+                self._token.run_sync_soon(self._stop.set)
+            except RuntimeError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    async def call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a trio coroutine function on the libp2p thread; await its result from asyncio."""
+        future: Future = Future()
+
+        async def runner() -> None:
+            try:
+                future.set_result(await fn())
+            except BaseException as exc:  # handed to the asyncio side unchanged
+                future.set_exception(exc)
+
+        self._token.run_sync_soon(self._nursery.start_soon, runner)
+        return await asyncio.wrap_future(future)
+
+    # the view the web layer shows -----------------------------------------------
+    def addrs(self) -> list[str]:
+        return [str(a) for a in self.host.get_addrs()] if self.host else []
+
+    def peers(self) -> list[str]:
+        return [str(p) for p in self.host.get_connected_peers()] if self.host else []
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.host.get_id())
+
+    # the trio side ----------------------------------------------------------------
+    def _run(self) -> None:
+        import trio
+
+        try:
+            trio.run(self._main)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        import trio
+        from multiaddr import Multiaddr
+
+        self.host = build_host(self._seed)
+        self._stop = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        async with self.host.run(listen_addrs=[Multiaddr(a) for a in self._listen]):
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._ready.set()
+                await self._stop.wait()
+                nursery.cancel_scope.cancel()
+
+
+def build_host(seed: bytes):
+    """A host that negotiates only Noise and Yamux: a plaintext or mplex dialer is refused."""
+    import libp2p
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
+    from libp2p.custom_types import TProtocol
+    from libp2p.network.config import ConnectionConfig
+    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE
+    from libp2p.security.noise.transport import Transport as Noise
+    from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX
+    from libp2p.stream_muxer.yamux.yamux import Yamux
+
+    logging.getLogger("libp2p").propagate = True
+    logging.getLogger("libp2p").setLevel(logging.WARNING)
+    key_pair = create_new_key_pair(seed)
+    return libp2p.new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE: Noise(key_pair, noise_privkey=create_x25519().private_key)},
+        muxer_opt={TProtocol(YAMUX): Yamux},
+        connection_config=ConnectionConfig(max_connections_per_peer=1),
+    )

@@ -1,0 +1,84 @@
+"""Property tests for name records: merge laws, signatures, encoding."""
+
+from edgefiles.ans import record
+from edgefiles.ans.clock import HybridClock
+from edgefiles.ans.merge import merge, merge_tables, too_far_ahead
+from edgefiles.ans.registry import is_valid_name
+from edgefiles.node.identity import NodeKey
+from hypothesis import given
+from hypothesis import strategies as st
+
+KEYS = [NodeKey(bytes([i]) * 32) for i in range(3)]
+
+records = st.builds(
+    lambda k, ns, name, cid, ms, c: record.sign(KEYS[k], ns, name, cid, (ms, c)),
+    st.integers(0, 2),
+    st.sampled_from(["", "flowfuse"]),
+    st.sampled_from(["a", "b", "app"]),
+    st.none() | st.binary(min_size=36, max_size=36),
+    st.integers(0, 5),
+    st.integers(0, 3),
+)
+tables = st.lists(records, max_size=6).map(lambda rs: merge_tables({}, {r.key: r for r in rs}))
+
+
+@given(records, records)
+def test_merge_commutative(a, b):
+    assert merge(a, b) == merge(b, a)
+
+
+@given(records, records, records)
+def test_merge_associative(a, b, c):
+    assert merge(merge(a, b), c) == merge(a, merge(b, c))
+
+
+@given(records)
+def test_merge_idempotent(a):
+    assert merge(a, a) == a
+
+
+@given(tables, tables, tables)
+def test_table_merge_laws(a, b, c):
+    assert merge_tables(a, b) == merge_tables(b, a)
+    assert merge_tables(merge_tables(a, b), c) == merge_tables(a, merge_tables(b, c))
+    assert merge_tables(a, a) == a
+
+
+@given(records)
+def test_record_roundtrip_and_signature(r):
+    decoded = record.decode(record.encode(r))
+    assert decoded == r
+    assert record.is_valid(decoded)
+
+
+@given(records, st.binary(min_size=36, max_size=36))
+def test_tampered_record_fails_verification(r, other_cid):
+    forged = record.NameRecord(r.namespace, r.name, other_cid, r.clock, r.writer, r.signature)
+    assert record.is_valid(forged) == (other_cid == r.cid)
+
+
+def test_clock_never_goes_backwards():
+    clock = HybridClock((1000, 5))
+    assert clock.tick(500) == (1000, 6)
+    assert clock.tick(2000) == (2000, 0)
+    clock.observe((3000, 7), 2500)
+    assert clock.tick(2600) == (3000, 9)
+
+
+def test_clock_skew_bound():
+    r = record.sign(KEYS[0], "", "a", None, (10 * 60 * 1000, 0))
+    assert too_far_ahead(r, 0)
+    assert not too_far_ahead(r, 6 * 60 * 1000)
+
+
+@given(st.text(max_size=70))
+def test_name_syntax_property(name):
+    if is_valid_name(name):
+        assert name == name.lower() and not name.startswith("-") and ".." not in name
+        assert all(ch.isascii() and (ch.isalnum() or ch in "-.") for ch in name)
+
+
+def test_name_syntax_examples():
+    assert is_valid_name("my-app.v2")
+    for bad in ["", "-x", "x-", "A", "a..b", "a_b", "a" * 64, ".a", "a."]:
+        assert not is_valid_name(bad)

@@ -1,0 +1,89 @@
+"""Builds the Starlette app: Files API, host route, node endpoints, CORS, errors, metrics."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import files_api
+from .context import AppContext
+from .cors import CORS_HEADERS
+from .errors import ApiError, MethodNotAllowed, NotFound
+from .host_route import host_name, serve_host
+from .metrics import Metrics, MetricsMiddleware
+
+FILE_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"statusCode": 200, "status": "ok"}, headers=CORS_HEADERS)
+
+
+async def metrics(request: Request) -> Response:
+    body = request.app.state.metrics.render()
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return MethodNotAllowed().response()
+    if exc.status_code == 404:
+        return NotFound(f"no route for {request.url.path}").response()
+    return JSONResponse({"code": "ERR_HTTP", "message": str(exc.detail)}, exc.status_code, CORS_HEADERS)
+
+
+class EdgeMiddleware:
+    """CORS preflight for every path, and the host route before any API routing."""
+
+    def __init__(self, app: ASGIApp, ctx: AppContext):
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            await Response(status_code=204, headers=CORS_HEADERS)(scope, receive, send)
+            return
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        name = host_name(host, self.ctx.host_suffix)
+        if name is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await serve_host(request, name, self.ctx)
+        except ApiError as exc:
+            response = exc.response()
+        await response(scope, receive, send)
+
+
+def create_app(ctx: AppContext) -> ASGIApp:
+    routes = [
+        Route("/api/v2/auth", files_api.auth, methods=["POST"]),
+        Route("/api/v2/files", files_api.files, methods=FILE_METHODS),
+        Route("/api/v2/files/{tail:path}", files_api.files, methods=FILE_METHODS),
+        Route("/api/v2/names", files_api.names, methods=["GET"]),
+        Route("/api/v2/node/id", files_api.node_id, methods=["GET"]),
+        Route("/api/v2/node/info", files_api.node_info, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes, exception_handlers={ApiError: api_error, HTTPException: http_error}
+    )
+    app.router.redirect_slashes = False
+    app.state.ctx = ctx
+    app.state.metrics = Metrics(ctx.core)
+    return MetricsMiddleware(EdgeMiddleware(app, ctx), app.state.metrics)

@@ -1,0 +1,188 @@
+"""Serving UnixFS content over HTTP: files with Range/ETag, directories as JSON or HTML."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import chain
+from urllib.parse import quote
+
+from edgefiles.node import exporter
+from edgefiles.node.blockstore import CorruptBlock
+from edgefiles.node.cid import to_str
+from edgefiles.node.core import Core
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from .cors import CORS_HEADERS
+from .errors import CorruptBlockError, NotFound, RangeNotSatisfiable
+from .listing import render_listing
+from .mime import media_type
+
+log = logging.getLogger("edgefiles.web")
+
+IMMUTABLE = "private, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+
+
+@dataclass(frozen=True)
+class Target:
+    root: bytes
+    segments: list[str]
+    trailing_slash: bool
+    by_name: bool
+    host_route: bool = False
+
+
+def _q_values(accept: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in accept.split(","):
+        kind, *params = [p.strip() for p in item.split(";")]
+        q = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        if kind:
+            out[kind.lower()] = q
+    return out
+
+
+def wants_html(accept: str | None) -> bool:
+    if not accept:
+        return False
+    q = _q_values(accept)
+    html = q.get("text/html", 0.0)
+    json_q = q.get("application/json", q.get("application/*", q.get("*/*", 0.0)))
+    return html > 0 and html >= json_q
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """[start, end) of a single `bytes=` range; None when absent or invalid (ignored)."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, sep, last = header[6:].strip().partition("-")
+    if not sep or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+        return None
+    if first == "":
+        if last == "":
+            return None
+        suffix = int(last)
+        if suffix == 0:
+            raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+        return max(0, size - suffix), size
+    start = int(first)
+    end = size if last == "" else min(int(last) + 1, size)
+    if last != "" and int(last) < start:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    return start, end
+
+
+def content_disposition(filename: str) -> str:
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    value = f'inline; filename="{ascii_name}"'
+    if not filename.isascii():
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+class ContentServer:
+    def __init__(self, core: Core):
+        self.core = core
+
+    def serve(self, request: Request, target: Target) -> Response:
+        get = self.core.get_block
+        try:
+            node = exporter.resolve(get, target.root, target.segments)
+            if node.is_dir:
+                return self._directory(request, target, node)
+            name = target.segments[-1] if target.segments else None
+            return self._file(request, target, node, name)
+        except (exporter.NotFound, exporter.NotUnixFS):
+            raise NotFound("no such file or directory") from None
+        except CorruptBlock as exc:
+            log.error("corrupt block %s while serving %s", to_str(exc.cid), request.url.path)
+            raise CorruptBlockError() from None
+
+    def _headers(self, target: Target, etag: str) -> dict[str, str]:
+        cache = REVALIDATE if target.by_name else IMMUTABLE
+        return {**CORS_HEADERS, "ETag": etag, "Cache-Control": cache}
+
+    def _directory(self, request: Request, target: Target, node: exporter.Node) -> Response:
+        html = wants_html(request.headers.get("accept"))
+        if (html or target.host_route) and not target.trailing_slash:
+            url = request.url
+            return RedirectResponse(
+                str(url.replace(path=url.path + "/")), status_code=301, headers=CORS_HEADERS
+            )
+        if html or target.host_route:
+            try:
+                index = exporter.child(self.core.get_block, node, "index.html")
+            except exporter.NotFound:
+                index = None
+            if index is not None and not index.is_dir:
+                return self._file(request, target, index, "index.html")
+        etag = f'"{to_str(node.cid)}"'
+        headers = self._headers(target, etag)
+        if _etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        entries = exporter.listing(self.core.get_block, node)
+        dirname = target.segments[-1] if target.segments else "/"
+        if html:
+            body = render_listing(dirname, request.url.path, entries)
+            return Response(body, headers=headers, media_type="text/html; charset=utf-8")
+        children = [{"name": n, "size": size, "cid": to_str(c)} for n, c, size, _ in entries]
+        body = json.dumps({"directory": {"name": dirname, "cid": to_str(node.cid), "children": children}})
+        return Response(body, headers=headers, media_type="application/json")
+
+    def _file(self, request: Request, target: Target, node: exporter.Node, name: str | None) -> Response:
+        etag = f'"{to_str(node.cid)}"'
+        headers = self._headers(target, etag)
+        headers["Accept-Ranges"] = "bytes"
+        if name is not None and (target.segments or name == "index.html"):
+            headers["Content-Disposition"] = content_disposition(name)
+        if _etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        size = node.size
+        status = 200
+        start, end = 0, size
+        byte_range = parse_range(request.headers.get("range"), size)
+        if byte_range is not None:
+            start, end = byte_range
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        headers["Content-Length"] = str(end - start)
+        mtype = media_type(name)
+        if request.method == "HEAD":
+            return Response(status_code=status, headers=headers, media_type=mtype)
+        body = self._stream(node, start, end)
+        return StreamingResponse(body, status_code=status, headers=headers, media_type=mtype)
+
+    def _stream(self, node: exporter.Node, start: int, end: int) -> Iterator[bytes]:
+        """Reads the first block now, so a corrupt first block becomes a 500 before any header."""
+        pieces = exporter.read_range(self.core.get_block, node, start, end)
+        first = next(pieces, None)
+        if first is None:
+            return iter(())
+        return chain([first], _abort_on_corruption(pieces))
+
+
+def _abort_on_corruption(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield from pieces
+    except CorruptBlock as exc:
+        log.error("corrupt block %s mid-stream: aborting the response", to_str(exc.cid))
+        raise

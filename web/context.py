@@ -1,0 +1,38 @@
+"""What the web layer is handed: the core, tokens, the swarm view and limits."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from edgefiles.node.core import Core
+
+from .auth import TokenAuthority
+from .content import ContentServer
+
+
+class SwarmView(Protocol):
+    def addrs(self) -> list[str]: ...
+    def peers(self) -> list[str]: ...
+
+
+class NoSwarm:
+    def addrs(self) -> list[str]:
+        return []
+
+    def peers(self) -> list[str]:
+        return []
+
+
+@dataclass
+class AppContext:
+    core: Core
+    tokens: TokenAuthority
+    executor: Executor
+    max_upload: int = 10 << 30
+    host_suffix: str = "actyx.localhost"
+    swarm: SwarmView = field(default_factory=NoSwarm)
+
+    def __post_init__(self) -> None:
+        self.content = ContentServer(self.core)

@@ -1,0 +1,146 @@
+"""The Actyx Files API v2: upload, read, name, unname, plus auth and node endpoints."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from edgefiles.ans.registry import is_valid_name
+from edgefiles.node import cid as cids
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from .content import Target
+from .context import AppContext
+from .cors import CORS_HEADERS
+from .errors import BadRequest, ManifestInvalid, MethodNotAllowed, NotFound
+from .paths import url_segments
+from .upload import receive_upload
+
+PREFIX = "/api/v2/files"
+
+
+async def auth(request: Request) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("body must be JSON: {appId, displayName, version}") from None
+    if not isinstance(body, dict) or not all(
+        isinstance(body.get(k), str) and body.get(k) for k in ("appId", "displayName", "version")
+    ):
+        raise BadRequest("body must be JSON with string fields appId, displayName and version")
+    if not ctx.tokens.is_trusted(body["appId"]):
+        raise ManifestInvalid(f"app id {body['appId']!r} is not trusted by this node (see --trust-app)")
+    return JSONResponse({"token": ctx.tokens.issue(body["appId"])}, headers=CORS_HEADERS)
+
+
+def split_tail(raw_tail: str) -> tuple[list[str], bool]:
+    """URL path after the prefix → (segments, trailing slash)."""
+    trailing = raw_tail.endswith("/")
+    body = raw_tail[:-1] if trailing else raw_tail
+    return url_segments(body), trailing
+
+
+async def files(request: Request) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    ctx.tokens.require(request)
+    raw = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?")[0]
+    tail = raw[len(PREFIX) :].removeprefix("/")
+    method = request.method
+    if method == "POST":
+        if tail:
+            raise MethodNotAllowed("POST goes to /api/v2/files")
+        root = await receive_upload(request, ctx.core, ctx.executor, ctx.max_upload)
+        return PlainTextResponse(cids.to_str(root), headers=CORS_HEADERS)
+    if not tail:
+        raise BadRequest("missing CID or name after /api/v2/files/")
+    segments, trailing = split_tail(tail)
+    if method in ("GET", "HEAD"):
+        return read(request, ctx, segments, trailing)
+    if len(segments) != 1 or trailing:
+        raise BadRequest("names are single path segments: /api/v2/files/<name>")
+    if method == "PUT":
+        return await put_name(request, ctx, segments[0])
+    return await delete_name(ctx, segments[0])
+
+
+def read(request: Request, ctx: AppContext, segments: list[str], trailing: bool) -> Response:
+    root_text, path = segments[0], segments[1:]
+    by_name = ctx.core.registry.get(root_text) is not None
+    if by_name:
+        root = ctx.core.resolve_name(root_text)
+    else:
+        try:
+            root = cids.parse(root_text)
+        except cids.InvalidCid:
+            raise MethodNotAllowed(f"{root_text!r} is neither a known name nor a valid CID") from None
+    if root is None:
+        raise NotFound(f"name {root_text!r} is not set")
+    return ctx.content.serve(request, Target(root, path, trailing, by_name))
+
+
+async def put_name(request: Request, ctx: AppContext, name: str) -> Response:
+    if cids.is_cid(name):
+        raise MethodNotAllowed(f"{name!r} is a CID and cannot be used as a name")
+    if not is_valid_name(name):
+        raise BadRequest(
+            f"{name!r} is not a valid name: lower-case DNS labels [a-z0-9-] joined by dots, <= 237 chars"
+        )
+    text = (await request.body()).decode("utf-8", "replace").strip()
+    try:
+        target = cids.parse(text)
+    except cids.InvalidCid:
+        raise MethodNotAllowed(f"body {text[:100]!r} is not a valid CID") from None
+    await ctx.core.set_name(name, target)
+    return Response(b"", headers=CORS_HEADERS)
+
+
+async def delete_name(ctx: AppContext, name: str) -> Response:
+    previous = await ctx.core.delete_name(name)
+    if previous is None:
+        raise MethodNotAllowed(f"name {name!r} does not exist")
+    return PlainTextResponse(cids.to_str(previous), headers=CORS_HEADERS)
+
+
+async def names(request: Request) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    ctx.tokens.require(request)
+    out = []
+    for record in ctx.core.registry.live():
+        complete = ctx.core.is_complete(record.cid)
+        out.append({
+            "name": record.name,
+            "cid": cids.to_str(record.cid),
+            "updated": _rfc3339(record.clock[0]),
+            "complete": complete,
+            "missing": 0 if complete else ctx.core.missing_bytes(record.cid),
+        })
+    return JSONResponse(out, headers=CORS_HEADERS)
+
+
+def _rfc3339(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+async def node_id(request: Request) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    return PlainTextResponse(ctx.core.key.peer_id, headers=CORS_HEADERS)
+
+
+async def node_info(request: Request) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    ctx.tokens.require(request)
+    blocks, size = ctx.core.store_totals()
+    return JSONResponse(
+        {
+            "peerId": ctx.core.key.peer_id,
+            "addrs": ctx.swarm.addrs(),
+            "peers": ctx.swarm.peers(),
+            "blocks": blocks,
+            "bytes": size,
+            "pins": await ctx.core.pinned_roots(),
+            "names": len(ctx.core.registry.live()),
+        },
+        headers=CORS_HEADERS,
+    )

@@ -1,0 +1,53 @@
+"""`http://<name>.actyx.localhost:4454/<path>`: every path is content of the name."""
+
+from __future__ import annotations
+
+from edgefiles.node import cid as cids
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .auth import COOKIE
+from .content import Target
+from .context import AppContext
+from .errors import MethodNotAllowed, NotFound
+from .files_api import split_tail
+
+
+def host_name(host_header: str | None, suffix: str) -> str | None:
+    """The name part of a Host header ending in the suffix (port ignored, case folded)."""
+    if not host_header:
+        return None
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return None
+    host = host.rsplit(":", 1)[0] if ":" in host else host
+    host = host.rstrip(".")
+    tail = "." + suffix
+    if host.endswith(tail) and len(host) > len(tail):
+        return host[: -len(tail)]
+    return None
+
+
+async def serve_host(request: Request, name: str, ctx: AppContext) -> Response:
+    if request.method not in ("GET", "HEAD"):
+        raise MethodNotAllowed("the host route is read-only", headers={"Allow": "GET, HEAD, OPTIONS"})
+    raw = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?")[0]
+    segments, trailing = split_tail(raw.removeprefix("/"))
+    trailing = trailing or not segments
+    set_cookie = None
+    record = ctx.core.registry.get(name)
+    if record is not None:
+        root = ctx.core.resolve_name(name)
+        by_name = True
+    elif cids.is_cid(name):
+        token = ctx.tokens.token_of(request, allow_cookie=True)
+        ctx.tokens.check(token)
+        if request.query_params.get("access_token") is not None:
+            set_cookie = token
+        root, by_name = cids.parse(name), False
+    else:
+        raise NotFound(f"name {name!r} is not set")
+    response = ctx.content.serve(request, Target(root, segments, trailing, by_name, host_route=True))
+    if set_cookie is not None:
+        response.set_cookie(COOKIE, set_cookie, httponly=True, samesite="lax", path="/")
+    return response

@@ -1,0 +1,26 @@
+"""Built-in extension → media type table: the same answer on every machine."""
+
+from __future__ import annotations
+
+TYPES = {
+    "html": "text/html; charset=utf-8", "htm": "text/html; charset=utf-8",
+    "css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8",
+    "mjs": "text/javascript; charset=utf-8", "json": "application/json",
+    "map": "application/json", "webmanifest": "application/manifest+json",
+    "txt": "text/plain; charset=utf-8", "md": "text/markdown; charset=utf-8",
+    "csv": "text/csv; charset=utf-8", "xml": "application/xml",
+    "svg": "image/svg+xml", "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
+    "gif": "image/gif", "webp": "image/webp", "avif": "image/avif", "ico": "image/x-icon",
+    "bmp": "image/bmp", "woff": "font/woff", "woff2": "font/woff2", "ttf": "font/ttf",
+    "otf": "font/otf", "eot": "application/vnd.ms-fontobject", "wasm": "application/wasm",
+    "pdf": "application/pdf", "zip": "application/zip", "gz": "application/gzip",
+    "tar": "application/x-tar", "mp4": "video/mp4", "webm": "video/webm", "mp3": "audio/mpeg",
+    "ogg": "audio/ogg", "wav": "audio/wav", "yaml": "application/yaml", "yml": "application/yaml",
+}
+DEFAULT = "application/octet-stream"
+
+
+def media_type(filename: str | None) -> str:
+    if not filename or "." not in filename:
+        return DEFAULT
+    return TYPES.get(filename.rsplit(".", 1)[1].lower(), DEFAULT)

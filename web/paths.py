@@ -1,0 +1,42 @@
+"""The one path validator: upload filenames and URL paths both end up as checked segments."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote_to_bytes
+
+from .errors import BadRequest
+
+MAX_SEGMENT_BYTES = 255
+
+
+def check_segment(seg: str) -> str:
+    if seg in ("", ".", ".."):
+        raise BadRequest(f"unsafe or empty path segment {seg!r}")
+    if "\\" in seg or "\x00" in seg or "/" in seg:
+        raise BadRequest(f"path segment {seg!r} holds a backslash, slash or NUL")
+    if len(seg.encode()) > MAX_SEGMENT_BYTES:
+        raise BadRequest("path segment longer than 255 bytes")
+    return seg
+
+
+def upload_segments(filename: str) -> list[str]:
+    """Segments of a multipart filename, taken literally; one leading '/' is dropped."""
+    lowered = filename.lower()
+    if "%2e%2e" in lowered or "%2f" in lowered or "%5c" in lowered or "%00" in lowered:
+        raise BadRequest(f"filename {filename!r} holds an encoded traversal")
+    path = filename[1:] if filename.startswith("/") else filename
+    return [check_segment(seg) for seg in path.split("/")]
+
+
+def url_segments(raw_path: str) -> list[str]:
+    """Percent-decoded segments of a URL path tail (no leading '/'); empty tail → []."""
+    if raw_path == "":
+        return []
+    segments = []
+    for part in raw_path.split("/"):
+        try:
+            seg = unquote_to_bytes(part).decode()
+        except UnicodeDecodeError:
+            raise BadRequest("path segment is not UTF-8") from None
+        segments.append(check_segment(seg))
+    return segments

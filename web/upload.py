@@ -1,0 +1,191 @@
+"""Streaming multipart upload: parse as bytes arrive, import in a worker thread, commit once.
+
+The event loop reads the socket and runs the multipart parser; the import (chunking,
+hashing, pack writes) runs in a worker thread on the previous batch of part data, so both
+cores work and memory stays bounded by a few MiB whatever the upload size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+
+from edgefiles.node.blockstore import StorageFull
+from edgefiles.node.core import Core
+from edgefiles.node.importer import FileBuilder, PathConflict, TreeBuilder
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser
+from starlette.requests import ClientDisconnect, Request
+
+from .errors import BadRequest, InsufficientStorage, PayloadTooLarge, UnsupportedMediaType
+from .paths import upload_segments
+
+HANDOFF_BYTES = 1 << 20
+MAX_QUEUED_BYTES = 8 << 20
+
+
+def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
+    """`type; k=v; k="quoted"` → (type, params); quoted-string escapes honoured, nothing else."""
+    main, _, rest = value.partition(";")
+    params: dict[str, str] = {}
+    i = 0
+    while i < len(rest):
+        eq = rest.find("=", i)
+        if eq < 0:
+            break
+        key = rest[i:eq].strip().strip(";").strip().lower()
+        i = eq + 1
+        if i < len(rest) and rest[i] == '"':
+            out = []
+            i += 1
+            while i < len(rest) and rest[i] != '"':
+                if rest[i] == "\\" and i + 1 < len(rest) and rest[i + 1] in '"\\':
+                    i += 1
+                out.append(rest[i])
+                i += 1
+            params[key] = "".join(out)
+            i = rest.find(";", i)
+            i = len(rest) if i < 0 else i + 1
+        else:
+            end = rest.find(";", i)
+            end = len(rest) if end < 0 else end
+            params[key] = rest[i:end].strip()
+            i = end + 1
+    return main.strip().lower(), params
+
+
+class UploadSink:
+    """The import side of one upload; every method runs in the worker thread, in order."""
+
+    def __init__(self, core: Core):
+        self.core = core
+        self.batch = core.store.batch()
+        self.tree = TreeBuilder(core.settings.profile, self.batch.put)
+        self.file: FileBuilder | None = None
+        self.segments: list[str] = []
+        self.parts = 0
+
+    def process(self, events: list[tuple]) -> None:
+        for event in events:
+            if event[0] == "data":
+                self.file.write(event[1])
+            elif event[0] == "begin":
+                self.segments = event[1]
+                self.file = FileBuilder(self.core.settings.profile, self.batch.put)
+            else:
+                self.tree.add_file(self.segments, self.file.finish())
+                self.parts += 1
+                self.file = None
+
+    def finish(self, events: list[tuple]) -> bytes:
+        self.process(events)
+        if self.parts == 0:
+            raise BadRequest("the upload holds no file parts")
+        if self.parts == 1:
+            return self.tree.single_file().cid
+        return self.tree.finish().cid
+
+
+class PartCollector:
+    """python-multipart callbacks → a list of import events, with filenames validated."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.queued = 0
+        self.ended = False
+        self._headers: dict[str, str] = {}
+        self._field = bytearray()
+        self._value = bytearray()
+        self.paths: set[tuple[str, ...]] = set()
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, s, e: self._field.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._value.extend(d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._data,
+            "on_part_end": lambda: self.events.append(("end",)),
+            "on_end": self._end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+
+    def _header_end(self) -> None:
+        name = self._field.decode("latin-1").lower()
+        self._headers[name] = self._value.decode("utf-8", "surrogateescape")
+        self._field.clear()
+        self._value.clear()
+
+    def _headers_finished(self) -> None:
+        _, params = parse_header_params(self._headers.get("content-disposition", ""))
+        filename = params.get("filename")
+        if not filename:
+            raise BadRequest("every part needs a filename")
+        try:
+            filename.encode()
+        except UnicodeEncodeError:
+            raise BadRequest("filename is not UTF-8") from None
+        segments = upload_segments(filename)
+        self.events.append(("begin", segments))
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        self.events.append(("data", data[start:end]))
+        self.queued += end - start
+
+    def _end(self) -> None:
+        self.ended = True
+
+    def take(self) -> list[tuple]:
+        events, self.events, self.queued = self.events, [], 0
+        return events
+
+
+async def receive_upload(request: Request, core: Core, executor: Executor, max_upload: int) -> bytes:
+    ctype, params = parse_header_params(request.headers.get("content-type", ""))
+    if ctype != "multipart/form-data" or not params.get("boundary"):
+        raise UnsupportedMediaType()
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_upload:
+        raise PayloadTooLarge(f"request body larger than {max_upload} bytes")
+    loop = asyncio.get_running_loop()
+    collector = PartCollector()
+    parser = MultipartParser(params["boundary"], collector.callbacks(), max_header_count=32)
+    sink = UploadSink(core)
+    pending: asyncio.Future | None = None
+    received = 0
+    try:
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > max_upload:
+                    raise PayloadTooLarge(f"request body larger than {max_upload} bytes")
+                parser.write(chunk)
+                if collector.queued >= HANDOFF_BYTES:
+                    if pending is not None:
+                        await pending
+                    pending = loop.run_in_executor(executor, sink.process, collector.take())
+            parser.finalize()
+        except MultipartParseError as exc:
+            raise BadRequest(f"malformed multipart body: {exc}") from None
+        if not collector.ended:
+            raise BadRequest("truncated multipart body: the closing boundary never came")
+        if pending is not None:
+            await pending
+            pending = None
+        root = await loop.run_in_executor(executor, sink.finish, collector.take())
+        await core.commit(sink.batch, root, f"upload:{root.hex()}", core.upload_pin_expiry())
+        return root
+    except BaseException as exc:
+        if pending is not None:
+            await asyncio.wait([pending])
+        core.store.abandoned(sink.batch)
+        if isinstance(exc, PathConflict):
+            raise BadRequest(str(exc)) from None
+        if isinstance(exc, StorageFull):
+            raise InsufficientStorage(f"upload not stored: {exc}") from None
+        if isinstance(exc, ClientDisconnect):
+            raise
+        raise
