@@ -50,10 +50,8 @@ def is_valid(rec: NameRecord) -> bool:
 
 
 def encode(rec: NameRecord) -> bytes:
-    return msgpack.packb(
-        [rec.version, rec.namespace, rec.name, rec.cid, rec.clock[0], rec.clock[1], rec.writer, rec.signature],
-        use_bin_type=True,
-    )
+    fields = [rec.version, rec.namespace, rec.name, rec.cid, *rec.clock, rec.writer, rec.signature]
+    return msgpack.packb(fields, use_bin_type=True)
 
 
 def decode(data: bytes) -> NameRecord:

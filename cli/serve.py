@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import secrets
+import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import uvicorn
 
 from .config import ServeConfig
 from .main import CliError
@@ -112,10 +116,10 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
     from edgefiles.web.auth import TokenAuthority
     from edgefiles.web.context import AppContext
 
-    core = Core(
-        CoreSettings(config.data_dir, get_profile(config.profile), config.pin_uploads_for, config.store_quota),
-        key,
+    settings = CoreSettings(
+        config.data_dir, get_profile(config.profile), config.pin_uploads_for, config.store_quota
     )
+    core = Core(settings, key)
     try:
         await core.open()
     except SchemaTooNew as exc:
@@ -132,12 +136,15 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
             host_suffix=config.host_suffix,
             swarm=swarm,
         )
-        server = uvicorn.Server(
+        server = _Server(
             uvicorn.Config(
                 create_app(ctx), http="httptools", lifespan="off", log_level="warning",
                 timeout_graceful_shutdown=10, access_log=False,
             )
         )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.request_exit)
         ready = asyncio.create_task(_announce(server, config, swarm))
         await server.serve(sockets=[sock])
         ready.cancel()
@@ -147,6 +154,19 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         await core.close()
     log.info("stopped cleanly")
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a captured SIGTERM after shutdown (exit 143); we want exit 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+    def request_exit(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
 
 
 async def _announce(server, config: ServeConfig, swarm) -> None:

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cid import verify_block
+from .cid import normalize, verify_block
 from .db import open_reader
 
 PACK_LIMIT = 1 << 30
@@ -139,7 +139,7 @@ class BlockStore:
 
     def locate(self, cid: bytes) -> tuple[int, int, int] | None:
         row = self._reader().execute(
-            "SELECT pack, offset, length FROM blocks WHERE cid = ?", (cid,)
+            "SELECT pack, offset, length FROM blocks WHERE cid = ?", (normalize(cid),)
         ).fetchone()
         return row
 

@@ -36,6 +36,13 @@ def digest_of(cid: bytes) -> tuple[int, bytes]:
     return mh[0], mh[2 : 2 + mh[1]]
 
 
+def normalize(cid: bytes) -> bytes:
+    """CIDv1 form of a binary CID: a CIDv0 is the same dag-pb block under another name."""
+    if cid[0] == 0x12 and len(cid) == 34:
+        return b"\x01\x70" + cid
+    return cid
+
+
 def verify_block(cid: bytes, data: bytes) -> bool:
     """Whether `data` hashes to `cid` (identity and sha2-256 are the hashes we accept)."""
     code, digest = digest_of(cid)
@@ -66,7 +73,7 @@ def parse(text: str) -> bytes:
         raise InvalidCid(f"not a CID: {text!r}") from exc
     if cid.codec.code not in (RAW, DAG_PB) or cid.hashfun.code not in (SHA2_256, 0x00):
         raise InvalidCid(f"unsupported CID codec or hash: {text!r}")
-    return bytes(cid)
+    return normalize(bytes(cid))
 
 
 def is_cid(text: str) -> bool:

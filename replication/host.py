@@ -94,6 +94,17 @@ class SwarmHost:
                 nursery.cancel_scope.cancel()
 
 
+def quiet_libp2p_logs() -> None:
+    """libp2p detaches its loggers and sets some to INFO; route them through ours at WARNING."""
+    level = max(logging.WARNING, logging.getLogger().level)
+    for name in list(logging.root.manager.loggerDict):
+        if name == "libp2p" or name.startswith("libp2p."):
+            logger = logging.getLogger(name)
+            logger.propagate = True
+            logger.handlers.clear()
+            logger.setLevel(level if logging.getLogger().level > logging.DEBUG else logging.DEBUG)
+
+
 def build_host(seed: bytes):
     """A host that negotiates only Noise and Yamux: a plaintext or mplex dialer is refused."""
     import libp2p
@@ -106,8 +117,7 @@ def build_host(seed: bytes):
     from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX
     from libp2p.stream_muxer.yamux.yamux import Yamux
 
-    logging.getLogger("libp2p").propagate = True
-    logging.getLogger("libp2p").setLevel(logging.WARNING)
+    quiet_libp2p_logs()
     key_pair = create_new_key_pair(seed)
     return libp2p.new_host(
         key_pair=key_pair,

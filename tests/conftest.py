@@ -48,3 +48,30 @@ def materialize(case: dict, outdir: Path) -> Path:
 @pytest.fixture(scope="session")
 def vectors_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("vectors")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """One shared node per test module."""
+    from nodeproc import Node
+
+    n = Node(tmp_path_factory.mktemp("node") / "data").start()
+    yield n
+    n.stop()
+
+
+@pytest.fixture
+def fresh_node(tmp_path):
+    """A node of its own, for tests that change or break it."""
+    from nodeproc import Node
+
+    started = []
+
+    def make(*extra: str, **kw):
+        n = Node(tmp_path / f"data{len(started)}", *extra, **kw).start()
+        started.append(n)
+        return n
+
+    yield make
+    for n in started:
+        n.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -15,6 +17,8 @@ from .cors import CORS_HEADERS
 from .errors import ApiError, MethodNotAllowed, NotFound
 from .host_route import host_name, serve_host
 from .metrics import Metrics, MetricsMiddleware
+
+log = logging.getLogger("edgefiles.web")
 
 FILE_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE"]
 
@@ -40,6 +44,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return NotFound(f"no route for {request.url.path}").response()
     return JSONResponse({"code": "ERR_HTTP", "message": str(exc.detail)}, exc.status_code, CORS_HEADERS)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return ApiError(f"internal error: {type(exc).__name__}").response()
 
 
 class EdgeMiddleware:
@@ -81,7 +90,8 @@ def create_app(ctx: AppContext) -> ASGIApp:
         Route("/metrics", metrics, methods=["GET"]),
     ]
     app = Starlette(
-        routes=routes, exception_handlers={ApiError: api_error, HTTPException: http_error}
+        routes=routes,
+        exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: unexpected_error},
     )
     app.router.redirect_slashes = False
     app.state.ctx = ctx

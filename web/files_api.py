@@ -56,6 +56,8 @@ async def files(request: Request) -> Response:
     if not tail:
         raise BadRequest("missing CID or name after /api/v2/files/")
     segments, trailing = split_tail(tail)
+    if not segments:
+        raise BadRequest("missing CID or name after /api/v2/files/")
     if method in ("GET", "HEAD"):
         return read(request, ctx, segments, trailing)
     if len(segments) != 1 or trailing:

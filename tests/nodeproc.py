@@ -1,0 +1,99 @@
+"""Start and stop real `edgefiles serve` processes for black-box tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+APP = {"appId": "com.example.tests", "displayName": "tests", "version": "1.0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    def __init__(self, data: Path, *extra: str, api_port: int | None = None, swarm_port: int | None = None,
+                 preexec=None):
+        self.data = data
+        self.port = api_port or free_port()
+        self.swarm_port = swarm_port if swarm_port is not None else free_port()
+        self.extra = list(extra)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data.parent / f"{data.name}-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+        self.preexec = preexec
+        self._token: str | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "edgefiles", "serve", "--data", str(self.data),
+            "--api", f"127.0.0.1:{self.port}", "--swarm", f"/ip4/127.0.0.1/tcp/{self.swarm_port}",
+            *self.extra,
+        ]
+
+    def start(self, wait: bool = True) -> Node:
+        self.log = open(self.log_path, "ab")
+        self._log_start = self.log.tell()
+        self.proc = subprocess.Popen(
+            self.command(), stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=self.preexec,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited with {self.proc.returncode}:\n{self.output()}")
+            if "edgefiles ready" in self.output()[self._log_start :]:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"node not ready after {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            self.log.close()
+
+    def token(self) -> str:
+        if self._token is None:
+            r = httpx.post(f"{self.url}/api/v2/auth", json=APP)
+            r.raise_for_status()
+            self._token = r.json()["token"]
+        return self._token
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token()}"},
+                            timeout=60, **kw)
+
+    def upload(self, files: list[tuple[str, bytes]]) -> httpx.Response:
+        with self.client() as c:
+            return c.post("/api/v2/files", files=[("file", (name, data)) for name, data in files])
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edgefiles", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

@@ -1,0 +1,108 @@
+"""Auth: tokens, their errors, and what needs them."""
+
+import time
+
+import httpx
+from nodeproc import APP
+
+
+def test_auth_issues_token_that_opens_the_api(node):
+    r = httpx.post(f"{node.url}/api/v2/auth", json=APP)
+    assert r.status_code == 200
+    token = r.json()["token"]
+    info = httpx.get(f"{node.url}/api/v2/node/info", headers={"Authorization": f"Bearer {token}"})
+    assert info.status_code == 200
+    by_query = httpx.get(f"{node.url}/api/v2/node/info", params={"access_token": token})
+    assert by_query.status_code == 200
+
+
+def test_missing_auth_header(node):
+    r = httpx.get(f"{node.url}/api/v2/files/bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == {"code": "ERR_MISSING_AUTH_HEADER", "message": '"Authorization" header is missing.'}
+    assert r.headers["access-control-allow-origin"] == "*"
+
+
+def test_garbage_token(node):
+    r = httpx.get(f"{node.url}/api/v2/names", headers={"Authorization": "Bearer my invalid token"})
+    assert r.status_code == 401
+    body = r.json()
+    assert body["code"] == "ERR_TOKEN_INVALID"
+    assert "my invalid token" in body["message"]
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_tampered_token(node):
+    token = node.token()
+    payload, sig = token.split(".")
+    forged = payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB") + "." + sig
+    r = httpx.get(f"{node.url}/api/v2/names", headers={"Authorization": f"Bearer {forged}"})
+    assert r.json()["code"] == "ERR_TOKEN_INVALID"
+
+
+def test_other_scheme(node):
+    r = httpx.get(f"{node.url}/api/v2/names", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert r.status_code == 401
+    assert r.json()["code"] == "ERR_UNSUPPORTED_AUTH_TYPE"
+
+
+def test_untrusted_app_and_malformed_body(node):
+    r = httpx.post(f"{node.url}/api/v2/auth", json={**APP, "appId": "com.acme.app"})
+    assert r.status_code == 400
+    assert r.json()["code"] == "ERR_MANIFEST_INVALID"
+    for body in [b"not json", b"{}", b'{"appId": 5, "displayName": "x", "version": "1"}', b"[]"]:
+        r = httpx.post(f"{node.url}/api/v2/auth", content=body)
+        assert r.status_code == 400, body
+        assert r.json()["code"] == "ERR_BAD_REQUEST"
+
+
+def test_expired_token_and_other_nodes_token(fresh_node, node):
+    short = fresh_node("--token-ttl", "1s", "--trust-app", "com.acme.app")
+    r = httpx.post(f"{short.url}/api/v2/auth", json={**APP, "appId": "com.acme.app"})
+    assert r.status_code == 200
+    token = r.json()["token"]
+    time.sleep(1.2)
+    r = httpx.get(f"{short.url}/api/v2/names", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401
+    assert r.json()["code"] == "ERR_TOKEN_EXPIRED"
+    r = httpx.get(f"{short.url}/api/v2/names", headers={"Authorization": f"Bearer {node.token()}"})
+    assert r.json()["code"] == "ERR_TOKEN_INVALID"
+
+
+def test_tokens_survive_restart(fresh_node):
+    n = fresh_node()
+    token = n.token()
+    assert n.stop() == 0
+    n.start()
+    r = httpx.get(f"{n.url}/api/v2/names", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200
+
+
+def test_public_endpoints_need_no_token(node):
+    assert httpx.get(f"{node.url}/health").json() == {"statusCode": 200, "status": "ok"}
+    node_id = httpx.get(f"{node.url}/api/v2/node/id")
+    assert node_id.status_code == 200
+    assert node_id.headers["content-type"].startswith("text/plain")
+    assert f"/p2p/{node_id.text}" in node.output()
+    metrics = httpx.get(f"{node.url}/metrics")
+    assert "edgefiles_http_requests_total" in metrics.text
+    assert "edgefiles_blocks" in metrics.text
+
+
+def test_node_info_shape(node):
+    with node.client() as c:
+        info = c.get("/api/v2/node/info").json()
+    assert set(info) == {"peerId", "addrs", "peers", "blocks", "bytes", "pins", "names"}
+    assert all(a.endswith(f"/p2p/{info['peerId']}") for a in info["addrs"])
+    assert info["addrs"]
+
+
+def test_cors_preflight(node):
+    r = httpx.options(f"{node.url}/api/v2/files", headers={
+        "Origin": "http://example.com", "Access-Control-Request-Method": "DELETE"})
+    assert r.status_code == 204
+    assert "DELETE" in r.headers["access-control-allow-methods"]
+    assert "Authorization" in r.headers["access-control-allow-headers"]
+    assert "ETag" in r.headers["access-control-expose-headers"]

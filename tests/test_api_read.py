@@ -1,0 +1,159 @@
+"""Reads by CID and by name: bodies, headers, ranges, listings, errors."""
+
+import hashlib
+
+import httpx
+import pytest
+from conftest import gen
+
+BIG = gen("read-big", 3 * 262144 + 1000)
+SITE = [("index.html", b"<h1>home</h1>"), ("assets/app.js", b"console.log(1)"),
+        ("docs/readme.txt", b"read me"), ("docs/caf\u00e9 menu.txt", b"menu"), ("big.bin", BIG)]
+
+
+@pytest.fixture(scope="module")
+def site(node):
+    r = node.upload(SITE)
+    assert r.status_code == 200
+    return r.text
+
+
+@pytest.fixture(scope="module")
+def client(node):
+    with node.client() as c:
+        yield c
+
+
+def test_file_by_path(client, site):
+    r = client.get(f"/api/v2/files/{site}/assets/app.js")
+    assert r.status_code == 200
+    assert r.content == b"console.log(1)"
+    assert r.headers["content-type"].startswith("text/javascript")
+    assert r.headers["content-length"] == "14"
+    assert r.headers["accept-ranges"] == "bytes"
+    assert r.headers["cache-control"] == "private, max-age=31536000, immutable"
+    assert r.headers["content-disposition"] == 'inline; filename="app.js"'
+    assert r.headers["etag"].startswith('"baf')
+
+
+def test_non_ascii_content_disposition(client, site):
+    r = client.get(f"/api/v2/files/{site}/docs/caf%C3%A9%20menu.txt")
+    assert r.content == b"menu"
+    assert "filename*=UTF-8''caf%C3%A9%20menu.txt" in r.headers["content-disposition"]
+
+
+def test_multi_block_file_streams_whole(client, site):
+    r = client.get(f"/api/v2/files/{site}/big.bin")
+    assert hashlib.sha256(r.content).digest() == hashlib.sha256(BIG).digest()
+    assert r.headers["content-type"] == "application/octet-stream"
+
+
+def test_head_has_headers_and_no_body(client, site):
+    r = client.head(f"/api/v2/files/{site}/big.bin")
+    assert r.status_code == 200
+    assert r.content == b""
+    assert r.headers["content-length"] == str(len(BIG))
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [("bytes=0-9", 0, 10), ("bytes=262140-262150", 262140, 262151), ("bytes=-100", len(BIG) - 100, len(BIG)),
+     (f"bytes={len(BIG) - 5}-", len(BIG) - 5, len(BIG)), ("bytes=10-999999999", 10, len(BIG))],
+)
+def test_ranges(client, site, header, start, end):
+    r = client.get(f"/api/v2/files/{site}/big.bin", headers={"Range": header})
+    assert r.status_code == 206
+    assert r.content == BIG[start:end]
+    assert r.headers["content-range"] == f"bytes {start}-{end - 1}/{len(BIG)}"
+
+
+@pytest.mark.parametrize("header", [f"bytes={len(BIG)}-", "bytes=999999999-1000000000", "bytes=-0"])
+def test_unsatisfiable_range(client, site, header):
+    r = client.get(f"/api/v2/files/{site}/big.bin", headers={"Range": header})
+    assert r.status_code == 416
+    assert r.json()["code"] == "ERR_RANGE_NOT_SATISFIABLE"
+    assert r.headers["content-range"] == f"bytes */{len(BIG)}"
+
+
+@pytest.mark.parametrize("header", ["bytes=abc", "items=0-5", "bytes=5-1", "bytes", "bytes=0-1,5-6"])
+def test_invalid_range_is_ignored(client, site, header):
+    r = client.get(f"/api/v2/files/{site}/index.html", headers={"Range": header})
+    assert r.status_code == 200
+    assert r.content == b"<h1>home</h1>"
+
+
+def test_etag_revalidation(client, site):
+    etag = client.get(f"/api/v2/files/{site}/index.html").headers["etag"]
+    r = client.get(f"/api/v2/files/{site}/index.html", headers={"If-None-Match": etag})
+    assert r.status_code == 304
+    assert r.content == b""
+
+
+def test_directory_json(client, site):
+    for accept in [None, "application/json", "*/*"]:
+        headers = {"Accept": accept} if accept else {}
+        r = client.get(f"/api/v2/files/{site}", headers=headers)
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/json"
+        d = r.json()["directory"]
+        assert d["name"] == "/" and d["cid"] == site
+        names = [c["name"] for c in d["children"]]
+        assert names == ["assets", "big.bin", "docs", "index.html"]
+        sizes = {c["name"]: c["size"] for c in d["children"]}
+        assert sizes["docs"] == len(b"read me") + len(b"menu")
+        assert sizes["big.bin"] == len(BIG)
+    sub = client.get(f"/api/v2/files/{site}/docs").json()["directory"]
+    assert sub["name"] == "docs"
+
+
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_directory_html(client, site):
+    r = client.get(f"/api/v2/files/{site}", headers={"Accept": BROWSER})
+    assert r.status_code == 301
+    assert r.headers["location"].endswith(f"/api/v2/files/{site}/")
+    r = client.get(f"/api/v2/files/{site}/", headers={"Accept": BROWSER})
+    assert r.content == b"<h1>home</h1>"
+    assert r.headers["content-type"].startswith("text/html")
+    r = client.get(f"/api/v2/files/{site}/docs/", headers={"Accept": BROWSER})
+    assert r.headers["content-type"].startswith("text/html")
+    assert 'href="readme.txt"' in r.text
+    assert "caf\u00e9 menu.txt" in r.text
+    json_wins = client.get(f"/api/v2/files/{site}/docs/", headers={"Accept": "text/html;q=0.5, application/json"})
+    assert json_wins.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("root", ["not-a-cid!", "Qmnope", "bafyinvalid", "zzzz"])
+def test_invalid_root_is_405(client, root):
+    r = client.get(f"/api/v2/files/{root}")
+    assert r.status_code == 405
+    assert r.json()["code"] == "ERR_METHOD_NOT_ALLOWED"
+    assert "GET" in r.headers["allow"]
+
+
+def test_unknown_cid_and_missing_path_are_404(client, site):
+    unknown = "bafkreie7q3iidccmpvszul7kudcvvuavuo7u6gzlbobczuk5nqze7hlt7y"
+    r = client.get(f"/api/v2/files/{unknown}")
+    assert r.status_code == 404
+    assert r.json()["code"] == "ERR_NOT_FOUND"
+    assert client.get(f"/api/v2/files/{site}/nope.txt").status_code == 404
+    assert client.get(f"/api/v2/files/{site}/index.html/deeper").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["", "/", "{site}/%2e%2e/x", "{site}/a//b", "{site}/..%5cx", "{site}/a%00b"])
+def test_bad_request_paths(node, site, path):
+    raw = f"/api/v2/files/{path.format(site=site)}" if path else "/api/v2/files"
+    with httpx.Client(base_url=node.url) as c:
+        r = c.send(c.build_request("GET", raw, headers={"Authorization": f"Bearer {node.token()}"}))
+    assert r.status_code == 400, raw
+    assert r.json()["code"] == "ERR_BAD_REQUEST"
+
+
+def test_cidv0_and_cidv1_of_the_same_dag_pb_both_work(client, site):
+    from edgefiles.node.cid import parse, to_str
+
+    v1 = parse(site)
+    v0 = to_str(v1[2:])  # the bare multihash is the CIDv0 of a dag-pb node
+    assert v0.startswith("Qm")
+    assert client.get(f"/api/v2/files/{v0}/index.html").content == b"<h1>home</h1>"

@@ -1,0 +1,174 @@
+"""Uploads: CIDs equal to Kubo's vectors, directories, hostile filenames, limits, truncation."""
+
+import socket
+
+import httpx
+import pytest
+from conftest import entry_bytes, load_cases, materialize
+from nodeproc import run_cli
+
+CASES = {c["id"]: c for c in load_cases("cid-vectors.json")}
+
+
+def _pins(node) -> int:
+    with node.client() as c:
+        return c.get("/api/v2/node/info").json()["pins"]
+
+
+def test_single_file_returns_its_kubo_cid(node):
+    case = CASES["file-hello-world"]
+    r = node.upload([("hello.txt", entry_bytes(case["entries"][0]))])
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    assert r.text == case["cid"]["kubo-v1"]
+
+
+def test_single_part_with_folder_in_filename_is_still_the_file_cid(node):
+    case = CASES["file-262145"]
+    r = node.upload([("some/dir/big.bin", entry_bytes(case["entries"][0]))])
+    assert r.text == case["cid"]["kubo-v1"]
+
+
+@pytest.mark.parametrize(
+    "case_id",
+    ["dir-spa", "dir-nested", "dir-unicode-names", "dir-names-with-spaces", "dir-sort-order",
+     "dir-multichunk-file", "dir-same-content", "dir-empty-file", "dir-long-name"],
+)
+def test_directory_upload_matches_kubo(node, case_id):
+    case = CASES[case_id]
+    files = [(e["path"], entry_bytes(e)) for e in case["entries"] if not e.get("dir")]
+    r = node.upload(files)
+    assert r.status_code == 200, r.text
+    assert r.text == case["cid"]["kubo-v1"]
+
+
+def test_add_folder_equals_cid_command(node, vectors_dir):
+    path = materialize(CASES["dir-spa"], vectors_dir)
+    out = run_cli("cid", str(path))
+    files = [(str(p.relative_to(path)), p.read_bytes()) for p in sorted(path.rglob("*")) if p.is_file()]
+    assert node.upload(files).text == out.stdout.strip()
+
+
+def test_browser_folder_upload_keeps_the_folder(node):
+    r = node.upload([("site/index.html", b"<p>x</p>"), ("site/app.js", b"1")])
+    with node.client() as c:
+        listing = c.get(f"/api/v2/files/{r.text}").json()
+    assert [child["name"] for child in listing["directory"]["children"]] == ["site"]
+
+
+def test_ten_thousand_parts(node):
+    files = [(f"f/{i:05d}.txt", f"{i}\n".encode()) for i in range(10_000)]
+    r = node.upload(files)
+    assert r.status_code == 200, r.text
+    from edgefiles.node.cid import to_str
+    from edgefiles.node.importer import TreeBuilder, import_bytes
+    from edgefiles.node.profiles import KUBO_V1
+
+    tree = TreeBuilder(KUBO_V1, lambda c, b: None)
+    for name, data in files:
+        tree.add_file(name.split("/"), import_bytes(KUBO_V1, data, lambda c, b: None))
+    assert r.text == to_str(tree.finish().cid)
+    with node.client() as c:
+        sub = c.get(f"/api/v2/files/{r.text}/f").json()["directory"]
+        assert len(sub["children"]) == 10_000
+        assert c.get(f"/api/v2/files/{r.text}/f/09999.txt").text == "9999\n"
+
+
+HOSTILE = [
+    "../x", "a/../../b", "%2e%2e/x", "a/%2E%2E/b", "a%2fb", "a\\b", "..\\x", "a\x00b", "./a",
+    "a//b", "x/" + "n" * 256, "", "/",
+]
+
+
+@pytest.mark.parametrize("filename", HOSTILE, ids=[repr(h) for h in HOSTILE])
+def test_hostile_filenames_are_rejected(node, filename):
+    before = _pins(node)
+    r = node.upload([("ok.txt", b"fine"), (filename, b"evil")])
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "ERR_BAD_REQUEST"
+    assert _pins(node) == before
+    assert httpx.get(f"{node.url}/health").status_code == 200
+
+
+def test_255_byte_segment_is_fine(node):
+    assert node.upload([("n" * 255, b"x"), ("b", b"y")]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "files",
+    [[("a.txt", b"1"), ("a.txt", b"2")], [("a", b"1"), ("a/b", b"2")], [("a/b", b"1"), ("a", b"2")]],
+    ids=["duplicate", "file-then-dir", "dir-then-file"],
+)
+def test_path_conflicts(node, files):
+    r = node.upload(files)
+    assert r.status_code == 400
+    assert r.json()["code"] == "ERR_BAD_REQUEST"
+
+
+def _raw_post(node, body: bytes, content_type: str, length: int | None = None) -> httpx.Response:
+    with node.client() as c:
+        headers = {"Content-Type": content_type}
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        return c.post("/api/v2/files", content=body, headers=headers)
+
+
+def test_part_without_filename(node):
+    body = b'--B\r\nContent-Disposition: form-data; name="file"\r\n\r\nhello\r\n--B--\r\n'
+    r = _raw_post(node, body, "multipart/form-data; boundary=B")
+    assert r.status_code == 400
+    assert "filename" in r.json()["message"]
+
+
+def test_no_parts(node):
+    r = _raw_post(node, b"--B--\r\n", "multipart/form-data; boundary=B")
+    assert r.status_code == 400
+
+
+def test_not_multipart(node):
+    r = _raw_post(node, b"hello", "text/plain")
+    assert r.status_code == 415
+    assert r.json()["code"] == "ERR_UNSUPPORTED_MEDIA_TYPE"
+
+
+def test_malformed_multipart(node):
+    r = _raw_post(node, b"garbage without boundaries", "multipart/form-data; boundary=B")
+    assert r.status_code == 400
+
+
+def test_truncated_multipart_pins_nothing(node):
+    before = _pins(node)
+    body = b'--B\r\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n\r\n' + b"x" * 5000
+    r = _raw_post(node, body, "multipart/form-data; boundary=B")
+    assert r.status_code == 400
+    assert "truncated" in r.json()["message"]
+    assert _pins(node) == before
+
+
+def test_client_disconnect_mid_upload(node):
+    before = _pins(node)
+    head = b'--B\r\nContent-Disposition: form-data; name="f"; filename="a.bin"\r\n\r\n'
+    with socket.create_connection(("127.0.0.1", node.port)) as s:
+        s.sendall(
+            b"POST /api/v2/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + node.token().encode()
+            + b"\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 100000000\r\n\r\n"
+            + head + b"y" * 3_000_000
+        )
+    assert httpx.get(f"{node.url}/health").status_code == 200
+    assert _pins(node) == before
+    assert node.upload([("after.txt", b"still works")]).status_code == 200
+
+
+def test_oversize_body(fresh_node):
+    n = fresh_node("--max-upload", "1MiB")
+    r = n.upload([("big.bin", b"z" * (2 << 20))])
+    assert r.status_code == 413
+    assert r.json()["code"] == "ERR_PAYLOAD_TOO_LARGE"
+    chunked = httpx.post(
+        f"{n.url}/api/v2/files",
+        headers={"Authorization": f"Bearer {n.token()}", "Content-Type": "multipart/form-data; boundary=B"},
+        content=iter([b'--B\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\n',
+                      b"q" * (2 << 20)]),
+    )
+    assert chunked.status_code == 413
+    assert n.upload([("small.bin", b"ok")]).status_code == 200

@@ -1,0 +1,118 @@
+"""Names over HTTP (PUT/DELETE/list) and the host route."""
+
+import httpx
+import pytest
+
+BROWSER = "text/html,application/xhtml+xml,*/*;q=0.8"
+
+
+@pytest.fixture(scope="module")
+def app_cid(node):
+    return node.upload([("index.html", b"<h1>v1</h1>"), ("js/app.js", b"v1()")]).text
+
+
+@pytest.fixture(scope="module")
+def client(node):
+    with node.client() as c:
+        yield c
+
+
+def host_get(node, host: str, path: str = "/", **kw) -> httpx.Response:
+    return httpx.get(f"{node.url}{path}", headers={"Host": host, **kw.pop("headers", {})}, **kw)
+
+
+def test_put_get_delete_name(node, client, app_cid):
+    r = client.put("/api/v2/files/shop", content=f"  {app_cid}\n")
+    assert r.status_code == 200 and r.content == b""
+    r = client.get("/api/v2/files/shop/js/app.js")
+    assert r.content == b"v1()"
+    assert r.headers["cache-control"] == "no-cache"
+    listed = client.get("/api/v2/names").json()
+    entry = next(e for e in listed if e["name"] == "shop")
+    assert entry["cid"] == app_cid and entry["complete"] is True and entry["missing"] == 0
+    assert entry["updated"].endswith("Z")
+    r = client.delete("/api/v2/files/shop")
+    assert r.status_code == 200 and r.text == app_cid
+    assert client.get("/api/v2/files/shop").status_code == 405  # neither a name nor a CID now
+    assert host_get(node, "shop.actyx.localhost").status_code == 404
+
+
+def test_name_errors(client, app_cid):
+    r = client.put(f"/api/v2/files/{app_cid}", content=app_cid)
+    assert r.status_code == 405
+    r = client.put("/api/v2/files/QmPZ9gcCEpqKTo6aq61g2nXGUhM4iCL3ewB6LDXZCtioEB", content=app_cid)
+    assert r.status_code == 405
+    for bad in ["Upper", "-x", "a_b", "x" * 64]:
+        r = client.put(f"/api/v2/files/{bad}", content=app_cid)
+        assert r.status_code == 400, bad
+        assert r.json()["code"] == "ERR_BAD_REQUEST"
+    r = client.put("/api/v2/files/good-name", content="not a cid")
+    assert r.status_code == 405
+    r = client.delete("/api/v2/files/never-set")
+    assert r.status_code == 405
+    assert r.json()["code"] == "ERR_METHOD_NOT_ALLOWED"
+
+
+def test_put_of_cid_not_stored_is_accepted_but_not_served(client):
+    missing = "bafkreie7q3iidccmpvszul7kudcvvuavuo7u6gzlbobczuk5nqze7hlt7y"
+    assert client.put("/api/v2/files/later", content=missing).status_code == 200
+    entry = next(e for e in client.get("/api/v2/names").json() if e["name"] == "later")
+    assert entry["complete"] is False
+    assert client.get("/api/v2/files/later").status_code == 404
+
+
+def test_repoint_keeps_serving(node, client, app_cid):
+    v2 = node.upload([("index.html", b"<h1>v2</h1>"), ("js/app.js", b"v2()")]).text
+    client.put("/api/v2/files/roll", content=app_cid)
+    assert host_get(node, "roll.actyx.localhost").content == b"<h1>v1</h1>"
+    client.put("/api/v2/files/roll", content=v2)
+    assert host_get(node, "roll.actyx.localhost").content == b"<h1>v2</h1>"
+
+
+def test_host_route(node, client, app_cid):
+    client.put("/api/v2/files/my.app", content=app_cid)
+    r = host_get(node, "my.app.actyx.localhost:4454")
+    assert r.status_code == 200 and r.content == b"<h1>v1</h1>"
+    assert r.headers["content-type"].startswith("text/html")
+    assert host_get(node, "MY.APP.Actyx.LocalHost:99999").content == b"<h1>v1</h1>"
+    assert host_get(node, "my.app.actyx.localhost", "/js/app.js").content == b"v1()"
+    r = host_get(node, "my.app.actyx.localhost", "/js")
+    assert r.status_code == 301 and r.headers["location"].endswith("/js/")
+    listing = host_get(node, "my.app.actyx.localhost", "/js/", headers={"Accept": BROWSER})
+    assert 'href="app.js"' in listing.text
+    assert host_get(node, "my.app.actyx.localhost", "/js/").json()["directory"]["name"] == "js"
+    assert host_get(node, "my.app.actyx.localhost", "/api/v2/files").status_code == 404
+    assert host_get(node, "my.app.actyx.localhost", "/nope").status_code == 404
+    assert host_get(node, "unknown.actyx.localhost").status_code == 404
+    assert host_get(node, "my.app.actyx.localhost", "/%2e%2e/x").status_code == 400
+
+
+def test_cid_host_needs_token_and_sets_cookie(node, app_cid):
+    host = f"{app_cid}.actyx.localhost"
+    assert host_get(node, host).status_code == 401
+    with httpx.Client(base_url=node.url, headers={"Host": host}) as c:
+        r = c.get("/", params={"access_token": node.token()})
+        assert r.status_code == 200 and r.content == b"<h1>v1</h1>"
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie and "domain" not in cookie
+        assert c.get("/js/app.js").content == b"v1()"  # the cookie carries the token
+
+
+def test_host_suffix_flag(fresh_node):
+    n = fresh_node("--host-suffix", "edge.test")
+    cid = n.upload([("index.html", b"hi"), ("b", b"b")]).text
+    with n.client() as c:
+        c.put("/api/v2/files/x", content=cid)
+    assert host_get(n, "x.edge.test").content == b"hi"
+    assert host_get(n, "x.actyx.localhost", "/api/v2/names").status_code == 401  # the API answers
+
+
+def test_names_survive_restart(fresh_node):
+    n = fresh_node()
+    cid = n.upload([("a", b"1"), ("b", b"2")]).text
+    with n.client() as c:
+        c.put("/api/v2/files/keep", content=cid)
+    assert n.stop() == 0
+    n.start()
+    with n.client() as c:
+        assert c.get("/api/v2/files/keep/a").content == b"1"
