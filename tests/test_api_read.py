@@ -120,7 +120,8 @@ def test_directory_html(client, site):
     assert r.headers["content-type"].startswith("text/html")
     assert 'href="readme.txt"' in r.text
     assert "caf\u00e9 menu.txt" in r.text
-    json_wins = client.get(f"/api/v2/files/{site}/docs/", headers={"Accept": "text/html;q=0.5, application/json"})
+    prefer_json = {"Accept": "text/html;q=0.5, application/json"}
+    json_wins = client.get(f"/api/v2/files/{site}/docs/", headers=prefer_json)
     assert json_wins.headers["content-type"] == "application/json"
 
 

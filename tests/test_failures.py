@@ -1,0 +1,122 @@
+"""Damaged and exhausted storage: corrupt blocks are never served, a full disk stores nothing half."""
+
+import os
+import resource
+import sqlite3
+import subprocess
+
+import httpx
+import pytest
+from conftest import gen
+from edgefiles.node.cid import RAW, make_cid, to_str
+from edgefiles.node.importer import import_bytes
+from edgefiles.node.profiles import KUBO_V1
+from nodeproc import Node
+
+CHUNK = KUBO_V1.chunk_size
+
+
+def corrupt(data_dir, cid: bytes) -> None:
+    db = sqlite3.connect(data_dir / "state.sqlite")
+    pack, offset, _ = db.execute("SELECT pack, offset, length FROM blocks WHERE cid = ?", (cid,)).fetchone()
+    db.close()
+    path = data_dir / "blocks" / f"pack-{pack:06d}.dat"
+    with open(path, "r+b") as f:
+        f.seek(offset + 10)
+        byte = f.read(1)
+        f.seek(offset + 10)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.fixture
+def damaged(fresh_node):
+    n = fresh_node()
+    first = gen("corrupt-first", 3 * CHUNK)
+    later = gen("corrupt-later", 3 * CHUNK)
+    healthy = gen("healthy", 3 * CHUNK)
+    cids = {name: n.upload([(f"{name}.bin", data)]).text
+            for name, data in [("first", first), ("later", later), ("healthy", healthy)]}
+    corrupt(n.data, make_cid(RAW, first[:CHUNK]))
+    corrupt(n.data, make_cid(RAW, later[2 * CHUNK:]))
+    return n, cids, healthy
+
+
+def test_corrupt_first_block_is_a_500(damaged):
+    n, cids, _ = damaged
+    with n.client() as c:
+        r = c.get(f"/api/v2/files/{cids['first']}")
+    assert r.status_code == 500
+    assert r.json()["code"] == "ERR_CORRUPT_BLOCK"
+    assert "corrupt block" in n.output()
+
+
+def test_corrupt_later_block_aborts_and_never_sends_wrong_bytes(damaged):
+    n, cids, _ = damaged
+    expected = gen("corrupt-later", 3 * CHUNK)
+    received = bytearray()
+    with n.client() as c, pytest.raises(httpx.HTTPError):
+        with c.stream("GET", f"/api/v2/files/{cids['later']}") as r:
+            assert r.status_code == 200
+            for piece in r.iter_bytes():
+                received += piece
+    assert len(received) < len(expected)
+    assert bytes(received) == expected[: len(received)]
+
+
+def test_other_content_still_served(damaged):
+    n, cids, healthy = damaged
+    with n.client() as c:
+        c.get(f"/api/v2/files/{cids['first']}")
+        assert c.get(f"/api/v2/files/{cids['healthy']}").content == healthy
+        ranged = c.get(f"/api/v2/files/{cids['later']}", headers={"Range": "bytes=0-99"})
+        assert ranged.status_code == 206
+        assert ranged.content == gen("corrupt-later", 100)
+
+
+def _tmpfs(path, size: str) -> bool:
+    path.mkdir()
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]).returncode == 0
+
+
+def _limit_file_size():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (24 << 20, 24 << 20))
+
+
+def _check_full_store(n, big: bytes) -> None:
+    with n.client() as c:
+        pins = c.get("/api/v2/node/info").json()["pins"]
+    r = n.upload([("big.bin", big)])
+    assert r.status_code == 507, r.text
+    assert r.json()["code"] == "ERR_INSUFFICIENT_STORAGE"
+    big_cid = to_str(import_bytes(KUBO_V1, big, lambda c, b: None).cid)
+    with n.client() as c:
+        assert c.get("/api/v2/node/info").json()["pins"] == pins
+        assert c.get(f"/api/v2/files/{big_cid}").status_code == 404
+    ok = n.upload([("small.txt", b"there is room for this")])
+    assert ok.status_code == 200
+    with n.client() as c:
+        assert c.get(f"/api/v2/files/{ok.text}").content == b"there is room for this"
+
+
+def test_full_disk_is_507_and_stores_nothing_half(tmp_path):
+    mount = tmp_path / "small"
+    mounted = _tmpfs(mount, "32m")
+    try:
+        if mounted:
+            n = Node(mount / "data").start()
+        else:  # no mount rights: the kernel's file-size limit gives the same EFBIG/ENOSPC path
+            n = Node(tmp_path / "limited", preexec=_limit_file_size).start()
+        try:
+            _check_full_store(n, gen("too-big", 40 << 20))
+        finally:
+            n.stop()
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_store_quota_is_507(fresh_node):
+    n = fresh_node("--store-quota", "2MiB")
+    _check_full_store(n, gen("over-quota", 3 << 20))

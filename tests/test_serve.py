@@ -1,0 +1,101 @@
+"""The `serve` process: lock, ports, signals, schema versions, swarm security."""
+
+import signal
+import socket
+import sqlite3
+
+import httpx
+from nodeproc import Node, free_port, run_cli
+
+
+def test_second_serve_on_same_data_dir_is_refused(fresh_node, tmp_path):
+    a = fresh_node()
+    out = run_cli("serve", "--data", str(a.data), "--api", f"127.0.0.1:{free_port()}",
+                  "--swarm", "/ip4/127.0.0.1/tcp/0", timeout=30)
+    assert out.returncode != 0
+    assert "in use by another edgefiles" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert httpx.get(f"{a.url}/health").status_code == 200
+
+
+def test_taken_api_port_is_refused(fresh_node, tmp_path):
+    a = fresh_node()
+    out = run_cli("serve", "--data", str(tmp_path / "other"), "--api", f"127.0.0.1:{a.port}",
+                  "--swarm", "/ip4/127.0.0.1/tcp/0", timeout=30)
+    assert out.returncode != 0
+    assert "already in use" in out.stderr
+
+
+def test_taken_swarm_port_is_refused(fresh_node, tmp_path):
+    a = fresh_node()
+    out = run_cli("serve", "--data", str(tmp_path / "other"), "--api", f"127.0.0.1:{free_port()}",
+                  "--swarm", f"/ip4/127.0.0.1/tcp/{a.swarm_port}", timeout=30)
+    assert out.returncode != 0
+    assert "swarm address" in out.stderr
+
+
+def test_sigterm_and_sigint_exit_cleanly(fresh_node):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        n = fresh_node()
+        assert n.stop(sig) == 0
+        assert "stopped cleanly" in n.output()
+
+
+def test_newer_schema_is_refused(fresh_node):
+    n = fresh_node()
+    n.stop()
+    db = sqlite3.connect(n.data / "state.sqlite")
+    db.execute("PRAGMA user_version=99")
+    db.commit()
+    db.close()
+    out = run_cli("serve", "--data", str(n.data), "--api", f"127.0.0.1:{free_port()}",
+                  "--swarm", "/ip4/127.0.0.1/tcp/0", timeout=30)
+    assert out.returncode != 0
+    assert "schema version 99" in out.stderr
+
+
+def test_bad_flags_are_one_line_errors(tmp_path):
+    for flags in (["--api", "nonsense"], ["--max-upload", "lots"], ["--token-ttl", "soon"]):
+        out = run_cli("serve", "--data", str(tmp_path / "d"), *flags, timeout=30)
+        assert out.returncode != 0, flags
+        assert out.stderr.startswith("edgefiles: "), out.stderr
+
+
+def test_peer_id_is_stable_and_swarm_key_created(tmp_path):
+    n = Node(tmp_path / "d").start()
+    first = httpx.get(f"{n.url}/api/v2/node/id").text
+    n.stop()
+    key = (tmp_path / "d" / "swarm.key").read_text().strip()
+    assert len(key) == 64 and int(key, 16) >= 0
+    n.start()
+    assert httpx.get(f"{n.url}/api/v2/node/id").text == first
+    n.stop()
+
+
+def test_swarm_port_speaks_noise_only(fresh_node):
+    """A plaintext dialer that proposes /plaintext/2.0.0 is refused by multistream-select."""
+    n = fresh_node()
+
+    def frame(text: str) -> bytes:
+        data = text.encode() + b"\n"
+        return bytes([len(data)]) + data
+
+    with socket.create_connection(("127.0.0.1", n.swarm_port), timeout=5) as s:
+        s.sendall(frame("/multistream/1.0.0") + frame("/plaintext/2.0.0"))
+        answer = b""
+        while b"na\n" not in answer and b"/plaintext/2.0.0\n" not in answer[20:]:
+            chunk = s.recv(1024)
+            if not chunk:
+                break
+            answer += chunk
+    assert b"/multistream/1.0.0" in answer
+    assert b"na\n" in answer
+    with socket.create_connection(("127.0.0.1", n.swarm_port), timeout=5) as s:
+        s.sendall(frame("/multistream/1.0.0") + frame("/noise"))
+        answer = b""
+        while answer.count(b"\n") < 2:
+            chunk = s.recv(1024)
+            if not chunk:
+                break
+            answer += chunk
+    assert b"/noise\n" in answer
