@@ -1,9 +1,238 @@
-"""Client commands: `add`, `name`, `get` against a running node."""
+"""Client commands: `add`, `name`, `get` against a running node over its HTTP API."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+from .main import CliError
+
+CLI_APP = {"appId": "com.example.edgefiles-cli", "displayName": "edgefiles CLI", "version": "1.0"}
+PIECE = 1 << 20
+BOUNDARY = "edgefiles-upload-boundary-7f3a9c"
+
+
+def _client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--node", default=os.environ.get("EDGEFILES_NODE", "http://127.0.0.1:4454"),
+                   help="node URL (EDGEFILES_NODE)")
+    p.add_argument("--token", default=os.environ.get("EDGEFILES_TOKEN"),
+                   help="bearer token (EDGEFILES_TOKEN); fetched from /api/v2/auth when absent")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pass
+    add = sub.add_parser("add", help="upload files or folders to a node; prints one CID per path")
+    _client_flags(add)
+    add.add_argument("--hidden", action="store_true", help="include dotfiles")
+    add.add_argument("--name", help="point this name at the uploaded CID (one PATH only)")
+    add.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
+    add.add_argument("paths", nargs="+", metavar="PATH")
+    add.set_defaults(func=cmd_add)
+
+    name = sub.add_parser("name", help="set, remove or list names")
+    name_sub = name.add_subparsers(dest="name_command", required=True, metavar="ACTION")
+    set_ = name_sub.add_parser("set", help="point NAME at CID")
+    set_.add_argument("name")
+    set_.add_argument("cid")
+    rm = name_sub.add_parser("rm", help="remove NAME")
+    rm.add_argument("name")
+    ls = name_sub.add_parser("ls", help="list names")
+    for p in (set_, rm, ls):
+        _client_flags(p)
+        p.set_defaults(func=cmd_name)
+
+    get = sub.add_parser("get", help="download a file or a folder by CID or name")
+    _client_flags(get)
+    get.add_argument("target", metavar="CID|NAME")
+    get.add_argument("-o", "--output", help="where to write (default: ./<CID|NAME>; '-' = stdout)")
+    get.set_defaults(func=cmd_get)
+
+
+class NodeClient:
+    def __init__(self, url: str, token: str | None):
+        import httpx
+
+        self.url = url.rstrip("/")
+        self._httpx = httpx
+        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(60, read=600))
+        self.token = token or self._fetch_token()
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+
+    def _fetch_token(self) -> str:
+        return self.request("POST", "/api/v2/auth", json=CLI_APP).json()["token"]
+
+    def request(self, method: str, path: str, **kw):
+        try:
+            response = self.http.request(method, path, **kw)
+        except self._httpx.HTTPError as exc:
+            raise CliError(f"cannot reach node at {self.url}: {exc}") from None
+        check(response)
+        return response
+
+
+def check(response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        message = response.json()["message"]
+    except Exception:
+        message = response.text[:200]
+    raise CliError(f"{response.request.method} {response.request.url.path}: {response.status_code} {message}")
+
+
+class Progress:
+    """A one-line progress bar on stderr, drawn only for a terminal and for large uploads."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total = max(total, 1)
+        self.done = 0
+        self.enabled = enabled and sys.stderr.isatty() and total >= 8 * PIECE
+        self.start = time.monotonic()
+        self._drawn = 0.0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and (now - self._drawn > 0.1 or self.done >= self.total):
+            self._drawn = now
+            frac = min(self.done / self.total, 1.0)
+            rate = self.done / max(now - self.start, 1e-6) / (1 << 20)
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(f"\r[{bar:<30}] {frac:6.1%} {self.done >> 20}/{self.total >> 20} MiB "
+                             f"{rate:7.1f} MiB/s")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _part_header(filename: str) -> bytes:
+    escaped = filename.replace("\\", "\\\\").replace('"', '\\"')
+    return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{escaped}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+
+
+def multipart_body(files: list[tuple[str, Path]], progress: Progress) -> tuple[int, Iterator[bytes]]:
+    """(Content-Length, body pieces): files are read as the body is sent, never held whole."""
+    sizes = [p.stat().st_size for _, p in files]
+    closing = f"--{BOUNDARY}--\r\n".encode()
+    length = sum(len(_part_header(n)) + s + 2 for (n, _), s in zip(files, sizes, strict=True)) + len(closing)
+
+    def pieces() -> Iterator[bytes]:
+        for name, path in files:
+            yield _part_header(name)
+            with open(path, "rb") as f:
+                while piece := f.read(PIECE):
+                    progress.advance(len(piece))
+                    yield piece
+            yield b"\r\n"
+        yield closing
+
+    return length, pieces()
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from edgefiles.node.localfs import scan_folder
+
+    if args.name and len(args.paths) != 1:
+        raise CliError("--name needs exactly one PATH")
+    client = NodeClient(args.node, args.token)
+    for raw in args.paths:
+        path = Path(raw)
+        if not path.exists():
+            raise CliError(f"{raw}: no such file or directory")
+        if path.is_dir():
+            scan = scan_folder(path, args.hidden)
+            if scan.skipped_hidden:
+                print(f"skipped {scan.skipped_hidden} hidden entries in {raw} (use --hidden to include them)",
+                      file=sys.stderr)
+            if scan.empty_dirs:
+                count = len(scan.empty_dirs)
+                print(f"note: {count} empty folders in {raw} are not uploaded", file=sys.stderr)
+            files = [("/".join(segments), p) for segments, p in scan.files]
+            if not files:
+                raise CliError(f"{raw}: no files to upload")
+        else:
+            files = [(path.name, path)]
+        progress = Progress(sum(p.stat().st_size for _, p in files), not args.no_progress)
+        length, body = multipart_body(files, progress)
+        headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Content-Length": str(length)}
+        cid = client.request("POST", "/api/v2/files", content=body, headers=headers).text
+        progress.close()
+        print(cid, flush=True)
+        if args.name:
+            client.request("PUT", f"/api/v2/files/{quote(args.name)}", content=cid)
+            print(f"{args.name} -> {cid}", file=sys.stderr)
+    return 0
+
+
+def cmd_name(args: argparse.Namespace) -> int:
+    client = NodeClient(args.node, args.token)
+    if args.name_command == "set":
+        client.request("PUT", f"/api/v2/files/{quote(args.name)}", content=args.cid)
+    elif args.name_command == "rm":
+        print(client.request("DELETE", f"/api/v2/files/{quote(args.name)}").text)
+    else:
+        for entry in client.request("GET", "/api/v2/names").json():
+            state = "complete" if entry["complete"] else f"fetching, {entry['missing']} bytes missing"
+            print(f"{entry['name']}\t{entry['cid']}\t{entry['updated']}\t{state}")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from edgefiles.web.paths import check_segment
+
+    client = NodeClient(args.node, args.token)
+    base = f"/api/v2/files/{quote(args.target)}"
+    out = args.output or args.target
+    with client.http.stream("GET", base, headers={"Accept": "application/json"}) as response:
+        check(response)
+        if not _is_listing(response):
+            _write_stream(response, out)
+            return 0
+        response.read()
+        listing = response.json()
+    root = Path(out)
+    stack = [(listing["directory"], root, base)]
+    while stack:
+        directory, local, remote = stack.pop()
+        local.mkdir(parents=True, exist_ok=True)
+        for child in directory["children"]:
+            try:
+                name = check_segment(child["name"])
+            except Exception:
+                raise CliError(f"refusing unsafe name {child['name']!r} from the node") from None
+            child_remote = f"{remote}/{quote(name)}"
+            with client.http.stream("GET", child_remote, headers={"Accept": "application/json"}) as r:
+                check(r)
+                if _is_listing(r):
+                    r.read()
+                    stack.append((r.json()["directory"], local / name, child_remote))
+                else:
+                    _write_stream(r, str(local / name))
+    print(str(root), file=sys.stderr)
+    return 0
+
+
+def _is_listing(response) -> bool:
+    # A JSON *file* is served with Accept-Ranges; a directory listing is not.
+    json_body = response.headers.get("content-type", "").startswith("application/json")
+    return json_body and "accept-ranges" not in response.headers
+
+
+def _write_stream(response, out: str) -> None:
+    if out == "-":
+        for piece in response.iter_bytes(PIECE):
+            sys.stdout.buffer.write(piece)
+        sys.stdout.buffer.flush()
+        return
+    tmp = Path(out + ".part")
+    with open(tmp, "wb") as f:
+        for piece in response.iter_bytes(PIECE):
+            f.write(piece)
+    os.replace(tmp, out)

@@ -1,0 +1,78 @@
+"""`edgefiles add`, `name`, `get` against a real node."""
+
+import hashlib
+
+from conftest import gen
+from nodeproc import run_cli
+
+
+def _env(node):
+    return {"EDGEFILES_NODE": node.url}
+
+
+def test_add_folder_matches_cid_and_names_it(node, tmp_path):
+    site = tmp_path / "site"
+    (site / "assets").mkdir(parents=True)
+    (site / "index.html").write_text("<h1>cli</h1>")
+    (site / "assets" / "app.js").write_text("cli()")
+    (site / ".env").write_text("SECRET=1")
+    added = run_cli("add", "--name", "cli-app", str(site), env=_env(node))
+    assert added.returncode == 0, added.stderr
+    offline = run_cli("cid", str(site))
+    assert added.stdout.strip() == offline.stdout.strip()
+    assert "skipped 1 hidden" in added.stderr
+    listed = run_cli("name", "ls", env=_env(node))
+    assert f"cli-app\t{added.stdout.strip()}" in listed.stdout
+
+
+def test_add_large_file_and_get_it_back(node, tmp_path):
+    data = gen("cli-big", 5 << 20)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    added = run_cli("add", str(src), env=_env(node))
+    cid = added.stdout.strip()
+    assert cid == run_cli("cid", str(src)).stdout.strip()
+    out = tmp_path / "copy.bin"
+    got = run_cli("get", cid, "-o", str(out), env=_env(node))
+    assert got.returncode == 0, got.stderr
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+def test_get_directory_tree_by_name(node, tmp_path):
+    site = tmp_path / "tree"
+    (site / "a" / "b").mkdir(parents=True)
+    (site / "a" / "b" / "deep.txt").write_text("deep")
+    (site / "top.json").write_text('{"k": 1}')
+    run_cli("add", "--name", "tree-app", str(site), env=_env(node))
+    out = tmp_path / "out"
+    got = run_cli("get", "tree-app", "-o", str(out), env=_env(node))
+    assert got.returncode == 0, got.stderr
+    assert (out / "a" / "b" / "deep.txt").read_text() == "deep"
+    assert (out / "top.json").read_text() == '{"k": 1}'
+
+
+def test_name_set_rm(node, tmp_path):
+    f = tmp_path / "x.txt"
+    f.write_text("x")
+    cid = run_cli("add", str(f), env=_env(node)).stdout.strip()
+    assert run_cli("name", "set", "cli-x", cid, env=_env(node)).returncode == 0
+    rm = run_cli("name", "rm", "cli-x", env=_env(node))
+    assert rm.stdout.strip() == cid
+    again = run_cli("name", "rm", "cli-x", env=_env(node))
+    assert again.returncode == 1
+    assert "405" in again.stderr
+
+
+def test_client_errors_are_one_line(tmp_path):
+    out = run_cli("name", "ls", "--node", "http://127.0.0.1:9")
+    assert out.returncode == 1
+    assert out.stderr.startswith("edgefiles: cannot reach node")
+    assert len(out.stderr.strip().splitlines()) == 1
+    bad = run_cli("add", str(tmp_path / "missing"), "--node", "http://127.0.0.1:9")
+    assert bad.returncode == 1
+
+
+def test_help_lists_commands():
+    out = run_cli("--help")
+    for command in ("serve", "cid", "add", "name", "get"):
+        assert command in out.stdout
