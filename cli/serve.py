@@ -101,9 +101,18 @@ def serve(config: ServeConfig) -> int:
         swarm_key = load_swarm_key(
             config.swarm_key_file or config.data_dir / "swarm.key", create=config.swarm_key_file is None
         )
-        return asyncio.run(run_node(config, sock, key, swarm_key))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(run_node(config, sock, key, swarm_key))
     finally:
         os.close(lock_fd)
+
+
+def _loop_factory():
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: bytes) -> int:

@@ -19,6 +19,7 @@ from .cid import normalize, verify_block
 from .db import open_reader
 
 PACK_LIMIT = 1 << 30
+EARLY_SYNC_BYTES = 32 << 20
 RECORD_MAGIC = b"EFB1"
 _HEADER = struct.Struct(">4sBI")  # magic, CID length, data length
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -65,6 +66,8 @@ class BlockStore:
         self._read_fds: dict[int, int] = {}
         self.quota = quota
         self.inflight = 0
+        self._unsynced = 0
+        self._early_sync = threading.Event()
         packs = sorted(int(p.stem.split("-")[1]) for p in root.glob("pack-*.dat"))
         self._pack = packs[-1] if packs else 1
         self._fd = self._open_pack(self._pack)
@@ -107,7 +110,21 @@ class BlockStore:
                 raise
             self._end = start + len(record) + len(data)
             self.inflight += len(data)
+            self._unsynced += len(record) + len(data)
+            if self._unsynced >= EARLY_SYNC_BYTES and not self._early_sync.is_set():
+                self._unsynced = 0
+                self._early_sync.set()
+                threading.Thread(target=self._sync_early, args=(self._fd,), daemon=True).start()
             return self._pack, start + len(record)
+
+    def _sync_early(self, fd: int) -> None:
+        """Start writing back a large upload while it still arrives, so the final sync is short."""
+        try:
+            os.fdatasync(fd)
+        except OSError:
+            pass  # the pack may have been rotated and closed; the final sync decides durability
+        finally:
+            self._early_sync.clear()
 
     def sync(self, batch: Batch) -> None:
         """Make a batch's bytes durable (blocking: call from a worker thread)."""

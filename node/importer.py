@@ -7,8 +7,10 @@ order (leaves before the nodes that link them), so a store can append them as th
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from . import dagpb, hamt, unixfs
 from .cid import DAG_PB, RAW, cid_from_digest, make_cid
@@ -16,13 +18,29 @@ from .dagpb import Link
 from .profiles import Profile
 
 Emit = Callable[[bytes, bytes], None]
-HashMany = Callable[[list[bytes]], Iterable[bytes]]
-
-HASH_BATCH = 16  # chunks hashed together, so a thread pool can spread them over cores
 
 
-def hash_serially(blocks: list[bytes]) -> list[bytes]:
-    return [hashlib.sha256(b).digest() for b in blocks]
+class Digest(Protocol):
+    def result(self) -> bytes: ...
+
+
+SubmitHash = Callable[[bytes], Digest]
+
+HASH_WINDOW = 16  # leaves hashed ahead of the tree, so a thread pool can spread them over cores
+
+
+class _Done:
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes):
+        self.value = value
+
+    def result(self) -> bytes:
+        return self.value
+
+
+def hash_now(block: bytes) -> Digest:
+    return _Done(hashlib.sha256(block).digest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,40 +54,46 @@ class Entry:
 
 
 class FileBuilder:
-    """Chunks a byte stream and builds the balanced file DAG of a profile."""
+    """Chunks a byte stream and builds the balanced file DAG of a profile.
 
-    def __init__(self, profile: Profile, emit: Emit, hash_many: HashMany = hash_serially):
+    Written bytes must not be mutated afterwards: leaves are views into them, not copies.
+    """
+
+    def __init__(self, profile: Profile, emit: Emit, submit_hash: SubmitHash = hash_now):
         self._profile = profile
         self._emit = emit
-        self._hash_many = hash_many
-        self._buf = bytearray()
-        self._chunks: list[bytes] = []
+        self._submit = submit_hash
+        self._pending: list[bytes | memoryview] = []
+        self._pending_len = 0
+        self._hashing: deque[tuple[int, bytes | memoryview, Digest]] = deque()
         self._levels: list[list[Entry]] = [[]]
         self._made: list[int] = [0]
         self.size = 0
 
     def write(self, data: bytes | memoryview) -> None:
+        if not data:
+            return
         size = self._profile.chunk_size
         self.size += len(data)
-        buf = self._buf
-        if not buf and len(data) >= size:
-            view = memoryview(data)
-            whole = len(view) - len(view) % size
-            self._chunks.extend(bytes(view[i : i + size]) for i in range(0, whole, size))
-            buf += view[whole:]
-        else:
-            buf += data
-            while len(buf) >= size:
-                self._chunks.append(bytes(buf[:size]))
-                del buf[:size]
-        if len(self._chunks) >= HASH_BATCH:
-            self._flush_chunks()
+        self._pending.append(data)
+        self._pending_len += len(data)
+        if self._pending_len < size:
+            return
+        joined = data if len(self._pending) == 1 else b"".join(self._pending)
+        view = memoryview(joined)
+        whole = len(view) - len(view) % size
+        for i in range(0, whole, size):
+            self._add_chunk(view[i : i + size])
+        rest = view[whole:]
+        self._pending = [bytes(rest)] if rest else []
+        self._pending_len = len(rest)
 
     def finish(self) -> Entry:
-        if self._buf or self.size == 0:
-            self._chunks.append(bytes(self._buf))
-            self._buf.clear()
-        self._flush_chunks()
+        if self._pending_len or self.size == 0:
+            self._add_chunk(b"".join(self._pending))
+            self._pending, self._pending_len = [], 0
+        while self._hashing:
+            self._take_leaf()
         if self._made[0] == 1:
             return self._levels[0][0]
         level = 0
@@ -79,19 +103,17 @@ class FileBuilder:
             level += 1
         return self._levels[level][0]
 
-    def _flush_chunks(self) -> None:
-        chunks, self._chunks = self._chunks, []
-        if not chunks:
-            return
-        if self._profile.raw_leaves:
-            blocks, codec = chunks, RAW
-        else:
-            blocks = [_actyx_leaf(chunk) for chunk in chunks]
-            codec = DAG_PB
-        for chunk, block, digest in zip(chunks, blocks, self._hash_many(blocks), strict=True):
-            cid = cid_from_digest(codec, digest)
-            self._emit(cid, block)
-            self._push(0, Entry(cid, len(block), len(chunk)))
+    def _add_chunk(self, chunk: bytes | memoryview) -> None:
+        block = chunk if self._profile.raw_leaves else _actyx_leaf(chunk)
+        self._hashing.append((len(chunk), block, self._submit(block)))
+        if len(self._hashing) > HASH_WINDOW:
+            self._take_leaf()
+
+    def _take_leaf(self) -> None:
+        chunk_len, block, digest = self._hashing.popleft()
+        cid = cid_from_digest(RAW if self._profile.raw_leaves else DAG_PB, digest.result())
+        self._emit(cid, block)
+        self._push(0, Entry(cid, len(block), chunk_len))
 
     def _push(self, level: int, entry: Entry) -> None:
         if level == len(self._levels):
@@ -119,7 +141,7 @@ class FileBuilder:
         self._push(level + 1, Entry(cid, len(block) + sum(c.tsize for c in children), size))
 
 
-def _actyx_leaf(chunk: bytes) -> bytes:
+def _actyx_leaf(chunk: bytes | memoryview) -> bytes:
     data = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, data=chunk, filesize=len(chunk)))
     return dagpb.encode([], data)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,10 @@ def read_pieces(path: Path) -> Iterator[bytes]:
             yield piece
 
 
+def _sha256(block: bytes) -> bytes:
+    return hashlib.sha256(block).digest()
+
+
 class LocalImporter:
     """Computes CIDs of local paths, hashing leaves on all cores."""
 
@@ -56,13 +61,11 @@ class LocalImporter:
     def close(self) -> None:
         self._pool.shutdown()
 
-    def _hash_many(self, blocks: list[bytes]) -> list[bytes]:
-        import hashlib
-
-        return list(self._pool.map(lambda b: hashlib.sha256(b).digest(), blocks))
+    def _submit_hash(self, block: bytes):
+        return self._pool.submit(_sha256, block)
 
     def file(self, path: Path) -> Entry:
-        builder = FileBuilder(self.profile, self.emit, self._hash_many)
+        builder = FileBuilder(self.profile, self.emit, self._submit_hash)
         for piece in read_pieces(path):
             builder.write(piece)
         return builder.finish()

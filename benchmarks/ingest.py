@@ -1,0 +1,165 @@
+"""Ingest benchmark: `edgefiles cid`, HTTP upload, small files, server memory — each as a ratio
+against a baseline measured in the same run on the same bytes.
+
+    python benchmarks/ingest.py [--size-mib 1024] [--small-files 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from nodeproc import Node  # noqa: E402
+
+MIB = 1 << 20
+
+
+def make_file(path: Path, size: int) -> None:
+    rng = random.Random(42)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 8 * MIB)
+            f.write(rng.randbytes(n))
+            left -= n
+
+
+def time_hashlib(path: Path) -> float:
+    data = path.read_bytes()
+    t = time.perf_counter()
+    hashlib.sha256(data).digest()
+    elapsed = time.perf_counter() - t
+    del data
+    return elapsed
+
+
+def time_cid_command(path: Path) -> tuple[float, str]:
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "edgefiles", "cid", str(path)],
+                         capture_output=True, text=True, check=True)
+    return time.perf_counter() - t, out.stdout.strip()
+
+
+def time_write_fdatasync(path: Path, target: Path) -> float:
+    t = time.perf_counter()
+    with open(path, "rb") as src, open(target, "wb") as dst:
+        while piece := src.read(4 * MIB):
+            dst.write(piece)
+        dst.flush()
+        os.fdatasync(dst.fileno())
+    elapsed = time.perf_counter() - t
+    target.unlink()
+    return elapsed
+
+
+def raw_upload(node: Node, files: list[tuple[str, Path]]) -> tuple[float, str]:
+    """A fast sender (sendfile) so the server, not the client, sets the pace."""
+    boundary = "benchboundary"
+    heads = [(f'--{boundary}\r\nContent-Disposition: form-data; name="f"; filename="{name}"\r\n\r\n').encode()
+             for name, _ in files]
+    closing = f"--{boundary}--\r\n".encode()
+    length = sum(len(h) + p.stat().st_size + 2 for h, (_, p) in zip(heads, files, strict=True)) + len(closing)
+    request = (f"POST /api/v2/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {node.token()}\r\n"
+               f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {length}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    t = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", node.port)) as s:
+        s.sendall(request)
+        buffered = b""
+        for head, (_, path) in zip(heads, files, strict=True):
+            piece = head
+            if path.stat().st_size < 64 * 1024:
+                buffered += piece + path.read_bytes() + b"\r\n"
+                if len(buffered) > MIB:
+                    s.sendall(buffered)
+                    buffered = b""
+                continue
+            s.sendall(buffered + piece)
+            buffered = b""
+            with open(path, "rb") as f:
+                s.sendfile(f)
+            s.sendall(b"\r\n")
+        s.sendall(buffered + closing)
+        response = b""
+        while chunk := s.recv(65536):
+            response += chunk
+    elapsed = time.perf_counter() - t
+    status = response.split(b" ", 2)[1]
+    body = response.split(b"\r\n\r\n", 1)[1].decode()
+    if status != b"200":
+        raise RuntimeError(f"upload failed: {response[:300]!r}")
+    return elapsed, body
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--small-files", type=int, default=2000)
+    parser.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
+    args = parser.parse_args()
+    work = Path(args.dir or tempfile.mkdtemp(prefix="edgefiles-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    size = args.size_mib * MIB
+    big = work / "big.bin"
+    make_file(big, size)
+    results: dict[str, object] = {"size_mib": args.size_mib, "cores": os.cpu_count()}
+
+    t_hash = time_hashlib(big)
+    t_cid, cid = time_cid_command(big)
+    results["hashlib_sha256_one_core_s"] = round(t_hash, 3)
+    results["edgefiles_cid_command_s"] = round(t_cid, 3)
+    results["cid_vs_hashlib_ratio"] = round(t_hash / t_cid, 2)
+    results["cid_command_MBps"] = round(size / t_cid / 1e6)
+
+    t_write = time_write_fdatasync(big, work / "copy.bin")
+    node = Node(work / "node").start()
+    try:
+        t_upload, uploaded = raw_upload(node, [("big.bin", big)])
+        assert uploaded == cid, (uploaded, cid)
+        results["write_fdatasync_s"] = round(t_write, 3)
+        results["http_upload_s"] = round(t_upload, 3)
+        results["upload_vs_write_fdatasync_ratio"] = round(t_write / t_upload, 2)
+        results["upload_MBps"] = round(size / t_upload / 1e6)
+        results["server_peak_rss_MB_during_big_upload"] = round(peak_rss_mb(node.proc.pid), 1)
+
+        small_dir = work / "small"
+        small_dir.mkdir()
+        rng = random.Random(7)
+        small = []
+        for i in range(args.small_files):
+            p = small_dir / f"file-{i:05d}.txt"
+            p.write_bytes(rng.randbytes(rng.randint(1024, 8192)))
+            small.append((f"site/{p.name}", p))
+        t_small, _ = raw_upload(node, small)
+        results["small_files"] = args.small_files
+        results["small_files_upload_s"] = round(t_small, 3)
+        results["small_files_per_s"] = round(args.small_files / t_small)
+    finally:
+        node.stop()
+        if args.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
