@@ -77,6 +77,7 @@ class NodeClient:
 def check(response) -> None:
     if response.status_code < 400:
         return
+    response.read()
     try:
         message = response.json()["message"]
     except Exception:
