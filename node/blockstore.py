@@ -75,7 +75,16 @@ class BlockStore:
         self.stored_bytes = self._count_bytes()
 
     def _open_pack(self, pack: int) -> int:
-        return os.open(self.root / f"pack-{pack:06d}.dat", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        path = self.root / f"pack-{pack:06d}.dat"
+        created = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if created:  # the new pack's directory entry must survive a crash too
+            dir_fd = os.open(self.root, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return fd
 
     def _reader(self):
         conn = getattr(self._local, "conn", None)

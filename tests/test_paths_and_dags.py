@@ -1,0 +1,111 @@
+"""Property tests: the path validator, HAMT build/read, byte ranges through the exporter."""
+
+from urllib.parse import quote
+
+import pytest
+from edgefiles.node import dagpb, exporter, hamt
+from edgefiles.node.cid import RAW
+from edgefiles.node.dagpb import Link
+from edgefiles.node.importer import FileBuilder, TreeBuilder, build_directory, import_bytes
+from edgefiles.node.profiles import ACTYX, KUBO_V1, Profile
+from edgefiles.web.errors import BadRequest
+from edgefiles.web.paths import upload_segments, url_segments
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+segment_chars = st.characters(codec="utf-8", exclude_categories=("Cs",))
+
+
+@given(st.text(segment_chars, max_size=300))
+def test_upload_segments_never_escape(filename):
+    try:
+        segments = upload_segments(filename)
+    except BadRequest:
+        return
+    for seg in segments:
+        assert seg not in ("", ".", "..")
+        assert "/" not in seg and "\\" not in seg and "\x00" not in seg
+        assert len(seg.encode()) <= 255
+        assert "%2e%2e" not in seg.lower()
+    assert upload_segments("/".join(segments)) == segments
+
+
+@given(st.lists(st.text(segment_chars, min_size=1, max_size=40), min_size=1, max_size=5))
+def test_url_segments_roundtrip_or_reject(segments):
+    raw = "/".join(quote(s, safe="") for s in segments)
+    try:
+        decoded = url_segments(raw)
+    except BadRequest:
+        assert any(s in (".", "..") or "\\" in s or "\x00" in s or "/" in s or len(s.encode()) > 255
+                   for s in segments)
+        return
+    assert decoded == segments
+
+
+@pytest.mark.parametrize("raw", ["..", "a/..", "%2e%2e", "a/%2E%2E/b", "a%5c..", "%00", "a//b"])
+def test_url_traversal_rejected(raw):
+    with pytest.raises(BadRequest):
+        url_segments(raw)
+
+
+names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="/\\\x00"),
+                min_size=1, max_size=30).filter(lambda n: n not in (".", ".."))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sets(names, min_size=1, max_size=400))
+def test_hamt_directory_build_and_read(entry_names):
+    """A HAMT-sharded directory of any size lists and finds every entry."""
+    blocks: dict[bytes, bytes] = {}
+    emit = blocks.__setitem__
+    children = {n: import_bytes(KUBO_V1, n.encode(), emit) for n in entry_names}
+    links = [Link(e.cid, n, e.tsize) for n, e in children.items()]
+    root, _ = hamt.build(links, emit)
+    node = exporter.load(blocks.__getitem__, root)
+    listed = {name: cid for name, cid, _, _ in exporter.listing(blocks.__getitem__, node)}
+    assert listed == {n: e.cid for n, e in children.items()}
+    for n in list(entry_names)[:20]:
+        assert exporter.child(blocks.__getitem__, node, n).cid == children[n].cid
+    with pytest.raises(exporter.NotFound):
+        exporter.child(blocks.__getitem__, node, "\x01 not there")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 5000), st.data(), st.sampled_from([KUBO_V1, ACTYX]))
+def test_ranges_read_exactly_the_slice(size, data, base):
+    profile = Profile("small", 256, 3, base.raw_leaves, None, base.link_tsize_is_raw_size)
+    blocks: dict[bytes, bytes] = {}
+    content = bytes((i * 7 + size) % 251 for i in range(size))
+    builder = FileBuilder(profile, blocks.__setitem__)
+    builder.write(content)
+    entry = builder.finish()
+    node = exporter.load(blocks.__getitem__, entry.cid)
+    assert node.size == size
+    start = data.draw(st.integers(0, size))
+    end = data.draw(st.integers(start, size))
+    read: list[bytes] = []
+    touched: list[bytes] = []
+
+    def get(cid: bytes) -> bytes:
+        touched.append(cid)
+        return blocks[cid]
+
+    read = b"".join(exporter.read_range(get, node, start, end))
+    assert read == content[start:end]
+    if size > 256:  # a multi-leaf file: only the leaves holding the range are read
+        leaves_needed = (end - 1) // 256 - start // 256 + 1 if end > start else 0
+        assert sum(1 for c in touched if _is_leaf(c, blocks[c])) == leaves_needed
+
+
+def _is_leaf(cid: bytes, block: bytes) -> bool:
+    return cid[1] == RAW or not dagpb.decode(block).links
+
+
+def test_tree_builder_single_file_and_conflicts():
+    tree = TreeBuilder(KUBO_V1, lambda c, b: None)
+    entry = import_bytes(KUBO_V1, b"x", lambda c, b: None)
+    tree.add_file(["a", "b", "c.txt"], entry)
+    assert tree.single_file() == entry
+    tree.add_file(["d"], entry)
+    assert tree.single_file() is None
+    assert build_directory(KUBO_V1, {}, lambda c, b: None).is_dir
