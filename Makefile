@@ -3,14 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SYSTEM_PACKAGES := build-essential libgmp-dev python3-dev python3-venv
+TEST_SYSTEM_PACKAGES := chromium
 DATA ?= ./edgefiles-data
 
-.PHONY: run test lint bench system-deps setup clean
+.PHONY: run test lint bench system-deps test-system-deps setup clean
 
 run: setup
 	$(BIN)/edgefiles serve --data $(DATA)
 
-test: setup
+test: setup test-system-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
@@ -22,15 +23,24 @@ bench: setup
 
 setup: $(VENV)/.installed
 
-# libp2p pulls fastecdsa, which compiles against libgmp and the Python headers.
-system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+# Installs the Debian packages in $(1) that are missing.
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
+endef
+
+# libp2p pulls fastecdsa, which compiles against libgmp and the Python headers.
+system-deps:
+	$(call apt_install,$(SYSTEM_PACKAGES))
+
+# The uploader page is tested in Debian's Chromium (Playwright's own browser download is not used).
+test-system-deps:
+	$(call apt_install,$(TEST_SYSTEM_PACKAGES))
 
 $(VENV)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)

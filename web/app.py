@@ -7,7 +7,7 @@ import logging
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -25,6 +25,17 @@ FILE_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE"]
 
 async def health(request: Request) -> Response:
     return JSONResponse({"statusCode": 200, "status": "ok"}, headers=CORS_HEADERS)
+
+
+async def uploader_page(request: Request) -> Response:
+    from edgefiles.uploader import render
+
+    ctx: AppContext = request.app.state.ctx
+    return HTMLResponse(render(ctx.host_suffix, request.url.port), headers={"Cache-Control": "no-cache"})
+
+
+async def to_uploader(request: Request) -> Response:
+    return RedirectResponse("/uploader/", status_code=301)
 
 
 async def metrics(request: Request) -> Response:
@@ -87,6 +98,9 @@ def create_app(ctx: AppContext) -> ASGIApp:
         Route("/api/v2/node/id", files_api.node_id, methods=["GET"]),
         Route("/api/v2/node/info", files_api.node_info, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route("/", to_uploader, methods=["GET"]),
+        Route("/uploader", to_uploader, methods=["GET"]),
+        Route("/uploader/", uploader_page, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
     app = Starlette(
