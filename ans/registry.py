@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiosqlite
+from edgefiles.node.db import Database
 from edgefiles.node.identity import NodeKey
 
 from . import record as rec_mod
@@ -15,6 +16,8 @@ from .merge import Table, merge_into, too_far_ahead
 from .record import NameRecord
 
 log = logging.getLogger("edgefiles.ans")
+
+AlsoInTx = Callable[[aiosqlite.Connection, list[NameRecord]], Awaitable[None]]
 
 API_NAMESPACE = ""
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -27,7 +30,7 @@ def is_valid_name(name: str) -> bool:
 
 
 class Registry:
-    def __init__(self, db: aiosqlite.Connection, key: NodeKey):
+    def __init__(self, db: Database, key: NodeKey):
         self._db = db
         self._key = key
         self.table: Table = {}
@@ -35,13 +38,11 @@ class Registry:
         self.listeners: list[Callable[[NameRecord], None]] = []
 
     async def load(self) -> None:
-        async with self._db.execute("SELECT record FROM names") as cur:
-            for (blob,) in await cur.fetchall():
-                r = rec_mod.decode(blob)
-                self.table[r.key] = r
-        async with self._db.execute("SELECT value FROM state WHERE key = 'hlc'") as cur:
-            row = await cur.fetchone()
-        last = max([tuple(map(int, row[0].decode().split(":")))] if row else [(0, 0)])
+        for (blob,) in await self._db.fetchall("SELECT record FROM names"):
+            r = rec_mod.decode(blob)
+            self.table[r.key] = r
+        rows = await self._db.fetchall("SELECT value FROM state WHERE key = 'hlc'")
+        last = tuple(map(int, rows[0][0].decode().split(":"))) if rows else (0, 0)
         for r in self.table.values():
             last = max(last, r.clock)
         self.clock = HybridClock(last)  # type: ignore[arg-type]
@@ -56,14 +57,19 @@ class Registry:
             key=lambda r: r.name,
         )
 
-    async def write(self, name: str, cid: bytes | None, namespace: str = API_NAMESPACE) -> NameRecord:
+    async def write(
+        self, name: str, cid: bytes | None, namespace: str = API_NAMESPACE, also: AlsoInTx | None = None
+    ) -> NameRecord:
         """A local set (cid) or delete (None): a new signed record that wins over what we know."""
         record = rec_mod.sign(self._key, namespace, name, cid, self.clock.tick())
-        await self.apply([record])
+        await self.apply([record], also)
         return record
 
-    async def apply(self, records: list[NameRecord]) -> list[NameRecord]:
-        """Merge records (local or received); persists and announces the winners."""
+    async def apply(self, records: list[NameRecord], also: AlsoInTx | None = None) -> list[NameRecord]:
+        """Merge records (local or received); persists and announces the winners.
+
+        `also` runs inside the same transaction, so e.g. a pin changes atomically with its name.
+        """
         accepted = []
         now = now_ms()
         for r in records:
@@ -75,26 +81,24 @@ class Registry:
                 continue
             accepted.append(r)
             self.clock.observe(r.clock, now)
-        changed = merge_into(self.table, accepted)
+        changed = merge_into(dict(self.table), accepted)
         if not changed:
             return []
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            await self._db.executemany(
+        async with self._db.transaction() as conn:
+            await conn.executemany(
                 "INSERT OR REPLACE INTO names VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     (r.namespace, r.name, r.cid, r.clock[0], r.clock[1], r.writer, rec_mod.encode(r))
                     for r in changed
                 ],
             )
-            await self._db.execute(
+            await conn.execute(
                 "INSERT OR REPLACE INTO state VALUES ('hlc', ?)",
                 (f"{self.clock.last[0]}:{self.clock.last[1]}".encode(),),
             )
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
+            if also is not None:
+                await also(conn, changed)
+        merge_into(self.table, changed)
         for r in changed:
             for listener in self.listeners:
                 listener(r)

@@ -196,7 +196,10 @@ class BlockStore:
     def _read_fd(self, pack: int) -> int:
         fd = self._read_fds.get(pack)
         if fd is None:
-            fd = self._read_fds[pack] = os.open(self.root / f"pack-{pack:06d}.dat", os.O_RDONLY)
+            with self._lock:  # readers run on several threads; open each pack once
+                fd = self._read_fds.get(pack)
+                if fd is None:
+                    fd = self._read_fds[pack] = os.open(self.root / f"pack-{pack:06d}.dat", os.O_RDONLY)
         return fd
 
     def close(self) -> None:

@@ -9,13 +9,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiosqlite
 from edgefiles.ans.registry import API_NAMESPACE, Registry
 
 from . import exporter
-from .blockstore import Batch, BlockStore, StorageFull
+from .blockstore import STORAGE_ERRNOS, Batch, BlockStore, StorageFull
 from .cid import DAG_PB, codec_of
 from .dagpb import decode as decode_pb
-from .db import open_db
+from .db import Database, open_db
 from .identity import NodeKey
 from .profiles import Profile
 
@@ -34,7 +35,7 @@ class Core:
     def __init__(self, settings: CoreSettings, key: NodeKey):
         self.settings = settings
         self.key = key
-        self.db = None
+        self.db: Database | None = None
         self.store: BlockStore | None = None
         self.registry: Registry | None = None
         self._complete: set[bytes] = set()
@@ -65,19 +66,15 @@ class Core:
         store = self.store
         try:
             await asyncio.to_thread(store.sync, batch)
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                await self.db.executemany(
-                    "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", store.index_rows(batch)
-                )
-                await self._pin(root, reason, expires)
-                await self.db.execute("COMMIT")
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
+            async with self.db.transaction() as conn:
+                rows = store.index_rows(batch)
+                await conn.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", rows)
+                await _pin(conn, root, reason, expires)
         except OSError as exc:
             store.abandoned(batch)
-            raise StorageFull(str(exc)) from exc
+            if exc.errno in STORAGE_ERRNOS:
+                raise StorageFull(exc.strerror or str(exc)) from exc
+            raise
         except sqlite3.OperationalError as exc:
             store.abandoned(batch)
             if "full" in str(exc):
@@ -89,24 +86,11 @@ class Core:
         store.committed(batch)
 
     # pins ---------------------------------------------------------------------------
-    async def _pin(self, root: bytes, reason: str, expires: float | None) -> None:
-        await self.db.execute(
-            "INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)",
-            (root, reason, int(expires) if expires else None, int(time.time())),
-        )
-
-    async def pin(self, root: bytes, reason: str, expires: float | None = None) -> None:
-        await self._pin(root, reason, expires)
-
-    async def unpin(self, reason: str) -> None:
-        await self.db.execute("DELETE FROM pins WHERE reason = ?", (reason,))
-
     async def pinned_roots(self) -> int:
-        async with self.db.execute(
-            "SELECT COUNT(DISTINCT root) FROM pins WHERE expires IS NULL OR expires > ?",
-            (int(time.time()),),
-        ) as cur:
-            return (await cur.fetchone())[0]
+        rows = await self.db.fetchall(
+            "SELECT COUNT(DISTINCT root) FROM pins WHERE expires IS NULL OR expires > ?", (int(time.time()),)
+        )
+        return rows[0][0]
 
     def pinned_roots_now(self) -> int:
         return self.store.pinned_roots(int(time.time()))
@@ -172,17 +156,30 @@ class Core:
         return self._served.get((namespace, name), record.cid)
 
     async def set_name(self, name: str, cid: bytes, namespace: str = API_NAMESPACE) -> None:
-        await self.registry.write(name, cid, namespace)
-        await self.pin(cid, _name_pin(namespace, name))
+        async def pin(conn: aiosqlite.Connection, _changed: list) -> None:
+            await conn.execute("DELETE FROM pins WHERE reason = ?", (_name_pin(namespace, name),))
+            await _pin(conn, cid, _name_pin(namespace, name), None)
+
+        await self.registry.write(name, cid, namespace, also=pin)
 
     async def delete_name(self, name: str, namespace: str = API_NAMESPACE) -> bytes | None:
         record = self.registry.get(name, namespace)
         if record is None:
             return None
-        await self.registry.write(name, None, namespace)
-        await self.unpin(_name_pin(namespace, name))
+
+        async def unpin(conn: aiosqlite.Connection, _changed: list) -> None:
+            await conn.execute("DELETE FROM pins WHERE reason = ?", (_name_pin(namespace, name),))
+
+        await self.registry.write(name, None, namespace, also=unpin)
         self._served.pop((namespace, name), None)
         return record.cid
+
+
+async def _pin(conn: aiosqlite.Connection, root: bytes, reason: str, expires: float | None) -> None:
+    await conn.execute(
+        "INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)",
+        (root, reason, int(expires) if expires else None, int(time.time())),
+    )
 
 
 def _name_pin(namespace: str, name: str) -> str:

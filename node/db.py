@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
@@ -59,13 +62,43 @@ def migrate(path: Path) -> None:
         conn.close()
 
 
-async def open_db(path: Path) -> aiosqlite.Connection:
+class Database:
+    """The node's one aiosqlite connection; writes go through `transaction()`, one at a time.
+
+    Statements of concurrent requests share the connection, so an unserialised write could
+    land inside another request's open transaction (and vanish with its rollback).
+    """
+
+    def __init__(self, conn: aiosqlite.Connection):
+        self.conn = conn
+        self._write_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            await self.conn.execute("COMMIT")
+
+    async def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
+        async with self.conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+async def open_db(path: Path) -> Database:
     migrate(path)
     conn = await aiosqlite.connect(path, isolation_level=None)
     await conn.execute("PRAGMA journal_mode=WAL")
     await conn.execute("PRAGMA synchronous=FULL")
     await conn.execute("PRAGMA busy_timeout=10000")
-    return conn
+    return Database(conn)
 
 
 def open_reader(path: Path) -> sqlite3.Connection:

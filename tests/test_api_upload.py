@@ -172,3 +172,22 @@ def test_oversize_body(fresh_node):
     )
     assert chunked.status_code == 413
     assert n.upload([("small.bin", b"ok")]).status_code == 200
+
+
+def test_concurrent_uploads_and_names(node):
+    """Many requests at once: every upload and name write commits, none lands in another's transaction."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(i: int) -> tuple[int, int]:
+        r = node.upload([(f"c{i}/a.txt", f"a{i}".encode()), (f"c{i}/b.txt", f"b{i}".encode())])
+        with node.client() as c:
+            put = c.put(f"/api/v2/files/conc-{i}", content=r.text)
+            return r.status_code, put.status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(work, range(48)))
+    assert results == [(200, 200)] * 48
+    with node.client() as c:
+        names = {e["name"] for e in c.get("/api/v2/names").json()}
+        assert {f"conc-{i}" for i in range(48)} <= names
+        assert c.get("/api/v2/files/conc-7/c7/b.txt").content == b"b7"
