@@ -91,6 +91,7 @@ def serve(config: ServeConfig) -> int:
         config.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CliError(f"cannot create data directory {config.data_dir}: {exc.strerror}") from None
+    _warn_unimplemented(config)
     lock_fd = lock_data_dir(config.data_dir)
     try:
         check_swarm_ports(config.swarm)
@@ -105,6 +106,16 @@ def serve(config: ServeConfig) -> int:
             return runner.run(run_node(config, sock, key, swarm_key))
     finally:
         os.close(lock_fd)
+
+
+def _warn_unimplemented(config: ServeConfig) -> None:
+    later = {
+        "--peer": config.peers, "--allow-peer": config.allowed_peers,
+        "--gc-above": config.gc_above, "--flowfuse-config": config.flowfuse_config,
+    }
+    for flag, value in later.items():
+        if value:
+            log.warning("%s is accepted but has no effect yet in this version", flag)
 
 
 def _loop_factory():
