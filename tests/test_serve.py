@@ -1,8 +1,12 @@
 """The `serve` process: lock, ports, signals, schema versions, swarm security."""
 
+import os
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
+import time
 
 import httpx
 from nodeproc import Node, free_port, run_cli
@@ -117,3 +121,24 @@ def test_sigterm_during_upload_exits_cleanly_and_pins_nothing(fresh_node):
     with n.client() as c:
         assert c.get("/api/v2/node/info").json()["pins"] == pins
     assert n.upload([("ok.txt", b"fine")]).status_code == 200
+
+
+def test_flags_from_environment(tmp_path):
+    port = free_port()
+    env = {"EDGEFILES_DATA": str(tmp_path / "envdata"), "EDGEFILES_API": f"127.0.0.1:{port}",
+           "EDGEFILES_SWARM": "/ip4/127.0.0.1/tcp/0", "EDGEFILES_TRUST_APP": "com.acme.one,com.acme.two"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgefiles", "serve"], env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        app = {"appId": "com.acme.two", "displayName": "x", "version": "1"}
+        assert httpx.post(f"http://127.0.0.1:{port}/api/v2/auth", json=app).status_code == 200
+        assert (tmp_path / "envdata" / "state.sqlite").exists()
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
