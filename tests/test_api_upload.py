@@ -150,6 +150,9 @@ def test_not_multipart(node):
 def test_malformed_multipart(node):
     r = _raw_post(node, b"garbage without boundaries", "multipart/form-data; boundary=B")
     assert r.status_code == 400
+    no_boundary = _raw_post(node, b"--B--\r\n", "multipart/form-data")
+    assert no_boundary.status_code == 400
+    assert "boundary" in no_boundary.json()["message"]
 
 
 def test_truncated_multipart_pins_nothing(node):

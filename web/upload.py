@@ -15,7 +15,7 @@ from edgefiles.node.core import Core
 from edgefiles.node.importer import FileBuilder, PathConflict, TreeBuilder
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from .errors import BadRequest, InsufficientStorage, PayloadTooLarge, UnsupportedMediaType
 from .paths import upload_segments
@@ -146,8 +146,10 @@ class PartCollector:
 
 async def receive_upload(request: Request, core: Core, executor: Executor, max_upload: int) -> bytes:
     ctype, params = parse_header_params(request.headers.get("content-type", ""))
-    if ctype != "multipart/form-data" or not params.get("boundary"):
+    if ctype != "multipart/form-data":
         raise UnsupportedMediaType()
+    if not params.get("boundary"):
+        raise BadRequest("multipart/form-data without a boundary parameter")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_upload:
         raise PayloadTooLarge(f"request body larger than {max_upload} bytes")
@@ -187,6 +189,4 @@ async def receive_upload(request: Request, core: Core, executor: Executor, max_u
             raise BadRequest(str(exc)) from None
         if isinstance(exc, StorageFull):
             raise InsufficientStorage(f"upload not stored: {exc}") from None
-        if isinstance(exc, ClientDisconnect):
-            raise
         raise
