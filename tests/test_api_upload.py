@@ -176,6 +176,7 @@ def test_client_disconnect_mid_upload(node):
     assert httpx.get(f"{node.url}/health").status_code == 200
     assert _pins(node) == before
     assert node.upload([("after.txt", b"still works")]).status_code == 200
+    assert "Traceback" not in node.output()
 
 
 def test_oversize_body(fresh_node):

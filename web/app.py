@@ -6,7 +6,7 @@ import logging
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -57,6 +57,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"code": "ERR_HTTP", "message": str(exc.detail)}, exc.status_code, CORS_HEADERS)
 
 
+async def client_gone(request: Request, exc: Exception) -> Response:
+    log.info("client went away during %s %s; nothing was stored", request.method, request.url.path)
+    return Response(status_code=400)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return ApiError(f"internal error: {type(exc).__name__}").response()
@@ -105,7 +110,10 @@ def create_app(ctx: AppContext) -> ASGIApp:
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: unexpected_error},
+        exception_handlers={
+            ApiError: api_error, HTTPException: http_error, ClientDisconnect: client_gone,
+            Exception: unexpected_error,
+        },
     )
     app.router.redirect_slashes = False
     app.state.ctx = ctx
