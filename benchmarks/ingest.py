@@ -53,7 +53,14 @@ def time_cid_command(path: Path) -> tuple[float, str]:
     return time.perf_counter() - t, out.stdout.strip()
 
 
+def settle() -> None:
+    """Flush everything dirty first, so no timing pays for an earlier one's writeback."""
+    os.sync()
+    time.sleep(0.5)
+
+
 def time_write_fdatasync(path: Path, target: Path) -> float:
+    settle()
     t = time.perf_counter()
     with open(path, "rb") as src, open(target, "wb") as dst:
         while piece := src.read(4 * MIB):
@@ -111,10 +118,15 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--small-files", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3, help="each timing is the median of this many")
     parser.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
     args = parser.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="edgefiles-bench-"))
@@ -122,25 +134,36 @@ def main() -> None:
     size = args.size_mib * MIB
     big = work / "big.bin"
     make_file(big, size)
-    results: dict[str, object] = {"size_mib": args.size_mib, "cores": os.cpu_count()}
-
-    t_hash = time_hashlib(big)
-    t_cid, cid = time_cid_command(big)
-    results["hashlib_sha256_one_core_s"] = round(t_hash, 3)
-    results["edgefiles_cid_command_s"] = round(t_cid, 3)
-    results["cid_vs_hashlib_ratio"] = round(t_hash / t_cid, 2)
-    results["cid_command_MBps"] = round(size / t_cid / 1e6)
-
-    t_write = time_write_fdatasync(big, work / "copy.bin")
-    node = Node(work / "node").start()
+    results: dict[str, object] = {"size_mib": args.size_mib, "cores": os.cpu_count(), "rounds": args.rounds}
     try:
-        t_upload, uploaded = raw_upload(node, [("big.bin", big)])
-        assert uploaded == cid, (uploaded, cid)
+        t_hash = median([time_hashlib(big) for _ in range(args.rounds)])
+        cid_runs = [time_cid_command(big) for _ in range(args.rounds)]
+        t_cid, cid = median([t for t, _ in cid_runs]), cid_runs[0][1]
+        results["hashlib_sha256_one_core_s"] = round(t_hash, 3)
+        results["edgefiles_cid_command_s"] = round(t_cid, 3)
+        results["cid_vs_hashlib_ratio"] = round(t_hash / t_cid, 2)
+        results["cid_command_MBps"] = round(size / t_cid / 1e6)
+
+        writes, uploads, rss = [], [], []
+        for i in range(args.rounds):  # a fresh node each round: nothing deduplicated
+            writes.append(time_write_fdatasync(big, work / "copy.bin"))
+            node = Node(work / f"node{i}").start()
+            settle()
+            try:
+                t_upload, uploaded = raw_upload(node, [("big.bin", big)])
+                assert uploaded == cid, (uploaded, cid)
+                uploads.append(t_upload)
+                rss.append(peak_rss_mb(node.proc.pid))
+            finally:
+                node.stop()
+                shutil.rmtree(work / f"node{i}", ignore_errors=True)
+        t_write, t_upload = median(writes), median(uploads)
         results["write_fdatasync_s"] = round(t_write, 3)
         results["http_upload_s"] = round(t_upload, 3)
         results["upload_vs_write_fdatasync_ratio"] = round(t_write / t_upload, 2)
         results["upload_MBps"] = round(size / t_upload / 1e6)
-        results["server_peak_rss_MB_during_big_upload"] = round(peak_rss_mb(node.proc.pid), 1)
+        results["write_fdatasync_MBps"] = round(size / t_write / 1e6)
+        results["server_peak_rss_MB_during_big_upload"] = round(max(rss), 1)
 
         small_dir = work / "small"
         small_dir.mkdir()
@@ -150,12 +173,15 @@ def main() -> None:
             p = small_dir / f"file-{i:05d}.txt"
             p.write_bytes(rng.randbytes(rng.randint(1024, 8192)))
             small.append((f"site/{p.name}", p))
-        t_small, _ = raw_upload(node, small)
+        node = Node(work / "small-node").start()
+        try:
+            t_small, _ = raw_upload(node, small)
+        finally:
+            node.stop()
         results["small_files"] = args.small_files
         results["small_files_upload_s"] = round(t_small, 3)
         results["small_files_per_s"] = round(args.small_files / t_small)
     finally:
-        node.stop()
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(results, indent=2))

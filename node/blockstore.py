@@ -19,7 +19,7 @@ from .cid import normalize, verify_block
 from .db import open_reader
 
 PACK_LIMIT = 1 << 30
-EARLY_SYNC_BYTES = 32 << 20
+EARLY_SYNC_BYTES = 64 << 20
 RECORD_MAGIC = b"EFB1"
 _HEADER = struct.Struct(">4sBI")  # magic, CID length, data length
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,6 +42,24 @@ class _Done:
 
 def hash_now(block: bytes) -> Digest:
     return _Done(hashlib.sha256(block).digest())
+
+
+def sha256_digest(block: bytes) -> bytes:
+    return hashlib.sha256(block).digest()
+
+
+POOL_MIN_BLOCK = 64 * 1024  # below this, handing a block to a thread costs more than hashing it
+
+
+def pooled_hasher(pool: Executor) -> SubmitHash:
+    """Hash large leaves on a thread pool (hashlib releases the GIL), small ones at once."""
+
+    def submit(block: bytes) -> Digest:
+        if len(block) < POOL_MIN_BLOCK:
+            return hash_now(block)
+        return pool.submit(sha256_digest, block)
+
+    return submit
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .importer import Emit, Entry, FileBuilder, TreeBuilder
+from .importer import Emit, Entry, FileBuilder, TreeBuilder, pooled_hasher
 from .profiles import Profile
 
 READ_SIZE = 4 << 20
@@ -45,10 +44,6 @@ def read_pieces(path: Path) -> Iterator[bytes]:
             yield piece
 
 
-def _sha256(block: bytes) -> bytes:
-    return hashlib.sha256(block).digest()
-
-
 class LocalImporter:
     """Computes CIDs of local paths, hashing leaves on all cores."""
 
@@ -61,11 +56,8 @@ class LocalImporter:
     def close(self) -> None:
         self._pool.shutdown()
 
-    def _submit_hash(self, block: bytes):
-        return self._pool.submit(_sha256, block)
-
     def file(self, path: Path) -> Entry:
-        builder = FileBuilder(self.profile, self.emit, self._submit_hash)
+        builder = FileBuilder(self.profile, self.emit, pooled_hasher(self._pool))
         for piece in read_pieces(path):
             builder.write(piece)
         return builder.finish()

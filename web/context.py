@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +33,7 @@ class AppContext:
     max_upload: int = 10 << 30
     host_suffix: str = "actyx.localhost"
     swarm: SwarmView = field(default_factory=NoSwarm)
+    hash_pool: Executor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="hash"))
 
     def __post_init__(self) -> None:
         self.content = ContentServer(self.core)

@@ -51,7 +51,7 @@ async def files(request: Request) -> Response:
     if method == "POST":
         if tail:
             raise MethodNotAllowed("POST goes to /api/v2/files")
-        root = await receive_upload(request, ctx.core, ctx.executor, ctx.max_upload)
+        root = await receive_upload(request, ctx.core, ctx.executor, ctx.hash_pool, ctx.max_upload)
         return PlainTextResponse(cids.to_str(root), headers=CORS_HEADERS)
     if not tail:
         raise BadRequest("missing CID or name after /api/v2/files/")

@@ -12,7 +12,7 @@ from concurrent.futures import Executor
 
 from edgefiles.node.blockstore import StorageFull
 from edgefiles.node.core import Core
-from edgefiles.node.importer import FileBuilder, PathConflict, TreeBuilder
+from edgefiles.node.importer import FileBuilder, PathConflict, TreeBuilder, pooled_hasher
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
 from starlette.requests import Request
@@ -57,8 +57,9 @@ def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
 class UploadSink:
     """The import side of one upload; every method runs in the worker thread, in order."""
 
-    def __init__(self, core: Core):
+    def __init__(self, core: Core, hash_pool: Executor):
         self.core = core
+        self.hasher = pooled_hasher(hash_pool)
         self.batch = core.store.batch()
         self.tree = TreeBuilder(core.settings.profile, self.batch.put)
         self.file: FileBuilder | None = None
@@ -71,7 +72,7 @@ class UploadSink:
                 self.file.write(event[1])
             elif event[0] == "begin":
                 self.segments = event[1]
-                self.file = FileBuilder(self.core.settings.profile, self.batch.put)
+                self.file = FileBuilder(self.core.settings.profile, self.batch.put, self.hasher)
             else:
                 self.tree.add_file(self.segments, self.file.finish())
                 self.parts += 1
@@ -144,7 +145,9 @@ class PartCollector:
         return events
 
 
-async def receive_upload(request: Request, core: Core, executor: Executor, max_upload: int) -> bytes:
+async def receive_upload(
+    request: Request, core: Core, executor: Executor, hash_pool: Executor, max_upload: int
+) -> bytes:
     ctype, params = parse_header_params(request.headers.get("content-type", ""))
     if ctype != "multipart/form-data":
         raise UnsupportedMediaType()
@@ -156,7 +159,7 @@ async def receive_upload(request: Request, core: Core, executor: Executor, max_u
     loop = asyncio.get_running_loop()
     collector = PartCollector()
     parser = MultipartParser(params["boundary"], collector.callbacks(), max_header_count=32)
-    sink = UploadSink(core)
+    sink = UploadSink(core, hash_pool)
     pending: asyncio.Future | None = None
     received = 0
     try:
