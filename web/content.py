@@ -13,6 +13,7 @@ from edgefiles.node import exporter
 from edgefiles.node.blockstore import CorruptBlock
 from edgefiles.node.cid import to_str
 from edgefiles.node.core import Core
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
@@ -103,7 +104,11 @@ class ContentServer:
     def __init__(self, core: Core):
         self.core = core
 
-    def serve(self, request: Request, target: Target) -> Response:
+    async def serve(self, request: Request, target: Target) -> Response:
+        """Resolve and prepare the answer on a worker thread: big listings must not stall the loop."""
+        return await run_in_threadpool(self._serve, request, target)
+
+    def _serve(self, request: Request, target: Target) -> Response:
         get = self.core.get_block
         try:
             node = exporter.resolve(get, target.root, target.segments)
@@ -152,6 +157,7 @@ class ContentServer:
         etag = f'"{to_str(node.cid)}"'
         headers = self._headers(target, etag)
         headers["Accept-Ranges"] = "bytes"
+        headers["X-Content-Type-Options"] = "nosniff"
         if name is not None and (target.segments or name == "index.html"):
             headers["Content-Disposition"] = content_disposition(name)
         if _etag_matches(request.headers.get("if-none-match"), etag):

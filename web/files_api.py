@@ -59,7 +59,7 @@ async def files(request: Request) -> Response:
     if not segments:
         raise BadRequest("missing CID or name after /api/v2/files/")
     if method in ("GET", "HEAD"):
-        return read(request, ctx, segments, trailing)
+        return await read(request, ctx, segments, trailing)
     if len(segments) != 1 or trailing:
         raise BadRequest("names are single path segments: /api/v2/files/<name>")
     if method == "PUT":
@@ -67,7 +67,7 @@ async def files(request: Request) -> Response:
     return await delete_name(ctx, segments[0])
 
 
-def read(request: Request, ctx: AppContext, segments: list[str], trailing: bool) -> Response:
+async def read(request: Request, ctx: AppContext, segments: list[str], trailing: bool) -> Response:
     root_text, path = segments[0], segments[1:]
     by_name = ctx.core.registry.get(root_text) is not None
     if by_name:
@@ -79,7 +79,7 @@ def read(request: Request, ctx: AppContext, segments: list[str], trailing: bool)
             raise MethodNotAllowed(f"{root_text!r} is neither a known name nor a valid CID") from None
     if root is None:
         raise NotFound(f"name {root_text!r} is not set")
-    return ctx.content.serve(request, Target(root, path, trailing, by_name))
+    return await ctx.content.serve(request, Target(root, path, trailing, by_name))
 
 
 async def put_name(request: Request, ctx: AppContext, name: str) -> Response:

@@ -47,7 +47,7 @@ async def serve_host(request: Request, name: str, ctx: AppContext) -> Response:
         root, by_name = cids.parse(name), False
     else:
         raise NotFound(f"name {name!r} is not set")
-    response = ctx.content.serve(request, Target(root, segments, trailing, by_name, host_route=True))
+    response = await ctx.content.serve(request, Target(root, segments, trailing, by_name, host_route=True))
     if set_cookie is not None:
         response.set_cookie(COOKIE, set_cookie, httponly=True, samesite="lax", path="/")
     return response
