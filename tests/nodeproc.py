@@ -87,6 +87,20 @@ class Node:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token()}"},
                             timeout=60, **kw)
 
+    def pins(self) -> int:
+        with self.client() as c:
+            return c.get("/api/v2/node/info").json()["pins"]
+
+    def start_unfinished_upload(self, sent: int) -> socket.socket:
+        """A connection that announces 100 MB of multipart upload and sends only `sent` bytes of it."""
+        s = socket.create_connection(("127.0.0.1", self.port))
+        s.sendall(
+            b"POST /api/v2/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + self.token().encode()
+            + b"\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 100000000\r\n\r\n"
+            + b'--B\r\nContent-Disposition: form-data; name="f"; filename="a.bin"\r\n\r\n' + b"y" * sent
+        )
+        return s
+
     def upload(self, files: list[tuple[str, bytes]]) -> httpx.Response:
         with self.client() as c:
             return c.post("/api/v2/files", files=[("file", (name, data)) for name, data in files])

@@ -1,6 +1,5 @@
 """Uploads: CIDs equal to Kubo's vectors, directories, hostile filenames, limits, truncation."""
 
-import socket
 
 import httpx
 import pytest
@@ -8,11 +7,6 @@ from conftest import entry_bytes, load_cases, materialize
 from nodeproc import run_cli
 
 CASES = {c["id"]: c for c in load_cases("cid-vectors.json")}
-
-
-def _pins(node) -> int:
-    with node.client() as c:
-        return c.get("/api/v2/node/info").json()["pins"]
 
 
 def test_single_file_returns_its_kubo_cid(node):
@@ -82,11 +76,11 @@ HOSTILE = [
 
 @pytest.mark.parametrize("filename", HOSTILE, ids=[repr(h) for h in HOSTILE])
 def test_hostile_filenames_are_rejected(node, filename):
-    before = _pins(node)
+    before = node.pins()
     r = node.upload([("ok.txt", b"fine"), (filename, b"evil")])
     assert r.status_code == 400, r.text
     assert r.json()["code"] == "ERR_BAD_REQUEST"
-    assert _pins(node) == before
+    assert node.pins() == before
     assert httpx.get(f"{node.url}/health").status_code == 200
 
 
@@ -156,25 +150,19 @@ def test_malformed_multipart(node):
 
 
 def test_truncated_multipart_pins_nothing(node):
-    before = _pins(node)
+    before = node.pins()
     body = b'--B\r\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n\r\n' + b"x" * 5000
     r = _raw_post(node, body, "multipart/form-data; boundary=B")
     assert r.status_code == 400
     assert "truncated" in r.json()["message"]
-    assert _pins(node) == before
+    assert node.pins() == before
 
 
 def test_client_disconnect_mid_upload(node):
-    before = _pins(node)
-    head = b'--B\r\nContent-Disposition: form-data; name="f"; filename="a.bin"\r\n\r\n'
-    with socket.create_connection(("127.0.0.1", node.port)) as s:
-        s.sendall(
-            b"POST /api/v2/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + node.token().encode()
-            + b"\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 100000000\r\n\r\n"
-            + head + b"y" * 3_000_000
-        )
+    before = node.pins()
+    node.start_unfinished_upload(3_000_000).close()
     assert httpx.get(f"{node.url}/health").status_code == 200
-    assert _pins(node) == before
+    assert node.pins() == before
     assert node.upload([("after.txt", b"still works")]).status_code == 200
     assert "Traceback" not in node.output()
 

@@ -107,19 +107,11 @@ def test_swarm_port_speaks_noise_only(fresh_node):
 
 def test_sigterm_during_upload_exits_cleanly_and_pins_nothing(fresh_node):
     n = fresh_node()
-    with n.client() as c:
-        pins = c.get("/api/v2/node/info").json()["pins"]
-    head = b'--B\r\nContent-Disposition: form-data; name="f"; filename="a.bin"\r\n\r\n'
-    with socket.create_connection(("127.0.0.1", n.port)) as s:
-        s.sendall(
-            b"POST /api/v2/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + n.token().encode()
-            + b"\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 100000000\r\n\r\n"
-            + head + b"y" * 2_000_000
-        )
+    pins = n.pins()
+    with n.start_unfinished_upload(2_000_000):
         assert n.stop(signal.SIGTERM) == 0
     n.start()
-    with n.client() as c:
-        assert c.get("/api/v2/node/info").json()["pins"] == pins
+    assert n.pins() == pins
     assert n.upload([("ok.txt", b"fine")]).status_code == 200
 
 
