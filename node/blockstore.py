@@ -123,26 +123,29 @@ class BlockStore:
             if self._unsynced >= EARLY_SYNC_BYTES and not self._early_sync.is_set():
                 self._unsynced = 0
                 self._early_sync.set()
-                threading.Thread(target=self._sync_early, args=(self._fd,), daemon=True).start()
+                threading.Thread(target=self._sync_early, args=(self._pack,), daemon=True).start()
             return self._pack, start + len(record)
 
-    def _sync_early(self, fd: int) -> None:
+    def _sync_early(self, pack: int) -> None:
         """Start writing back a large upload while it still arrives, so the final sync is short."""
         try:
-            os.fdatasync(fd)
+            self._sync_pack(pack)
         except OSError:
-            pass  # the pack may have been rotated and closed; the final sync decides durability
+            pass  # only an optimisation: the final sync decides durability
         finally:
             self._early_sync.clear()
+
+    def _sync_pack(self, pack: int) -> None:
+        fd = os.open(self.root / f"pack-{pack:06d}.dat", os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     def sync(self, batch: Batch) -> None:
         """Make a batch's bytes durable (blocking: call from a worker thread)."""
         for pack in batch.packs:
-            fd = os.open(self.root / f"pack-{pack:06d}.dat", os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+            self._sync_pack(pack)
 
     def index_rows(self, batch: Batch) -> list[tuple[bytes, int, int, int]]:
         return [(cid, pack, off, length) for cid, (pack, off, length) in batch.entries.items()]

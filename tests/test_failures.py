@@ -2,8 +2,10 @@
 
 import os
 import resource
+import signal
 import sqlite3
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -120,3 +122,28 @@ def test_full_disk_is_507_and_stores_nothing_half(tmp_path):
 def test_store_quota_is_507(fresh_node):
     n = fresh_node("--store-quota", "2MiB")
     _check_full_store(n, gen("over-quota", 3 << 20))
+
+
+def test_kill_9_keeps_acknowledged_uploads_and_drops_unfinished_ones(tmp_path):
+    n = Node(tmp_path / "crash").start()
+    data = gen("acknowledged", 3 * CHUNK + 5)
+    cid = n.upload([("kept.bin", data)]).text
+    with n.client() as c:
+        c.put("/api/v2/files/kept", content=cid)
+    pins = n.pins()
+    unfinished = n.start_unfinished_upload(2 * CHUNK + 100)
+    time.sleep(0.3)
+    n.stop(signal.SIGKILL)
+    unfinished.close()
+    n.start()
+    try:
+        with n.client() as c:
+            assert c.get(f"/api/v2/files/{cid}").content == data
+            assert c.get("/api/v2/files/kept").content == data
+        assert n.pins() == pins
+        again = gen("after-crash", 2 * CHUNK)
+        new_cid = n.upload([("after.bin", again)]).text
+        with n.client() as c:
+            assert c.get(f"/api/v2/files/{new_cid}").content == again
+    finally:
+        n.stop()
