@@ -138,6 +138,8 @@ def test_unknown_cid_and_missing_path_are_404(client, site):
     r = client.get(f"/api/v2/files/{unknown}")
     assert r.status_code == 404
     assert r.json()["code"] == "ERR_NOT_FOUND"
+    dag_cbor = "bafyreib6f3wqhkqqbjeq3ddhuqmqmcd7ltsgsz5vq5b5rfqj7c6vrfxyey"
+    assert client.get(f"/api/v2/files/{dag_cbor}").status_code == 404
     assert client.get(f"/api/v2/files/{site}/nope.txt").status_code == 404
     assert client.get(f"/api/v2/files/{site}/index.html/deeper").status_code == 404
 
