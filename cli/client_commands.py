@@ -149,9 +149,8 @@ def cmd_add(args: argparse.Namespace) -> int:
             raise CliError(f"{raw}: no such file or directory")
         if path.is_dir():
             scan = scan_folder(path, args.hidden)
-            if scan.skipped_hidden:
-                print(f"skipped {scan.skipped_hidden} hidden entries in {raw} (use --hidden to include them)",
-                      file=sys.stderr)
+            for note in scan.notes():
+                print(f"{raw}: {note}", file=sys.stderr)
             if scan.empty_dirs:
                 count = len(scan.empty_dirs)
                 print(f"note: {count} empty folders in {raw} are not uploaded", file=sys.stderr)

@@ -32,11 +32,8 @@ def cmd_cid(args: argparse.Namespace) -> int:
             print(to_str(importer.path(path, hidden=args.hidden).cid), flush=True)
     finally:
         importer.close()
-    if importer.skipped_hidden:
-        print(
-            f"skipped {importer.skipped_hidden} hidden entries (use --hidden to include them)",
-            file=sys.stderr,
-        )
+    for note in importer.scanned.notes():
+        print(note, file=sys.stderr)
     return 0
 
 

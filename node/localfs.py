@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .importer import Emit, Entry, FileBuilder, TreeBuilder, pooled_hasher
@@ -18,24 +18,64 @@ READ_SIZE = 4 << 20
 class FolderScan:
     files: list[tuple[list[str], Path]]
     empty_dirs: list[list[str]]
-    skipped_hidden: int
+    skipped_hidden: int = 0
+    followed_links: int = 0
+    skipped: list[str] = field(default_factory=list)  # loops, dangling links, sockets...
+
+    def add_counts(self, other: FolderScan) -> None:
+        self.skipped_hidden += other.skipped_hidden
+        self.followed_links += other.followed_links
+        self.skipped.extend(other.skipped)
+
+    def notes(self) -> list[str]:
+        """What a user should hear about the walk: skipped dotfiles, followed links, oddities."""
+        out = [f"skipped: {reason}" for reason in self.skipped]
+        if self.skipped_hidden:
+            out.append(f"skipped {self.skipped_hidden} hidden entries (use --hidden to include them)")
+        if self.followed_links:
+            out.append(f"followed {self.followed_links} symbolic links (their targets' content is stored)")
+        return out
 
 
 def scan_folder(root: Path, hidden: bool) -> FolderScan:
-    """Files and empty directories under `root` as path segments, dotfiles skipped unless `hidden`."""
-    scan = FolderScan([], [], 0)
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel = Path(dirpath).relative_to(root).parts
-        if not hidden:
-            scan.skipped_hidden += sum(1 for n in dirnames + filenames if n.startswith("."))
-            dirnames[:] = [n for n in dirnames if not n.startswith(".")]
-            filenames = [n for n in filenames if not n.startswith(".")]
-        dirnames.sort()
-        for name in sorted(filenames):
-            scan.files.append(([*rel, name], Path(dirpath, name)))
-        if not dirnames and not filenames and rel:
-            scan.empty_dirs.append(list(rel))
+    """Files and empty directories under `root` as path segments, dotfiles skipped unless `hidden`.
+
+    Symbolic links are followed (their content is stored, as `cp -L` would copy it); a link
+    back into a folder being walked, a dangling link or a special file is skipped and reported.
+    """
+    scan = FolderScan([], [])
+    _walk(root, [], scan, hidden, {os.path.realpath(root)})
     return scan
+
+
+def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestors: set[str]) -> None:
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        scan.skipped.append(f"{folder}: {exc.strerror}")
+        return
+    if not hidden:
+        scan.skipped_hidden += sum(1 for n in names if n.startswith("."))
+        names = [n for n in names if not n.startswith(".")]
+    kept = 0
+    for name in names:
+        path = folder / name
+        if path.is_symlink():
+            scan.followed_links += 1
+        if path.is_dir():
+            real = os.path.realpath(path)
+            if real in ancestors:
+                scan.skipped.append(f"{path}: link back into a parent folder")
+                continue
+            _walk(path, [*rel, name], scan, hidden, ancestors | {real})
+            kept += 1
+        elif path.is_file():
+            scan.files.append(([*rel, name], path))
+            kept += 1
+        else:
+            scan.skipped.append(f"{path}: not a regular file or folder (or a dangling link)")
+    if kept == 0 and rel:
+        scan.empty_dirs.append(rel)
 
 
 def read_pieces(path: Path) -> Iterator[bytes]:
@@ -51,7 +91,7 @@ class LocalImporter:
         self.profile = profile
         self.emit: Emit = emit or (lambda cid, block: None)
         self._pool = ThreadPoolExecutor(threads or os.cpu_count() or 2)
-        self.skipped_hidden = 0
+        self.scanned = FolderScan([], [])
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -66,7 +106,7 @@ class LocalImporter:
         if not path.is_dir():
             return self.file(path)
         scan = scan_folder(path, hidden)
-        self.skipped_hidden += scan.skipped_hidden
+        self.scanned.add_counts(scan)
         tree = TreeBuilder(self.profile, self.emit)
         for segments, file_path in scan.files:
             tree.add_file(segments, self.file(file_path))

@@ -75,3 +75,27 @@ def test_cid_command_skips_dotfiles_unless_hidden(tmp_path):
                             capture_output=True, text=True, check=True)
     assert plain.stdout != hidden.stdout
     assert "skipped 1 hidden" in plain.stderr
+
+
+def test_cid_command_follows_links_and_reports_oddities(tmp_path):
+    site = tmp_path / "site"
+    (site / "real").mkdir(parents=True)
+    (site / "real" / "a.txt").write_text("a")
+    (site / "b.txt").write_text("b")
+    (site / "linked").symlink_to(site / "real")
+    (site / "loop").symlink_to(site)
+    (site / "dangling").symlink_to(tmp_path / "missing")
+    copy = tmp_path / "copy"
+    (copy / "real").mkdir(parents=True)
+    (copy / "linked").mkdir()
+    for folder in ("real", "linked"):
+        (copy / folder / "a.txt").write_text("a")
+    (copy / "b.txt").write_text("b")
+    linked = subprocess.run([sys.executable, "-m", "edgefiles", "cid", str(site)],
+                            capture_output=True, text=True, check=True)
+    plain = subprocess.run([sys.executable, "-m", "edgefiles", "cid", str(copy)],
+                           capture_output=True, text=True, check=True)
+    assert linked.stdout == plain.stdout
+    assert "link back into a parent folder" in linked.stderr
+    assert "dangling" in linked.stderr
+    assert "followed 3 symbolic links" in linked.stderr
