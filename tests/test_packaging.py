@@ -1,0 +1,22 @@
+"""The wheel installs one top-level package, `edgefiles`, with its templates and uploader page."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_has_only_the_edgefiles_package(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT), "-w", str(tmp_path)],
+                   check=True, capture_output=True)
+    wheel = next(tmp_path.glob("edgefiles-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names}
+    assert {t for t in top if not t.endswith(".dist-info")} == {"edgefiles"}
+    for needed in ("edgefiles/node/importer.py", "edgefiles/web/templates/listing.html",
+                   "edgefiles/uploader/index.html", "edgefiles/main.py"):
+        assert needed in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "edgefiles = edgefiles.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
