@@ -13,9 +13,7 @@ import aiosqlite
 from edgefiles.ans.registry import API_NAMESPACE, Registry
 
 from . import exporter
-from .blockstore import STORAGE_ERRNOS, Batch, BlockStore, StorageFull
-from .cid import DAG_PB, codec_of
-from .dagpb import decode as decode_pb
+from .blockstore import STORAGE_ERRNOS, Batch, BlockStore, CorruptBlock, StorageFull
 from .db import Database, open_db
 from .identity import NodeKey
 from .profiles import Profile
@@ -38,6 +36,7 @@ class Core:
         self.db: Database | None = None
         self.store: BlockStore | None = None
         self.registry: Registry | None = None
+        self.reader = exporter.DagReader(self.get_block)
         self._complete: set[bytes] = set()
         self._served: dict[tuple[str, str], bytes] = {}
 
@@ -103,42 +102,20 @@ class Core:
         """Whether every block of the DAG under `root` is stored here."""
         if root in self._complete:
             return True
-        stack = [root]
-        while stack:
-            cid = stack.pop()
-            if cid in self._complete:
-                continue
-            if codec_of(cid) != DAG_PB:
-                if not self.store.has(cid):
-                    return False
-                continue
-            try:
-                block = self.store.get(cid)
-            except Exception:
-                return False
-            if block is None:
-                return False
-            stack.extend(link.cid for link in decode_pb(block).links)
-        self._complete.add(root)
-        return True
+        try:
+            complete, _ = self.reader.survey(root, self.store.has, first_gap=True)
+        except (exporter.NotUnixFS, CorruptBlock):
+            return False
+        if complete:
+            self._complete.add(root)
+        return complete
 
     def missing_bytes(self, root: bytes) -> int:
         """Bytes still to fetch for a DAG: the Tsize of every missing subtree we know of."""
-        missing = 0
-        stack = [root]
-        while stack:
-            cid = stack.pop()
-            if codec_of(cid) != DAG_PB:
-                continue
-            block = self.store.get(cid) if self.store.has(cid) else None
-            if block is None:
-                continue
-            for link in decode_pb(block).links:
-                if not self.store.has(link.cid):
-                    missing += link.tsize
-                else:
-                    stack.append(link.cid)
-        return missing
+        try:
+            return self.reader.survey(root, self.store.has)[1]
+        except (exporter.NotUnixFS, CorruptBlock):
+            return 0
 
     def store_totals(self) -> tuple[int, int]:
         return self.store.totals()

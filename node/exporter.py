@@ -1,19 +1,25 @@
 """Reading UnixFS DAGs: path resolution, directory listings, byte ranges in DAG order.
 
-Takes a `get_block(cid) -> bytes` function (verified bytes, or raises); no I/O of its own.
+A `DagReader` takes a `get_block(cid) -> bytes` function (verified bytes, or raises) and
+does no I/O of its own. It caches small decoded nodes and directory sizes by CID: the same
+CID always names the same bytes, and only bytes that passed verification get cached.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 
 from . import dagpb, hamt, unixfs
 from .cid import DAG_PB, RAW, codec_of
 from .protobuf import DecodeError
 
 GetBlock = Callable[[bytes], bytes]
+
+CACHE_ENTRIES = 4096
+CACHE_MAX_BLOCK = 64 * 1024  # directories and inner file nodes; never leaves full of content
 
 
 class NotFound(Exception):
@@ -28,7 +34,7 @@ class NotUnixFS(Exception):
 class Node:
     cid: bytes
     kind: int  # unixfs.FILE, DIRECTORY or HAMT_SHARD (raw leaves are FILE)
-    size: int  # content bytes for files; 0 for directories (see dir_size)
+    size: int  # content bytes for files; 0 for directories (see DagReader.dir_size)
     pb: dagpb.PBNode | None
     meta: unixfs.UnixFSData | None
     raw: bytes | None = None
@@ -38,117 +44,157 @@ class Node:
         return self.kind in (unixfs.DIRECTORY, unixfs.HAMT_SHARD)
 
 
-@lru_cache(maxsize=2048)
 def _decode(block: bytes) -> tuple[dagpb.PBNode, unixfs.UnixFSData]:
-    pb = dagpb.decode(block)
-    if pb.data is None:
-        raise NotUnixFS("dag-pb node without UnixFS data")
-    return pb, unixfs.decode(pb.data)
-
-
-def load(get_block: GetBlock, cid: bytes) -> Node:
-    block = get_block(cid)
-    codec = codec_of(cid)
-    if codec == RAW:
-        return Node(cid, unixfs.FILE, len(block), None, None, block)
-    if codec != DAG_PB:
-        raise NotUnixFS("unsupported codec")
     try:
-        pb, meta = _decode(block)
+        pb = dagpb.decode(block)
+        if pb.data is None:
+            raise NotUnixFS("dag-pb node without UnixFS data")
+        return pb, unixfs.decode(pb.data)
     except DecodeError as exc:
         raise NotUnixFS(str(exc)) from exc
-    if meta.type in (unixfs.FILE, unixfs.RAW_TYPE):
-        size = meta.filesize if meta.filesize is not None else len(meta.data or b"")
-        return Node(cid, unixfs.FILE, size, pb, meta)
-    if meta.type in (unixfs.DIRECTORY, unixfs.HAMT_SHARD):
-        return Node(cid, meta.type, 0, pb, meta)
-    raise NotUnixFS(f"UnixFS type {meta.type} is not served")
 
 
-def entries(get_block: GetBlock, node: Node) -> Iterator[dagpb.Link]:
-    """Directory entries in the directory's own order."""
-    assert node.pb is not None
-    if node.kind == unixfs.HAMT_SHARD:
-        yield from hamt.iter_entries(node.pb, lambda c: load(get_block, c).pb)
-    else:
-        yield from node.pb.links
+class _Lru:
+    """A small thread-safe LRU map: readers run on several worker threads."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._items: OrderedDict[bytes, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes):
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: bytes, value: object) -> None:
+        with self._lock:
+            self._items[key] = value
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
-def child(get_block: GetBlock, node: Node, name: str) -> Node:
-    assert node.pb is not None
-    if node.kind == unixfs.HAMT_SHARD:
-        link = hamt.find(node.pb, name, lambda c: load(get_block, c).pb)
-    else:
-        link = next((lk for lk in node.pb.links if lk.name == name), None)
-    if link is None:
-        raise NotFound(name)
-    return load(get_block, link.cid)
+class DagReader:
+    def __init__(self, get_block: GetBlock):
+        self.get_block = get_block
+        self._nodes = _Lru(CACHE_ENTRIES)
+        self._dir_sizes = _Lru(CACHE_ENTRIES)
 
+    def load(self, cid: bytes) -> Node:
+        codec = codec_of(cid)
+        if codec == RAW:
+            block = self.get_block(cid)
+            return Node(cid, unixfs.FILE, len(block), None, None, block)
+        if codec != DAG_PB:
+            raise NotUnixFS("unsupported codec")
+        pb, meta = self._decoded(cid)
+        if meta.type in (unixfs.FILE, unixfs.RAW_TYPE):
+            size = meta.filesize if meta.filesize is not None else len(meta.data or b"")
+            return Node(cid, unixfs.FILE, size, pb, meta)
+        if meta.type in (unixfs.DIRECTORY, unixfs.HAMT_SHARD):
+            return Node(cid, meta.type, 0, pb, meta)
+        raise NotUnixFS(f"UnixFS type {meta.type} is not served")
 
-def resolve(get_block: GetBlock, root: bytes, segments: list[str]) -> Node:
-    node = load(get_block, root)
-    for seg in segments:
-        if not node.is_dir:
-            raise NotFound(seg)
-        node = child(get_block, node, seg)
-    return node
+    def _decoded(self, cid: bytes) -> tuple[dagpb.PBNode, unixfs.UnixFSData]:
+        hit = self._nodes.get(cid)
+        if hit is not None:
+            return hit
+        block = self.get_block(cid)
+        decoded = _decode(block)
+        if len(block) <= CACHE_MAX_BLOCK:
+            self._nodes.put(cid, decoded)
+        return decoded
 
+    def _shard(self, cid: bytes) -> dagpb.PBNode:
+        return self._decoded(cid)[0]
 
-def dir_size(get_block: GetBlock, node: Node) -> int:
-    """Sum of the sizes of every file below a directory."""
-    return _dir_size(get_block, node.cid)
+    def entries(self, node: Node) -> Iterator[dagpb.Link]:
+        """Directory entries in the directory's own order."""
+        assert node.pb is not None
+        if node.kind == unixfs.HAMT_SHARD:
+            yield from hamt.iter_entries(node.pb, self._shard)
+        else:
+            yield from node.pb.links
 
+    def child(self, node: Node, name: str) -> Node:
+        assert node.pb is not None
+        if node.kind == unixfs.HAMT_SHARD:
+            link = hamt.find(node.pb, name, self._shard)
+        else:
+            link = next((lk for lk in node.pb.links if lk.name == name), None)
+        if link is None:
+            raise NotFound(name)
+        return self.load(link.cid)
 
-_size_cache: dict[bytes, int] = {}
+    def resolve(self, root: bytes, segments: list[str]) -> Node:
+        node = self.load(root)
+        for seg in segments:
+            if not node.is_dir:
+                raise NotFound(seg)
+            node = self.child(node, seg)
+        return node
 
+    def dir_size(self, node: Node) -> int:
+        """Sum of the sizes of every file below a directory."""
+        cached = self._dir_sizes.get(node.cid)
+        if cached is not None:
+            return cached
+        total = 0
+        for link in self.entries(node):
+            sub = self.load(link.cid)
+            total += self.dir_size(sub) if sub.is_dir else sub.size
+        self._dir_sizes.put(node.cid, total)
+        return total
 
-def _dir_size(get_block: GetBlock, cid: bytes) -> int:
-    if cid in _size_cache:
-        return _size_cache[cid]
-    node = load(get_block, cid)
-    total = 0
-    for link in entries(get_block, node):
-        sub = load(get_block, link.cid)
-        total += _dir_size(get_block, sub.cid) if sub.is_dir else sub.size
-    if len(_size_cache) > 10000:
-        _size_cache.clear()
-    _size_cache[cid] = total
-    return total
+    def listing(self, node: Node) -> list[tuple[str, bytes, int, bool]]:
+        """(name, cid, size, is_dir) for each entry."""
+        out = []
+        for link in self.entries(node):
+            sub = self.load(link.cid)
+            size = self.dir_size(sub) if sub.is_dir else sub.size
+            out.append((link.name, link.cid, size, sub.is_dir))
+        return out
 
+    def survey(self, root: bytes, has: Callable[[bytes], bool], first_gap: bool = False) -> tuple[bool, int]:
+        """(complete, missing bytes) of a DAG: walks every stored node, sums the Tsize of
+        subtrees not stored here (a missing root counts 0: its size is not known yet)."""
+        complete, missing = True, 0
+        stack: list[tuple[bytes, int]] = [(root, 0)]
+        while stack:
+            cid, tsize = stack.pop()
+            if not has(cid):
+                complete, missing = False, missing + tsize
+                if first_gap:
+                    break
+                continue
+            if codec_of(cid) == DAG_PB:
+                stack.extend((link.cid, link.tsize) for link in self._decoded(cid)[0].links)
+        return complete, missing
 
-def listing(get_block: GetBlock, node: Node) -> list[tuple[str, bytes, int, bool]]:
-    """(name, cid, size, is_dir) for each entry."""
-    out = []
-    for link in entries(get_block, node):
-        sub = load(get_block, link.cid)
-        size = dir_size(get_block, sub) if sub.is_dir else sub.size
-        out.append((link.name, link.cid, size, sub.is_dir))
-    return out
-
-
-def read_range(get_block: GetBlock, node: Node, start: int, end: int) -> Iterator[bytes]:
-    """Bytes [start, end) of a file, block by block in DAG order, touching only needed blocks."""
-    if start >= end:
-        return
-    if node.raw is not None:
-        yield node.raw[start:end]
-        return
-    assert node.meta is not None and node.pb is not None
-    offset = 0
-    inline = node.meta.data or b""
-    if inline:
-        if start < len(inline):
-            yield inline[start:end]
-        offset = len(inline)
-    sizes = node.meta.blocksizes
-    for i, link in enumerate(node.pb.links):
-        size = sizes[i] if i < len(sizes) else None
-        if size is not None and offset + size <= start:
-            offset += size
-            continue
-        if offset >= end:
+    def read_range(self, node: Node, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) of a file, block by block in DAG order, touching only needed blocks."""
+        if start >= end:
             return
-        sub = load(get_block, link.cid)
-        size = sub.size
-        yield from read_range(get_block, sub, max(0, start - offset), min(size, end - offset))
-        offset += size
+        if node.raw is not None:
+            yield node.raw[start:end]
+            return
+        assert node.meta is not None and node.pb is not None
+        offset = 0
+        inline = node.meta.data or b""
+        if inline:
+            if start < len(inline):
+                yield inline[start:end]
+            offset = len(inline)
+        sizes = node.meta.blocksizes
+        for i, link in enumerate(node.pb.links):
+            size = sizes[i] if i < len(sizes) else None
+            if size is not None and offset + size <= start:
+                offset += size
+                continue
+            if offset >= end:
+                return
+            sub = self.load(link.cid)
+            yield from self.read_range(sub, max(0, start - offset), min(sub.size, end - offset))
+            offset += sub.size

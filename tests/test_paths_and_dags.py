@@ -61,13 +61,14 @@ def test_hamt_directory_build_and_read(entry_names):
     children = {n: import_bytes(KUBO_V1, n.encode(), emit) for n in entry_names}
     links = [Link(e.cid, n, e.tsize) for n, e in children.items()]
     root, _ = hamt.build(links, emit)
-    node = exporter.load(blocks.__getitem__, root)
-    listed = {name: cid for name, cid, _, _ in exporter.listing(blocks.__getitem__, node)}
+    reader = exporter.DagReader(blocks.__getitem__)
+    node = reader.load(root)
+    listed = {name: cid for name, cid, _, _ in reader.listing(node)}
     assert listed == {n: e.cid for n, e in children.items()}
     for n in list(entry_names)[:20]:
-        assert exporter.child(blocks.__getitem__, node, n).cid == children[n].cid
+        assert reader.child(node, n).cid == children[n].cid
     with pytest.raises(exporter.NotFound):
-        exporter.child(blocks.__getitem__, node, "\x01 not there")
+        reader.child(node, "\x01 not there")
 
 
 @settings(max_examples=40, deadline=None)
@@ -79,7 +80,7 @@ def test_ranges_read_exactly_the_slice(size, data, base):
     builder = FileBuilder(profile, blocks.__setitem__)
     builder.write(content)
     entry = builder.finish()
-    node = exporter.load(blocks.__getitem__, entry.cid)
+    node = exporter.DagReader(blocks.__getitem__).load(entry.cid)
     assert node.size == size
     start = data.draw(st.integers(0, size))
     end = data.draw(st.integers(start, size))
@@ -90,7 +91,7 @@ def test_ranges_read_exactly_the_slice(size, data, base):
         touched.append(cid)
         return blocks[cid]
 
-    read = b"".join(exporter.read_range(get, node, start, end))
+    read = b"".join(exporter.DagReader(get).read_range(node, start, end))
     assert read == content[start:end]
     if size > 256:  # a multi-leaf file: only the leaves holding the range are read
         leaves_needed = (end - 1) // 256 - start // 256 + 1 if end > start else 0
@@ -109,3 +110,23 @@ def test_tree_builder_single_file_and_conflicts():
     tree.add_file(["d"], entry)
     assert tree.single_file() is None
     assert build_directory(KUBO_V1, {}, lambda c, b: None).is_dir
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(257, 4000), st.data())
+def test_survey_counts_missing_subtrees(size, data):
+    profile = Profile("small", 256, 3, True, None)
+    blocks: dict[bytes, bytes] = {}
+    builder = FileBuilder(profile, blocks.__setitem__)
+    builder.write(bytes(size))
+    root = builder.finish().cid
+    reader = exporter.DagReader(blocks.__getitem__)
+    assert reader.survey(root, blocks.__contains__) == (True, 0)
+    leaves = sorted(c for c in blocks if c[1] == RAW)
+    gone = data.draw(st.sets(st.sampled_from(leaves), min_size=1))
+    present = {c: b for c, b in blocks.items() if c not in gone}
+    complete, missing = exporter.DagReader(present.__getitem__).survey(root, present.__contains__)
+    assert not complete
+    # identical zero-filled leaves share a CID, so each missing CID counts once per link to it
+    links = [lk for c, b in blocks.items() if c[1] != RAW for lk in dagpb.decode(b).links]
+    assert missing == sum(lk.tsize for lk in links if lk.cid in gone)

@@ -103,15 +103,15 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 class ContentServer:
     def __init__(self, core: Core):
         self.core = core
+        self.reader = core.reader
 
     async def serve(self, request: Request, target: Target) -> Response:
         """Resolve and prepare the answer on a worker thread: big listings must not stall the loop."""
         return await run_in_threadpool(self._serve, request, target)
 
     def _serve(self, request: Request, target: Target) -> Response:
-        get = self.core.get_block
         try:
-            node = exporter.resolve(get, target.root, target.segments)
+            node = self.reader.resolve(target.root, target.segments)
             if node.is_dir:
                 return self._directory(request, target, node)
             name = target.segments[-1] if target.segments else None
@@ -135,7 +135,7 @@ class ContentServer:
             )
         if html or target.host_route:
             try:
-                index = exporter.child(self.core.get_block, node, "index.html")
+                index = self.reader.child(node, "index.html")
             except exporter.NotFound:
                 index = None
             if index is not None and not index.is_dir:
@@ -144,7 +144,7 @@ class ContentServer:
         headers = self._headers(target, etag)
         if _etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        entries = exporter.listing(self.core.get_block, node)
+        entries = self.reader.listing(node)
         dirname = target.segments[-1] if target.segments else "/"
         if html:
             body = render_listing(dirname, request.url.path, entries)
@@ -179,7 +179,7 @@ class ContentServer:
 
     def _stream(self, node: exporter.Node, start: int, end: int) -> Iterator[bytes]:
         """Reads the first block now, so a corrupt first block becomes a 500 before any header."""
-        pieces = exporter.read_range(self.core.get_block, node, start, end)
+        pieces = self.reader.read_range(node, start, end)
         first = next(pieces, None)
         if first is None:
             return iter(())
