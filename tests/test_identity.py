@@ -2,10 +2,9 @@
 
 import os
 
+from edgefiles.node.identity import load_or_create, verify
 from libp2p.identity_utils import load_identity
 from libp2p.peer.id import ID
-
-from edgefiles.node.identity import load_or_create, verify
 
 
 def test_key_file_is_libp2p_compatible_and_private(tmp_path):
