@@ -67,6 +67,7 @@ def parse(text: str) -> bytes:
     """Binary CID of `text` (v0 or v1, any multibase, any codec); InvalidCid for anything else.
 
     A valid CID with a codec we never store is still a CID: reading it is a 404, not a 405.
+    A CIDv0 stays v0 (names and ETags echo what the client gave); the store normalizes.
     """
     from multiformats import CID
 
@@ -74,7 +75,7 @@ def parse(text: str) -> bytes:
         cid = CID.decode(text)
     except Exception as exc:  # multiformats raises several unrelated error types
         raise InvalidCid(f"not a CID: {text!r}") from exc
-    return normalize(bytes(cid))
+    return bytes(cid)
 
 
 def is_cid(text: str) -> bool:

@@ -53,6 +53,17 @@ def test_name_errors(client, app_cid):
     assert r.json()["code"] == "ERR_METHOD_NOT_ALLOWED"
 
 
+def test_cidv0_name_target_is_echoed_as_given(node, client, app_cid):
+    from edgefiles.node.cid import parse, to_str
+
+    v0 = to_str(parse(app_cid)[2:])
+    assert client.put("/api/v2/files/old-style", content=v0).status_code == 200
+    entry = next(e for e in client.get("/api/v2/names").json() if e["name"] == "old-style")
+    assert entry["cid"] == v0 and entry["complete"] is True
+    assert host_get(node, "old-style.actyx.localhost", "/js/app.js").content == b"v1()"
+    assert client.delete("/api/v2/files/old-style").text == v0
+
+
 def test_put_of_cid_not_stored_is_accepted_but_not_served(client):
     missing = "bafkreie7q3iidccmpvszul7kudcvvuavuo7u6gzlbobczuk5nqze7hlt7y"
     assert client.put("/api/v2/files/later", content=missing).status_code == 200
