@@ -142,9 +142,9 @@ class BlockStore:
         finally:
             os.close(fd)
 
-    def sync(self, batch: Batch) -> None:
-        """Make a batch's bytes durable (blocking: call from a worker thread)."""
-        for pack in batch.packs:
+    def sync_packs(self, packs: set[int]) -> None:
+        """Make the bytes written to these packs durable (blocking: call from a worker thread)."""
+        for pack in packs:
             self._sync_pack(pack)
 
     def index_rows(self, batch: Batch) -> list[tuple[bytes, int, int, int]]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +11,9 @@ import aiosqlite
 from edgefiles.ans.registry import API_NAMESPACE, Registry
 
 from . import exporter
-from .blockstore import STORAGE_ERRNOS, Batch, BlockStore, CorruptBlock, StorageFull
+from .blockstore import Batch, BlockStore, CorruptBlock
 from .db import Database, open_db
+from .groupcommit import GroupCommitter, pin
 from .identity import NodeKey
 from .profiles import Profile
 
@@ -46,6 +45,7 @@ class Core:
         self.store = BlockStore(self.settings.data_dir / "blocks", db_path, self.settings.store_quota)
         self.registry = Registry(self.db, self.key)
         await self.registry.load()
+        self._committer = GroupCommitter(self.store, self.db)
 
     async def close(self) -> None:
         if self.store is not None:
@@ -61,28 +61,8 @@ class Core:
         return data
 
     async def commit(self, batch: Batch, root: bytes, reason: str, expires: float | None) -> None:
-        """Make an upload durable and pinned: sync the packs, then index + pin in one transaction."""
-        store = self.store
-        try:
-            await asyncio.to_thread(store.sync, batch)
-            async with self.db.transaction() as conn:
-                rows = store.index_rows(batch)
-                await conn.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", rows)
-                await _pin(conn, root, reason, expires)
-        except OSError as exc:
-            store.abandoned(batch)
-            if exc.errno in STORAGE_ERRNOS:
-                raise StorageFull(exc.strerror or str(exc)) from exc
-            raise
-        except sqlite3.OperationalError as exc:
-            store.abandoned(batch)
-            if "full" in str(exc):
-                raise StorageFull(str(exc)) from exc
-            raise
-        except BaseException:
-            store.abandoned(batch)
-            raise
-        store.committed(batch)
+        """Make an upload durable and pinned: synced packs, then index + pin in one transaction."""
+        await self._committer.commit(batch, root, reason, expires)
 
     # pins ---------------------------------------------------------------------------
     async def pinned_roots(self) -> int:
@@ -133,11 +113,11 @@ class Core:
         return self._served.get((namespace, name), record.cid)
 
     async def set_name(self, name: str, cid: bytes, namespace: str = API_NAMESPACE) -> None:
-        async def pin(conn: aiosqlite.Connection, _changed: list) -> None:
+        async def repin(conn: aiosqlite.Connection, _changed: list) -> None:
             await conn.execute("DELETE FROM pins WHERE reason = ?", (_name_pin(namespace, name),))
-            await _pin(conn, cid, _name_pin(namespace, name), None)
+            await pin(conn, cid, _name_pin(namespace, name), None)
 
-        await self.registry.write(name, cid, namespace, also=pin)
+        await self.registry.write(name, cid, namespace, also=repin)
 
     async def delete_name(self, name: str, namespace: str = API_NAMESPACE) -> bytes | None:
         record = self.registry.get(name, namespace)
@@ -150,13 +130,6 @@ class Core:
         await self.registry.write(name, None, namespace, also=unpin)
         self._served.pop((namespace, name), None)
         return record.cid
-
-
-async def _pin(conn: aiosqlite.Connection, root: bytes, reason: str, expires: float | None) -> None:
-    await conn.execute(
-        "INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)",
-        (root, reason, int(expires) if expires else None, int(time.time())),
-    )
 
 
 def _name_pin(namespace: str, name: str) -> str:
