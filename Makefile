@@ -20,6 +20,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/small_writes.py
 
 setup: $(VENV)/.installed
 
