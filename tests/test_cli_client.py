@@ -1,6 +1,10 @@
 """`edgefiles add`, `name`, `get` against a real node."""
 
 import hashlib
+import os
+import pty
+import subprocess
+import sys
 
 from conftest import gen
 from nodeproc import run_cli
@@ -76,3 +80,26 @@ def test_help_lists_commands():
     out = run_cli("--help")
     for command in ("serve", "cid", "add", "name", "get"):
         assert command in out.stdout
+
+
+def test_add_draws_a_progress_bar_on_a_terminal(node, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(gen("progress", 24 << 20))
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "edgefiles", "add", str(big)], stdout=subprocess.PIPE,
+                            stderr=follower, env={**os.environ, **_env(node)})
+    os.close(follower)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    out, _ = proc.communicate(timeout=60)
+    os.close(leader)
+    assert proc.returncode == 0
+    assert out.decode().strip() == run_cli("cid", str(big)).stdout.strip()
+    assert b"100.0%" in drawn and b"MiB/s" in drawn and b"#" * 30 in drawn
