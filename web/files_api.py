@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from edgefiles.ans.registry import is_valid_name
 from edgefiles.node import cid as cids
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
@@ -71,7 +72,7 @@ async def read(request: Request, ctx: AppContext, segments: list[str], trailing:
     root_text, path = segments[0], segments[1:]
     by_name = ctx.core.registry.get(root_text) is not None
     if by_name:
-        root = ctx.core.resolve_name(root_text)
+        root = await run_in_threadpool(ctx.core.resolve_name, root_text)
     else:
         try:
             root = cids.parse(root_text)
@@ -108,6 +109,11 @@ async def delete_name(ctx: AppContext, name: str) -> Response:
 async def names(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     ctx.tokens.require(request)
+    # completeness walks whole DAGs the first time: keep them off the event loop
+    return JSONResponse(await run_in_threadpool(_name_table, ctx), headers=CORS_HEADERS)
+
+
+def _name_table(ctx: AppContext) -> list[dict]:
     out = []
     for record in ctx.core.registry.live():
         complete = ctx.core.is_complete(record.cid)
@@ -118,7 +124,7 @@ async def names(request: Request) -> Response:
             "complete": complete,
             "missing": 0 if complete else ctx.core.missing_bytes(record.cid),
         })
-    return JSONResponse(out, headers=CORS_HEADERS)
+    return out
 
 
 def _rfc3339(ms: int) -> str:

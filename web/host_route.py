@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgefiles.node import cid as cids
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -37,7 +38,7 @@ async def serve_host(request: Request, name: str, ctx: AppContext) -> Response:
     set_cookie = None
     record = ctx.core.registry.get(name)
     if record is not None:
-        root = ctx.core.resolve_name(name)
+        root = await run_in_threadpool(ctx.core.resolve_name, name)
         by_name = True
     elif cids.is_cid(name):
         token = ctx.tokens.token_of(request, allow_cookie=True)
