@@ -9,7 +9,7 @@ from edgefiles.ans.registry import is_valid_name
 from edgefiles.node import cid as cids
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 
 from .content import Target
 from .context import AppContext
@@ -36,6 +36,11 @@ async def auth(request: Request) -> Response:
     return JSONResponse({"token": ctx.tokens.issue(body["appId"])}, headers=CORS_HEADERS)
 
 
+def plain_text(text: str) -> Response:
+    """Exactly `Content-Type: text/plain`, as the Actyx docs state (ASCII bodies: CIDs, peer ids)."""
+    return Response(text.encode(), headers={**CORS_HEADERS, "Content-Type": "text/plain"})
+
+
 def split_tail(raw_tail: str) -> tuple[list[str], bool]:
     """URL path after the prefix → (segments, trailing slash)."""
     trailing = raw_tail.endswith("/")
@@ -53,7 +58,7 @@ async def files(request: Request) -> Response:
         if tail:
             raise MethodNotAllowed("POST goes to /api/v2/files")
         root = await receive_upload(request, ctx.core, ctx.executor, ctx.hash_pool, ctx.max_upload)
-        return PlainTextResponse(cids.to_str(root), headers=CORS_HEADERS)
+        return plain_text(cids.to_str(root))
     if not tail:
         raise BadRequest("missing CID or name after /api/v2/files/")
     segments, trailing = split_tail(tail)
@@ -103,7 +108,7 @@ async def delete_name(ctx: AppContext, name: str) -> Response:
     previous = await ctx.core.delete_name(name)
     if previous is None:
         raise MethodNotAllowed(f"name {name!r} does not exist")
-    return PlainTextResponse(cids.to_str(previous), headers=CORS_HEADERS)
+    return plain_text(cids.to_str(previous))
 
 
 async def names(request: Request) -> Response:
@@ -133,7 +138,7 @@ def _rfc3339(ms: int) -> str:
 
 async def node_id(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    return PlainTextResponse(ctx.core.key.peer_id, headers=CORS_HEADERS)
+    return plain_text(ctx.core.key.peer_id)
 
 
 async def node_info(request: Request) -> Response:
