@@ -159,7 +159,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         server = _Server(
             uvicorn.Config(
                 create_app(ctx), http="httptools", lifespan="off", log_level="warning",
-                timeout_graceful_shutdown=10, access_log=False, server_header=False,
+                timeout_graceful_shutdown=10, access_log=config.log_level == "debug", server_header=False,
             )
         )
         loop = asyncio.get_running_loop()
