@@ -156,10 +156,11 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
             host_suffix=config.host_suffix,
             swarm=swarm,
         )
+        debug = config.log_level == "debug"
         server = _Server(
             uvicorn.Config(
-                create_app(ctx), http="httptools", lifespan="off", log_level="warning",
-                timeout_graceful_shutdown=10, access_log=config.log_level == "debug", server_header=False,
+                create_app(ctx), http="httptools", lifespan="off", log_level="debug" if debug else "warning",
+                timeout_graceful_shutdown=10, access_log=debug, server_header=False,
             )
         )
         loop = asyncio.get_running_loop()
