@@ -91,6 +91,13 @@ def test_public_endpoints_need_no_token(node):
     assert "edgefiles_blocks" in metrics.text
 
 
+def test_token_guarded_routes(node):
+    for method, path in [("GET", "/api/v2/node/info"), ("GET", "/api/v2/names"), ("POST", "/api/v2/files"),
+                         ("PUT", "/api/v2/files/x"), ("DELETE", "/api/v2/files/x"), ("HEAD", "/api/v2/files/x")]:
+        r = httpx.request(method, f"{node.url}{path}")
+        assert r.status_code == 401, (method, path)
+
+
 def test_node_info_shape(node):
     with node.client() as c:
         info = c.get("/api/v2/node/info").json()
