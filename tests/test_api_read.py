@@ -160,3 +160,12 @@ def test_cidv0_and_cidv1_of_the_same_dag_pb_both_work(client, site):
     v0 = to_str(v1[2:])  # the bare multihash is the CIDv0 of a dag-pb node
     assert v0.startswith("Qm")
     assert client.get(f"/api/v2/files/{v0}/index.html").content == b"<h1>home</h1>"
+
+
+def test_html_listing_carries_a_url_token_into_its_links(node, site):
+    token = node.token()
+    page = httpx.get(f"{node.url}/api/v2/files/{site}/docs/", params={"access_token": token},
+                     headers={"Accept": BROWSER})
+    assert f'href="readme.txt?access_token={token}"' in page.text
+    follow = httpx.get(f"{node.url}/api/v2/files/{site}/docs/readme.txt", params={"access_token": token})
+    assert follow.content == b"read me"

@@ -147,7 +147,8 @@ class ContentServer:
         entries = self.reader.listing(node)
         dirname = target.segments[-1] if target.segments else "/"
         if html:
-            body = render_listing(dirname, request.url.path, entries)
+            token = request.query_params.get("access_token")
+            body = render_listing(dirname, request.url.path, entries, token)
             return Response(body, headers=headers, media_type="text/html; charset=utf-8")
         children = [{"name": n, "size": size, "cid": to_str(c)} for n, c, size, _ in entries]
         body = json.dumps({"directory": {"name": dirname, "cid": to_str(node.cid), "children": children}})

@@ -23,10 +23,14 @@ def human_size(size: int) -> str:
     return str(size)
 
 
-def render_listing(dirname: str, path: str, entries: list[tuple[str, bytes, int, bool]]) -> str:
+def render_listing(
+    dirname: str, path: str, entries: list[tuple[str, bytes, int, bool]], access_token: str | None = None
+) -> str:
+    """A token given in the URL is carried into the links, so the listing can be browsed."""
+    suffix = f"?access_token={quote(access_token, safe='')}" if access_token else ""
     rows = [
-        {"name": name + ("/" if is_dir else ""), "href": quote(name) + ("/" if is_dir else ""),
+        {"name": name + ("/" if is_dir else ""), "href": quote(name) + ("/" if is_dir else "") + suffix,
          "size": human_size(size)}
         for name, _, size, is_dir in entries
     ]
-    return _env().get_template("listing.html").render(dirname=dirname, path=path, rows=rows)
+    return _env().get_template("listing.html").render(dirname=dirname, path=path, rows=rows, suffix=suffix)
