@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,14 +9,12 @@ from pathlib import Path
 import aiosqlite
 from edgefiles.ans.registry import API_NAMESPACE, Registry
 
-from . import exporter
+from . import exporter, pins
 from .blockstore import Batch, BlockStore, CorruptBlock
 from .db import Database, open_db
-from .groupcommit import GroupCommitter, pin
+from .groupcommit import GroupCommitter
 from .identity import NodeKey
 from .profiles import Profile
-
-log = logging.getLogger("edgefiles.node")
 
 
 @dataclass(frozen=True)
@@ -65,13 +62,8 @@ class Core:
         await self._committer.commit(batch, root, reason, expires)
 
     # pins ---------------------------------------------------------------------------
-    async def pinned_roots(self) -> int:
-        rows = await self.db.fetchall(
-            "SELECT COUNT(DISTINCT root) FROM pins WHERE expires IS NULL OR expires > ?", (int(time.time()),)
-        )
-        return rows[0][0]
-
-    def pinned_roots_now(self) -> int:
+    def pinned_roots(self) -> int:
+        """Roots held by at least one unexpired pin."""
         return self.store.pinned_roots(int(time.time()))
 
     def upload_pin_expiry(self) -> float:
@@ -114,8 +106,7 @@ class Core:
 
     async def set_name(self, name: str, cid: bytes, namespace: str = API_NAMESPACE) -> None:
         async def repin(conn: aiosqlite.Connection, _changed: list) -> None:
-            await conn.execute("DELETE FROM pins WHERE reason = ?", (_name_pin(namespace, name),))
-            await pin(conn, cid, _name_pin(namespace, name), None)
+            await pins.pin(conn, cid, pins.name_reason(namespace, name), None)
 
         await self.registry.write(name, cid, namespace, also=repin)
 
@@ -125,12 +116,8 @@ class Core:
             return None
 
         async def unpin(conn: aiosqlite.Connection, _changed: list) -> None:
-            await conn.execute("DELETE FROM pins WHERE reason = ?", (_name_pin(namespace, name),))
+            await pins.unpin(conn, pins.name_reason(namespace, name))
 
         await self.registry.write(name, None, namespace, also=unpin)
         self._served.pop((namespace, name), None)
         return record.cid
-
-
-def _name_pin(namespace: str, name: str) -> str:
-    return f"name:{namespace}/{name}"

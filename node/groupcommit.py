@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from dataclasses import dataclass
-
-import aiosqlite
 
 from .blockstore import STORAGE_ERRNOS, Batch, BlockStore, StorageFull
 from .db import Database
+from .pins import pin
 
 
 @dataclass
@@ -68,13 +66,6 @@ class GroupCommitter:
                 rows = self._store.index_rows(w.batch)
                 await conn.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", rows)
                 await pin(conn, w.root, w.reason, w.expires)
-
-
-async def pin(conn: aiosqlite.Connection, root: bytes, reason: str, expires: float | None) -> None:
-    await conn.execute(
-        "INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)",
-        (root, reason, int(expires) if expires else None, int(time.time())),
-    )
 
 
 def _storage_error(exc: BaseException) -> BaseException:

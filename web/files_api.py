@@ -152,7 +152,7 @@ async def node_info(request: Request) -> Response:
             "peers": ctx.swarm.peers(),
             "blocks": blocks,
             "bytes": size,
-            "pins": await ctx.core.pinned_roots(),
+            "pins": ctx.core.pinned_roots(),
             "names": len(ctx.core.registry.live()),
         },
         headers=CORS_HEADERS,

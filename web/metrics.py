@@ -16,7 +16,7 @@ class StoreCollector:
         blocks, size = self.core.store_totals()
         yield GaugeMetricFamily("edgefiles_blocks", "Blocks stored", value=blocks)
         yield GaugeMetricFamily("edgefiles_block_bytes", "Bytes of stored blocks", value=size)
-        yield GaugeMetricFamily("edgefiles_pins", "Pinned roots", value=self.core.pinned_roots_now())
+        yield GaugeMetricFamily("edgefiles_pins", "Pinned roots", value=self.core.pinned_roots())
         yield GaugeMetricFamily("edgefiles_names", "Names set", value=len(self.core.registry.live()))
 
 

@@ -13,6 +13,7 @@ from concurrent.futures import Executor
 from edgefiles.node.blockstore import StorageFull
 from edgefiles.node.core import Core
 from edgefiles.node.importer import FileBuilder, PathConflict, TreeBuilder, pooled_hasher
+from edgefiles.node.pins import upload_reason
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
 from starlette.requests import Request
@@ -97,7 +98,6 @@ class PartCollector:
         self._headers: dict[str, str] = {}
         self._field = bytearray()
         self._value = bytearray()
-        self.paths: set[tuple[str, ...]] = set()
 
     def callbacks(self) -> dict:
         return {
@@ -182,7 +182,7 @@ async def receive_upload(
             await pending
             pending = None
         root = await loop.run_in_executor(executor, sink.finish, collector.take())
-        await core.commit(sink.batch, root, f"upload:{root.hex()}", core.upload_pin_expiry())
+        await core.commit(sink.batch, root, upload_reason(root), core.upload_pin_expiry())
         return root
     except BaseException as exc:
         if pending is not None:
