@@ -40,12 +40,12 @@ class _Done:
         return self.value
 
 
-def hash_now(block: bytes) -> Digest:
-    return _Done(hashlib.sha256(block).digest())
-
-
 def sha256_digest(block: bytes) -> bytes:
     return hashlib.sha256(block).digest()
+
+
+def hash_now(block: bytes) -> Digest:
+    return _Done(sha256_digest(block))
 
 
 POOL_MIN_BLOCK = 64 * 1024  # below this, handing a block to a thread costs more than hashing it
@@ -146,18 +146,12 @@ class FileBuilder:
     def _close_group(self, level: int) -> None:
         children, self._levels[level] = self._levels[level], []
         links = [Link(c.cid, "", c.tsize) for c in children]
-        data = unixfs.encode(
-            unixfs.UnixFSData(
-                unixfs.FILE,
-                filesize=sum(c.size for c in children),
-                blocksizes=tuple(c.size for c in children),
-            )
-        )
+        sizes = tuple(c.size for c in children)
+        data = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, filesize=sum(sizes), blocksizes=sizes))
         block = dagpb.encode(links, data)
         cid = make_cid(DAG_PB, block)
         self._emit(cid, block)
-        size = sum(c.size for c in children)
-        self._push(level + 1, Entry(cid, len(block) + sum(c.tsize for c in children), size))
+        self._push(level + 1, Entry(cid, len(block) + sum(c.tsize for c in children), sum(sizes)))
 
 
 def _actyx_leaf(chunk: bytes | memoryview) -> bytes:
