@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -12,10 +11,6 @@ from . import __version__
 
 class CliError(Exception):
     """A one-line reason to exit non-zero."""
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"EDGEFILES_{name}", default)
 
 
 def cmd_cid(args: argparse.Namespace) -> int:

@@ -72,7 +72,7 @@ class BlockStore:
         self._pack = packs[-1] if packs else 1
         self._fd = self._open_pack(self._pack)
         self._end = os.fstat(self._fd).st_size
-        self.stored_bytes = self._count_bytes()
+        self.stored_bytes = self.totals()[1]
 
     def _open_pack(self, pack: int) -> int:
         path = self.root / f"pack-{pack:06d}.dat"
@@ -91,9 +91,6 @@ class BlockStore:
         if conn is None:
             conn = self._local.conn = open_reader(self._db_path)
         return conn
-
-    def _count_bytes(self) -> int:
-        return self._reader().execute("SELECT COALESCE(SUM(length), 0) FROM blocks").fetchone()[0]
 
     def batch(self) -> Batch:
         return Batch(self)

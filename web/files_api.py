@@ -15,7 +15,7 @@ from .content import Target
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import BadRequest, ManifestInvalid, MethodNotAllowed, NotFound
-from .paths import url_segments
+from .paths import raw_path, url_segments
 from .upload import receive_upload
 
 PREFIX = "/api/v2/files"
@@ -51,16 +51,13 @@ def split_tail(raw_tail: str) -> tuple[list[str], bool]:
 async def files(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     ctx.tokens.require(request)
-    raw = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?")[0]
-    tail = raw[len(PREFIX) :].removeprefix("/")
+    tail = raw_path(request)[len(PREFIX) :].removeprefix("/")
     method = request.method
     if method == "POST":
         if tail:
             raise MethodNotAllowed("POST goes to /api/v2/files")
         root = await receive_upload(request, ctx.core, ctx.executor, ctx.hash_pool, ctx.max_upload)
         return plain_text(cids.to_str(root))
-    if not tail:
-        raise BadRequest("missing CID or name after /api/v2/files/")
     segments, trailing = split_tail(tail)
     if not segments:
         raise BadRequest("missing CID or name after /api/v2/files/")

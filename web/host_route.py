@@ -12,6 +12,7 @@ from .content import Target
 from .context import AppContext
 from .errors import MethodNotAllowed, NotFound
 from .files_api import split_tail
+from .paths import raw_path
 
 
 def host_name(host_header: str | None, suffix: str) -> str | None:
@@ -32,8 +33,7 @@ def host_name(host_header: str | None, suffix: str) -> str | None:
 async def serve_host(request: Request, name: str, ctx: AppContext) -> Response:
     if request.method not in ("GET", "HEAD"):
         raise MethodNotAllowed("the host route is read-only", headers={"Allow": "GET, HEAD, OPTIONS"})
-    raw = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?")[0]
-    segments, trailing = split_tail(raw.removeprefix("/"))
+    segments, trailing = split_tail(raw_path(request).removeprefix("/"))
     trailing = trailing or not segments
     set_cookie = None
     record = ctx.core.registry.get(name)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
+from starlette.requests import Request
+
 from .errors import BadRequest
 
 MAX_SEGMENT_BYTES = 255
@@ -26,6 +28,11 @@ def upload_segments(filename: str) -> list[str]:
         raise BadRequest(f"filename {filename!r} holds an encoded traversal")
     path = filename[1:] if filename.startswith("/") else filename
     return [check_segment(seg) for seg in path.split("/")]
+
+
+def raw_path(request: Request) -> str:
+    """The request path exactly as sent, still percent-encoded, without the query."""
+    return request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?")[0]
 
 
 def url_segments(raw_path: str) -> list[str]:

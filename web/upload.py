@@ -22,7 +22,6 @@ from .errors import BadRequest, InsufficientStorage, PayloadTooLarge, Unsupporte
 from .paths import upload_segments
 
 HANDOFF_BYTES = 1 << 20
-MAX_QUEUED_BYTES = 8 << 20
 
 
 def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
