@@ -35,7 +35,8 @@ class Registry:
         self._key = key
         self.table: Table = {}
         self.clock = HybridClock()
-        self.listeners: list[Callable[[NameRecord], None]] = []
+        self.listeners: list[Callable[[NameRecord], None]] = []  # every record that won
+        self.local_writes: list[Callable[[NameRecord], None]] = []  # records this node signed
 
     async def load(self) -> None:
         for (blob,) in await self._db.fetchall("SELECT record FROM names"):
@@ -62,7 +63,9 @@ class Registry:
     ) -> NameRecord:
         """A local set (cid) or delete (None): a new signed record that wins over what we know."""
         record = rec_mod.sign(self._key, namespace, name, cid, self.clock.tick())
-        await self.apply([record], also)
+        if await self.apply([record], also):
+            for hook in self.local_writes:
+                hook(record)
         return record
 
     async def apply(self, records: list[NameRecord], also: AlsoInTx | None = None) -> list[NameRecord]:

@@ -69,6 +69,19 @@ def check_swarm_ports(addrs: list[str]) -> None:
                 raise CliError(f"swarm address {addr} is not available: {exc.strerror}") from None
 
 
+def check_peer_addrs(addrs: list[str]) -> None:
+    """libp2p must know whom it dials (Noise authenticates that peer id): /p2p/<id> is required."""
+    from multiaddr import Multiaddr
+
+    for addr in addrs:
+        try:
+            Multiaddr(addr)
+        except Exception as exc:
+            raise CliError(f"--peer {addr}: not a multiaddr ({exc})") from None
+        if "/p2p/" not in addr:
+            raise CliError(f"--peer {addr}: must end with /p2p/<peer id> (that node's ready line shows it)")
+
+
 def load_swarm_key(path: Path, create: bool) -> bytes:
     if not path.exists():
         if not create:
@@ -95,6 +108,7 @@ def serve(config: ServeConfig) -> int:
     lock_fd = lock_data_dir(config.data_dir)
     try:
         check_swarm_ports(config.swarm)
+        check_peer_addrs(config.peers)
         sock = bind_api(*config.api)
         from edgefiles.node.identity import load_or_create
 
@@ -110,7 +124,6 @@ def serve(config: ServeConfig) -> int:
 
 def _warn_unimplemented(config: ServeConfig) -> None:
     later = {
-        "--peer": config.peers, "--allow-peer": config.allowed_peers,
         "--gc-above": config.gc_above, "--flowfuse-config": config.flowfuse_config,
     }
     for flag, value in later.items():
@@ -131,7 +144,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
     from edgefiles.node.core import Core, CoreSettings
     from edgefiles.node.db import SchemaTooNew
     from edgefiles.node.profiles import get_profile
-    from edgefiles.replication.host import SwarmHost
+    from edgefiles.replication.swarm import Swarm, SwarmSettings
     from edgefiles.web.app import create_app
     from edgefiles.web.auth import TokenAuthority
     from edgefiles.web.context import AppContext
@@ -144,10 +157,12 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         await core.open()
     except SchemaTooNew as exc:
         raise CliError(str(exc)) from None
-    swarm = SwarmHost(key.seed, config.swarm)
+    swarm = Swarm(core, SwarmSettings(
+        config.swarm, swarm_key, config.peers, set(config.allowed_peers), config.fetch_timeout
+    ))
     executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="import")
     try:
-        await asyncio.to_thread(swarm.start)
+        await swarm.start()
         ctx = AppContext(
             core=core,
             tokens=TokenAuthority(key, config.token_ttl, config.trusted_apps),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cid import normalize, verify_block
-from .db import open_reader
+from .db import open_reader, open_writer
 
 PACK_LIMIT = 1 << 30
 EARLY_SYNC_BYTES = 64 << 20
@@ -64,6 +64,7 @@ class BlockStore:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._read_fds: dict[int, int] = {}
+        self._write_conn = None
         self.quota = quota
         self.inflight = 0
         self._unsynced = 0
@@ -163,6 +164,35 @@ class BlockStore:
             batch.settled = True
             self.inflight -= batch.bytes
 
+    def commit_sync(self, batch: Batch) -> None:
+        """Make a batch durable and visible from a worker thread (blocks fetched from peers).
+
+        Uses its own SQLite connection: SQLite serialises it against the asyncio side's writer.
+        """
+        if not batch.entries:
+            self.committed(batch)
+            return
+        try:
+            self.sync_packs(batch.packs)
+            conn = self._writer()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", self.index_rows(batch))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except BaseException:
+            self.abandoned(batch)
+            raise
+        self.committed(batch)
+
+    def _writer(self):
+        with self._lock:
+            if self._write_conn is None:
+                self._write_conn = open_writer(self._db_path)
+            return self._write_conn
+
     def locate(self, cid: bytes) -> tuple[int, int, int] | None:
         row = self._reader().execute(
             "SELECT pack, offset, length FROM blocks WHERE cid = ?", (normalize(cid),)
@@ -208,6 +238,9 @@ class BlockStore:
             for fd in self._read_fds.values():
                 os.close(fd)
             self._read_fds.clear()
+            if self._write_conn is not None:
+                self._write_conn.close()
+                self._write_conn = None
 
 
 def _write_all(fd: int, data: bytes) -> None:

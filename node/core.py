@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
+from edgefiles.ans.record import NameRecord
 from edgefiles.ans.registry import API_NAMESPACE, Registry
 
 from . import exporter, pins
@@ -34,7 +36,8 @@ class Core:
         self.registry: Registry | None = None
         self.reader = exporter.DagReader(self.get_block)
         self._complete: set[bytes] = set()
-        self._served: dict[tuple[str, str], bytes] = {}
+        self._serving: dict[tuple[str, str], bytes] = {}
+        self.fetch_block: Callable[[bytes], bytes | None] | None = None
 
     async def open(self) -> None:
         db_path = self.settings.data_dir / "state.sqlite"
@@ -42,6 +45,9 @@ class Core:
         self.store = BlockStore(self.settings.data_dir / "blocks", db_path, self.settings.store_quota)
         self.registry = Registry(self.db, self.key)
         await self.registry.load()
+        sql = "SELECT root, reason FROM pins WHERE reason LIKE 'serving:%'"
+        for root, reason in await self.db.fetchall(sql):
+            self._serving[pins.parse_serving_reason(reason)] = root
         self._committer = GroupCommitter(self.store, self.db)
 
     async def close(self) -> None:
@@ -53,6 +59,8 @@ class Core:
     # blocks -------------------------------------------------------------------------
     def get_block(self, cid: bytes) -> bytes:
         data = self.store.get(cid)
+        if data is None and self.fetch_block is not None:
+            data = self.fetch_block(cid)  # blocking: readers run on worker threads
         if data is None:
             raise exporter.NotFound("block not stored on this node")
         return data
@@ -97,27 +105,63 @@ class Core:
         """The newest complete target of a name; while a newer one is incomplete, the previous."""
         record = self.registry.get(name, namespace)
         if record is None:
-            self._served.pop((namespace, name), None)
             return None
         if self.is_complete(record.cid):
-            self._served[(namespace, name)] = record.cid
             return record.cid
-        return self._served.get((namespace, name), record.cid)
+        return self._serving.get((namespace, name), record.cid)
 
     async def set_name(self, name: str, cid: bytes, namespace: str = API_NAMESPACE) -> None:
-        async def repin(conn: aiosqlite.Connection, _changed: list) -> None:
-            await pins.pin(conn, cid, pins.name_reason(namespace, name), None)
-
-        await self.registry.write(name, cid, namespace, also=repin)
+        await self.registry.write(name, cid, namespace, also=self._repin)
 
     async def delete_name(self, name: str, namespace: str = API_NAMESPACE) -> bytes | None:
         record = self.registry.get(name, namespace)
         if record is None:
             return None
-
-        async def unpin(conn: aiosqlite.Connection, _changed: list) -> None:
-            await pins.unpin(conn, pins.name_reason(namespace, name))
-
-        await self.registry.write(name, None, namespace, also=unpin)
-        self._served.pop((namespace, name), None)
+        await self.registry.write(name, None, namespace, also=self._repin)
         return record.cid
+
+    async def apply_remote(self, records: list[NameRecord]) -> None:
+        """Merge records from peers; winners are pinned (and their DAGs rolled out) like local writes."""
+        await self.registry.apply(records, also=self._repin)
+
+    async def _repin(self, conn: aiosqlite.Connection, changed: list[NameRecord]) -> None:
+        """Runs inside the name's transaction: its pin moves with it. While a new target is
+        incomplete, the previous complete one stays pinned (and served) under `serving:`."""
+        for r in changed:
+            key = (r.namespace, r.name)
+            previous = self.registry.table.get(key)
+            if r.cid is None:
+                await pins.unpin(conn, pins.name_reason(*key))
+                await self._set_serving(conn, key, None)
+                continue
+            await pins.pin(conn, r.cid, pins.name_reason(*key), None)
+            if self.is_complete(r.cid):
+                await self._set_serving(conn, key, None)
+            elif previous is not None and previous.cid is not None and key not in self._serving:
+                if self.is_complete(previous.cid):
+                    await self._set_serving(conn, key, previous.cid)
+
+    async def _set_serving(
+        self, conn: aiosqlite.Connection, key: tuple[str, str], root: bytes | None
+    ) -> None:
+        if root is None:
+            if key in self._serving:
+                await pins.unpin(conn, pins.serving_reason(*key))
+                del self._serving[key]
+            return
+        await pins.pin(conn, root, pins.serving_reason(*key), None)
+        self._serving[key] = root
+
+    def wanted_roots(self) -> set[bytes]:
+        """Targets of live names that are not complete here: what the rollout must fetch."""
+        targets = {r.cid for r in self.registry.table.values() if r.cid is not None}
+        return {cid for cid in targets if not self.is_complete(cid)}
+
+    async def rollout_done(self, root: bytes) -> None:
+        """A named DAG is complete: names on it stop serving their previous target."""
+        self._complete.add(root)
+        keys = [k for k in self._serving if (r := self.registry.table.get(k)) is not None and r.cid == root]
+        if keys:
+            async with self.db.transaction() as conn:
+                for key in keys:
+                    await self._set_serving(conn, key, None)

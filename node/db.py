@@ -107,3 +107,10 @@ def open_reader(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA query_only=1")
     return conn
+
+
+def open_writer(path: Path) -> sqlite3.Connection:
+    """A synchronous write connection for worker threads (fetched blocks, garbage collection)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    _configure(conn)
+    return conn

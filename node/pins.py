@@ -15,6 +15,16 @@ def name_reason(namespace: str, name: str) -> str:
     return f"name:{namespace}/{name}"
 
 
+def serving_reason(namespace: str, name: str) -> str:
+    """The previous complete target of a name, kept while its new target is fetched."""
+    return f"serving:{namespace}\x1f{name}"  # names of facades may hold "/"
+
+
+def parse_serving_reason(reason: str) -> tuple[str, str]:
+    namespace, _, name = reason.removeprefix("serving:").partition("\x1f")
+    return namespace, name
+
+
 async def pin(conn: aiosqlite.Connection, root: bytes, reason: str, expires: float | None) -> None:
     """Pin `root` for `reason` (replacing what that reason pinned before) until `expires`, or forever."""
     await unpin(conn, reason)

@@ -9,17 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
 log = logging.getLogger("edgefiles.swarm")
 
 
+Services = Callable[[Any, Any], Awaitable[None]]
+
+
 class SwarmHost:
-    def __init__(self, seed: bytes, listen: list[str]):
+    def __init__(self, seed: bytes, listen: list[str], services: Services | None = None):
         self._seed = seed
         self._listen = listen
+        self._services = services
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -28,7 +33,8 @@ class SwarmHost:
         self.host = None
 
     # lifecycle (called from the asyncio side) -------------------------------------
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None, timeout: float = 30.0) -> None:
+        self._loop = loop
         self._thread = threading.Thread(target=self._run, name="libp2p", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -45,18 +51,49 @@ class SwarmHost:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    async def call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        """Run a trio coroutine function on the libp2p thread; await its result from asyncio."""
+    def submit(self, fn: Callable[[], Awaitable[Any]]) -> Future:
+        """Start a trio coroutine function on the libp2p thread from any thread."""
         future: Future = Future()
 
         async def runner() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
             try:
                 future.set_result(await fn())
-            except BaseException as exc:  # handed to the asyncio side unchanged
+            except BaseException as exc:  # handed to the caller unchanged
                 future.set_exception(exc)
 
-        self._token.run_sync_soon(self._nursery.start_soon, runner)
-        return await asyncio.wrap_future(future)
+        try:
+            self._token.run_sync_soon(self._nursery.start_soon, runner)
+        except RuntimeError as exc:  # the trio run has ended
+            future.set_exception(RuntimeError(f"libp2p host is not running: {exc}"))
+        return future
+
+    async def call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a trio coroutine function on the libp2p thread; await its result from asyncio."""
+        return await asyncio.wrap_future(self.submit(fn))
+
+    async def to_asyncio(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """From the trio side: run a coroutine on the asyncio loop and wait for its result."""
+        import trio
+
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        done = trio.Event()
+        token = self._token
+
+        def wake(_: Any) -> None:
+            try:
+                token.run_sync_soon(done.set)
+            except RuntimeError:
+                pass
+
+        future.add_done_callback(wake)
+        try:
+            await done.wait()
+        except BaseException:
+            future.cancel()
+            raise
+        return future.result()
 
     # the view the web layer shows -----------------------------------------------
     def addrs(self) -> list[str]:
@@ -89,6 +126,8 @@ class SwarmHost:
         async with self.host.run(listen_addrs=[Multiaddr(a) for a in self._listen]):
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self._services is not None:
+                    await self._services(self.host, nursery)
                 self._ready.set()
                 await self._stop.wait()
                 nursery.cancel_scope.cancel()

@@ -1,0 +1,434 @@
+"""Bitswap on raw libp2p streams: serves what we hold, fetches what we want (trio side).
+
+Everything here runs on the libp2p thread: hashing, pack writes and index commits happen
+there too, so a transfer never crosses the asyncio bridge per block.
+
+Fetching: a want is first asked as want-have of every block peer; a block is then asked
+(want-block) of the peer that has it with the fewest of our requests outstanding, so the
+load spreads to whichever nodes already hold a block, not only the one that named it.
+Only blocks we asked for are kept; a block whose bytes do not hash to a CID we want marks
+its sender as lying: its outstanding requests move to other peers and it is asked last.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from edgefiles.node.blockstore import BlockStore, CorruptBlock
+from edgefiles.node.cid import DAG_PB, codec_of, normalize
+from edgefiles.node.dagpb import decode as decode_dagpb
+from edgefiles.node.protobuf import DecodeError
+
+from . import bitswap_msg as bm
+from .framing import frame, read_frames
+from .membership import IPFS_PEER, Membership
+
+log = logging.getLogger("edgefiles.bitswap")
+
+BLOCK_TIMEOUT = 10.0  # a requested block that does not come in time is asked elsewhere
+REASK_HAVE = 3.0
+PENALTY = 60.0
+MESSAGE_BYTES = 2 << 20
+COMMIT_BYTES = 32 << 20
+COMMIT_EVERY = 0.2
+DAG_WINDOW = 64
+
+
+@dataclass
+class _Want:
+    cid: bytes
+    done: trio.Event = field(default_factory=trio.Event)
+    data: bytes | None = None
+    asked_have: dict[Any, float] = field(default_factory=dict)
+    asked_block: Any = None
+    asked_at: float = 0.0
+    refused: set = field(default_factory=set)  # peers that said DONT_HAVE or timed out
+    users: int = 0
+
+
+@dataclass
+class _Outgoing:
+    wants: list[bm.Want] = field(default_factory=list)
+    blocks: list[tuple[bytes, bytes]] = field(default_factory=list)
+    presences: list[tuple[bytes, int]] = field(default_factory=list)
+
+
+class Bitswap:
+    def __init__(self, host: Any, membership: Membership, store: BlockStore, nursery: trio.Nursery):
+        self.host = host
+        self.members = membership
+        self.store = store
+        self._nursery = nursery
+        self._ledgers: dict[Any, dict[bytes, tuple[bytes, bm.Want]]] = {}
+        self._outboxes: dict[Any, _Outbox] = {}
+        self._wants: dict[bytes, _Want] = {}
+        self._haves: dict[bytes, set] = {}
+        self._inflight: dict[Any, int] = {}
+        self._penalised: dict[Any, float] = {}
+        self._recent: deque[bytes] = deque(maxlen=4096)
+        self._wake = trio.Event()
+        self._batch = store.batch()
+        self._commit_seq = 0  # batches handed to commit
+        self._committed_seq = 0
+        self._committed = trio.Event()
+        self._commit_now = trio.Event()
+        self.sent_bytes = 0
+        self.received_bytes = 0
+        self.rejected_blocks = 0
+
+    def start(self) -> None:
+        from libp2p.custom_types import TProtocol
+
+        handler = self.members.gate(self._inbound, IPFS_PEER)
+        for proto in bm.PROTOCOLS:
+            self.host.set_stream_handler(TProtocol(proto), handler)
+        self.members.on_admitted.append(self._peer_joined)
+        self.members.on_left.append(self._peer_left)
+        self._nursery.start_soon(self._scheduler)
+        self._nursery.start_soon(self._committer)
+
+    # fetching (the client side) --------------------------------------------------------
+    async def get(self, cid: bytes) -> bytes:
+        """One block from the swarm, verified and stored (not yet durable: see `flush`)."""
+        cid = normalize(cid)
+        want = self._wants.get(cid)
+        if want is None:
+            want = self._wants[cid] = _Want(cid)
+            self._wake.set()
+        want.users += 1
+        try:
+            await want.done.wait()
+        finally:
+            want.users -= 1
+            if want.users == 0 and not want.done.is_set():
+                self._cancel(want)
+        assert want.data is not None
+        return want.data
+
+    async def flush(self) -> None:
+        """Wait until every block received so far is durable and indexed."""
+        target = self._commit_seq + (1 if self._batch.entries else 0)
+        self._commit_now.set()
+        while self._committed_seq < target:
+            await self._committed.wait()
+
+    async def fetch_dag(self, root: bytes, window: int = DAG_WINDOW) -> None:
+        """Fetch every block of the DAG under `root` that is not stored here yet, then flush.
+
+        Children are visited in a shuffled order, so nodes fetching the same DAG at once hold
+        different parts early and can serve each other.
+        """
+        send, receive = trio.open_memory_channel(math.inf)
+        remaining = 1
+        send.send_nowait(normalize(root))
+
+        async def worker() -> None:
+            nonlocal remaining
+            async for cid in receive:
+                children = await self._children(cid)
+                random.shuffle(children)
+                remaining += len(children) - 1
+                for child in children:
+                    send.send_nowait(child)
+                if remaining == 0:
+                    send.close()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(window):
+                nursery.start_soon(worker)
+        await self.flush()
+
+    async def _children(self, cid: bytes) -> list[bytes]:
+        if codec_of(cid) != DAG_PB:
+            if not self.store.has(cid) and cid not in self._batch.entries:
+                await self.get(cid)
+            return []
+        data = await self._local(cid)
+        if data is None:
+            data = await self.get(cid)
+        try:
+            return [normalize(link.cid) for link in decode_dagpb(data).links]
+        except DecodeError:
+            log.warning("block %s is not valid dag-pb; its subtree is skipped", cid.hex())
+            return []
+
+    async def _local(self, cid: bytes) -> bytes | None:
+        if cid in self._batch.entries:
+            await self.flush()
+        try:
+            return self.store.get(cid)
+        except CorruptBlock:
+            return None
+
+    def _cancel(self, want: _Want) -> None:
+        self._wants.pop(want.cid, None)
+        for peer in set(want.asked_have) | ({want.asked_block} if want.asked_block else set()):
+            self._outbox(peer).wants.append(bm.Want(want.cid, cancel=True))
+            self._kick(peer)
+        if want.asked_block is not None:
+            self._inflight[want.asked_block] = self._inflight.get(want.asked_block, 1) - 1
+
+    async def _scheduler(self) -> None:
+        while True:
+            with trio.move_on_after(0.5):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            self._schedule(trio.current_time())
+
+    def _schedule(self, now: float) -> None:
+        peers = self.members.block_peers()
+        if not peers:
+            return
+        for want in list(self._wants.values()):
+            if want.done.is_set():
+                continue
+            if want.asked_block is not None:
+                if want.asked_block in peers and now - want.asked_at < BLOCK_TIMEOUT:
+                    continue
+                self._release(want, refused=True)
+            candidates = [p for p in self._haves.get(want.cid, ()) if p in peers and p not in want.refused]
+            if candidates:
+                self._ask_block(want, min(candidates, key=lambda p: self._load(p, now)), now)
+                continue
+            for peer in peers:
+                if now - want.asked_have.get(peer, -math.inf) >= REASK_HAVE:
+                    want.asked_have[peer] = now
+                    want.refused.discard(peer)
+                    self._outbox(peer).wants.append(bm.Want(want.cid, bm.WANT_HAVE, send_dont_have=True))
+        for peer in peers:
+            self._kick(peer)
+
+    def _load(self, peer: Any, now: float) -> tuple[bool, int]:
+        return self._penalised.get(peer, 0) > now, self._inflight.get(peer, 0)
+
+    def _ask_block(self, want: _Want, peer: Any, now: float) -> None:
+        want.asked_block, want.asked_at = peer, now
+        self._inflight[peer] = self._inflight.get(peer, 0) + 1
+        self._outbox(peer).wants.append(bm.Want(want.cid, bm.WANT_BLOCK, send_dont_have=True))
+
+    def _release(self, want: _Want, refused: bool) -> None:
+        peer = want.asked_block
+        if peer is None:
+            return
+        self._inflight[peer] = max(0, self._inflight.get(peer, 1) - 1)
+        want.asked_block = None
+        if refused:
+            want.refused.add(peer)
+            self._haves.get(want.cid, set()).discard(peer)
+
+    def _received(self, peer: Any, cid: bytes, data: bytes) -> None:
+        want = self._wants.get(cid)
+        if want is None or want.done.is_set():
+            if cid not in self._recent:
+                self._lying(peer)
+            return
+        self._batch.put(cid, data)
+        self.received_bytes += len(data)
+        if want.asked_block is not None:
+            if want.asked_block != peer:
+                self._outbox(want.asked_block).wants.append(bm.Want(cid, cancel=True))
+            self._release(want, refused=False)
+        want.data = data
+        want.done.set()
+        del self._wants[cid]
+        self._haves.pop(cid, None)
+        self._recent.append(cid)
+        self._stored(cid, data)
+        if self._batch.bytes >= COMMIT_BYTES:
+            self._commit_now.set()
+
+    def _lying(self, peer: Any) -> None:
+        """A block nobody asked for: altered on the way or sent by a broken peer."""
+        self.rejected_blocks += 1
+        log.warning("peer %s sent a block that matches no CID we asked for; asking others", peer)
+        self._penalised[peer] = trio.current_time() + PENALTY
+        for want in self._wants.values():
+            if want.asked_block == peer:
+                self._release(want, refused=True)
+        self._wake.set()
+
+    # committing fetched blocks ---------------------------------------------------------
+    async def _committer(self) -> None:
+        while True:
+            with trio.move_on_after(COMMIT_EVERY):
+                await self._commit_now.wait()
+            self._commit_now = trio.Event()
+            if not self._batch.entries:
+                continue
+            batch, self._batch = self._batch, self.store.batch()
+            self._commit_seq += 1
+            seq = self._commit_seq
+            try:
+                await trio.to_thread.run_sync(self.store.commit_sync, batch)
+            except Exception as exc:
+                log.error("could not store fetched blocks: %s", exc)
+            self._committed_seq = seq
+            self._committed.set()
+            self._committed = trio.Event()
+
+    # serving (the server side) ---------------------------------------------------------
+    async def _inbound(self, stream: Any) -> None:
+        peer = stream.muxed_conn.peer_id
+        try:
+            async for body in read_frames(stream, bm.MAX_MESSAGE):
+                self._handle(peer, bm.decode(body))
+        except DecodeError as exc:
+            log.warning("closing bitswap stream from %s: %s", peer, exc)
+        except Exception as exc:
+            log.debug("bitswap stream from %s ended: %s", peer, exc)
+        finally:
+            try:
+                await stream.reset()
+            except Exception:
+                pass
+
+    def _handle(self, peer: Any, msg: bm.Message) -> None:
+        if msg.wants or msg.full:
+            self._answer_wants(peer, msg)
+        for cid, kind in msg.presences:
+            cid = normalize(cid)
+            if cid not in self._wants:
+                continue
+            if kind == bm.HAVE:
+                self._haves.setdefault(cid, set()).add(peer)
+            else:
+                want = self._wants[cid]
+                want.refused.add(peer)
+                if want.asked_block == peer:
+                    self._release(want, refused=True)
+            self._wake.set()
+        for cid, data in msg.blocks:
+            self._received(peer, cid, data)
+
+    def _answer_wants(self, peer: Any, msg: bm.Message) -> None:
+        ledger = self._ledgers.setdefault(peer, {})
+        if msg.full:
+            ledger.clear()
+        out = self._outbox(peer)
+        for want in msg.wants:
+            key = normalize(want.cid)
+            if want.cancel:
+                ledger.pop(key, None)
+                continue
+            data = self._readable(key)
+            if data is None:
+                ledger[key] = (want.cid, want)
+                if want.send_dont_have:
+                    out.presences.append((want.cid, bm.DONT_HAVE))
+            elif want.want_type == bm.WANT_BLOCK:
+                ledger.pop(key, None)
+                out.blocks.append((want.cid, data))
+            else:
+                ledger.pop(key, None)
+                out.presences.append((want.cid, bm.HAVE))
+        self._kick(peer)
+
+    def _readable(self, cid: bytes) -> bytes | None:
+        try:
+            return self.store.get(cid)
+        except CorruptBlock:
+            log.error("not serving block %s: it fails its hash check on disk", cid.hex())
+            return None
+
+    def _stored(self, cid: bytes, data: bytes) -> None:
+        """Tell peers that asked us for `cid` before we had it."""
+        for peer, ledger in self._ledgers.items():
+            entry = ledger.pop(cid, None)
+            if entry is None:
+                continue
+            asked_as, want = entry
+            out = self._outbox(peer)
+            if want.want_type == bm.WANT_BLOCK:
+                out.blocks.append((asked_as, data))
+            else:
+                out.presences.append((asked_as, bm.HAVE))
+            self._kick(peer)
+
+    # per-peer outgoing messages --------------------------------------------------------
+    def _outbox(self, peer: Any) -> _Outgoing:
+        box = self._outboxes.get(peer)
+        if box is None:
+            box = self._outboxes[peer] = _Outbox(self, peer)
+            self._nursery.start_soon(box.run)
+        return box.pending
+
+    def _kick(self, peer: Any) -> None:
+        box = self._outboxes.get(peer)
+        if box is not None and (box.pending.wants or box.pending.blocks or box.pending.presences):
+            box.ready.set()
+
+    async def _peer_joined(self, peer: Any) -> None:
+        self._wake.set()
+
+    def _peer_left(self, peer: Any) -> None:
+        self._ledgers.pop(peer, None)
+        box = self._outboxes.pop(peer, None)
+        if box is not None:
+            box.closed = True
+            box.ready.set()
+        for want in self._wants.values():
+            want.asked_have.pop(peer, None)
+            if want.asked_block == peer:
+                self._release(want, refused=False)
+        for holders in self._haves.values():
+            holders.discard(peer)
+        self._inflight.pop(peer, None)
+        self._wake.set()
+
+
+class _Outbox:
+    """One long-lived stream per peer for everything we send it (replies included, on our
+    own stream rather than the asker's: Helia only reads replies from a stream it accepted)."""
+
+    def __init__(self, engine: Bitswap, peer: Any):
+        self.engine = engine
+        self.peer = peer
+        self.pending = _Outgoing()
+        self.ready = trio.Event()
+        self.closed = False
+        self._stream: Any = None
+
+    async def run(self) -> None:
+        while not self.closed:
+            await self.ready.wait()
+            self.ready = trio.Event()
+            while not self.closed and (self.pending.wants or self.pending.blocks or self.pending.presences):
+                msg = self._take()
+                try:
+                    await self._send(msg)
+                except Exception as exc:
+                    log.debug("bitswap send to %s failed: %s", self.peer, exc)
+                    self._stream = None
+                    await trio.sleep(0.2)
+                    if self.peer not in self.engine.host.get_connected_peers():
+                        self.closed = True
+        if self._stream is not None:
+            try:
+                await self._stream.close()
+            except Exception:
+                pass
+
+    def _take(self) -> bm.Message:
+        p = self.pending
+        blocks, size = [], 0
+        while p.blocks and (not blocks or size + len(p.blocks[0][1]) <= MESSAGE_BYTES):
+            cid, data = p.blocks.pop(0)
+            blocks.append((cid, data))
+            size += len(data)
+        msg = bm.Message(wants=p.wants, blocks=blocks, presences=p.presences)
+        p.wants, p.presences = [], []
+        return msg
+
+    async def _send(self, msg: bm.Message) -> None:
+        from libp2p.custom_types import TProtocol
+
+        if self._stream is None:
+            self._stream = await self.engine.host.new_stream(self.peer, [TProtocol(p) for p in bm.PROTOCOLS])
+        await self._stream.write(frame(bm.encode(msg)))
+        self.engine.sent_bytes += sum(len(d) for _, d in msg.blocks)

@@ -1,0 +1,166 @@
+"""Bitswap 1.0/1.1/1.2 messages (the `bitswap.proto` of go-bitswap and Helia): pure codec.
+
+A stream carries messages as uvarint-length-prefixed protobuf. Blocks of 1.1+ travel as
+(CID prefix, data); the receiver rebuilds the CID by hashing the data, so a block that was
+altered on the way comes out as a CID nobody asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from edgefiles.node.cid import DAG_PB, SHA2_256, normalize
+from edgefiles.node.protobuf import DecodeError, bytes_field, fields, read_varint, varint, varint_field
+
+PROTOCOLS = ("/ipfs/bitswap/1.2.0", "/ipfs/bitswap/1.1.0", "/ipfs/bitswap/1.0.0")
+MAX_MESSAGE = 4 << 20  # what go-bitswap and Helia accept
+WANT_BLOCK, WANT_HAVE = 0, 1
+HAVE, DONT_HAVE = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    cid: bytes
+    want_type: int = WANT_BLOCK
+    cancel: bool = False
+    send_dont_have: bool = False
+    priority: int = 1
+
+
+@dataclass(slots=True)
+class Message:
+    wants: list[Want] = field(default_factory=list)
+    full: bool = False
+    blocks: list[tuple[bytes, bytes]] = field(default_factory=list)  # (cid, data)
+    presences: list[tuple[bytes, int]] = field(default_factory=list)  # (cid, HAVE|DONT_HAVE)
+    pending_bytes: int = 0
+
+    def is_empty(self) -> bool:
+        return not (self.wants or self.full or self.blocks or self.presences)
+
+
+def cid_prefix(cid: bytes) -> bytes:
+    """version, codec, hash function and digest length: what a receiver needs to rebuild the CID."""
+    if cid[0] == 0x12 and len(cid) == 34:  # CIDv0
+        return varint(0) + varint(DAG_PB) + varint(SHA2_256) + varint(32)
+    version, pos = read_varint(cid, 0)
+    codec, pos = read_varint(cid, pos)
+    mh_code, pos = read_varint(cid, pos)
+    mh_len, pos = read_varint(cid, pos)
+    return varint(version) + varint(codec) + varint(mh_code) + varint(mh_len)
+
+
+def cid_for_block(prefix: bytes, data: bytes) -> bytes | None:
+    """The (normalized) CID a received block really has; None for hashes we do not speak."""
+    try:
+        version, pos = read_varint(prefix, 0)
+        codec, pos = read_varint(prefix, pos)
+        mh_code, pos = read_varint(prefix, pos)
+        mh_len, pos = read_varint(prefix, pos)
+    except DecodeError:
+        return None
+    if mh_code != SHA2_256 or mh_len != 32 or version not in (0, 1):
+        return None
+    if version == 0 and codec != DAG_PB:
+        return None
+    return varint(1) + varint(codec) + b"\x12\x20" + hashlib.sha256(data).digest()
+
+
+def encode(msg: Message) -> bytes:
+    parts = []
+    if msg.wants or msg.full:
+        entries = b"".join(bytes_field(1, _encode_want(w)) for w in msg.wants)
+        parts.append(bytes_field(1, entries + (varint_field(2, 1) if msg.full else b"")))
+    for cid, data in msg.blocks:
+        parts.append(bytes_field(3, bytes_field(1, cid_prefix(cid)) + bytes_field(2, data)))
+    for cid, kind in msg.presences:
+        parts.append(bytes_field(4, bytes_field(1, cid) + varint_field(2, kind)))
+    if msg.pending_bytes:
+        parts.append(varint_field(5, msg.pending_bytes))
+    return b"".join(parts)
+
+
+def _encode_want(w: Want) -> bytes:
+    out = bytes_field(1, w.cid) + varint_field(2, w.priority)
+    if w.cancel:
+        out += varint_field(3, 1)
+    if w.want_type != WANT_BLOCK:
+        out += varint_field(4, w.want_type)
+    if w.send_dont_have:
+        out += varint_field(5, 1)
+    return out
+
+
+def frame(msg: Message) -> bytes:
+    body = encode(msg)
+    return varint(len(body)) + body
+
+
+def decode(buf: bytes) -> Message:
+    """A message; received blocks come out under the CID their bytes really hash to."""
+    msg = Message()
+    for num, value in fields(buf):
+        if num == 1 and isinstance(value, bytes):
+            _decode_wantlist(value, msg)
+        elif num == 2 and isinstance(value, bytes):  # 1.0: bare blocks, always CIDv0
+            msg.blocks.append((normalize(b"\x12\x20" + hashlib.sha256(value).digest()), value))
+        elif num == 3 and isinstance(value, bytes):
+            prefix, data = _pair(value)
+            cid = cid_for_block(prefix, data)
+            if cid is not None:
+                msg.blocks.append((cid, data))
+        elif num == 4 and isinstance(value, bytes):
+            cid, kind = _presence(value)
+            msg.presences.append((cid, kind))
+        elif num == 5 and isinstance(value, int):
+            msg.pending_bytes = value
+    return msg
+
+
+def _decode_wantlist(buf: bytes, msg: Message) -> None:
+    for num, value in fields(buf):
+        if num == 1 and isinstance(value, bytes):
+            msg.wants.append(_decode_want(value))
+        elif num == 2 and isinstance(value, int):
+            msg.full = bool(value)
+
+
+def _decode_want(buf: bytes) -> Want:
+    cid, want_type, cancel, send_dont_have, priority = b"", WANT_BLOCK, False, False, 1
+    for num, value in fields(buf):
+        if num == 1 and isinstance(value, bytes):
+            cid = value
+        elif num == 2 and isinstance(value, int):
+            priority = value
+        elif num == 3 and isinstance(value, int):
+            cancel = bool(value)
+        elif num == 4 and isinstance(value, int):
+            want_type = value
+        elif num == 5 and isinstance(value, int):
+            send_dont_have = bool(value)
+    if not cid:
+        raise DecodeError("wantlist entry without a CID")
+    return Want(cid, want_type, cancel, send_dont_have, priority)
+
+
+def _pair(buf: bytes) -> tuple[bytes, bytes]:
+    prefix, data = b"", b""
+    for num, value in fields(buf):
+        if num == 1 and isinstance(value, bytes):
+            prefix = value
+        elif num == 2 and isinstance(value, bytes):
+            data = value
+    return prefix, data
+
+
+def _presence(buf: bytes) -> tuple[bytes, int]:
+    cid, kind = b"", HAVE
+    for num, value in fields(buf):
+        if num == 1 and isinstance(value, bytes):
+            cid = value
+        elif num == 2 and isinstance(value, int):
+            kind = value
+    if not cid:
+        raise DecodeError("block presence without a CID")
+    return cid, kind

@@ -1,0 +1,219 @@
+"""Who belongs to the swarm: the swarm-key handshake, admission gates and (re)dialling.
+
+Handshake: on every new connection each side challenges the other with a random nonce and
+expects HMAC-SHA256(swarm key, label | nonce | prover id | verifier id). The proof is bound
+to both peer ids (which Noise has authenticated), so it cannot be replayed to or relayed
+through a third node. A peer that fails is disconnected; one listed with --allow-peer (an
+IPFS peer that cannot run the handshake) may still exchange blocks, never names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from .framing import read_exactly
+
+log = logging.getLogger("edgefiles.swarm")
+
+HANDSHAKE = "/edgefiles/swarm-key/1.0.0"
+NONCE = 32
+HANDSHAKE_TIMEOUT = 10.0
+_LABEL = b"edgefiles swarm-key proof v1"
+MEMBER, IPFS_PEER = "member", "ipfs-peer"
+
+
+def proof(swarm_key: bytes, nonce: bytes, prover: bytes, verifier: bytes) -> bytes:
+    return hmac.new(swarm_key, _LABEL + nonce + prover + verifier, hashlib.sha256).digest()
+
+
+def check_proof(swarm_key: bytes, nonce: bytes, prover: bytes, verifier: bytes, answer: bytes) -> bool:
+    return hmac.compare_digest(proof(swarm_key, nonce, prover, verifier), answer)
+
+
+class Membership:
+    """Admission state per connected peer, plus the dial loops that keep us connected."""
+
+    def __init__(self, host: Any, swarm_key: bytes, allowed: set[str], nursery: trio.Nursery):
+        self.host = host
+        self._key = swarm_key
+        self._allowed = allowed
+        self._nursery = nursery
+        self._status: dict[Any, str] = {}
+        self._settled: dict[Any, trio.Event] = {}
+        self._dialing: dict[str, trio.Event] = {}  # peer id text -> wake-up for its dial loop
+        self.on_admitted: list[Callable[[Any], Awaitable[None]]] = []
+        self.on_left: list[Callable[[Any], None]] = []
+
+    def start(self) -> None:
+        from libp2p.custom_types import TProtocol
+
+        self.host.set_stream_handler(TProtocol(HANDSHAKE), self._answer)
+        self.host.get_network().register_notifee(_events(self))
+
+    # admission ----------------------------------------------------------------------
+    def members(self) -> list[Any]:
+        return [p for p, s in self._status.items() if s == MEMBER]
+
+    def block_peers(self) -> list[Any]:
+        return [p for p, s in self._status.items() if s in (MEMBER, IPFS_PEER)]
+
+    async def admitted(self, peer: Any, level: str = MEMBER) -> bool:
+        """Wait until the handshake with `peer` has settled; whether it reached `level`."""
+        event = self._settled.setdefault(peer, trio.Event())
+        with trio.move_on_after(HANDSHAKE_TIMEOUT + 1):
+            await event.wait()
+        status = self._status.get(peer)
+        return status == MEMBER or (level == IPFS_PEER and status == IPFS_PEER)
+
+    def gate(self, handler: Callable[[Any], Awaitable[None]], level: str = MEMBER):
+        """Wrap a stream handler: streams from peers that are not admitted are reset unread."""
+
+        async def gated(stream: Any) -> None:
+            if not await self.admitted(stream.muxed_conn.peer_id, level):
+                await _reset(stream)
+                return
+            await handler(stream)
+
+        return gated
+
+    async def _answer(self, stream: Any) -> None:
+        peer = stream.muxed_conn.peer_id
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                nonce = await read_exactly(stream, NONCE)
+                me = self.host.get_id().to_bytes()
+                await stream.write(proof(self._key, nonce, me, peer.to_bytes()))
+                await stream.close()
+        except Exception as exc:
+            log.debug("handshake answer to %s failed: %s", peer, exc)
+            await _reset(stream)
+
+    async def _challenge(self, peer: Any) -> None:
+        from libp2p.custom_types import TProtocol
+
+        nonce = os.urandom(NONCE)
+        ok = False
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                stream = await self.host.new_stream(peer, [TProtocol(HANDSHAKE)])
+                await stream.write(nonce)
+                answer = await read_exactly(stream, 32)
+                ok = check_proof(self._key, nonce, peer.to_bytes(), self.host.get_id().to_bytes(), answer)
+                await stream.close()
+        except Exception as exc:
+            log.debug("handshake with %s failed: %s", peer, exc)
+        await self._settle(peer, ok)
+
+    async def _settle(self, peer: Any, ok: bool) -> None:
+        if ok:
+            self._status[peer] = MEMBER
+        elif str(peer) in self._allowed:
+            self._status[peer] = IPFS_PEER
+        else:
+            log.warning("refused peer %s: it did not prove it holds the swarm key", peer)
+            self._status.pop(peer, None)
+            self._settled.setdefault(peer, trio.Event()).set()
+            self._settled.pop(peer, None)
+            with trio.move_on_after(5):
+                await self.host.disconnect(peer)
+            return
+        self._settled.setdefault(peer, trio.Event()).set()
+        log.info("peer %s joined as %s", peer, self._status[peer])
+        for callback in self.on_admitted:
+            self._nursery.start_soon(callback, peer)
+
+    def _connected(self, peer: Any) -> None:
+        if peer not in self._status:
+            self._status[peer] = "pending"
+            self._settled.setdefault(peer, trio.Event())
+            self._nursery.start_soon(self._challenge, peer)
+
+    def _disconnected(self, peer: Any) -> None:
+        if peer in self.host.get_connected_peers():
+            return
+        was = self._status.pop(peer, None)
+        self._settled.pop(peer, None)
+        if was is not None:
+            log.info("peer %s left", peer)
+            for callback in self.on_left:
+                callback(peer)
+        wake = self._dialing.get(str(peer))
+        if wake is not None:
+            wake.set()
+
+    # dialling -------------------------------------------------------------------------
+    def keep_connected(self, addr: str) -> None:
+        """Dial `addr` (ending in /p2p/<id>) now and whenever the connection drops, with backoff."""
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+        from multiaddr import Multiaddr
+
+        try:
+            info = info_from_p2p_addr(Multiaddr(addr))
+        except Exception as exc:
+            log.warning("ignoring peer address %s: %s", addr, exc)
+            return
+        if info.peer_id == self.host.get_id() or str(info.peer_id) in self._dialing:
+            return
+        self._dialing[str(info.peer_id)] = trio.Event()
+        self._nursery.start_soon(self._dial_loop, info)
+
+    async def _dial_loop(self, info: Any) -> None:
+        delay = 0.2
+        key = str(info.peer_id)
+        while True:
+            if info.peer_id not in self.host.get_connected_peers():
+                try:
+                    with trio.fail_after(10):
+                        await self.host.connect(info)
+                    delay = 0.2
+                except Exception as exc:
+                    log.debug("dial %s failed: %s", key, exc)
+                    delay = min(delay * 2, 5.0)
+            self._dialing[key] = wake = trio.Event()
+            with trio.move_on_after(delay if info.peer_id not in self.host.get_connected_peers() else 30):
+                await wake.wait()
+            await trio.sleep(0.05)
+
+
+async def _reset(stream: Any) -> None:
+    try:
+        await stream.reset()
+    except Exception:
+        pass
+
+
+def _events(membership: Membership) -> Any:
+    from libp2p.abc import INotifee
+
+    class Events(INotifee):
+        """libp2p's notifee interface: all six methods must exist; two matter to us."""
+
+        def __init__(self) -> None:
+            self._m = membership
+
+        async def connected(self, network: Any, conn: Any) -> None:
+            self._m._connected(conn.muxed_conn.peer_id)
+
+        async def disconnected(self, network: Any, conn: Any) -> None:
+            self._m._disconnected(conn.muxed_conn.peer_id)
+
+        async def opened_stream(self, network: Any, stream: Any) -> None:
+            pass
+
+        async def closed_stream(self, network: Any, stream: Any) -> None:
+            pass
+
+        async def listen(self, network: Any, multiaddr: Any) -> None:
+            pass
+
+        async def listen_close(self, network: Any, multiaddr: Any) -> None:
+            pass
+
+    return Events()

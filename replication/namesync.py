@@ -1,0 +1,211 @@
+"""Name records across the swarm: gossipsub for news, a full-table exchange on every join.
+
+Gossip payloads are sealed with a key derived from the swarm key (ChaCha20-Poly1305), so a
+peer that is connected but not a member learns nothing from them and cannot inject any.
+Gossip may still lose a message, so whenever two members meet they swap their whole tables
+and the merge (last writer wins) repairs whatever was missed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+import trio
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from edgefiles.ans import record as rec_mod
+from edgefiles.ans.record import NameRecord
+
+from .framing import frame, read_frames
+from .membership import MEMBER, Membership
+
+log = logging.getLogger("edgefiles.names")
+
+EXCHANGE = "/edgefiles/names/1.0.0"
+MAX_EXCHANGE = 256 << 20
+GOSSIP_BATCH = 512 << 10
+BURST = 1 << 16  # gossipsub queue sizes: drops only beyond this many queued messages
+
+
+class Seal:
+    """Authenticated encryption of gossip payloads under the swarm key."""
+
+    def __init__(self, swarm_key: bytes):
+        derived = hmac.new(swarm_key, b"edgefiles names gossip v1", hashlib.sha256).digest()
+        self._aead = ChaCha20Poly1305(derived)
+        self.topic = "edgefiles/names/" + hashlib.sha256(b"topic" + derived).hexdigest()[:32]
+
+    def seal(self, payload: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, payload, self.topic.encode())
+
+    def open(self, sealed: bytes) -> bytes | None:
+        if len(sealed) < 28:
+            return None
+        try:
+            return self._aead.decrypt(sealed[:12], sealed[12:], self.topic.encode())
+        except InvalidTag:
+            return None
+
+
+def pack_records(encoded: list[bytes]) -> bytes:
+    return msgpack.packb(encoded, use_bin_type=True)
+
+
+def unpack_records(payload: bytes) -> list[NameRecord]:
+    """Records from a payload; malformed entries are dropped (signatures are checked on apply)."""
+    try:
+        items = msgpack.unpackb(payload, raw=False)
+    except (ValueError, msgpack.UnpackException):
+        return []
+    out = []
+    for item in items if isinstance(items, list) else []:
+        try:
+            out.append(rec_mod.decode(item))
+        except (rec_mod.BadRecord, TypeError):
+            continue
+    return out
+
+
+Apply = Callable[[list[NameRecord]], Awaitable[None]]
+Table = Callable[[], Awaitable[list[bytes]]]
+
+
+class NameSync:
+    def __init__(self, host: Any, membership: Membership, swarm_key: bytes, nursery: trio.Nursery,
+                 apply: Apply, table: Table):
+        self.host = host
+        self.members = membership
+        self.seal = Seal(swarm_key)
+        self._nursery = nursery
+        self._apply = apply
+        self._table = table
+        self._outgoing: deque[bytes] = deque()
+        self._publish_now = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        self.pubsub: Any = None
+        self._listen_addrs: dict[Any, list[str]] = {}
+
+    async def start(self) -> None:
+        from libp2p.custom_types import TProtocol
+
+        self.host.set_stream_handler(TProtocol(EXCHANGE), self.members.gate(self._receive_table))
+        self.members.on_admitted.append(self._send_table)
+        await self._start_gossip()
+        self._nursery.start_soon(self._publisher)
+
+    # the asyncio side hands us local writes ---------------------------------------------
+    def publish_threadsafe(self, encoded: bytes) -> None:
+        self._outgoing.append(encoded)
+        try:
+            self._token.run_sync_soon(self._publish_now.set)
+        except RuntimeError:  # the libp2p thread has ended: the node is stopping
+            pass
+
+    async def _publisher(self) -> None:
+        while True:
+            await self._publish_now.wait()
+            self._publish_now = trio.Event()
+            while self._outgoing:
+                batch, size = [], 0
+                while self._outgoing and size < GOSSIP_BATCH:
+                    item = self._outgoing.popleft()
+                    batch.append(item)
+                    size += len(item)
+                try:
+                    await self.pubsub.publish(self.seal.topic, self.seal.seal(pack_records(batch)))
+                except Exception as exc:  # the full exchange on the next join repairs it
+                    log.warning("could not gossip %d name records: %s", len(batch), exc)
+
+    # gossip -----------------------------------------------------------------------------
+    async def _start_gossip(self) -> None:
+        from libp2p.pubsub import pubsub as pubsub_mod
+        from libp2p.pubsub import rpc_queue
+        from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+        from libp2p.tools.anyio_service import background_trio_service
+
+        # Queue sizes are module defaults in py-libp2p; beyond them messages vanish silently.
+        defaults = rpc_queue.RpcQueue.__init__.__defaults__ or ()
+        rpc_queue.RpcQueue.__init__.__defaults__ = (BURST, *defaults[1:])
+        pubsub_mod.SUBSCRIPTION_CHANNEL_SIZE = BURST
+        router = GossipSub(
+            [PROTOCOL_ID_V11, PROTOCOL_ID], degree=6, degree_low=4, degree_high=12,
+            heartbeat_interval=1, adaptive_gossip_enabled=False, spam_protection_enabled=False,
+            eclipse_protection_enabled=False, max_pending_messages_per_peer=BURST,
+        )
+        self.pubsub = pubsub_mod.Pubsub(self.host, router)
+        for proto in router.get_protocols():  # members only: re-register pubsub's handler gated
+            self.host.set_stream_handler(proto, self.members.gate(self.pubsub.stream_handler))
+        await self._nursery.start(_run_service, background_trio_service, router)
+        await self._nursery.start(_run_service, background_trio_service, self.pubsub)
+        await self.pubsub.wait_until_ready()
+        subscription = await self.pubsub.subscribe(self.seal.topic)
+        self._nursery.start_soon(self._listen, subscription)
+
+    async def _listen(self, subscription: Any) -> None:
+        while True:
+            message = await subscription.get()
+            payload = self.seal.open(message.data)
+            if payload is None:
+                log.warning("dropping a names gossip message that is not sealed with our swarm key")
+                continue
+            records = unpack_records(payload)
+            if records:
+                await self._apply(records)
+
+    # full table on join ---------------------------------------------------------------
+    async def _send_table(self, peer: Any) -> None:
+        from libp2p.custom_types import TProtocol
+
+        if not await self.members.admitted(peer, MEMBER):
+            return
+        hello = {
+            "addrs": [str(a) for a in self.host.get_addrs()],
+            "peers": self._member_addrs(exclude=peer),
+            "records": await self._table(),
+        }
+        try:
+            with trio.fail_after(60):
+                stream = await self.host.new_stream(peer, [TProtocol(EXCHANGE)])
+                await stream.write(frame(msgpack.packb(hello, use_bin_type=True)))
+                await stream.close()
+        except Exception as exc:
+            log.debug("name table to %s not sent: %s", peer, exc)
+
+    async def _receive_table(self, stream: Any) -> None:
+        peer = stream.muxed_conn.peer_id
+        try:
+            async for body in read_frames(stream, MAX_EXCHANGE):
+                hello = msgpack.unpackb(body, raw=False)
+                own = [a for a in hello.get("addrs", []) if isinstance(a, str) and a.endswith(f"/p2p/{peer}")]
+                self._listen_addrs[peer] = own
+                for addr in own + hello.get("peers", []):
+                    self.members.keep_connected(addr)
+                records = [r for r in map(_decode_or_none, hello.get("records", [])) if r]
+                if records:
+                    await self._apply(records)
+        except Exception as exc:
+            log.warning("bad name table from %s: %s", peer, exc)
+
+    def _member_addrs(self, exclude: Any) -> list[str]:
+        return [a for p in self.members.members() if p != exclude for a in self._listen_addrs.get(p, [])]
+
+
+def _decode_or_none(item: Any) -> NameRecord | None:
+    try:
+        return rec_mod.decode(item)
+    except (rec_mod.BadRecord, TypeError):
+        return None
+
+
+async def _run_service(runner: Any, service: Any, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async with runner(service):
+        task_status.started()
+        await trio.sleep_forever()

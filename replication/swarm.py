@@ -1,0 +1,167 @@
+"""The node's swarm side, assembled: host, membership, Bitswap, name sync and rollout.
+
+The asyncio side (HTTP, core) talks to it only through the few methods of `Swarm`; the
+trio side reaches the core only through `SwarmHost.to_asyncio`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from edgefiles.ans import record as rec_mod
+from edgefiles.ans.record import NameRecord
+from edgefiles.node.core import Core
+
+from .bitswap import Bitswap
+from .host import SwarmHost
+from .membership import Membership
+from .namesync import NameSync
+
+log = logging.getLogger("edgefiles.swarm")
+
+ROLLOUTS_AT_ONCE = 4
+
+
+@dataclass
+class SwarmSettings:
+    listen: list[str]
+    swarm_key: bytes
+    peers: list[str] = field(default_factory=list)
+    allowed_peers: set[str] = field(default_factory=set)
+    fetch_timeout: float = 15.0
+
+
+class Swarm:
+    def __init__(self, core: Core, settings: SwarmSettings):
+        self.core = core
+        self.settings = settings
+        self.host = SwarmHost(core.key.seed, settings.listen, self._services)
+        self.members: Membership | None = None
+        self.bitswap: Bitswap | None = None
+        self.names: NameSync | None = None
+        self.rollout: Rollout | None = None
+        self._resync_pending = False
+
+    # lifecycle, from the asyncio side ----------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.host.start, loop)
+        self.core.fetch_block = self.fetch_block
+        self.core.registry.local_writes.append(lambda r: self.names.publish_threadsafe(rec_mod.encode(r)))
+        self.core.registry.listeners.append(lambda _r: self._schedule_resync())
+        self._schedule_resync()
+
+    def stop(self) -> None:
+        self.core.fetch_block = None
+        self.host.stop()
+
+    # what the web layer shows -----------------------------------------------------------
+    def addrs(self) -> list[str]:
+        return self.host.addrs()
+
+    def peers(self) -> list[str]:
+        return [str(p) for p in self.members.block_peers()] if self.members else []
+
+    def counters(self) -> dict[str, int]:
+        b = self.bitswap
+        if b is None:
+            return {}
+        return {"sent": b.sent_bytes, "received": b.received_bytes, "rejected": b.rejected_blocks}
+
+    # reads of content that is not here yet ------------------------------------------------
+    def fetch_block(self, cid: bytes) -> bytes | None:
+        """Blocking (worker threads only): a block from the swarm, or None when nobody has it
+        within the fetch timeout (at once when no peer is connected)."""
+        if not self.members or not self.members.block_peers():
+            return None
+        timeout = self.settings.fetch_timeout
+
+        async def fetch() -> bytes | None:
+            with trio.move_on_after(timeout):
+                data = await self.bitswap.get(cid)
+                await self.bitswap.flush()
+                return data
+            return None
+
+        try:
+            return self.host.submit(fetch).result(timeout + 10)
+        except Exception as exc:
+            log.warning("fetching block %s failed: %s", cid.hex(), exc)
+            return None
+
+    # rollout: every incomplete named DAG is fetched ---------------------------------------
+    def _schedule_resync(self) -> None:
+        """Coalesce bursts of name changes into one look at what must be fetched."""
+        if not self._resync_pending:
+            self._resync_pending = True
+            asyncio.get_running_loop().call_later(0.02, self._resync_now)
+
+    def _resync_now(self) -> None:
+        self._resync_pending = False
+        roots = self.core.wanted_roots()
+        rollout = self.rollout
+        if rollout is not None:
+            self.host.submit(lambda: rollout.sync(roots))
+
+    # the trio side ----------------------------------------------------------------------
+    async def _services(self, host: Any, nursery: trio.Nursery) -> None:
+        s = self.settings
+        self.members = Membership(host, s.swarm_key, s.allowed_peers, nursery)
+        self.bitswap = Bitswap(host, self.members, self.core.store, nursery)
+        self.names = NameSync(host, self.members, s.swarm_key, nursery, self._apply, self._table)
+        self.rollout = Rollout(self.bitswap, nursery, self._completed)
+        self.members.start()
+        self.bitswap.start()
+        await self.names.start()
+        for addr in s.peers:
+            self.members.keep_connected(addr)
+
+    async def _apply(self, records: list[NameRecord]) -> None:
+        await self.host.to_asyncio(self.core.apply_remote(records))
+
+    async def _table(self) -> list[bytes]:
+        async def encoded() -> list[bytes]:
+            return [rec_mod.encode(r) for r in self.core.registry.table.values()]
+
+        return await self.host.to_asyncio(encoded())
+
+    async def _completed(self, root: bytes) -> None:
+        await self.host.to_asyncio(self.core.rollout_done(root))
+
+
+class Rollout:
+    """Fetch tasks for the DAGs the core wants; cancelled when no name points at them any more."""
+
+    def __init__(self, bitswap: Bitswap, nursery: trio.Nursery, completed: Any):
+        self._bitswap = bitswap
+        self._nursery = nursery
+        self._completed = completed
+        self._tasks: dict[bytes, trio.CancelScope] = {}
+        self._limit = trio.CapacityLimiter(ROLLOUTS_AT_ONCE)
+        self.active: set[bytes] = set()
+
+    async def sync(self, roots: set[bytes]) -> None:
+        for root in list(self._tasks):
+            if root not in roots:
+                self._tasks.pop(root).cancel()
+        for root in roots:
+            if root not in self._tasks:
+                scope = self._tasks[root] = trio.CancelScope()
+                self._nursery.start_soon(self._run, root, scope)
+
+    async def _run(self, root: bytes, scope: trio.CancelScope) -> None:
+        with scope:
+            async with self._limit:
+                self.active.add(root)
+                try:
+                    await self._bitswap.fetch_dag(root)
+                    await self._completed(root)
+                    log.info("rollout of %s complete", root.hex())
+                finally:
+                    self.active.discard(root)
+        if self._tasks.get(root) is scope:
+            del self._tasks[root]
