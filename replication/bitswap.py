@@ -38,6 +38,7 @@ MESSAGE_BYTES = 2 << 20
 COMMIT_BYTES = 32 << 20
 COMMIT_EVERY = 0.2
 DAG_WINDOW = 64
+PEER_WINDOW = 16  # want-blocks outstanding at one peer: the rest go to others that have them
 
 
 @dataclass
@@ -192,9 +193,12 @@ class Bitswap:
                 if want.asked_block in peers and now - want.asked_at < BLOCK_TIMEOUT:
                     continue
                 self._release(want, refused=True)
-            candidates = [p for p in self._haves.get(want.cid, ()) if p in peers and p not in want.refused]
-            if candidates:
-                self._ask_block(want, min(candidates, key=lambda p: self._load(p, now)), now)
+            holders = [p for p in self._haves.get(want.cid, ()) if p in peers and p not in want.refused]
+            if holders:
+                random.shuffle(holders)
+                best = min(holders, key=lambda p: self._load(p, now))
+                if self._inflight.get(best, 0) < PEER_WINDOW:
+                    self._ask_block(want, best, now)
                 continue
             for peer in peers:
                 if now - want.asked_have.get(peer, -math.inf) >= REASK_HAVE:
@@ -240,6 +244,7 @@ class Bitswap:
         self._haves.pop(cid, None)
         self._recent.append(cid)
         self._stored(cid, data)
+        self._wake.set()
         if self._batch.bytes >= COMMIT_BYTES:
             self._commit_now.set()
 

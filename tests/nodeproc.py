@@ -76,6 +76,18 @@ class Node:
         finally:
             self.log.close()
 
+    @property
+    def swarm_addr(self) -> str:
+        """The full multiaddr (with /p2p/) from the ready line."""
+        for line in self.output().splitlines():
+            if "edgefiles ready" in line:
+                return next(w for w in line.split() if "/p2p/" in w)
+        raise RuntimeError("node has not announced its swarm address")
+
+    @property
+    def peer_id(self) -> str:
+        return self.swarm_addr.rsplit("/", 1)[1]
+
     def token(self) -> str:
         if self._token is None:
             r = httpx.post(f"{self.url}/api/v2/auth", json=APP)
@@ -104,6 +116,17 @@ class Node:
     def upload(self, files: list[tuple[str, bytes]]) -> httpx.Response:
         with self.client() as c:
             return c.post("/api/v2/files", files=[("file", (name, data)) for name, data in files])
+
+
+def wait_until(predicate, timeout: float = 30, interval: float = 0.05, what: str = "condition"):
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -15,6 +15,7 @@ from .content import ContentServer
 class SwarmView(Protocol):
     def addrs(self) -> list[str]: ...
     def peers(self) -> list[str]: ...
+    def counters(self) -> dict[str, int]: ...
 
 
 class NoSwarm:
@@ -23,6 +24,9 @@ class NoSwarm:
 
     def peers(self) -> list[str]:
         return []
+
+    def counters(self) -> dict[str, int]:
+        return {}
 
 
 @dataclass

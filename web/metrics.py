@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from edgefiles.node.core import Core
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -20,8 +22,28 @@ class StoreCollector:
         yield GaugeMetricFamily("edgefiles_names", "Names set", value=len(self.core.registry.live()))
 
 
+class SwarmCollector:
+    def __init__(self, counters: Callable[[], dict[str, int]]):
+        self.counters = counters
+
+    def collect(self):
+        c = self.counters()
+        if not c:
+            return
+        yield CounterMetricFamily(
+            "edgefiles_bitswap_sent_bytes", "Block bytes served to peers", value=c["sent"]
+        )
+        yield CounterMetricFamily(
+            "edgefiles_bitswap_received_bytes", "Block bytes fetched from peers", value=c["received"]
+        )
+        yield CounterMetricFamily(
+            "edgefiles_bitswap_rejected_blocks", "Blocks from peers that matched no wanted CID",
+            value=c["rejected"],
+        )
+
+
 class Metrics:
-    def __init__(self, core: Core):
+    def __init__(self, core: Core, swarm_counters: Callable[[], dict[str, int]] | None = None):
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "edgefiles_http_requests", "HTTP requests answered", ["method", "status"], registry=self.registry
@@ -29,6 +51,8 @@ class Metrics:
         self.bytes_in = Counter("edgefiles_http_received_bytes", "Request body bytes", registry=self.registry)
         self.bytes_out = Counter("edgefiles_http_sent_bytes", "Response body bytes", registry=self.registry)
         self.registry.register(StoreCollector(core))
+        if swarm_counters is not None:
+            self.registry.register(SwarmCollector(swarm_counters))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,0 +1,267 @@
+"""Replication between real `edgefiles serve` processes on loopback: names, rollout, Bitswap."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import gen
+from edgefiles.node.cid import RAW, make_cid, to_str
+from nodeproc import Node, free_port, wait_until
+
+pytestmark = pytest.mark.timeout(240)
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def swarm(tmp_path):
+    """make(n, *extra) starts n nodes sharing one swarm key; the first is everyone's bootstrap."""
+    key = tmp_path / "swarm.key"
+    key.write_text("ab" * 32 + "\n")
+    started: list[Node] = []
+
+    def make(count: int, *extra: str, key_file: Path = key) -> list[Node]:
+        nodes = []
+        for _ in range(count):
+            peers = ["--peer", started[0].swarm_addr] if started else []
+            n = Node(tmp_path / f"n{len(started)}", "--swarm-key", str(key_file), *peers, *extra).start()
+            started.append(n)
+            nodes.append(n)
+        return nodes
+
+    yield make
+    for n in started:
+        n.stop()
+
+
+def host_get(node: Node, name: str, path: str = "/") -> httpx.Response:
+    return httpx.get(f"{node.url}{path}", headers={"Host": f"{name}.actyx.localhost"}, timeout=30)
+
+
+def names(node: Node) -> dict[str, dict]:
+    with node.client() as c:
+        return {n["name"]: n for n in c.get("/api/v2/names").json()}
+
+
+def set_name(node: Node, name: str, cid: str) -> None:
+    with node.client() as c:
+        assert c.put(f"/api/v2/files/{name}", content=cid).status_code == 200
+
+
+def complete_on(node: Node, name: str, cid: str) -> bool:
+    entry = names(node).get(name)
+    return bool(entry and entry["cid"] == cid and entry["complete"])
+
+
+def site(version: str, big: int = 3 << 20) -> list[tuple[str, bytes]]:
+    return [("index.html", f"<h1>{version}</h1>".encode()), ("app.js", gen(version, big))]
+
+
+def upload(node: Node, files: list[tuple[str, bytes]]) -> str:
+    r = node.upload(files)
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def members_connected(nodes: list[Node]) -> None:
+    for n in nodes:
+        wait_until(lambda n=n: len(n.client().get("/api/v2/node/info").json()["peers"]) >= len(nodes) - 1,
+                   what=f"{n.url} to see its peers")
+
+
+def test_named_upload_rolls_out_and_follows_repoint_and_delete(swarm):
+    a, b, c = swarm(3)
+    members_connected([a, b, c])
+    v1 = site("v1")
+    cid1 = upload(a, v1)
+    set_name(a, "shop", cid1)
+    for n in (b, c):
+        wait_until(lambda n=n: complete_on(n, "shop", cid1), what="rollout of v1")
+        assert names(n)["shop"]["missing"] == 0
+        assert host_get(n, "shop").content == b"<h1>v1</h1>"
+        assert host_get(n, "shop", "/app.js").content == v1[1][1]
+
+    cid2 = upload(a, site("v2", big=40 << 20))
+    seen = []
+    stop = threading.Event()
+
+    def poll() -> None:  # while v2 is fetched, B keeps serving a whole app: v1, then v2
+        while not stop.is_set():
+            r = host_get(b, "shop")
+            seen.append((r.status_code, r.content))
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    set_name(a, "shop", cid2)
+    try:
+        for n in (b, c):
+            wait_until(lambda n=n: complete_on(n, "shop", cid2), timeout=120, what="rollout of v2")
+    finally:
+        stop.set()
+        poller.join()
+    assert {status for status, _ in seen} == {200}
+    assert {body for _, body in seen} <= {b"<h1>v1</h1>", b"<h1>v2</h1>"}
+    assert host_get(b, "shop").content == b"<h1>v2</h1>"
+
+    with a.client() as client:
+        assert client.delete("/api/v2/files/shop").status_code == 200
+    for n in (b, c):
+        wait_until(lambda n=n: host_get(n, "shop").status_code == 404, what="delete to spread")
+        assert "shop" not in names(n)
+
+
+def test_concurrent_writes_of_one_name_converge_everywhere(swarm):
+    nodes = swarm(3)
+    members_connected(nodes)
+    cids = [upload(n, [("x.txt", f"from {i}".encode())]) for i, n in enumerate(nodes)]
+    for round_ in range(5):
+        pairs = zip(nodes, cids, strict=True)
+        threads = [threading.Thread(target=set_name, args=(n, "race", cid)) for n, cid in pairs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        def agreed() -> str | None:
+            seen = {names(n).get("race", {}).get("cid") for n in nodes}
+            return seen.pop() if len(seen) == 1 and None not in seen else None
+
+        winner = wait_until(agreed, what=f"agreement in round {round_}")
+        assert winner in cids
+        for n in nodes:
+            wait_until(lambda n=n: host_get(n, "race").status_code == 200, what="winner served")
+        assert len({host_get(n, "race").content for n in nodes}) == 1
+
+
+def test_node_that_was_offline_catches_up(swarm):
+    a, b, c = swarm(3)
+    members_connected([a, b, c])
+    c.stop()
+    first = upload(a, [("f.txt", b"first")])
+    second = upload(a, [("g.txt", b"second")])
+    set_name(a, "one", first)
+    set_name(b, "two", first)
+    set_name(a, "one", second)
+    with b.client() as client:
+        client.delete("/api/v2/files/two")
+    c.start()
+    wait_until(lambda: complete_on(c, "one", second), what="C to catch up")
+    assert "two" not in names(c)
+    assert host_get(c, "one").content == b"second"
+
+
+def test_rollout_completes_from_each_other_after_the_origin_dies(swarm):
+    a, b, c = swarm(3)
+    members_connected([a, b, c])
+    left, right = gen("left", 4 << 20), gen("right", 4 << 20)
+    root = upload(a, [("left.bin", left), ("right.bin", right)])
+    # unnamed content is fetched on demand: B reads one half through A, C the other
+    with b.client() as client:
+        assert client.get(f"/api/v2/files/{root}/left.bin").content == left
+    with c.client() as client:
+        assert client.get(f"/api/v2/files/{root}/right.bin").content == right
+    a.stop(signal.SIGKILL)
+    set_name(b, "halves", root)
+    for n in (b, c):
+        wait_until(lambda n=n: complete_on(n, "halves", root), timeout=60, what="rollout without A")
+        assert host_get(n, "halves", "/right.bin").content == right
+        assert host_get(n, "halves", "/left.bin").content == left
+
+
+def metric(node: Node, name: str) -> float:
+    text = httpx.get(f"{node.url}/metrics").text
+    match = re.search(rf"^{name}(?:_total)? ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_blocks_from_a_lying_peer_are_dropped_and_fetched_elsewhere(swarm, tmp_path):
+    (a,) = swarm(1)
+    payload = gen("truth", 24 << 20)
+    cid = upload(a, [("data.bin", payload)])
+    a.stop()
+    liar_dir = tmp_path / "liar"
+    subprocess.run(["cp", "-r", str(a.data), str(liar_dir)], check=True)
+    a.start()
+    liar_port = free_port()
+    liar = subprocess.Popen(
+        [sys.executable, str(TESTS / "lying_peer.py"), str(liar_dir), str(tmp_path / "swarm.key"),
+         f"/ip4/127.0.0.1/tcp/{liar_port}", a.swarm_addr],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        line = liar.stdout.readline()
+        assert line.startswith("liar ready"), line
+        (b,) = swarm(1, "--peer", line.split()[2])
+        members_connected([a, b])
+        set_name(a, "truth", cid)
+        wait_until(lambda: complete_on(b, "truth", cid), timeout=90, what="rollout despite the liar")
+        assert hashlib.sha256(host_get(b, "truth").content).digest() == hashlib.sha256(payload).digest()
+        assert metric(b, "edgefiles_bitswap_rejected_blocks") > 0
+        assert "matches no CID we asked for" in b.output()
+    finally:
+        liar.kill()
+        liar.wait()
+
+
+def test_a_peer_without_the_swarm_key_gets_nothing(swarm, tmp_path):
+    (a,) = swarm(1)
+    cid = upload(a, [("secret.txt", b"members only")])
+    set_name(a, "secret", cid)
+    other_key = tmp_path / "other.key"
+    other_key.write_text("cd" * 32 + "\n")
+    (outsider,) = swarm(1, key_file=other_key)
+    wait_until(lambda: f"refused peer {outsider.peer_id}" in a.output(), what="A to refuse the outsider")
+    assert names(outsider) == {}
+    with outsider.client() as client:
+        started = time.time()
+        assert client.get(f"/api/v2/files/{cid}").status_code == 404
+        assert time.time() - started < 5  # no member peer: 404 at once, not after the fetch timeout
+        assert client.get("/api/v2/node/info").json()["peers"] == []
+
+
+def test_allowed_peer_exchanges_blocks_but_never_names(tmp_path):
+    key_a, key_e = tmp_path / "a.key", tmp_path / "e.key"
+    key_a.write_text("01" * 32)
+    key_e.write_text("02" * 32)
+    a = Node(tmp_path / "a", "--swarm-key", str(key_a)).start()
+    e = None
+    try:
+        # peer ids are derived from node.key: start E once to learn its id
+        e = Node(tmp_path / "e", "--swarm-key", str(key_e)).start()
+        e_id = e.peer_id
+        e.stop()
+        a.stop()
+        a = Node(tmp_path / "a", "--swarm-key", str(key_a), "--allow-peer", e_id,
+                 api_port=a.port, swarm_port=a.swarm_port).start()
+        e = Node(tmp_path / "e", "--swarm-key", str(key_e), "--allow-peer", a.peer_id, "--peer", a.swarm_addr,
+                 api_port=e.port, swarm_port=e.swarm_port).start()
+        cid = upload(a, [("shared.txt", b"blocks for an IPFS peer")])
+        set_name(a, "private", cid)
+        with e.client() as client:
+            r = wait_until(lambda: (x := client.get(f"/api/v2/files/{cid}")).status_code == 200 and x,
+                           what="E to fetch by CID")
+            assert r.content == b"blocks for an IPFS peer"
+        time.sleep(1)
+        assert names(e) == {}
+    finally:
+        a.stop()
+        if e is not None:
+            e.stop()
+
+
+def test_unknown_cid_waits_for_the_fetch_timeout_then_404(swarm):
+    a, b = swarm(1) + swarm(1, "--fetch-timeout", "2")
+    members_connected([a, b])
+    missing = to_str(make_cid(RAW, b"no node has this"))
+    with b.client() as client:
+        started = time.time()
+        assert client.get(f"/api/v2/files/{missing}").status_code == 404
+        assert 1.8 < time.time() - started < 10
