@@ -124,7 +124,7 @@ def serve(config: ServeConfig) -> int:
 
 def _warn_unimplemented(config: ServeConfig) -> None:
     later = {
-        "--gc-above": config.gc_above, "--flowfuse-config": config.flowfuse_config,
+        "--flowfuse-config": config.flowfuse_config,
     }
     for flag, value in later.items():
         if value:
@@ -181,9 +181,12 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.request_exit)
-        ready = asyncio.create_task(_announce(server, config, swarm))
+        background = [asyncio.create_task(_announce(server, config, swarm))]
+        if config.gc_above is not None:
+            background.append(asyncio.create_task(core.keep_below(config.gc_above)))
         await server.serve(sockets=[sock])
-        ready.cancel()
+        for task in background:
+            task.cancel()
     finally:
         swarm.stop()
         executor.shutdown(wait=True, cancel_futures=True)

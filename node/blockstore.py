@@ -12,6 +12,8 @@ import errno
 import os
 import struct
 import threading
+import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,7 @@ class StorageFull(Exception):
     """The disk or the store quota has no room for the upload."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity-hashed: the store keeps a weak set of open batches
 class Batch:
     """Blocks written by one upload or transfer; visible only after `BlockStore.commit`."""
 
@@ -46,10 +48,15 @@ class Batch:
     packs: set[int] = field(default_factory=set)
     bytes: int = 0
     settled: bool = False
+    reused: set[bytes] = field(default_factory=set)  # already stored: kept from collection
 
     def put(self, cid: bytes, data: bytes) -> None:
-        if cid in self.entries or self.store.has(cid):
+        if cid in self.entries:
             return
+        with self.store.gc_lock:  # a block we dedupe against must not be collected meanwhile
+            if self.store.has(cid):
+                self.reused.add(normalize(cid))
+                return
         pack, offset = self.store._append(cid, data)
         self.entries[cid] = (pack, offset, len(data))
         self.packs.add(pack)
@@ -65,6 +72,10 @@ class BlockStore:
         self._local = threading.local()
         self._read_fds: dict[int, int] = {}
         self._write_conn = None
+        self.gc_lock = threading.Lock()
+        self.open_batches: weakref.WeakSet[Batch] = weakref.WeakSet()
+        self.retired_fds: list[int] = []
+        self.used: dict[bytes, float] = {}  # last read of recently read blocks, for GC order
         self.quota = quota
         self.inflight = 0
         self._unsynced = 0
@@ -94,7 +105,9 @@ class BlockStore:
         return conn
 
     def batch(self) -> Batch:
-        return Batch(self)
+        batch = Batch(self)
+        self.open_batches.add(batch)
+        return batch
 
     def _append(self, cid: bytes, data: bytes) -> tuple[int, int]:
         record = _HEADER.pack(RECORD_MAGIC, len(cid), len(data)) + cid
@@ -155,6 +168,7 @@ class BlockStore:
             batch.settled = True
             self.stored_bytes += batch.bytes
             self.inflight -= batch.bytes
+            self.open_batches.discard(batch)
 
     def abandoned(self, batch: Batch) -> None:
         """A failed batch: its bytes stay unreferenced in the pack, invisible."""
@@ -163,6 +177,7 @@ class BlockStore:
                 return
             batch.settled = True
             self.inflight -= batch.bytes
+            self.open_batches.discard(batch)
 
     def commit_sync(self, batch: Batch) -> None:
         """Make a batch durable and visible from a worker thread (blocks fetched from peers).
@@ -186,6 +201,69 @@ class BlockStore:
             self.abandoned(batch)
             raise
         self.committed(batch)
+
+    # garbage collection support (called from a worker thread) -----------------------------
+    def pack_files(self) -> dict[int, int]:
+        """Size on disk of every pack except the one being appended to."""
+        with self._lock:
+            current = self._pack
+        return {
+            int(p.stem.split("-")[1]): p.stat().st_size
+            for p in self.root.glob("pack-*.dat")
+            if int(p.stem.split("-")[1]) != current
+        }
+
+    def current_pack(self) -> int:
+        return self._pack
+
+    def current_size(self) -> int:
+        return self._end
+
+    def roll_pack(self) -> None:
+        """Start appending to a fresh pack, so the current one can be compacted."""
+        with self._lock:
+            os.close(self._fd)
+            self._pack += 1
+            self._fd = self._open_pack(self._pack)
+            self._end = 0
+
+    def pack_in_use(self, pack: int) -> bool:
+        """Whether an upload or transfer still has unindexed blocks in `pack`."""
+        return any(pack in b.packs for b in list(self.open_batches))
+
+    def compact_pack(self, pack: int) -> int:
+        """Copy the indexed blocks of `pack` to the current pack, repoint the index, delete
+        the old file. Readers that looked the old place up a moment ago still read it: its
+        descriptor stays open until the next compaction."""
+        conn = self._writer()
+        rows = conn.execute("SELECT cid, offset, length FROM blocks WHERE pack = ?", (pack,)).fetchall()
+        moved, new_rows, packs = 0, [], set()
+        fd = self._read_fd(pack)
+        for cid, offset, length in rows:
+            data = os.pread(fd, length, offset)
+            new_pack, new_offset = self._append(cid, data)
+            with self._lock:
+                self.inflight -= length  # already counted in stored_bytes
+            new_rows.append((new_pack, new_offset, cid, pack))
+            packs.add(new_pack)
+            moved += length
+        self.sync_packs(packs)
+        with self.gc_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("UPDATE blocks SET pack = ?, offset = ? WHERE cid = ? AND pack = ?", new_rows)
+            conn.execute("COMMIT")
+        with self._lock:
+            old = self._read_fds.pop(pack, None)
+            if old is not None:
+                self.retired_fds.append(old)
+        (self.root / f"pack-{pack:06d}.dat").unlink()
+        return moved
+
+    def close_retired(self) -> None:
+        with self._lock:
+            for fd in self.retired_fds:
+                os.close(fd)
+            self.retired_fds.clear()
 
     def _writer(self):
         with self._lock:
@@ -214,13 +292,23 @@ class BlockStore:
 
     def get(self, cid: bytes) -> bytes | None:
         """The verified block, None when absent; CorruptBlock when its bytes are damaged."""
-        where = self.locate(cid)
-        if where is None:
+        for _ in range(2):
+            where = self.locate(cid)
+            if where is None:
+                return None
+            pack, offset, length = where
+            try:
+                data = os.pread(self._read_fd(pack), length, offset)
+                break
+            except FileNotFoundError:  # compaction moved the block between lookup and read
+                continue
+        else:
             return None
-        pack, offset, length = where
-        data = os.pread(self._read_fd(pack), length, offset)
         if len(data) != length or not verify_block(cid, data):
             raise CorruptBlock(cid)
+        if len(self.used) > 100_000:
+            self.used.clear()
+        self.used[normalize(cid)] = time.time()
         return data
 
     def _read_fd(self, pack: int) -> int:
@@ -235,9 +323,10 @@ class BlockStore:
     def close(self) -> None:
         with self._lock:
             os.close(self._fd)
-            for fd in self._read_fds.values():
+            for fd in [*self._read_fds.values(), *self.retired_fds]:
                 os.close(fd)
             self._read_fds.clear()
+            self.retired_fds.clear()
             if self._write_conn is not None:
                 self._write_conn.close()
                 self._write_conn = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,12 +13,14 @@ import aiosqlite
 from edgefiles.ans.record import NameRecord
 from edgefiles.ans.registry import API_NAMESPACE, Registry
 
-from . import exporter, pins
+from . import exporter, gc, pins
 from .blockstore import Batch, BlockStore, CorruptBlock
 from .db import Database, open_db
 from .groupcommit import GroupCommitter
 from .identity import NodeKey
 from .profiles import Profile
+
+log = logging.getLogger("edgefiles")
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,27 @@ class Core:
             return self.reader.survey(root, self.store.has)[1]
         except (exporter.NotUnixFS, CorruptBlock):
             return 0
+
+    async def collect_garbage(self, limit: int) -> gc.GcReport:
+        report = await asyncio.to_thread(gc.collect, self.store, limit)
+        self._complete.clear()  # a root whose blocks were freed is no longer complete
+        if report.freed_blocks or report.compacted_packs:
+            log.info(
+                "gc: freed %d blocks (%.1f MiB), compacted %d packs (%.1f MiB back on disk)",
+                report.freed_blocks, report.freed_bytes / 2**20, report.compacted_packs,
+                report.reclaimed_bytes / 2**20,
+            )
+        return report
+
+    async def keep_below(self, limit: int, every: float = 5.0) -> None:
+        """The garbage collector's loop: runs whenever the store holds more than `limit` bytes."""
+        while True:
+            if self.store.stored_bytes > limit:
+                try:
+                    await self.collect_garbage(limit)
+                except Exception:
+                    log.exception("garbage collection failed; retrying later")
+            await asyncio.sleep(every)
 
     def store_totals(self) -> tuple[int, int]:
         return self.store.totals()

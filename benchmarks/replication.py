@@ -1,0 +1,255 @@
+"""Replication between real node processes on loopback, against a raw libp2p stream baseline.
+
+    python benchmarks/replication.py [--mib 256] [--updates 200]
+
+1. baseline: one libp2p stream (Noise + Yamux) copying the same bytes between two processes;
+2. A -> B: time from naming a DAG on A until B reports it complete;
+3. rollout A -> 4 nodes: time until all have it, bytes A served (Bitswap counter), peak RSS;
+4. name propagation across 5 nodes: per update, time until each other node resolves it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from nodeproc import Node, free_port, wait_until  # noqa: E402
+
+MIB = 1 << 20
+RAW_PROTOCOL = "/edgefiles-bench/raw/1.0.0"
+
+
+# -- baseline: a raw libp2p stream between two processes ---------------------------------
+def raw_receiver(port: int) -> None:
+    import trio
+    from edgefiles.replication.host import build_host
+    from libp2p.custom_types import TProtocol
+    from libp2p.network.stream.exceptions import StreamEOF
+    from multiaddr import Multiaddr
+
+    async def main() -> None:
+        host = build_host(os.urandom(32))
+
+        async def sink(stream) -> None:
+            total = 0
+            while True:
+                try:
+                    data = await stream.read(1 << 20)
+                except StreamEOF:
+                    break
+                if not data:
+                    break
+                total += len(data)
+            await stream.write(str(total).encode())
+            await stream.close()
+
+        host.set_stream_handler(TProtocol(RAW_PROTOCOL), sink)
+        async with host.run(listen_addrs=[Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")]):
+            print(host.get_addrs()[0], flush=True)
+            await trio.sleep_forever()
+
+    trio.run(main)
+
+
+def raw_stream_mbps(size: int) -> float:
+    import trio
+    from edgefiles.replication.host import build_host
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from multiaddr import Multiaddr
+
+    receiver = subprocess.Popen([sys.executable, __file__, "--raw-receiver", str(free_port())],
+                                stdout=subprocess.PIPE, text=True)
+    addr = receiver.stdout.readline().strip()
+    chunk = os.urandom(MIB)
+    elapsed = 0.0
+
+    async def main() -> None:
+        nonlocal elapsed
+        host = build_host(os.urandom(32))
+        async with host.run(listen_addrs=[Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            info = info_from_p2p_addr(Multiaddr(addr))
+            await host.connect(info)
+            stream = await host.new_stream(info.peer_id, [TProtocol(RAW_PROTOCOL)])
+            t = time.perf_counter()
+            for _ in range(size // MIB):
+                await stream.write(chunk)
+            await stream.close()
+            got = int(await stream.read(64))
+            elapsed = time.perf_counter() - t
+            assert got == size, got
+
+    try:
+        trio.run(main)
+    finally:
+        receiver.kill()
+    return size / elapsed / 1e6
+
+
+# -- nodes --------------------------------------------------------------------------------
+def start_nodes(root: Path, count: int) -> list[Node]:
+    key = root / "swarm.key"
+    key.write_text(os.urandom(32).hex())
+    nodes: list[Node] = []
+    for i in range(count):
+        peers = ["--peer", nodes[0].swarm_addr] if nodes else []
+        nodes.append(Node(root / f"n{i}", "--swarm-key", str(key), "--log-level", "warning", *peers).start())
+    for n in nodes:
+        wait_until(lambda n=n: len(info(n)["peers"]) >= count - 1, timeout=60, what="peers")
+    return nodes
+
+
+def info(n: Node) -> dict:
+    return httpx.get(f"{n.url}/api/v2/node/info", headers=auth(n)).json()
+
+
+def auth(n: Node) -> dict:
+    return {"Authorization": f"Bearer {n.token()}"}
+
+
+def complete(n: Node, name: str) -> bool:
+    entries = httpx.get(f"{n.url}/api/v2/names", headers=auth(n)).json()
+    return any(e["name"] == name and e["complete"] for e in entries)
+
+
+def counter(n: Node, metric: str) -> float:
+    for line in httpx.get(f"{n.url}/metrics").text.splitlines():
+        if line.startswith(metric + "_total ") or line.startswith(metric + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def peak_rss_mb(n: Node) -> float:
+    for line in Path(f"/proc/{n.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def upload_big(n: Node, path: Path) -> str:
+    with open(path, "rb") as f:
+        r = httpx.post(f"{n.url}/api/v2/files", headers=auth(n), files=[("f", ("big.bin", f))], timeout=600)
+    r.raise_for_status()
+    return r.text
+
+
+def name_and_wait(origin: Node, others: list[Node], name: str, cid: str) -> float:
+    t = time.perf_counter()
+    httpx.put(f"{origin.url}/api/v2/files/{name}", headers=auth(origin), content=cid).raise_for_status()
+    for n in others:
+        wait_until(lambda n=n: complete(n, name), timeout=900, interval=0.02, what="rollout")
+    return time.perf_counter() - t
+
+
+def transfer(root: Path, data: Path, size: int) -> dict:
+    a, b = start_nodes(root / "pair", 2)
+    try:
+        cid = upload_big(a, data)
+        seconds = name_and_wait(a, [b], "big", cid)
+        return {"a_to_b_s": round(seconds, 2), "a_to_b_MiBps": round(size / MIB / seconds, 1)}
+    finally:
+        for n in (a, b):
+            n.stop()
+
+
+def rollout(root: Path, data: Path, size: int) -> dict:
+    nodes = start_nodes(root / "five", 5)
+    try:
+        cid = upload_big(nodes[0], data)
+        seconds = name_and_wait(nodes[0], nodes[1:], "big", cid)
+        served = counter(nodes[0], "edgefiles_bitswap_sent_bytes")
+        return {
+            "rollout_to_4_s": round(seconds, 2),
+            "origin_served_MiB": round(served / MIB, 1),
+            "origin_served_vs_dag": round(served / size, 2),
+            "peak_rss_MB_per_node": [round(peak_rss_mb(n), 1) for n in nodes],
+        }
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def propagation(root: Path, updates: int) -> dict:
+    nodes = start_nodes(root / "names", 5)
+    origin, others = nodes[0], nodes[1:]
+    try:
+        cid = httpx.post(f"{origin.url}/api/v2/files", headers=auth(origin),
+                         files=[("f", ("x.txt", b"x"))]).text
+        clients = [httpx.Client(base_url=n.url, headers=auth(n)) for n in others]
+        latencies: list[float] = []
+        for i in range(updates):
+            name = f"p{i}"
+            arrived = [0.0] * len(others)
+            sent = [0.0]
+            go = threading.Barrier(len(others) + 1)
+
+            def watch(k: int, name: str = name, arrived: list = arrived, go=go, sent=sent) -> None:
+                go.wait()
+                while clients[k].head(f"/api/v2/files/{name}").status_code != 200:
+                    pass
+                arrived[k] = time.perf_counter() - sent[0]
+
+            threads = [threading.Thread(target=watch, args=(k,)) for k in range(len(others))]
+            for t in threads:
+                t.start()
+            sent[0] = time.perf_counter()
+            put = httpx.put(f"{origin.url}/api/v2/files/{name}", headers=auth(origin), content=cid)
+            put.raise_for_status()
+            go.wait()
+            for t in threads:
+                t.join()
+            latencies += arrived
+            time.sleep(0.02)
+        latencies.sort()
+        return {
+            "name_updates": updates,
+            "propagation_p50_ms": round(statistics.median(latencies) * 1000, 1),
+            "propagation_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+        }
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--raw-receiver", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.raw_receiver:
+        raw_receiver(args.raw_receiver)
+        return
+    size = args.mib * MIB
+    with tempfile.TemporaryDirectory(prefix="edgefiles-bench-") as tmp:
+        root = Path(tmp)
+        data = root / "big.bin"
+        with open(data, "wb") as f:
+            for _ in range(args.mib):
+                f.write(os.urandom(MIB))
+        result: dict = {"size_mib": args.mib, "cores": os.cpu_count()}
+        result["raw_libp2p_stream_MBps"] = round(raw_stream_mbps(size), 1)
+        result.update(transfer(root, data, size))
+        result["a_to_b_vs_raw_stream"] = round(
+            result["a_to_b_MiBps"] * MIB / 1e6 / result["raw_libp2p_stream_MBps"], 2
+        )
+        result.update(rollout(root, data, size))
+        result.update(propagation(root, args.updates))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
