@@ -21,6 +21,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/small_writes.py
+	$(BIN)/python benchmarks/replication.py
 
 setup: $(VENV)/.installed
 

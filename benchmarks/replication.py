@@ -99,12 +99,13 @@ def raw_stream_mbps(size: int) -> float:
 
 # -- nodes --------------------------------------------------------------------------------
 def start_nodes(root: Path, count: int) -> list[Node]:
+    root.mkdir(parents=True)
     key = root / "swarm.key"
     key.write_text(os.urandom(32).hex())
     nodes: list[Node] = []
     for i in range(count):
         peers = ["--peer", nodes[0].swarm_addr] if nodes else []
-        nodes.append(Node(root / f"n{i}", "--swarm-key", str(key), "--log-level", "warning", *peers).start())
+        nodes.append(Node(root / f"n{i}", "--swarm-key", str(key), *peers).start())
     for n in nodes:
         wait_until(lambda n=n: len(info(n)["peers"]) >= count - 1, timeout=60, what="peers")
     return nodes
@@ -148,7 +149,7 @@ def name_and_wait(origin: Node, others: list[Node], name: str, cid: str) -> floa
     t = time.perf_counter()
     httpx.put(f"{origin.url}/api/v2/files/{name}", headers=auth(origin), content=cid).raise_for_status()
     for n in others:
-        wait_until(lambda n=n: complete(n, name), timeout=900, interval=0.02, what="rollout")
+        wait_until(lambda n=n: complete(n, name), timeout=900, interval=0.1, what="rollout")
     return time.perf_counter() - t
 
 
@@ -228,6 +229,7 @@ def main() -> None:
     )
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--parts", default="transfer,rollout,names", help="which measurements to run")
     parser.add_argument("--raw-receiver", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_receiver:
@@ -241,13 +243,17 @@ def main() -> None:
             for _ in range(args.mib):
                 f.write(os.urandom(MIB))
         result: dict = {"size_mib": args.mib, "cores": os.cpu_count()}
-        result["raw_libp2p_stream_MBps"] = round(raw_stream_mbps(size), 1)
-        result.update(transfer(root, data, size))
-        result["a_to_b_vs_raw_stream"] = round(
-            result["a_to_b_MiBps"] * MIB / 1e6 / result["raw_libp2p_stream_MBps"], 2
-        )
-        result.update(rollout(root, data, size))
-        result.update(propagation(root, args.updates))
+        parts = args.parts.split(",")
+        if "transfer" in parts:
+            result["raw_libp2p_stream_MBps"] = round(raw_stream_mbps(size), 1)
+            result.update(transfer(root, data, size))
+            result["a_to_b_vs_raw_stream"] = round(
+                result["a_to_b_MiBps"] * MIB / 1e6 / result["raw_libp2p_stream_MBps"], 2
+            )
+        if "rollout" in parts:
+            result.update(rollout(root, data, size))
+        if "names" in parts:
+            result.update(propagation(root, args.updates))
     print(json.dumps(result, indent=2))
 
 

@@ -63,6 +63,9 @@ def check_swarm_ports(addrs: list[str]) -> None:
             continue
         family = socket.AF_INET6 if parts[0] == "ip6" else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # SO_REUSEADDR: connections of a crashed predecessor in TIME_WAIT must not count;
+            # a live listener (which libp2p opens with SO_REUSEPORT) still refuses the bind
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError as exc:

@@ -58,9 +58,12 @@ class Batch:
                 self.reused.add(normalize(cid))
                 return
         pack, offset = self.store._append(cid, data)
+        self.store._remember(self.store.verified, normalize(cid), True)  # CIDs come from the bytes
         self.entries[cid] = (pack, offset, len(data))
         self.packs.add(pack)
         self.bytes += len(data)
+
+
 
 
 class BlockStore:
@@ -76,6 +79,7 @@ class BlockStore:
         self.open_batches: weakref.WeakSet[Batch] = weakref.WeakSet()
         self.retired_fds: list[int] = []
         self.used: dict[bytes, float] = {}  # last read of recently read blocks, for GC order
+        self.verified: dict[bytes, bool] = {}  # blocks hashed in this process
         self.quota = quota
         self.inflight = 0
         self._unsynced = 0
@@ -287,11 +291,27 @@ class BlockStore:
         sql = "SELECT COUNT(DISTINCT root) FROM pins WHERE expires IS NULL OR expires > ?"
         return self._reader().execute(sql, (now,)).fetchone()[0]
 
+    def present(self, cids: list[bytes]) -> set[bytes]:
+        """Which of `cids` are stored (as given), in a few queries rather than one per CID."""
+        out: set[bytes] = set()
+        reader = self._reader()
+        for i in range(0, len(cids), 500):
+            chunk = cids[i : i + 500]
+            by_key = {normalize(c): c for c in chunk}
+            sql = f"SELECT cid FROM blocks WHERE cid IN ({','.join('?' * len(by_key))})"
+            out.update(by_key[row[0]] for row in reader.execute(sql, list(by_key)))
+        return out
+
     def has(self, cid: bytes) -> bool:
         return self.locate(cid) is not None
 
-    def get(self, cid: bytes) -> bytes | None:
-        """The verified block, None when absent; CorruptBlock when its bytes are damaged."""
+    def get(self, cid: bytes, for_peer: bool = False) -> bytes | None:
+        """The verified block, None when absent; CorruptBlock when its bytes are damaged.
+
+        `for_peer`: a block hashed once in this process (on ingest or an earlier read) is not
+        hashed again for Bitswap, whose receiver checks every block against its CID anyway.
+        HTTP reads always hash: they must never send a wrong byte.
+        """
         for _ in range(2):
             where = self.locate(cid)
             if where is None:
@@ -304,12 +324,18 @@ class BlockStore:
                 continue
         else:
             return None
-        if len(data) != length or not verify_block(cid, data):
+        key = normalize(cid)
+        if len(data) != length or not ((for_peer and key in self.verified) or verify_block(cid, data)):
             raise CorruptBlock(cid)
-        if len(self.used) > 100_000:
-            self.used.clear()
-        self.used[normalize(cid)] = time.time()
+        self._remember(self.verified, key, True)
+        self._remember(self.used, key, time.time())
         return data
+
+    @staticmethod
+    def _remember(table: dict, key: bytes, value: object) -> None:
+        if len(table) > 200_000:  # bounded: these are hints, not state
+            table.clear()
+        table[key] = value
 
     def _read_fd(self, pack: int) -> int:
         fd = self._read_fds.get(pack)

@@ -87,7 +87,7 @@ class Core:
         if root in self._complete:
             return True
         try:
-            complete, _ = self.reader.survey(root, self.store.has, first_gap=True)
+            complete, _ = self.reader.survey(root, self.store.present, first_gap=True)
         except (exporter.NotUnixFS, CorruptBlock):
             return False
         if complete:
@@ -97,7 +97,7 @@ class Core:
     def missing_bytes(self, root: bytes) -> int:
         """Bytes still to fetch for a DAG: the Tsize of every missing subtree we know of."""
         try:
-            return self.reader.survey(root, self.store.has)[1]
+            return self.reader.survey(root, self.store.present)[1]
         except (exporter.NotUnixFS, CorruptBlock):
             return 0
 

@@ -157,20 +157,26 @@ class DagReader:
             out.append((link.name, link.cid, size, sub.is_dir))
         return out
 
-    def survey(self, root: bytes, has: Callable[[bytes], bool], first_gap: bool = False) -> tuple[bool, int]:
+    def survey(
+        self, root: bytes, present: Callable[[list[bytes]], set[bytes]], first_gap: bool = False
+    ) -> tuple[bool, int]:
         """(complete, missing bytes) of a DAG: walks every stored node, sums the Tsize of
-        subtrees not stored here (a missing root counts 0: its size is not known yet)."""
+        subtrees not stored here (a missing root counts 0: its size is not known yet).
+
+        Level by level, so `present` can look a whole level up at once."""
         complete, missing = True, 0
-        stack: list[tuple[bytes, int]] = [(root, 0)]
-        while stack:
-            cid, tsize = stack.pop()
-            if not has(cid):
-                complete, missing = False, missing + tsize
-                if first_gap:
-                    break
-                continue
-            if codec_of(cid) == DAG_PB:
-                stack.extend((link.cid, link.tsize) for link in self._decoded(cid)[0].links)
+        level: list[tuple[bytes, int]] = [(root, 0)]
+        while level:
+            here = present([cid for cid, _ in level])
+            below: list[tuple[bytes, int]] = []
+            for cid, tsize in level:
+                if cid not in here:
+                    complete, missing = False, missing + tsize
+                    if first_gap:
+                        return complete, missing
+                elif codec_of(cid) == DAG_PB:
+                    below.extend((link.cid, link.tsize) for link in self._decoded(cid)[0].links)
+            level = below
         return complete, missing
 
     def read_range(self, node: Node, start: int, end: int) -> Iterator[bytes]:

@@ -26,7 +26,7 @@ from edgefiles.node.dagpb import decode as decode_dagpb
 from edgefiles.node.protobuf import DecodeError
 
 from . import bitswap_msg as bm
-from .framing import frame, read_frames
+from .framing import read_frames
 from .membership import IPFS_PEER, Membership
 
 log = logging.getLogger("edgefiles.bitswap")
@@ -37,8 +37,9 @@ PENALTY = 60.0
 MESSAGE_BYTES = 2 << 20
 COMMIT_BYTES = 32 << 20
 COMMIT_EVERY = 0.2
-DAG_WINDOW = 64
-PEER_WINDOW = 16  # want-blocks outstanding at one peer: the rest go to others that have them
+DAG_WINDOW = 96
+PEER_WINDOW = 24  # want-blocks outstanding at one peer: the rest go to others that have them
+PARK_TIMEOUT = 8.0
 
 
 @dataclass
@@ -51,6 +52,9 @@ class _Want:
     asked_at: float = 0.0
     refused: set = field(default_factory=set)  # peers that said DONT_HAVE or timed out
     users: int = 0
+    root: bytes | None = None  # the DAG a rollout wants this block for
+    parked: bool = False  # asked of the peer whose share it is; it sends once it has it
+    hint: Any = None
 
 
 @dataclass
@@ -73,7 +77,12 @@ class Bitswap:
         self._inflight: dict[Any, int] = {}
         self._penalised: dict[Any, float] = {}
         self._recent: deque[bytes] = deque(maxlen=4096)
+        self._fetching: dict[bytes, set] = {}  # block -> peers that asked us for it (recent)
+        self._fetching_order: deque[bytes] = deque()
+        self._rings: dict[bytes, tuple[float, list]] = {}
+        self._sources: dict[bytes, Any] = {}  # inner block -> the peer that sent it
         self._wake = trio.Event()
+        self._hashing = trio.Semaphore(8)  # received messages (<= 2 MiB each) being hashed
         self._batch = store.batch()
         self._commit_seq = 0  # batches handed to commit
         self._committed_seq = 0
@@ -95,12 +104,14 @@ class Bitswap:
         self._nursery.start_soon(self._committer)
 
     # fetching (the client side) --------------------------------------------------------
-    async def get(self, cid: bytes) -> bytes:
-        """One block from the swarm, verified and stored (not yet durable: see `flush`)."""
+    async def get(self, cid: bytes, root: bytes | None = None, hint: Any = None) -> bytes:
+        """One block from the swarm, verified and stored (not yet durable: see `flush`).
+
+        `hint`: a peer likely to have it (the one that sent its parent), asked straight away."""
         cid = normalize(cid)
         want = self._wants.get(cid)
         if want is None:
-            want = self._wants[cid] = _Want(cid)
+            want = self._wants[cid] = _Want(cid, root=root, hint=hint)
             self._wake.set()
         want.users += 1
         try:
@@ -119,45 +130,89 @@ class Bitswap:
         while self._committed_seq < target:
             await self._committed.wait()
 
-    async def fetch_dag(self, root: bytes, window: int = DAG_WINDOW) -> None:
+    async def fetch_dag(self, root: bytes, window: int = DAG_WINDOW) -> int:
         """Fetch every block of the DAG under `root` that is not stored here yet, then flush.
 
-        Children are visited in a shuffled order, so nodes fetching the same DAG at once hold
-        different parts early and can serve each other.
+        When several nodes fetch the same DAG at once, each block is one node's share (see
+        `_designated`): a node fetches its own share first, wherever it is, and asks the
+        others for theirs, so the node that has everything serves each block about once.
         """
-        send, receive = trio.open_memory_channel(math.inf)
+        root = normalize(root)
+        fetched = 0
+        own: deque[bytes] = deque([root])  # our share and the DAG's inner nodes: first
+        hints: dict[bytes, Any] = {}
+        others: deque[bytes] = deque()  # other fetchers' shares: asked of them, last
         remaining = 1
-        send.send_nowait(normalize(root))
+        progress = trio.Event()
 
         async def worker() -> None:
-            nonlocal remaining
-            async for cid in receive:
-                children = await self._children(cid)
+            nonlocal remaining, progress, fetched
+            while remaining:
+                if not own and not others:
+                    await progress.wait()
+                    continue
+                cid = own.popleft() if own else others.popleft()
+                hint = hints.pop(cid, None)
+                children, size = await self._children(cid, root, hint)
+                fetched += size
                 random.shuffle(children)
-                remaining += len(children) - 1
+                source = self._sources.get(cid)
                 for child in children:
-                    send.send_nowait(child)
-                if remaining == 0:
-                    send.close()
+                    (own if self._designated(child, root) is None else others).append(child)
+                    if source is not None:
+                        hints[child] = source
+                remaining += len(children) - 1
+                progress.set()
+                progress = trio.Event()
 
         async with trio.open_nursery() as nursery:
             for _ in range(window):
                 nursery.start_soon(worker)
         await self.flush()
+        return fetched
 
-    async def _children(self, cid: bytes) -> list[bytes]:
+    async def _children(self, cid: bytes, root: bytes, hint: Any) -> tuple[list[bytes], int]:
+        """The links of a block (fetching it if it is not here) and the bytes fetched."""
         if codec_of(cid) != DAG_PB:
-            if not self.store.has(cid) and cid not in self._batch.entries:
-                await self.get(cid)
-            return []
-        data = await self._local(cid)
+            if self.store.has(cid) or cid in self._batch.entries:
+                return [], 0
+            return [], len(await self.get(cid, root, hint))
+        data, size = await self._local(cid), 0
         if data is None:
-            data = await self.get(cid)
+            data = await self.get(cid, root, hint)
+            size = len(data)
         try:
-            return [normalize(link.cid) for link in decode_dagpb(data).links]
+            return [normalize(link.cid) for link in decode_dagpb(data).links], size
         except DecodeError:
             log.warning("block %s is not valid dag-pb; its subtree is skipped", cid.hex())
-            return []
+            return [], size
+
+    def _designated(self, cid: bytes, root: bytes | None) -> Any:
+        """The peer whose share of a concurrent rollout `cid` is; None when it is ours (or
+        nobody else is fetching `root`). Peers that asked us for the root are fetching it too;
+        every fetcher computes the same split from the same set."""
+        if root is None or cid == root or codec_of(cid) == DAG_PB:  # small, and needed to go on
+            return None
+        ring = self._ring(root)
+        if len(ring) < 2:
+            return None
+        owner = ring[int.from_bytes(cid[-4:], "big") % len(ring)]
+        return None if owner == self.host.get_id() else owner
+
+    def _ring(self, root: bytes) -> list:
+        """Fetchers of `root` (us included) in peer id order; cached briefly, as it is asked
+        for every want on every scheduling pass."""
+        now = trio.current_time()
+        cached = self._rings.get(root)
+        if cached is not None and now - cached[0] < 0.25:
+            return cached[1]
+        members = set(self.members.members())
+        fetchers = [p for p in self._fetching.get(root, ()) if p in members]
+        ring = sorted([self.host.get_id(), *fetchers], key=lambda p: p.to_bytes()) if fetchers else []
+        if len(self._rings) > 64:
+            self._rings.clear()
+        self._rings[root] = (now, ring)
+        return ring
 
     async def _local(self, cid: bytes) -> bytes | None:
         if cid in self._batch.entries:
@@ -172,8 +227,7 @@ class Bitswap:
         for peer in set(want.asked_have) | ({want.asked_block} if want.asked_block else set()):
             self._outbox(peer).wants.append(bm.Want(want.cid, cancel=True))
             self._kick(peer)
-        if want.asked_block is not None:
-            self._inflight[want.asked_block] = self._inflight.get(want.asked_block, 1) - 1
+        self._release(want, refused=False)
 
     async def _scheduler(self) -> None:
         while True:
@@ -189,11 +243,19 @@ class Bitswap:
         for want in list(self._wants.values()):
             if want.done.is_set():
                 continue
+            owner = self._designated(want.cid, want.root)
             if want.asked_block is not None:
-                if want.asked_block in peers and now - want.asked_at < BLOCK_TIMEOUT:
+                limit = PARK_TIMEOUT if want.parked else BLOCK_TIMEOUT
+                moved = want.parked and owner != want.asked_block  # the fetchers changed
+                if want.asked_block in peers and now - want.asked_at < limit and not moved:
                     continue
-                self._release(want, refused=True)
+                self._release(want, refused=not moved)
+            if owner is not None and owner in peers and owner not in want.refused:
+                self._park(want, owner, now)
+                continue
             holders = [p for p in self._haves.get(want.cid, ()) if p in peers and p not in want.refused]
+            if not holders and want.hint in peers and want.hint not in want.refused and not want.asked_have:
+                holders = [want.hint]  # skip the want-have round trip: it sent the parent
             if holders:
                 random.shuffle(holders)
                 best = min(holders, key=lambda p: self._load(p, now))
@@ -216,12 +278,20 @@ class Bitswap:
         self._inflight[peer] = self._inflight.get(peer, 0) + 1
         self._outbox(peer).wants.append(bm.Want(want.cid, bm.WANT_BLOCK, send_dont_have=True))
 
+    def _park(self, want: _Want, peer: Any, now: float) -> None:
+        """Ask the owner of this share without a DONT_HAVE: it sends the block once it has it."""
+        want.asked_block, want.asked_at, want.parked = peer, now, True
+        self._outbox(peer).wants.append(bm.Want(want.cid, bm.WANT_BLOCK))
+
     def _release(self, want: _Want, refused: bool) -> None:
         peer = want.asked_block
         if peer is None:
             return
-        self._inflight[peer] = max(0, self._inflight.get(peer, 1) - 1)
-        want.asked_block = None
+        if want.parked:  # it would still send the block once it has it
+            self._outbox(peer).wants.append(bm.Want(want.cid, cancel=True))
+        else:
+            self._inflight[peer] = max(0, self._inflight.get(peer, 1) - 1)
+        want.asked_block, want.parked = None, False
         if refused:
             want.refused.add(peer)
             self._haves.get(want.cid, set()).discard(peer)
@@ -239,6 +309,10 @@ class Bitswap:
                 self._outbox(want.asked_block).wants.append(bm.Want(cid, cancel=True))
             self._release(want, refused=False)
         want.data = data
+        if codec_of(cid) == DAG_PB:
+            if len(self._sources) > 4096:
+                self._sources.clear()
+            self._sources[cid] = peer
         want.done.set()
         del self._wants[cid]
         self._haves.pop(cid, None)
@@ -282,7 +356,13 @@ class Bitswap:
         peer = stream.muxed_conn.peer_id
         try:
             async for body in read_frames(stream, bm.MAX_MESSAGE):
-                self._handle(peer, bm.decode(body))
+                msg = bm.decode_unhashed(body)
+                self._handle(peer, msg)
+                if msg.unhashed:
+                    # hash on a worker thread while this one reads on; bounded, so a fast
+                    # sender cannot make us buffer without limit
+                    await self._hashing.acquire()
+                    self._nursery.start_soon(self._hash_and_take, peer, msg.unhashed)
         except DecodeError as exc:
             log.warning("closing bitswap stream from %s: %s", peer, exc)
         except Exception as exc:
@@ -292,6 +372,14 @@ class Bitswap:
                 await stream.reset()
             except Exception:
                 pass
+
+    async def _hash_and_take(self, peer: Any, unhashed: list[tuple[bytes, bytes]]) -> None:
+        try:
+            blocks = await trio.to_thread.run_sync(bm.hash_blocks, unhashed)
+        finally:
+            self._hashing.release()
+        for cid, data in blocks:
+            self._received(peer, cid, data)
 
     def _handle(self, peer: Any, msg: bm.Message) -> None:
         if msg.wants or msg.full:
@@ -321,22 +409,33 @@ class Bitswap:
             if want.cancel:
                 ledger.pop(key, None)
                 continue
-            data = self._readable(key)
+            self._note_fetcher(key, peer)
+            if want.want_type == bm.WANT_HAVE and self.store.has(key):
+                ledger.pop(key, None)
+                out.presences.append((want.cid, bm.HAVE))
+                continue
+            data = self._readable(key) if want.want_type == bm.WANT_BLOCK else None
             if data is None:
                 ledger[key] = (want.cid, want)
                 if want.send_dont_have:
                     out.presences.append((want.cid, bm.DONT_HAVE))
-            elif want.want_type == bm.WANT_BLOCK:
-                ledger.pop(key, None)
-                out.blocks.append((want.cid, data))
             else:
                 ledger.pop(key, None)
-                out.presences.append((want.cid, bm.HAVE))
+                out.blocks.append((want.cid, data))
         self._kick(peer)
+
+    def _note_fetcher(self, cid: bytes, peer: Any) -> None:
+        asked = self._fetching.get(cid)
+        if asked is None:
+            asked = self._fetching[cid] = set()
+            self._fetching_order.append(cid)
+            if len(self._fetching_order) > 16384:
+                self._fetching.pop(self._fetching_order.popleft(), None)
+        asked.add(peer)
 
     def _readable(self, cid: bytes) -> bytes | None:
         try:
-            return self.store.get(cid)
+            return self.store.get(cid, for_peer=True)
         except CorruptBlock:
             log.error("not serving block %s: it fails its hash check on disk", cid.hex())
             return None
@@ -435,5 +534,6 @@ class _Outbox:
 
         if self._stream is None:
             self._stream = await self.engine.host.new_stream(self.peer, [TProtocol(p) for p in bm.PROTOCOLS])
-        await self._stream.write(frame(bm.encode(msg)))
+        legacy = self._stream.get_protocol() == bm.LEGACY
+        await self._stream.write(bm.frame(msg, legacy))
         self.engine.sent_bytes += sum(len(d) for _, d in msg.blocks)

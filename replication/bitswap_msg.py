@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from edgefiles.node.cid import DAG_PB, SHA2_256, normalize
+from edgefiles.node.cid import DAG_PB, SHA2_256
 from edgefiles.node.protobuf import DecodeError, bytes_field, fields, read_varint, varint, varint_field
 
 PROTOCOLS = ("/ipfs/bitswap/1.2.0", "/ipfs/bitswap/1.1.0", "/ipfs/bitswap/1.0.0")
@@ -35,6 +35,7 @@ class Message:
     blocks: list[tuple[bytes, bytes]] = field(default_factory=list)  # (cid, data)
     presences: list[tuple[bytes, int]] = field(default_factory=list)  # (cid, HAVE|DONT_HAVE)
     pending_bytes: int = 0
+    unhashed: list[tuple[bytes, bytes]] = field(default_factory=list)  # (CID prefix, data)
 
     def is_empty(self) -> bool:
         return not (self.wants or self.full or self.blocks or self.presences)
@@ -67,18 +68,43 @@ def cid_for_block(prefix: bytes, data: bytes) -> bytes | None:
     return varint(1) + varint(codec) + b"\x12\x20" + hashlib.sha256(data).digest()
 
 
-def encode(msg: Message) -> bytes:
+LEGACY = "/ipfs/bitswap/1.0.0"
+
+
+def encode(msg: Message, legacy: bool = False) -> bytes:
+    """`legacy`: for a 1.0 peer, blocks go bare (field 2) and presences, which 1.0 lacks, are left out."""
+    return b"".join(_parts(msg, legacy))
+
+
+def frame(msg: Message, legacy: bool = False) -> bytes:
+    """The length-prefixed message, joined once: blocks are copied a single time."""
+    parts = _parts(msg, legacy)
+    return b"".join([varint(sum(map(len, parts))), *parts])
+
+
+def _parts(msg: Message, legacy: bool) -> list[bytes]:
     parts = []
-    if msg.wants or msg.full:
-        entries = b"".join(bytes_field(1, _encode_want(w)) for w in msg.wants)
+    wants = [w for w in msg.wants if w.want_type == WANT_BLOCK] if legacy else msg.wants
+    if wants or msg.full:
+        entries = b"".join(bytes_field(1, _encode_want(w)) for w in wants)
         parts.append(bytes_field(1, entries + (varint_field(2, 1) if msg.full else b"")))
     for cid, data in msg.blocks:
-        parts.append(bytes_field(3, bytes_field(1, cid_prefix(cid)) + bytes_field(2, data)))
+        if legacy:
+            parts += [_BARE_BLOCK, varint(len(data)), data]
+            continue
+        prefix = bytes_field(1, cid_prefix(cid))
+        head = _DATA + varint(len(data))
+        parts += [_BLOCK, varint(len(prefix) + len(head) + len(data)), prefix, head, data]
+    if legacy:
+        return parts
     for cid, kind in msg.presences:
         parts.append(bytes_field(4, bytes_field(1, cid) + varint_field(2, kind)))
     if msg.pending_bytes:
         parts.append(varint_field(5, msg.pending_bytes))
-    return b"".join(parts)
+    return parts
+
+
+_BARE_BLOCK, _BLOCK, _DATA = varint(2 << 3 | 2), varint(3 << 3 | 2), varint(2 << 3 | 2)
 
 
 def _encode_want(w: Want) -> bytes:
@@ -92,30 +118,44 @@ def _encode_want(w: Want) -> bytes:
     return out
 
 
-def frame(msg: Message) -> bytes:
-    body = encode(msg)
-    return varint(len(body)) + body
-
-
 def decode(buf: bytes) -> Message:
     """A message; received blocks come out under the CID their bytes really hash to."""
+    msg = decode_unhashed(buf)
+    msg.blocks = hash_blocks(msg.unhashed)
+    msg.unhashed = []
+    return msg
+
+
+def decode_unhashed(buf: bytes) -> Message:
+    """A message whose blocks are left as (CID prefix, data) in `unhashed`: hashing is the
+    expensive part, so the caller may do it on another thread (`hash_blocks`)."""
     msg = Message()
     for num, value in fields(buf):
         if num == 1 and isinstance(value, bytes):
             _decode_wantlist(value, msg)
         elif num == 2 and isinstance(value, bytes):  # 1.0: bare blocks, always CIDv0
-            msg.blocks.append((normalize(b"\x12\x20" + hashlib.sha256(value).digest()), value))
+            msg.unhashed.append((_V0_PREFIX, value))
         elif num == 3 and isinstance(value, bytes):
-            prefix, data = _pair(value)
-            cid = cid_for_block(prefix, data)
-            if cid is not None:
-                msg.blocks.append((cid, data))
+            msg.unhashed.append(_pair(value))
         elif num == 4 and isinstance(value, bytes):
             cid, kind = _presence(value)
             msg.presences.append((cid, kind))
         elif num == 5 and isinstance(value, int):
             msg.pending_bytes = value
     return msg
+
+
+def hash_blocks(unhashed: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """(CID, data) for each block whose hash we speak; hashlib releases the GIL meanwhile."""
+    out = []
+    for prefix, data in unhashed:
+        cid = cid_for_block(prefix, data)
+        if cid is not None:
+            out.append((cid, data))
+    return out
+
+
+_V0_PREFIX = b"\x00\x70\x12\x20"
 
 
 def _decode_wantlist(buf: bytes, msg: Message) -> None:

@@ -142,6 +142,10 @@ def quiet_libp2p_logs() -> None:
             logger.propagate = True
             logger.handlers.clear()
             logger.setLevel(level if logging.getLogger().level > logging.DEBUG else logging.DEBUG)
+    # every failed redial of an absent peer would log ERROR lines, and so would every protocol
+    # an IPFS peer lacks (names, gossip): membership and the protocols report what matters once
+    for noisy in ("libp2p.transport.tcp.tcp", "libp2p.host.basic_host"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 def build_host(seed: bytes):

@@ -167,14 +167,19 @@ class Membership:
     async def _dial_loop(self, info: Any) -> None:
         delay = 0.2
         key = str(info.peer_id)
+        failing = False
         while True:
             if info.peer_id not in self.host.get_connected_peers():
                 try:
+                    # libp2p refuses to redial a peer for 60 s after a failure; our backoff rules
+                    self.host.get_network().unblock_peer(info.peer_id)
                     with trio.fail_after(10):
                         await self.host.connect(info)
-                    delay = 0.2
+                    delay, failing = 0.2, False
                 except Exception as exc:
-                    log.debug("dial %s failed: %s", key, exc)
+                    if not failing:
+                        log.warning("cannot reach peer %s (%s); retrying with backoff", key, exc)
+                    failing = True
                     delay = min(delay * 2, 5.0)
             self._dialing[key] = wake = trio.Event()
             with trio.move_on_after(delay if info.peer_id not in self.host.get_connected_peers() else 30):

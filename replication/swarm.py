@@ -14,6 +14,7 @@ from typing import Any
 import trio
 from edgefiles.ans import record as rec_mod
 from edgefiles.ans.record import NameRecord
+from edgefiles.node.cid import to_str
 from edgefiles.node.core import Core
 
 from .bitswap import Bitswap
@@ -158,9 +159,14 @@ class Rollout:
             async with self._limit:
                 self.active.add(root)
                 try:
-                    await self._bitswap.fetch_dag(root)
+                    started = trio.current_time()
+                    fetched = await self._bitswap.fetch_dag(root)
                     await self._completed(root)
-                    log.info("rollout of %s complete", root.hex())
+                    seconds = trio.current_time() - started
+                    log.info(
+                        "rollout of %s complete: fetched %.1f MiB in %.2f s (%.1f MiB/s)", to_str(root),
+                        fetched / 2**20, seconds, fetched / 2**20 / max(seconds, 1e-6),
+                    )
                 finally:
                     self.active.discard(root)
         if self._tasks.get(root) is scope:

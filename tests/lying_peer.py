@@ -19,8 +19,8 @@ from edgefiles.replication.membership import Membership
 
 
 class LyingStore(BlockStore):
-    def get(self, cid: bytes) -> bytes | None:
-        data = super().get(cid)
+    def get(self, cid: bytes, for_peer: bool = False) -> bytes | None:
+        data = super().get(cid, for_peer)
         if data is None or not data:
             return data
         return data[:-1] + bytes([data[-1] ^ 0xFF])

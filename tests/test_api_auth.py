@@ -102,7 +102,8 @@ def test_token_guarded_routes(node):
 def test_node_info_shape(node):
     with node.client() as c:
         info = c.get("/api/v2/node/info").json()
-    assert set(info) == {"peerId", "addrs", "peers", "blocks", "bytes", "pins", "names"}
+    assert set(info) == {"peerId", "addrs", "peers", "blocks", "bytes", "pins", "names", "rollout"}
+    assert len(info["rollout"]) == info["names"]
     assert all(a.endswith(f"/p2p/{info['peerId']}") for a in info["addrs"])
     assert info["addrs"]
 

@@ -147,3 +147,17 @@ def test_record_payloads_skip_garbage_entries():
     assert unpack_records(payload) == [good]
     assert unpack_records(b"\xc1") == []
     assert unpack_records(msgpack.packb({"not": "a list"})) == []
+
+
+def test_legacy_encoding_sends_bare_blocks_and_only_want_blocks():
+    data = b"\x0a\x02\x08\x01"
+    cid = normalize(v0(data))
+    msg = bm.Message(
+        wants=[bm.Want(cid, bm.WANT_HAVE), bm.Want(cid, bm.WANT_BLOCK)],
+        blocks=[(cid, data)],
+        presences=[(cid, bm.HAVE)],
+    )
+    back = bm.decode(bm.encode(msg, legacy=True))
+    assert back.blocks == [(cid, data)]
+    assert [w.want_type for w in back.wants] == [bm.WANT_BLOCK]
+    assert back.presences == []

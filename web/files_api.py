@@ -142,6 +142,7 @@ async def node_info(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     ctx.tokens.require(request)
     blocks, size = ctx.core.store_totals()
+    rollout = await run_in_threadpool(_name_table, ctx)
     return JSONResponse(
         {
             "peerId": ctx.core.key.peer_id,
@@ -151,6 +152,7 @@ async def node_info(request: Request) -> Response:
             "bytes": size,
             "pins": ctx.core.pinned_roots(),
             "names": len(ctx.core.registry.live()),
+            "rollout": [{k: n[k] for k in ("name", "cid", "complete", "missing")} for n in rollout],
         },
         headers=CORS_HEADERS,
     )
