@@ -37,8 +37,8 @@ PENALTY = 60.0
 MESSAGE_BYTES = 2 << 20
 COMMIT_BYTES = 32 << 20
 COMMIT_EVERY = 0.2
-DAG_WINDOW = 96
-PEER_WINDOW = 24  # want-blocks outstanding at one peer: the rest go to others that have them
+DAG_WINDOW = 128
+PEER_WINDOW = 40  # want-blocks outstanding at one peer: the rest go to others that have them
 PARK_TIMEOUT = 8.0
 
 
@@ -80,6 +80,8 @@ class Bitswap:
         self._fetching: dict[bytes, set] = {}  # block -> peers that asked us for it (recent)
         self._fetching_order: deque[bytes] = deque()
         self._rings: dict[bytes, tuple[float, list]] = {}
+        self._todo: set[bytes] = set()  # wants to plan on the next scheduling pass
+        self._full_now = False
         self._sources: dict[bytes, Any] = {}  # inner block -> the peer that sent it
         self._wake = trio.Event()
         self._hashing = trio.Semaphore(8)  # received messages (<= 2 MiB each) being hashed
@@ -112,6 +114,7 @@ class Bitswap:
         want = self._wants.get(cid)
         if want is None:
             want = self._wants[cid] = _Want(cid, root=root, hint=hint)
+            self._todo.add(cid)
             self._wake.set()
         want.users += 1
         try:
@@ -230,45 +233,62 @@ class Bitswap:
         self._release(want, refused=False)
 
     async def _scheduler(self) -> None:
+        last_full = trio.current_time()
         while True:
             with trio.move_on_after(0.5):
                 await self._wake.wait()
             self._wake = trio.Event()
-            self._schedule(trio.current_time())
+            now = trio.current_time()
+            # timeouts, re-asks, moved shares, peers come or gone: every want
+            full = self._full_now or now - last_full >= 0.5
+            if full:
+                last_full, self._full_now = now, False
+            self._schedule(now, full)
 
-    def _schedule(self, now: float) -> None:
+    def _schedule(self, now: float, full: bool) -> None:
+        """Plan the wants that need it: new ones, released ones, ones with news about who
+        has them; on a full pass every want (so a pass per block stays cheap)."""
         peers = self.members.block_peers()
         if not peers:
             return
-        for want in list(self._wants.values()):
-            if want.done.is_set():
-                continue
-            owner = self._designated(want.cid, want.root)
-            if want.asked_block is not None:
-                limit = PARK_TIMEOUT if want.parked else BLOCK_TIMEOUT
-                moved = want.parked and owner != want.asked_block  # the fetchers changed
-                if want.asked_block in peers and now - want.asked_at < limit and not moved:
-                    continue
-                self._release(want, refused=not moved)
-            if owner is not None and owner in peers and owner not in want.refused:
-                self._park(want, owner, now)
-                continue
-            holders = [p for p in self._haves.get(want.cid, ()) if p in peers and p not in want.refused]
-            if not holders and want.hint in peers and want.hint not in want.refused and not want.asked_have:
-                holders = [want.hint]  # skip the want-have round trip: it sent the parent
-            if holders:
-                random.shuffle(holders)
-                best = min(holders, key=lambda p: self._load(p, now))
-                if self._inflight.get(best, 0) < PEER_WINDOW:
-                    self._ask_block(want, best, now)
-                continue
-            for peer in peers:
-                if now - want.asked_have.get(peer, -math.inf) >= REASK_HAVE:
-                    want.asked_have[peer] = now
-                    want.refused.discard(peer)
-                    self._outbox(peer).wants.append(bm.Want(want.cid, bm.WANT_HAVE, send_dont_have=True))
+        todo = list(self._wants) if full else list(self._todo)
+        for cid in todo:
+            want = self._wants.get(cid)
+            if want is None or want.done.is_set() or not self._plan(want, peers, now):
+                self._todo.discard(cid)
+            else:
+                self._todo.add(cid)
         for peer in peers:
             self._kick(peer)
+
+    def _plan(self, want: _Want, peers: list, now: float) -> bool:
+        """Ask for one want; whether it still needs planning on the next pass."""
+        owner = self._designated(want.cid, want.root)
+        if want.asked_block is not None:
+            limit = PARK_TIMEOUT if want.parked else BLOCK_TIMEOUT
+            moved = want.parked and owner != want.asked_block  # the fetchers changed
+            if want.asked_block in peers and now - want.asked_at < limit and not moved:
+                return False
+            self._release(want, refused=not moved)
+        if owner is not None and owner in peers and owner not in want.refused:
+            self._park(want, owner, now)
+            return False
+        holders = [p for p in self._haves.get(want.cid, ()) if p in peers and p not in want.refused]
+        if not holders and want.hint in peers and want.hint not in want.refused and not want.asked_have:
+            holders = [want.hint]  # skip the want-have round trip: it sent the parent
+        if holders:
+            random.shuffle(holders)
+            best = min(holders, key=lambda p: self._load(p, now))
+            if self._inflight.get(best, 0) >= PEER_WINDOW:
+                return True  # try again when a block from it arrives
+            self._ask_block(want, best, now)
+            return False
+        for peer in peers:
+            if now - want.asked_have.get(peer, -math.inf) >= REASK_HAVE:
+                want.asked_have[peer] = now
+                want.refused.discard(peer)
+                self._outbox(peer).wants.append(bm.Want(want.cid, bm.WANT_HAVE, send_dont_have=True))
+        return False  # news (HAVE, DONT_HAVE) or the next full pass brings it back
 
     def _load(self, peer: Any, now: float) -> tuple[bool, int]:
         return self._penalised.get(peer, 0) > now, self._inflight.get(peer, 0)
@@ -292,6 +312,7 @@ class Bitswap:
         else:
             self._inflight[peer] = max(0, self._inflight.get(peer, 1) - 1)
         want.asked_block, want.parked = None, False
+        self._todo.add(want.cid)
         if refused:
             want.refused.add(peer)
             self._haves.get(want.cid, set()).discard(peer)
@@ -388,6 +409,7 @@ class Bitswap:
             cid = normalize(cid)
             if cid not in self._wants:
                 continue
+            self._todo.add(cid)
             if kind == bm.HAVE:
                 self._haves.setdefault(cid, set()).add(peer)
             else:
@@ -468,6 +490,7 @@ class Bitswap:
             box.ready.set()
 
     async def _peer_joined(self, peer: Any) -> None:
+        self._full_now = True
         self._wake.set()
 
     def _peer_left(self, peer: Any) -> None:
@@ -483,6 +506,7 @@ class Bitswap:
         for holders in self._haves.values():
             holders.discard(peer)
         self._inflight.pop(peer, None)
+        self._full_now = True
         self._wake.set()
 
 
