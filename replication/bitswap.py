@@ -37,8 +37,8 @@ PENALTY = 60.0
 MESSAGE_BYTES = 2 << 20
 COMMIT_BYTES = 32 << 20
 COMMIT_EVERY = 0.2
-DAG_WINDOW = 128
-PEER_WINDOW = 40  # want-blocks outstanding at one peer: the rest go to others that have them
+DAG_WINDOW = 96
+PEER_WINDOW = 32  # want-blocks outstanding at one peer: the rest go to others that have them
 PARK_TIMEOUT = 8.0
 
 
@@ -84,7 +84,7 @@ class Bitswap:
         self._full_now = False
         self._sources: dict[bytes, Any] = {}  # inner block -> the peer that sent it
         self._wake = trio.Event()
-        self._hashing = trio.Semaphore(8)  # received messages (<= 2 MiB each) being hashed
+        self._hashing = trio.Semaphore(4)  # received messages (<= 2 MiB each) being hashed
         self._batch = store.batch()
         self._commit_seq = 0  # batches handed to commit
         self._committed_seq = 0

@@ -99,7 +99,7 @@ class Swarm:
         """Coalesce bursts of name changes into one look at what must be fetched."""
         if not self._resync_pending:
             self._resync_pending = True
-            asyncio.get_running_loop().call_later(0.02, self._resync_now)
+            asyncio.get_running_loop().call_later(0.005, self._resync_now)
 
     def _resync_now(self) -> None:
         self._resync_pending = False

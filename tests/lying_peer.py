@@ -1,21 +1,31 @@
-"""A swarm member that holds a copy of a node's blocks but serves every block altered.
+"""A swarm member that misbehaves, built from our own host, handshake and Bitswap code.
 
-Run as `python lying_peer.py DATA_DIR SWARM_KEY_FILE LISTEN PEER_ADDR`: it is our own
-host, handshake and Bitswap code with only the block store swapped for a lying one, so
-the test exercises what a real corrupt or malicious member would send.
+    python lying_peer.py lie DATA_DIR SWARM_KEY_FILE LISTEN PEER_ADDR
+        holds a copy of a node's blocks and serves every block altered by one byte;
+    python lying_peer.py garbage DATA_DIR SWARM_KEY_FILE LISTEN PEER_ADDR
+        sends malformed Bitswap and name-exchange messages to every member it meets.
+
+Only the part under test is swapped, so the node sees what a broken or malicious member
+with the swarm key would really send.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
 
+import msgpack
+from edgefiles.ans import record as rec_mod
 from edgefiles.node.blockstore import BlockStore
-from edgefiles.node.identity import load_or_create
+from edgefiles.node.identity import NodeKey, load_or_create
+from edgefiles.node.protobuf import varint
 from edgefiles.replication.bitswap import Bitswap
+from edgefiles.replication.bitswap_msg import PROTOCOLS
 from edgefiles.replication.host import SwarmHost
 from edgefiles.replication.membership import Membership
+from edgefiles.replication.namesync import EXCHANGE
 
 
 class LyingStore(BlockStore):
@@ -26,21 +36,53 @@ class LyingStore(BlockStore):
         return data[:-1] + bytes([data[-1] ^ 0xFF])
 
 
+def garbage_messages() -> list[tuple[str, bytes]]:
+    forged = rec_mod.sign(NodeKey(os.urandom(32)), "", "forged", b"\x01\x55\x12\x20" + bytes(32), (1, 0))
+    tampered = rec_mod.encode(forged)[:-1] + b"\x00"  # signature no longer matches
+    hello = msgpack.packb({"addrs": [7], "peers": ["/not/a/multiaddr"], "records": [tampered, b"junk", 5]})
+    return [
+        (PROTOCOLS[0], varint(100 << 20) + b"\x0a"),  # announces a 100 MiB message
+        (PROTOCOLS[0], varint(6) + b"\x0a\x05\x0a\x03\xff\xff"),  # truncated wantlist
+        (PROTOCOLS[1], varint(4) + b"\xff\xff\xff\xff"),  # not protobuf
+        (EXCHANGE, varint(5) + b"\xc1\xc1\xc1\xc1\xc1"),  # not msgpack
+        (EXCHANGE, varint(len(hello)) + hello),  # well-formed, but every record is bad
+    ]
+
+
 def main() -> None:
-    data_dir, key_file, listen, peer = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+    mode, data, key, listen, peer = sys.argv[1:6]
+    data_dir, key_file = Path(data), Path(key)
     swarm_key = bytes.fromhex(key_file.read_text().strip())
-    store = LyingStore(data_dir / "blocks", data_dir / "state.sqlite")
-    node_key = load_or_create(data_dir / "liar.key")
+    node_key = load_or_create(data_dir / "rogue.key")
+
+    async def send_garbage(host, member) -> None:
+        from libp2p.custom_types import TProtocol
+
+        for protocol, payload in garbage_messages():
+            try:
+                stream = await host.new_stream(member, [TProtocol(protocol)])
+                await stream.write(payload)
+                await stream.close()
+            except Exception as exc:  # the node may reset us: that is the point
+                print("garbage", protocol, "->", type(exc).__name__, flush=True)
 
     async def services(host, nursery) -> None:
         members = Membership(host, swarm_key, set(), nursery)
         members.start()
-        Bitswap(host, members, store, nursery).start()
+        if mode == "lie":
+            store = LyingStore(data_dir / "blocks", data_dir / "state.sqlite")
+            Bitswap(host, members, store, nursery).start()
+        else:
+            async def on_admitted(member) -> None:
+                await send_garbage(host, member)
+                print("garbage sent", flush=True)
+
+            members.on_admitted.append(on_admitted)
         members.keep_connected(peer)
 
     host = SwarmHost(node_key.seed, [listen], services)
     host.start()
-    print("liar ready", host.addrs()[0], flush=True)
+    print("rogue ready", host.addrs()[0], flush=True)
     threading.Event().wait()
 
 

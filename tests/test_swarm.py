@@ -185,6 +185,36 @@ def metric(node: Node, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def rogue(mode: str, data: Path, key: Path, port: int, peer: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(TESTS / "lying_peer.py"), mode, str(data), str(key),
+         f"/ip4/127.0.0.1/tcp/{port}", peer],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_malformed_messages_from_a_member_are_refused_and_harmless(swarm, tmp_path):
+    a, b = swarm(2)
+    members_connected([a, b])
+    (tmp_path / "rogue").mkdir()
+    bad = rogue("garbage", tmp_path / "rogue", tmp_path / "swarm.key", free_port(), a.swarm_addr)
+    try:
+        assert bad.stdout.readline().startswith("rogue ready")
+        wait_until(lambda: bad.stdout.readline().startswith("garbage sent"), what="the garbage to be sent")
+        cid = upload(a, [("after.txt", b"still replicating")])
+        set_name(a, "after", cid)
+        wait_until(lambda: complete_on(b, "after", cid), what="replication after the garbage")
+        assert host_get(b, "after").content == b"still replicating"
+        assert set(names(a)) == {"after"}  # the forged record was dropped
+        log = a.output()
+        assert "closing bitswap stream" in log
+        assert "bad name table" in log or "bad signature" in log
+        assert a.proc.poll() is None
+    finally:
+        bad.kill()
+        bad.wait()
+
+
 def test_blocks_from_a_lying_peer_are_dropped_and_fetched_elsewhere(swarm, tmp_path):
     (a,) = swarm(1)
     payload = gen("truth", 24 << 20)
@@ -193,14 +223,10 @@ def test_blocks_from_a_lying_peer_are_dropped_and_fetched_elsewhere(swarm, tmp_p
     liar_dir = tmp_path / "liar"
     subprocess.run(["cp", "-r", str(a.data), str(liar_dir)], check=True)
     liar_port = free_port()
-    liar = subprocess.Popen(
-        [sys.executable, str(TESTS / "lying_peer.py"), str(liar_dir), str(tmp_path / "swarm.key"),
-         f"/ip4/127.0.0.1/tcp/{liar_port}", a.swarm_addr],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    liar = rogue("lie", liar_dir, tmp_path / "swarm.key", liar_port, a.swarm_addr)
     try:
         line = liar.stdout.readline()
-        assert line.startswith("liar ready"), line
+        assert line.startswith("rogue ready"), line
         (b,) = swarm(1, "--peer", line.split()[2])  # and A's address, as everyone's bootstrap
         set_name(b, "truth", cid)
         wait_until(lambda: metric(b, "edgefiles_bitswap_rejected_blocks") > 0, what="B to reject a block")
