@@ -192,7 +192,7 @@ class NameSync:
                 if records:
                     await self._apply(records)
         except Exception as exc:
-            log.warning("bad name table from %s: %s", peer, exc)
+            log.warning("bad name table from %s: %r", peer, exc)
 
     def _member_addrs(self, exclude: Any) -> list[str]:
         return [a for p in self.members.members() if p != exclude for a in self._listen_addrs.get(p, [])]
