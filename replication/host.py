@@ -69,6 +69,14 @@ class SwarmHost:
             future.set_exception(RuntimeError(f"libp2p host is not running: {exc}"))
         return future
 
+    def run_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run a quick synchronous function on the libp2p thread, from any thread; dropped
+        when the host has stopped."""
+        try:
+            self._token.run_sync_soon(fn, *args)
+        except RuntimeError:
+            pass
+
     async def call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
         """Run a trio coroutine function on the libp2p thread; await its result from asyncio."""
         return await asyncio.wrap_future(self.submit(fn))
@@ -97,7 +105,9 @@ class SwarmHost:
 
     # the view the web layer shows -----------------------------------------------
     def addrs(self) -> list[str]:
-        return [str(a) for a in self.host.get_addrs()] if self.host else []
+        """Addresses others can dial: a wildcard listener (0.0.0.0, ::) is listed once per
+        interface address, loopback last."""
+        return expand_wildcards([str(a) for a in self.host.get_addrs()]) if self.host else []
 
     def peers(self) -> list[str]:
         return [str(p) for p in self.host.get_connected_peers()] if self.host else []
@@ -131,6 +141,40 @@ class SwarmHost:
                 self._ready.set()
                 await self._stop.wait()
                 nursery.cancel_scope.cancel()
+
+
+def expand_wildcards(addrs: list[str], interfaces: dict[str, list[str]] | None = None) -> list[str]:
+    """Replace /ip4/0.0.0.0 and /ip6/:: by the machine's addresses of that family."""
+    if interfaces is None:
+        interfaces = _interface_addresses()
+    out: list[str] = []
+    for addr in addrs:
+        parts = addr.split("/")
+        if len(parts) > 2 and (parts[1], parts[2]) in (("ip4", "0.0.0.0"), ("ip6", "::")):
+            local = sorted(interfaces.get(parts[1], []), key=_is_loopback)
+            out.extend("/".join([*parts[:2], ip, *parts[3:]]) for ip in local)
+        else:
+            out.append(addr)
+    return out
+
+
+def _is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip == "::1"
+
+
+def _interface_addresses() -> dict[str, list[str]]:
+    import socket
+
+    import psutil
+
+    found: dict[str, list[str]] = {"ip4": [], "ip6": []}
+    for entries in psutil.net_if_addrs().values():
+        for entry in entries:
+            if entry.family == socket.AF_INET:
+                found["ip4"].append(entry.address)
+            elif entry.family == socket.AF_INET6 and "%" not in entry.address:  # no link-local
+                found["ip6"].append(entry.address)
+    return found
 
 
 def quiet_libp2p_logs() -> None:

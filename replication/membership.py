@@ -48,6 +48,7 @@ class Membership:
         self._status: dict[Any, str] = {}
         self._settled: dict[Any, trio.Event] = {}
         self._dialing: dict[str, trio.Event] = {}  # peer id text -> wake-up for its dial loop
+        self._addrs: dict[str, list[Any]] = {}  # peer id text -> addresses to dial, in turn
         self.on_admitted: list[Callable[[Any], Awaitable[None]]] = []
         self.on_left: list[Callable[[Any], None]] = []
 
@@ -150,7 +151,8 @@ class Membership:
 
     # dialling -------------------------------------------------------------------------
     def keep_connected(self, addr: str) -> None:
-        """Dial `addr` (ending in /p2p/<id>) now and whenever the connection drops, with backoff."""
+        """Dial `addr` (ending in /p2p/<id>) now and whenever the connection drops, with backoff.
+        Several addresses of one peer are tried in turn."""
         from libp2p.peer.peerinfo import info_from_p2p_addr
         from multiaddr import Multiaddr
 
@@ -159,30 +161,43 @@ class Membership:
         except Exception as exc:
             log.warning("ignoring peer address %s: %s", addr, exc)
             return
-        if info.peer_id == self.host.get_id() or str(info.peer_id) in self._dialing:
+        if info.peer_id == self.host.get_id():
             return
-        self._dialing[str(info.peer_id)] = trio.Event()
-        self._nursery.start_soon(self._dial_loop, info)
-
-    async def _dial_loop(self, info: Any) -> None:
-        delay = 0.2
         key = str(info.peer_id)
-        failing = False
+        known = self._addrs.setdefault(key, [])
+        for a in info.addrs:
+            if a not in known:
+                known.append(a)
+        if key not in self._dialing:
+            self._dialing[key] = trio.Event()
+            self._nursery.start_soon(self._dial_loop, info.peer_id)
+
+    async def _dial_loop(self, peer_id: Any) -> None:
+        from libp2p.peer.peerinfo import PeerInfo
+
+        delay, attempt, failing = 0.2, 0, False
+        key = str(peer_id)
         while True:
-            if info.peer_id not in self.host.get_connected_peers():
+            if peer_id not in self.host.get_connected_peers():
+                addrs = self._addrs[key]
+                addr = addrs[attempt % len(addrs)]
                 try:
                     # libp2p refuses to redial a peer for 60 s after a failure; our backoff rules
-                    self.host.get_network().unblock_peer(info.peer_id)
+                    self.host.get_network().unblock_peer(peer_id)
                     with trio.fail_after(10):
-                        await self.host.connect(info)
+                        await self.host.connect(PeerInfo(peer_id, [addr]))
                     delay, failing = 0.2, False
                 except Exception as exc:
                     if not failing:
-                        log.warning("cannot reach peer %s (%s); retrying with backoff", key, exc)
+                        log.warning("cannot reach peer %s at %s (%s); retrying with backoff", key, addr, exc)
                     failing = True
-                    delay = min(delay * 2, 5.0)
+                    attempt += 1
+                    if attempt % len(addrs) == 0:  # every address tried: wait longer
+                        delay = min(delay * 2, 5.0)
+                    else:
+                        continue
             self._dialing[key] = wake = trio.Event()
-            with trio.move_on_after(delay if info.peer_id not in self.host.get_connected_peers() else 30):
+            with trio.move_on_after(delay if peer_id not in self.host.get_connected_peers() else 30):
                 await wake.wait()
             await trio.sleep(0.05)
 

@@ -89,7 +89,6 @@ class NameSync:
         self._table = table
         self._outgoing: deque[bytes] = deque()
         self._publish_now = trio.Event()
-        self._token = trio.lowlevel.current_trio_token()
         self.pubsub: Any = None
         self._listen_addrs: dict[Any, list[str]] = {}
 
@@ -101,13 +100,11 @@ class NameSync:
         await self._start_gossip()
         self._nursery.start_soon(self._publisher)
 
-    # the asyncio side hands us local writes ---------------------------------------------
-    def publish_threadsafe(self, encoded: bytes) -> None:
+    # local writes (handed over by the host's bridge) ---------------------------------------
+    def publish(self, encoded: bytes) -> None:
+        """Queue a record for the next gossip batch (trio side, synchronous)."""
         self._outgoing.append(encoded)
-        try:
-            self._token.run_sync_soon(self._publish_now.set)
-        except RuntimeError:  # the libp2p thread has ended: the node is stopping
-            pass
+        self._publish_now.set()
 
     async def _publisher(self) -> None:
         while True:

@@ -52,9 +52,12 @@ class Swarm:
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.host.start, loop)
         self.core.fetch_block = self.fetch_block
-        self.core.registry.local_writes.append(lambda r: self.names.publish_threadsafe(rec_mod.encode(r)))
+        self.core.registry.local_writes.append(self._publish)
         self.core.registry.listeners.append(lambda _r: self._schedule_resync())
         self._schedule_resync()
+
+    def _publish(self, record: NameRecord) -> None:
+        self.host.run_soon(self.names.publish, rec_mod.encode(record))
 
     def stop(self) -> None:
         self.core.fetch_block = None

@@ -161,3 +161,17 @@ def test_legacy_encoding_sends_bare_blocks_and_only_want_blocks():
     assert back.blocks == [(cid, data)]
     assert [w.want_type for w in back.wants] == [bm.WANT_BLOCK]
     assert back.presences == []
+
+
+def test_wildcard_listen_addresses_become_dialable_ones_loopback_last():
+    from edgefiles.replication.host import expand_wildcards
+
+    interfaces = {"ip4": ["127.0.0.1", "10.1.2.3"], "ip6": ["::1", "fd00::5"]}
+    pid = "/p2p/12D3KooWExample"
+    listen = [f"/ip4/0.0.0.0/tcp/4001{pid}", f"/ip6/::/tcp/4001{pid}", f"/ip4/10.9.9.9/tcp/1{pid}"]
+    got = expand_wildcards(listen, interfaces)
+    assert got == [
+        f"/ip4/10.1.2.3/tcp/4001{pid}", f"/ip4/127.0.0.1/tcp/4001{pid}",
+        f"/ip6/fd00::5/tcp/4001{pid}", f"/ip6/::1/tcp/4001{pid}",
+        f"/ip4/10.9.9.9/tcp/1{pid}",
+    ]
