@@ -44,8 +44,9 @@ def varint_field(field: int, value: int) -> bytes:
     return varint(field << 3) + varint(value)
 
 
-def fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """Yield (field number, value) for every field; varints as int, length-delimited as bytes."""
+def fields(buf: bytes | memoryview, copy: bool = True) -> Iterator[tuple[int, int | bytes]]:
+    """Yield (field number, value) for every field; varints as int, length-delimited as bytes
+    (or, with `copy=False` on a memoryview, as views into it: no copy of big payloads)."""
     pos = 0
     end = len(buf)
     while pos < end:
@@ -60,7 +61,7 @@ def fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
             size, pos = read_varint(buf, pos)
             if pos + size > end:
                 raise DecodeError("truncated length-delimited field")
-            yield field, bytes(buf[pos : pos + size])
+            yield field, bytes(buf[pos : pos + size]) if copy else buf[pos : pos + size]
             pos += size
         else:
             raise DecodeError(f"unsupported wire type {wire}")

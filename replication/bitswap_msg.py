@@ -52,7 +52,7 @@ def cid_prefix(cid: bytes) -> bytes:
     return varint(version) + varint(codec) + varint(mh_code) + varint(mh_len)
 
 
-def cid_for_block(prefix: bytes, data: bytes) -> bytes | None:
+def cid_for_block(prefix: bytes, data: bytes | memoryview) -> bytes | None:
     """The (normalized) CID a received block really has; None for hashes we do not speak."""
     try:
         version, pos = read_varint(prefix, 0)
@@ -130,28 +130,29 @@ def decode_unhashed(buf: bytes) -> Message:
     """A message whose blocks are left as (CID prefix, data) in `unhashed`: hashing is the
     expensive part, so the caller may do it on another thread (`hash_blocks`)."""
     msg = Message()
-    for num, value in fields(buf):
-        if num == 1 and isinstance(value, bytes):
-            _decode_wantlist(value, msg)
-        elif num == 2 and isinstance(value, bytes):  # 1.0: bare blocks, always CIDv0
+    for num, value in fields(memoryview(buf), copy=False):  # blocks stay views until hashed
+        if isinstance(value, int):
+            if num == 5:
+                msg.pending_bytes = value
+        elif num == 1:
+            _decode_wantlist(bytes(value), msg)
+        elif num == 2:  # 1.0: bare blocks, always CIDv0
             msg.unhashed.append((_V0_PREFIX, value))
-        elif num == 3 and isinstance(value, bytes):
+        elif num == 3:
             msg.unhashed.append(_pair(value))
-        elif num == 4 and isinstance(value, bytes):
-            cid, kind = _presence(value)
+        elif num == 4:
+            cid, kind = _presence(bytes(value))
             msg.presences.append((cid, kind))
-        elif num == 5 and isinstance(value, int):
-            msg.pending_bytes = value
     return msg
 
 
-def hash_blocks(unhashed: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def hash_blocks(unhashed: list[tuple[bytes, bytes | memoryview]]) -> list[tuple[bytes, bytes]]:
     """(CID, data) for each block whose hash we speak; hashlib releases the GIL meanwhile."""
     out = []
     for prefix, data in unhashed:
         cid = cid_for_block(prefix, data)
         if cid is not None:
-            out.append((cid, data))
+            out.append((cid, bytes(data)))
     return out
 
 
@@ -184,12 +185,12 @@ def _decode_want(buf: bytes) -> Want:
     return Want(cid, want_type, cancel, send_dont_have, priority)
 
 
-def _pair(buf: bytes) -> tuple[bytes, bytes]:
-    prefix, data = b"", b""
-    for num, value in fields(buf):
-        if num == 1 and isinstance(value, bytes):
-            prefix = value
-        elif num == 2 and isinstance(value, bytes):
+def _pair(buf: memoryview) -> tuple[bytes, memoryview]:
+    prefix, data = b"", memoryview(b"")
+    for num, value in fields(buf, copy=False):
+        if num == 1 and not isinstance(value, int):
+            prefix = bytes(value)
+        elif num == 2 and not isinstance(value, int):
             data = value
     return prefix, data
 
