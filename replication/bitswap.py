@@ -158,6 +158,10 @@ class Bitswap:
                 hint = hints.pop(cid, None)
                 children, size = await self._children(cid, root, hint)
                 fetched += size
+                leaves = [c for c in children if codec_of(c) != DAG_PB]
+                if leaves:  # one query for a whole level instead of one per leaf
+                    here = self.store.present(leaves)
+                    children = [c for c in children if c not in here]
                 random.shuffle(children)
                 source = self._sources.get(cid)
                 for child in children:
@@ -176,8 +180,8 @@ class Bitswap:
 
     async def _children(self, cid: bytes, root: bytes, hint: Any) -> tuple[list[bytes], int]:
         """The links of a block (fetching it if it is not here) and the bytes fetched."""
-        if codec_of(cid) != DAG_PB:
-            if self.store.has(cid) or cid in self._batch.entries:
+        if codec_of(cid) != DAG_PB:  # leaves already stored were left out by the caller
+            if cid in self._batch.entries or (cid == root and self.store.has(cid)):
                 return [], 0
             return [], len(await self.get(cid, root, hint))
         data, size = await self._local(cid), 0
