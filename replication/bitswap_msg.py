@@ -146,13 +146,14 @@ def decode_unhashed(buf: bytes) -> Message:
     return msg
 
 
-def hash_blocks(unhashed: list[tuple[bytes, bytes | memoryview]]) -> list[tuple[bytes, bytes]]:
-    """(CID, data) for each block whose hash we speak; hashlib releases the GIL meanwhile."""
+def hash_blocks(unhashed: list[tuple[bytes, bytes | memoryview]]) -> list[tuple[bytes, bytes | memoryview]]:
+    """(CID, data) for each block whose hash we speak; hashlib releases the GIL meanwhile.
+    Data stays a view into the received message (writing and re-sending take views too)."""
     out = []
     for prefix, data in unhashed:
         cid = cid_for_block(prefix, data)
         if cid is not None:
-            out.append((cid, bytes(data)))
+            out.append((cid, data))
     return out
 
 

@@ -88,7 +88,7 @@ class Swarm:
             with trio.move_on_after(timeout):
                 data = await self.bitswap.get(cid)
                 await self.bitswap.flush()
-                return data
+                return bytes(data)  # it may be a view into a received message
             return None
 
         try:
