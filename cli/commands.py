@@ -24,7 +24,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
         description="Run a node. Every flag also reads EDGEFILES_<FLAG> (e.g. EDGEFILES_DATA).",
     )
     p.add_argument("--data", default=_env("DATA", "./edgefiles-data"), help="data directory")
-    p.add_argument("--api", default=_env("API", "127.0.0.1:4454"), help="HTTP listen HOST:PORT")
+    p.add_argument("--api", default=_env("API"),
+                   help="HTTP listen HOST:PORT (default 127.0.0.1:4454, or a FlowFuse config's host:port)")
     p.add_argument("--swarm", action="append", default=None, metavar="MULTIADDR",
                    help="libp2p listen address (repeatable; default /ip4/0.0.0.0/tcp/4001)")
     p.add_argument("--peer", action="append", default=None, metavar="MULTIADDR",
@@ -44,7 +45,9 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gc-above", default=_env("GC_ABOVE"), metavar="BYTES")
     p.add_argument("--store-quota", default=_env("STORE_QUOTA"), metavar="BYTES",
                    help="refuse uploads (507) once the store holds this many bytes")
-    p.add_argument("--flowfuse-config", default=_env("FLOWFUSE_CONFIG"), metavar="FILE")
+    p.add_argument("--flowfuse-config", default=_env("FLOWFUSE_CONFIG"), metavar="FILE",
+                   help="serve the FlowFuse file server API (/v1) as set in this flowforge-storage.yml"
+                   " (default $FLOWFORGE_HOME/etc/flowforge-storage.yml when that exists)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
@@ -56,9 +59,10 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
     from .main import CliError
 
     try:
+        flowfuse = load_flowfuse(args.flowfuse_config)
         return ServeConfig(
             data_dir=Path(args.data),
-            api=parse_hostport(args.api),
+            api=parse_hostport(args.api) if args.api else default_api(flowfuse),
             swarm=args.swarm or _env_list("SWARM") or ["/ip4/0.0.0.0/tcp/4001"],
             peers=args.peer or _env_list("PEER"),
             swarm_key_file=Path(args.swarm_key) if args.swarm_key else None,
@@ -72,11 +76,44 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
             fetch_timeout=float(args.fetch_timeout),
             gc_above=parse_size(args.gc_above) if args.gc_above else None,
             store_quota=parse_size(args.store_quota) if args.store_quota else None,
-            flowfuse_config=Path(args.flowfuse_config) if args.flowfuse_config else None,
+            flowfuse=flowfuse,
             log_level=args.log_level,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from None
+
+
+def load_flowfuse(path: str | None):
+    """The FlowFuse settings: --flowfuse-config, else $FLOWFORGE_HOME/etc/flowforge-storage.yml
+    when that file exists (as upstream looks for it), else none."""
+    from pathlib import Path
+
+    from edgefiles.web.flowfuse.config import ConfigError, parse
+
+    from .main import CliError
+
+    if path is None:
+        home = os.environ.get("FLOWFORGE_HOME")
+        candidate = Path(home) / "etc" / "flowforge-storage.yml" if home else None
+        if candidate is None or not candidate.is_file():
+            return None
+        path = str(candidate)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read FlowFuse config {path}: {exc.strerror}") from None
+    try:
+        return parse(text, path)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def default_api(flowfuse) -> tuple[str, int]:
+    """Without --api: upstream's host and port (PORT overrides it) for a FlowFuse node."""
+    if flowfuse is None:
+        return "127.0.0.1", 4454
+    port = os.environ.get("PORT")
+    return flowfuse.host, parse_hostport(f"x:{port}")[1] if port else flowfuse.port
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
@@ -53,5 +54,5 @@ class ServeConfig:
     fetch_timeout: float = 15.0
     gc_above: int | None = None
     store_quota: int | None = None
-    flowfuse_config: Path | None = None
+    flowfuse: Any = None  # FlowFuseConfig from --flowfuse-config, when given
     log_level: str = "info"

@@ -107,7 +107,6 @@ def serve(config: ServeConfig) -> int:
         config.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CliError(f"cannot create data directory {config.data_dir}: {exc.strerror}") from None
-    _warn_unimplemented(config)
     lock_fd = lock_data_dir(config.data_dir)
     try:
         check_swarm_ports(config.swarm)
@@ -123,15 +122,6 @@ def serve(config: ServeConfig) -> int:
             return runner.run(run_node(config, sock, key, swarm_key))
     finally:
         os.close(lock_fd)
-
-
-def _warn_unimplemented(config: ServeConfig) -> None:
-    later = {
-        "--flowfuse-config": config.flowfuse_config,
-    }
-    for flag, value in later.items():
-        if value:
-            log.warning("%s is accepted but has no effect yet in this version", flag)
 
 
 def _loop_factory():
@@ -173,6 +163,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
             max_upload=config.max_upload,
             host_suffix=config.host_suffix,
             swarm=swarm,
+            flowfuse=_flowfuse(config, core),
         )
         debug = config.log_level == "debug"
         server = _Server(
@@ -196,6 +187,15 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         await core.close()
     log.info("stopped cleanly")
     return 0
+
+
+def _flowfuse(config: ServeConfig, core):
+    if config.flowfuse is None:
+        return None
+    from edgefiles.web.flowfuse import FlowFuse
+
+    log.info("serving the FlowFuse file server API (/v1) for platform %s", config.flowfuse.base_url)
+    return FlowFuse(config.flowfuse, core)
 
 
 class _Server(uvicorn.Server):

@@ -18,6 +18,7 @@ from .blockstore import Batch, BlockStore, CorruptBlock
 from .db import Database, open_db
 from .groupcommit import GroupCommitter
 from .identity import NodeKey
+from .importer import import_bytes
 from .profiles import Profile
 
 log = logging.getLogger("edgefiles")
@@ -99,6 +100,32 @@ class Core:
         try:
             return self.reader.survey(root, self.store.present)[1]
         except (exporter.NotUnixFS, CorruptBlock):
+            return 0
+
+    # whole small files (facades) ------------------------------------------------------
+    async def store_bytes(self, data: bytes) -> bytes:
+        """Import `data` as one file, durable; returns its root (pinned briefly as an upload)."""
+        batch = self.store.batch()
+        if len(data) <= 1 << 20:  # small: cheaper here than a hop to a thread
+            root = import_bytes(self.settings.profile, data, batch.put).cid
+        else:
+            root = (await asyncio.to_thread(import_bytes, self.settings.profile, data, batch.put)).cid
+        await self.commit(batch, root, pins.upload_reason(root), self.upload_pin_expiry())
+        return root
+
+    def read_bytes(self, root: bytes) -> bytes:
+        """A whole file (blocking: call from a worker thread for big ones)."""
+        node = self.reader.load(root)
+        return b"".join(self.reader.read_range(node, 0, node.size))
+
+    def file_size(self, root: bytes) -> int:
+        """Size of a file from its root block; 0 while that block is not here yet (never
+        fetched from peers: this is asked on the event loop)."""
+        if not self.store.has(root):
+            return 0
+        try:
+            return self.reader.load(root).size
+        except (exporter.NotFound, exporter.NotUnixFS, CorruptBlock):
             return 0
 
     async def collect_garbage(self, limit: int) -> gc.GcReport:

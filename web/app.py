@@ -108,6 +108,10 @@ def create_app(ctx: AppContext) -> ASGIApp:
         Route("/uploader/", uploader_page, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
+    if ctx.flowfuse is not None:
+        from . import flowfuse
+
+        routes += flowfuse.routes()
     app = Starlette(
         routes=routes,
         exception_handlers={

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from edgefiles.node.core import Core
 
@@ -38,6 +38,7 @@ class AppContext:
     host_suffix: str = "actyx.localhost"
     swarm: SwarmView = field(default_factory=NoSwarm)
     hash_pool: Executor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="hash"))
+    flowfuse: Any = None  # the FlowFuse facade, when --flowfuse-config is given
 
     def __post_init__(self) -> None:
         self.content = ContentServer(self.core)

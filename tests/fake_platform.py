@@ -1,0 +1,51 @@
+"""A stand-in for the FlowFuse platform's token check (the platform is not ours to run).
+
+It answers `GET /account/check/project/{id}` the way the real platform does: 200 with the
+project's quotas for a token issued for that project, 401 otherwise; it records requests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakePlatform:
+    def __init__(self) -> None:
+        self.tokens: dict[str, tuple[str, dict]] = {}  # token -> (project, quota)
+        self.requests: list[dict] = []
+        platform = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                platform.requests.append({"path": self.path, **headers})
+                prefix = "/account/check/project/"
+                auth = self.headers.get("Authorization", "")
+                token = auth.removeprefix("Bearer ")
+                grant = platform.tokens.get(token)
+                if self.path.startswith(prefix) and grant and grant[0] == self.path[len(prefix):]:
+                    body = json.dumps({"quota": grant[1]}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                else:
+                    body = b'{"error":"unauthorized"}'
+                    self.send_response(401)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def issue(self, token: str, project: str, **quota: int) -> str:
+        self.tokens[token] = (project, quota)
+        return token
+
+    def close(self) -> None:
+        self.server.shutdown()

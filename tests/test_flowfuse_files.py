@@ -1,0 +1,292 @@
+"""The FlowFuse file server facade, black-box against real node processes and a fake platform."""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import os
+import threading
+
+import httpx
+import pytest
+from fake_platform import FakePlatform
+from nodeproc import Node, free_port, run_cli, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+OCTET = {"Content-Type": "application/octet-stream"}
+UNAUTHORIZED = {"code": "unauthorized", "error": "unauthorized"}
+
+
+@pytest.fixture(scope="module")
+def platform():
+    p = FakePlatform()
+    yield p
+    p.close()
+
+
+def config_file(folder, platform: FakePlatform, extra: str = "") -> str:
+    path = folder / "flowforge-storage.yml"
+    path.write_text(f"base_url: {platform.url}\nhost: 127.0.0.1\nport: 3001\n{extra}")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ff(tmp_path_factory, platform):
+    folder = tmp_path_factory.mktemp("ff")
+    node = Node(folder / "data", "--flowfuse-config", config_file(folder, platform)).start()
+    yield node
+    node.stop()
+
+
+def client(node: Node, token: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=node.url, headers=headers, timeout=30)
+
+
+_teams = itertools.count(1)
+
+
+@pytest.fixture
+def team(platform):
+    """A fresh team/project and a token the platform grants for it."""
+    n = next(_teams)
+    return f"team{n}", f"proj{n}", platform.issue(f"tok-proj{n}", f"proj{n}")
+
+
+def test_tokens_are_checked_against_the_platform_as_upstream_does(ff, platform, team):
+    t, p, token = team
+    path = f"/v1/files/{t}/{p}/a.txt"
+    with client(ff, None) as c:
+        r = c.get(path)
+        assert (r.status_code, r.json()) == (401, UNAUTHORIZED)
+    for header in ("Basic abc", f"bearer {token}", "Bearer", "Bearer garbage.token"):
+        r = httpx.get(ff.url + path, headers={"Authorization": header})
+        assert (r.status_code, r.json()) == (401, UNAUTHORIZED), header
+    with client(ff, token) as c:
+        assert c.post(path, content=b"x", headers=OCTET).status_code == 200
+        asked = [q for q in platform.requests if q["path"] == f"/account/check/project/{p}"]
+        assert asked[-1]["ff-quota"] == "true"
+        assert asked[-1]["user-agent"] == "FlowFuse Storage Server"
+        assert asked[-1]["authorization"] == f"Bearer {token}"
+        other = platform.issue("tok-other", "someone-else")
+    with client(ff, other) as c:  # a token for another project never reaches this one
+        assert c.get(path).status_code == 401
+        assert c.get(f"/v1/quota/{t}/{p}").status_code == 401
+
+
+def test_create_read_replace_append_delete(ff, team):
+    t, p, token = team
+    path = f"/v1/files/{t}/{p}/flows/data.txt"
+    with client(ff, token) as c:
+        r = c.post(path, content=b"hello", headers=OCTET)
+        assert (r.status_code, r.content) == (200, b"")
+        r = c.get(path)
+        assert (r.status_code, r.content) == (200, b"hello")
+        assert r.headers["content-type"] == "application/octet-stream"
+        text = {"Content-Type": "text/plain; charset=utf-8"}
+        assert c.post(path, content=b"bye", headers=text).status_code == 200
+        assert c.get(path).content == b"bye"
+        assert c.post(path, content=b"+more", headers={**OCTET, "FF_MODE": "append"}).status_code == 200
+        assert c.get(path).content == b"bye+more"
+        fresh = f"/v1/files/{t}/{p}/new.log"
+        assert c.post(fresh, content=b"first", headers={**OCTET, "ff_mode": "append"}).status_code == 200
+        assert c.get(fresh).content == b"first"
+        for mode in ("Append", "bogus"):
+            c.post(fresh, content=b"over", headers={**OCTET, "ff_mode": mode})
+            assert c.get(fresh).content == b"over"
+        c.post(fresh, content=b"hyphen", headers={**OCTET, "ff-mode": "append"})
+        assert c.get(fresh).content == b"hyphen"
+        ensure = {**OCTET, "ff_mode": "ensureDir"}
+        assert c.post(f"/v1/files/{t}/{p}/somedir", headers=ensure).status_code == 200
+        assert c.get(f"/v1/files/{t}/{p}/somedir").status_code == 404
+        assert c.delete(path).status_code == 200
+        r = c.get(path)
+        assert r.status_code == 404
+        assert r.json()["code"] == "ENOENT" and r.json()["error"] == "Not Found"
+        r = c.delete(path)
+        assert (r.status_code, r.json()["code"]) == (400, "ENOENT")
+
+
+def test_content_types_and_body_limit(ff, team):
+    t, p, token = team
+    path = f"/v1/files/{t}/{p}/limits.bin"
+    with client(ff, token) as c:
+        r = c.post(path, content=b"{}", headers={"Content-Type": "application/json"})
+        assert r.status_code == 415
+        assert r.json() == {"statusCode": 415, "code": "FST_ERR_CTP_INVALID_MEDIA_TYPE",
+                            "error": "Unsupported Media Type", "message": "Unsupported Media Type"}
+        assert c.post(path, content=b"x").status_code == 415  # a body without a type
+        assert c.post(path).status_code == 400  # neither body nor type
+        assert c.post(path, content=bytes(10 * 1024 * 1024), headers=OCTET).status_code == 200
+        r = c.post(path, content=bytes(10 * 1024 * 1024 + 1), headers=OCTET)
+        assert (r.status_code, r.json()["code"]) == (413, "FST_ERR_CTP_BODY_TOO_LARGE")
+        assert len(c.get(path).content) == 10 * 1024 * 1024
+
+
+def test_directories_and_files_do_not_mix(ff, team):
+    t, p, token = team
+    base = f"/v1/files/{t}/{p}"
+    with client(ff, token) as c:
+        assert c.post(f"{base}/a/b", content=b"leaf", headers=OCTET).status_code == 200
+        assert c.get(f"{base}/a").status_code >= 400
+        assert c.post(f"{base}/a", content=b"x", headers=OCTET).status_code == 400
+        assert c.delete(f"{base}/a").status_code == 400
+        assert c.post(f"{base}/a/b/c", content=b"x", headers=OCTET).status_code == 400
+        assert c.get(f"{base}/a/b/c").status_code == 400
+        assert c.get(f"{base}/a/b").content == b"leaf"
+
+
+def test_names_are_url_decoded_and_the_query_is_not_part_of_them(ff, team):
+    t, p, token = team
+    base = f"/v1/files/{t}/{p}"
+    with client(ff, token) as c:
+        c.post(f"{base}/my%20file%C3%A9.txt?x=1", content=b"spaced", headers=OCTET)
+        assert c.get(f"{base}/my file\u00e9.txt").content == b"spaced"
+        c.post(f"{base}/a+b", content=b"plus", headers=OCTET)
+        assert c.get(f"{base}/a+b").content == b"plus"
+        assert c.get(f"{base}/a%20b").status_code == 404
+
+
+@pytest.mark.parametrize("hostile", [
+    "../other/x", "%2e%2e/other/x", "..%2fother%2fx", "a/%2e%2e/%2e%2e/x", "a%5cb", "a%00b", "a//b", "./x",
+])
+def test_hostile_paths_are_refused(ff, team, hostile):
+    t, p, token = team
+    for method in ("GET", "POST", "DELETE"):
+        status, body = raw_request(ff, method, f"/v1/files/{t}/{p}/{hostile}", token)
+        assert status == 400, (method, hostile)
+        assert str(ff.data) not in body  # error messages never show server paths
+
+
+def raw_request(node: Node, method: str, path: str, token: str) -> tuple[int, str]:
+    """Sent exactly as written: HTTP clients like httpx remove dot segments before sending."""
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=30)
+    try:
+        conn.request(method, path, body=b"x", headers={**OCTET, "Authorization": f"Bearer {token}"})
+        r = conn.getresponse()
+        return r.status, r.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("team_id", ["..", "%2e%2e", "a%2fb", "a%5cb"])
+def test_hostile_team_ids_are_refused(ff, team, team_id):
+    _, p, token = team
+    assert raw_request(ff, "POST", f"/v1/files/{team_id}/{p}/x", token)[0] == 400
+
+
+def test_projects_and_teams_are_isolated(ff, platform, team):
+    t, p, token = team
+    other_token = platform.issue(f"tok-{p}-b", f"{p}-b")
+    with client(ff, token) as c, client(ff, other_token) as d:
+        c.post(f"/v1/files/{t}/{p}/same.txt", content=b"mine", headers=OCTET)
+        d.post(f"/v1/files/{t}/{p}-b/same.txt", content=b"theirs", headers=OCTET)
+        c.post(f"/v1/files/other-team/{p}/same.txt", content=b"other team", headers=OCTET)
+        assert c.get(f"/v1/files/{t}/{p}/same.txt").content == b"mine"
+        assert d.get(f"/v1/files/{t}/{p}-b/same.txt").content == b"theirs"
+        assert c.get(f"/v1/files/other-team/{p}/same.txt").content == b"other team"
+        assert d.get(f"/v1/files/{t}/{p}/same.txt").status_code == 401
+
+
+def test_quota_route_and_file_quota(ff, platform, team):
+    t, p, _ = team
+    token = platform.issue(f"tok-{p}-q", p, file=100)
+    with client(ff, token) as c:
+        assert c.get(f"/v1/quota/{t}/{p}").json() == {"used": 0}
+        assert c.post(f"/v1/files/{t}/{p}/a", content=b"x" * 60, headers=OCTET).status_code == 200
+        assert c.post(f"/v1/files/{t}/{p}/b", content=b"y" * 30, headers=OCTET).status_code == 200
+        assert c.get(f"/v1/quota/{t}/{p}").json() == {"used": 90}
+        r = c.post(f"/v1/files/{t}/{p}/c", content=b"z" * 10, headers=OCTET)  # 90 + 10 is not < 100
+        assert (r.status_code, r.json()) == (413, {"code": "over_quota", "error": "Over Quota", "limit": 100})
+        assert c.get(f"/v1/files/{t}/{p}/c").status_code == 404
+        r = c.post(f"/v1/files/{t}/{p}/a", content=b"+" * 10, headers={**OCTET, "ff_mode": "append"})
+        assert r.status_code == 413
+        assert c.delete(f"/v1/files/{t}/{p}/a").status_code == 200
+        assert c.get(f"/v1/quota/{t}/{p}").json() == {"used": 30}
+        assert c.post(f"/v1/files/{t}/{p}/c", content=b"z" * 10, headers=OCTET).status_code == 200
+        assert c.get(f"/v1/quota/{t}").status_code == 401  # not a route upstream
+
+
+def test_concurrent_appends_all_land_whole(ff, team):
+    t, p, token = team
+    path = f"/v1/files/{t}/{p}/log.txt"
+    lines = [f"line {i:03d} ".encode() * 8 + b"\n" for i in range(40)]
+
+    def append(line: bytes) -> None:
+        with client(ff, token) as c:
+            assert c.post(path, content=line, headers={**OCTET, "ff_mode": "append"}).status_code == 200
+
+    threads = [threading.Thread(target=append, args=(line,)) for line in lines]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    with client(ff, token) as c:
+        got = c.get(path).content
+    assert sorted(got.splitlines(keepends=True)) == sorted(lines)
+
+
+def test_security_headers_only_on_v1(ff, team):
+    t, p, token = team
+    with client(ff, token) as c:
+        c.post(f"/v1/files/{t}/{p}/h.txt", content=b"h", headers=OCTET)
+        v1 = c.get(f"/v1/files/{t}/{p}/h.txt")
+        assert v1.headers["x-frame-options"] == "DENY"
+        assert v1.headers["x-content-type-options"] == "nosniff"
+        assert "content-security-policy" in v1.headers
+    health = httpx.get(f"{ff.url}/health")
+    assert health.json() == {"statusCode": 200, "status": "ok"}
+    assert "x-frame-options" not in health.headers
+
+
+def test_files_replicate_to_another_node(tmp_path, platform):
+    key = tmp_path / "swarm.key"
+    key.write_text("7e" * 32)
+    conf = config_file(tmp_path, platform)
+    a = Node(tmp_path / "a", "--flowfuse-config", conf, "--swarm-key", str(key)).start()
+    b = Node(tmp_path / "b", "--flowfuse-config", conf, "--swarm-key", str(key),
+             "--peer", a.swarm_addr).start()
+    try:
+        token = platform.issue("tok-replicated", "rp")
+        with client(a, token) as c:
+            assert c.post("/v1/files/rt/rp/shared.json", content=b'{"v":1}', headers=OCTET).status_code == 200
+        with client(b, token) as c:
+            r = wait_until(lambda: (x := c.get("/v1/files/rt/rp/shared.json")).status_code == 200 and x,
+                           what="the file on node B")
+            assert r.content == b'{"v":1}'
+            assert c.get("/v1/quota/rt/rp").json() == {"used": 7}
+    finally:
+        a.stop()
+        b.stop()
+
+
+class NoApiNode(Node):
+    """Started without --api, so the FlowFuse config (and PORT) choose the address."""
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        i = cmd.index("--api")
+        return cmd[:i] + cmd[i + 2 :]
+
+
+def test_config_errors_and_address(tmp_path, platform):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("base_url: [unclosed\n")
+    r = run_cli("serve", "--data", str(tmp_path / "d"), "--flowfuse-config", str(bad))
+    assert r.returncode == 1
+    assert "not valid YAML" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    port = free_port()
+    home = tmp_path / "home"
+    (home / "etc").mkdir(parents=True)
+    (home / "etc" / "flowforge-storage.yml").write_text(
+        f"base_url: {platform.url}\nhost: 127.0.0.1\nport: 1\nsurprise: true\n"
+    )
+    node = NoApiNode(tmp_path / "n", api_port=port)
+    os.environ["FLOWFORGE_HOME"], os.environ["PORT"] = str(home), str(port)
+    try:
+        node.start()
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+        assert "ignoring unknown setting 'surprise'" in node.output()
+    finally:
+        del os.environ["FLOWFORGE_HOME"], os.environ["PORT"]
+        node.stop()

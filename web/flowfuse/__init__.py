@@ -1,0 +1,27 @@
+"""The FlowFuse file server facade (`/v1/...`), built on names and CIDs of the node's core."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import files
+from .errors import FFUnauthorized
+from .facade import FlowFuse
+
+__all__ = ["FlowFuse", "routes"]
+
+
+async def unknown(request: Request) -> Response:
+    """Upstream checks the token before routing: an unknown /v1 route is a 401."""
+    raise FFUnauthorized()
+
+
+def routes() -> list[Route]:
+    methods = ["GET", "POST", "DELETE"]
+    return [
+        Route("/v1/files/{tail:path}", files.files, methods=methods),
+        Route("/v1/quota/{tail:path}", files.quota, methods=["GET"]),
+        Route("/v1/{tail:path}", unknown, methods=["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]),
+    ]

@@ -1,0 +1,68 @@
+"""Upstream's error bodies (fastify's shape), one type per answer the facade gives."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.responses import Response
+
+from ..errors import ApiError
+
+PHRASES = {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large", 415: "Unsupported Media Type"}
+
+
+class FlowFuseError(ApiError):
+    """An error in the shape a FlowFuse client expects; `body` is sent as JSON."""
+
+    def body(self) -> dict:
+        return {"statusCode": self.status, "code": self.code, "error": PHRASES.get(self.status, ""),
+                "message": self.message}
+
+    def response(self) -> Response:
+        return Response(json.dumps(self.body()), self.status, media_type="application/json")
+
+
+class FFUnauthorized(FlowFuseError):
+    status, code = 401, "unauthorized"
+
+    def body(self) -> dict:
+        return {"code": "unauthorized", "error": "unauthorized"}
+
+
+class FFBadRequest(FlowFuseError):
+    status, code = 400, "FST_ERR_VALIDATION"
+
+
+class FFNoEntry(FlowFuseError):
+    status, code = 404, "ENOENT"
+
+
+class FFNoEntryToDelete(FlowFuseError):
+    status, code = 400, "ENOENT"  # upstream answers a DELETE of a missing file with 400
+
+
+class FFIsDirectory(FlowFuseError):
+    status, code = 400, "EISDIR"
+
+
+class FFNotDirectory(FlowFuseError):
+    status, code = 400, "ENOTDIR"
+
+
+class FFUnsupportedMedia(FlowFuseError):
+    status, code, default_message = 415, "FST_ERR_CTP_INVALID_MEDIA_TYPE", "Unsupported Media Type"
+
+
+class FFBodyTooLarge(FlowFuseError):
+    status, code, default_message = 413, "FST_ERR_CTP_BODY_TOO_LARGE", "Request body is too large"
+
+
+class FFOverQuota(FlowFuseError):
+    status, code = 413, "over_quota"
+
+    def __init__(self, limit: int):
+        super().__init__("Over Quota")
+        self.limit = limit
+
+    def body(self) -> dict:
+        return {"code": "over_quota", "error": "Over Quota", "limit": self.limit}

@@ -1,0 +1,148 @@
+"""The FlowFuse facade's state: config, the platform that grants tokens, the file table."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from edgefiles.ans.record import NameRecord
+from edgefiles.node.core import Core
+from starlette.requests import Request
+
+from .config import FlowFuseConfig
+from .errors import FFUnauthorized
+from .platform import Grant, Platform
+
+NAMESPACE_PREFIX = "flowfuse/"
+
+# helmet's defaults, as upstream sends them on /v1/* (and only there: the host route serves SPAs)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self';base-uri 'self';font-src 'self' https: data:;"
+    "form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';"
+    "script-src 'self';script-src-attr 'none';style-src 'self' https: 'unsafe-inline';"
+    "upgrade-insecure-requests",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Origin-Agent-Cluster": "?1",
+    "Referrer-Policy": "no-referrer",
+    "Strict-Transport-Security": "max-age=15552000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "X-DNS-Prefetch-Control": "off",
+    "X-Download-Options": "noopen",
+    "X-Frame-Options": "DENY",
+    "X-Permitted-Cross-Domain-Policies": "none",
+    "X-XSS-Protection": "0",
+}
+
+
+def security_headers() -> dict[str, str]:
+    return dict(SECURITY_HEADERS)
+
+
+class FlowFuse:
+    def __init__(self, config: FlowFuseConfig, core: Core):
+        self.config = config
+        self.core = core
+        self.platform = Platform(config.base_url)
+        self.files = FileTable(core)
+
+    @staticmethod
+    def require_bearer(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer ") or not header[7:].strip():
+            raise FFUnauthorized()
+        return header
+
+    async def authorize(self, request: Request, project: str) -> Grant:
+        grant = await self.platform.check(self.require_bearer(request), project)
+        if grant is None:
+            raise FFUnauthorized()
+        return grant
+
+    async def close(self) -> None:
+        await self.platform.close()
+
+
+class FileTable:
+    """Per project namespace: which names are files, which are directories, bytes used.
+
+    Kept up to date from the registry (local writes and records from peers alike), so a
+    write never walks the project's files: quota and directory checks are lookups.
+    """
+
+    def __init__(self, core: Core):
+        self.core = core
+        self._sizes: dict[str, dict[str, int]] = {}
+        self._used: dict[str, int] = {}
+        self._dirs: dict[str, Counter[str]] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        core.registry.listeners.append(self._changed)
+
+    def exists(self, ns: str, name: str) -> bool:
+        return name in self._table(ns)
+
+    def is_dir(self, ns: str, name: str) -> bool:
+        self._table(ns)
+        return self._dirs[ns][name] > 0
+
+    def used(self, ns: str) -> int:
+        self._table(ns)
+        return self._used[ns]
+
+    async def write(self, ns: str, name: str, body: bytes, append: bool) -> None:
+        async with self._lock(ns, name):  # appends to one file land one after another
+            data = body
+            if append:
+                cid = self.core.registry.get(name, ns)
+                if cid is not None:
+                    data = await asyncio.to_thread(self.core.read_bytes, cid.cid) + body
+            root = await self.core.store_bytes(data)
+            await self.core.set_name(name, root, ns)
+
+    async def delete(self, ns: str, name: str) -> bool:
+        async with self._lock(ns, name):
+            return await self.core.delete_name(name, ns) is not None
+
+    def _lock(self, ns: str, name: str) -> asyncio.Lock:
+        key = (ns, name)
+        lock = self._locks.get(key)
+        if lock is None:
+            if len(self._locks) > 10_000:
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def _table(self, ns: str) -> dict[str, int]:
+        table = self._sizes.get(ns)
+        if table is None:
+            table, self._used[ns], self._dirs[ns] = {}, 0, Counter()
+            self._sizes[ns] = table
+            for record in self.core.registry.live(ns):
+                self._set(ns, record.name, self.core.file_size(record.cid))
+        return table
+
+    def _changed(self, record: NameRecord) -> None:
+        if record.namespace not in self._sizes:
+            return  # built from the registry when first used
+        if record.cid is None:
+            self._set(ns=record.namespace, name=record.name, size=None)
+        else:
+            self._set(record.namespace, record.name, self.core.file_size(record.cid))
+
+    def _set(self, ns: str, name: str, size: int | None) -> None:
+        table, dirs = self._sizes[ns], self._dirs[ns]
+        old = table.pop(name, None)
+        if old is not None:
+            self._used[ns] -= old
+            for prefix in _parents(name):
+                dirs[prefix] -= 1
+        if size is not None:
+            table[name] = size
+            self._used[ns] += size
+            for prefix in _parents(name):
+                dirs[prefix] += 1
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]

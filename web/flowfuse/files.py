@@ -1,0 +1,120 @@
+"""FlowFuse file server routes over named CIDs: each file is a name in its project's namespace.
+
+`/v1/files/:teamId/:projectId/<path>`: the path (percent-decoded, checked by the one path
+validator) is the name; the namespace `flowfuse/<team>/<project>` confines it, so no path
+can reach another project, another team or the disk.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..errors import BadRequest
+from ..paths import check_segment, raw_path, url_segments
+from .errors import (
+    FFBadRequest,
+    FFBodyTooLarge,
+    FFIsDirectory,
+    FFNoEntry,
+    FFNoEntryToDelete,
+    FFNotDirectory,
+    FFOverQuota,
+    FFUnauthorized,
+    FFUnsupportedMedia,
+)
+from .facade import FlowFuse, security_headers
+
+BODY_LIMIT = 10 * 1024 * 1024
+TEXT_TYPES = {"application/octet-stream", "text/plain"}
+
+
+def namespace(team: str, project: str) -> str:
+    return f"flowfuse/{team}/{project}"
+
+
+def _target(request: Request, prefix: str) -> tuple[str, str, list[str]]:
+    """(team, project, path segments) of `/v1/<prefix>/team/project[/path]`, all checked.
+    Without a token the answer is 401 whatever the path (upstream authenticates first)."""
+    FlowFuse.require_bearer(request)
+    parts = raw_path(request).removeprefix(f"/v1/{prefix}/").split("/", 2)
+    if len(parts) < 2 or not parts[1]:
+        raise FFUnauthorized()  # no such route upstream: its auth check fails first
+    try:
+        team, project = (check_segment(seg) for seg in url_segments("/".join(parts[:2])))
+        segments = url_segments(parts[2]) if len(parts) > 2 else []
+    except (BadRequest, ValueError) as exc:
+        raise FFBadRequest(str(exc).replace("ERR_BAD_REQUEST", "")) from None
+    return team, project, segments
+
+
+async def files(request: Request) -> Response:
+    ff: FlowFuse = request.app.state.ctx.flowfuse
+    team, project, segments = _target(request, "files")
+    grant = await ff.authorize(request, project)
+    if not segments:
+        raise FFBadRequest("a file path is required")
+    ns, name = namespace(team, project), "/".join(segments)
+    store = ff.files
+    if request.method == "GET":
+        _refuse_below_file(store, ns, segments)
+        cid = ff.core.resolve_name(name, ns)
+        if cid is None:
+            if store.is_dir(ns, name):
+                raise FFIsDirectory(f"{name} is a directory")
+            raise FFNoEntry(f"no such file: {name}")
+        data = await run_in_threadpool(ff.core.read_bytes, cid)
+        return Response(data, media_type="application/octet-stream", headers=security_headers())
+    if request.method == "DELETE":
+        if store.is_dir(ns, name):
+            raise FFIsDirectory(f"{name} is a directory")
+        if not await store.delete(ns, name):
+            raise FFNoEntryToDelete(f"no such file: {name}")
+        return Response(b"", headers=security_headers())
+    body = await _body(request)
+    mode = request.headers.get("ff_mode")
+    if mode == "ensureDir":
+        return Response(b"", headers=security_headers())
+    _refuse_below_file(store, ns, segments)
+    if store.is_dir(ns, name):
+        raise FFIsDirectory(f"{name} is a directory")
+    quota = grant.file_quota or ff.config.file_quota
+    if quota is not None and store.used(ns) + len(body) >= quota:
+        raise FFOverQuota(quota)
+    await store.write(ns, name, body, append=mode == "append")
+    return Response(b"", headers=security_headers())
+
+
+async def quota(request: Request) -> Response:
+    ff: FlowFuse = request.app.state.ctx.flowfuse
+    team, project, segments = _target(request, "quota")
+    await ff.authorize(request, project)
+    if segments:
+        raise FFUnauthorized()  # no such route upstream
+    return JSONResponse({"used": ff.files.used(namespace(team, project))}, headers=security_headers())
+
+
+def _refuse_below_file(store, ns: str, segments: list[str]) -> None:
+    for i in range(1, len(segments)):
+        if store.exists(ns, "/".join(segments[:i])):
+            raise FFNotDirectory(f"{'/'.join(segments[:i])} is a file, not a directory")
+
+
+async def _body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > BODY_LIMIT:
+        raise FFBodyTooLarge()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > BODY_LIMIT:
+            raise FFBodyTooLarge()
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in TEXT_TYPES:
+        if body or media:
+            raise FFUnsupportedMedia()
+        raise FFBadRequest("a body with Content-Type application/octet-stream or text/plain is required")
+    return body

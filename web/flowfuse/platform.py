@@ -1,0 +1,77 @@
+"""Asking the FlowFuse platform whether a token may use a project, as upstream asks it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+CACHE_SECONDS = 90.0
+TIMEOUT_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Grant:
+    project: str
+    file_quota: int | None
+    context_quota: int | None
+    expires: float
+
+
+class Platform:
+    """`GET {base_url}/account/check/project/{id}`; a yes is cached 90 s per token, and only
+    for the project it was given for (a cached token used on another project is asked again)."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self._client = httpx.AsyncClient(timeout=TIMEOUT_SECONDS)
+        self._cache: dict[str, Grant] = {}
+
+    async def check(self, authorization: str, project: str) -> Grant | None:
+        now = time.monotonic()
+        grant = self._cache.get(authorization)
+        if grant is not None and grant.project == project and grant.expires > now:
+            return grant
+        grant = await self._ask(authorization, project, now)
+        if grant is None:
+            self._cache.pop(authorization, None)
+        else:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[authorization] = grant
+        return grant
+
+    async def _ask(self, authorization: str, project: str, now: float) -> Grant | None:
+        url = f"{self.base_url}/account/check/project/{project}"
+        headers = {
+            "Authorization": authorization, "ff-quota": "true", "user-agent": "FlowFuse Storage Server",
+        }
+        try:
+            r = await self._client.get(url, headers=headers)
+            if not 200 <= r.status_code < 300:
+                return None
+            body = r.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        quota = body.get("quota") if isinstance(body, dict) else None
+        quota = quota if isinstance(quota, dict) else {}
+        return Grant(project, _bytes(quota.get("file")), _context_quota(quota), now + CACHE_SECONDS)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+UPSTREAM_CONTEXT_DEFAULT = 1000  # bytes, when the platform's answer has no context quota
+
+
+def _context_quota(quota: dict) -> int | None:
+    if "context" not in quota:
+        return UPSTREAM_CONTEXT_DEFAULT
+    return _bytes(quota["context"])
+
+
+def _bytes(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return int(value)
