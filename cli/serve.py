@@ -150,6 +150,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         await core.open()
     except SchemaTooNew as exc:
         raise CliError(str(exc)) from None
+    flowfuse = await _flowfuse(config, core)
     swarm = Swarm(core, SwarmSettings(
         config.swarm, swarm_key, config.peers, set(config.allowed_peers), config.fetch_timeout
     ))
@@ -163,7 +164,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
             max_upload=config.max_upload,
             host_suffix=config.host_suffix,
             swarm=swarm,
-            flowfuse=_flowfuse(config, core),
+            flowfuse=flowfuse,
         )
         debug = config.log_level == "debug"
         server = _Server(
@@ -183,19 +184,26 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
             task.cancel()
     finally:
         swarm.stop()
+        if flowfuse is not None:
+            await flowfuse.close()
         executor.shutdown(wait=True, cancel_futures=True)
         await core.close()
     log.info("stopped cleanly")
     return 0
 
 
-def _flowfuse(config: ServeConfig, core):
+async def _flowfuse(config: ServeConfig, core):
     if config.flowfuse is None:
         return None
     from edgefiles.web.flowfuse import FlowFuse
 
+    facade = FlowFuse(config.flowfuse, core)
+    try:
+        await facade.open()
+    except ValueError as exc:
+        raise CliError(f"FlowFuse config: {exc}") from None
     log.info("serving the FlowFuse file server API (/v1) for platform %s", config.flowfuse.base_url)
-    return FlowFuse(config.flowfuse, core)
+    return facade
 
 
 class _Server(uvicorn.Server):

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import files
+from . import context, files
 from .errors import FFUnauthorized
 from .facade import FlowFuse
 
@@ -20,7 +20,15 @@ async def unknown(request: Request) -> Response:
 
 def routes() -> list[Route]:
     methods = ["GET", "POST", "DELETE"]
+    c = "/v1/context/{project}"
     return [
+        Route(f"{c}/clean", context.clean, methods=["POST"]),
+        Route(f"{c}/cache", context.cache_page, methods=["GET"]),
+        Route(f"{c}/cache/{{scope}}", context.cache_replace, methods=["POST"]),
+        Route(f"{c}/{{scope}}/keys", context.keys, methods=["GET"]),
+        Route(f"{c}/{{scope}}", context.set_values, methods=["POST"]),
+        Route(f"{c}/{{scope}}", context.get_values, methods=["GET"]),
+        Route(f"{c}/{{scope}}", context.delete_scope, methods=["DELETE"]),
         Route("/v1/files/{tail:path}", files.files, methods=methods),
         Route("/v1/quota/{tail:path}", files.quota, methods=["GET"]),
         Route("/v1/{tail:path}", unknown, methods=["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]),

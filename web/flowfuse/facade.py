@@ -45,6 +45,18 @@ class FlowFuse:
         self.core = core
         self.platform = Platform(config.base_url)
         self.files = FileTable(core)
+        self.context = None
+
+    async def open(self) -> None:
+        """Open the context store: SQLite (upstream's `sqlite` storage file, relative paths
+        inside the data directory; default `flowfuse-context.sqlite`)."""
+        from .context import ContextStore
+
+        options = self.config.context_options
+        if options.get("type", "sqlite") != "sqlite":
+            raise ValueError(f"context store type {options.get('type')!r} is not supported yet (use sqlite)")
+        path = self.core.settings.data_dir / str(options.get("storage", "flowfuse-context.sqlite"))
+        self.context = await ContextStore.open(path)
 
     @staticmethod
     def require_bearer(request: Request) -> str:
@@ -61,6 +73,8 @@ class FlowFuse:
 
     async def close(self) -> None:
         await self.platform.close()
+        if self.context is not None:
+            await self.context.close()
 
 
 class FileTable:

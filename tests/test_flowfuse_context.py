@@ -1,0 +1,201 @@
+"""The FlowFuse context store facade: property paths (pure) and the routes, black-box."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import httpx
+import pytest
+from edgefiles.web.flowfuse import properties
+from fake_platform import FakePlatform
+from hypothesis import given
+from hypothesis import strategies as st
+from nodeproc import Node
+
+pytestmark = pytest.mark.timeout(120)
+
+names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_$0123456789", min_size=1, max_size=8).filter(
+    lambda s: not s.isdigit()
+)
+quoted = st.text(alphabet="ab.x y", min_size=1, max_size=5)
+steps = st.lists(st.one_of(names, st.integers(0, 5), quoted), min_size=1, max_size=5)
+
+
+def render(path: list) -> str:
+    out = ""
+    for i, step in enumerate(path):
+        if isinstance(step, int):
+            out += f"[{step}]"
+        elif i > 0 and all(c.isalnum() or c in "_$" for c in step) and not step[0].isdigit():
+            out += f".{step}"
+        elif i == 0 and all(c.isalnum() or c in "_$" for c in step):
+            out += step
+        else:
+            out += f'["{step}"]'
+    return out
+
+
+@given(steps)
+def test_rendered_paths_parse_back(path):
+    if isinstance(path[0], int) or not all(c.isalnum() or c in "_$" for c in str(path[0])):
+        path = ["root", *path]
+    assert properties.parse(render(path)) == path
+
+
+@given(steps, st.one_of(st.none(), st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=3)))
+def test_set_then_get_returns_the_value(path, value):
+    if isinstance(path[0], int):
+        path = ["root", *path]
+    obj: dict = {}
+    properties.set_value(obj, path, value)
+    assert properties.get(obj, path) == (True, value)
+    properties.delete(obj, path)
+    found, got = properties.get(obj, path)
+    assert not found or got is None
+
+
+@pytest.mark.parametrize("bad", ["x.[].x", ".{}", "", "a.", ".a", "a..b", "a[", "a[b]", 'a["x]', "a b"])
+def test_bad_expressions_are_refused(bad):
+    with pytest.raises(properties.InvalidExpression, match="Invalid property expression"):
+        properties.parse(bad)
+
+
+def test_node_red_path_examples():
+    obj: dict = {}
+    properties.set_value(obj, properties.parse("a.b.c"), 1)
+    properties.set_value(obj, properties.parse("arr[1]"), "x")
+    properties.set_value(obj, properties.parse("list[0].name"), "n")
+    properties.set_value(obj, properties.parse('o["x.y"]'), 2)
+    properties.set_value(obj, properties.parse("o['z']"), 3)
+    assert obj == {"a": {"b": {"c": 1}}, "arr": [None, "x"], "list": [{"name": "n"}], "o": {"x.y": 2, "z": 3}}
+
+
+# routes, against a node ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def platform():
+    p = FakePlatform()
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def ff(tmp_path_factory, platform):
+    folder = tmp_path_factory.mktemp("ffc")
+    conf = folder / "flowforge-storage.yml"
+    conf.write_text(f"base_url: {platform.url}\n")
+    node = Node(folder / "data", "--flowfuse-config", str(conf)).start()
+    yield node
+    node.stop()
+
+
+_projects = itertools.count(1)
+
+
+@pytest.fixture
+def ctx(ff, platform):
+    """(client, base URL) for a fresh project whose token carries a generous context quota."""
+    project = f"cp{next(_projects)}"
+    token = platform.issue(f"tok-{project}", project, context=1 << 20)
+    c = httpx.Client(base_url=ff.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    yield c, f"/v1/context/{project}"
+    c.close()
+
+
+def test_set_get_keys_delete(ctx):
+    c, base = ctx
+    r = c.post(f"{base}/global", json=[{"key": "x", "value": {"foo": "bar"}}, {"key": "y.y", "value": 100}])
+    assert (r.status_code, r.json()) == (200, {})
+    asked = [("key", "x"), ("key", "y.y"), ("key", "nope"), ("key", "x.foo.deeper")]
+    r = c.get(f"{base}/global", params=asked)
+    assert r.json() == [{"key": "x", "value": {"foo": "bar"}}, {"key": "y.y", "value": 100},
+                        {"key": "nope"}, {"key": "x.foo.deeper"}]
+    assert c.get(f"{base}/global/keys").json() == ["x", "y"]
+    c.post(f"{base}/global", json=[{"key": "x"}, {"key": "n", "value": None}])  # no value deletes
+    assert c.get(f"{base}/global/keys").json() == ["y", "n"]
+    assert c.get(f"{base}/global", params={"key": "n"}).json() == [{"key": "n", "value": None}]
+    assert c.delete(f"{base}/global").status_code == 200
+    assert c.get(f"{base}/global", params={"key": "y"}).json() == []
+    assert c.get(f"{base}/never", params={"key": "a"}).json() == []
+    assert c.get(f"{base}/global/keys").json() == []
+
+
+def test_bad_requests(ctx):
+    c, base = ctx
+    assert c.post(f"{base}/global", json={"key": "x"}).status_code == 400
+    assert c.post(f"{base}/global", json=[{"value": 1}]).status_code == 400
+    garbled = c.post(f"{base}/global", content=b"{nope", headers={"Content-Type": "application/json"})
+    assert garbled.status_code == 400
+    r = c.post(f"{base}/global", json=[{"key": "x.[].x", "value": 1}])
+    assert r.status_code == 400
+    assert r.json()["code"] == "INVALID_EXPR" and r.json()["error"].startswith("Invalid property expression")
+    assert c.get(f"{base}/global").status_code == 400  # no key
+    assert c.get(f"{base}/global", params={"key": ".{}"}).json()["code"] == "INVALID_EXPR"
+    assert c.post(f"{base}/global", json=[]).status_code == 200
+
+
+def test_clean_keeps_global_and_listed_flows_and_nodes(ctx):
+    c, base = ctx
+    for scope in ("global", "flowA", "flowB", "node1:flowA", "node2:flowB"):
+        c.post(f"{base}/{scope}", json=[{"key": "k", "value": scope}])
+    assert c.post(f"{base}/clean", json=["flowA", "node2"]).status_code == 200
+    kept = {s for s in ("global", "flowA", "flowB", "node1:flowA", "node2:flowB")
+            if c.get(f"{base}/{s}/keys").json()}
+    assert kept == {"global", "flowA", "node2:flowB"}
+
+
+def test_cache_routes(ctx):
+    c, base = ctx
+    for i in range(3):
+        c.post(f"{base}/s{i}", json=[{"key": "i", "value": i}])
+    page = c.get(f"{base}/cache", params={"limit": 2}).json()
+    assert page["count"] == 3 and [d["scope"] for d in page["data"]] == ["s0", "s1"]
+    rest = c.get(f"{base}/cache", params={"limit": 2, "cursor": page["meta"]["next_cursor"]}).json()
+    assert [d["scope"] for d in rest["data"]] == ["s2"] and "next_cursor" not in rest["meta"]
+    assert c.post(f"{base}/cache/s1", json={"whole": "new"}).json() == {}
+    assert c.get(f"{base}/s1/keys").json() == ["whole"]
+    assert c.post(f"{base}/cache/s1", json=[1]).status_code == 400
+
+
+def test_context_quota(ff, platform):
+    token = platform.issue("tok-cq", "cq", context=30)
+    with httpx.Client(base_url=ff.url, headers={"Authorization": f"Bearer {token}"}) as c:
+        assert c.post("/v1/context/cq/global", json=[{"key": "a", "value": "x" * 10}]).status_code == 200
+        r = c.post("/v1/context/cq/global", json=[{"key": "b", "value": "y" * 25}])
+        assert (r.status_code, r.json()) == (413, {"error": "Over Quota", "code": "over_quota", "limit": 30})
+        assert c.get("/v1/context/cq/global/keys").json() == ["a"]
+        swap = [{"key": "a"}, {"key": "b", "value": "y" * 12}]  # net change +2: allowed
+        assert c.post("/v1/context/cq/global", json=swap).status_code == 200
+    default = platform.issue("tok-cd", "cd")  # no context quota from the platform: upstream's 1000
+    with httpx.Client(base_url=ff.url, headers={"Authorization": f"Bearer {default}"}) as c:
+        assert c.post("/v1/context/cd/global", json=[{"key": "a", "value": "x" * 1000}]).status_code == 200
+        assert c.post("/v1/context/cd/global", json=[{"key": "b", "value": "y"}]).status_code == 413
+
+
+def test_projects_are_isolated_and_concurrent_sets_all_land(ff, platform, ctx):
+    c, base = ctx
+    other = platform.issue("tok-iso", "iso", context=1 << 20)
+    with httpx.Client(base_url=ff.url, headers={"Authorization": f"Bearer {other}"}) as d:
+        d.post("/v1/context/iso/global", json=[{"key": "secret", "value": 1}])
+        assert c.get("/v1/context/iso/global", params={"key": "secret"}).status_code == 401
+
+    def put(i: int) -> None:
+        with httpx.Client(base_url=ff.url, headers=c.headers) as e:
+            assert e.post(f"{base}/busy", json=[{"key": f"k{i}", "value": i}]).status_code == 200
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(c.get(f"{base}/busy/keys").json()) == sorted(f"k{i}" for i in range(30))
+
+
+def test_context_survives_a_restart(ff, platform):
+    token = platform.issue("tok-rs", "rs", context=1 << 20)
+    headers = {"Authorization": f"Bearer {token}"}
+    httpx.post(f"{ff.url}/v1/context/rs/flow1", json=[{"key": "kept", "value": [1, 2]}], headers=headers)
+    ff.stop()
+    ff.start()
+    r = httpx.get(f"{ff.url}/v1/context/rs/flow1", params={"key": "kept"}, headers=headers)
+    assert r.json() == [{"key": "kept", "value": [1, 2]}]

@@ -1,0 +1,277 @@
+"""Node-RED persistent context, upstream's routes: scopes of JSON per project, in SQLite.
+
+Each scope is one row holding its JSON object; sizes (the quota's measure: the JSON text of
+each scope) are kept per project in memory, loaded once, so a set never sums the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+from edgefiles.node.db import Database
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from . import properties
+from .errors import FFBadRequest, FFBodyTooLarge, FlowFuseError
+from .facade import FlowFuse, security_headers
+
+BODY_LIMIT = 10 * 1024 * 1024
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS context (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, project TEXT NOT NULL, scope TEXT NOT NULL,
+    value TEXT NOT NULL, UNIQUE (project, scope)
+);
+"""
+
+
+class InvalidExpr(FlowFuseError):
+    status, code = 400, "INVALID_EXPR"
+
+    def body(self) -> dict:
+        return {"error": self.message, "code": "INVALID_EXPR"}
+
+
+class ContextOverQuota(FlowFuseError):
+    status, code = 413, "over_quota"
+
+    def __init__(self, limit: int):
+        super().__init__("Over Quota")
+        self.limit = limit
+
+    def body(self) -> dict:
+        return {"error": "Over Quota", "code": "over_quota", "limit": self.limit}
+
+
+def json_text(value: Any) -> str:
+    """JSON as JavaScript's JSON.stringify writes it (what upstream measures)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def item_size(value: Any) -> int:
+    """Upstream's measure of one value: a string counts its length, null 1, else its JSON."""
+    if isinstance(value, str):
+        return len(value)
+    if value is None:
+        return 1
+    return len(json_text(value))
+
+
+class ContextStore:
+    def __init__(self, db: Database):
+        self.db = db
+        self._scopes: dict[str, dict[str, dict]] = {}  # project -> scope -> object (cached)
+        self._used: dict[str, int] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @classmethod
+    async def open(cls, path: Path) -> ContextStore:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=10000"):
+            await conn.execute(f"PRAGMA {pragma}")
+        await conn.executescript(SCHEMA)
+        return cls(Database(conn))
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    def lock(self, project: str) -> asyncio.Lock:
+        return self._locks.setdefault(project, asyncio.Lock())
+
+    async def scopes(self, project: str) -> dict[str, dict]:
+        table = self._scopes.get(project)
+        if table is None:
+            rows = await self.db.fetchall(
+                "SELECT scope, value FROM context WHERE project = ? ORDER BY seq", (project,)
+            )
+            table = {scope: json.loads(value) for scope, value in rows}
+            self._scopes[project] = table
+            self._used[project] = sum(len(json_text(v)) for v in table.values())
+        return table
+
+    async def used(self, project: str) -> int:
+        await self.scopes(project)
+        return self._used[project]
+
+    async def save(self, project: str, changed: dict[str, dict | None]) -> None:
+        """Write changed scopes (None or {} deletes) in one transaction, then cache them."""
+        table = await self.scopes(project)
+        async with self.db.transaction() as conn:
+            for scope, value in changed.items():
+                if value:
+                    await conn.execute(
+                        "INSERT INTO context (project, scope, value) VALUES (?, ?, ?) "
+                        "ON CONFLICT (project, scope) DO UPDATE SET value = excluded.value",
+                        (project, scope, json_text(value)),
+                    )
+                else:
+                    sql = "DELETE FROM context WHERE project = ? AND scope = ?"
+                    await conn.execute(sql, (project, scope))
+        for scope, value in changed.items():
+            old = table.pop(scope, None) if not value else table.get(scope)
+            if old:
+                self._used[project] -= len(json_text(old))
+            if value:
+                table[scope] = value
+                self._used[project] += len(json_text(value))
+
+    async def page(self, project: str, limit: int, cursor: int) -> tuple[list, int, int | None]:
+        rows = await self.db.fetchall(
+            "SELECT seq, scope, value FROM context WHERE project = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (project, cursor, limit),
+        )
+        count = (await self.db.fetchall("SELECT COUNT(*) FROM context WHERE project = ?", (project,)))[0][0]
+        data = [{"scope": scope, "values": json.loads(value)} for _, scope, value in rows]
+        return data, count, rows[-1][0] if len(rows) == limit else None
+
+
+# routes -----------------------------------------------------------------------------------
+def _ff(request: Request) -> FlowFuse:
+    return request.app.state.ctx.flowfuse
+
+
+async def _authorized(request: Request) -> tuple[FlowFuse, str, Any]:
+    ff = _ff(request)
+    FlowFuse.require_bearer(request)
+    project = request.path_params["project"]
+    _check_segment(project)
+    grant = await ff.authorize(request, project)
+    return ff, project, grant
+
+
+def _check_segment(value: str) -> None:
+    if value in ("", ".", "..") or any(c in value for c in "/\\\x00"):
+        raise FFBadRequest("invalid project or scope")
+
+
+async def _json_body(request: Request) -> Any:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > BODY_LIMIT:
+            raise FFBodyTooLarge()
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise FFBadRequest("body is not valid JSON") from None
+
+
+def _limit(ff: FlowFuse, grant: Any) -> int | None:
+    return grant.context_quota or ff.config.context_quota
+
+
+def _path(key: Any) -> properties.Path:
+    try:
+        return properties.parse(key)
+    except properties.InvalidExpression as exc:
+        raise InvalidExpr(str(exc)) from None
+
+
+async def set_values(request: Request) -> Response:
+    ff, project, grant = await _authorized(request)
+    scope = request.path_params["scope"]
+    _check_segment(scope)
+    items = await _json_body(request)
+    if not isinstance(items, list) or not all(isinstance(i, dict) and "key" in i for i in items):
+        raise FFBadRequest("body must be an array of {key, value}")
+    paths = [_path(item["key"]) for item in items]
+    store: ContextStore = ff.context
+    async with store.lock(project):
+        table = await store.scopes(project)
+        value = copy.deepcopy(table.get(scope, {}))
+        delta = 0
+        for item, path in zip(items, paths, strict=True):
+            found, old = properties.get(value, path)
+            if "value" in item:
+                delta += item_size(item["value"]) - (item_size(old) if found else 0)
+                properties.set_value(value, path, item["value"])
+            elif found:
+                delta -= item_size(old)
+                properties.delete(value, path)
+        limit = _limit(ff, grant)
+        if limit is not None and delta >= 0 and await store.used(project) + delta > limit:
+            raise ContextOverQuota(limit)
+        await store.save(project, {scope: value})
+    return JSONResponse({}, headers=security_headers())
+
+
+async def get_values(request: Request) -> Response:
+    ff, project, _ = await _authorized(request)
+    scope = request.path_params["scope"]
+    keys = request.query_params.getlist("key")
+    if not keys:
+        raise FFBadRequest("at least one key is required")
+    paths = [_path(k) for k in keys]
+    value = (await ff.context.scopes(project)).get(scope)
+    if value is None:
+        return JSONResponse([], headers=security_headers())
+    out = []
+    for key, path in zip(keys, paths, strict=True):
+        found, got = properties.get(value, path)
+        out.append({"key": key, "value": got} if found else {"key": key})
+    return JSONResponse(out, headers=security_headers())
+
+
+async def keys(request: Request) -> Response:
+    ff, project, _ = await _authorized(request)
+    value = (await ff.context.scopes(project)).get(request.path_params["scope"], {})
+    return JSONResponse(list(value), headers=security_headers())
+
+
+async def delete_scope(request: Request) -> Response:
+    ff, project, _ = await _authorized(request)
+    async with ff.context.lock(project):
+        await ff.context.save(project, {request.path_params["scope"]: None})
+    return JSONResponse({}, headers=security_headers())
+
+
+async def clean(request: Request) -> Response:
+    ff, project, _ = await _authorized(request)
+    ids = await _json_body(request) or []
+    if not isinstance(ids, list):
+        raise FFBadRequest("body must be an array of flow and node ids")
+    keep = {str(i) for i in ids}
+    async with ff.context.lock(project):
+        table = await ff.context.scopes(project)
+        doomed = {s: None for s in table if s != "global" and s.split(":")[0] not in keep}
+        await ff.context.save(project, doomed)
+    return JSONResponse({}, headers=security_headers())
+
+
+async def cache_page(request: Request) -> Response:
+    ff, project, _ = await _authorized(request)
+    try:
+        limit = int(request.query_params.get("limit", 30))
+        cursor = int(request.query_params.get("cursor", 0))
+    except ValueError:
+        raise FFBadRequest("limit and cursor must be numbers") from None
+    data, count, next_cursor = await ff.context.page(project, max(1, limit), cursor)
+    meta = {"next_cursor": next_cursor} if next_cursor is not None else {}
+    return JSONResponse({"meta": meta, "count": count, "data": data}, headers=security_headers())
+
+
+async def cache_replace(request: Request) -> Response:
+    ff, project, grant = await _authorized(request)
+    scope = request.path_params["scope"]
+    _check_segment(scope)
+    value = await _json_body(request)
+    if not isinstance(value, dict):
+        raise FFBadRequest("body must be an object")
+    store: ContextStore = ff.context
+    async with store.lock(project):
+        old = (await store.scopes(project)).get(scope)
+        delta = (len(json_text(value)) if value else 0) - (len(json_text(old)) if old else 0)
+        limit = _limit(ff, grant)
+        if limit is not None and delta >= 0 and await store.used(project) + delta > limit:
+            raise ContextOverQuota(limit)
+        await store.save(project, {scope: value})
+    return JSONResponse({}, headers=security_headers())

@@ -1,0 +1,127 @@
+"""Node-RED property expressions (`a.b`, `a[0]`, `a["x.y"]`, `a['z']`) on JSON values: pure.
+
+Parsing follows Node-RED's `normalisePropertyExpression`: dot-separated identifiers and
+bracketed indices or quoted keys; anything else is `Invalid property expression: …`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Path = list[str | int]
+
+
+class InvalidExpression(ValueError):
+    def __init__(self, detail: str):
+        super().__init__(f"Invalid property expression: {detail}")
+
+
+def parse(expr: str) -> Path:
+    if not isinstance(expr, str) or expr == "":
+        raise InvalidExpression("zero-length")
+    parts: Path = []
+    i, n = 0, len(expr)
+    expect_name = True  # at the start and after a '.'
+    while i < n:
+        c = expr[i]
+        if c == ".":
+            if expect_name:
+                raise InvalidExpression(f"unexpected . at position {i}")
+            expect_name = True
+            i += 1
+        elif c == "[":
+            if expect_name and parts:
+                raise InvalidExpression(f"unexpected [ at position {i}")
+            i = _bracket(expr, i, parts)
+            expect_name = False
+        elif c in "]\"'":
+            raise InvalidExpression(f"unexpected {c} at position {i}")
+        else:
+            if not expect_name:
+                raise InvalidExpression(f"unexpected {c} at position {i}")
+            start = i
+            while i < n and expr[i] not in ".[]\"'":
+                if expr[i] in " {}":
+                    raise InvalidExpression(f"unexpected {expr[i]} at position {i}")
+                i += 1
+            parts.append(expr[start:i])
+            expect_name = False
+    if expect_name:
+        raise InvalidExpression("unterminated expression" if parts else "zero-length")
+    return parts
+
+
+def _bracket(expr: str, i: int, parts: Path) -> int:
+    """Parse `[...]` starting at expr[i] == '['; returns the index after ']'."""
+    n = len(expr)
+    j = i + 1
+    if j < n and expr[j] in "\"'":
+        quote, j = expr[j], j + 1
+        end = expr.find(quote, j)
+        if end < 0:
+            raise InvalidExpression(f"unterminated string starting at position {i + 1}")
+        if end + 1 >= n or expr[end + 1] != "]":
+            raise InvalidExpression(f"unexpected character at position {end + 1}")
+        parts.append(expr[j:end])
+        return end + 2
+    end = expr.find("]", j)
+    if end < 0:
+        raise InvalidExpression(f"unterminated [ at position {i}")
+    inner = expr[j:end]
+    if not inner.isdigit():
+        raise InvalidExpression(f"unexpected {inner[:1] or ']'} at position {j}")
+    parts.append(int(inner))
+    return end + 1
+
+
+def get(obj: Any, path: Path) -> tuple[bool, Any]:
+    """(found, value) at `path`; a path through a non-object is not found."""
+    for key in path:
+        if isinstance(key, int) and isinstance(obj, list) and key < len(obj):
+            obj = obj[key]
+        elif isinstance(obj, dict) and str(key) in obj:
+            obj = obj[str(key)]
+        else:
+            return False, None
+    return True, obj
+
+
+def set_value(root: dict, path: Path, value: Any) -> None:
+    """Set `value` at `path`, creating objects (or arrays, for an index) on the way."""
+    obj: Any = root
+    for key, following in zip(path, path[1:], strict=False):
+        child = _child(obj, key)
+        if not isinstance(child, (dict, list)):
+            child = [] if isinstance(following, int) else {}
+            _put(obj, key, child)
+        obj = child
+    _put(obj, path[-1], value)
+
+
+def delete(root: dict, path: Path) -> None:
+    found, parent = get(root, path[:-1])
+    if not found:
+        return
+    key = path[-1]
+    if isinstance(parent, dict):
+        parent.pop(str(key), None)
+    elif isinstance(parent, list) and isinstance(key, int) and key < len(parent):
+        parent[key] = None  # JavaScript's delete leaves a hole, which JSON shows as null
+
+
+def _child(obj: Any, key: str | int) -> Any:
+    if isinstance(obj, list) and isinstance(key, int):
+        return obj[key] if key < len(obj) else None
+    if isinstance(obj, dict):
+        return obj.get(str(key))
+    return None
+
+
+def _put(obj: Any, key: str | int, value: Any) -> None:
+    if isinstance(obj, list):
+        if isinstance(key, int):
+            obj.extend([None] * (key + 1 - len(obj)))
+            obj[key] = value
+        # a named property of an array: JavaScript keeps it, JSON drops it
+    else:
+        obj[str(key)] = value
