@@ -18,7 +18,7 @@ from .blockstore import Batch, BlockStore, CorruptBlock
 from .db import Database, open_db
 from .groupcommit import GroupCommitter
 from .identity import NodeKey
-from .importer import import_bytes
+from .importer import NotResumable, import_bytes, resume_file
 from .profiles import Profile
 
 log = logging.getLogger("edgefiles")
@@ -112,6 +112,23 @@ class Core:
             root = (await asyncio.to_thread(import_bytes, self.settings.profile, data, batch.put)).cid
         await self.commit(batch, root, pins.upload_reason(root), self.upload_pin_expiry())
         return root
+
+    async def append_bytes(self, root: bytes, data: bytes) -> bytes:
+        """The file at `root` with `data` appended, durable; reuses its full leaves, so the
+        cost follows the appended bytes (a file built another way is re-imported whole)."""
+        batch = self.store.batch()
+
+        def build() -> bytes:
+            try:
+                builder = resume_file(self.settings.profile, root, self.get_block, batch.put)
+            except NotResumable:
+                return import_bytes(self.settings.profile, self.read_bytes(root) + data, batch.put).cid
+            builder.write(data)
+            return builder.finish().cid
+
+        new_root = await asyncio.to_thread(build)  # may read blocks from peers
+        await self.commit(batch, new_root, pins.upload_reason(new_root), self.upload_pin_expiry())
+        return new_root
 
     def read_bytes(self, root: bytes) -> bytes:
         """A whole file (blocking: call from a worker thread for big ones)."""

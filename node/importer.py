@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from . import dagpb, hamt, unixfs
-from .cid import DAG_PB, RAW, cid_from_digest, make_cid
+from .cid import DAG_PB, RAW, cid_from_digest, codec_of, make_cid
 from .dagpb import Link
 from .profiles import Profile
+from .protobuf import DecodeError
 
 Emit = Callable[[bytes, bytes], None]
 
@@ -250,3 +251,68 @@ def _needs_hamt(profile: Profile, links: list[Link]) -> bool:
     if profile.hamt_rule == "block-bytes":
         return len(dagpb.encode(links, DIRECTORY_DATA)) > profile.hamt_threshold
     return False
+
+
+class NotResumable(ValueError):
+    """The file was not built the way this profile builds files: import it whole instead."""
+
+
+def resume_file(
+    profile: Profile, root: bytes, get_block: Callable[[bytes], bytes], emit: Emit
+) -> FileBuilder:
+    """A FileBuilder in the state it had just before finishing the file at `root`, so that
+    writing more and finishing gives the CID a fresh import of the longer file would give.
+
+    Full leaves are reused by reference (their CIDs and sizes come from the links above
+    them); only inner nodes and the last, partial leaf are read. Appending therefore costs
+    the appended bytes plus about one block read per `max_links` leaves, not the file size.
+    """
+    try:
+        leaves = _leaf_entries(root, get_block, profile)
+    except DecodeError as exc:
+        raise NotResumable(f"not a balanced file DAG: {exc}") from None
+    chunk = profile.chunk_size
+    if any(e.size != chunk for e in leaves[:-1]) or leaves[-1].size > chunk:
+        raise NotResumable("the file was chunked differently")
+    builder = FileBuilder(profile, emit)
+    last = leaves[-1]
+    full = leaves if last.size == chunk else leaves[:-1]
+    for entry in full:
+        builder._push(0, entry)
+    builder.size = len(full) * chunk
+    if last.size != chunk:
+        builder.write(_leaf_data(get_block(last.cid), profile))
+    return builder
+
+
+def _leaf_entries(root: bytes, get_block: Callable[[bytes], bytes], profile: Profile) -> list[Entry]:
+    """Every leaf of a balanced file DAG, left to right, as Entries; leaves are not read (all
+    leaves of a balanced DAG sit at the same depth, found along the leftmost path)."""
+    depth, cid = 0, root
+    while not _is_leaf(cid, get_block):
+        cid = dagpb.decode(get_block(cid)).links[0].cid
+        depth += 1
+    if depth == 0:
+        block = get_block(root)
+        return [Entry(root, len(block), len(_leaf_data(block, profile)))]
+    level = [root]
+    for _ in range(depth - 1):
+        level = [link.cid for cid in level for link in dagpb.decode(get_block(cid)).links]
+    out = []
+    for cid in level:
+        node = dagpb.decode(get_block(cid))
+        sizes = unixfs.decode(node.data or b"").blocksizes
+        if len(sizes) != len(node.links):
+            raise NotResumable("an inner node without a size for each child")
+        out.extend(Entry(link.cid, link.tsize, size) for link, size in zip(node.links, sizes, strict=True))
+    return out
+
+
+def _is_leaf(cid: bytes, get_block: Callable[[bytes], bytes]) -> bool:
+    return codec_of(cid) == RAW or not dagpb.decode(get_block(cid)).links
+
+
+def _leaf_data(block: bytes, profile: Profile) -> bytes:
+    if profile.raw_leaves:
+        return block
+    return unixfs.decode(dagpb.decode(block).data or b"").data or b""

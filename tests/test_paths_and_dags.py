@@ -131,3 +131,24 @@ def test_survey_counts_missing_subtrees(size, data):
     assert not complete
     links = [lk for c, b in blocks.items() if c[1] != RAW for lk in dagpb.decode(b).links]
     assert missing == sum(lk.tsize for lk in links if lk.cid in gone)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=1500), st.binary(max_size=700), st.sampled_from([True, False]))
+def test_appending_to_a_file_gives_the_cid_of_importing_it_whole(head, tail, raw_leaves):
+    from edgefiles.node.importer import resume_file
+
+    profile = Profile("small", 64, 3, raw_leaves, None)
+    blocks: dict[bytes, bytes] = {}
+    root = import_bytes(profile, head, blocks.__setitem__).cid
+    read: list[bytes] = []
+
+    def get(cid: bytes) -> bytes:
+        read.append(cid)
+        return blocks[cid]
+
+    builder = resume_file(profile, root, get, blocks.__setitem__)
+    builder.write(tail)
+    assert builder.finish().cid == import_bytes(profile, head + tail, lambda c, b: None).cid
+    full_leaves_read = [c for c in read if c[1] == RAW and len(blocks[c]) == 64]
+    assert not full_leaves_read  # reused by reference, never read back

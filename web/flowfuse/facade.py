@@ -105,12 +105,11 @@ class FileTable:
 
     async def write(self, ns: str, name: str, body: bytes, append: bool) -> None:
         async with self._lock(ns, name):  # appends to one file land one after another
-            data = body
-            if append:
-                cid = self.core.registry.get(name, ns)
-                if cid is not None:
-                    data = await asyncio.to_thread(self.core.read_bytes, cid.cid) + body
-            root = await self.core.store_bytes(data)
+            current = self.core.registry.get(name, ns) if append else None
+            if current is not None:
+                root = await self.core.append_bytes(current.cid, body)
+            else:
+                root = await self.core.store_bytes(body)
             await self.core.set_name(name, root, ns)
 
     async def delete(self, ns: str, name: str) -> bool:
