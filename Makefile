@@ -22,6 +22,7 @@ bench: setup
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/small_writes.py
 	$(BIN)/python benchmarks/replication.py
+	$(BIN)/python benchmarks/flowfuse.py
 
 setup: $(VENV)/.installed
 
