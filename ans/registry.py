@@ -12,7 +12,7 @@ from edgefiles.node.identity import NodeKey
 
 from . import record as rec_mod
 from .clock import HybridClock, now_ms
-from .merge import Table, merge_into, too_far_ahead
+from .merge import Table, merge, too_far_ahead
 from .record import NameRecord
 
 log = logging.getLogger("edgefiles.ans")
@@ -62,19 +62,56 @@ class Registry:
         self, name: str, cid: bytes | None, namespace: str = API_NAMESPACE, also: AlsoInTx | None = None
     ) -> NameRecord:
         """A local set (cid) or delete (None): a new signed record that wins over what we know."""
+        async with self._db.transaction() as conn:
+            return await self.write_in(conn, name, cid, namespace, also)
+
+    async def write_in(
+        self, conn: aiosqlite.Connection, name: str, cid: bytes | None, namespace: str = API_NAMESPACE,
+        also: AlsoInTx | None = None,
+    ) -> NameRecord:
+        """`write` inside a transaction the caller holds (e.g. the group commit of the blocks)."""
         record = rec_mod.sign(self._key, namespace, name, cid, self.clock.tick())
-        if await self.apply([record], also):
-            for hook in self.local_writes:
-                hook(record)
+        if await self.stage(conn, [record], also):
+            self._db.after_commit.append(lambda: self._written_here(record))
         return record
+
+    def _written_here(self, record: NameRecord) -> None:
+        for hook in self.local_writes:
+            hook(record)
 
     async def apply(self, records: list[NameRecord], also: AlsoInTx | None = None) -> list[NameRecord]:
         """Merge records (local or received); persists and announces the winners.
 
         `also` runs inside the same transaction, so e.g. a pin changes atomically with its name.
         """
-        accepted = []
+        async with self._db.transaction() as conn:
+            return await self.stage(conn, records, also)
+
+    async def stage(
+        self, conn: aiosqlite.Connection, records: list[NameRecord], also: AlsoInTx | None = None
+    ) -> list[NameRecord]:
+        """Inside a transaction: the winners among `records`, written; the in-memory table and
+        listeners follow once it commits. Winners are judged under the transaction, so two
+        writers of one name cannot both believe they won."""
+        changed = self._winners(records)
+        if not changed:
+            return []
+        await conn.executemany(
+            "INSERT OR REPLACE INTO names VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(r.namespace, r.name, r.cid, *r.clock, r.writer, rec_mod.encode(r)) for r in changed],
+        )
+        await conn.execute(
+            "INSERT OR REPLACE INTO state VALUES ('hlc', ?)",
+            (f"{self.clock.last[0]}:{self.clock.last[1]}".encode(),),
+        )
+        if also is not None:
+            await also(conn, changed)
+        self._db.after_commit.append(lambda: self._announce(changed))
+        return changed
+
+    def _winners(self, records: list[NameRecord]) -> list[NameRecord]:
         now = now_ms()
+        pending: Table = {}
         for r in records:
             if not rec_mod.is_valid(r):
                 log.warning("dropping name record with a bad signature for %r", r.name)
@@ -82,27 +119,15 @@ class Registry:
             if too_far_ahead(r, now):
                 log.warning("dropping name record for %r: its clock is >5 min ahead of ours", r.name)
                 continue
-            accepted.append(r)
             self.clock.observe(r.clock, now)
-        changed = merge_into(dict(self.table), accepted)
-        if not changed:
-            return []
-        async with self._db.transaction() as conn:
-            await conn.executemany(
-                "INSERT OR REPLACE INTO names VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (r.namespace, r.name, r.cid, r.clock[0], r.clock[1], r.writer, rec_mod.encode(r))
-                    for r in changed
-                ],
-            )
-            await conn.execute(
-                "INSERT OR REPLACE INTO state VALUES ('hlc', ?)",
-                (f"{self.clock.last[0]}:{self.clock.last[1]}".encode(),),
-            )
-            if also is not None:
-                await also(conn, changed)
-        merge_into(self.table, changed)
+            current = pending.get(r.key) or self.table.get(r.key)
+            winner = r if current is None else merge(current, r)
+            if winner is not current:
+                pending[r.key] = winner
+        return list(pending.values())
+
+    def _announce(self, changed: list[NameRecord]) -> None:
         for r in changed:
+            self.table[r.key] = r
             for listener in self.listeners:
                 listener(r)
-        return changed

@@ -70,9 +70,11 @@ class Core:
             raise exporter.NotFound("block not stored on this node")
         return data
 
-    async def commit(self, batch: Batch, root: bytes, reason: str, expires: float | None) -> None:
+    async def commit(
+        self, batch: Batch, root: bytes, reason: str, expires: float | None, also=None
+    ) -> None:
         """Make an upload durable and pinned: synced packs, then index + pin in one transaction."""
-        await self._committer.commit(batch, root, reason, expires)
+        await self._committer.commit(batch, root, reason, expires, also)
 
     # pins ---------------------------------------------------------------------------
     def pinned_roots(self) -> int:
@@ -103,17 +105,27 @@ class Core:
             return 0
 
     # whole small files (facades) ------------------------------------------------------
-    async def store_bytes(self, data: bytes) -> bytes:
-        """Import `data` as one file, durable; returns its root (pinned briefly as an upload)."""
+    async def store_bytes(self, data: bytes, name: tuple[str, str] | None = None) -> bytes:
+        """Import `data` as one file, durable; returns its root. With `name` (namespace, name)
+        the name moves to it in the same group transaction as the blocks: one commit, shared
+        with every write that finishes at the same moment."""
         batch = self.store.batch()
         if len(data) <= 1 << 20:  # small: cheaper here than a hop to a thread
             root = import_bytes(self.settings.profile, data, batch.put).cid
         else:
             root = (await asyncio.to_thread(import_bytes, self.settings.profile, data, batch.put)).cid
-        await self.commit(batch, root, pins.upload_reason(root), self.upload_pin_expiry())
+        await self._commit_named(batch, root, name)
         return root
 
-    async def append_bytes(self, root: bytes, data: bytes) -> bytes:
+    async def _commit_named(self, batch: Batch, root: bytes, name: tuple[str, str] | None) -> None:
+        async def set_name(conn: aiosqlite.Connection) -> None:
+            namespace, key = name
+            await self.registry.write_in(conn, key, root, namespace, also=self._repin)
+
+        expires = self.upload_pin_expiry()
+        await self.commit(batch, root, pins.upload_reason(root), expires, set_name if name else None)
+
+    async def append_bytes(self, root: bytes, data: bytes, name: tuple[str, str] | None = None) -> bytes:
         """The file at `root` with `data` appended, durable; reuses its full leaves, so the
         cost follows the appended bytes (a file built another way is re-imported whole)."""
         batch = self.store.batch()
@@ -127,7 +139,7 @@ class Core:
             return builder.finish().cid
 
         new_root = await asyncio.to_thread(build)  # may read blocks from peers
-        await self.commit(batch, new_root, pins.upload_reason(new_root), self.upload_pin_expiry())
+        await self._commit_named(batch, new_root, name)
         return new_root
 
     def read_bytes(self, root: bytes) -> bytes:

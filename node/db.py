@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiosqlite
@@ -72,17 +72,26 @@ class Database:
     def __init__(self, conn: aiosqlite.Connection):
         self.conn = conn
         self._write_lock = asyncio.Lock()
+        self.after_commit: list[Callable[[], None]] = []  # run once the open transaction commits
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction at a time. Callbacks added to `after_commit` meanwhile run after
+        COMMIT but before the next transaction starts, so in-memory state that mirrors the
+        database (the name table) never runs ahead of it or behind the next writer."""
         async with self._write_lock:
+            self.after_commit.clear()
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
             except BaseException:
+                self.after_commit.clear()
                 await self.conn.execute("ROLLBACK")
                 raise
             await self.conn.execute("COMMIT")
+            callbacks, self.after_commit = self.after_commit, []
+            for callback in callbacks:
+                callback()
 
     async def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
         async with self.conn.execute(sql, params) as cur:

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import aiosqlite
 
 from .blockstore import STORAGE_ERRNOS, Batch, BlockStore, StorageFull
 from .db import Database
 from .pins import pin
+
+InTx = Callable[[aiosqlite.Connection], Awaitable[None]]
 
 
 @dataclass
@@ -22,6 +27,7 @@ class _Waiting:
     reason: str
     expires: float | None
     done: asyncio.Future
+    also: InTx | None = None
 
 
 class GroupCommitter:
@@ -31,9 +37,13 @@ class GroupCommitter:
         self._queue: list[_Waiting] = []
         self._drainer: asyncio.Task | None = None
 
-    async def commit(self, batch: Batch, root: bytes, reason: str, expires: float | None) -> None:
-        """Return once the batch is durable, indexed and its root pinned (or raise)."""
-        waiting = _Waiting(batch, root, reason, expires, asyncio.get_running_loop().create_future())
+    async def commit(
+        self, batch: Batch, root: bytes, reason: str, expires: float | None, also: InTx | None = None
+    ) -> None:
+        """Return once the batch is durable, indexed and its root pinned (or raise); `also`
+        runs in the same transaction (a facade's name write rides along with its blocks)."""
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(batch, root, reason, expires, loop.create_future(), also)
         self._queue.append(waiting)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
@@ -66,6 +76,8 @@ class GroupCommitter:
                 rows = self._store.index_rows(w.batch)
                 await conn.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", rows)
                 await pin(conn, w.root, w.reason, w.expires)
+                if w.also is not None:
+                    await w.also(conn)
 
 
 def _storage_error(exc: BaseException) -> BaseException:

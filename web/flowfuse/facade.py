@@ -107,10 +107,9 @@ class FileTable:
         async with self._lock(ns, name):  # appends to one file land one after another
             current = self.core.registry.get(name, ns) if append else None
             if current is not None:
-                root = await self.core.append_bytes(current.cid, body)
+                await self.core.append_bytes(current.cid, body, (ns, name))
             else:
-                root = await self.core.store_bytes(body)
-            await self.core.set_name(name, root, ns)
+                await self.core.store_bytes(body, (ns, name))
 
     async def delete(self, ns: str, name: str) -> bool:
         async with self._lock(ns, name):
