@@ -35,7 +35,8 @@ class Registry:
         self._key = key
         self.table: Table = {}
         self.clock = HybridClock()
-        self.listeners: list[Callable[[NameRecord], None]] = []  # every record that won
+        # every record that won, with the one it replaced (None for a new name)
+        self.listeners: list[Callable[[NameRecord, NameRecord | None], None]] = []
         self.local_writes: list[Callable[[NameRecord], None]] = []  # records this node signed
 
     async def load(self) -> None:
@@ -84,8 +85,14 @@ class Registry:
 
         `also` runs inside the same transaction, so e.g. a pin changes atomically with its name.
         """
+        if not any(self._might_win(r) for r in records):
+            return []  # nothing new (e.g. a table exchange after a short break): no transaction
         async with self._db.transaction() as conn:
             return await self.stage(conn, records, also)
+
+    def _might_win(self, record: NameRecord) -> bool:
+        current = self.table.get(record.key)
+        return current is None or merge(current, record) is not current
 
     async def stage(
         self, conn: aiosqlite.Connection, records: list[NameRecord], also: AlsoInTx | None = None
@@ -128,6 +135,7 @@ class Registry:
 
     def _announce(self, changed: list[NameRecord]) -> None:
         for r in changed:
+            previous = self.table.get(r.key)
             self.table[r.key] = r
             for listener in self.listeners:
-                listener(r)
+                listener(r, previous)

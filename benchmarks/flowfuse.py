@@ -1,7 +1,8 @@
 """The FlowFuse facade under load: 4 KiB file writes (into a project already holding 2,000
 files), 4 KiB reads, context set and context get, 8 connections, 2,000 requests a phase; and
-appending 1 KiB to a 100 MiB file. Baseline in the same run: write+fdatasync of each 4 KiB
-file on the same disk (what a durable write costs at least).
+appending 1 KiB to a 100 MiB file. Baselines in the same run: write+fdatasync of each 4 KiB
+file on the same disk (what a durable write costs at least) and GET /health (what the HTTP
+stack and this client reach at best). The client is `loadgen.py` (lean, one asyncio loop).
 
     python benchmarks/flowfuse.py [--requests 2000]
 """
@@ -15,37 +16,32 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # noqa: E402
 from fake_platform import FakePlatform  # noqa: E402
 from nodeproc import Node  # noqa: E402
 
 CONNECTIONS = 8
 OCTET = {"Content-Type": "application/octet-stream"}
+JSON = {"Content-Type": "application/json"}
 
 
-def phase(node: Node, token: str, count: int, request) -> dict:
+def phase(node: Node, token: str, count: int, method: str, path, body=None) -> dict:
+    """`count` requests over 8 keep-alive connections; path(i) and body(i) build request i."""
     auth = {"Authorization": f"Bearer {token}"}
-    clients = [httpx.Client(base_url=node.url, headers=auth, timeout=60) for _ in range(CONNECTIONS)]
-    latencies: list[float] = []
 
-    def one(i: int) -> None:
-        t = time.perf_counter()
-        r = request(clients[i % CONNECTIONS], i)
-        latencies.append(time.perf_counter() - t)
-        r.raise_for_status()
+    def make(i: int) -> bytes:
+        data = body(i) if body else b""
+        headers = {**auth, **(JSON if isinstance(data, str) else OCTET)} if body else auth
+        raw = data.encode() if isinstance(data, str) else data
+        return loadgen.request_bytes(method, path(i), headers, raw)
 
-    t = time.perf_counter()
-    with ThreadPoolExecutor(CONNECTIONS) as pool:
-        list(pool.map(one, range(count)))
-    rate = count / (time.perf_counter() - t)
-    for c in clients:
-        c.close()
-    return {"per_s": round(rate), "p50_ms": round(statistics.median(latencies) * 1000, 2)}
+    return loadgen.run(node.port, count, CONNECTIONS, make)
 
 
 def raw_disk(folder: Path, count: int) -> float:
@@ -78,19 +74,18 @@ def main() -> None:
         try:
             result: dict = {"requests_per_phase": n, "connections": CONNECTIONS, "cores": os.cpu_count()}
             result["raw_disk_write_fdatasync_4KiB_per_s"] = round(raw_disk(root / "raw", n))
-            phase(node, token, 2000, lambda c, i: c.post(f"{files}/old/f{i}", content=body, headers=OCTET))
+            phase(node, token, 2000, "POST", lambda i: f"{files}/old/f{i}", lambda i: body)
             result["write_4KiB"] = phase(
-                node, token, n, lambda c, i: c.post(f"{files}/new/f{i}", content=body, headers=OCTET)
+                node, token, n, "POST", lambda i: f"{files}/new/f{i}", lambda i: body
             )
-            result["read_4KiB"] = phase(node, token, n, lambda c, i: c.get(f"{files}/new/f{i}"))
+            result["read_4KiB"] = phase(node, token, n, "GET", lambda i: f"{files}/new/f{i}")
             ctx = "/v1/context/proj"
-            def context_set(c: httpx.Client, i: int) -> httpx.Response:
-                return c.post(f"{ctx}/flow{i % 50}", json=[{"key": f"k{i}", "value": i}])
-
-            result["context_set"] = phase(node, token, n, context_set)
-            result["context_get"] = phase(
-                node, token, n, lambda c, i: c.get(f"{ctx}/flow{i % 50}", params={"key": f"k{i}"})
+            result["context_set"] = phase(
+                node, token, n, "POST", lambda i: f"{ctx}/flow{i % 50}",
+                lambda i: json.dumps([{"key": f"k{i}", "value": i}]),
             )
+            result["context_get"] = phase(node, token, n, "GET", lambda i: f"{ctx}/flow{i % 50}?key=k{i}")
+            result["health_baseline"] = phase(node, token, n, "GET", lambda i: "/health")
             result["write_ratio_vs_raw_disk"] = round(
                 result["write_4KiB"]["per_s"] / result["raw_disk_write_fdatasync_4KiB_per_s"], 2
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -21,7 +22,7 @@ KEY_PREFIX = b"\x08\x01\x12\x20"  # protobuf: KeyType Ed25519, 32 data bytes
 class NodeKey:
     seed: bytes
 
-    @property
+    @cached_property
     def private(self) -> Ed25519PrivateKey:
         return Ed25519PrivateKey.from_private_bytes(self.seed)
 

@@ -147,8 +147,11 @@ class NameSync:
         self._nursery.start_soon(self._listen, subscription)
 
     async def _listen(self, subscription: Any) -> None:
+        me = self.host.get_id().to_bytes()
         while True:
             message = await subscription.get()
+            if message.from_id == me:  # gossipsub hands a publisher its own messages back
+                continue
             payload = self.seal.open(message.data)
             if payload is None:
                 log.warning("dropping a names gossip message that is not sealed with our swarm key")

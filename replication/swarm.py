@@ -53,7 +53,8 @@ class Swarm:
         await asyncio.to_thread(self.host.start, loop)
         self.core.fetch_block = self.fetch_block
         self.core.registry.local_writes.append(self._publish)
-        self.core.registry.listeners.append(lambda _r: self._schedule_resync())
+        self.core.registry.listeners.append(self._name_changed)
+        self._changed_roots: set[bytes] | None = None  # None: look at every name
         self._schedule_resync()
 
     def _publish(self, record: NameRecord) -> None:
@@ -98,18 +99,37 @@ class Swarm:
             return None
 
     # rollout: every incomplete named DAG is fetched ---------------------------------------
+    def _name_changed(self, record: NameRecord, previous: NameRecord | None) -> None:
+        rollout = self.rollout
+        moved_from = previous.cid if previous is not None else None
+        if moved_from is not None and moved_from != record.cid and rollout is not None \
+                and rollout.fetching(moved_from):
+            self._changed_roots = None  # a target still being fetched lost its name: maybe stop
+        elif record.cid is not None and self._changed_roots is not None:
+            self._changed_roots.add(record.cid)
+        self._schedule_resync()
+
     def _schedule_resync(self) -> None:
-        """Coalesce bursts of name changes into one look at what must be fetched."""
+        """Coalesce bursts of name changes into one look at what must be fetched: only the new
+        targets, or every name when one was deleted or repointed away (rollouts to cancel)."""
         if not self._resync_pending:
             self._resync_pending = True
             asyncio.get_running_loop().call_later(0.005, self._resync_now)
 
     def _resync_now(self) -> None:
         self._resync_pending = False
-        roots = self.core.wanted_roots()
+        changed, self._changed_roots = self._changed_roots, set()
         rollout = self.rollout
-        if rollout is not None:
+        if rollout is None:
+            self._changed_roots = None
+            return
+        if changed is None:
+            roots = self.core.wanted_roots()
             self.host.submit(lambda: rollout.sync(roots))
+        else:
+            roots = {cid for cid in changed if not self.core.is_complete(cid)}
+            if roots:
+                self.host.submit(lambda: rollout.add(roots))
 
     # the trio side ----------------------------------------------------------------------
     async def _services(self, host: Any, nursery: trio.Nursery) -> None:
@@ -148,10 +168,18 @@ class Rollout:
         self._limit = trio.CapacityLimiter(ROLLOUTS_AT_ONCE)
         self.active: set[bytes] = set()
 
+    def fetching(self, root: bytes) -> bool:
+        """Whether a fetch of `root` is queued or running (a lookup: safe from any thread)."""
+        return root in self._tasks
+
     async def sync(self, roots: set[bytes]) -> None:
+        """Fetch exactly these roots: start the new ones, cancel the ones no longer wanted."""
         for root in list(self._tasks):
             if root not in roots:
                 self._tasks.pop(root).cancel()
+        await self.add(roots)
+
+    async def add(self, roots: set[bytes]) -> None:
         for root in roots:
             if root not in self._tasks:
                 scope = self._tasks[root] = trio.CancelScope()

@@ -133,7 +133,7 @@ class FileTable:
                 self._set(ns, record.name, self.core.file_size(record.cid))
         return table
 
-    def _changed(self, record: NameRecord) -> None:
+    def _changed(self, record: NameRecord, _previous: NameRecord | None) -> None:
         if record.namespace not in self._sizes:
             return  # built from the registry when first used
         if record.cid is None:
