@@ -72,7 +72,7 @@ class Registry:
     ) -> NameRecord:
         """`write` inside a transaction the caller holds (e.g. the group commit of the blocks)."""
         record = rec_mod.sign(self._key, namespace, name, cid, self.clock.tick())
-        if await self.stage(conn, [record], also):
+        if await self.stage(conn, [record], also, signed_here=True):
             self._db.after_commit.append(lambda: self._written_here(record))
         return record
 
@@ -95,12 +95,13 @@ class Registry:
         return current is None or merge(current, record) is not current
 
     async def stage(
-        self, conn: aiosqlite.Connection, records: list[NameRecord], also: AlsoInTx | None = None
+        self, conn: aiosqlite.Connection, records: list[NameRecord], also: AlsoInTx | None = None,
+        signed_here: bool = False,
     ) -> list[NameRecord]:
         """Inside a transaction: the winners among `records`, written; the in-memory table and
         listeners follow once it commits. Winners are judged under the transaction, so two
         writers of one name cannot both believe they won."""
-        changed = self._winners(records)
+        changed = self._winners(records, signed_here)
         if not changed:
             return []
         await conn.executemany(
@@ -116,11 +117,11 @@ class Registry:
         self._db.after_commit.append(lambda: self._announce(changed))
         return changed
 
-    def _winners(self, records: list[NameRecord]) -> list[NameRecord]:
+    def _winners(self, records: list[NameRecord], signed_here: bool = False) -> list[NameRecord]:
         now = now_ms()
         pending: Table = {}
         for r in records:
-            if not rec_mod.is_valid(r):
+            if not signed_here and not rec_mod.is_valid(r):
                 log.warning("dropping name record with a bad signature for %r", r.name)
                 continue
             if too_far_ahead(r, now):

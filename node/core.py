@@ -43,6 +43,7 @@ class Core:
         self._complete: set[bytes] = set()
         self._serving: dict[tuple[str, str], bytes] = {}
         self.fetch_block: Callable[[bytes], bytes | None] | None = None
+        self._sizes: dict[bytes, int] = {}  # file sizes of roots stored here lately
 
     async def open(self) -> None:
         db_path = self.settings.data_dir / "state.sqlite"
@@ -114,8 +115,14 @@ class Core:
             root = import_bytes(self.settings.profile, data, batch.put).cid
         else:
             root = (await asyncio.to_thread(import_bytes, self.settings.profile, data, batch.put)).cid
+        self._remember_size(root, len(data))
         await self._commit_named(batch, root, name)
         return root
+
+    def _remember_size(self, root: bytes, size: int) -> None:
+        if len(self._sizes) > 10_000:
+            self._sizes.clear()
+        self._sizes[root] = size
 
     async def _commit_named(self, batch: Batch, root: bytes, name: tuple[str, str] | None) -> None:
         async def set_name(conn: aiosqlite.Connection) -> None:
@@ -136,7 +143,9 @@ class Core:
             except NotResumable:
                 return import_bytes(self.settings.profile, self.read_bytes(root) + data, batch.put).cid
             builder.write(data)
-            return builder.finish().cid
+            entry = builder.finish()
+            self._remember_size(entry.cid, entry.size)
+            return entry.cid
 
         new_root = await asyncio.to_thread(build)  # may read blocks from peers
         await self._commit_named(batch, new_root, name)
@@ -150,6 +159,8 @@ class Core:
     def file_size(self, root: bytes) -> int:
         """Size of a file from its root block; 0 while that block is not here yet (never
         fetched from peers: this is asked on the event loop)."""
+        if root in self._sizes:
+            return self._sizes[root]
         if not self.store.has(root):
             return 0
         try:
