@@ -70,15 +70,26 @@ class Registry:
         self, conn: aiosqlite.Connection, name: str, cid: bytes | None, namespace: str = API_NAMESPACE,
         also: AlsoInTx | None = None,
     ) -> NameRecord:
-        """`write` inside a transaction the caller holds (e.g. the group commit of the blocks)."""
-        record = rec_mod.sign(self._key, namespace, name, cid, self.clock.tick())
-        if await self.stage(conn, [record], also, signed_here=True):
-            self._db.after_commit.append(lambda: self._written_here(record))
+        """`write` inside a transaction the caller holds."""
+        (record,) = await self.write_many_in(conn, [(namespace, name, cid)], also)
         return record
 
-    def _written_here(self, record: NameRecord) -> None:
-        for hook in self.local_writes:
-            hook(record)
+    async def write_many_in(
+        self, conn: aiosqlite.Connection, items: list[tuple[str, str, bytes | None]],
+        also: AlsoInTx | None = None,
+    ) -> list[NameRecord]:
+        """Local writes of (namespace, name, cid) inside the caller's transaction, staged
+        together (e.g. every file write of one group commit)."""
+        records = [rec_mod.sign(self._key, ns, name, cid, self.clock.tick()) for ns, name, cid in items]
+        changed = await self.stage(conn, records, also, signed_here=True)
+        if changed:
+            self._db.after_commit.append(lambda: self._written_here(changed))
+        return records
+
+    def _written_here(self, records: list[NameRecord]) -> None:
+        for record in records:
+            for hook in self.local_writes:
+                hook(record)
 
     async def apply(self, records: list[NameRecord], also: AlsoInTx | None = None) -> list[NameRecord]:
         """Merge records (local or received); persists and announces the winners.

@@ -44,6 +44,7 @@ class Core:
         self._serving: dict[tuple[str, str], bytes] = {}
         self.fetch_block: Callable[[bytes], bytes | None] | None = None
         self._sizes: dict[bytes, int] = {}  # file sizes of roots stored here lately
+        self._committing: set[bytes] = set()  # roots whose blocks the open transaction adds
 
     async def open(self) -> None:
         db_path = self.settings.data_dir / "state.sqlite"
@@ -54,7 +55,7 @@ class Core:
         sql = "SELECT root, reason FROM pins WHERE reason LIKE 'serving:%'"
         for root, reason in await self.db.fetchall(sql):
             self._serving[pins.parse_serving_reason(reason)] = root
-        self._committer = GroupCommitter(self.store, self.db)
+        self._committer = GroupCommitter(self.store, self.db, self._write_names)
 
     async def close(self) -> None:
         if self.store is not None:
@@ -72,10 +73,21 @@ class Core:
         return data
 
     async def commit(
-        self, batch: Batch, root: bytes, reason: str, expires: float | None, also=None
+        self, batch: Batch, root: bytes, reason: str, expires: float | None,
+        name: tuple[str, str] | None = None,
     ) -> None:
-        """Make an upload durable and pinned: synced packs, then index + pin in one transaction."""
-        await self._committer.commit(batch, root, reason, expires, also)
+        """Make an upload durable and pinned: synced packs, then index + pin in one transaction
+        (and, with `name` = (namespace, name), the name moved to `root` in it too)."""
+        await self._committer.commit(batch, root, reason, expires, name)
+
+    async def _write_names(self, conn: aiosqlite.Connection, names: list[tuple[str, str, bytes]]) -> None:
+        # Their blocks commit in this same transaction, which the readers cannot see yet:
+        # without this, every overwrite would keep its previous version pinned as "serving".
+        self._committing = {root for _, _, root in names}
+        try:
+            await self.registry.write_many_in(conn, names, also=self._repin)
+        finally:
+            self._committing = set()
 
     # pins ---------------------------------------------------------------------------
     def pinned_roots(self) -> int:
@@ -88,7 +100,7 @@ class Core:
     # DAG completeness -----------------------------------------------------------------
     def is_complete(self, root: bytes) -> bool:
         """Whether every block of the DAG under `root` is stored here."""
-        if root in self._complete:
+        if root in self._complete or root in self._committing:
             return True
         try:
             complete, _ = self.reader.survey(root, self.store.present, first_gap=True)
@@ -125,12 +137,7 @@ class Core:
         self._sizes[root] = size
 
     async def _commit_named(self, batch: Batch, root: bytes, name: tuple[str, str] | None) -> None:
-        async def set_name(conn: aiosqlite.Connection) -> None:
-            namespace, key = name
-            await self.registry.write_in(conn, key, root, namespace, also=self._repin)
-
-        expires = self.upload_pin_expiry()
-        await self.commit(batch, root, pins.upload_reason(root), expires, set_name if name else None)
+        await self.commit(batch, root, pins.upload_reason(root), self.upload_pin_expiry(), name)
 
     async def append_bytes(self, root: bytes, data: bytes, name: tuple[str, str] | None = None) -> bytes:
         """The file at `root` with `data` appended, durable; reuses its full leaves, so the
@@ -219,14 +226,13 @@ class Core:
     async def _repin(self, conn: aiosqlite.Connection, changed: list[NameRecord]) -> None:
         """Runs inside the name's transaction: its pin moves with it. While a new target is
         incomplete, the previous complete one stays pinned (and served) under `serving:`."""
+        await pins.move_pins(conn, [(r.cid, pins.name_reason(r.namespace, r.name)) for r in changed])
         for r in changed:
             key = (r.namespace, r.name)
             previous = self.registry.table.get(key)
             if r.cid is None:
-                await pins.unpin(conn, pins.name_reason(*key))
                 await self._set_serving(conn, key, None)
                 continue
-            await pins.pin(conn, r.cid, pins.name_reason(*key), None)
             if self.is_complete(r.cid):
                 await self._set_serving(conn, key, None)
             elif previous is not None and previous.cid is not None and key not in self._serving:

@@ -15,9 +15,10 @@ import aiosqlite
 
 from .blockstore import STORAGE_ERRNOS, Batch, BlockStore, StorageFull
 from .db import Database
-from .pins import pin
+from .pins import pin_roots
 
-InTx = Callable[[aiosqlite.Connection], Awaitable[None]]
+# writes the names of a group: (namespace, name, root) each, inside the group's transaction
+NameWriter = Callable[[aiosqlite.Connection, list[tuple[str, str, bytes]]], Awaitable[None]]
 
 
 @dataclass
@@ -27,23 +28,27 @@ class _Waiting:
     reason: str
     expires: float | None
     done: asyncio.Future
-    also: InTx | None = None
+    name: tuple[str, str] | None = None
 
 
 class GroupCommitter:
-    def __init__(self, store: BlockStore, db: Database):
+    def __init__(self, store: BlockStore, db: Database, write_names: NameWriter | None = None):
         self._store = store
         self._db = db
+        self._write_names = write_names
         self._queue: list[_Waiting] = []
         self._drainer: asyncio.Task | None = None
 
     async def commit(
-        self, batch: Batch, root: bytes, reason: str, expires: float | None, also: InTx | None = None
+        self, batch: Batch, root: bytes, reason: str, expires: float | None,
+        name: tuple[str, str] | None = None,
     ) -> None:
-        """Return once the batch is durable, indexed and its root pinned (or raise); `also`
-        runs in the same transaction (a facade's name write rides along with its blocks)."""
+        """Return once the batch is durable, indexed and its root pinned (or raise). `reason`
+        must pin only this root (an upload's). With `name` (namespace, name), the name moves
+        to `root` in the same transaction: a facade's file write is one commit, shared with
+        every write that finishes at the same moment."""
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(batch, root, reason, expires, loop.create_future(), also)
+        waiting = _Waiting(batch, root, reason, expires, loop.create_future(), name)
         self._queue.append(waiting)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
@@ -71,13 +76,13 @@ class GroupCommitter:
     async def _commit_group(self, group: list[_Waiting]) -> None:
         packs = set().union(*(w.batch.packs for w in group))
         await asyncio.to_thread(self._store.sync_packs, packs)
-        async with self._db.transaction() as conn:
-            for w in group:
-                rows = self._store.index_rows(w.batch)
-                await conn.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", rows)
-                await pin(conn, w.root, w.reason, w.expires)
-                if w.also is not None:
-                    await w.also(conn)
+        async with self._db.transaction() as conn:  # a few statements for the whole group
+            rows = [row for w in group for row in self._store.index_rows(w.batch)]
+            await conn.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", rows)
+            await pin_roots(conn, [(w.root, w.reason, w.expires) for w in group])
+            names = [(*w.name, w.root) for w in group if w.name is not None]
+            if names:
+                await self._write_names(conn, names)
 
 
 def _storage_error(exc: BaseException) -> BaseException:

@@ -36,3 +36,22 @@ async def pin(conn: aiosqlite.Connection, root: bytes, reason: str, expires: flo
 
 async def unpin(conn: aiosqlite.Connection, reason: str) -> None:
     await conn.execute("DELETE FROM pins WHERE reason = ?", (reason,))
+
+
+async def pin_roots(conn: aiosqlite.Connection, rows: list[tuple[bytes, str, float | None]]) -> None:
+    """Pin many roots at once, each under a reason that only ever pins that root (an upload's):
+    so replacing needs no delete first."""
+    now = int(time.time())
+    await conn.executemany(
+        "INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)",
+        [(root, reason, int(expires) if expires else None, now) for root, reason, expires in rows],
+    )
+
+
+async def move_pins(conn: aiosqlite.Connection, rows: list[tuple[bytes | None, str]]) -> None:
+    """Point each reason at its new root (None: unpin), in two statements for all of them."""
+    await conn.executemany("DELETE FROM pins WHERE reason = ?", [(reason,) for _, reason in rows])
+    now = int(time.time())
+    await conn.executemany(
+        "INSERT INTO pins VALUES (?, ?, NULL, ?)", [(root, reason, now) for root, reason in rows if root]
+    )

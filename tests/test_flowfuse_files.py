@@ -9,6 +9,7 @@ import threading
 
 import httpx
 import pytest
+from conftest import gen
 from fake_platform import FakePlatform
 from nodeproc import Node, free_port, run_cli, wait_until
 
@@ -289,4 +290,21 @@ def test_config_errors_and_address(tmp_path, platform):
         assert "ignoring unknown setting 'surprise'" in node.output()
     finally:
         del os.environ["FLOWFORGE_HOME"], os.environ["PORT"]
+        node.stop()
+
+
+def test_overwritten_files_do_not_keep_old_versions(tmp_path, platform):
+    conf = config_file(tmp_path, platform)
+    node = Node(tmp_path / "gc", "--flowfuse-config", conf, "--pin-uploads-for", "1s",
+                "--gc-above", str(1 << 20)).start()
+    try:
+        token = platform.issue("tok-overwrite", "ow")
+        with client(node, token) as c:
+            for i in range(6):
+                body = gen(f"version {i}", 700 << 10)
+                assert c.post("/v1/files/t/ow/big.bin", content=body, headers=OCTET).status_code == 200
+            info = lambda: node.client().get("/api/v2/node/info").json()  # noqa: E731
+            wait_until(lambda: info()["bytes"] <= 1 << 20, timeout=60, what="old versions to be collected")
+            assert c.get("/v1/files/t/ow/big.bin").content == gen("version 5", 700 << 10)
+    finally:
         node.stop()
