@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SYSTEM_PACKAGES := build-essential libgmp-dev python3-dev python3-venv
-TEST_SYSTEM_PACKAGES := chromium iproute2
+TEST_SYSTEM_PACKAGES := chromium iproute2 postgresql
 DATA ?= ./edgefiles-data
 
 .PHONY: run test lint bench system-deps test-system-deps setup clean

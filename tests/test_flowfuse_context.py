@@ -12,6 +12,7 @@ from fake_platform import FakePlatform
 from hypothesis import given
 from hypothesis import strategies as st
 from nodeproc import Node
+from pgserver import PostgresServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -79,14 +80,18 @@ def platform():
     p.close()
 
 
-@pytest.fixture(scope="module")
-def ff(tmp_path_factory, platform):
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def ff(request, tmp_path_factory, platform):
+    """A node with the context store in SQLite, then the same tests with PostgreSQL."""
     folder = tmp_path_factory.mktemp("ffc")
     conf = folder / "flowforge-storage.yml"
-    conf.write_text(f"base_url: {platform.url}\n")
+    server = PostgresServer() if request.param == "postgres" else None
+    conf.write_text(f"base_url: {platform.url}\n" + (server.config() if server else ""))
     node = Node(folder / "data", "--flowfuse-config", str(conf)).start()
     yield node
     node.stop()
+    if server is not None:
+        server.stop()
 
 
 _projects = itertools.count(1)

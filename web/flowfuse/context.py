@@ -94,6 +94,12 @@ class ContextStore:
             self._used[project] = sum(len(json_text(v)) for v in table.values())
         return table
 
+    async def scope(self, project: str, scope: str) -> dict | None:
+        return (await self.scopes(project)).get(scope)
+
+    async def scope_names(self, project: str) -> list[str]:
+        return list(await self.scopes(project))
+
     async def used(self, project: str) -> int:
         await self.scopes(project)
         return self._used[project]
@@ -186,8 +192,7 @@ async def set_values(request: Request) -> Response:
     paths = [_path(item["key"]) for item in items]
     store: ContextStore = ff.context
     async with store.lock(project):
-        table = await store.scopes(project)
-        value = copy.deepcopy(table.get(scope, {}))
+        value = copy.deepcopy(await store.scope(project, scope) or {})
         delta = 0
         for item, path in zip(items, paths, strict=True):
             found, old = properties.get(value, path)
@@ -211,7 +216,7 @@ async def get_values(request: Request) -> Response:
     if not keys:
         raise FFBadRequest("at least one key is required")
     paths = [_path(k) for k in keys]
-    value = (await ff.context.scopes(project)).get(scope)
+    value = await ff.context.scope(project, scope)
     if value is None:
         return JSONResponse([], headers=security_headers())
     out = []
@@ -223,7 +228,7 @@ async def get_values(request: Request) -> Response:
 
 async def keys(request: Request) -> Response:
     ff, project, _ = await _authorized(request)
-    value = (await ff.context.scopes(project)).get(request.path_params["scope"], {})
+    value = await ff.context.scope(project, request.path_params["scope"]) or {}
     return JSONResponse(list(value), headers=security_headers())
 
 
@@ -241,8 +246,8 @@ async def clean(request: Request) -> Response:
         raise FFBadRequest("body must be an array of flow and node ids")
     keep = {str(i) for i in ids}
     async with ff.context.lock(project):
-        table = await ff.context.scopes(project)
-        doomed = {s: None for s in table if s != "global" and s.split(":")[0] not in keep}
+        names = await ff.context.scope_names(project)
+        doomed = {s: None for s in names if s != "global" and s.split(":")[0] not in keep}
         await ff.context.save(project, doomed)
     return JSONResponse({}, headers=security_headers())
 
@@ -268,7 +273,7 @@ async def cache_replace(request: Request) -> Response:
         raise FFBadRequest("body must be an object")
     store: ContextStore = ff.context
     async with store.lock(project):
-        old = (await store.scopes(project)).get(scope)
+        old = await store.scope(project, scope)
         delta = (len(json_text(value)) if value else 0) - (len(json_text(old)) if old else 0)
         limit = _limit(ff, grant)
         if limit is not None and delta >= 0 and await store.used(project) + delta > limit:

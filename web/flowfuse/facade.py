@@ -48,13 +48,25 @@ class FlowFuse:
         self.context = None
 
     async def open(self) -> None:
-        """Open the context store: SQLite (upstream's `sqlite` storage file, relative paths
-        inside the data directory; default `flowfuse-context.sqlite`)."""
+        """Open the context store: SQLite by default (upstream's `storage` file, relative paths
+        inside the data directory; default `flowfuse-context.sqlite`), or PostgreSQL when
+        `context.options.type` is `postgres` (host, port, database, username, password)."""
         from .context import ContextStore
 
         options = self.config.context_options
-        if options.get("type", "sqlite") != "sqlite":
-            raise ValueError(f"context store type {options.get('type')!r} is not supported yet (use sqlite)")
+        kind = options.get("type", "sqlite")
+        if kind == "postgres":
+            from .context_pg import PostgresContextStore
+
+            try:
+                self.context = await PostgresContextStore.open(options)
+            except (OSError, ImportError) as exc:
+                raise ValueError(f"cannot reach the PostgreSQL context store: {exc}") from None
+            except Exception as exc:  # asyncpg's own errors: bad login, missing database
+                raise ValueError(f"PostgreSQL context store: {exc}") from None
+            return
+        if kind != "sqlite":
+            raise ValueError(f"context store type {kind!r} is not supported (sqlite or postgres)")
         path = self.core.settings.data_dir / str(options.get("storage", "flowfuse-context.sqlite"))
         self.context = await ContextStore.open(path)
 
