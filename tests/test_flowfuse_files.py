@@ -235,6 +235,7 @@ def test_security_headers_only_on_v1(ff, team):
         assert v1.headers["x-frame-options"] == "DENY"
         assert v1.headers["x-content-type-options"] == "nosniff"
         assert "content-security-policy" in v1.headers
+        assert "strict-transport-security" not in v1.headers  # upstream turns HSTS off
     health = httpx.get(f"{ff.url}/health")
     assert health.json() == {"statusCode": 200, "status": "ok"}
     assert "x-frame-options" not in health.headers
@@ -308,3 +309,17 @@ def test_overwritten_files_do_not_keep_old_versions(tmp_path, platform):
             assert c.get("/v1/files/t/ow/big.bin").content == gen("version 5", 700 << 10)
     finally:
         node.stop()
+
+
+def test_metrics_show_upstreams_route_figures(ff, team):
+    t, p, token = team
+    with client(ff, token) as c:
+        c.post(f"/v1/files/{t}/{p}/m.txt", content=b"m", headers=OCTET)
+        c.get(f"/v1/files/{t}/{p}/m.txt")
+    text = httpx.get(f"{ff.url}/metrics").text
+    route = 'route="/v1/files/:teamId/:projectId/*"'
+    assert any(line.startswith("http_request_duration_seconds_count") and route in line
+               and 'method="GET"' in line and 'status_code="200"' in line for line in text.splitlines())
+    assert "http_request_summary_seconds" in text
+    assert "process_resident_memory_bytes" in text
+    assert f"{t}/{p}" not in text  # concrete paths never become labels

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from edgefiles.node.core import Core
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    Summary,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -50,6 +58,13 @@ class Metrics:
         )
         self.bytes_in = Counter("edgefiles_http_received_bytes", "Request body bytes", registry=self.registry)
         self.bytes_out = Counter("edgefiles_http_sent_bytes", "Response body bytes", registry=self.registry)
+        # what upstream's fastify-metrics shows: per route, method and status
+        labels = ["method", "route", "status_code"]
+        self.duration = Histogram("http_request_duration_seconds", "request duration in seconds", labels,
+                                  registry=self.registry)
+        self.summary = Summary("http_request_summary_seconds", "request duration in seconds summary", labels,
+                               registry=self.registry)
+        ProcessCollector(registry=self.registry)
         self.registry.register(StoreCollector(core))
         if swarm_counters is not None:
             self.registry.register(SwarmCollector(swarm_counters))
@@ -84,7 +99,34 @@ class MetricsMiddleware:
                 metrics.bytes_out.inc(len(message.get("body", b"")))
             await send(message)
 
+        started = time.perf_counter()
         try:
             await self.app(scope, counting_receive, counting_send)
         finally:
+            seconds = time.perf_counter() - started
             metrics.requests.labels(scope["method"], str(status)).inc()
+            labels = (scope["method"], route_label(scope.get("path", "")), str(status))
+            metrics.duration.labels(*labels).observe(seconds)
+            metrics.summary.labels(*labels).observe(seconds)
+
+
+_PLAIN_ROUTES = {"/", "/health", "/metrics", "/uploader", "/uploader/"}
+_CONTEXT_ROUTES = {"clean": "/v1/context/:projectId/clean", "cache": "/v1/context/:projectId/cache"}
+
+
+def route_label(path: str) -> str:
+    """The route pattern, as upstream labels it (bounded: never the concrete file path)."""
+    parts = path.split("/")
+    if path.startswith("/v1/files/"):
+        return "/v1/files/:teamId/:projectId/*"
+    if path.startswith("/v1/quota/"):
+        return "/v1/quota/:teamId/:projectId"
+    if path.startswith("/v1/context/"):
+        if len(parts) > 4 and parts[4] in _CONTEXT_ROUTES:
+            return _CONTEXT_ROUTES[parts[4]] + ("/:scope" if len(parts) > 5 else "")
+        return "/v1/context/:projectId/:scope" + ("/keys" if path.endswith("/keys") else "")
+    if path.startswith("/api/v2/files"):
+        return "/api/v2/files/*"
+    if path.startswith("/api/"):
+        return "/".join(parts[:4])
+    return path if path in _PLAIN_ROUTES else "/*"  # host-route content: any path at all

@@ -15,7 +15,8 @@ from .platform import Grant, Platform
 
 NAMESPACE_PREFIX = "flowfuse/"
 
-# helmet's defaults, as upstream sends them on /v1/* (and only there: the host route serves SPAs)
+# helmet as upstream configures it (defaults, frameguard deny, no HSTS), on /v1/* only: the
+# host route serves SPAs, which these would break
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self';base-uri 'self';font-src 'self' https: data:;"
     "form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';"
@@ -25,7 +26,6 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Origin-Agent-Cluster": "?1",
     "Referrer-Policy": "no-referrer",
-    "Strict-Transport-Security": "max-age=15552000; includeSubDomains",
     "X-Content-Type-Options": "nosniff",
     "X-DNS-Prefetch-Control": "off",
     "X-Download-Options": "noopen",
