@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -15,12 +16,14 @@ class FakePlatform:
     def __init__(self) -> None:
         self.tokens: dict[str, tuple[str, dict]] = {}  # token -> (project, quota)
         self.requests: list[dict] = []
+        self.delay = 0.0  # seconds before each answer, for tests of a slow platform
         platform = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (the http.server API)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 platform.requests.append({"path": self.path, **headers})
+                time.sleep(platform.delay)
                 prefix = "/account/check/project/"
                 auth = self.headers.get("Authorization", "")
                 token = auth.removeprefix("Bearer ")

@@ -323,3 +323,28 @@ def test_metrics_show_upstreams_route_figures(ff, team):
     assert "http_request_summary_seconds" in text
     assert "process_resident_memory_bytes" in text
     assert f"{t}/{p}" not in text  # concrete paths never become labels
+
+
+def test_requests_arriving_together_ask_the_platform_once(ff, platform):
+    token = platform.issue("tok-burst", "burst")
+    clients = [client(ff, token) for _ in range(12)]
+    go = threading.Barrier(len(clients))
+    statuses = []
+
+    def ask(c: httpx.Client) -> None:
+        go.wait()
+        statuses.append(c.get("/v1/quota/t/burst").status_code)
+
+    platform.delay = 0.2  # every request arrives while the first answer is on its way
+    try:
+        threads = [threading.Thread(target=ask, args=(c,)) for c in clients]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        platform.delay = 0.0
+        for c in clients:
+            c.close()
+    assert statuses == [200] * len(clients)
+    assert len([q for q in platform.requests if q["path"] == "/account/check/project/burst"]) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -27,13 +28,19 @@ class Platform:
         self.base_url = base_url
         self._client = httpx.AsyncClient(timeout=TIMEOUT_SECONDS)
         self._cache: dict[str, Grant] = {}
+        self._asking: dict[tuple[str, str], asyncio.Task] = {}
 
     async def check(self, authorization: str, project: str) -> Grant | None:
         now = time.monotonic()
         grant = self._cache.get(authorization)
         if grant is not None and grant.project == project and grant.expires > now:
             return grant
-        grant = await self._ask(authorization, project, now)
+        key = (authorization, project)
+        task = self._asking.get(key)
+        if task is None:  # requests arriving together with one token ask the platform once
+            task = self._asking[key] = asyncio.ensure_future(self._ask(authorization, project, now))
+            task.add_done_callback(lambda _: self._asking.pop(key, None))
+        grant = await asyncio.shield(task)
         if grant is None:
             self._cache.pop(authorization, None)
         else:
