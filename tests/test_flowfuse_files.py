@@ -117,6 +117,8 @@ def test_content_types_and_body_limit(ff, team):
         assert r.json() == {"statusCode": 415, "code": "FST_ERR_CTP_INVALID_MEDIA_TYPE",
                             "error": "Unsupported Media Type", "message": "Unsupported Media Type"}
         assert c.post(path, content=b"x").status_code == 415  # a body without a type
+        big_json = c.post(path, content=bytes(11 << 20), headers={"Content-Type": "application/json"})
+        assert big_json.status_code == 415  # the type is judged before the size, as upstream
         assert c.post(path).status_code == 400  # neither body nor type
         assert c.post(path, content=bytes(10 * 1024 * 1024), headers=OCTET).status_code == 200
         r = c.post(path, content=bytes(10 * 1024 * 1024 + 1), headers=OCTET)

@@ -102,7 +102,14 @@ def _refuse_below_file(store, ns: str, segments: list[str]) -> None:
 
 
 async def _body(request: Request) -> bytes:
+    """The body, after the checks upstream makes before reading it: content type, then size."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     declared = request.headers.get("content-length")
+    has_body = (declared not in (None, "0")) or "transfer-encoding" in request.headers
+    if media not in TEXT_TYPES:
+        if has_body or media:
+            raise FFUnsupportedMedia()
+        raise FFBadRequest("a body with Content-Type application/octet-stream or text/plain is required")
     if declared is not None and declared.isdigit() and int(declared) > BODY_LIMIT:
         raise FFBodyTooLarge()
     chunks, size = [], 0
@@ -111,10 +118,4 @@ async def _body(request: Request) -> bytes:
         if size > BODY_LIMIT:
             raise FFBodyTooLarge()
         chunks.append(chunk)
-    body = b"".join(chunks)
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in TEXT_TYPES:
-        if body or media:
-            raise FFUnsupportedMedia()
-        raise FFBadRequest("a body with Content-Type application/octet-stream or text/plain is required")
-    return body
+    return b"".join(chunks)
