@@ -1,7 +1,7 @@
 """The libp2p host (TCP + Noise + Yamux only) on a trio loop in its own thread.
 
-This module owns the bridge between libp2p's trio world and the asyncio side: asyncio
-code calls `SwarmHost.call(fn)` and awaits the result; nothing else crosses threads.
+This module owns the bridge between libp2p's trio world and the rest: `submit`/`run_soon`
+go into the trio thread from any thread, `to_asyncio` comes back; nothing else crosses.
 """
 
 from __future__ import annotations
@@ -76,10 +76,6 @@ class SwarmHost:
             self._token.run_sync_soon(fn, *args)
         except RuntimeError:
             pass
-
-    async def call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        """Run a trio coroutine function on the libp2p thread; await its result from asyncio."""
-        return await asyncio.wrap_future(self.submit(fn))
 
     async def to_asyncio(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """From the trio side: run a coroutine on the asyncio loop and wait for its result."""

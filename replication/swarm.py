@@ -166,7 +166,6 @@ class Rollout:
         self._completed = completed
         self._tasks: dict[bytes, trio.CancelScope] = {}
         self._limit = trio.CapacityLimiter(ROLLOUTS_AT_ONCE)
-        self.active: set[bytes] = set()
 
     def fetching(self, root: bytes) -> bool:
         """Whether a fetch of `root` is queued or running (a lookup: safe from any thread)."""
@@ -188,17 +187,13 @@ class Rollout:
     async def _run(self, root: bytes, scope: trio.CancelScope) -> None:
         with scope:
             async with self._limit:
-                self.active.add(root)
-                try:
-                    started = trio.current_time()
-                    fetched = await self._bitswap.fetch_dag(root)
-                    await self._completed(root)
-                    seconds = trio.current_time() - started
-                    log.info(
-                        "rollout of %s complete: fetched %.1f MiB in %.2f s (%.1f MiB/s)", to_str(root),
-                        fetched / 2**20, seconds, fetched / 2**20 / max(seconds, 1e-6),
-                    )
-                finally:
-                    self.active.discard(root)
+                started = trio.current_time()
+                fetched = await self._bitswap.fetch_dag(root)
+                await self._completed(root)
+                seconds = trio.current_time() - started
+                log.info(
+                    "rollout of %s complete: fetched %.1f MiB in %.2f s (%.1f MiB/s)", to_str(root),
+                    fetched / 2**20, seconds, fetched / 2**20 / max(seconds, 1e-6),
+                )
         if self._tasks.get(root) is scope:
             del self._tasks[root]

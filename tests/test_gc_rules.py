@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from edgefiles.node import gc
 from edgefiles.node.blockstore import BlockStore
 from edgefiles.node.db import migrate
@@ -21,6 +22,13 @@ SMALL = Profile("small", 64, 3, True, None)
 def store_in(folder: Path) -> BlockStore:
     migrate(folder / "state.sqlite")
     return BlockStore(folder / "blocks", folder / "state.sqlite")
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = store_in(tmp_path)
+    yield s
+    s.close()
 
 
 def add_file(store: BlockStore, data: bytes) -> tuple[bytes, set[bytes]]:
@@ -69,36 +77,24 @@ def test_collecting_everything_keeps_exactly_what_pins_reach(files, pinned):
             store.close()
 
 
-def test_a_block_an_open_upload_relies_on_survives_until_that_upload_ends():
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        store = store_in(folder)
-        try:
-            _, cids = add_file(store, b"shared content" * 20)
-            upload = store.batch()
-            for cid in cids:  # a second upload of the same bytes dedupes against them
-                upload.put(cid, store.get(cid))
-            gc.collect(store, limit=0)
-            assert all(store.has(c) for c in cids)
-            store.abandoned(upload)
-            gc.collect(store, limit=0)
-            assert not any(store.has(c) for c in cids)
-        finally:
-            store.close()
+def test_a_block_an_open_upload_relies_on_survives_until_that_upload_ends(store):
+    _, cids = add_file(store, b"shared content" * 20)
+    upload = store.batch()
+    for cid in cids:  # a second upload of the same bytes dedupes against them
+        upload.put(cid, store.get(cid))
+    gc.collect(store, limit=0)
+    assert all(store.has(c) for c in cids)
+    store.abandoned(upload)
+    gc.collect(store, limit=0)
+    assert not any(store.has(c) for c in cids)
 
 
-def test_least_recently_read_go_first():
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        store = store_in(folder)
-        try:
-            old_root, old = add_file(store, bytes(range(200)))
-            new_root, new = add_file(store, bytes(range(100, 250)))
-            for cid in old:
-                store.get(cid)  # read last: the older file is the recently used one now
-            size = sum(len(store.get(c)) for c in old)
-            gc.collect(store, limit=size)
-            assert all(store.has(c) for c in old)
-            assert not any(store.has(c) for c in new)
-        finally:
-            store.close()
+def test_least_recently_read_go_first(store):
+    _, old = add_file(store, bytes(range(200)))
+    _, new = add_file(store, bytes(range(100, 250)))
+    for cid in old:
+        store.get(cid)  # read last: the older file is the recently used one now
+    size = sum(len(store.get(c)) for c in old)
+    gc.collect(store, limit=size)
+    assert all(store.has(c) for c in old)
+    assert not any(store.has(c) for c in new)

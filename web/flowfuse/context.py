@@ -18,10 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import properties
-from .errors import FFBadRequest, FFBodyTooLarge, FlowFuseError
-from .facade import FlowFuse, security_headers
+from .errors import FFBadRequest, FFOverQuota, FlowFuseError
+from .facade import FlowFuse, read_body, security_headers
 
-BODY_LIMIT = 10 * 1024 * 1024
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS context (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, project TEXT NOT NULL, scope TEXT NOT NULL,
@@ -35,17 +34,6 @@ class InvalidExpr(FlowFuseError):
 
     def body(self) -> dict:
         return {"error": self.message, "code": "INVALID_EXPR"}
-
-
-class ContextOverQuota(FlowFuseError):
-    status, code = 413, "over_quota"
-
-    def __init__(self, limit: int):
-        super().__init__("Over Quota")
-        self.limit = limit
-
-    def body(self) -> dict:
-        return {"error": "Over Quota", "code": "over_quota", "limit": self.limit}
 
 
 def json_text(value: Any) -> str:
@@ -156,13 +144,7 @@ def _check_segment(value: str) -> None:
 
 
 async def _json_body(request: Request) -> Any:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > BODY_LIMIT:
-            raise FFBodyTooLarge()
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await read_body(request)
     if not raw.strip():
         return None
     try:
@@ -204,7 +186,7 @@ async def set_values(request: Request) -> Response:
                 properties.delete(value, path)
         limit = _limit(ff, grant)
         if limit is not None and delta >= 0 and await store.used(project) + delta > limit:
-            raise ContextOverQuota(limit)
+            raise FFOverQuota(limit)
         await store.save(project, {scope: value})
     return JSONResponse({}, headers=security_headers())
 
@@ -277,6 +259,6 @@ async def cache_replace(request: Request) -> Response:
         delta = (len(json_text(value)) if value else 0) - (len(json_text(old)) if old else 0)
         limit = _limit(ff, grant)
         if limit is not None and delta >= 0 and await store.used(project) + delta > limit:
-            raise ContextOverQuota(limit)
+            raise FFOverQuota(limit)
         await store.save(project, {scope: value})
     return JSONResponse({}, headers=security_headers())

@@ -15,7 +15,6 @@ from ..errors import BadRequest
 from ..paths import check_segment, raw_path, url_segments
 from .errors import (
     FFBadRequest,
-    FFBodyTooLarge,
     FFIsDirectory,
     FFNoEntry,
     FFNoEntryToDelete,
@@ -24,9 +23,8 @@ from .errors import (
     FFUnauthorized,
     FFUnsupportedMedia,
 )
-from .facade import FlowFuse, security_headers
+from .facade import FlowFuse, read_body, security_headers
 
-BODY_LIMIT = 10 * 1024 * 1024
 TEXT_TYPES = {"application/octet-stream", "text/plain"}
 
 
@@ -110,12 +108,4 @@ async def _body(request: Request) -> bytes:
         if has_body or media:
             raise FFUnsupportedMedia()
         raise FFBadRequest("a body with Content-Type application/octet-stream or text/plain is required")
-    if declared is not None and declared.isdigit() and int(declared) > BODY_LIMIT:
-        raise FFBodyTooLarge()
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > BODY_LIMIT:
-            raise FFBodyTooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_body(request)
