@@ -38,7 +38,8 @@ class LyingStore(BlockStore):
 
 def garbage_messages() -> list[tuple[str, bytes]]:
     forged = rec_mod.sign(NodeKey(os.urandom(32)), "", "forged", b"\x01\x55\x12\x20" + bytes(32), (1, 0))
-    tampered = rec_mod.encode(forged)[:-1] + b"\x00"  # signature no longer matches
+    encoded = rec_mod.encode(forged)
+    tampered = encoded[:-1] + bytes([encoded[-1] ^ 0x01])  # signature no longer matches
     hello = msgpack.packb({"addrs": [7], "peers": ["/not/a/multiaddr"], "records": [tampered, b"junk", 5]})
     return [
         (PROTOCOLS[0], varint(100 << 20) + b"\x0a"),  # announces a 100 MiB message
