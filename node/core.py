@@ -22,6 +22,7 @@ from .importer import NotResumable, import_bytes, resume_file
 from .profiles import Profile
 
 log = logging.getLogger("edgefiles")
+PROGRESS_FRESH = 0.25  # seconds a survey of an incomplete DAG answers status requests
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Core:
         self.registry: Registry | None = None
         self.reader = exporter.DagReader(self.get_block)
         self._complete: set[bytes] = set()
+        self._progress: dict[bytes, tuple[float, int]] = {}  # root -> (when surveyed, missing)
         self._serving: dict[tuple[str, str], bytes] = {}
         self.fetch_block: Callable[[bytes], bytes | None] | None = None
         self._sizes: dict[bytes, int] = {}  # file sizes of roots stored here lately
@@ -110,12 +112,23 @@ class Core:
             self._complete.add(root)
         return complete
 
-    def missing_bytes(self, root: bytes) -> int:
-        """Bytes still to fetch for a DAG: the Tsize of every missing subtree we know of."""
+    def progress(self, root: bytes) -> tuple[bool, int]:
+        """(complete, bytes still to fetch) of a DAG for status pages. The missing figure of
+        an incomplete DAG is reused for a moment: it walks the whole DAG, and clients poll."""
+        if self.is_complete(root):
+            return True, 0
+        now = time.monotonic()
+        seen = self._progress.get(root)
+        if seen is not None and now - seen[0] < PROGRESS_FRESH:
+            return False, seen[1]
         try:
-            return self.reader.survey(root, self.store.present)[1]
+            missing = self.reader.survey(root, self.store.present)[1]
         except (exporter.NotUnixFS, CorruptBlock):
-            return 0
+            missing = 0
+        if len(self._progress) > 1000:
+            self._progress.clear()
+        self._progress[root] = (now, missing)
+        return False, missing
 
     # whole small files (facades) ------------------------------------------------------
     async def store_bytes(self, data: bytes, name: tuple[str, str] | None = None) -> bytes:

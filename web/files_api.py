@@ -118,13 +118,13 @@ async def names(request: Request) -> Response:
 def _name_table(ctx: AppContext) -> list[dict]:
     out = []
     for record in ctx.core.registry.live():
-        complete = ctx.core.is_complete(record.cid)
+        complete, missing = ctx.core.progress(record.cid)
         out.append({
             "name": record.name,
             "cid": cids.to_str(record.cid),
             "updated": _rfc3339(record.clock[0]),
             "complete": complete,
-            "missing": 0 if complete else ctx.core.missing_bytes(record.cid),
+            "missing": missing,
         })
     return out
 
