@@ -115,16 +115,19 @@ class Core:
     def progress(self, root: bytes) -> tuple[bool, int]:
         """(complete, bytes still to fetch) of a DAG for status pages. The missing figure of
         an incomplete DAG is reused for a moment: it walks the whole DAG, and clients poll."""
-        if self.is_complete(root):
+        if root in self._complete or root in self._committing:
             return True, 0
         now = time.monotonic()
         seen = self._progress.get(root)
         if seen is not None and now - seen[0] < PROGRESS_FRESH:
             return False, seen[1]
         try:
-            missing = self.reader.survey(root, self.store.present)[1]
+            complete, missing = self.reader.survey(root, self.store.present)
         except (exporter.NotUnixFS, CorruptBlock):
-            missing = 0
+            complete, missing = False, 0
+        if complete:
+            self._complete.add(root)
+            return True, 0
         if len(self._progress) > 1000:
             self._progress.clear()
         self._progress[root] = (now, missing)

@@ -28,6 +28,8 @@ class TokenAuthority:
         self.key = key
         self.ttl = ttl
         self.trusted_apps = trusted_apps
+        # a signature checks out or not forever: verify each token once (~60 µs a request)
+        self._verified: dict[str, dict] = {}
 
     def is_trusted(self, app_id: str) -> bool:
         return app_id.startswith("com.example.") or app_id in self.trusted_apps
@@ -42,6 +44,17 @@ class TokenAuthority:
 
     def check(self, token: str) -> dict:
         """The token's claims; TokenInvalid or TokenExpired otherwise."""
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify(token)
+            if len(self._verified) >= 4096:
+                self._verified.clear()
+            self._verified[token] = claims
+        if claims.get("exp", 0) <= time.time():
+            raise TokenExpired()
+        return claims
+
+    def _verify(self, token: str) -> dict:
         invalid = TokenInvalid(
             f"Invalid token: '{token[:100]}'. Not a signed token. Please provide a valid bearer token."
         )
@@ -52,10 +65,7 @@ class TokenAuthority:
             raise invalid from None
         if not verify(self.key.peer_id_bytes, payload, signature):
             raise invalid
-        claims = json.loads(payload)
-        if claims.get("exp", 0) <= time.time():
-            raise TokenExpired()
-        return claims
+        return json.loads(payload)
 
     def token_of(self, request: Request, allow_cookie: bool = False) -> str:
         header = request.headers.get("authorization")
