@@ -589,5 +589,6 @@ class _Outbox:
         if self._stream is None:
             self._stream = await self.engine.host.new_stream(self.peer, [TProtocol(p) for p in bm.PROTOCOLS])
         legacy = self._stream.get_protocol() == bm.LEGACY
-        await self._stream.write(bm.frame(msg, legacy))
+        # a view: Yamux slices it into 64 KiB frames without copying each slice first
+        await self._stream.write(memoryview(bm.frame(msg, legacy)))
         self.engine.sent_bytes += sum(len(d) for _, d in msg.blocks)
