@@ -2,7 +2,9 @@
 
     python benchmarks/replication.py [--mib 256] [--updates 200]
 
-1. baseline: one libp2p stream (Noise + Yamux) copying the same bytes between two processes;
+1. baseline: one libp2p stream (Noise + Yamux) copying the same bytes between two processes,
+   once plainly (the issue's baseline) and once used as our Bitswap uses it (views written,
+   several Yamux frames taken per read), which is what the same transport can do at best;
 2. A -> B: time from naming a DAG on A until B reports it complete;
 3. rollout A -> 4 nodes: time until all have it, bytes A served (Bitswap counter), peak RSS;
 4. name propagation across 5 nodes: per update, time until each other node resolves it.
@@ -65,18 +67,19 @@ def raw_receiver(port: int, coalesce: bool) -> None:
     trio.run(main)
 
 
-def raw_stream_mbps(size: int, coalesce: bool = False) -> float:
+def raw_stream_mbps(size: int, as_bitswap: bool = False) -> float:
+    """`as_bitswap`: the stream used as our Bitswap uses it: views written, reads coalesced."""
     import trio
     from edgefiles.replication.host import build_host
     from libp2p.custom_types import TProtocol
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
 
-    flags = ["--coalesce"] if coalesce else []
+    flags = ["--coalesce"] if as_bitswap else []
     command = [sys.executable, __file__, "--raw-receiver", str(free_port()), *flags]
     receiver = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     addr = receiver.stdout.readline().strip()
-    chunk = os.urandom(MIB)
+    chunk = memoryview(os.urandom(MIB)) if as_bitswap else os.urandom(MIB)
     elapsed = 0.0
 
     async def main() -> None:
@@ -257,12 +260,11 @@ def main() -> None:
         parts = args.parts.split(",")
         if "transfer" in parts:
             result["raw_libp2p_stream_MBps"] = round(raw_stream_mbps(size), 1)
-            # the same stream read the way Bitswap reads (several Yamux frames per read)
-            result["raw_stream_coalesced_reads_MBps"] = round(raw_stream_mbps(size, coalesce=True), 1)
+            result["raw_stream_as_bitswap_uses_it_MBps"] = round(raw_stream_mbps(size, as_bitswap=True), 1)
             result.update(transfer(root, data, size))
             a_to_b = result["a_to_b_MiBps"] * MIB / 1e6
             for key, raw in (("raw_stream", "raw_libp2p_stream_MBps"),
-                             ("coalesced_raw_stream", "raw_stream_coalesced_reads_MBps")):
+                             ("raw_stream_as_bitswap_uses_it", "raw_stream_as_bitswap_uses_it_MBps")):
                 result[f"a_to_b_vs_{key}"] = round(a_to_b / result[raw], 2)
         if "rollout" in parts:
             result.update(rollout(root, data, size))
