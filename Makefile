@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SYSTEM_PACKAGES := build-essential libgmp-dev python3-dev python3-venv
-TEST_SYSTEM_PACKAGES := chromium iproute2 postgresql
+# npm (for the Helia interop peer) from Debian only where no npm is installed already
+TEST_SYSTEM_PACKAGES := chromium iproute2 postgresql $(if $(shell command -v npm),,nodejs npm)
+INTEROP := tests/interop
 DATA ?= ./edgefiles-data
 
 .PHONY: run test lint bench system-deps test-system-deps setup clean
@@ -11,7 +13,7 @@ DATA ?= ./edgefiles-data
 run: setup
 	$(BIN)/edgefiles serve --data $(DATA)
 
-test: setup test-system-deps
+test: setup test-system-deps $(INTEROP)/node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
@@ -45,6 +47,11 @@ system-deps:
 test-system-deps:
 	$(call apt_install,$(TEST_SYSTEM_PACKAGES))
 
+# A real Helia peer for the IPFS interop tests, with its own Node.js 22 (from the npm registry).
+$(INTEROP)/node_modules/.installed: $(INTEROP)/package-lock.json | test-system-deps
+	cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 $(VENV)/.installed: pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -52,4 +59,4 @@ $(VENV)/.installed: pyproject.toml | system-deps
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache $(INTEROP)/node_modules

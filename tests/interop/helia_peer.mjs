@@ -1,0 +1,62 @@
+// A Helia node (TCP + Noise + Yamux, Bitswap) for the interop tests, driven by JSON lines
+// on stdin and answering one JSON line per command on stdout. The first line it prints is
+// {"peer": <peer id>, "addrs": [<listen addresses with /p2p/>]}.
+//   {"op":"add","path":FILE}                        -> {"cid":...}  (Helia's default importer)
+//   {"op":"dial","addr":MULTIADDR}                  -> {"ok":true}
+//   {"op":"cat","cid":CID,"path":FILE,"inner":P?,"timeout":MS?}
+//                                                   -> {"bytes":N}  (fetched over Bitswap)
+// Errors come back as {"error": "..."}.
+import { readFile, writeFile } from 'node:fs/promises'
+import { createInterface } from 'node:readline'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { unixfs } from '@helia/unixfs'
+import { identify } from '@libp2p/identify'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createHelia } from 'helia'
+
+const helia = await createHelia({
+  libp2p: {
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: { identify: identify() }
+  },
+  routers: []
+})
+await helia.start()
+const fs = unixfs(helia)
+const say = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+
+async function run (cmd) {
+  if (cmd.op === 'add') {
+    return { cid: (await fs.addBytes(await readFile(cmd.path))).toString() }
+  }
+  if (cmd.op === 'dial') {
+    await helia.libp2p.dial(multiaddr(cmd.addr))
+    return { ok: true }
+  }
+  if (cmd.op === 'cat') {
+    const options = { signal: AbortSignal.timeout(cmd.timeout ?? 60000) }
+    if (cmd.inner != null) options.path = cmd.inner
+    const chunks = []
+    for await (const chunk of fs.cat(cmd.cid, options)) chunks.push(chunk)
+    const data = Buffer.concat(chunks)
+    await writeFile(cmd.path, data)
+    return { bytes: data.length }
+  }
+  throw new Error(`unknown op ${cmd.op}`)
+}
+
+say({ peer: helia.libp2p.peerId.toString(), addrs: helia.libp2p.getMultiaddrs().map(String) })
+for await (const line of createInterface({ input: process.stdin })) {
+  try {
+    say(await run(JSON.parse(line)))
+  } catch (err) {
+    say({ error: String(err?.stack ?? err) })
+  }
+}
+await helia.stop()
+process.exit(0)

@@ -1,0 +1,125 @@
+"""Interop with a real IPFS implementation: a Helia node (js-libp2p, TCP + Noise + Yamux,
+Bitswap) from the npm registry, next to real `edgefiles serve` processes.
+
+`make test` installs it (tests/interop: `npm ci`, with Node 22 from the npm registry).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nodeproc import Node, wait_until
+
+INTEROP = Path(__file__).parent / "interop"
+
+
+def node_binary() -> str:
+    found = sorted(INTEROP.glob("node_modules/node-linux-*/bin/node"))
+    assert found, "Helia's Node.js is missing: run `make test` (it runs `npm ci` in tests/interop)"
+    return str(found[0])
+
+
+class Helia:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [node_binary(), str(INTEROP / "helia_peer.mjs")], cwd=INTEROP, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )
+        hello = self._answer()
+        self.peer_id: str = hello["peer"]
+        self.addr: str = hello["addrs"][0]
+
+    def _answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the Helia peer exited with {self.proc.wait()}")
+        return json.loads(line)
+
+    def ask(self, **command) -> dict:
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return self._answer()
+
+    def add(self, path: Path) -> str:
+        return self.ask(op="add", path=str(path))["cid"]
+
+    def cat(self, cid: str, out: Path, inner: str | None = None, timeout_ms: int = 60000) -> dict:
+        return self.ask(op="cat", cid=cid, path=str(out), inner=inner, timeout=timeout_ms)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def helia():
+    peer = Helia()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def node_with_helia(tmp_path, helia):
+    """A node that admits the Helia peer (blocks only) and dials it."""
+    node = Node(tmp_path / "n", "--allow-peer", helia.peer_id, "--peer", helia.addr).start()
+    try:
+        wait_until(lambda: "joined as ipfs-peer" in node.output(), what="the node to admit Helia")
+        yield node
+    finally:
+        node.stop()
+
+
+def test_helia_fetches_a_file_and_a_page_of_an_app_from_us(tmp_path, helia, node_with_helia):
+    big = os.urandom(3_000_000)  # 12 leaves under one root
+    page = b"<!doctype html><title>app</title>"
+    with node_with_helia.client() as client:
+        file_cid = client.post("/api/v2/files", files=[("f", ("big.bin", big))]).text
+        app_cid = client.post("/api/v2/files", files=[
+            ("f", ("index.html", page)), ("f", ("assets/app.js", b"console.log(1)")),
+        ]).text
+    assert helia.cat(file_cid, tmp_path / "big.out") == {"bytes": len(big)}
+    assert (tmp_path / "big.out").read_bytes() == big
+    assert helia.cat(app_cid, tmp_path / "page.out", inner="index.html") == {"bytes": len(page)}
+    assert (tmp_path / "page.out").read_bytes() == page
+
+
+def test_we_fetch_what_helia_stores(tmp_path, helia, node_with_helia):
+    data = os.urandom(2_500_000)  # Helia's default importer: 1 MiB leaves, three of them
+    (tmp_path / "h.bin").write_bytes(data)
+    cid = helia.add(tmp_path / "h.bin")
+    with node_with_helia.client() as client:
+        r = client.get(f"/api/v2/files/{cid}")
+        assert r.status_code == 200
+        assert r.content == data
+        # fetched, verified and stored: served again with Helia gone
+        helia.stop()
+        assert client.get(f"/api/v2/files/{cid}").content == data
+
+
+@pytest.mark.parametrize("size", [0, 1, 1 << 20, (1 << 20) + 1, 5 * (1 << 20) + 7])
+def test_our_cid_command_gives_helias_cids(tmp_path, helia, size):
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(size))
+    ours = subprocess.run(
+        [sys.executable, "-m", "edgefiles", "cid", "--profile", "unixfs-v1-2025", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()[-1]
+    assert ours == helia.add(path)
+
+
+def test_a_helia_peer_that_is_not_allowed_gets_nothing(tmp_path, helia):
+    node = Node(tmp_path / "n").start()
+    try:
+        with node.client() as client:
+            cid = client.post("/api/v2/files", files=[("f", ("secret.txt", b"members only"))]).text
+        helia.ask(op="dial", addr=node.swarm_addr)  # whether the dial succeeds before the cut varies
+        assert "error" in helia.cat(cid, tmp_path / "out", timeout_ms=3000)
+        assert not (tmp_path / "out").exists()
+        wait_until(lambda: "refused peer" in node.output(), what="the node to log the refusal")
+    finally:
+        node.stop()
