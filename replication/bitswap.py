@@ -1,7 +1,8 @@
 """Bitswap on raw libp2p streams: serves what we hold, fetches what we want (trio side).
 
-Everything here runs on the libp2p thread: hashing, pack writes and index commits happen
-there too, so a transfer never crosses the asyncio bridge per block.
+Everything here runs on the libp2p (trio) side, so a transfer never crosses the asyncio
+bridge per block: received messages are hashed and written to the pack on trio's worker
+threads, one write per message, and indexed in batches (`_committer`).
 
 Fetching: a want is first asked as want-have of every block peer; a block is then asked
 (want-block) of the peer that has it with the fewest of our requests outstanding, so the
@@ -21,7 +22,7 @@ from itertools import islice
 from typing import Any
 
 import trio
-from edgefiles.node.blockstore import BlockStore, CorruptBlock
+from edgefiles.node.blockstore import BlockStore, CorruptBlock, StorageFull
 from edgefiles.node.cid import DAG_PB, codec_of, normalize
 from edgefiles.node.dagpb import decode as decode_dagpb
 from edgefiles.node.protobuf import DecodeError
@@ -89,6 +90,7 @@ class Bitswap:
         self._hashing = trio.Semaphore(4)  # received messages (<= 2 MiB each) being hashed
         self._batch = store.batch()
         self._batch_lock = trio.Lock()  # held while a worker thread writes into the batch
+        self._storage_error_logged = -math.inf
         self._commit_seq = 0  # batches handed to commit
         self._committed_seq = 0
         self._committed = trio.Event()
@@ -414,12 +416,21 @@ class Bitswap:
         try:
             async with self._batch_lock:
                 wanted, unwanted = await trio.to_thread.run_sync(self._hash_and_write, self._batch, unhashed)
+        except (StorageFull, OSError) as exc:  # the wants stay open: asked again after BLOCK_TIMEOUT
+            self._storage_failed(exc)
+            return
         finally:
             self._hashing.release()
         for cid, data in wanted:
             self._received(peer, cid, data)
         if any(cid not in self._recent for cid in unwanted):
             self._lying(peer)
+
+    def _storage_failed(self, exc: Exception) -> None:
+        now = trio.current_time()
+        if now - self._storage_error_logged >= 10:  # once per episode, not once per message
+            self._storage_error_logged = now
+            log.error("cannot store fetched blocks (%s); transfers wait for room", exc)
 
     def _hash_and_write(self, batch: Any, unhashed: list[tuple[bytes, bytes]]) -> tuple[list, list[bytes]]:
         """Worker thread: (wanted blocks, now stored; CIDs of the others). `_wants` is only

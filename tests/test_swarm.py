@@ -312,3 +312,21 @@ def test_a_restarted_peer_is_redialled_within_seconds(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_node_whose_store_fills_up_keeps_running_and_completes_once_it_has_room(swarm):
+    a, b = swarm(1) + swarm(1, "--store-quota", "1MiB")
+    members_connected([a, b])
+    big = gen("too big for B", 3 << 20)
+    cid = upload(a, [("big.bin", big)])
+    set_name(a, "big", cid)
+    wait_until(lambda: "cannot store fetched blocks" in b.output(), what="B to report its full store")
+    entry = names(b)["big"]
+    assert not entry["complete"] and entry["missing"] > 0
+    assert b.output().count("cannot store fetched blocks") <= 2  # once per episode, not per message
+    b.stop()
+    b.extra = [x for x in b.extra if x not in ("--store-quota", "1MiB")]
+    b.start()
+    wait_until(lambda: complete_on(b, "big", cid), timeout=60, what="B to complete once it has room")
+    with b.client() as client:
+        assert client.get(f"/api/v2/files/{cid}").content == big
