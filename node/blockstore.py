@@ -390,6 +390,12 @@ class BlockStore:
     def has(self, cid: bytes) -> bool:
         return self.locate(cid) is not None
 
+    def read_place(self, place: tuple[int, int, int]) -> bytes:
+        """The bytes at (pack, offset, length) of a block written by a batch not committed
+        yet: its CID was checked when it arrived, and its pack is kept while the batch is open."""
+        pack, offset, length = place
+        return os.pread(self._read_fd(pack), length, offset)
+
     def get(self, cid: bytes, for_peer: bool = False) -> bytes | None:
         """The verified block, None when absent; CorruptBlock when its bytes are damaged.
 

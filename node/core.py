@@ -40,11 +40,12 @@ class Core:
         self.db: Database | None = None
         self.store: BlockStore | None = None
         self.registry: Registry | None = None
-        self.reader = exporter.DagReader(self.get_block)
+        self.reader = exporter.DagReader(self.get_block, self.prefetch)
         self._complete: set[bytes] = set()
         self._progress: dict[bytes, tuple[float, int]] = {}  # root -> (when surveyed, missing)
         self._serving: dict[tuple[str, str], bytes] = {}
         self.fetch_block: Callable[[bytes], bytes | None] | None = None
+        self.prefetch_blocks: Callable[[list[bytes]], None] | None = None
         self._sizes: dict[bytes, int] = {}  # file sizes of roots stored here lately
         self._committing: set[bytes] = set()  # roots whose blocks the open transaction adds
 
@@ -73,6 +74,14 @@ class Core:
         if data is None:
             raise exporter.NotFound("block not stored on this node")
         return data
+
+    def prefetch(self, cids: list[bytes]) -> None:
+        """Blocks a reader is about to read: those not stored here are asked of peers now."""
+        if self.prefetch_blocks is not None:
+            here = self.store.present(cids)
+            missing = [c for c in cids if c not in here]
+            if missing:
+                self.prefetch_blocks(missing)
 
     async def commit(
         self, batch: Batch, root: bytes, reason: str, expires: float | None,

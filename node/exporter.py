@@ -77,8 +77,9 @@ class _Lru:
 
 
 class DagReader:
-    def __init__(self, get_block: GetBlock):
+    def __init__(self, get_block: GetBlock, prefetch: Callable[[list[bytes]], None] | None = None):
         self.get_block = get_block
+        self.prefetch = prefetch  # told which blocks a read will need next (read-ahead)
         self._nodes = _Lru(CACHE_ENTRIES)
         self._dir_sizes = _Lru(CACHE_ENTRIES)
 
@@ -194,6 +195,8 @@ class DagReader:
                 yield inline[start:end]
             offset = len(inline)
         sizes = node.meta.blocksizes
+        if self.prefetch is not None and len(node.pb.links) > 1:
+            self.prefetch(_links_in_range(node.pb.links, sizes, offset, start, end))
         for i, link in enumerate(node.pb.links):
             size = sizes[i] if i < len(sizes) else None
             if size is not None and offset + size <= start:
@@ -204,3 +207,20 @@ class DagReader:
             sub = self.load(link.cid)
             yield from self.read_range(sub, max(0, start - offset), min(sub.size, end - offset))
             offset += sub.size
+
+
+def _links_in_range(links: list[dagpb.Link], sizes: list[int], offset: int, start: int, end: int,
+                    ) -> list[bytes]:
+    """CIDs of the links of a file node that hold bytes of [start, end); a link whose size
+    the node does not record is taken."""
+    out = []
+    for i, link in enumerate(links):
+        size = sizes[i] if i < len(sizes) else None
+        if offset >= end:
+            break
+        if size is None or offset + size > start:
+            out.append(link.cid)
+        if size is None:
+            break  # later offsets are unknown
+        offset += size
+    return out

@@ -22,7 +22,7 @@ from itertools import islice
 from typing import Any
 
 import trio
-from edgefiles.node.blockstore import BlockStore, CorruptBlock, StorageFull
+from edgefiles.node.blockstore import Batch, BlockStore, CorruptBlock, StorageFull
 from edgefiles.node.cid import DAG_PB, codec_of, normalize
 from edgefiles.node.dagpb import decode as decode_dagpb
 from edgefiles.node.protobuf import DecodeError
@@ -42,6 +42,7 @@ COMMIT_EVERY = 0.2
 DAG_WINDOW = 96
 PEER_WINDOW = 32  # want-blocks outstanding at one peer: the rest go to others that have them
 PARK_TIMEOUT = 8.0
+PREFETCH_LIMIT = 512  # blocks asked ahead of readers at once (at 256 KiB: 128 MiB)
 
 
 @dataclass
@@ -90,6 +91,8 @@ class Bitswap:
         self._hashing = trio.Semaphore(4)  # received messages (<= 2 MiB each) being hashed
         self._batch = store.batch()
         self._batch_lock = trio.Lock()  # held while a worker thread writes into the batch
+        self._committing: Batch | None = None  # the batch being made durable and indexed
+        self._prefetches = 0
         self._storage_error_logged = -math.inf
         self._commit_seq = 0  # batches handed to commit
         self._committed_seq = 0
@@ -189,7 +192,7 @@ class Bitswap:
             if cid in self._batch.entries or (cid == root and self.store.has(cid)):
                 return [], 0
             return [], len(await self.get(cid, root, hint))
-        data, size = await self._local(cid), 0
+        data, size = self.stored(cid), 0
         if data is None:
             data = await self.get(cid, root, hint)
             size = len(data)
@@ -226,13 +229,33 @@ class Bitswap:
         self._rings[root] = (now, ring)
         return ring
 
-    async def _local(self, cid: bytes) -> bytes | None:
-        if cid in self._batch.entries:
-            await self.flush()
+    def stored(self, cid: bytes) -> bytes | None:
+        """A block held here: indexed, or fetched and written but not indexed yet (a
+        read-ahead got it before the reader asked). None when it is not here."""
+        for batch in (self._batch, self._committing):
+            place = batch.entries.get(cid) if batch is not None else None
+            if place is not None:
+                return self.store.read_place(place)
         try:
             return self.store.get(cid)
         except CorruptBlock:
             return None
+
+    def prefetch(self, cids: list[bytes], timeout: float) -> None:
+        """Ask for blocks a reader is about to read, without waiting for them."""
+        for cid in cids:
+            if self._prefetches >= PREFETCH_LIMIT:
+                return
+            self._prefetches += 1
+            self._nursery.start_soon(self._prefetch_one, normalize(cid), timeout)
+
+    async def _prefetch_one(self, cid: bytes, timeout: float) -> None:
+        try:
+            if self.stored(cid) is None:
+                with trio.move_on_after(timeout):
+                    await self.get(cid)
+        finally:
+            self._prefetches -= 1
 
     def _cancel(self, want: _Want) -> None:
         self._wants.pop(want.cid, None)
@@ -380,10 +403,13 @@ class Bitswap:
                 batch, self._batch = self._batch, self.store.batch()
             self._commit_seq += 1
             seq = self._commit_seq
+            self._committing = batch
             try:
                 await trio.to_thread.run_sync(self.store.commit_sync, batch)
             except Exception as exc:
                 log.error("could not store fetched blocks: %s", exc)
+            finally:
+                self._committing = None
             self._committed_seq = seq
             self._committed.set()
             self._committed = trio.Event()

@@ -52,6 +52,7 @@ class Swarm:
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.host.start, loop)
         self.core.fetch_block = self.fetch_block
+        self.core.prefetch_blocks = self.prefetch
         self.core.registry.local_writes.append(self._publish)
         self.core.registry.listeners.append(self._name_changed)
         self._changed_roots: set[bytes] | None = None  # None: look at every name
@@ -62,6 +63,7 @@ class Swarm:
 
     def stop(self) -> None:
         self.core.fetch_block = None
+        self.core.prefetch_blocks = None
         self.host.stop()
 
     # what the web layer shows -----------------------------------------------------------
@@ -86,10 +88,11 @@ class Swarm:
         timeout = self.settings.fetch_timeout
 
         async def fetch() -> bytes | None:
+            data = self.bitswap.stored(cid)  # a read-ahead may have brought it meanwhile
+            if data is not None:
+                return data
             with trio.move_on_after(timeout):
-                data = await self.bitswap.get(cid)
-                await self.bitswap.flush()
-                return bytes(data)  # it may be a view into a received message
+                return bytes(await self.bitswap.get(cid))  # it may be a view into a message
             return None
 
         try:
@@ -97,6 +100,11 @@ class Swarm:
         except Exception as exc:
             log.warning("fetching block %s failed: %s", cid.hex(), exc)
             return None
+
+    def prefetch(self, cids: list[bytes]) -> None:
+        """From any thread: blocks a reader will need next, asked for now (read-ahead)."""
+        if self.members and self.members.block_peers():
+            self.host.run_soon(self.bitswap.prefetch, cids, self.settings.fetch_timeout)
 
     # rollout: every incomplete named DAG is fetched ---------------------------------------
     def _name_changed(self, record: NameRecord, previous: NameRecord | None) -> None:

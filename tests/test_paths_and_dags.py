@@ -91,11 +91,38 @@ def test_ranges_read_exactly_the_slice(size, data, base):
         touched.append(cid)
         return blocks[cid]
 
-    read = b"".join(exporter.DagReader(get).read_range(node, start, end))
+    announced: list[bytes] = []
+    read = b"".join(exporter.DagReader(get, announced.extend).read_range(node, start, end))
     assert read == content[start:end]
     if size > 256:  # a multi-leaf file: only the leaves holding the range are read
         leaves_needed = (end - 1) // 256 - start // 256 + 1 if end > start else 0
         assert sum(1 for c in touched if _is_leaf(c, blocks[c])) == leaves_needed
+    # read-ahead asks for nothing the read does not need, and asks before the read does
+    assert set(announced) <= set(touched)
+
+
+def test_read_ahead_announces_the_blocks_of_a_range_before_reading_them():
+    profile = Profile("small", 256, 3, True, None)
+    blocks: dict[bytes, bytes] = {}
+    builder = FileBuilder(profile, blocks.__setitem__)
+    content = b"".join(bytes([i]) * 256 for i in range(40))  # 40 distinct leaves, width 3
+    builder.write(content)
+    root = builder.finish().cid
+    events: list[tuple[str, bytes]] = []
+
+    def get(cid: bytes) -> bytes:
+        events.append(("read", cid))
+        return blocks[cid]
+
+    reader = exporter.DagReader(get, lambda cids: events.extend(("ahead", c) for c in cids))
+    node = reader.load(root)
+    assert b"".join(reader.read_range(node, 256 * 10 + 5, 256 * 20)) == content[2565:5120]
+    ahead = [c for kind, c in events if kind == "ahead"]
+    leaves = [c for kind, c in events if kind == "read" and _is_leaf(c, blocks[c])]
+    assert len(leaves) == 10
+    assert set(leaves) <= set(ahead)  # every parent here has 3 links: all were announced
+    assert all(events.index(("ahead", c)) < events.index(("read", c)) for c in leaves)
+    assert set(ahead) <= {c for kind, c in events if kind == "read"}  # nothing outside the range
 
 
 def _is_leaf(cid: bytes, block: bytes) -> bool:

@@ -330,3 +330,17 @@ def test_a_node_whose_store_fills_up_keeps_running_and_completes_once_it_has_roo
     wait_until(lambda: complete_on(b, "big", cid), timeout=60, what="B to complete once it has room")
     with b.client() as client:
         assert client.get(f"/api/v2/files/{cid}").content == big
+
+
+def test_remote_reads_by_cid_fetch_ahead_but_only_what_the_range_needs(swarm):
+    a, b = swarm(2)
+    members_connected([a, b])
+    data = gen("a big file read from B", 24 << 20)
+    root = upload(a, [("big.bin", data)])  # one file: its CID; unnamed, so B fetches only what it reads
+    with b.client() as client:
+        r = client.get(f"/api/v2/files/{root}", headers={"Range": "bytes=-1000"})
+        assert r.status_code == 206 and r.content == data[-1000:]
+        assert metric(b, "edgefiles_bitswap_received_bytes") < 2 << 20
+        assert client.get(f"/api/v2/files/{root}").content == data
+    received = metric(b, "edgefiles_bitswap_received_bytes")
+    assert len(data) <= received < len(data) * 1.02  # read ahead, yet no block fetched twice
