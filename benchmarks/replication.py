@@ -6,8 +6,9 @@
    once plainly (the issue's baseline) and once used as our Bitswap uses it (views written,
    several Yamux frames taken per read), which is what the same transport can do at best;
 2. A -> B: time from naming a DAG on A until B reports it complete;
-3. rollout A -> 4 nodes: time until all have it, bytes A served (Bitswap counter), peak RSS;
-4. name propagation across 5 nodes: per update, time until each other node resolves it.
+3. on demand: B reads by CID a file only A has, as one HTTP response;
+4. rollout A -> 4 nodes: time until all have it, bytes A served (Bitswap counter), peak RSS;
+5. name propagation across 5 nodes: per update, time until each other node resolves it.
 """
 
 from __future__ import annotations
@@ -188,6 +189,23 @@ def transfer(root: Path, data: Path, size: int) -> dict:
             n.stop()
 
 
+def on_demand(root: Path, data: Path, size: int) -> dict:
+    """B reads by CID a file only A has (unnamed): fetched block by block as the reader goes,
+    with read-ahead."""
+    a, b = start_nodes(root / "ondemand", 2)
+    try:
+        cid = upload_big(a, data)
+        t = time.perf_counter()
+        with client(b).stream("GET", f"/api/v2/files/{cid}") as r:
+            got = sum(len(chunk) for chunk in r.iter_bytes(MIB))
+        seconds = time.perf_counter() - t
+        assert got == size, got
+        return {"on_demand_read_s": round(seconds, 2), "on_demand_read_MiBps": round(size / MIB / seconds, 1)}
+    finally:
+        for n in (a, b):
+            n.stop()
+
+
 def rollout(root: Path, data: Path, size: int) -> dict:
     nodes = start_nodes(root / "five", 5)
     try:
@@ -242,7 +260,7 @@ def main() -> None:
     )
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--updates", type=int, default=200)
-    parser.add_argument("--parts", default="transfer,rollout,names", help="which measurements to run")
+    parser.add_argument("--parts", default="transfer,ondemand,rollout,names", help="measurements to run")
     parser.add_argument("--raw-receiver", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--coalesce", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -266,6 +284,8 @@ def main() -> None:
             for key, raw in (("raw_stream", "raw_libp2p_stream_MBps"),
                              ("raw_stream_as_bitswap_uses_it", "raw_stream_as_bitswap_uses_it_MBps")):
                 result[f"a_to_b_vs_{key}"] = round(a_to_b / result[raw], 2)
+        if "ondemand" in parts:
+            result.update(on_demand(root, data, size))
         if "rollout" in parts:
             result.update(rollout(root, data, size))
         if "names" in parts:
