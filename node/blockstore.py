@@ -3,7 +3,9 @@
 Why packs: one fdatasync per upload covers every block of it (small-file ingest would be
 capped by per-file fsyncs otherwise), and a block becomes visible only when its index row
 is committed after that sync, so a crash leaves at most unreferenced bytes at a pack's tail.
-Each record also carries its CID, so the index can be rebuilt from the packs.
+Each record also carries its CID, so the index can be rebuilt from the packs. Bulk writes
+(blocks fetched by Bitswap) start on a 4 KiB boundary; the bytes before one, back to the
+previous record, are zeros, which a reader of the pack skips up to the next boundary.
 """
 
 from __future__ import annotations
