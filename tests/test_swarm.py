@@ -321,9 +321,11 @@ def test_a_node_whose_store_fills_up_keeps_running_and_completes_once_it_has_roo
     cid = upload(a, [("big.bin", big)])
     set_name(a, "big", cid)
     wait_until(lambda: "cannot store fetched blocks" in b.output(), what="B to report its full store")
-    entry = names(b)["big"]
-    assert not entry["complete"] and entry["missing"] > 0
-    assert b.output().count("cannot store fetched blocks") <= 2  # once per episode, not per message
+    time.sleep(0.5)  # the rest of the transfer's messages fail meanwhile: still one line
+    assert b.output().count("cannot store fetched blocks") == 1
+    # incomplete, and once the root is indexed (within a commit interval) the gap is known
+    wait_until(lambda: (e := names(b)["big"]) and not e["complete"] and e["missing"] > 0,
+               what="B to show the name incomplete with bytes missing")
     b.stop()
     b.extra = [x for x in b.extra if x not in ("--store-quota", "1MiB")]
     b.start()
