@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import itertools
+import json
 import threading
 
 import httpx
@@ -204,3 +206,20 @@ def test_context_survives_a_restart(ff, platform):
     ff.start()
     r = httpx.get(f"{ff.url}/v1/context/rs/flow1", params={"key": "kept"}, headers=headers)
     assert r.json() == [{"key": "kept", "value": [1, 2]}]
+
+
+@pytest.mark.parametrize("scope", ["..", "%2e%2e", "a%5cb", "a%00b", "s" * 300])
+def test_hostile_scopes_are_refused_and_change_nothing(ff, ctx, scope):
+    c, base = ctx
+    assert c.post(f"{base}/global", json=[{"key": "kept", "value": 1}]).status_code == 200
+    # sent exactly as written: HTTP clients remove dot segments before sending
+    conn = http.client.HTTPConnection("127.0.0.1", ff.port, timeout=30)
+    try:
+        headers = {"Authorization": c.headers["Authorization"], "Content-Type": "application/json"}
+        conn.request("POST", f"{base}/{scope}", body=b'[{"key":"x","value":2}]', headers=headers)
+        r = conn.getresponse()
+        assert r.status == 400
+        assert json.loads(r.read())["code"] == "FST_ERR_VALIDATION"
+    finally:
+        conn.close()
+    assert c.get(f"{base}/global", params={"key": "kept"}).json() == [{"key": "kept", "value": 1}]

@@ -17,6 +17,8 @@ from edgefiles.node.db import Database
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..errors import BadRequest
+from ..paths import check_segment
 from . import properties
 from .errors import FFBadRequest, FFOverQuota, FlowFuseError
 from .facade import FlowFuse, read_body, security_headers
@@ -139,8 +141,11 @@ async def _authorized(request: Request) -> tuple[FlowFuse, str, Any]:
 
 
 def _check_segment(value: str) -> None:
-    if value in ("", ".", "..") or any(c in value for c in "/\\\x00"):
-        raise FFBadRequest("invalid project or scope")
+    """The one path-segment rule (`paths.check_segment`), answered in FlowFuse's error shape."""
+    try:
+        check_segment(value)
+    except BadRequest:
+        raise FFBadRequest("invalid project or scope") from None
 
 
 async def _json_body(request: Request) -> Any:
