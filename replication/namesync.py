@@ -1,9 +1,10 @@
-"""Name records across the swarm: gossipsub for news, a full-table exchange on every join.
+"""Name records across the swarm: gossipsub for news, a table exchange on every join.
 
 Gossip payloads are sealed with a key derived from the swarm key (ChaCha20-Poly1305), so a
 peer that is connected but not a member learns nothing from them and cannot inject any.
-Gossip may still lose a message, so whenever two members meet they swap their whole tables
-and the merge (last writer wins) repairs whatever was missed.
+Gossip may still lose a message, so whenever two members meet each offers the other its
+table: a digest first, and the records only when the digests differ. The merge (last writer
+wins) then repairs whatever was missed; two nodes already in step exchange a few bytes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .membership import MEMBER, Membership
 
 log = logging.getLogger("edgefiles.names")
 
-EXCHANGE = "/edgefiles/names/1.0.0"
+EXCHANGE = "/edgefiles/names/2.0.0"  # 2: digest first, records on request
 MAX_EXCHANGE = 256 << 20
 GOSSIP_BATCH = 512 << 10
 BURST = 1 << 16  # gossipsub queue sizes: drops only beyond this many queued messages
@@ -91,6 +92,7 @@ class NameSync:
         self._publish_now = trio.Event()
         self.pubsub: Any = None
         self._listen_addrs: dict[Any, list[str]] = {}
+        self.records_sent = 0  # in table exchanges (gossip not counted)
 
     async def start(self) -> None:
         from libp2p.custom_types import TProtocol
@@ -160,21 +162,29 @@ class NameSync:
             if records:
                 await self._apply(records)
 
-    # full table on join ---------------------------------------------------------------
+    # table exchange on join -----------------------------------------------------------
     async def _send_table(self, peer: Any) -> None:
+        """Offer our table to a member that just joined: hello with a digest; the records
+        follow only if it answers that its table differs."""
         from libp2p.custom_types import TProtocol
 
         if not await self.members.admitted(peer, MEMBER):
             return
+        table = await self._table()
         hello = {
             "addrs": [str(a) for a in self.host.get_addrs()],
             "peers": self._member_addrs(exclude=peer),
-            "records": await self._table(),
+            "digest": table_digest(table),
         }
         try:
             with trio.fail_after(60):
                 stream = await self.host.new_stream(peer, [TProtocol(EXCHANGE)])
-                await stream.write(frame(msgpack.packb(hello, use_bin_type=True)))
+                await stream.write(_frame(hello))
+                async for body in read_frames(stream, 1 << 10):
+                    if msgpack.unpackb(body, raw=False).get("want"):
+                        await stream.write(_frame({"records": table}))
+                        self.records_sent += len(table)
+                    break
                 await stream.close()
         except Exception as exc:
             log.debug("name table to %s not sent: %s", peer, exc)
@@ -182,20 +192,38 @@ class NameSync:
     async def _receive_table(self, stream: Any) -> None:
         peer = stream.muxed_conn.peer_id
         try:
-            async for body in read_frames(stream, MAX_EXCHANGE):
-                hello = msgpack.unpackb(body, raw=False)
-                own = [a for a in hello.get("addrs", []) if isinstance(a, str) and a.endswith(f"/p2p/{peer}")]
-                self._listen_addrs[peer] = own
-                for addr in own + hello.get("peers", []):
-                    self.members.keep_connected(addr)
-                records = [r for r in map(_decode_or_none, hello.get("records", [])) if r]
+            frames = read_frames(stream, MAX_EXCHANGE)
+            hello = msgpack.unpackb(await anext(frames), raw=False)
+            own = [a for a in hello.get("addrs", []) if isinstance(a, str) and a.endswith(f"/p2p/{peer}")]
+            self._listen_addrs[peer] = own
+            for addr in own + hello.get("peers", []):
+                self.members.keep_connected(addr)
+            want = hello.get("digest") != table_digest(await self._table())
+            await stream.write(_frame({"want": want}))
+            if want:
+                offered = msgpack.unpackb(await anext(frames), raw=False).get("records", [])
+                records = [r for r in map(_decode_or_none, offered) if r]
                 if records:
                     await self._apply(records)
+        except StopAsyncIteration:
+            log.debug("name table exchange with %s ended early", peer)
         except Exception as exc:
             log.warning("bad name table from %s: %r", peer, exc)
 
     def _member_addrs(self, exclude: Any) -> list[str]:
         return [a for p in self.members.members() if p != exclude for a in self._listen_addrs.get(p, [])]
+
+
+def table_digest(encoded: list[bytes]) -> bytes:
+    """Equal exactly when two tables hold the same records (order does not matter)."""
+    h = hashlib.sha256()
+    for item in sorted(encoded):
+        h.update(len(item).to_bytes(4, "big") + item)
+    return h.digest()
+
+
+def _frame(obj: dict) -> bytes:
+    return frame(msgpack.packb(obj, use_bin_type=True))
 
 
 def _decode_or_none(item: Any) -> NameRecord | None:

@@ -77,7 +77,8 @@ class Swarm:
         b = self.bitswap
         if b is None:
             return {}
-        return {"sent": b.sent_bytes, "received": b.received_bytes, "rejected": b.rejected_blocks}
+        return {"sent": b.sent_bytes, "received": b.received_bytes, "rejected": b.rejected_blocks,
+                "table_records_sent": self.names.records_sent if self.names else 0}
 
     # reads of content that is not here yet ------------------------------------------------
     def fetch_block(self, cid: bytes) -> bytes | None:

@@ -14,7 +14,7 @@ from edgefiles.node.protobuf import DecodeError, varint
 from edgefiles.replication import bitswap_msg as bm
 from edgefiles.replication.framing import FrameSplitter, FrameTooLarge, frame
 from edgefiles.replication.membership import check_proof, proof
-from edgefiles.replication.namesync import Seal, pack_records, unpack_records
+from edgefiles.replication.namesync import Seal, pack_records, table_digest, unpack_records
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -175,3 +175,18 @@ def test_wildcard_listen_addresses_become_dialable_ones_loopback_last():
         f"/ip6/fd00::5/tcp/4001{pid}", f"/ip6/::1/tcp/4001{pid}",
         f"/ip4/10.9.9.9/tcp/1{pid}",
     ]
+
+
+@given(st.lists(st.binary(min_size=0, max_size=40), max_size=12, unique=True), st.randoms())
+def test_table_digest_ignores_order_and_sees_any_difference(records, rnd):
+    shuffled = list(records)
+    rnd.shuffle(shuffled)
+    assert table_digest(shuffled) == table_digest(records)
+    if records:
+        assert table_digest(records[1:]) != table_digest(records)
+        altered = [records[0] + b"\x00", *records[1:]]
+        assert table_digest(altered) != table_digest(records)
+    # record boundaries count: two records are not their concatenation
+    if len(records) >= 2:
+        joined = [records[0] + records[1], *records[2:]]
+        assert table_digest(joined) != table_digest(records)

@@ -346,3 +346,25 @@ def test_remote_reads_by_cid_fetch_ahead_but_only_what_the_range_needs(swarm):
         assert client.get(f"/api/v2/files/{root}").content == data
     received = metric(b, "edgefiles_bitswap_received_bytes")
     assert len(data) <= received < len(data) * 1.02  # read ahead, yet no block fetched twice
+
+
+def test_nodes_in_step_swap_only_a_digest_when_they_meet_again(swarm):
+    a, b = swarm(2)
+    members_connected([a, b])
+    cid = upload(a, [("f.txt", b"named twenty times")])
+    for i in range(20):
+        set_name(a, f"n{i}", cid)
+    wait_until(lambda: len(names(b)) == 20, what="B to learn the names")
+    sent = metric(a, "edgefiles_names_table_records_sent")
+    b.stop()
+    b.start()
+    members_connected([a, b])
+    time.sleep(1)  # the exchange runs right after admission
+    assert metric(a, "edgefiles_names_table_records_sent") == sent
+    assert metric(b, "edgefiles_names_table_records_sent") == 0
+    b.stop()
+    set_name(a, "late", cid)  # B misses this one: the next exchange sends the table
+    time.sleep(4)  # past gossipsub's history (3 heartbeats of 1 s): gossip cannot replay it
+    b.start()
+    wait_until(lambda: "late" in names(b), what="B to catch up through the exchange")
+    assert metric(a, "edgefiles_names_table_records_sent") >= sent + 21

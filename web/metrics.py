@@ -48,6 +48,10 @@ class SwarmCollector:
             "edgefiles_bitswap_rejected_blocks", "Blocks from peers that matched no wanted CID",
             value=c["rejected"],
         )
+        yield CounterMetricFamily(
+            "edgefiles_names_table_records_sent", "Name records sent in table exchanges on joins",
+            value=c["table_records_sent"],
+        )
 
 
 class Metrics:
