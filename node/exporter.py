@@ -209,8 +209,9 @@ class DagReader:
             offset += sub.size
 
 
-def _links_in_range(links: list[dagpb.Link], sizes: list[int], offset: int, start: int, end: int,
-                    ) -> list[bytes]:
+def _links_in_range(
+    links: list[dagpb.Link], sizes: list[int], offset: int, start: int, end: int
+) -> list[bytes]:
     """CIDs of the links of a file node that hold bytes of [start, end); a link whose size
     the node does not record is taken."""
     out = []
