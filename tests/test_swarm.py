@@ -384,7 +384,8 @@ def test_fetched_blocks_survive_collection_and_compaction_around_them(swarm):
     named = upload(a, app)
     set_name(a, "kept", named)
     wait_until(lambda: complete_on(b, "kept", named), timeout=60, what="the rollout to B")
-    wait_until(lambda: re.search(r"gc: freed [1-9]", b.output()) and re.search(r"compacted [1-9]", b.output()),
+    collected = re.compile(r"gc: freed [1-9]"), re.compile(r"compacted [1-9]")
+    wait_until(lambda: all(r.search(b.output()) for r in collected),
                timeout=30, what="B to collect the blocks only reads used, and compact their pack")
     for path, data in app:
         assert host_get(b, "kept", f"/{path}").content == data
