@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 from edgefiles.node.blockstore import Batch, BlockStore, CorruptBlock, StorageFull
-from edgefiles.node.cid import DAG_PB, codec_of, normalize
+from edgefiles.node.cid import DAG_PB, RAW, cid_from_digest, codec_of, digest_of, normalize
 from edgefiles.node.dagpb import decode as decode_dagpb
 from edgefiles.node.protobuf import DecodeError
 
@@ -93,6 +93,7 @@ class Bitswap:
         self._batch_lock = trio.Lock()  # held while a worker thread writes into the batch
         self._committing: Batch | None = None  # the batch being made durable and indexed
         self._prefetches = 0
+        self._legacy: set = set()  # peers that speak only Bitswap 1.0: no HAVE, no DONT_HAVE
         self._storage_error_logged = -math.inf
         self._commit_seq = 0  # batches handed to commit
         self._committed_seq = 0
@@ -316,6 +317,8 @@ class Bitswap:
         holders = [p for p in self._haves.get(want.cid, ()) if p in peers and p not in want.refused]
         if not holders and want.hint in peers and want.hint not in want.refused and not want.asked_have:
             holders = [want.hint]  # skip the want-have round trip: it sent the parent
+        if not holders:
+            holders = self._legacy_candidates(want, peers, now)
         if holders:
             random.shuffle(holders)
             best = min(holders, key=lambda p: self._load(p, now))
@@ -329,6 +332,21 @@ class Bitswap:
                 want.refused.discard(peer)
                 self._outbox(peer).wants.append(bm.Want(want.cid, bm.WANT_HAVE, send_dont_have=True))
         return False  # news (HAVE, DONT_HAVE) or the next full pass brings it back
+
+    def _legacy_candidates(self, want: _Want, peers: list, now: float) -> list:
+        """1.0 peers cannot answer want-have: ask them for the block itself, once the peers
+        that can answer have had REASK_HAVE to say HAVE (a wrong guess costs BLOCK_TIMEOUT)."""
+        legacy = [p for p in peers if p in self._legacy and p not in want.refused]
+        asked = [t for p, t in want.asked_have.items() if p not in self._legacy]
+        if not legacy or (asked and now - min(asked) < REASK_HAVE):
+            return []
+        return legacy
+
+    def _learned_legacy(self, peer: Any) -> None:
+        if peer not in self._legacy:
+            self._legacy.add(peer)
+            self._full_now = True  # plan every want again: this peer may have them
+            self._wake.set()
 
     def _load(self, peer: Any, now: float) -> tuple[bool, int]:
         return self._penalised.get(peer, 0) > now, self._inflight.get(peer, 0)
@@ -417,6 +435,8 @@ class Bitswap:
     # serving (the server side) ---------------------------------------------------------
     async def _inbound(self, stream: Any) -> None:
         peer = stream.muxed_conn.peer_id
+        if stream.get_protocol() == bm.LEGACY:
+            self._learned_legacy(peer)
         try:
             async for body in read_frames(stream, bm.MAX_MESSAGE):
                 msg = bm.decode_unhashed(body)
@@ -463,6 +483,7 @@ class Bitswap:
         read here: a stale answer costs at most a stored block that nobody waits for."""
         wanted, unwanted = [], []
         for cid, data in bm.hash_blocks(unhashed):
+            cid = self._wanted_as(cid)
             want = self._wants.get(cid)
             if want is not None and not want.done.is_set():
                 wanted.append((cid, data))
@@ -470,6 +491,17 @@ class Bitswap:
                 unwanted.append(cid)
         batch.put_many(wanted, bulk=True)
         return wanted, unwanted
+
+    def _wanted_as(self, cid: bytes) -> bytes:
+        """The CID we want these bytes under. Bitswap 1.0 sends bare blocks, which arrive as
+        dag-pb; the same digest under the raw codec names the very same bytes."""
+        if cid in self._wants:
+            return cid
+        codec = codec_of(cid)
+        if codec not in (DAG_PB, RAW):
+            return cid
+        other = cid_from_digest(RAW if codec == DAG_PB else DAG_PB, digest_of(cid)[1])
+        return other if other in self._wants else cid
 
     def _handle(self, peer: Any, msg: bm.Message) -> None:
         if msg.wants or msg.full:
@@ -562,6 +594,7 @@ class Bitswap:
 
     def _peer_left(self, peer: Any) -> None:
         self._ledgers.pop(peer, None)
+        self._legacy.discard(peer)
         box = self._outboxes.pop(peer, None)
         if box is not None:
             box.closed = True
@@ -626,6 +659,8 @@ class _Outbox:
         if self._stream is None:
             self._stream = await self.engine.host.new_stream(self.peer, [TProtocol(p) for p in bm.PROTOCOLS])
         legacy = self._stream.get_protocol() == bm.LEGACY
+        if legacy:
+            self.engine._learned_legacy(self.peer)
         # a view: Yamux slices it into 64 KiB frames without copying each slice first
         await self._stream.write(memoryview(bm.frame(msg, legacy)))
         self.engine.sent_bytes += sum(len(d) for _, d in msg.blocks)

@@ -3,7 +3,9 @@
     python lying_peer.py lie DATA_DIR SWARM_KEY_FILE LISTEN PEER_ADDR
         holds a copy of a node's blocks and serves every block altered by one byte;
     python lying_peer.py garbage DATA_DIR SWARM_KEY_FILE LISTEN PEER_ADDR
-        sends malformed Bitswap and name-exchange messages to every member it meets.
+        sends malformed Bitswap and name-exchange messages to every member it meets;
+    python lying_peer.py legacy DATA_DIR SWARM_KEY_FILE LISTEN PEER_ADDR
+        honest, but speaks only Bitswap 1.0 (no want-have, no presences, bare blocks).
 
 Only the part under test is swapped, so the node sees what a broken or malicious member
 with the swarm key would really send.
@@ -21,6 +23,7 @@ from edgefiles.ans import record as rec_mod
 from edgefiles.node.blockstore import BlockStore
 from edgefiles.node.identity import NodeKey, load_or_create
 from edgefiles.node.protobuf import varint
+from edgefiles.replication import bitswap_msg
 from edgefiles.replication.bitswap import Bitswap
 from edgefiles.replication.bitswap_msg import PROTOCOLS
 from edgefiles.replication.host import SwarmHost
@@ -72,6 +75,10 @@ def main() -> None:
         members.start()
         if mode == "lie":
             store = LyingStore(data_dir / "blocks", data_dir / "state.sqlite")
+            Bitswap(host, members, store, nursery).start()
+        elif mode == "legacy":
+            bitswap_msg.PROTOCOLS = (bitswap_msg.LEGACY,)  # offered and answered: 1.0 only
+            store = BlockStore(data_dir / "blocks", data_dir / "state.sqlite")
             Bitswap(host, members, store, nursery).start()
         else:
             async def on_admitted(member) -> None:

@@ -391,3 +391,24 @@ def test_fetched_blocks_survive_collection_and_compaction_around_them(swarm):
         assert host_get(b, "kept", f"/{path}").content == data
     with b.client() as client:  # collected, not lost: fetched again when read again
         assert client.get(f"/api/v2/files/{roots[0]}").content == passing[0]
+
+
+def test_a_member_that_speaks_only_bitswap_1_0_still_serves_a_rollout(swarm, tmp_path):
+    (a,) = swarm(1)
+    payload = gen("served over bitswap 1.0", 6 << 20)
+    cid = upload(a, [("data.bin", payload)])  # raw leaves: CIDv1 blocks that 1.0 sends bare
+    a.stop()  # the old peer gets a copy of A's store; A stays down
+    old_dir = tmp_path / "old"
+    subprocess.run(["cp", "-r", str(a.data), str(old_dir)], check=True)
+    old = rogue("legacy", old_dir, tmp_path / "swarm.key", free_port(), a.swarm_addr)
+    try:
+        line = old.stdout.readline()
+        assert line.startswith("rogue ready"), line
+        (b,) = swarm(1, "--peer", line.split()[2])
+        set_name(b, "old", cid)
+        wait_until(lambda: complete_on(b, "old", cid), timeout=60, what="rollout from the 1.0 peer")
+        assert host_get(b, "old").content == payload
+        assert metric(b, "edgefiles_bitswap_rejected_blocks") == 0
+    finally:
+        old.kill()
+        old.wait()
