@@ -20,6 +20,8 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgpack
+
 from .cid import normalize, verify_block
 from .db import open_reader, open_writer
 
@@ -31,6 +33,7 @@ STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 Records = list[tuple[bytes, bytes]]  # (header with CID, data) as laid out in a pack
 Places = list[tuple[int, int]]  # (pack, data offset) per record
 IOV_MAX = 1024
+RECENT_READS = "recent-reads.msgpack"  # next to the packs: read recency kept across restarts
 ALIGN = 4096  # O_DIRECT offsets and lengths: the largest logical block size in use
 
 
@@ -92,7 +95,7 @@ class BlockStore:
         self.gc_lock = threading.Lock()
         self.open_batches: weakref.WeakSet[Batch] = weakref.WeakSet()
         self.retired_fds: list[int] = []
-        self.used: dict[bytes, float] = {}  # last read of recently read blocks, for GC order
+        self.used = _load_recent(root / RECENT_READS)  # last read of recently read blocks, for GC order
         self.verified: dict[bytes, bool] = {}  # blocks hashed in this process
         self.quota = quota
         self.inflight = 0
@@ -441,6 +444,7 @@ class BlockStore:
 
     def close(self) -> None:
         with self._lock:
+            _save_recent(self.root / RECENT_READS, self.used)
             os.close(self._fd)
             if self._direct_fd is not None:
                 os.close(self._direct_fd)
@@ -453,6 +457,27 @@ class BlockStore:
             if self._write_conn is not None:
                 self._write_conn.close()
                 self._write_conn = None
+
+
+def _load_recent(path: Path) -> dict[bytes, float]:
+    """Recency of reads saved by the last clean stop (hints: anything unreadable is dropped)."""
+    try:
+        loaded = msgpack.unpackb(path.read_bytes(), raw=False)
+    except (OSError, ValueError, msgpack.UnpackException):
+        return {}
+    if not isinstance(loaded, dict):
+        return {}
+    return {k: float(v) for k, v in loaded.items() if isinstance(k, bytes) and isinstance(v, (int, float))}
+
+
+def _save_recent(path: Path, used: dict[bytes, float]) -> None:
+    """So that garbage collection after a restart still frees the least recently read first."""
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_bytes(msgpack.packb(dict(used), use_bin_type=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # only ordering hints
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:

@@ -98,3 +98,33 @@ def test_least_recently_read_go_first(store):
     gc.collect(store, limit=size)
     assert all(store.has(c) for c in old)
     assert not any(store.has(c) for c in new)
+
+
+def test_least_recently_read_go_first_after_a_restart_too(tmp_path):
+    store = store_in(tmp_path)
+    _, old = add_file(store, bytes(range(200)))
+    _, new = add_file(store, bytes(range(100, 250)))
+    for cid in old:
+        store.get(cid)  # the older file is the recently read one
+    size = sum(len(store.get(c)) for c in old)
+    store.close()
+    store = store_in(tmp_path)  # a clean restart
+    try:
+        gc.collect(store, limit=size)
+        assert all(store.has(c) for c in old)
+        assert not any(store.has(c) for c in new)
+    finally:
+        store.close()
+
+
+def test_unreadable_recency_hints_are_ignored(tmp_path):
+    store = store_in(tmp_path)
+    _, cids = add_file(store, bytes(range(120)))
+    store.close()
+    (tmp_path / "blocks" / "recent-reads.msgpack").write_bytes(b"\xc1 not msgpack")
+    store = store_in(tmp_path)
+    try:
+        assert store.used == {}
+        assert all(store.get(c) is not None for c in cids)
+    finally:
+        store.close()
