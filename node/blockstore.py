@@ -11,6 +11,7 @@ previous record, are zeros, which a reader of the pack skips up to the next boun
 from __future__ import annotations
 
 import errno
+import logging
 import mmap
 import os
 import struct
@@ -28,6 +29,7 @@ from .db import open_reader, open_writer
 PACK_LIMIT = 1 << 30
 EARLY_SYNC_BYTES = 64 << 20
 RECORD_MAGIC = b"EFB1"
+log = logging.getLogger("edgefiles.store")
 _HEADER = struct.Struct(">4sBI")  # magic, CID length, data length
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 Records = list[tuple[bytes, bytes]]  # (header with CID, data) as laid out in a pack
@@ -203,9 +205,13 @@ class BlockStore:
         try:
             written = os.pwrite(self._direct_fd, view[:chunk], aligned)
         except OSError as exc:
-            if exc.errno != errno.EINVAL:
+            if exc.errno in STORAGE_ERRNOS:
                 raise
-            self._direct_ok = False  # alignment this filesystem does not take
+            # EINVAL (an alignment it does not take), EOPNOTSUPP, ...: buffered from now on
+            log.warning("direct writes refused by this filesystem (%s); writing through the page cache",
+                        os.strerror(exc.errno or 0))
+            self._direct_ok = False
+            os.ftruncate(self._fd, self._end)  # nothing of the refused write may stay behind
             return None
         if written != chunk:
             raise OSError(errno.EIO, f"short direct write: {written} of {chunk} bytes")

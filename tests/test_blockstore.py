@@ -122,3 +122,28 @@ def test_a_full_store_refuses_the_write_and_keeps_what_it_had(tmp_path, bulk):
         assert not store.has(make_cid(RAW, too_big))
     finally:
         store.close()
+
+
+def test_a_filesystem_that_refuses_direct_writes_midway_gets_buffered_ones(tmp_path, monkeypatch):
+    store = open_store(tmp_path)
+    real_pwrite = os.pwrite
+
+    def refusing(fd, data, offset):
+        if fd == store._direct_fd:
+            raise OSError(errno.EOPNOTSUPP, "not on this filesystem")
+        return real_pwrite(fd, data, offset)
+
+    try:
+        first = os.urandom(5000)  # buffered: the pack ends mid-block
+        batch = store.batch()
+        batch.put_many([(make_cid(RAW, first), first)])
+        store.commit_sync(batch)
+        monkeypatch.setattr(os, "pwrite", refusing)
+        blocks = [os.urandom(70_000) for _ in range(3)]
+        batch = store.batch()
+        batch.put_many([(make_cid(RAW, b), b) for b in blocks], bulk=True)
+        store.commit_sync(batch)
+        assert not store._direct_ok
+        assert all(store.get(make_cid(RAW, b)) == b for b in [first, *blocks])
+    finally:
+        store.close()
