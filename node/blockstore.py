@@ -83,8 +83,6 @@ class Batch:
             self.bytes += len(data)
 
 
-
-
 class BlockStore:
     def __init__(self, root: Path, db_path: Path, quota: int | None = None):
         self.root = root

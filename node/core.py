@@ -267,13 +267,13 @@ class Core:
     async def _set_serving(
         self, conn: aiosqlite.Connection, key: tuple[str, str], root: bytes | None
     ) -> None:
-        if root is None:
-            if key in self._serving:
-                await pins.unpin(conn, pins.serving_reason(*key))
-                del self._serving[key]
+        if root is None and key not in self._serving:
             return
-        await pins.pin(conn, root, pins.serving_reason(*key), None)
-        self._serving[key] = root
+        await pins.move_pins(conn, [(root, pins.serving_reason(*key))])
+        if root is None:
+            del self._serving[key]
+        else:
+            self._serving[key] = root
 
     def wanted_roots(self) -> set[bytes]:
         """Targets of live names that are not complete here: what the rollout must fetch."""

@@ -35,10 +35,20 @@ class SchemaTooNew(RuntimeError):
     """The data directory was written by a newer edgefiles."""
 
 
+PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=10000")
+
+
 def _configure(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=10000")
+    for pragma in PRAGMAS:
+        conn.execute(f"PRAGMA {pragma}")
+
+
+async def connect(path: Path) -> aiosqlite.Connection:
+    """An aiosqlite connection set up as every writer of ours is (WAL, full sync, patience)."""
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    for pragma in PRAGMAS:
+        await conn.execute(f"PRAGMA {pragma}")
+    return conn
 
 
 def migrate(path: Path) -> None:
@@ -103,11 +113,7 @@ class Database:
 
 async def open_db(path: Path) -> Database:
     migrate(path)
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    await conn.execute("PRAGMA journal_mode=WAL")
-    await conn.execute("PRAGMA synchronous=FULL")
-    await conn.execute("PRAGMA busy_timeout=10000")
-    return Database(conn)
+    return Database(await connect(path))
 
 
 def open_reader(path: Path) -> sqlite3.Connection:

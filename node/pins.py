@@ -25,19 +25,6 @@ def parse_serving_reason(reason: str) -> tuple[str, str]:
     return namespace, name
 
 
-async def pin(conn: aiosqlite.Connection, root: bytes, reason: str, expires: float | None) -> None:
-    """Pin `root` for `reason` (replacing what that reason pinned before) until `expires`, or forever."""
-    await unpin(conn, reason)
-    await conn.execute(
-        "INSERT INTO pins VALUES (?, ?, ?, ?)",
-        (root, reason, int(expires) if expires else None, int(time.time())),
-    )
-
-
-async def unpin(conn: aiosqlite.Connection, reason: str) -> None:
-    await conn.execute("DELETE FROM pins WHERE reason = ?", (reason,))
-
-
 async def pin_roots(conn: aiosqlite.Connection, rows: list[tuple[bytes, str, float | None]]) -> None:
     """Pin many roots at once, each under a reason that only ever pins that root (an upload's):
     so replacing needs no delete first."""
@@ -49,7 +36,7 @@ async def pin_roots(conn: aiosqlite.Connection, rows: list[tuple[bytes, str, flo
 
 
 async def move_pins(conn: aiosqlite.Connection, rows: list[tuple[bytes | None, str]]) -> None:
-    """Point each reason at its new root (None: unpin), in two statements for all of them."""
+    """Point each reason at its new root (None: unpin), forever, in two statements for all."""
     await conn.executemany("DELETE FROM pins WHERE reason = ?", [(reason,) for _, reason in rows])
     now = int(time.time())
     await conn.executemany(

@@ -378,7 +378,7 @@ class Bitswap:
     def _received(self, peer: Any, cid: bytes, data: bytes) -> None:
         want = self._wants.get(cid)
         if want is None or want.done.is_set():
-            return  # twice in one message
+            return  # met already: the same block twice in a message, or from two peers at once
         self.received_bytes += len(data)
         if want.asked_block is not None:
             if want.asked_block != peer:
@@ -478,7 +478,7 @@ class Bitswap:
             self._storage_error_logged = now
             log.error("cannot store fetched blocks (%s); transfers wait for room", exc)
 
-    def _hash_and_write(self, batch: Any, unhashed: list[tuple[bytes, bytes]]) -> tuple[list, list[bytes]]:
+    def _hash_and_write(self, batch: Batch, unhashed: list[tuple[bytes, bytes]]) -> tuple[list, list[bytes]]:
         """Worker thread: (wanted blocks, now stored; CIDs of the others). `_wants` is only
         read here: a stale answer costs at most a stored block that nobody waits for."""
         wanted, unwanted = [], []

@@ -180,11 +180,10 @@ class NameSync:
             with trio.fail_after(60):
                 stream = await self.host.new_stream(peer, [TProtocol(EXCHANGE)])
                 await stream.write(_frame(hello))
-                async for body in read_frames(stream, 1 << 10):
-                    if msgpack.unpackb(body, raw=False).get("want"):
-                        await stream.write(_frame({"records": table}))
-                        self.records_sent += len(table)
-                    break
+                answer = await anext(read_frames(stream, 1 << 10), None)
+                if answer is not None and msgpack.unpackb(answer, raw=False).get("want"):
+                    await stream.write(_frame({"records": table}))
+                    self.records_sent += len(table)
                 await stream.close()
         except Exception as exc:
             log.debug("name table to %s not sent: %s", peer, exc)

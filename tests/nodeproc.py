@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -98,6 +99,16 @@ class Node:
     def client(self, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token()}"},
                             timeout=60, **kw)
+
+    def raw_request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        """Sent exactly as written: HTTP clients like httpx remove dot segments before sending."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            r = conn.getresponse()
+            return r.status, r.read().decode(errors="replace")
+        finally:
+            conn.close()
 
     def pins(self) -> int:
         with self.client() as c:

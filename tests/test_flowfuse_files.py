@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import os
 import threading
@@ -162,14 +161,7 @@ def test_hostile_paths_are_refused(ff, team, hostile):
 
 
 def raw_request(node: Node, method: str, path: str, token: str) -> tuple[int, str]:
-    """Sent exactly as written: HTTP clients like httpx remove dot segments before sending."""
-    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=30)
-    try:
-        conn.request(method, path, body=b"x", headers={**OCTET, "Authorization": f"Bearer {token}"})
-        r = conn.getresponse()
-        return r.status, r.read().decode(errors="replace")
-    finally:
-        conn.close()
+    return node.raw_request(method, path, b"x", {**OCTET, "Authorization": f"Bearer {token}"})
 
 
 @pytest.mark.parametrize("team_id", ["..", "%2e%2e", "a%2fb", "a%5cb"])

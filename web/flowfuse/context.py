@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-from edgefiles.node.db import Database
+from edgefiles.node.db import Database, connect
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -61,9 +60,7 @@ class ContextStore:
 
     @classmethod
     async def open(cls, path: Path) -> ContextStore:
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=10000"):
-            await conn.execute(f"PRAGMA {pragma}")
+        conn = await connect(path)
         await conn.executescript(SCHEMA)
         return cls(Database(conn))
 
@@ -158,8 +155,11 @@ async def _json_body(request: Request) -> Any:
         raise FFBadRequest("body is not valid JSON") from None
 
 
-def _limit(ff: FlowFuse, grant: Any) -> int | None:
-    return grant.context_quota or ff.config.context_quota
+async def _check_quota(ff: FlowFuse, grant: Any, store: Any, project: str, delta: int) -> None:
+    """Upstream's rule: a change that does not shrink the project may not pass its quota."""
+    limit = grant.context_quota or ff.config.context_quota
+    if limit is not None and delta >= 0 and await store.used(project) + delta > limit:
+        raise FFOverQuota(limit)
 
 
 def _path(key: Any) -> properties.Path:
@@ -189,9 +189,7 @@ async def set_values(request: Request) -> Response:
             elif found:
                 delta -= item_size(old)
                 properties.delete(value, path)
-        limit = _limit(ff, grant)
-        if limit is not None and delta >= 0 and await store.used(project) + delta > limit:
-            raise FFOverQuota(limit)
+        await _check_quota(ff, grant, store, project, delta)
         await store.save(project, {scope: value})
     return JSONResponse({}, headers=security_headers())
 
@@ -262,8 +260,6 @@ async def cache_replace(request: Request) -> Response:
     async with store.lock(project):
         old = await store.scope(project, scope)
         delta = (len(json_text(value)) if value else 0) - (len(json_text(old)) if old else 0)
-        limit = _limit(ff, grant)
-        if limit is not None and delta >= 0 and await store.used(project) + delta > limit:
-            raise FFOverQuota(limit)
+        await _check_quota(ff, grant, store, project, delta)
         await store.save(project, {scope: value})
     return JSONResponse({}, headers=security_headers())
