@@ -188,13 +188,13 @@ class Core:
         node = self.reader.load(root)
         return b"".join(self.reader.read_range(node, 0, node.size))
 
-    def file_size(self, root: bytes) -> int:
-        """Size of a file from its root block; 0 while that block is not here yet (never
+    def file_size(self, root: bytes) -> int | None:
+        """Size of a file from its root block; None while that block is not here yet (never
         fetched from peers: this is asked on the event loop)."""
         if root in self._sizes:
             return self._sizes[root]
         if not self.store.has(root):
-            return 0
+            return None
         try:
             return self.reader.load(root).size
         except (exporter.NotFound, exporter.NotUnixFS, CorruptBlock):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import threading
@@ -9,6 +10,11 @@ import threading
 import httpx
 import pytest
 from conftest import gen
+from edgefiles.node.core import Core, CoreSettings
+from edgefiles.node.identity import NodeKey
+from edgefiles.node.profiles import get_profile
+from edgefiles.web.flowfuse.facade import FileTable
+from edgefiles.web.flowfuse.files import namespace
 from fake_platform import FakePlatform
 from nodeproc import Node, free_port, run_cli, wait_until
 
@@ -255,6 +261,37 @@ def test_files_replicate_to_another_node(tmp_path, platform):
     finally:
         a.stop()
         b.stop()
+
+
+def test_quota_counts_a_file_from_a_peer_once_its_blocks_arrive(tmp_path):
+    """A record from a peer can land before its blocks: the file counts 0 bytes until its root
+    is stored here, then its size (the quota once stayed 0 for good: a flaky CI failure)."""
+    ns, body = namespace("rt", "rp"), b'{"v":1}'
+
+    async def scenario() -> None:
+        a, b = (Core(CoreSettings(tmp_path / n, get_profile("kubo-v1")), NodeKey(bytes([i]) * 32))
+                for i, n in ((1, "a"), (2, "b")))
+        for core in (a, b):
+            core.settings.data_dir.mkdir()
+            await core.open()
+        try:
+            table = FileTable(b)
+            assert table.used(ns) == 0
+            root = await a.store_bytes(body, (ns, "shared.json"))
+            await b.registry.apply([a.registry.get("shared.json", ns)])
+            assert table.exists(ns, "shared.json") and table.used(ns) == 0
+            transfer = b.store.batch()  # as Bitswap stores a fetched block
+            transfer.put_many([(root, a.store.get(root))], bulk=True)
+            await asyncio.to_thread(b.store.commit_sync, transfer)
+            assert table.used(ns) == len(body) and table.used(ns) == len(body)  # counted once
+            await a.delete_name("shared.json", ns)
+            await b.registry.apply([a.registry.table[(ns, "shared.json")]])  # the tombstone
+            assert table.used(ns) == 0 and not table.exists(ns, "shared.json")
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
 
 
 class NoApiNode(Node):

@@ -118,6 +118,7 @@ class FileTable:
         self._sizes: dict[str, dict[str, int]] = {}
         self._used: dict[str, int] = {}
         self._dirs: dict[str, Counter[str]] = {}
+        self._unsized: dict[str, dict[str, bytes]] = {}  # files from peers whose root is not here yet
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         core.registry.listeners.append(self._changed)
 
@@ -130,6 +131,7 @@ class FileTable:
 
     def used(self, ns: str) -> int:
         self._table(ns)
+        self._size_arrived(ns)
         return self._used[ns]
 
     async def write(self, ns: str, name: str, body: bytes, append: bool) -> None:
@@ -156,32 +158,42 @@ class FileTable:
     def _table(self, ns: str) -> dict[str, int]:
         table = self._sizes.get(ns)
         if table is None:
-            table, self._used[ns], self._dirs[ns] = {}, 0, Counter()
+            table, self._used[ns], self._dirs[ns], self._unsized[ns] = {}, 0, Counter(), {}
             self._sizes[ns] = table
             for record in self.core.registry.live(ns):
-                self._set(ns, record.name, self.core.file_size(record.cid))
+                self._set(ns, record.name, record.cid)
         return table
 
     def _changed(self, record: NameRecord, _previous: NameRecord | None) -> None:
-        if record.namespace not in self._sizes:
-            return  # built from the registry when first used
-        if record.cid is None:
-            self._set(ns=record.namespace, name=record.name, size=None)
-        else:
-            self._set(record.namespace, record.name, self.core.file_size(record.cid))
+        if record.namespace in self._sizes:  # else built from the registry when first used
+            self._set(record.namespace, record.name, record.cid)
 
-    def _set(self, ns: str, name: str, size: int | None) -> None:
-        table, dirs = self._sizes[ns], self._dirs[ns]
+    def _set(self, ns: str, name: str, cid: bytes | None) -> None:
+        """Point `name` at file `cid` (None: deleted). A file whose root has not arrived from
+        peers counts 0 bytes until it has (see `_size_arrived`)."""
+        table, dirs, unsized = self._sizes[ns], self._dirs[ns], self._unsized[ns]
+        unsized.pop(name, None)
         old = table.pop(name, None)
         if old is not None:
             self._used[ns] -= old
             for prefix in _parents(name):
                 dirs[prefix] -= 1
-        if size is not None:
+        if cid is not None:
+            size = self.core.file_size(cid)
+            if size is None:
+                unsized[name], size = cid, 0
             table[name] = size
             self._used[ns] += size
             for prefix in _parents(name):
                 dirs[prefix] += 1
+
+    def _size_arrived(self, ns: str) -> None:
+        for name, cid in list(self._unsized[ns].items()):
+            size = self.core.file_size(cid)
+            if size is not None:
+                del self._unsized[ns][name]
+                self._used[ns] += size - self._sizes[ns][name]
+                self._sizes[ns][name] = size
 
 
 def _parents(name: str) -> list[str]:
