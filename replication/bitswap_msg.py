@@ -37,9 +37,6 @@ class Message:
     pending_bytes: int = 0
     unhashed: list[tuple[bytes, bytes]] = field(default_factory=list)  # (CID prefix, data)
 
-    def is_empty(self) -> bool:
-        return not (self.wants or self.full or self.blocks or self.presences)
-
 
 def cid_prefix(cid: bytes) -> bytes:
     """version, codec, hash function and digest length: what a receiver needs to rebuild the CID."""
