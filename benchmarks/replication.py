@@ -8,7 +8,9 @@
 2. A -> B: time from naming a DAG on A until B reports it complete;
 3. on demand: B reads by CID a file only A has, as one HTTP response;
 4. rollout A -> 4 nodes: time until all have it, bytes A served (Bitswap counter), peak RSS;
-5. name propagation across 5 nodes: per update, time until each other node resolves it.
+5. name propagation across 5 nodes: per update, time until each other node resolves it;
+6. catch-up: B misses one update of a table of --table names while it is down (longer than
+   gossip remembers), restarts: records A sent in the exchange against the table's size.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -254,13 +257,48 @@ def propagation(root: Path, updates: int) -> dict:
             n.stop()
 
 
+def catch_up(root: Path, table: int) -> dict:
+    a, b = nodes = start_nodes(root / "catchup", 2)
+    try:
+        cid = client(a).post("/api/v2/files", files=[("f", ("x.txt", b"x"))]).text
+
+        def put(i: int) -> None:
+            client(a).put(f"/api/v2/files/t{i}", content=cid).raise_for_status()
+
+        with ThreadPoolExecutor(8) as pool:  # each PUT commits alone: keep several in flight
+            list(pool.map(put, range(table)))
+        wait_until(lambda: len(client(b).get("/api/v2/names").json()) == table, timeout=300, what="B's table")
+        b.stop()
+        client(a).put("/api/v2/files/late", content=cid).raise_for_status()
+        time.sleep(4)  # longer than gossipsub's history: only the exchange can bring it
+        before = counter(a, "edgefiles_names_table_records_sent")
+        started = time.perf_counter()
+        b.start()
+        wait_until(lambda: client(b).head("/api/v2/files/late").status_code == 200, timeout=120,
+                   interval=0.02, what="B to catch up")
+        caught_up = time.perf_counter() - started
+        time.sleep(1)  # let an exchange on a second connection finish before counting
+        sent = counter(a, "edgefiles_names_table_records_sent") - before
+        return {
+            "catch_up_table_names": table + 1,
+            "catch_up_records_sent": int(sent),
+            "catch_up_records_sent_vs_table": round(sent / (table + 1), 4),
+            "catch_up_restart_to_resolved_s": round(caught_up, 2),
+        }
+    finally:
+        for n in nodes:
+            n.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--updates", type=int, default=200)
-    parser.add_argument("--parts", default="transfer,ondemand,rollout,names", help="measurements to run")
+    parser.add_argument("--table", type=int, default=5000, help="names in the catch-up table")
+    parser.add_argument("--parts", default="transfer,ondemand,rollout,names,catchup",
+                        help="measurements to run")
     parser.add_argument("--raw-receiver", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--coalesce", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -290,6 +328,8 @@ def main() -> None:
             result.update(rollout(root, data, size))
         if "names" in parts:
             result.update(propagation(root, args.updates))
+        if "catchup" in parts:
+            result.update(catch_up(root, args.table))
     print(json.dumps(result, indent=2))
 
 

@@ -3,8 +3,11 @@
 Gossip payloads are sealed with a key derived from the swarm key (ChaCha20-Poly1305), so a
 peer that is connected but not a member learns nothing from them and cannot inject any.
 Gossip may still lose a message, so whenever two members meet each offers the other its
-table: a digest first, and the records only when the digests differ. The merge (last writer
-wins) then repairs whatever was missed; two nodes already in step exchange a few bytes.
+table: a digest first; when it differs, the other side answers with the digests of the
+table's 256 buckets (records grouped by a hash of their key), and only the records of the
+buckets that differ follow. The merge (last writer wins) then repairs whatever was missed:
+two nodes in step exchange a few bytes, a node that missed one update gets about 1/256 of
+the table.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import hmac
 import logging
 import os
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,8 +33,10 @@ from .membership import MEMBER, Membership
 
 log = logging.getLogger("edgefiles.names")
 
-EXCHANGE = "/edgefiles/names/2.0.0"  # 2: digest first, records on request
+EXCHANGE = "/edgefiles/names/2.0.0"  # 2: digest first, then bucket digests, then records
 MAX_EXCHANGE = 256 << 20
+BUCKETS = 256
+DIGEST = 32  # bytes of one bucket digest (SHA-256)
 GOSSIP_BATCH = 512 << 10
 BURST = 1 << 16  # gossipsub queue sizes: drops only beyond this many queued messages
 
@@ -75,8 +81,9 @@ def unpack_records(payload: bytes) -> list[NameRecord]:
     return out
 
 
+Key = tuple[str, str]  # (namespace, name)
 Apply = Callable[[list[NameRecord]], Awaitable[None]]
-Table = Callable[[], Awaitable[list[bytes]]]
+Table = Callable[[], Awaitable[list[tuple[Key, bytes]]]]  # every record, encoded, with its key
 
 
 class NameSync:
@@ -171,19 +178,22 @@ class NameSync:
         if not await self.members.admitted(peer, MEMBER):
             return
         table = await self._table()
+        buckets = bucket_digests(table)
         hello = {
             "addrs": [str(a) for a in self.host.get_addrs()],
             "peers": self._member_addrs(exclude=peer),
-            "digest": table_digest(table),
+            "digest": table_digest(buckets),
         }
         try:
             with trio.fail_after(60):
                 stream = await self.host.new_stream(peer, [TProtocol(EXCHANGE)])
                 await stream.write(_frame(hello))
-                answer = await anext(read_frames(stream, 1 << 10), None)
-                if answer is not None and msgpack.unpackb(answer, raw=False).get("want"):
-                    await stream.write(_frame({"records": table}))
-                    self.records_sent += len(table)
+                answer = await anext(read_frames(stream, BUCKETS * DIGEST + 1024), None)
+                answer = msgpack.unpackb(answer, raw=False) if answer is not None else {}
+                if answer.get("want"):
+                    records = records_to_send(table, buckets, answer.get("buckets"))
+                    await stream.write(_frame({"records": records}))
+                    self.records_sent += len(records)
                 await stream.close()
         except Exception as exc:
             log.debug("name table to %s not sent: %s", peer, exc)
@@ -197,8 +207,10 @@ class NameSync:
             self._listen_addrs[peer] = own
             for addr in own + hello.get("peers", []):
                 self.members.keep_connected(addr)
-            want = hello.get("digest") != table_digest(await self._table())
-            await stream.write(_frame({"want": want}))
+            buckets = bucket_digests(await self._table())
+            want = hello.get("digest") != table_digest(buckets)
+            answer = {"want": True, "buckets": b"".join(buckets)} if want else {"want": False}
+            await stream.write(_frame(answer))
             if want:
                 offered = msgpack.unpackb(await anext(frames), raw=False).get("records", [])
                 records = [r for r in map(_decode_or_none, offered) if r]
@@ -213,12 +225,37 @@ class NameSync:
         return [a for p in self.members.members() if p != exclude for a in self._listen_addrs.get(p, [])]
 
 
-def table_digest(encoded: list[bytes]) -> bytes:
-    """Equal exactly when two tables hold the same records (order does not matter)."""
-    h = hashlib.sha256()
-    for item in sorted(encoded):
-        h.update(len(item).to_bytes(4, "big") + item)
-    return h.digest()
+def bucket_of(key: Key) -> int:
+    """The bucket of a name: the same on every node, whatever the record's version."""
+    namespace, name = key
+    return zlib.crc32(f"{namespace}\0{name}".encode()) % BUCKETS
+
+
+def bucket_digests(table: list[tuple[Key, bytes]]) -> list[bytes]:
+    """One digest per bucket, equal exactly when the buckets hold the same records (in any order)."""
+    buckets: list[list[bytes]] = [[] for _ in range(BUCKETS)]
+    for key, encoded in table:
+        buckets[bucket_of(key)].append(encoded)
+    out = []
+    for items in buckets:
+        h = hashlib.sha256()
+        for item in sorted(items):
+            h.update(len(item).to_bytes(4, "big") + item)
+        out.append(h.digest())
+    return out
+
+
+def table_digest(buckets: list[bytes]) -> bytes:
+    return hashlib.sha256(b"".join(buckets)).digest()
+
+
+def records_to_send(table: list[tuple[Key, bytes]], ours: list[bytes], theirs: object) -> list[bytes]:
+    """Our records in the buckets whose digests differ from the other side's (`theirs`: its
+    bucket digests joined); every record when `theirs` is not a well-formed list of them."""
+    if not isinstance(theirs, bytes) or len(theirs) != BUCKETS * DIGEST:
+        return [encoded for _, encoded in table]
+    differ = {i for i, digest in enumerate(ours) if theirs[i * DIGEST : (i + 1) * DIGEST] != digest}
+    return [encoded for key, encoded in table if bucket_of(key) in differ]
 
 
 def _frame(obj: dict) -> bytes:

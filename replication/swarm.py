@@ -156,9 +156,9 @@ class Swarm:
     async def _apply(self, records: list[NameRecord]) -> None:
         await self.host.to_asyncio(self.core.apply_remote(records))
 
-    async def _table(self) -> list[bytes]:
-        async def encoded() -> list[bytes]:
-            return [rec_mod.encode(r) for r in self.core.registry.table.values()]
+    async def _table(self) -> list[tuple[tuple[str, str], bytes]]:
+        async def encoded() -> list[tuple[tuple[str, str], bytes]]:
+            return [(key, rec_mod.encode(r)) for key, r in self.core.registry.table.items()]
 
         return await self.host.to_asyncio(encoded())
 

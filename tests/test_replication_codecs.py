@@ -14,7 +14,15 @@ from edgefiles.node.protobuf import DecodeError, varint
 from edgefiles.replication import bitswap_msg as bm
 from edgefiles.replication.framing import FrameSplitter, FrameTooLarge, frame
 from edgefiles.replication.membership import check_proof, proof
-from edgefiles.replication.namesync import Seal, pack_records, table_digest, unpack_records
+from edgefiles.replication.namesync import (
+    Seal,
+    bucket_digests,
+    bucket_of,
+    pack_records,
+    records_to_send,
+    table_digest,
+    unpack_records,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -177,16 +185,41 @@ def test_wildcard_listen_addresses_become_dialable_ones_loopback_last():
     ]
 
 
-@given(st.lists(st.binary(min_size=0, max_size=40), max_size=12, unique=True), st.randoms())
-def test_table_digest_ignores_order_and_sees_any_difference(records, rnd):
-    shuffled = list(records)
-    rnd.shuffle(shuffled)
-    assert table_digest(shuffled) == table_digest(records)
-    if records:
-        assert table_digest(records[1:]) != table_digest(records)
-        altered = [records[0] + b"\x00", *records[1:]]
-        assert table_digest(altered) != table_digest(records)
-    # record boundaries count: two records are not their concatenation
-    if len(records) >= 2:
-        joined = [records[0] + records[1], *records[2:]]
-        assert table_digest(joined) != table_digest(records)
+keys = st.tuples(st.sampled_from(["", "flowfuse/t/p"]), st.text(min_size=1, max_size=6))
+tables = st.dictionaries(keys, st.binary(min_size=0, max_size=40), max_size=12)
+
+
+def digest_of(table: dict) -> bytes:
+    return table_digest(bucket_digests(list(table.items())))
+
+
+@given(tables, st.randoms())
+def test_table_digest_ignores_order_and_sees_any_difference(table, rnd):
+    items = list(table.items())
+    rnd.shuffle(items)
+    assert table_digest(bucket_digests(items)) == digest_of(table)
+    if table:
+        first = next(iter(table))
+        assert digest_of({k: v for k, v in table.items() if k != first}) != digest_of(table)
+        assert digest_of({**table, first: table[first] + b"\x00"}) != digest_of(table)
+
+
+@given(keys, st.binary(max_size=20), st.binary(max_size=20))
+def test_record_boundaries_count_in_a_bucket(key, v1, v2):
+    namespace, name = key
+    other = next(k for i in range(100_000) if bucket_of(k := (namespace, f"{name}{i}")) == bucket_of(key))
+    assert digest_of({key: v1, other: v2}) != digest_of({key: v1 + v2})
+    assert digest_of({key: v1, other: v2}) != digest_of({key: v1, other: v2 + b"\x00"})
+
+
+@given(tables, tables)
+def test_the_records_sent_cover_all_the_other_side_lacks(ours, theirs):
+    table = list(ours.items())
+    mine = bucket_digests(table)
+    sent = records_to_send(table, mine, b"".join(bucket_digests(list(theirs.items()))))
+    lacking = [v for k, v in ours.items() if theirs.get(k) != v]
+    assert all(v in sent for v in lacking)
+    assert len(sent) <= len(ours)
+    if ours == theirs:
+        assert sent == []
+    assert records_to_send(table, mine, b"short") == list(ours.values())  # no usable digests: all
