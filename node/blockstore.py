@@ -96,6 +96,7 @@ class BlockStore:
         self.open_batches: weakref.WeakSet[Batch] = weakref.WeakSet()
         self.retired_fds: list[int] = []
         self.used = _load_recent(root / RECENT_READS)  # last read of recently read blocks, for GC order
+        self._reads_saved = self.reads = 0  # reads counted, and their count when `used` was saved
         self.verified: dict[bytes, bool] = {}  # blocks hashed in this process
         self.quota = quota
         self.inflight = 0
@@ -429,7 +430,17 @@ class BlockStore:
             raise CorruptBlock(cid)
         self._remember(self.verified, key, True)
         self._remember(self.used, key, time.time())
+        self.reads += 1
         return data
+
+    def save_recency(self) -> None:
+        """Save read recency if blocks were read since it was last saved (blocking: a worker
+        thread), so that collection after a crash, not only after a clean stop, still frees
+        the least recently read first."""
+        reads = self.reads
+        if reads != self._reads_saved:
+            _save_recent(self.root / RECENT_READS, self.used)
+            self._reads_saved = reads
 
     @staticmethod
     def _remember(table: dict, key: bytes, value: object) -> None:
@@ -448,7 +459,7 @@ class BlockStore:
 
     def close(self) -> None:
         with self._lock:
-            _save_recent(self.root / RECENT_READS, self.used)
+            self.save_recency()
             os.close(self._fd)
             if self._direct_fd is not None:
                 os.close(self._direct_fd)

@@ -23,6 +23,7 @@ from .profiles import Profile
 
 log = logging.getLogger("edgefiles")
 PROGRESS_FRESH = 0.25  # seconds a survey of an incomplete DAG answers status requests
+SAVE_RECENCY_EVERY = 60.0  # seconds: a crash loses at most this much of the GC's read order
 
 
 @dataclass(frozen=True)
@@ -212,13 +213,18 @@ class Core:
         return report
 
     async def keep_below(self, limit: int, every: float = 5.0) -> None:
-        """The garbage collector's loop: runs whenever the store holds more than `limit` bytes."""
+        """The garbage collector's loop: runs whenever the store holds more than `limit` bytes.
+        Every `SAVE_RECENCY_EVERY` it also saves what was read lately, the order it frees in."""
+        saved = time.monotonic()
         while True:
             if self.store.stored_bytes > limit:
                 try:
                     await self.collect_garbage(limit)
                 except Exception:
                     log.exception("garbage collection failed; retrying later")
+            if time.monotonic() - saved >= SAVE_RECENCY_EVERY:
+                await asyncio.to_thread(self.store.save_recency)
+                saved = time.monotonic()
             await asyncio.sleep(every)
 
     def store_totals(self) -> tuple[int, int]:

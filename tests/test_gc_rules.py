@@ -117,6 +117,30 @@ def test_least_recently_read_go_first_after_a_restart_too(tmp_path):
         store.close()
 
 
+def test_recency_saved_while_running_survives_a_crash(tmp_path):
+    store = store_in(tmp_path)
+    _, old = add_file(store, bytes(range(200)))
+    _, new = add_file(store, bytes(range(100, 250)))
+    hints = tmp_path / "blocks" / "recent-reads.msgpack"
+    store.save_recency()
+    assert not hints.exists()  # nothing read yet: nothing to save
+    for cid in old:
+        store.get(cid)  # the older file is the recently read one
+    size = sum(len(store.get(c)) for c in old)
+    store.save_recency()  # what the GC loop does every minute
+    saved = hints.read_bytes()
+    after_crash = store_in(tmp_path)  # `store` is never closed: as after a power cut
+    try:
+        gc.collect(after_crash, limit=size)
+        assert all(after_crash.has(c) for c in old)
+        assert not any(after_crash.has(c) for c in new)
+        store.save_recency()
+        assert hints.read_bytes() == saved  # no read since: not written again
+    finally:
+        after_crash.close()
+        store.close()
+
+
 def test_unreadable_recency_hints_are_ignored(tmp_path):
     store = store_in(tmp_path)
     _, cids = add_file(store, bytes(range(120)))
