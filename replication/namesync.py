@@ -18,7 +18,7 @@ import logging
 import os
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import msgpack
@@ -83,18 +83,20 @@ def unpack_records(payload: bytes) -> list[NameRecord]:
 
 Key = tuple[str, str]  # (namespace, name)
 Apply = Callable[[list[NameRecord]], Awaitable[None]]
-Table = Callable[[], Awaitable[list[tuple[Key, bytes]]]]  # every record, encoded, with its key
+Digests = Callable[[], Awaitable[list[bytes]]]  # the table's bucket digests
+Records = Callable[[Iterable[int]], Awaitable[list[bytes]]]  # the encoded records of these buckets
 
 
 class NameSync:
     def __init__(self, host: Any, membership: Membership, swarm_key: bytes, nursery: trio.Nursery,
-                 apply: Apply, table: Table):
+                 apply: Apply, digests: Digests, records: Records):
         self.host = host
         self.members = membership
         self.seal = Seal(swarm_key)
         self._nursery = nursery
         self._apply = apply
-        self._table = table
+        self._digests = digests
+        self._records = records
         self._outgoing: deque[bytes] = deque()
         self._publish_now = trio.Event()
         self.pubsub: Any = None
@@ -177,8 +179,7 @@ class NameSync:
 
         if not await self.members.admitted(peer, MEMBER):
             return
-        table = await self._table()
-        buckets = bucket_digests(table)
+        buckets = await self._digests()
         hello = {
             "addrs": [str(a) for a in self.host.get_addrs()],
             "peers": self._member_addrs(exclude=peer),
@@ -191,7 +192,7 @@ class NameSync:
                 answer = await anext(read_frames(stream, BUCKETS * DIGEST + 1024), None)
                 answer = msgpack.unpackb(answer, raw=False) if answer is not None else {}
                 if answer.get("want"):
-                    records = records_to_send(table, buckets, answer.get("buckets"))
+                    records = await self._records(differing_buckets(buckets, answer.get("buckets")))
                     await stream.write(_frame({"records": records}))
                     self.records_sent += len(records)
                 await stream.close()
@@ -207,7 +208,7 @@ class NameSync:
             self._listen_addrs[peer] = own
             for addr in own + hello.get("peers", []):
                 self.members.keep_connected(addr)
-            buckets = bucket_digests(await self._table())
+            buckets = await self._digests()
             want = hello.get("digest") != table_digest(buckets)
             answer = {"want": True, "buckets": b"".join(buckets)} if want else {"want": False}
             await stream.write(_frame(answer))
@@ -231,31 +232,47 @@ def bucket_of(key: Key) -> int:
     return zlib.crc32(f"{namespace}\0{name}".encode()) % BUCKETS
 
 
-def bucket_digests(table: list[tuple[Key, bytes]]) -> list[bytes]:
-    """One digest per bucket, equal exactly when the buckets hold the same records (in any order)."""
-    buckets: list[list[bytes]] = [[] for _ in range(BUCKETS)]
-    for key, encoded in table:
-        buckets[bucket_of(key)].append(encoded)
-    out = []
-    for items in buckets:
-        h = hashlib.sha256()
-        for item in sorted(items):
-            h.update(len(item).to_bytes(4, "big") + item)
-        out.append(h.digest())
-    return out
+class BucketedTable:
+    """The name table as the exchange sees it: encoded records in buckets, each bucket's digest
+    kept until a record of it changes, so a join hashes only the buckets changed since the last."""
+
+    def __init__(self) -> None:
+        self._buckets: list[dict[Key, bytes]] = [{} for _ in range(BUCKETS)]
+        self._digests: list[bytes | None] = [None] * BUCKETS
+
+    def put(self, key: Key, encoded: bytes) -> None:
+        bucket = bucket_of(key)
+        self._buckets[bucket][key] = encoded
+        self._digests[bucket] = None
+
+    def put_record(self, record: NameRecord, _previous: NameRecord | None = None) -> None:
+        """As a registry listener: every record that won, tombstones included."""
+        self.put(record.key, rec_mod.encode(record))
+
+    def digests(self) -> list[bytes]:
+        """One per bucket, equal exactly when the buckets hold the same records."""
+        for i, digest in enumerate(self._digests):
+            if digest is None:
+                h = hashlib.sha256()
+                for item in sorted(self._buckets[i].values()):
+                    h.update(len(item).to_bytes(4, "big") + item)
+                self._digests[i] = h.digest()
+        return list(self._digests)  # type: ignore[arg-type]
+
+    def records(self, buckets: Iterable[int]) -> list[bytes]:
+        return [encoded for i in buckets for encoded in self._buckets[i].values()]
 
 
 def table_digest(buckets: list[bytes]) -> bytes:
     return hashlib.sha256(b"".join(buckets)).digest()
 
 
-def records_to_send(table: list[tuple[Key, bytes]], ours: list[bytes], theirs: object) -> list[bytes]:
-    """Our records in the buckets whose digests differ from the other side's (`theirs`: its
-    bucket digests joined); every record when `theirs` is not a well-formed list of them."""
+def differing_buckets(ours: list[bytes], theirs: object) -> Iterable[int]:
+    """Buckets whose digests differ from the other side's (`theirs`: its digests joined);
+    every bucket when `theirs` is not a well-formed list of them."""
     if not isinstance(theirs, bytes) or len(theirs) != BUCKETS * DIGEST:
-        return [encoded for _, encoded in table]
-    differ = {i for i, digest in enumerate(ours) if theirs[i * DIGEST : (i + 1) * DIGEST] != digest}
-    return [encoded for key, encoded in table if bucket_of(key) in differ]
+        return range(BUCKETS)
+    return [i for i, digest in enumerate(ours) if theirs[i * DIGEST : (i + 1) * DIGEST] != digest]
 
 
 def _frame(obj: dict) -> bytes:

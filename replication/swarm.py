@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from edgefiles.node.core import Core
 from .bitswap import Bitswap
 from .host import SwarmHost
 from .membership import Membership
-from .namesync import NameSync
+from .namesync import BucketedTable, NameSync
 
 log = logging.getLogger("edgefiles.swarm")
 
@@ -46,9 +47,13 @@ class Swarm:
         self.names: NameSync | None = None
         self.rollout: Rollout | None = None
         self._resync_pending = False
+        self._exchange_table = BucketedTable()  # asyncio side, kept in step with the registry
 
     # lifecycle, from the asyncio side ----------------------------------------------------
     async def start(self) -> None:
+        for record in self.core.registry.table.values():  # before any peer can ask for it
+            self._exchange_table.put_record(record)
+        self.core.registry.listeners.append(self._exchange_table.put_record)
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.host.start, loop)
         self.core.fetch_block = self.fetch_block
@@ -145,7 +150,8 @@ class Swarm:
         s = self.settings
         self.members = Membership(host, s.swarm_key, s.allowed_peers, nursery)
         self.bitswap = Bitswap(host, self.members, self.core.store, nursery)
-        self.names = NameSync(host, self.members, s.swarm_key, nursery, self._apply, self._table)
+        self.names = NameSync(host, self.members, s.swarm_key, nursery, self._apply,
+                              self._table_digests, self._table_records)
         self.rollout = Rollout(self.bitswap, nursery, self._completed)
         self.members.start()
         self.bitswap.start()
@@ -156,11 +162,17 @@ class Swarm:
     async def _apply(self, records: list[NameRecord]) -> None:
         await self.host.to_asyncio(self.core.apply_remote(records))
 
-    async def _table(self) -> list[tuple[tuple[str, str], bytes]]:
-        async def encoded() -> list[tuple[tuple[str, str], bytes]]:
-            return [(key, rec_mod.encode(r)) for key, r in self.core.registry.table.items()]
+    async def _table_digests(self) -> list[bytes]:
+        async def digests() -> list[bytes]:
+            return self._exchange_table.digests()
 
-        return await self.host.to_asyncio(encoded())
+        return await self.host.to_asyncio(digests())
+
+    async def _table_records(self, buckets: Iterable[int]) -> list[bytes]:
+        async def records() -> list[bytes]:
+            return self._exchange_table.records(buckets)
+
+        return await self.host.to_asyncio(records())
 
     async def _completed(self, root: bytes) -> None:
         await self.host.to_asyncio(self.core.rollout_done(root))

@@ -15,11 +15,11 @@ from edgefiles.replication import bitswap_msg as bm
 from edgefiles.replication.framing import FrameSplitter, FrameTooLarge, frame
 from edgefiles.replication.membership import check_proof, proof
 from edgefiles.replication.namesync import (
+    BucketedTable,
     Seal,
-    bucket_digests,
     bucket_of,
+    differing_buckets,
     pack_records,
-    records_to_send,
     table_digest,
     unpack_records,
 )
@@ -189,15 +189,22 @@ keys = st.tuples(st.sampled_from(["", "flowfuse/t/p"]), st.text(min_size=1, max_
 tables = st.dictionaries(keys, st.binary(min_size=0, max_size=40), max_size=12)
 
 
+def bucketed(items) -> BucketedTable:
+    table = BucketedTable()
+    for key, encoded in items:
+        table.put(key, encoded)
+    return table
+
+
 def digest_of(table: dict) -> bytes:
-    return table_digest(bucket_digests(list(table.items())))
+    return table_digest(bucketed(table.items()).digests())
 
 
 @given(tables, st.randoms())
 def test_table_digest_ignores_order_and_sees_any_difference(table, rnd):
     items = list(table.items())
     rnd.shuffle(items)
-    assert table_digest(bucket_digests(items)) == digest_of(table)
+    assert table_digest(bucketed(items).digests()) == digest_of(table)
     if table:
         first = next(iter(table))
         assert digest_of({k: v for k, v in table.items() if k != first}) != digest_of(table)
@@ -212,14 +219,26 @@ def test_record_boundaries_count_in_a_bucket(key, v1, v2):
     assert digest_of({key: v1, other: v2}) != digest_of({key: v1, other: v2 + b"\x00"})
 
 
+@given(st.lists(st.tuples(keys, st.binary(max_size=20)), max_size=30), st.integers(0, 30))
+def test_digests_kept_between_changes_match_digests_from_scratch(puts, asked_at):
+    """Digests are cached per bucket and dropped when the bucket changes: asking midway must
+    not leave a stale digest behind."""
+    live = BucketedTable()
+    for i, (key, encoded) in enumerate(puts):
+        if i == asked_at:
+            live.digests()
+        live.put(key, encoded)
+    assert live.digests() == bucketed(dict(puts).items()).digests()
+
+
 @given(tables, tables)
 def test_the_records_sent_cover_all_the_other_side_lacks(ours, theirs):
-    table = list(ours.items())
-    mine = bucket_digests(table)
-    sent = records_to_send(table, mine, b"".join(bucket_digests(list(theirs.items()))))
+    table = bucketed(ours.items())
+    mine = table.digests()
+    sent = table.records(differing_buckets(mine, b"".join(bucketed(theirs.items()).digests())))
     lacking = [v for k, v in ours.items() if theirs.get(k) != v]
     assert all(v in sent for v in lacking)
     assert len(sent) <= len(ours)
     if ours == theirs:
         assert sent == []
-    assert records_to_send(table, mine, b"short") == list(ours.values())  # no usable digests: all
+    assert sorted(table.records(differing_buckets(mine, b"short"))) == sorted(ours.values())  # all
