@@ -194,34 +194,31 @@ class DagReader:
             if start < len(inline):
                 yield inline[start:end]
             offset = len(inline)
-        sizes = node.meta.blocksizes
+        wanted = _links_in_range(node.pb.links, self._child_sizes(node), offset, start, end)
         if self.prefetch is not None and len(node.pb.links) > 1:
-            self.prefetch(_links_in_range(node.pb.links, sizes, offset, start, end))
-        for i, link in enumerate(node.pb.links):
-            size = sizes[i] if i < len(sizes) else None
-            if size is not None and offset + size <= start:
-                offset += size
-                continue
-            if offset >= end:
-                return
-            sub = self.load(link.cid)
-            yield from self.read_range(sub, max(0, start - offset), min(sub.size, end - offset))
-            offset += sub.size
+            self.prefetch([cid for cid, _ in wanted])
+        for cid, at in wanted:
+            sub = self.load(cid)
+            yield from self.read_range(sub, max(0, start - at), min(sub.size, end - at))
+
+    def _child_sizes(self, node: Node) -> list[int]:
+        """File bytes below each link, as the node records them; a node that does not record
+        them all (IPFS importers always do) has its children loaded to learn them."""
+        assert node.meta is not None and node.pb is not None
+        if len(node.meta.blocksizes) == len(node.pb.links):
+            return list(node.meta.blocksizes)
+        return [self.load(link.cid).size for link in node.pb.links]
 
 
 def _links_in_range(
     links: list[dagpb.Link], sizes: list[int], offset: int, start: int, end: int
-) -> list[bytes]:
-    """CIDs of the links of a file node that hold bytes of [start, end); a link whose size
-    the node does not record is taken."""
+) -> list[tuple[bytes, int]]:
+    """(CID, offset of its first byte) of each link of a file node that holds bytes of [start, end)."""
     out = []
-    for i, link in enumerate(links):
-        size = sizes[i] if i < len(sizes) else None
+    for link, size in zip(links, sizes, strict=True):
         if offset >= end:
             break
-        if size is None or offset + size > start:
-            out.append(link.cid)
-        if size is None:
-            break  # later offsets are unknown
+        if offset + size > start:
+            out.append((link.cid, offset))
         offset += size
     return out

@@ -3,8 +3,8 @@
 from urllib.parse import quote
 
 import pytest
-from edgefiles.node import dagpb, exporter, hamt
-from edgefiles.node.cid import RAW
+from edgefiles.node import dagpb, exporter, hamt, unixfs
+from edgefiles.node.cid import DAG_PB, RAW, make_cid
 from edgefiles.node.dagpb import Link
 from edgefiles.node.importer import FileBuilder, TreeBuilder, build_directory, import_bytes
 from edgefiles.node.profiles import ACTYX, KUBO_V1, Profile
@@ -99,6 +99,25 @@ def test_ranges_read_exactly_the_slice(size, data, base):
         assert sum(1 for c in touched if _is_leaf(c, blocks[c])) == leaves_needed
     # read-ahead asks for nothing the read does not need, and asks before the read does
     assert set(announced) <= set(touched)
+
+
+@given(st.data())
+def test_a_file_node_that_does_not_record_its_block_sizes_still_reads_right(data):
+    """IPFS importers record each child's size; a DAG made elsewhere may not: its children are
+    loaded to learn them."""
+    chunks = [b"a" * 5, b"", b"bcd" * 4, b"e"]
+    blocks: dict[bytes, bytes] = {make_cid(RAW, c): c for c in chunks}
+    links = [Link(make_cid(RAW, c), "", len(c)) for c in chunks]
+    content = b"".join(chunks)
+    meta = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, filesize=len(content)))
+    root_block = dagpb.encode(links, meta)
+    root = make_cid(DAG_PB, root_block)
+    blocks[root] = root_block
+    reader = exporter.DagReader(blocks.__getitem__)
+    node = reader.load(root)
+    start = data.draw(st.integers(0, len(content)))
+    end = data.draw(st.integers(start, len(content)))
+    assert b"".join(reader.read_range(node, start, end)) == content[start:end]
 
 
 def test_read_ahead_announces_the_blocks_of_a_range_before_reading_them():
