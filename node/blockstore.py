@@ -355,7 +355,7 @@ class BlockStore:
             old = self._read_fds.pop(pack, None)
             if old is not None:
                 self.retired_fds.append(old)
-        (self._pack_path(pack)).unlink()
+        self._pack_path(pack).unlink()
         return moved
 
     def close_retired(self) -> None:
@@ -401,8 +401,9 @@ class BlockStore:
         return self.locate(cid) is not None
 
     def read_place(self, place: tuple[int, int, int]) -> bytes:
-        """The bytes at (pack, offset, length) of a block written by a batch not committed
-        yet: its CID was checked when it arrived, and its pack is kept while the batch is open."""
+        """The bytes at (pack, offset, length), unchecked: `get` verifies what it reads; a
+        block of a batch not committed yet had its CID checked when it arrived, and its pack
+        is kept while the batch is open."""
         pack, offset, length = place
         return os.pread(self._read_fd(pack), length, offset)
 
@@ -417,16 +418,15 @@ class BlockStore:
             where = self.locate(cid)
             if where is None:
                 return None
-            pack, offset, length = where
             try:
-                data = os.pread(self._read_fd(pack), length, offset)
+                data = self.read_place(where)
                 break
             except FileNotFoundError:  # compaction moved the block between lookup and read
                 continue
         else:
             return None
         key = normalize(cid)
-        if len(data) != length or not ((for_peer and key in self.verified) or verify_block(cid, data)):
+        if len(data) != where[2] or not ((for_peer and key in self.verified) or verify_block(cid, data)):
             raise CorruptBlock(cid)
         self._remember(self.verified, key, True)
         self._remember(self.used, key, time.time())
@@ -475,7 +475,7 @@ class BlockStore:
 
 
 def _load_recent(path: Path) -> dict[bytes, float]:
-    """Recency of reads saved by the last clean stop (hints: anything unreadable is dropped)."""
+    """Recency of reads as last saved (hints: anything unreadable is dropped)."""
     try:
         loaded = msgpack.unpackb(path.read_bytes(), raw=False)
     except (OSError, ValueError, msgpack.UnpackException):

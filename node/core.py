@@ -112,36 +112,37 @@ class Core:
     # DAG completeness -----------------------------------------------------------------
     def is_complete(self, root: bytes) -> bool:
         """Whether every block of the DAG under `root` is stored here."""
-        if root in self._complete or root in self._committing:
-            return True
-        try:
-            complete, _ = self.reader.survey(root, self.store.present, first_gap=True)
-        except (exporter.NotUnixFS, CorruptBlock):
-            return False
-        if complete:
-            self._complete.add(root)
-        return complete
+        return self._known_complete(root) or self._survey(root, first_gap=True)[0]
 
     def progress(self, root: bytes) -> tuple[bool, int]:
         """(complete, bytes still to fetch) of a DAG for status pages. The missing figure of
         an incomplete DAG is reused for a moment: it walks the whole DAG, and clients poll."""
-        if root in self._complete or root in self._committing:
+        if self._known_complete(root):
             return True, 0
         now = time.monotonic()
         seen = self._progress.get(root)
         if seen is not None and now - seen[0] < PROGRESS_FRESH:
             return False, seen[1]
-        try:
-            complete, missing = self.reader.survey(root, self.store.present)
-        except (exporter.NotUnixFS, CorruptBlock):
-            complete, missing = False, 0
+        complete, missing = self._survey(root, first_gap=False)
         if complete:
-            self._complete.add(root)
             return True, 0
         if len(self._progress) > 1000:
             self._progress.clear()
         self._progress[root] = (now, missing)
         return False, missing
+
+    def _known_complete(self, root: bytes) -> bool:
+        return root in self._complete or root in self._committing
+
+    def _survey(self, root: bytes, first_gap: bool) -> tuple[bool, int]:
+        """(complete, missing bytes) from a walk of what is stored; a complete root is remembered."""
+        try:
+            complete, missing = self.reader.survey(root, self.store.present, first_gap=first_gap)
+        except (exporter.NotUnixFS, CorruptBlock):
+            return False, 0
+        if complete:
+            self._complete.add(root)
+        return complete, missing
 
     # whole small files (facades) ------------------------------------------------------
     async def store_bytes(self, data: bytes, name: tuple[str, str] | None = None) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,8 +150,10 @@ class Swarm:
         s = self.settings
         self.members = Membership(host, s.swarm_key, s.allowed_peers, nursery)
         self.bitswap = Bitswap(host, self.members, self.core.store, nursery)
+        table = self._exchange_table
         self.names = NameSync(host, self.members, s.swarm_key, nursery, self._apply,
-                              self._table_digests, self._table_records)
+                              lambda: self._on_asyncio(table.digests),
+                              lambda buckets: self._on_asyncio(table.records, buckets))
         self.rollout = Rollout(self.bitswap, nursery, self._completed)
         self.members.start()
         self.bitswap.start()
@@ -162,17 +164,13 @@ class Swarm:
     async def _apply(self, records: list[NameRecord]) -> None:
         await self.host.to_asyncio(self.core.apply_remote(records))
 
-    async def _table_digests(self) -> list[bytes]:
-        async def digests() -> list[bytes]:
-            return self._exchange_table.digests()
+    async def _on_asyncio(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call `fn` on the asyncio loop, which owns it (e.g. the exchange table), and return
+        its result to the trio side."""
+        async def call() -> Any:
+            return fn(*args)
 
-        return await self.host.to_asyncio(digests())
-
-    async def _table_records(self, buckets: Iterable[int]) -> list[bytes]:
-        async def records() -> list[bytes]:
-            return self._exchange_table.records(buckets)
-
-        return await self.host.to_asyncio(records())
+        return await self.host.to_asyncio(call())
 
     async def _completed(self, root: bytes) -> None:
         await self.host.to_asyncio(self.core.rollout_done(root))
