@@ -4,9 +4,17 @@ import os
 from pathlib import Path
 
 import pytest
+from edgefiles.node.blockstore import BlockStore
+from edgefiles.node.db import migrate
 
 SHARED_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 VECTORS = Path(os.environ.get("EDGEFILES_VECTORS", SHARED_VECTORS))
+
+
+def open_store(folder: Path) -> BlockStore:
+    """A bare block store on a real SQLite file in `folder`, as a node opens it."""
+    migrate(folder / "state.sqlite")
+    return BlockStore(folder / "blocks", folder / "state.sqlite")
 
 
 def gen(seed: str, size: int) -> bytes:

@@ -9,16 +9,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from edgefiles.node.blockstore import BlockStore, StorageFull
+from conftest import open_store
+from edgefiles.node.blockstore import StorageFull
 from edgefiles.node.cid import RAW, make_cid
-from edgefiles.node.db import migrate
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-
-def open_store(folder: Path) -> BlockStore:
-    migrate(folder / "state.sqlite")
-    return BlockStore(folder / "blocks", folder / "state.sqlite")
 
 
 def takes_direct_io(folder: Path) -> bool:

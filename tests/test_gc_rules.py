@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import open_store
 from edgefiles.node import gc
 from edgefiles.node.blockstore import BlockStore
-from edgefiles.node.db import migrate
 from edgefiles.node.importer import FileBuilder
 from edgefiles.node.profiles import Profile
 from hypothesis import given, settings
@@ -19,14 +19,9 @@ from hypothesis import strategies as st
 SMALL = Profile("small", 64, 3, True, None)
 
 
-def store_in(folder: Path) -> BlockStore:
-    migrate(folder / "state.sqlite")
-    return BlockStore(folder / "blocks", folder / "state.sqlite")
-
-
 @pytest.fixture
 def store(tmp_path):
-    s = store_in(tmp_path)
+    s = open_store(tmp_path)
     yield s
     s.close()
 
@@ -57,7 +52,7 @@ def pin(folder: Path, root: bytes, expires: float | None = None) -> None:
 def test_collecting_everything_keeps_exactly_what_pins_reach(files, pinned):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        store = store_in(folder)
+        store = open_store(folder)
         try:
             added = [add_file(store, data) for data in files]
             chosen = pinned.draw(st.sets(st.sampled_from(range(len(added)))))
@@ -89,51 +84,51 @@ def test_a_block_an_open_upload_relies_on_survives_until_that_upload_ends(store)
     assert not any(store.has(c) for c in cids)
 
 
-def test_least_recently_read_go_first(store):
+def older_file_read_last(store: BlockStore) -> tuple[set[bytes], set[bytes], int]:
+    """Two files, the older one read after both were written: (its blocks, the newer one's
+    blocks, the older one's size). Collection down to that size must keep the older one."""
     _, old = add_file(store, bytes(range(200)))
     _, new = add_file(store, bytes(range(100, 250)))
     for cid in old:
         store.get(cid)  # read last: the older file is the recently used one now
-    size = sum(len(store.get(c)) for c in old)
+    return old, new, sum(len(store.get(c)) for c in old)
+
+
+def assert_kept_only(store: BlockStore, kept: set[bytes], freed: set[bytes]) -> None:
+    assert all(store.has(c) for c in kept)
+    assert not any(store.has(c) for c in freed)
+
+
+def test_least_recently_read_go_first(store):
+    old, new, size = older_file_read_last(store)
     gc.collect(store, limit=size)
-    assert all(store.has(c) for c in old)
-    assert not any(store.has(c) for c in new)
+    assert_kept_only(store, old, new)
 
 
 def test_least_recently_read_go_first_after_a_restart_too(tmp_path):
-    store = store_in(tmp_path)
-    _, old = add_file(store, bytes(range(200)))
-    _, new = add_file(store, bytes(range(100, 250)))
-    for cid in old:
-        store.get(cid)  # the older file is the recently read one
-    size = sum(len(store.get(c)) for c in old)
+    store = open_store(tmp_path)
+    old, new, size = older_file_read_last(store)
     store.close()
-    store = store_in(tmp_path)  # a clean restart
+    store = open_store(tmp_path)  # a clean restart
     try:
         gc.collect(store, limit=size)
-        assert all(store.has(c) for c in old)
-        assert not any(store.has(c) for c in new)
+        assert_kept_only(store, old, new)
     finally:
         store.close()
 
 
 def test_recency_saved_while_running_survives_a_crash(tmp_path):
-    store = store_in(tmp_path)
-    _, old = add_file(store, bytes(range(200)))
-    _, new = add_file(store, bytes(range(100, 250)))
+    store = open_store(tmp_path)
     hints = tmp_path / "blocks" / "recent-reads.msgpack"
     store.save_recency()
     assert not hints.exists()  # nothing read yet: nothing to save
-    for cid in old:
-        store.get(cid)  # the older file is the recently read one
-    size = sum(len(store.get(c)) for c in old)
+    old, new, size = older_file_read_last(store)
     store.save_recency()  # what the GC loop does every minute
     saved = hints.read_bytes()
-    after_crash = store_in(tmp_path)  # `store` is never closed: as after a power cut
+    after_crash = open_store(tmp_path)  # `store` is never closed: as after a power cut
     try:
         gc.collect(after_crash, limit=size)
-        assert all(after_crash.has(c) for c in old)
-        assert not any(after_crash.has(c) for c in new)
+        assert_kept_only(after_crash, old, new)
         store.save_recency()
         assert hints.read_bytes() == saved  # no read since: not written again
     finally:
@@ -142,11 +137,11 @@ def test_recency_saved_while_running_survives_a_crash(tmp_path):
 
 
 def test_unreadable_recency_hints_are_ignored(tmp_path):
-    store = store_in(tmp_path)
+    store = open_store(tmp_path)
     _, cids = add_file(store, bytes(range(120)))
     store.close()
     (tmp_path / "blocks" / "recent-reads.msgpack").write_bytes(b"\xc1 not msgpack")
-    store = store_in(tmp_path)
+    store = open_store(tmp_path)
     try:
         assert store.used == {}
         assert all(store.get(c) is not None for c in cids)
