@@ -1,14 +1,14 @@
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest
 from edgefiles.node.blockstore import BlockStore
 from edgefiles.node.db import migrate
 
-SHARED_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
-VECTORS = Path(os.environ.get("EDGEFILES_VECTORS", SHARED_VECTORS))
+# The project's own byte-identical copy of the published CID vectors: tests read nothing
+# outside the repository.
+VECTORS = Path(__file__).resolve().parent / "vectors"
 
 
 def open_store(folder: Path) -> BlockStore:

@@ -29,3 +29,20 @@ def test_wheel_has_only_the_edgefiles_package(tmp_path):
             assert f"{package}/{module.relative_to(ROOT / folder).as_posix()}" in names, module
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "edgefiles = edgefiles.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_suite_stands_alone_outside_its_checkout(tmp_path):
+    """A clone carries every file its tests read: run a copy of the suite far from this checkout
+    (no sibling folders, working directory elsewhere) and its vector tests still pass."""
+    clone = tmp_path / "clone" / "project"
+    skip = shutil.ignore_patterns("node_modules", "__pycache__")
+    shutil.copytree(ROOT / "tests", clone / "tests", ignore=skip)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(clone),
+         str(clone / "tests" / "test_vectors.py"), "-k", "dir-spa or generator"],
+        cwd=elsewhere, capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert " passed" in run.stdout and "error" not in run.stdout.lower()
