@@ -62,6 +62,18 @@ class Batch:
     settled: bool = False
     reused: set[bytes] = field(default_factory=set)  # already stored: kept from collection
 
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, cid: bytes) -> bool:
+        return cid in self.entries
+
+    def read(self, cid: bytes) -> bytes | None:
+        """A block written in this batch, before it is committed (its CID was checked when
+        it was put, and its pack is kept while the batch is open); None when it is not here."""
+        place = self.entries.get(cid)
+        return None if place is None else self.store.read_place(place)
+
     def put(self, cid: bytes, data: bytes) -> None:
         self.put_many([(cid, data)])
 

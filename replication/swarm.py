@@ -79,11 +79,9 @@ class Swarm:
         return [str(p) for p in self.members.block_peers()] if self.members else []
 
     def counters(self) -> dict[str, int]:
-        b = self.bitswap
-        if b is None:
+        if self.bitswap is None:
             return {}
-        return {"sent": b.sent_bytes, "received": b.received_bytes, "rejected": b.rejected_blocks,
-                "table_records_sent": self.names.records_sent if self.names else 0}
+        return {**self.bitswap.counters(), "table_records_sent": self.names.records_sent if self.names else 0}
 
     # reads of content that is not here yet ------------------------------------------------
     def fetch_block(self, cid: bytes) -> bytes | None:
@@ -94,7 +92,7 @@ class Swarm:
         timeout = self.settings.fetch_timeout
 
         async def fetch() -> bytes | None:
-            data = self.bitswap.stored(cid)  # a read-ahead may have brought it meanwhile
+            data = self.bitswap.local_block(cid)  # a read-ahead may have brought it meanwhile
             if data is not None:
                 return data
             with trio.move_on_after(timeout):

@@ -23,9 +23,9 @@ from edgefiles.ans import record as rec_mod
 from edgefiles.node.blockstore import BlockStore
 from edgefiles.node.identity import NodeKey, load_or_create
 from edgefiles.node.protobuf import varint
-from edgefiles.replication import bitswap_msg
-from edgefiles.replication.bitswap import Bitswap
-from edgefiles.replication.bitswap_msg import PROTOCOLS
+from edgefiles.replication.bitswap.message import LEGACY, PROTOCOLS
+from edgefiles.replication.bitswap.network import BitswapNetwork
+from edgefiles.replication.bitswap.server import BitswapServer
 from edgefiles.replication.host import SwarmHost
 from edgefiles.replication.membership import Membership
 from edgefiles.replication.namesync import EXCHANGE
@@ -73,13 +73,15 @@ def main() -> None:
     async def services(host, nursery) -> None:
         members = Membership(host, swarm_key, set(), nursery)
         members.start()
-        if mode == "lie":
-            store = LyingStore(data_dir / "blocks", data_dir / "state.sqlite")
-            Bitswap(host, members, store, nursery).start()
-        elif mode == "legacy":
-            bitswap_msg.PROTOCOLS = (bitswap_msg.LEGACY,)  # offered and answered: 1.0 only
-            store = BlockStore(data_dir / "blocks", data_dir / "state.sqlite")
-            Bitswap(host, members, store, nursery).start()
+        if mode in ("lie", "legacy"):  # only serves: the server side over its own network side
+            store_type = LyingStore if mode == "lie" else BlockStore
+            store = store_type(data_dir / "blocks", data_dir / "state.sqlite")
+            protocols = PROTOCOLS if mode == "lie" else (LEGACY,)  # legacy: offers and answers 1.0 only
+            network = BitswapNetwork(host, members, nursery, protocols)
+            server = BitswapServer(store, network, nursery)
+            members.on_left.append(server.peer_left)
+            members.on_left.append(network.peer_left)
+            network.start(server.receive)
         else:
             async def on_admitted(member) -> None:
                 await send_garbage(host, member)

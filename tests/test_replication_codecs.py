@@ -11,7 +11,7 @@ from edgefiles.ans import record as rec_mod
 from edgefiles.node.cid import DAG_PB, RAW, make_cid, normalize
 from edgefiles.node.identity import NodeKey
 from edgefiles.node.protobuf import DecodeError, varint
-from edgefiles.replication import bitswap_msg as bm
+from edgefiles.replication.bitswap import message as bm
 from edgefiles.replication.framing import FrameSplitter, FrameTooLarge, frame
 from edgefiles.replication.membership import check_proof, proof
 from edgefiles.replication.namesync import (

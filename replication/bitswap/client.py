@@ -1,0 +1,348 @@
+"""Bitswap's client side: what we want, fetched and stored (trio side).
+
+Who is asked for what is the planner's business; this module waits for blocks on behalf
+of readers and rollouts, feeds the planner what peers say and sends what it plans. Received
+messages are hashed and written to the pack on trio's worker threads, one write per
+message, so this thread only reads the network; they become durable and indexed in
+batches (`_committer`). Only blocks we asked for are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from edgefiles.node.blockstore import Batch, BlockStore, CorruptBlock, StorageFull
+from edgefiles.node.cid import DAG_PB, RAW, cid_from_digest, codec_of, digest_of, normalize
+from edgefiles.node.dagpb import decode as decode_dagpb
+from edgefiles.node.protobuf import DecodeError
+
+from ..membership import Membership
+from . import message as bm
+from .network import BitswapNetwork
+from .planner import FULL_PASS_EVERY, Planner
+
+log = logging.getLogger("edgefiles.bitswap")
+
+COMMIT_BYTES = 32 << 20
+COMMIT_EVERY = 0.2
+DAG_WINDOW = 96  # blocks of one DAG asked for at once
+PREFETCH_LIMIT = 512  # blocks asked ahead of readers at once (at 256 KiB: 128 MiB)
+HASHING_MESSAGES = 4  # received messages (<= 4 MiB each) being hashed at once
+RECENT_BLOCKS = 4096  # blocks met lately: a second copy of one is not a lie
+SOURCES_REMEMBERED = 4096
+
+
+@dataclass
+class _Waiter:
+    """Readers and rollouts waiting for one block."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    data: bytes | None = None
+    users: int = 0
+
+
+class BitswapClient:
+    def __init__(self, planner: Planner, store: BlockStore, network: BitswapNetwork,
+                 membership: Membership, nursery: trio.Nursery):
+        self.planner = planner
+        self.store = store
+        self.network = network
+        self.members = membership
+        self._nursery = nursery
+        self._waiters: dict[bytes, _Waiter] = {}
+        self._recent: deque[bytes] = deque(maxlen=RECENT_BLOCKS)
+        self._sources: dict[bytes, Any] = {}  # inner block -> the peer that sent it
+        self._wake = trio.Event()
+        self._hashing = trio.Semaphore(HASHING_MESSAGES)
+        self._batch = store.batch()
+        self._batch_lock = trio.Lock()  # held while a worker thread writes into the batch
+        self._committing: Batch | None = None  # the batch being made durable and indexed
+        self._commit_seq = 0  # batches handed to commit
+        self._committed_seq = 0
+        self._committed = trio.Event()
+        self._commit_now = trio.Event()
+        self._prefetches = 0
+        self._storage_error_logged = -math.inf
+        self.on_block: Callable[[bytes, bytes], None] = lambda cid, data: None  # a wanted block arrived
+        self.received_bytes = 0
+        self.rejected_blocks = 0
+
+    def start(self) -> None:
+        self._nursery.start_soon(self._scheduler)
+        self._nursery.start_soon(self._committer)
+
+    # what readers and rollouts call ------------------------------------------------------
+    async def get(self, cid: bytes, root: bytes | None = None, hint: Any = None) -> bytes:
+        """One block from the swarm, verified and stored (not yet durable: see `flush`).
+
+        `hint`: a peer likely to have it (the one that sent its parent), asked straight away."""
+        cid = normalize(cid)
+        waiter = self._waiters.get(cid)
+        if waiter is None:
+            waiter = self._waiters[cid] = _Waiter()
+            self.planner.want(cid, root, hint)
+            self._wake.set()
+        waiter.users += 1
+        try:
+            await waiter.done.wait()
+        finally:
+            waiter.users -= 1
+            if waiter.users == 0 and not waiter.done.is_set():
+                del self._waiters[cid]
+                self.planner.cancel(cid)
+                self._send_planned()
+        assert waiter.data is not None
+        return waiter.data
+
+    async def flush(self) -> None:
+        """Wait until every block received so far is durable and indexed."""
+        target = self._commit_seq + (1 if len(self._batch) else 0)
+        self._commit_now.set()
+        while self._committed_seq < target:
+            await self._committed.wait()
+
+    def local_block(self, cid: bytes) -> bytes | None:
+        """A block held here: indexed, or fetched and written but not indexed yet (a
+        read-ahead got it before the reader asked). None when it is not here."""
+        data = self.in_flight_block(cid)
+        if data is not None:
+            return data
+        try:
+            return self.store.get(cid)
+        except CorruptBlock:
+            return None
+
+    def in_flight_block(self, cid: bytes) -> bytes | None:
+        """A block fetched and written here but not indexed yet (from any thread)."""
+        for batch in (self._batch, self._committing):
+            data = batch.read(cid) if batch is not None else None
+            if data is not None:
+                return data
+        return None
+
+    def prefetch(self, cids: list[bytes], timeout: float) -> None:
+        """Ask for blocks a reader is about to read, without waiting for them."""
+        for cid in cids:
+            if self._prefetches >= PREFETCH_LIMIT:
+                return
+            self._prefetches += 1
+            self._nursery.start_soon(self._prefetch_one, normalize(cid), timeout)
+
+    async def _prefetch_one(self, cid: bytes, timeout: float) -> None:
+        try:
+            if self.local_block(cid) is None:
+                with trio.move_on_after(timeout):
+                    await self.get(cid)
+        finally:
+            self._prefetches -= 1
+
+    async def fetch_dag(self, root: bytes, window: int = DAG_WINDOW) -> int:
+        """Fetch every block of the DAG under `root` that is not stored here yet, then flush;
+        the bytes fetched.
+
+        When several nodes fetch the same DAG at once, each leaf is one node's share (see
+        `Planner.share_owner`): a node fetches its own share first, wherever it is, and asks
+        the others for theirs, so the node that has everything serves each block about once.
+        """
+        root = normalize(root)
+        fetched = 0
+        own: deque[bytes] = deque([root])  # our share and the DAG's inner nodes: first
+        hints: dict[bytes, Any] = {}
+        others: deque[bytes] = deque()  # other fetchers' shares: asked of them, last
+        remaining = 1
+        progress = trio.Event()
+
+        async def worker() -> None:
+            nonlocal remaining, progress, fetched
+            while remaining:
+                if not own and not others:
+                    await progress.wait()
+                    continue
+                cid = own.popleft() if own else others.popleft()
+                children, size = await self._children(cid, root, hints.pop(cid, None))
+                fetched += size
+                leaves = [c for c in children if codec_of(c) != DAG_PB]
+                if leaves:  # one query for a whole level instead of one per leaf
+                    here = self.store.present(leaves)
+                    children = [c for c in children if c not in here]
+                random.shuffle(children)
+                source = self._sources.get(cid)
+                now = trio.current_time()
+                for child in children:
+                    mine = self.planner.share_owner(child, root, now) is None
+                    (own if mine else others).append(child)
+                    if source is not None:
+                        hints[child] = source
+                remaining += len(children) - 1
+                progress.set()
+                progress = trio.Event()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(window):
+                nursery.start_soon(worker)
+        await self.flush()
+        return fetched
+
+    async def _children(self, cid: bytes, root: bytes, hint: Any) -> tuple[list[bytes], int]:
+        """The links of a block (fetching it if it is not here) and the bytes fetched."""
+        if codec_of(cid) != DAG_PB:  # leaves already stored were left out by the caller
+            if cid in self._batch or (cid == root and self.store.has(cid)):
+                return [], 0
+            return [], len(await self.get(cid, root, hint))
+        data, size = self.local_block(cid), 0
+        if data is None:
+            data = await self.get(cid, root, hint)
+            size = len(data)
+        try:
+            return [normalize(link.cid) for link in decode_dagpb(data).links], size
+        except DecodeError:
+            log.warning("block %s is not valid dag-pb; its subtree is skipped", cid.hex())
+            return [], size
+
+    # what the network brings ---------------------------------------------------------------
+    def receive_presences(self, peer: Any, presences: list[tuple[bytes, int]]) -> None:
+        for cid, kind in presences:
+            cid = normalize(cid)
+            if kind == bm.HAVE:
+                self.planner.have(peer, cid)
+            else:
+                self.planner.dont_have(peer, cid)
+        self._wake.set()
+        self._send_planned()
+
+    async def receive_blocks(self, peer: Any, unhashed: list[tuple[bytes, bytes]]) -> None:
+        """Hash on a worker thread while the network reads on; bounded, so a fast sender
+        cannot make us buffer without limit."""
+        await self._hashing.acquire()
+        self._nursery.start_soon(self._hash_and_take, peer, unhashed)
+
+    def peer_asked(self, peer: Any, cid: bytes) -> None:
+        self.planner.peer_asked(peer, cid)
+
+    async def peer_joined(self, peer: Any) -> None:
+        if peer in self.members.block_peers():  # it may have left before this ran
+            self.planner.peer_joined(peer, member=peer in self.members.members())
+            self._wake.set()
+
+    def peer_left(self, peer: Any) -> None:
+        self.planner.peer_left(peer)
+        self._wake.set()
+
+    def peer_is_legacy(self, peer: Any) -> None:
+        if self.planner.peer_is_legacy(peer):
+            self._wake.set()
+
+    async def _hash_and_take(self, peer: Any, unhashed: list[tuple[bytes, bytes]]) -> None:
+        """The batch cannot be swapped for a commit meanwhile (`_batch_lock`)."""
+        try:
+            async with self._batch_lock:
+                wanted, unwanted = await trio.to_thread.run_sync(self._hash_and_write, self._batch, unhashed)
+        except (StorageFull, OSError) as exc:  # the wants stay open: asked again after BLOCK_TIMEOUT
+            self._storage_failed(exc)
+            return
+        finally:
+            self._hashing.release()
+        for cid, data in wanted:
+            self._received(peer, cid, data)
+        if any(cid not in self._recent for cid in unwanted):
+            self._lying(peer)
+
+    def _hash_and_write(self, batch: Batch, unhashed: list[tuple[bytes, bytes]]) -> tuple[list, list[bytes]]:
+        """Worker thread: (wanted blocks, now stored; CIDs of the others). The waiters are
+        only read here: a stale answer costs at most a stored block that nobody waits for."""
+        wanted, unwanted = [], []
+        for cid, data in bm.hash_blocks(unhashed):
+            cid = self._wanted_as(cid)
+            waiter = self._waiters.get(cid)
+            if waiter is not None and not waiter.done.is_set():
+                wanted.append((cid, data))
+            else:
+                unwanted.append(cid)
+        batch.put_many(wanted, bulk=True)
+        return wanted, unwanted
+
+    def _wanted_as(self, cid: bytes) -> bytes:
+        """The CID we want these bytes under. Bitswap 1.0 sends bare blocks, which arrive as
+        dag-pb; the same digest under the raw codec names the very same bytes."""
+        if cid in self._waiters:
+            return cid
+        codec = codec_of(cid)
+        if codec not in (DAG_PB, RAW):
+            return cid
+        other = cid_from_digest(RAW if codec == DAG_PB else DAG_PB, digest_of(cid)[1])
+        return other if other in self._waiters else cid
+
+    def _received(self, peer: Any, cid: bytes, data: bytes) -> None:
+        waiter = self._waiters.pop(cid, None)
+        if waiter is None or waiter.done.is_set():
+            return  # met already: the same block twice in a message, or from two peers at once
+        self.planner.received(peer, cid)
+        self.received_bytes += len(data)
+        waiter.data = data
+        if codec_of(cid) == DAG_PB:
+            if len(self._sources) > SOURCES_REMEMBERED:
+                self._sources.clear()
+            self._sources[cid] = peer
+        waiter.done.set()
+        self._recent.append(cid)
+        self.on_block(cid, data)
+        self._wake.set()
+        self._send_planned()
+        if self._batch.bytes >= COMMIT_BYTES:
+            self._commit_now.set()
+
+    def _lying(self, peer: Any) -> None:
+        """A block nobody asked for: altered on the way or sent by a broken peer."""
+        self.rejected_blocks += 1
+        log.warning("peer %s sent a block that matches no CID we asked for; asking others", peer)
+        self.planner.lying(peer, trio.current_time())
+        self._wake.set()
+        self._send_planned()
+
+    def _storage_failed(self, exc: Exception) -> None:
+        now = trio.current_time()
+        if now - self._storage_error_logged >= 10:  # once per episode, not once per message
+            self._storage_error_logged = now
+            log.error("cannot store fetched blocks (%s); transfers wait for room", exc)
+
+    # planning and committing ----------------------------------------------------------------
+    async def _scheduler(self) -> None:
+        while True:
+            with trio.move_on_after(FULL_PASS_EVERY):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            self.planner.plan(trio.current_time())
+            self._send_planned()
+
+    def _send_planned(self) -> None:
+        for peer, wants in self.planner.take_outgoing().items():
+            self.network.send(peer, wants=wants)
+
+    async def _committer(self) -> None:
+        while True:
+            with trio.move_on_after(COMMIT_EVERY):
+                await self._commit_now.wait()
+            self._commit_now = trio.Event()
+            if not len(self._batch):
+                continue
+            async with self._batch_lock:
+                batch, self._batch = self._batch, self.store.batch()
+            self._commit_seq += 1
+            seq = self._commit_seq
+            self._committing = batch
+            try:
+                await trio.to_thread.run_sync(self.store.commit_sync, batch)
+            except Exception as exc:
+                log.error("could not store fetched blocks: %s", exc)
+            finally:
+                self._committing = None
+            self._committed_seq = seq
+            self._committed.set()
+            self._committed = trio.Event()

@@ -1,0 +1,153 @@
+"""Bitswap's network side: the only part that knows streams. It reads framed messages from
+peers' streams and hands them on whole, and sends each peer what the client and the
+server queue for it, on one long-lived stream of our own per peer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from edgefiles.node.protobuf import DecodeError
+
+from ..framing import read_frames
+from ..membership import IPFS_PEER, Membership
+from . import message as bm
+
+log = logging.getLogger("edgefiles.bitswap")
+
+MESSAGE_BYTES = 2 << 20  # block bytes per message we send
+SEND_RETRY = 0.2
+
+Receiver = Callable[[Any, bm.Message], Awaitable[None]]
+
+
+@dataclass
+class Outgoing:
+    wants: list[bm.Want] = field(default_factory=list)
+    blocks: list[tuple[bytes, bytes]] = field(default_factory=list)
+    presences: list[tuple[bytes, int]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.wants or self.blocks or self.presences)
+
+
+class BitswapNetwork:
+    def __init__(self, host: Any, membership: Membership, nursery: trio.Nursery,
+                 protocols: tuple[str, ...] = bm.PROTOCOLS):
+        self.host = host
+        self.members = membership
+        self.protocols = protocols  # offered and answered, newest first
+        self._nursery = nursery
+        self._outboxes: dict[Any, _Outbox] = {}
+        self.on_legacy: Callable[[Any], None] = lambda peer: None  # a peer speaks only 1.0
+        self.sent_bytes = 0
+
+    def start(self, receive: Receiver) -> None:
+        """Hand every message from admitted peers to `receive`, in order per stream; it may
+        wait, which holds back reading that stream."""
+        from libp2p.custom_types import TProtocol
+
+        async def inbound(stream: Any) -> None:
+            await self._inbound(stream, receive)
+
+        handler = self.members.gate(inbound, IPFS_PEER)
+        for proto in self.protocols:
+            self.host.set_stream_handler(TProtocol(proto), handler)
+
+    def send(self, peer: Any, wants: list[bm.Want] = (), blocks: list[tuple[bytes, bytes]] = (),
+             presences: list[tuple[bytes, int]] = ()) -> None:
+        """Queue entries for `peer`; they leave in as few messages as they fit in."""
+        if not (wants or blocks or presences):
+            return
+        box = self._outboxes.get(peer)
+        if box is None:
+            box = self._outboxes[peer] = _Outbox(self, peer)
+            self._nursery.start_soon(box.run)
+        box.pending.wants.extend(wants)
+        box.pending.blocks.extend(blocks)
+        box.pending.presences.extend(presences)
+        box.ready.set()
+
+    def peer_left(self, peer: Any) -> None:
+        box = self._outboxes.pop(peer, None)
+        if box is not None:
+            box.closed = True
+            box.ready.set()
+
+    async def _inbound(self, stream: Any, receive: Receiver) -> None:
+        peer = stream.muxed_conn.peer_id
+        if stream.get_protocol() == bm.LEGACY:
+            self.on_legacy(peer)
+        try:
+            async for body in read_frames(stream, bm.MAX_MESSAGE):
+                await receive(peer, bm.decode_unhashed(body))
+        except DecodeError as exc:
+            log.warning("closing bitswap stream from %s: %s", peer, exc)
+        except Exception as exc:
+            log.debug("bitswap stream from %s ended: %s", peer, exc)
+        finally:
+            try:
+                await stream.reset()
+            except Exception:
+                pass
+
+
+class _Outbox:
+    """One long-lived stream per peer for everything we send it (replies included, on our
+    own stream rather than the asker's: Helia only reads replies from a stream it accepted)."""
+
+    def __init__(self, network: BitswapNetwork, peer: Any):
+        self.network = network
+        self.peer = peer
+        self.pending = Outgoing()
+        self.ready = trio.Event()
+        self.closed = False
+        self._stream: Any = None
+
+    async def run(self) -> None:
+        while not self.closed:
+            await self.ready.wait()
+            self.ready = trio.Event()
+            while not self.closed and self.pending:
+                msg = self._take()
+                try:
+                    await self._send(msg)
+                except Exception as exc:
+                    log.debug("bitswap send to %s failed: %s", self.peer, exc)
+                    self._stream = None
+                    await trio.sleep(SEND_RETRY)
+                    if self.peer not in self.network.host.get_connected_peers():
+                        self.closed = True
+        if self._stream is not None:
+            try:
+                await self._stream.close()
+            except Exception:
+                pass
+
+    def _take(self) -> bm.Message:
+        p = self.pending
+        blocks, size = [], 0
+        while p.blocks and (not blocks or size + len(p.blocks[0][1]) <= MESSAGE_BYTES):
+            cid, data = p.blocks.pop(0)
+            blocks.append((cid, data))
+            size += len(data)
+        msg = bm.Message(wants=p.wants, blocks=blocks, presences=p.presences)
+        p.wants, p.presences = [], []
+        return msg
+
+    async def _send(self, msg: bm.Message) -> None:
+        from libp2p.custom_types import TProtocol
+
+        network = self.network
+        if self._stream is None:
+            self._stream = await network.host.new_stream(self.peer, [TProtocol(p) for p in network.protocols])
+        legacy = self._stream.get_protocol() == bm.LEGACY
+        if legacy:
+            network.on_legacy(self.peer)
+        # a view: Yamux slices it into 64 KiB frames without copying each slice first
+        await self._stream.write(memoryview(bm.frame(msg, legacy)))
+        network.sent_bytes += sum(len(d) for _, d in msg.blocks)

@@ -1,0 +1,153 @@
+"""Bitswap's server side: answering peers' wants from what we hold.
+
+Each peer's messages are answered in the order they came, by a task of that peer's own;
+blocks are looked up and read on a worker thread, so the libp2p thread only moves bytes.
+A want we cannot answer yet stays in the peer's ledger: once the block arrives here
+(`block_arrived`), the block or a HAVE goes out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from edgefiles.node.blockstore import BlockStore, CorruptBlock
+from edgefiles.node.cid import normalize
+
+from . import message as bm
+from .network import BitswapNetwork
+
+log = logging.getLogger("edgefiles.bitswap")
+
+QUEUED_MESSAGES = 64  # per peer; a peer that sends faster than we look up waits
+
+Entry = tuple[bytes, bm.Want]  # (the CID as the peer wrote it, its want)
+
+
+class Ledgers:
+    """What each peer asked us for that it has not got yet (pure)."""
+
+    def __init__(self) -> None:
+        self._by_peer: dict[Any, dict[bytes, Entry]] = {}
+
+    def add(self, peer: Any, key: bytes, entry: Entry) -> None:
+        self._by_peer.setdefault(peer, {})[key] = entry
+
+    def get(self, peer: Any, key: bytes) -> Entry | None:
+        return self._by_peer.get(peer, {}).get(key)
+
+    def remove(self, peer: Any, key: bytes) -> None:
+        self._by_peer.get(peer, {}).pop(key, None)
+
+    def forget(self, peer: Any) -> None:
+        self._by_peer.pop(peer, None)
+
+    def arrived(self, key: bytes) -> list[tuple[Any, Entry]]:
+        """The peers waiting for a block that is here now; their entries are met."""
+        met = []
+        for peer, ledger in self._by_peer.items():
+            entry = ledger.pop(key, None)
+            if entry is not None:
+                met.append((peer, entry))
+        return met
+
+
+class BitswapServer:
+    def __init__(self, store: BlockStore, network: BitswapNetwork, nursery: trio.Nursery,
+                 in_flight: Callable[[bytes], bytes | None] = lambda cid: None,
+                 on_asked: Callable[[Any, bytes], None] = lambda peer, cid: None):
+        self.store = store
+        self.network = network
+        self._nursery = nursery
+        self._in_flight = in_flight  # blocks fetched here and not indexed yet
+        self._on_asked = on_asked
+        self.ledgers = Ledgers()
+        self._queues: dict[Any, trio.MemorySendChannel[bm.Message]] = {}
+
+    async def receive(self, peer: Any, msg: bm.Message) -> None:
+        """Queue a message's wants for `peer`'s task (started on its first message)."""
+        if not (msg.wants or msg.full):
+            return
+        queue = self._queues.get(peer)
+        if queue is None:
+            queue, queued = trio.open_memory_channel[bm.Message](QUEUED_MESSAGES)
+            self._queues[peer] = queue
+            self._nursery.start_soon(self._serve, peer, queued)
+        await queue.send(msg)
+
+    def peer_left(self, peer: Any) -> None:
+        self.ledgers.forget(peer)
+        queue = self._queues.pop(peer, None)
+        if queue is not None:
+            queue.close()
+
+    def block_arrived(self, cid: bytes, data: bytes) -> None:
+        """Tell peers that asked us for `cid` before we had it."""
+        for peer, (asked_as, want) in self.ledgers.arrived(cid):
+            if want.want_type == bm.WANT_BLOCK:
+                self.network.send(peer, blocks=[(asked_as, data)])
+            else:
+                self.network.send(peer, presences=[(asked_as, bm.HAVE)])
+
+    async def _serve(self, peer: Any, queued: trio.MemoryReceiveChannel[bm.Message]) -> None:
+        async with queued:
+            async for msg in queued:
+                try:
+                    await self._answer(peer, msg)
+                except Exception:
+                    log.exception("answering the wants of %s failed", peer)
+
+    async def _answer(self, peer: Any, msg: bm.Message) -> None:
+        """Each want goes into the ledger before its lookup, so a block that arrives during
+        the lookup is sent by `block_arrived`; the lookup answers only what is still open."""
+        if msg.full:
+            self.ledgers.forget(peer)
+        asks: list[tuple[bytes, Entry]] = []
+        for want in msg.wants:
+            key = normalize(want.cid)
+            if want.cancel:
+                self.ledgers.remove(peer, key)
+                continue
+            self._on_asked(peer, key)
+            entry = (want.cid, want)
+            self.ledgers.add(peer, key, entry)
+            asks.append((key, entry))
+        if not asks:
+            return
+        found = await trio.to_thread.run_sync(self._look_up, asks)
+        blocks, presences = [], []
+        for (key, entry), hit in zip(asks, found, strict=True):
+            if self.ledgers.get(peer, key) is not entry:  # met by an arrival, cancelled or asked again
+                continue
+            asked_as, want = entry
+            if hit is None:
+                if want.send_dont_have:
+                    presences.append((asked_as, bm.DONT_HAVE))
+                continue
+            self.ledgers.remove(peer, key)
+            if want.want_type == bm.WANT_BLOCK:
+                blocks.append((asked_as, hit))
+            else:
+                presences.append((asked_as, bm.HAVE))
+        self.network.send(peer, blocks=blocks, presences=presences)
+
+    def _look_up(self, asks: list[tuple[bytes, Entry]]) -> list[bytes | bool | None]:
+        """Worker thread: per want, the block (want-block) or True (want-have); None when
+        it is not here."""
+        out: list[bytes | bool | None] = []
+        for key, (_, want) in asks:
+            data = self._in_flight(key)
+            if want.want_type == bm.WANT_HAVE:
+                out.append(True if data is not None or self.store.has(key) else None)
+            else:
+                out.append(data if data is not None else self._readable(key))
+        return out
+
+    def _readable(self, cid: bytes) -> bytes | None:
+        try:
+            return self.store.get(cid, for_peer=True)
+        except CorruptBlock:
+            log.error("not serving block %s: it fails its hash check on disk", cid.hex())
+            return None
