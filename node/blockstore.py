@@ -1,42 +1,38 @@
-"""Durable, verified block store: append-only pack files plus an index in SQLite.
+"""Durable, verified block store: the one interface to blocks, in the spirit of boxo's
+`blockstore.Blockstore` (has / get / present / batched puts / delete / iterate, plus what
+collection and compaction need).
 
-Why packs: one fdatasync per upload covers every block of it (small-file ingest would be
-capped by per-file fsyncs otherwise), and a block becomes visible only when its index row
-is committed after that sync, so a crash leaves at most unreferenced bytes at a pack's tail.
-Each record also carries its CID, so the index can be rebuilt from the packs. Bulk writes
-(blocks fetched by Bitswap) start on a 4 KiB boundary; the bytes before one, back to the
-previous record, are zeros, which a reader of the pack skips up to the next boundary.
+Blocks are appended to pack files (`packs`) and become visible only when their index rows
+(`blockindex`) commit in SQLite after the packs were synced, so a crash leaves at most
+unreferenced bytes at a pack's tail. Pack layout, direct I/O, the index and read recency
+are this module's business: nothing outside `node/` sees them.
+
+Threads: every method may be called from any thread; writes (`commit`, `delete`,
+`compact`) block and belong on worker threads.
 """
 
 from __future__ import annotations
 
-import errno
-import logging
-import mmap
+import contextlib
 import os
-import struct
+import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
 
+from . import blockindex
 from .cid import normalize, verify_block
-from .db import open_reader, open_writer
+from .db import Readers, open_writer, write_transaction
+from .packs import STORAGE_ERRNOS, Packs, Place
 
-PACK_LIMIT = 1 << 30
-EARLY_SYNC_BYTES = 64 << 20
-RECORD_MAGIC = b"EFB1"
-log = logging.getLogger("edgefiles.store")
-_HEADER = struct.Struct(">4sBI")  # magic, CID length, data length
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-Records = list[tuple[bytes, bytes]]  # (header with CID, data) as laid out in a pack
-Places = list[tuple[int, int]]  # (pack, data offset) per record
-IOV_MAX = 1024
 RECENT_READS = "recent-reads.msgpack"  # next to the packs: read recency kept across restarts
-ALIGN = 4096  # O_DIRECT offsets and lengths: the largest logical block size in use
+HINTS_KEPT = 200_000  # entries of each in-memory hint table
+COMPACT_CHUNK = 32 << 20  # bytes copied per write while compacting
 
 
 class CorruptBlock(Exception):
@@ -53,26 +49,26 @@ class StorageFull(Exception):
 
 @dataclass(eq=False)  # identity-hashed: the store keeps a weak set of open batches
 class Batch:
-    """Blocks written by one upload or transfer; visible only after `BlockStore.commit`."""
+    """Blocks written by one upload or transfer; visible only once committed."""
 
     store: BlockStore
-    entries: dict[bytes, tuple[int, int, int]] = field(default_factory=dict)
+    places: dict[bytes, Place] = field(default_factory=dict)
     packs: set[int] = field(default_factory=set)
-    bytes: int = 0
+    bytes: int = 0  # of the blocks written by this batch
     settled: bool = False
     reused: set[bytes] = field(default_factory=set)  # already stored: kept from collection
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.places)
 
     def __contains__(self, cid: bytes) -> bool:
-        return cid in self.entries
+        return cid in self.places
 
     def read(self, cid: bytes) -> bytes | None:
         """A block written in this batch, before it is committed (its CID was checked when
         it was put, and its pack is kept while the batch is open); None when it is not here."""
-        place = self.entries.get(cid)
-        return None if place is None else self.store.read_place(place)
+        place = self.places.get(cid)
+        return None if place is None else self.store._packs.read(place)
 
     def put(self, cid: bytes, data: bytes) -> None:
         self.put_many([(cid, data)])
@@ -80,344 +76,34 @@ class Batch:
     def put_many(self, blocks: list[tuple[bytes, bytes]], bulk: bool = False) -> None:
         """Blocks whose CIDs come from their bytes; those stored already are only marked
         reused. One index query and one write for all of them. `bulk`: a transfer's
-        megabytes, written past the page cache (see `BlockStore._append_many`)."""
-        fresh = {cid: data for cid, data in blocks if cid not in self.entries}
-        if not fresh:
-            return
-        with self.store.gc_lock:  # a block we dedupe against must not be collected meanwhile
-            stored = self.store.present(list(fresh))
-            self.reused.update(normalize(cid) for cid in stored)
-        new = [(cid, data) for cid, data in fresh.items() if cid not in stored]
-        for (cid, data), (pack, offset) in zip(new, self.store._append_many(new, bulk), strict=True):
-            self.store._remember(self.store.verified, normalize(cid), True)
-            self.entries[cid] = (pack, offset, len(data))
-            self.packs.add(pack)
-            self.bytes += len(data)
+        megabytes, written past the page cache."""
+        self.store._write(self, blocks, bulk)
 
 
 class BlockStore:
     def __init__(self, root: Path, db_path: Path, quota: int | None = None):
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._db_path = db_path
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._read_fds: dict[int, int] = {}
-        self._write_conn = None
-        self.gc_lock = threading.Lock()
-        self.open_batches: weakref.WeakSet[Batch] = weakref.WeakSet()
-        self.retired_fds: list[int] = []
-        self.used = _load_recent(root / RECENT_READS)  # last read of recently read blocks, for GC order
-        self._reads_saved = self.reads = 0  # reads counted, and their count when `used` was saved
-        self.verified: dict[bytes, bool] = {}  # blocks hashed in this process
         self.quota = quota
-        self.inflight = 0
-        self._unsynced = 0
-        self._early_sync = threading.Event()
-        packs = sorted(int(p.stem.split("-")[1]) for p in root.glob("pack-*.dat"))
-        self._pack = packs[-1] if packs else 1
-        self._fd = self._open_pack(self._pack)
-        self._end = os.fstat(self._fd).st_size
-        self._direct_fd: int | None = None  # the current pack opened O_DIRECT, for bulk writes
-        self._direct_ok = hasattr(os, "O_DIRECT")  # off for good once the filesystem refuses
-        self._staging: mmap.mmap | None = None  # page-aligned, reused: bulk writes copy into it
-        self.stored_bytes = self.totals()[1]
+        self._packs = Packs(root)
+        self._readers = Readers(db_path)
+        self._db_path = db_path
+        self._writer_conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # byte counts
+        self._write_lock = threading.Lock()  # the writer connection: one transaction at a time
+        self._gc_lock = threading.Lock()  # a block deduped against is not deleted meanwhile
+        self._open: weakref.WeakSet[Batch] = weakref.WeakSet()
+        self._recency = _ReadRecency(root / RECENT_READS)
+        self._verified: dict[bytes, bool] = {}  # blocks hashed in this process
+        self._in_flight = 0  # bytes written by batches not settled yet
+        self._stored = blockindex.totals(self._readers.get())[1]
 
-    def _open_pack(self, pack: int) -> int:
-        path = self._pack_path(pack)
-        created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        if created:  # the new pack's directory entry must survive a crash too
-            dir_fd = os.open(self.root, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        return fd
-
-    def _reader(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = open_reader(self._db_path)
-        return conn
-
-    def batch(self) -> Batch:
-        batch = Batch(self)
-        self.open_batches.add(batch)
-        return batch
-
-    def _append(self, cid: bytes, data: bytes) -> tuple[int, int]:
-        return self._append_many([(cid, data)])[0]
-
-    def _append_many(self, blocks: list[tuple[bytes, bytes]], bulk: bool = False) -> Places:
-        """Append records to the current pack in one write; (pack, data offset) of each.
-
-        `bulk` writes go past the page cache (O_DIRECT) in 4 KiB-aligned chunks, padded with
-        zeros: on the VMs we measured, copying into fresh page-cache memory cost 0.06-0.7 s
-        of CPU per 256 MiB, on the thread that receives, and then writeback. Past the cache
-        it is one DMA from a reused buffer and the final fdatasync has nothing left to flush.
-        """
-        if not blocks:
-            return []
-        records = [(_HEADER.pack(RECORD_MAGIC, len(cid), len(data)) + cid, data) for cid, data in blocks]
-        size = sum(len(data) for _, data in blocks)
-        with self._lock:
-            if self.quota is not None and self.stored_bytes + self.inflight + size > self.quota:
-                raise StorageFull("store quota reached")
-            if self._end >= PACK_LIMIT:
-                self._switch_pack(self._pack + 1)
-            start = self._end
-            try:
-                places = bulk and self._direct_ok and self._write_direct(records)
-                if not places:
-                    places = self._write_buffered(records)
-            except OSError as exc:
-                os.ftruncate(self._fd, start)
-                self._end = start
-                if exc.errno in STORAGE_ERRNOS:
-                    raise StorageFull(os.strerror(exc.errno)) from exc
-                raise
-            self.inflight += size
-            return places
-
-    def _write_buffered(self, records: Records) -> Places:
-        start = self._end
-        _write_all(self._fd, [part for record in records for part in record])
-        places = self._lay_out(records, start)
-        self._unsynced += self._end - start
-        if self._unsynced >= EARLY_SYNC_BYTES and not self._early_sync.is_set():
-            self._unsynced = 0
-            self._early_sync.set()
-            threading.Thread(target=self._sync_early, args=(self._pack,), daemon=True).start()
-        return places
-
-    def _write_direct(self, records: Records) -> Places | None:
-        """None when this filesystem cannot (tmpfs, some network filesystems): buffered then."""
-        if self._direct_fd is None:
-            try:
-                self._direct_fd = os.open(self._pack_path(self._pack), os.O_WRONLY | os.O_DIRECT)
-            except OSError:
-                self._direct_ok = False
-                return None
-        aligned = -(-self._end // ALIGN) * ALIGN
-        if aligned > self._end:  # the buffered tail before us ends mid-block: zeros up to it
-            _write_all(self._fd, [bytes(aligned - self._end)])
-            self._end = aligned
-        used = sum(len(header) + len(data) for header, data in records)
-        chunk = -(-used // ALIGN) * ALIGN
-        if self._staging is None or len(self._staging) < chunk:
-            self._staging = mmap.mmap(-1, max(chunk, 8 << 20))
-        view, at = memoryview(self._staging), 0
-        for record in records:
-            for part in record:
-                view[at : at + len(part)] = part
-                at += len(part)
-        view[used:chunk] = bytes(chunk - used)
-        try:
-            written = os.pwrite(self._direct_fd, view[:chunk], aligned)
-        except OSError as exc:
-            if exc.errno in STORAGE_ERRNOS:
-                raise
-            # EINVAL (an alignment it does not take), EOPNOTSUPP, ...: buffered from now on
-            log.warning("direct writes refused by this filesystem (%s); writing through the page cache",
-                        os.strerror(exc.errno or 0))
-            self._direct_ok = False
-            os.ftruncate(self._fd, self._end)  # nothing of the refused write may stay behind
-            return None
-        if written != chunk:
-            raise OSError(errno.EIO, f"short direct write: {written} of {chunk} bytes")
-        places = self._lay_out(records, aligned)
-        self._end = aligned + chunk
-        return places
-
-    def _lay_out(self, records: Records, start: int) -> Places:
-        """Data offsets of records written back to back from `start`; moves the end past them."""
-        places, at = [], start
-        for header, data in records:
-            places.append((self._pack, at + len(header)))
-            at += len(header) + len(data)
-        self._end = at
-        return places
-
-    def _switch_pack(self, pack: int) -> None:
-        os.close(self._fd)
-        if self._direct_fd is not None:
-            os.close(self._direct_fd)
-            self._direct_fd = None
-        self._pack = pack
-        self._fd = self._open_pack(pack)
-        self._end = 0
-
-    def _pack_path(self, pack: int) -> Path:
-        return self.root / f"pack-{pack:06d}.dat"
-
-    def _sync_early(self, pack: int) -> None:
-        """Start writing back a large upload while it still arrives, so the final sync is short."""
-        try:
-            self._sync_pack(pack)
-        except OSError:
-            pass  # only an optimisation: the final sync decides durability
-        finally:
-            self._early_sync.clear()
-
-    def _sync_pack(self, pack: int) -> None:
-        fd = os.open(self._pack_path(pack), os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-
-    def sync_packs(self, packs: set[int]) -> None:
-        """Make the bytes written to these packs durable (blocking: call from a worker thread)."""
-        for pack in packs:
-            self._sync_pack(pack)
-
-    def index_rows(self, batch: Batch) -> list[tuple[bytes, int, int, int]]:
-        return [(cid, pack, off, length) for cid, (pack, off, length) in batch.entries.items()]
-
-    def committed(self, batch: Batch) -> None:
-        with self._lock:
-            if batch.settled:
-                return
-            batch.settled = True
-            self.stored_bytes += batch.bytes
-            self.inflight -= batch.bytes
-            self.open_batches.discard(batch)
-
-    def abandoned(self, batch: Batch) -> None:
-        """A failed batch: its bytes stay unreferenced in the pack, invisible."""
-        with self._lock:
-            if batch.settled:
-                return
-            batch.settled = True
-            self.inflight -= batch.bytes
-            self.open_batches.discard(batch)
-
-    def commit_sync(self, batch: Batch) -> None:
-        """Make a batch durable and visible from a worker thread (blocks fetched from peers).
-
-        Uses its own SQLite connection: SQLite serialises it against the asyncio side's writer.
-        """
-        if not batch.entries:
-            self.committed(batch)
-            return
-        try:
-            self.sync_packs(batch.packs)
-            conn = self._writer()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", self.index_rows(batch))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except BaseException:
-            self.abandoned(batch)
-            raise
-        self.committed(batch)
-
-    # garbage collection support (called from a worker thread) -----------------------------
-    def pack_files(self) -> dict[int, int]:
-        """Size on disk of every pack except the one being appended to."""
-        with self._lock:
-            current = self._pack
-        return {
-            int(p.stem.split("-")[1]): p.stat().st_size
-            for p in self.root.glob("pack-*.dat")
-            if int(p.stem.split("-")[1]) != current
-        }
-
-    def current_pack(self) -> int:
-        return self._pack
-
-    def current_size(self) -> int:
-        return self._end
-
-    def roll_pack(self) -> None:
-        """Start appending to a fresh pack, so the current one can be compacted."""
-        with self._lock:
-            self._switch_pack(self._pack + 1)
-
-    def pack_in_use(self, pack: int) -> bool:
-        """Whether an upload or transfer still has unindexed blocks in `pack`."""
-        return any(pack in b.packs for b in list(self.open_batches))
-
-    def compact_pack(self, pack: int) -> int:
-        """Copy the indexed blocks of `pack` to the current pack, repoint the index, delete
-        the old file. Readers that looked the old place up a moment ago still read it: its
-        descriptor stays open until the next compaction."""
-        conn = self._writer()
-        rows = conn.execute("SELECT cid, offset, length FROM blocks WHERE pack = ?", (pack,)).fetchall()
-        moved, new_rows, packs = 0, [], set()
-        fd = self._read_fd(pack)
-        for cid, offset, length in rows:
-            data = os.pread(fd, length, offset)
-            new_pack, new_offset = self._append(cid, data)
-            with self._lock:
-                self.inflight -= length  # already counted in stored_bytes
-            new_rows.append((new_pack, new_offset, cid, pack))
-            packs.add(new_pack)
-            moved += length
-        self.sync_packs(packs)
-        with self.gc_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("UPDATE blocks SET pack = ?, offset = ? WHERE cid = ? AND pack = ?", new_rows)
-            conn.execute("COMMIT")
-        with self._lock:
-            old = self._read_fds.pop(pack, None)
-            if old is not None:
-                self.retired_fds.append(old)
-        self._pack_path(pack).unlink()
-        return moved
-
-    def close_retired(self) -> None:
-        with self._lock:
-            for fd in self.retired_fds:
-                os.close(fd)
-            self.retired_fds.clear()
-
-    def _writer(self):
-        with self._lock:
-            if self._write_conn is None:
-                self._write_conn = open_writer(self._db_path)
-            return self._write_conn
-
-    def locate(self, cid: bytes) -> tuple[int, int, int] | None:
-        row = self._reader().execute(
-            "SELECT pack, offset, length FROM blocks WHERE cid = ?", (normalize(cid),)
-        ).fetchone()
-        return row
-
-    def totals(self) -> tuple[int, int]:
-        """(number of blocks, their bytes)."""
-        return tuple(
-            self._reader().execute("SELECT COUNT(*), COALESCE(SUM(length), 0) FROM blocks").fetchone()
-        )
-
-    def pinned_roots(self, now: int) -> int:
-        sql = "SELECT COUNT(DISTINCT root) FROM pins WHERE expires IS NULL OR expires > ?"
-        return self._reader().execute(sql, (now,)).fetchone()[0]
+    # reading --------------------------------------------------------------------------
+    def has(self, cid: bytes) -> bool:
+        return blockindex.locate(self._readers.get(), cid) is not None
 
     def present(self, cids: list[bytes]) -> set[bytes]:
         """Which of `cids` are stored (as given), in a few queries rather than one per CID."""
-        out: set[bytes] = set()
-        reader = self._reader()
-        for i in range(0, len(cids), 500):
-            chunk = cids[i : i + 500]
-            by_key = {normalize(c): c for c in chunk}
-            sql = f"SELECT cid FROM blocks WHERE cid IN ({','.join('?' * len(by_key))})"
-            out.update(by_key[row[0]] for row in reader.execute(sql, list(by_key)))
-        return out
-
-    def has(self, cid: bytes) -> bool:
-        return self.locate(cid) is not None
-
-    def read_place(self, place: tuple[int, int, int]) -> bytes:
-        """The bytes at (pack, offset, length), unchecked: `get` verifies what it reads; a
-        block of a batch not committed yet had its CID checked when it arrived, and its pack
-        is kept while the batch is open."""
-        pack, offset, length = place
-        return os.pread(self._read_fd(pack), length, offset)
+        return blockindex.present(self._readers.get(), cids)
 
     def get(self, cid: bytes, for_peer: bool = False) -> bytes | None:
         """The verified block, None when absent; CorruptBlock when its bytes are damaged.
@@ -427,63 +113,228 @@ class BlockStore:
         HTTP reads always hash: they must never send a wrong byte.
         """
         for _ in range(2):
-            where = self.locate(cid)
+            where = blockindex.locate(self._readers.get(), cid)
             if where is None:
                 return None
             try:
-                data = self.read_place(where)
+                data = self._packs.read(where)
                 break
             except FileNotFoundError:  # compaction moved the block between lookup and read
                 continue
         else:
             return None
         key = normalize(cid)
-        if len(data) != where[2] or not ((for_peer and key in self.verified) or verify_block(cid, data)):
+        if len(data) != where[2] or not ((for_peer and key in self._verified) or verify_block(cid, data)):
             raise CorruptBlock(cid)
-        self._remember(self.verified, key, True)
-        self._remember(self.used, key, time.time())
-        self.reads += 1
+        _remember(self._verified, key, True)
+        self._recency.read(key)
         return data
 
+    def read_connection(self) -> sqlite3.Connection:
+        """This thread's read-only connection to the node's database (pins live there too)."""
+        return self._readers.get()
+
+    def totals(self) -> tuple[int, int]:
+        """(number of blocks, their bytes)."""
+        return blockindex.totals(self._readers.get())
+
+    @property
+    def size(self) -> int:
+        """Bytes of the blocks stored (indexed)."""
+        return self._stored
+
+    @property
+    def writes_past_cache(self) -> bool:
+        """Whether bulk writes go past the page cache (this filesystem takes direct I/O)."""
+        return self._packs.direct_ok
+
+    # writing --------------------------------------------------------------------------
+    def batch(self) -> Batch:
+        batch = Batch(self)
+        self._open.add(batch)
+        return batch
+
+    def _write(self, batch: Batch, blocks: list[tuple[bytes, bytes]], bulk: bool) -> None:
+        fresh = {cid: data for cid, data in blocks if cid not in batch.places}
+        if not fresh:
+            return
+        with self._gc_lock:  # a block we dedupe against must not be collected meanwhile
+            stored = self.present(list(fresh))
+            batch.reused.update(normalize(cid) for cid in stored)
+        new = [(cid, data) for cid, data in fresh.items() if cid not in stored]
+        if not new:
+            return
+        size = sum(len(data) for _, data in new)
+        with self._lock:
+            if self.quota is not None and self._stored + self._in_flight + size > self.quota:
+                raise StorageFull("store quota reached")
+            self._in_flight += size
+        try:
+            places = self._packs.append(new, bulk)
+        except OSError as exc:
+            with self._lock:
+                self._in_flight -= size
+            if exc.errno in STORAGE_ERRNOS:
+                raise StorageFull(os.strerror(exc.errno)) from exc
+            raise
+        for (cid, _), place in zip(new, places, strict=True):
+            _remember(self._verified, normalize(cid), True)
+            batch.places[cid] = place
+            batch.packs.add(place[0])
+        batch.bytes += size
+
+    def commit(self, batch: Batch) -> None:
+        """Make a batch durable and visible (blocking). Uses the store's own SQLite
+        connection: SQLite serialises it against the node's other writer."""
+        if not batch.places:
+            self.settle(batch, committed=True)
+            return
+        try:
+            self.sync([batch])
+            with self._transaction() as conn:
+                blockindex.insert(conn, self.index_rows([batch]))
+        except BaseException:
+            self.settle(batch, committed=False)
+            raise
+        self.settle(batch, committed=True)
+
+    def abandon(self, batch: Batch) -> None:
+        """A failed upload: its bytes stay unreferenced in the pack, invisible."""
+        self.settle(batch, committed=False)
+
+    # group commit: several batches made durable in one sync and one transaction of the
+    # caller's (node/groupcommit.py) -------------------------------------------------------
+    def sync(self, batches: list[Batch]) -> None:
+        """Make the bytes of these batches durable (blocking)."""
+        self._packs.sync(set().union(*(b.packs for b in batches)))
+
+    def index_rows(self, batches: list[Batch]) -> list[blockindex.Row]:
+        """The index rows that make these batches visible, for `blockindex.insert`."""
+        return [(cid, *place) for b in batches for cid, place in b.places.items()]
+
+    def settle(self, batch: Batch, committed: bool) -> None:
+        """The batch's rows committed (its bytes now count as stored) or never will."""
+        with self._lock:
+            if batch.settled:
+                return
+            batch.settled = True
+            self._in_flight -= batch.bytes
+            if committed:
+                self._stored += batch.bytes
+            self._open.discard(batch)
+
+    # collection ------------------------------------------------------------------------
+    def in_storage_order(self) -> list[tuple[bytes, int]]:
+        """(cid, length) of every stored block, in the order their bytes lie on disk."""
+        return blockindex.in_storage_order(self._readers.get())
+
+    def last_read(self, cid: bytes) -> float:
+        """When the block was last read (seconds since the epoch); 0 when not lately."""
+        return self._recency.last(normalize(cid))
+
+    def delete(self, cids: list[bytes], keep: Callable[[sqlite3.Connection], set[bytes]]) -> tuple[int, int]:
+        """Delete blocks; (count, bytes) freed. Spared: those `keep` names, asked inside the
+        deleting transaction, which no other writer interleaves with (so what is pinned by
+        then is seen), and those an open upload or transfer dedupes against."""
+        with self._gc_lock, self._transaction() as conn:
+            spared = keep(conn).union(*(b.reused for b in list(self._open)))
+            sizes = blockindex.lengths(conn, [c for c in cids if c not in spared])
+            blockindex.delete(conn, list(sizes))
+        freed = sum(sizes.values())
+        with self._lock:
+            self._stored -= freed
+        return len(sizes), freed
+
+    def compact(self, dead_ratio: float, seal_current: bool) -> tuple[int, int]:
+        """Rewrite the packs of which at least `dead_ratio` is unreferenced bytes, and delete
+        them; (packs compacted, bytes given back to the disk). `seal_current` (blocks were
+        just freed): the pack being appended to is sealed first when it qualifies. Packs an
+        open batch writes to are left for later."""
+        self._packs.close_removed()
+        live = blockindex.live_bytes_per_pack(self._readers.get())
+        if seal_current and _mostly_dead(self._packs.end, live.get(self._packs.current, 0), dead_ratio):
+            self._packs.roll()
+        compacted = reclaimed = 0
+        for pack, size in sorted(self._packs.sealed().items()):
+            if _mostly_dead(size, live.get(pack, 0), dead_ratio) and not self._written_by_open_batch(pack):
+                reclaimed += size - self._compact_pack(pack)
+                compacted += 1
+        return compacted, reclaimed
+
+    def _written_by_open_batch(self, pack: int) -> bool:
+        return any(pack in b.packs for b in list(self._open))
+
+    def _compact_pack(self, pack: int) -> int:
+        """Copy the indexed blocks of `pack` to the current pack, repoint the index, delete
+        the old file; the bytes moved."""
+        rows = blockindex.rows_in_pack(self._readers.get(), pack)
+        moves: list[tuple[bytes, int, Place]] = []
+        for start in range(0, len(rows), 64):
+            chunk = rows[start : start + 64]
+            blocks = [(cid, self._packs.read((pack, offset, length))) for cid, offset, length in chunk]
+            places = self._packs.append(blocks)
+            moves += [(cid, pack, place) for (cid, _, _), place in zip(chunk, places, strict=True)]
+        self._packs.sync({place[0] for _, _, place in moves})
+        with self._gc_lock, self._transaction() as conn:
+            blockindex.repoint(conn, moves)
+        self._packs.remove(pack)
+        return sum(place[2] for _, _, place in moves)
+
     def save_recency(self) -> None:
-        """Save read recency if blocks were read since it was last saved (blocking: a worker
-        thread), so that collection after a crash, not only after a clean stop, still frees
-        the least recently read first."""
-        reads = self.reads
-        if reads != self._reads_saved:
-            _save_recent(self.root / RECENT_READS, self.used)
-            self._reads_saved = reads
-
-    @staticmethod
-    def _remember(table: dict, key: bytes, value: object) -> None:
-        if len(table) > 200_000:  # bounded: these are hints, not state
-            table.clear()
-        table[key] = value
-
-    def _read_fd(self, pack: int) -> int:
-        fd = self._read_fds.get(pack)
-        if fd is None:
-            with self._lock:  # readers run on several threads; open each pack once
-                fd = self._read_fds.get(pack)
-                if fd is None:
-                    fd = self._read_fds[pack] = os.open(self._pack_path(pack), os.O_RDONLY)
-        return fd
+        """Save read recency if blocks were read since it was last saved (blocking), so that
+        collection after a crash, not only after a clean stop, still frees the least
+        recently read first."""
+        self._recency.save()
 
     def close(self) -> None:
-        with self._lock:
-            self.save_recency()
-            os.close(self._fd)
-            if self._direct_fd is not None:
-                os.close(self._direct_fd)
-            if self._staging is not None:
-                self._staging.close()
-            for fd in [*self._read_fds.values(), *self.retired_fds]:
-                os.close(fd)
-            self._read_fds.clear()
-            self.retired_fds.clear()
-            if self._write_conn is not None:
-                self._write_conn.close()
-                self._write_conn = None
+        with self._write_lock:
+            self._recency.save()
+            self._packs.close()
+            if self._writer_conn is not None:
+                self._writer_conn.close()
+                self._writer_conn = None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the store's own connection, one thread at a time."""
+        with self._write_lock:
+            if self._writer_conn is None:
+                self._writer_conn = open_writer(self._db_path)
+            with write_transaction(self._writer_conn) as conn:
+                yield conn
+
+
+class _ReadRecency:
+    """When blocks were last read: the order collection frees them in. Hints only, kept
+    next to the packs so that a restart (or a crash, from the last save) keeps the order."""
+
+    def __init__(self, path: Path):
+        self._path = path
+        self._last = _load_recent(path)
+        self._reads = self._reads_saved = 0
+
+    def read(self, key: bytes) -> None:
+        _remember(self._last, key, time.time())
+        self._reads += 1
+
+    def last(self, key: bytes) -> float:
+        return self._last.get(key, 0.0)
+
+    def save(self) -> None:
+        reads = self._reads
+        if reads != self._reads_saved:
+            _save_recent(self._path, self._last)
+            self._reads_saved = reads
+
+
+def _remember(table: dict, key: bytes, value: object) -> None:
+    if len(table) > HINTS_KEPT:  # bounded: these are hints, not state
+        table.clear()
+    table[key] = value
+
+
+def _mostly_dead(size: int, live: int, dead_ratio: float) -> bool:
+    return size > 0 and (size - live) / size >= dead_ratio
 
 
 def _load_recent(path: Path) -> dict[bytes, float]:
@@ -497,24 +348,10 @@ def _load_recent(path: Path) -> dict[bytes, float]:
     return {k: float(v) for k, v in loaded.items() if isinstance(k, bytes) and isinstance(v, (int, float))}
 
 
-def _save_recent(path: Path, used: dict[bytes, float]) -> None:
-    """So that garbage collection after a restart still frees the least recently read first."""
+def _save_recent(path: Path, last: dict[bytes, float]) -> None:
     tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_bytes(msgpack.packb(dict(used), use_bin_type=True))
+        tmp.write_bytes(msgpack.packb(dict(last), use_bin_type=True))
         os.replace(tmp, path)
     except OSError:
         pass  # only ordering hints
-
-
-def _write_all(fd: int, parts: list[bytes]) -> None:
-    """All parts, in as few writev calls as the kernel allows (one per record showed)."""
-    views = [memoryview(p) for p in parts if len(p)]
-    while views:
-        batch = views[:IOV_MAX]
-        written = os.writev(fd, batch)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if written:
-            views[0] = views[0][written:]

@@ -104,7 +104,7 @@ class Core:
     # pins ---------------------------------------------------------------------------
     def pinned_roots(self) -> int:
         """Roots held by at least one unexpired pin."""
-        return self.store.pinned_roots(int(time.time()))
+        return pins.count_live_roots(self.store.read_connection(), int(time.time()))
 
     def upload_pin_expiry(self) -> float:
         return time.time() + self.settings.pin_uploads_for
@@ -218,7 +218,7 @@ class Core:
         Every `SAVE_RECENCY_EVERY` it also saves what was read lately, the order it frees in."""
         saved = time.monotonic()
         while True:
-            if self.store.stored_bytes > limit:
+            if self.store.size > limit:
                 try:
                     await self.collect_garbage(limit)
                 except Exception:

@@ -10,9 +10,11 @@ second look inside the deleting transaction, which no other writer can interleav
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 
+from . import pins
 from .blockstore import BlockStore, CorruptBlock
 from .cid import DAG_PB, codec_of, normalize
 from .dagpb import decode
@@ -55,66 +57,35 @@ def reachable(store: BlockStore, roots: list[bytes], into: set[bytes] | None = N
     return live
 
 
-def _pinned(conn, now: int) -> set[bytes]:
-    sql = "SELECT DISTINCT root FROM pins WHERE expires IS NULL OR expires > ?"
-    return {normalize(root) for (root,) in conn.execute(sql, (now,))}
-
-
 def collect(store: BlockStore, limit: int) -> GcReport:
     """Free unpinned blocks until the store holds at most `limit` bytes, then compact."""
     report = GcReport()
-    conn = store._writer()
     now = int(time.time())
-    roots = _pinned(conn, now)
+    roots = pinned_roots(store, now)
     live = reachable(store, list(roots))
-    rows = conn.execute("SELECT cid, pack, offset, length FROM blocks").fetchall()
-    excess = sum(r[3] for r in rows) - limit
+    blocks = store.in_storage_order()
+    excess = sum(length for _, length in blocks) - limit
     if excess > 0:
-        dead = [r for r in rows if r[0] not in live]
-        dead.sort(key=lambda r: (store.used.get(r[0], 0.0), r[1], r[2]))
+        dead = [(cid, length) for cid, length in blocks if cid not in live]
+        dead.sort(key=lambda block: store.last_read(block[0]))  # stable: ties in storage order
         chosen = []
-        for row in dead:
+        for cid, length in dead:
             if excess <= 0:
                 break
-            chosen.append(row)
-            excess -= row[3]
-        _delete(store, conn, chosen, roots, live, now, report)
-    _compact(store, report)
+            chosen.append(cid)
+            excess -= length
+
+        def keep(conn: sqlite3.Connection) -> set[bytes]:
+            """Inside the deleting transaction: what was pinned since we marked is kept too,
+            and expired pins go."""
+            pinned_since = {normalize(r) for r in pins.live_roots(conn, now)} - roots
+            pins.drop_expired(conn, now)
+            return reachable(store, list(pinned_since), into=live)
+
+        report.freed_blocks, report.freed_bytes = store.delete(chosen, keep)
+    report.compacted_packs, report.reclaimed_bytes = store.compact(COMPACT_DEAD_RATIO, report.freed_bytes > 0)
     return report
 
 
-def _delete(store: BlockStore, conn, chosen: list, roots: set[bytes], live: set[bytes], now: int,
-            report: GcReport) -> None:
-    with store.gc_lock:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            reachable(store, list(_pinned(conn, now) - roots), into=live)  # pinned since we marked
-            kept: set[bytes] = set().union(*(b.reused for b in list(store.open_batches)))
-            doomed = [r for r in chosen if r[0] not in live and r[0] not in kept]
-            conn.executemany("DELETE FROM blocks WHERE cid = ?", [(r[0],) for r in doomed])
-            conn.execute("DELETE FROM pins WHERE expires IS NOT NULL AND expires <= ?", (now,))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-    freed = sum(r[3] for r in doomed)
-    with store._lock:
-        store.stored_bytes -= freed
-    report.freed_blocks, report.freed_bytes = len(doomed), freed
-
-
-def _compact(store: BlockStore, report: GcReport) -> None:
-    store.close_retired()
-    conn = store._writer()
-    live = dict(conn.execute("SELECT pack, SUM(length) FROM blocks GROUP BY pack").fetchall())
-    if report.freed_bytes and _mostly_dead(store.current_size(), live.get(store.current_pack(), 0)):
-        store.roll_pack()  # the pack being appended to holds the dead blocks: move past it
-    for pack, size in sorted(store.pack_files().items()):
-        if _mostly_dead(size, live.get(pack, 0)) and not store.pack_in_use(pack):
-            moved = store.compact_pack(pack)
-            report.compacted_packs += 1
-            report.reclaimed_bytes += size - moved
-
-
-def _mostly_dead(size: int, live: int) -> bool:
-    return size > 0 and (size - live) / size >= COMPACT_DEAD_RATIO
+def pinned_roots(store: BlockStore, now: int) -> set[bytes]:
+    return {normalize(root) for root in pins.live_roots(store.read_connection(), now)}

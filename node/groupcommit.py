@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from .blockstore import STORAGE_ERRNOS, Batch, BlockStore, StorageFull
+from . import blockindex
+from .blockstore import Batch, BlockStore, StorageFull
 from .db import Database
+from .packs import STORAGE_ERRNOS
 from .pins import pin_roots
 
 # writes the names of a group: (namespace, name, root) each, inside the group's transaction
@@ -62,23 +64,22 @@ class GroupCommitter:
                 await self._commit_group(group)
             except BaseException as exc:
                 for w in group:
-                    self._store.abandoned(w.batch)
+                    self._store.settle(w.batch, committed=False)
                     if not w.done.done():
                         w.done.set_exception(_storage_error(exc))
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
             for w in group:
-                self._store.committed(w.batch)
+                self._store.settle(w.batch, committed=True)
                 if not w.done.done():
                     w.done.set_result(None)
 
     async def _commit_group(self, group: list[_Waiting]) -> None:
-        packs = set().union(*(w.batch.packs for w in group))
-        await asyncio.to_thread(self._store.sync_packs, packs)
+        batches = [w.batch for w in group]
+        await asyncio.to_thread(self._store.sync, batches)
         async with self._db.transaction() as conn:  # a few statements for the whole group
-            rows = [row for w in group for row in self._store.index_rows(w.batch)]
-            await conn.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", rows)
+            await blockindex.insert_async(conn, self._store.index_rows(batches))
             await pin_roots(conn, [(w.root, w.reason, w.expires) for w in group])
             names = [(*w.name, w.root) for w in group if w.name is not None]
             if names:

@@ -1,10 +1,14 @@
-"""Pins: a root stays in the store while any reason (an upload's grace period, a name) holds it."""
+"""Pins: a root stays in the store while any reason (an upload's grace period, a name) holds
+it. Every statement on the `pins` table is here."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import aiosqlite
+
+LIVE = "(expires IS NULL OR expires > ?)"  # a pin holds its root until it expires
 
 
 def upload_reason(root: bytes) -> str:
@@ -42,3 +46,16 @@ async def move_pins(conn: aiosqlite.Connection, rows: list[tuple[bytes | None, s
     await conn.executemany(
         "INSERT INTO pins VALUES (?, ?, NULL, ?)", [(root, reason, now) for root, reason in rows if root]
     )
+
+
+def live_roots(conn: sqlite3.Connection, now: int) -> set[bytes]:
+    """Roots held by at least one unexpired pin (as stored)."""
+    return {root for (root,) in conn.execute(f"SELECT DISTINCT root FROM pins WHERE {LIVE}", (now,))}
+
+
+def count_live_roots(conn: sqlite3.Connection, now: int) -> int:
+    return conn.execute(f"SELECT COUNT(DISTINCT root) FROM pins WHERE {LIVE}", (now,)).fetchone()[0]
+
+
+def drop_expired(conn: sqlite3.Connection, now: int) -> None:
+    conn.execute(f"DELETE FROM pins WHERE NOT {LIVE}", (now,))

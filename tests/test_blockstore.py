@@ -4,6 +4,7 @@ mixed in any order, read back intact, also after the store is opened again."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -48,13 +49,13 @@ def test_bulk_and_buffered_writes_in_any_order_read_back_intact(writes):
                 batch = store.batch()
                 pairs = [(make_cid(RAW, data), data) for data in blocks]
                 batch.put_many(pairs, bulk=bulk)
-                store.commit_sync(batch)
+                store.commit(batch)
                 expected.update(pairs)
             for cid, data in expected.items():
                 assert store.get(cid) == data
             assert store.totals()[1] == sum(map(len, expected.values()))
             if any(bulk for bulk, _ in writes) and takes_direct_io(folder):
-                assert store._direct_ok  # this filesystem takes it: the bulk path was used
+                assert store.writes_past_cache  # this filesystem takes it: the bulk path was used
         finally:
             store.close()
         reopened = open_store(folder)
@@ -79,9 +80,9 @@ def test_a_bulk_write_on_a_filesystem_without_direct_io_is_stored_buffered(tmp_p
         blocks = [os.urandom(70_000) for _ in range(3)]
         batch = store.batch()
         batch.put_many([(make_cid(RAW, b), b) for b in blocks], bulk=True)
-        store.commit_sync(batch)
+        store.commit(batch)
         assert all(store.get(make_cid(RAW, b)) == b for b in blocks)
-        assert not store._direct_ok
+        assert not store.writes_past_cache
     finally:
         store.close()
 
@@ -94,7 +95,7 @@ def test_a_block_stored_already_is_not_written_twice(tmp_path):
         for bulk in (True, False, True):
             batch = store.batch()
             batch.put_many([(cid, data)], bulk=bulk)
-            store.commit_sync(batch)
+            store.commit(batch)
         assert store.totals()[1] == len(data)
         assert store.get(cid) == data
     finally:
@@ -108,8 +109,8 @@ def test_a_full_store_refuses_the_write_and_keeps_what_it_had(tmp_path, bulk):
         kept = os.urandom(10_000)
         batch = store.batch()
         batch.put_many([(make_cid(RAW, kept), kept)])
-        store.commit_sync(batch)
-        store.quota = store.stored_bytes + 1000
+        store.commit(batch)
+        store.quota = store.size + 1000
         too_big = os.urandom(20_000)
         with pytest.raises(StorageFull):
             store.batch().put_many([(make_cid(RAW, too_big), too_big)], bulk=bulk)
@@ -124,7 +125,7 @@ def test_a_filesystem_that_refuses_direct_writes_midway_gets_buffered_ones(tmp_p
     real_pwrite = os.pwrite
 
     def refusing(fd, data, offset):
-        if fd == store._direct_fd:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:  # only writes past the page cache
             raise OSError(errno.EOPNOTSUPP, "not on this filesystem")
         return real_pwrite(fd, data, offset)
 
@@ -132,13 +133,13 @@ def test_a_filesystem_that_refuses_direct_writes_midway_gets_buffered_ones(tmp_p
         first = os.urandom(5000)  # buffered: the pack ends mid-block
         batch = store.batch()
         batch.put_many([(make_cid(RAW, first), first)])
-        store.commit_sync(batch)
+        store.commit(batch)
         monkeypatch.setattr(os, "pwrite", refusing)
         blocks = [os.urandom(70_000) for _ in range(3)]
         batch = store.batch()
         batch.put_many([(make_cid(RAW, b), b) for b in blocks], bulk=True)
-        store.commit_sync(batch)
-        assert not store._direct_ok
+        store.commit(batch)
+        assert not store.writes_past_cache
         assert all(store.get(make_cid(RAW, b)) == b for b in [first, *blocks])
     finally:
         store.close()

@@ -282,7 +282,7 @@ def test_quota_counts_a_file_from_a_peer_once_its_blocks_arrive(tmp_path):
             assert table.exists(ns, "shared.json") and table.used(ns) == 0
             transfer = b.store.batch()  # as Bitswap stores a fetched block
             transfer.put_many([(root, a.store.get(root))], bulk=True)
-            await asyncio.to_thread(b.store.commit_sync, transfer)
+            await asyncio.to_thread(b.store.commit, transfer)
             assert [table.used(ns), table.used(ns)] == [len(body)] * 2  # counted once, however often asked
             await a.delete_name("shared.json", ns)
             await b.registry.apply([a.registry.table[(ns, "shared.json")]])  # the tombstone

@@ -186,7 +186,7 @@ async def receive_upload(
     except BaseException as exc:
         if pending is not None:
             await asyncio.wait([pending])
-        core.store.abandoned(sink.batch)
+        core.store.abandon(sink.batch)
         if isinstance(exc, PathConflict):
             raise BadRequest(str(exc)) from None
         if isinstance(exc, StorageFull):

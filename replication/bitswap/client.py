@@ -338,7 +338,7 @@ class BitswapClient:
             seq = self._commit_seq
             self._committing = batch
             try:
-                await trio.to_thread.run_sync(self.store.commit_sync, batch)
+                await trio.to_thread.run_sync(self.store.commit, batch)
             except Exception as exc:
                 log.error("could not store fetched blocks: %s", exc)
             finally:
