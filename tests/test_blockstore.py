@@ -143,3 +143,26 @@ def test_a_filesystem_that_refuses_direct_writes_midway_gets_buffered_ones(tmp_p
         assert all(store.get(make_cid(RAW, b)) == b for b in [first, *blocks])
     finally:
         store.close()
+
+
+def test_a_write_that_fails_midway_is_rolled_back_and_the_store_goes_on(tmp_path):
+    store = open_store(tmp_path)
+    try:
+        kept = os.urandom(3000)
+        batch = store.batch()
+        batch.put_many([(make_cid(RAW, kept), kept)])
+        store.commit(batch)
+
+        def fails_inside_the_transaction(conn):
+            raise RuntimeError("power blip")
+
+        with pytest.raises(RuntimeError):
+            store.delete([make_cid(RAW, kept)], keep=fails_inside_the_transaction)
+        assert store.get(make_cid(RAW, kept)) == kept  # nothing of the failed delete happened
+        later = os.urandom(3000)
+        batch = store.batch()
+        batch.put_many([(make_cid(RAW, later), later)])
+        store.commit(batch)  # would fail inside a transaction left open
+        assert store.get(make_cid(RAW, later)) == later and store.size == 6000
+    finally:
+        store.close()
