@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import aiosqlite
 from edgefiles.node.db import Database
+from edgefiles.node.events import Listeners
 from edgefiles.node.identity import NodeKey
 
 from . import record as rec_mod
@@ -36,8 +37,8 @@ class Registry:
         self.table: Table = {}
         self.clock = HybridClock()
         # every record that won, with the one it replaced (None for a new name)
-        self.listeners: list[Callable[[NameRecord, NameRecord | None], None]] = []
-        self.local_writes: list[Callable[[NameRecord], None]] = []  # records this node signed
+        self.listeners: Listeners[Callable[[NameRecord, NameRecord | None], None]] = Listeners()
+        self.local_writes: Listeners[Callable[[NameRecord], None]] = Listeners()  # records signed here
 
     async def load(self) -> None:
         for (blob,) in await self._db.fetchall("SELECT record FROM names"):

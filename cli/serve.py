@@ -134,6 +134,7 @@ def _loop_factory():
 
 async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: bytes) -> int:
     import uvicorn
+    from edgefiles.ans.names import Names
     from edgefiles.node.core import Core, CoreSettings
     from edgefiles.node.db import SchemaTooNew
     from edgefiles.node.profiles import get_profile
@@ -145,20 +146,21 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
     settings = CoreSettings(
         config.data_dir, get_profile(config.profile), config.pin_uploads_for, config.store_quota
     )
-    core = Core(settings, key)
-    try:
-        await core.open()
-    except SchemaTooNew as exc:
-        raise CliError(str(exc)) from None
-    flowfuse = await _flowfuse(config, core)
-    swarm = Swarm(core, SwarmSettings(
+    swarm = Swarm(key, SwarmSettings(
         config.swarm, swarm_key, config.peers, set(config.allowed_peers), config.fetch_timeout
     ))
+    try:
+        core = await Core.open(settings, key, blocks=swarm)
+    except SchemaTooNew as exc:
+        raise CliError(str(exc)) from None
+    names = await Names.open(core)
+    flowfuse = await _flowfuse(config, core, names)
     executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="import")
     try:
-        await swarm.start()
+        await swarm.start(core, names)
         ctx = AppContext(
             core=core,
+            names=names,
             tokens=TokenAuthority(key, config.token_ttl, config.trusted_apps),
             executor=executor,
             max_upload=config.max_upload,
@@ -192,12 +194,12 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
     return 0
 
 
-async def _flowfuse(config: ServeConfig, core):
+async def _flowfuse(config: ServeConfig, core, names):
     if config.flowfuse is None:
         return None
     from edgefiles.web.flowfuse import FlowFuse
 
-    facade = FlowFuse(config.flowfuse, core)
+    facade = FlowFuse(config.flowfuse, core, names)
     try:
         await facade.open()
     except ValueError as exc:

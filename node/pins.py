@@ -11,6 +11,9 @@ import aiosqlite
 LIVE = "(expires IS NULL OR expires > ?)"  # a pin holds its root until it expires
 
 
+SERVING_PINS = "SELECT root, reason FROM pins WHERE reason LIKE 'serving:%'"
+
+
 def upload_reason(root: bytes) -> str:
     return f"upload:{root.hex()}"
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+from edgefiles.node.events import Listeners
 
 from .framing import read_exactly
 
@@ -49,8 +50,8 @@ class Membership:
         self._settled: dict[Any, trio.Event] = {}
         self._dialing: dict[str, trio.Event] = {}  # peer id text -> wake-up for its dial loop
         self._addrs: dict[str, list[Any]] = {}  # peer id text -> addresses to dial, in turn
-        self.on_admitted: list[Callable[[Any], Awaitable[None]]] = []
-        self.on_left: list[Callable[[Any], None]] = []
+        self.on_admitted: Listeners[Callable[[Any], Awaitable[None]]] = Listeners()
+        self.on_left: Listeners[Callable[[Any], None]] = Listeners()
 
     def start(self) -> None:
         from libp2p.custom_types import TProtocol

@@ -107,7 +107,7 @@ class NameSync:
         from libp2p.custom_types import TProtocol
 
         self.host.set_stream_handler(TProtocol(EXCHANGE), self.members.gate(self._receive_table))
-        self.members.on_admitted.append(self._send_table)
+        self.members.on_admitted.add(self._send_table)
         await self._start_gossip()
         self._nursery.start_soon(self._publisher)
 

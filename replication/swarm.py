@@ -14,9 +14,11 @@ from typing import Any
 
 import trio
 from edgefiles.ans import record as rec_mod
+from edgefiles.ans.names import Names
 from edgefiles.ans.record import NameRecord
 from edgefiles.node.cid import to_str
 from edgefiles.node.core import Core
+from edgefiles.node.identity import NodeKey
 
 from .bitswap import Bitswap
 from .host import SwarmHost
@@ -38,37 +40,43 @@ class SwarmSettings:
 
 
 class Swarm:
-    def __init__(self, core: Core, settings: SwarmSettings):
-        self.core = core
+    """The node's swarm side. Built before the core, which it serves as its `BlockSource`
+    (reads of content not here); started with the core and names once they exist."""
+
+    def __init__(self, key: NodeKey, settings: SwarmSettings):
         self.settings = settings
-        self.host = SwarmHost(core.key.seed, settings.listen, self._services)
+        self.host = SwarmHost(key.seed, settings.listen, self._services)
+        self.core: Core | None = None
+        self.names: Names | None = None
         self.members: Membership | None = None
         self.bitswap: Bitswap | None = None
-        self.names: NameSync | None = None
+        self.name_sync: NameSync | None = None
         self.rollout: Rollout | None = None
         self._resync_pending = False
+        self._changed_roots: set[bytes] | None = None  # None: look at every name
         self._exchange_table = BucketedTable()  # asyncio side, kept in step with the registry
+        self._unsubscribe: list[Callable[[], None]] = []
 
     # lifecycle, from the asyncio side ----------------------------------------------------
-    async def start(self) -> None:
-        for record in self.core.registry.table.values():  # before any peer can ask for it
+    async def start(self, core: Core, names: Names) -> None:
+        self.core, self.names = core, names
+        registry = names.registry
+        for record in registry.table.values():  # before any peer can ask for it
             self._exchange_table.put_record(record)
-        self.core.registry.listeners.append(self._exchange_table.put_record)
+        self._unsubscribe.append(registry.listeners.add(self._exchange_table.put_record))
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.host.start, loop)
-        self.core.fetch_block = self.fetch_block
-        self.core.prefetch_blocks = self.prefetch
-        self.core.registry.local_writes.append(self._publish)
-        self.core.registry.listeners.append(self._name_changed)
-        self._changed_roots: set[bytes] | None = None  # None: look at every name
+        self._unsubscribe.append(registry.local_writes.add(self._publish))
+        self._unsubscribe.append(registry.listeners.add(self._name_changed))
         self._schedule_resync()
 
     def _publish(self, record: NameRecord) -> None:
-        self.host.run_soon(self.names.publish, rec_mod.encode(record))
+        self.host.run_soon(self.name_sync.publish, rec_mod.encode(record))
 
     def stop(self) -> None:
-        self.core.fetch_block = None
-        self.core.prefetch_blocks = None
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
         self.host.stop()
 
     # what the web layer shows -----------------------------------------------------------
@@ -81,7 +89,8 @@ class Swarm:
     def counters(self) -> dict[str, int]:
         if self.bitswap is None:
             return {}
-        return {**self.bitswap.counters(), "table_records_sent": self.names.records_sent if self.names else 0}
+        records_sent = self.name_sync.records_sent if self.name_sync else 0
+        return {**self.bitswap.counters(), "table_records_sent": records_sent}
 
     # reads of content that is not here yet ------------------------------------------------
     def fetch_block(self, cid: bytes) -> bytes | None:
@@ -136,7 +145,7 @@ class Swarm:
             self._changed_roots = None
             return
         if changed is None:
-            roots = self.core.wanted_roots()
+            roots = self.names.wanted_roots()
             self.host.submit(lambda: rollout.sync(roots))
         else:
             roots = {cid for cid in changed if not self.core.is_complete(cid)}
@@ -149,18 +158,18 @@ class Swarm:
         self.members = Membership(host, s.swarm_key, s.allowed_peers, nursery)
         self.bitswap = Bitswap(host, self.members, self.core.store, nursery)
         table = self._exchange_table
-        self.names = NameSync(host, self.members, s.swarm_key, nursery, self._apply,
+        self.name_sync = NameSync(host, self.members, s.swarm_key, nursery, self._apply,
                               lambda: self._on_asyncio(table.digests),
                               lambda buckets: self._on_asyncio(table.records, buckets))
         self.rollout = Rollout(self.bitswap, nursery, self._completed)
         self.members.start()
         self.bitswap.start()
-        await self.names.start()
+        await self.name_sync.start()
         for addr in s.peers:
             self.members.keep_connected(addr)
 
     async def _apply(self, records: list[NameRecord]) -> None:
-        await self.host.to_asyncio(self.core.apply_remote(records))
+        await self.host.to_asyncio(self.names.apply_remote(records))
 
     async def _on_asyncio(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call `fn` on the asyncio loop, which owns it (e.g. the exchange table), and return
@@ -171,7 +180,7 @@ class Swarm:
         return await self.host.to_asyncio(call())
 
     async def _completed(self, root: bytes) -> None:
-        await self.host.to_asyncio(self.core.rollout_done(root))
+        await self.host.to_asyncio(self.names.target_complete(root))
 
 
 class Rollout:

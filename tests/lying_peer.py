@@ -79,15 +79,15 @@ def main() -> None:
             protocols = PROTOCOLS if mode == "lie" else (LEGACY,)  # legacy: offers and answers 1.0 only
             network = BitswapNetwork(host, members, nursery, protocols)
             server = BitswapServer(store, network, nursery)
-            members.on_left.append(server.peer_left)
-            members.on_left.append(network.peer_left)
+            members.on_left.add(server.peer_left)
+            members.on_left.add(network.peer_left)
             network.start(server.receive)
         else:
             async def on_admitted(member) -> None:
                 await send_garbage(host, member)
                 print("garbage sent", flush=True)
 
-            members.on_admitted.append(on_admitted)
+            members.on_admitted.add(on_admitted)
         members.keep_connected(peer)
 
     host = SwarmHost(node_key.seed, [listen], services)

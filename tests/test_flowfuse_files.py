@@ -10,6 +10,7 @@ import threading
 import httpx
 import pytest
 from conftest import gen
+from edgefiles.ans.names import Names
 from edgefiles.node.core import Core, CoreSettings
 from edgefiles.node.identity import NodeKey
 from edgefiles.node.profiles import get_profile
@@ -269,27 +270,28 @@ def test_quota_counts_a_file_from_a_peer_once_its_blocks_arrive(tmp_path):
     ns, body = namespace("rt", "rp"), b'{"v":1}'
 
     async def scenario() -> None:
-        a, b = (Core(CoreSettings(tmp_path / n, get_profile("kubo-v1")), NodeKey(bytes([i]) * 32))
-                for i, n in ((1, "a"), (2, "b")))
-        for core in (a, b):
-            core.settings.data_dir.mkdir()
-            await core.open()
+        cores = []
+        for i, folder in ((1, "a"), (2, "b")):
+            (tmp_path / folder).mkdir()
+            cores.append(await Core.open(CoreSettings(tmp_path / folder, get_profile("kubo-v1")),
+                                         NodeKey(bytes([i]) * 32)))
+        a, b = [await Names.open(core) for core in cores]
         try:
-            table = FileTable(b)
+            table = FileTable(b.core, b)
             assert table.used(ns) == 0
             root = await a.store_bytes(body, (ns, "shared.json"))
             await b.registry.apply([a.registry.get("shared.json", ns)])
             assert table.exists(ns, "shared.json") and table.used(ns) == 0
-            transfer = b.store.batch()  # as Bitswap stores a fetched block
-            transfer.put_many([(root, a.store.get(root))], bulk=True)
-            await asyncio.to_thread(b.store.commit, transfer)
+            transfer = b.core.store.batch()  # as Bitswap stores a fetched block
+            transfer.put_many([(root, a.core.store.get(root))], bulk=True)
+            await asyncio.to_thread(b.core.store.commit, transfer)
             assert [table.used(ns), table.used(ns)] == [len(body)] * 2  # counted once, however often asked
-            await a.delete_name("shared.json", ns)
+            await a.delete("shared.json", ns)
             await b.registry.apply([a.registry.table[(ns, "shared.json")]])  # the tombstone
             assert table.used(ns) == 0 and not table.exists(ns, "shared.json")
         finally:
-            await a.close()
-            await b.close()
+            for core in cores:
+                await core.close()
 
     asyncio.run(scenario())
 

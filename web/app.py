@@ -121,5 +121,5 @@ def create_app(ctx: AppContext) -> ASGIApp:
     )
     app.router.redirect_slashes = False
     app.state.ctx = ctx
-    app.state.metrics = Metrics(ctx.core, ctx.swarm.counters)
+    app.state.metrics = Metrics(ctx.core, ctx.names.registry, ctx.swarm.counters)
     return MetricsMiddleware(EdgeMiddleware(app, ctx), app.state.metrics)

@@ -1,4 +1,4 @@
-"""What the web layer is handed: the core, tokens, the swarm view and limits."""
+"""What the web layer is handed: the core, names, tokens, the swarm view and limits."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from edgefiles.ans.names import Names
 from edgefiles.node.core import Core
 
 from .auth import TokenAuthority
@@ -32,6 +33,7 @@ class NoSwarm:
 @dataclass
 class AppContext:
     core: Core
+    names: Names
     tokens: TokenAuthority
     executor: Executor
     max_upload: int = 10 << 30

@@ -72,9 +72,9 @@ async def files(request: Request) -> Response:
 
 async def read(request: Request, ctx: AppContext, segments: list[str], trailing: bool) -> Response:
     root_text, path = segments[0], segments[1:]
-    by_name = ctx.core.registry.get(root_text) is not None
+    by_name = ctx.names.registry.get(root_text) is not None
     if by_name:
-        root = await run_in_threadpool(ctx.core.resolve_name, root_text)
+        root = await run_in_threadpool(ctx.names.resolve, root_text)
     else:
         try:
             root = cids.parse(root_text)
@@ -97,12 +97,12 @@ async def put_name(request: Request, ctx: AppContext, name: str) -> Response:
         target = cids.parse(text)
     except cids.InvalidCid:
         raise MethodNotAllowed(f"body {text[:100]!r} is not a valid CID") from None
-    await ctx.core.set_name(name, target)
+    await ctx.names.set(name, target)
     return Response(b"", headers=CORS_HEADERS)
 
 
 async def delete_name(ctx: AppContext, name: str) -> Response:
-    previous = await ctx.core.delete_name(name)
+    previous = await ctx.names.delete(name)
     if previous is None:
         raise MethodNotAllowed(f"name {name!r} does not exist")
     return plain_text(cids.to_str(previous))
@@ -117,7 +117,7 @@ async def names(request: Request) -> Response:
 
 def _name_table(ctx: AppContext) -> list[dict]:
     out = []
-    for record in ctx.core.registry.live():
+    for record in ctx.names.registry.live():
         complete, missing = ctx.core.progress(record.cid)
         out.append({
             "name": record.name,
@@ -151,7 +151,7 @@ async def node_info(request: Request) -> Response:
             "blocks": blocks,
             "bytes": size,
             "pins": ctx.core.pinned_roots(),
-            "names": len(ctx.core.registry.live()),
+            "names": len(ctx.names.registry.live()),
             "rollout": [{k: n[k] for k in ("name", "cid", "complete", "missing")} for n in rollout],
         },
         headers=CORS_HEADERS,

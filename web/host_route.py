@@ -36,9 +36,9 @@ async def serve_host(request: Request, name: str, ctx: AppContext) -> Response:
     segments, trailing = split_tail(raw_path(request).removeprefix("/"))
     trailing = trailing or not segments
     set_cookie = None
-    record = ctx.core.registry.get(name)
+    record = ctx.names.registry.get(name)
     if record is not None:
-        root = await run_in_threadpool(ctx.core.resolve_name, name)
+        root = await run_in_threadpool(ctx.names.resolve, name)
         by_name = True
     elif cids.is_cid(name):
         token = ctx.tokens.token_of(request, allow_cookie=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from edgefiles.ans.registry import Registry
 from edgefiles.node.core import Core
 from prometheus_client import (
     CollectorRegistry,
@@ -19,15 +20,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class StoreCollector:
-    def __init__(self, core: Core):
+    def __init__(self, core: Core, registry: Registry):
         self.core = core
+        self.registry = registry
 
     def collect(self):
         blocks, size = self.core.store_totals()
         yield GaugeMetricFamily("edgefiles_blocks", "Blocks stored", value=blocks)
         yield GaugeMetricFamily("edgefiles_block_bytes", "Bytes of stored blocks", value=size)
         yield GaugeMetricFamily("edgefiles_pins", "Pinned roots", value=self.core.pinned_roots())
-        yield GaugeMetricFamily("edgefiles_names", "Names set", value=len(self.core.registry.live()))
+        yield GaugeMetricFamily("edgefiles_names", "Names set", value=len(self.registry.live()))
 
 
 class SwarmCollector:
@@ -55,7 +57,8 @@ class SwarmCollector:
 
 
 class Metrics:
-    def __init__(self, core: Core, swarm_counters: Callable[[], dict[str, int]] | None = None):
+    def __init__(self, core: Core, names: Registry,
+                 swarm_counters: Callable[[], dict[str, int]] | None = None):
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "edgefiles_http_requests", "HTTP requests answered", ["method", "status"], registry=self.registry
@@ -69,7 +72,7 @@ class Metrics:
         self.summary = Summary("http_request_summary_seconds", "request duration in seconds summary", labels,
                                registry=self.registry)
         ProcessCollector(registry=self.registry)
-        self.registry.register(StoreCollector(core))
+        self.registry.register(StoreCollector(core, names))
         if swarm_counters is not None:
             self.registry.register(SwarmCollector(swarm_counters))
 

@@ -31,8 +31,8 @@ class Bitswap:
         self._members = membership
 
     def start(self) -> None:
-        self._members.on_admitted.append(self.client.peer_joined)
-        self._members.on_left.append(self._peer_left)
+        self._members.on_admitted.add(self.client.peer_joined)
+        self._members.on_left.add(self._peer_left)
         self.network.start(self._receive)
         self.client.start()
 

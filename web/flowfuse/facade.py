@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from edgefiles.ans.names import Names
 from edgefiles.ans.record import NameRecord
 from edgefiles.node.core import Core
 from starlette.requests import Request
@@ -57,11 +58,12 @@ async def read_body(request: Request) -> bytes:
 
 
 class FlowFuse:
-    def __init__(self, config: FlowFuseConfig, core: Core):
+    def __init__(self, config: FlowFuseConfig, core: Core, names: Names):
         self.config = config
         self.core = core
+        self.names = names
         self.platform = Platform(config.base_url)
-        self.files = FileTable(core)
+        self.files = FileTable(core, names)
         self.context = None
 
     async def open(self) -> None:
@@ -113,14 +115,15 @@ class FileTable:
     write never walks the project's files: quota and directory checks are lookups.
     """
 
-    def __init__(self, core: Core):
+    def __init__(self, core: Core, names: Names):
         self.core = core
+        self.names = names
         self._sizes: dict[str, dict[str, int]] = {}
         self._used: dict[str, int] = {}
         self._dirs: dict[str, Counter[str]] = {}
         self._unsized: dict[str, dict[str, bytes]] = {}  # files from peers whose root is not here yet
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        core.registry.listeners.append(self._changed)
+        names.registry.listeners.add(self._changed)
 
     def exists(self, ns: str, name: str) -> bool:
         return name in self._table(ns)
@@ -136,15 +139,15 @@ class FileTable:
 
     async def write(self, ns: str, name: str, body: bytes, append: bool) -> None:
         async with self._lock(ns, name):  # appends to one file land one after another
-            current = self.core.registry.get(name, ns) if append else None
+            current = self.names.registry.get(name, ns) if append else None
             if current is not None:
-                await self.core.append_bytes(current.cid, body, (ns, name))
+                await self.names.append_bytes(current.cid, body, (ns, name))
             else:
-                await self.core.store_bytes(body, (ns, name))
+                await self.names.store_bytes(body, (ns, name))
 
     async def delete(self, ns: str, name: str) -> bool:
         async with self._lock(ns, name):
-            return await self.core.delete_name(name, ns) is not None
+            return await self.names.delete(name, ns) is not None
 
     def _lock(self, ns: str, name: str) -> asyncio.Lock:
         key = (ns, name)
@@ -160,7 +163,7 @@ class FileTable:
         if table is None:
             table, self._used[ns], self._dirs[ns], self._unsized[ns] = {}, 0, Counter(), {}
             self._sizes[ns] = table
-            for record in self.core.registry.live(ns):
+            for record in self.names.registry.live(ns):
                 self._set(ns, record.name, record.cid)
         return table
 

@@ -57,7 +57,7 @@ async def files(request: Request) -> Response:
     store = ff.files
     if request.method == "GET":
         _refuse_below_file(store, ns, segments)
-        cid = ff.core.resolve_name(name, ns)
+        cid = ff.names.resolve(name, ns)
         if cid is None:
             if store.is_dir(ns, name):
                 raise FFIsDirectory(f"{name} is a directory")

@@ -1,0 +1,129 @@
+"""Names bound to content: the registry's records on the node's core. A name's pin moves
+with it; while a name's new target is incomplete here, its previous complete target stays
+pinned and served (`serving:` pins).
+
+Threads: `resolve` may be called from worker threads; everything else on the event loop.
+"""
+
+from __future__ import annotations
+
+import aiosqlite
+from edgefiles.node import pins
+from edgefiles.node.blockstore import Batch
+from edgefiles.node.core import Core
+from edgefiles.node.groupcommit import GroupCommitter
+
+from .record import NameRecord
+from .registry import API_NAMESPACE, Registry
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+class Names:
+    def __init__(self, core: Core, registry: Registry, serving: dict[Key, bytes]):
+        """Use `Names.open`."""
+        self.core = core
+        self.registry = registry
+        self._serving = serving  # name -> its previous complete target, while the new one is fetched
+        self._committing: set[bytes] = set()  # roots whose blocks the open transaction adds
+        self._committer = GroupCommitter(core.store, core.db, self._write_names)
+
+    @classmethod
+    async def open(cls, core: Core) -> Names:
+        registry = Registry(core.db, core.key)
+        await registry.load()
+        serving = {pins.parse_serving_reason(reason): root
+                   for root, reason in await core.db.fetchall(pins.SERVING_PINS)}
+        return cls(core, registry, serving)
+
+    # reading ------------------------------------------------------------------------
+    def resolve(self, name: str, namespace: str = API_NAMESPACE) -> bytes | None:
+        """The newest complete target of a name; while a newer one is incomplete, the previous."""
+        record = self.registry.get(name, namespace)
+        if record is None:
+            return None
+        if self.core.is_complete(record.cid):
+            return record.cid
+        return self._serving.get((namespace, name), record.cid)
+
+    def wanted_roots(self) -> set[bytes]:
+        """Targets of live names that are not complete here: what the rollout must fetch."""
+        targets = {r.cid for r in self.registry.table.values() if r.cid is not None}
+        return {cid for cid in targets if not self.core.is_complete(cid)}
+
+    # writing ------------------------------------------------------------------------
+    async def set(self, name: str, cid: bytes, namespace: str = API_NAMESPACE) -> None:
+        await self.registry.write(name, cid, namespace, also=self._repin)
+
+    async def delete(self, name: str, namespace: str = API_NAMESPACE) -> bytes | None:
+        """Delete a name; the target it had, None when there was no such name."""
+        record = self.registry.get(name, namespace)
+        if record is None:
+            return None
+        await self.registry.write(name, None, namespace, also=self._repin)
+        return record.cid
+
+    async def apply_remote(self, records: list[NameRecord]) -> None:
+        """Merge records from peers; winners are pinned (and their DAGs rolled out) like local writes."""
+        await self.registry.apply(records, also=self._repin)
+
+    async def store_bytes(self, data: bytes, name: Key) -> bytes:
+        """Import `data` as one file and move `name` (namespace, name) to it, durable in one
+        group transaction with the blocks, shared with every write that finishes at the same
+        moment; its root."""
+        batch, root = await self.core.import_bytes(data)
+        await self._commit_named(batch, root, name)
+        return root
+
+    async def append_bytes(self, root: bytes, data: bytes, name: Key) -> bytes:
+        """The file at `root` with `data` appended, named `name`, as `store_bytes` does."""
+        batch, new_root = await self.core.import_append(root, data)
+        await self._commit_named(batch, new_root, name)
+        return new_root
+
+    async def target_complete(self, root: bytes) -> None:
+        """A named DAG is complete here: names on it stop serving their previous target."""
+        self.core.mark_complete(root)
+        keys = [k for k in self._serving if (r := self.registry.table.get(k)) is not None and r.cid == root]
+        if keys:
+            async with self.core.db.transaction() as conn:
+                for key in keys:
+                    await self._set_serving(conn, key, None)
+
+    async def _commit_named(self, batch: Batch, root: bytes, name: Key) -> None:
+        reason, expires = pins.upload_reason(root), self.core.upload_pin_expiry()
+        await self._committer.commit(batch, root, reason, expires, name)
+
+    async def _write_names(self, conn: aiosqlite.Connection, names: list[tuple[str, str, bytes]]) -> None:
+        # Their blocks commit in this same transaction, which the readers cannot see yet:
+        # without this, every overwrite would keep its previous version pinned as "serving".
+        self._committing = {root for _, _, root in names}
+        try:
+            await self.registry.write_many_in(conn, names, also=self._repin)
+        finally:
+            self._committing = set()
+
+    def _complete(self, root: bytes) -> bool:
+        return root in self._committing or self.core.is_complete(root)
+
+    async def _repin(self, conn: aiosqlite.Connection, changed: list[NameRecord]) -> None:
+        """Runs inside the name's transaction: its pin moves with it. While a new target is
+        incomplete, the previous complete one stays pinned (and served) under `serving:`."""
+        await pins.move_pins(conn, [(r.cid, pins.name_reason(r.namespace, r.name)) for r in changed])
+        for r in changed:
+            key = (r.namespace, r.name)
+            previous = self.registry.table.get(key)
+            if r.cid is None or self._complete(r.cid):
+                await self._set_serving(conn, key, None)
+            elif previous is not None and previous.cid is not None and key not in self._serving:
+                if self._complete(previous.cid):
+                    await self._set_serving(conn, key, previous.cid)
+
+    async def _set_serving(self, conn: aiosqlite.Connection, key: Key, root: bytes | None) -> None:
+        if root is None and key not in self._serving:
+            return
+        await pins.move_pins(conn, [(root, pins.serving_reason(*key))])
+        if root is None:
+            del self._serving[key]
+        else:
+            self._serving[key] = root
