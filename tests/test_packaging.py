@@ -46,3 +46,16 @@ def test_suite_stands_alone_outside_its_checkout(tmp_path):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert " passed" in run.stdout and "error" not in run.stdout.lower()
+
+
+def test_node_depends_on_nothing_above_it():
+    """node/ (CIDs, codecs, store, core) imports nothing from ans/, replication/ or web/."""
+    import ast
+
+    above = ("edgefiles.ans", "edgefiles.replication", "edgefiles.web", "edgefiles.uploader")
+    for module in (ROOT / "node").rglob("*.py"):
+        for stmt in ast.walk(ast.parse(module.read_text())):
+            names = [stmt.module or ""] if isinstance(stmt, ast.ImportFrom) else (
+                [a.name for a in stmt.names] if isinstance(stmt, ast.Import) else [])
+            for name in names:
+                assert not name.startswith(above), f"{module.name} imports {name}"
