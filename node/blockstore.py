@@ -20,6 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,59 @@ class Batch:
         reused. One index query and one write for all of them. `bulk`: a transfer's
         megabytes, written past the page cache."""
         self.store._write(self, blocks, bulk)
+
+
+class QueuedWrites:
+    """Puts into a batch, written in groups on a thread of their own while the caller goes
+    on, so that an import's hashing, DAG building and disk writes overlap (one dedup query
+    and one pack write per group, not per block). Use from one thread at a time; `flush`
+    before the batch is committed, `close` before it is abandoned."""
+
+    GROUP_BYTES = 8 << 20
+    BULK_MIN = 1 << 20  # smaller groups are written through the page cache: no padding
+
+    def __init__(self, batch: Batch):
+        self.batch = batch
+        self._group: list[tuple[bytes, bytes]] = []
+        self._bytes = 0
+        self._writer: ThreadPoolExecutor | None = None  # started with the first full group
+        self._writing: Future | None = None
+
+    def put(self, cid: bytes, data: bytes) -> None:
+        self._group.append((cid, data))
+        self._bytes += len(data)
+        if self._bytes >= self.GROUP_BYTES:
+            group, bulk = self._take()
+            self._wait()
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="write")
+            self._writing = self._writer.submit(self.batch.put_many, group, bulk)
+
+    def flush(self) -> None:
+        """Write what is left and wait for every write; raises what a write raised."""
+        try:
+            self._wait()
+            group, bulk = self._take()
+            self.batch.put_many(group, bulk)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Wait for the write in progress (its error is dropped) and stop the writer."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        self._writing = None
+
+    def _take(self) -> tuple[list[tuple[bytes, bytes]], bool]:
+        group, bulk = self._group, self._bytes >= self.BULK_MIN
+        self._group, self._bytes = [], 0
+        return group, bulk
+
+    def _wait(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
 
 
 class BlockStore:

@@ -117,8 +117,8 @@ class Packs:
             self.direct_ok = False
             os.ftruncate(self._fd, self.end)  # nothing of the refused write may stay behind
             return None
-        if written != chunk:
-            raise OSError(errno.EIO, f"short direct write: {written} of {chunk} bytes")
+        if written != chunk:  # a regular file takes less only when the disk or a size limit is reached
+            raise OSError(errno.ENOSPC, f"short direct write: {written} of {chunk} bytes")
         places = self._lay_out(records, aligned)
         self.end = aligned + chunk
         return places

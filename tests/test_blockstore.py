@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import open_store
-from edgefiles.node.blockstore import StorageFull
+from edgefiles.node.blockstore import QueuedWrites, StorageFull
 from edgefiles.node.cid import RAW, make_cid
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -166,3 +166,33 @@ def test_a_write_that_fails_midway_is_rolled_back_and_the_store_goes_on(tmp_path
         assert store.get(make_cid(RAW, later)) == later and store.size == 6000
     finally:
         store.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(0, 3 << 20), min_size=1, max_size=12), abandon=st.booleans())
+def test_queued_writes_store_every_block_or_none(sizes, abandon):
+    """An import's puts written in groups on a writer thread: after flush and commit every
+    block reads back; an abandoned import leaves nothing visible and no bytes counted."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(Path(tmp))
+        try:
+            blocks = [os.urandom(n) for n in sizes]
+            batch = store.batch()
+            writes = QueuedWrites(batch)
+            for data in blocks:
+                writes.put(make_cid(RAW, data), data)
+            if abandon:
+                writes.close()
+                store.abandon(batch)
+                assert store.size == 0 and not any(store.has(make_cid(RAW, d)) for d in blocks)
+                store.quota = 1 << 20  # nothing of the abandoned import still counts against it
+                small = store.batch()
+                small.put_many([(make_cid(RAW, b"x"), b"x")])
+                store.commit(small)
+                return
+            writes.flush()
+            store.commit(batch)
+            assert all(store.get(make_cid(RAW, d)) == d for d in blocks)
+            assert store.size == sum(len(d) for d in {bytes(b) for b in blocks})
+        finally:
+            store.close()

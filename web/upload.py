@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import Executor
 
-from edgefiles.node.blockstore import StorageFull
+from edgefiles.node.blockstore import QueuedWrites, StorageFull
 from edgefiles.node.core import Core
 from edgefiles.node.importer import FileBuilder, PathConflict, TreeBuilder, pooled_hasher
 from edgefiles.node.pins import upload_reason
@@ -61,7 +61,8 @@ class UploadSink:
         self.core = core
         self.hasher = pooled_hasher(hash_pool)
         self.batch = core.store.batch()
-        self.tree = TreeBuilder(core.settings.profile, self.batch.put)
+        self.writes = QueuedWrites(self.batch)
+        self.tree = TreeBuilder(core.settings.profile, self.writes.put)
         self.file: FileBuilder | None = None
         self.segments: list[str] = []
         self.parts = 0
@@ -72,7 +73,7 @@ class UploadSink:
                 self.file.write(event[1])
             elif event[0] == "begin":
                 self.segments = event[1]
-                self.file = FileBuilder(self.core.settings.profile, self.batch.put, self.hasher)
+                self.file = FileBuilder(self.core.settings.profile, self.writes.put, self.hasher)
             else:
                 self.tree.add_file(self.segments, self.file.finish())
                 self.parts += 1
@@ -82,9 +83,9 @@ class UploadSink:
         self.process(events)
         if self.parts == 0:
             raise BadRequest("the upload holds no file parts")
-        if self.parts == 1:
-            return self.tree.single_file().cid
-        return self.tree.finish().cid
+        root = self.tree.single_file() if self.parts == 1 else self.tree.finish()
+        self.writes.flush()
+        return root.cid
 
 
 class PartCollector:
@@ -186,6 +187,7 @@ async def receive_upload(
     except BaseException as exc:
         if pending is not None:
             await asyncio.wait([pending])
+        await loop.run_in_executor(executor, sink.writes.close)  # no write may land after this
         core.store.abandon(sink.batch)
         if isinstance(exc, PathConflict):
             raise BadRequest(str(exc)) from None
