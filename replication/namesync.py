@@ -102,6 +102,7 @@ class NameSync:
         self.pubsub: Any = None
         self._listen_addrs: dict[Any, list[str]] = {}
         self.records_sent = 0  # in table exchanges (gossip not counted)
+        self.exchanges = 0  # table exchanges finished, offered or answered
 
     async def start(self) -> None:
         from libp2p.custom_types import TProtocol
@@ -196,6 +197,7 @@ class NameSync:
                     await stream.write(_frame({"records": records}))
                     self.records_sent += len(records)
                 await stream.close()
+            self.exchanges += 1
         except Exception as exc:
             log.debug("name table to %s not sent: %s", peer, exc)
 
@@ -217,6 +219,7 @@ class NameSync:
                 records = [r for r in map(_decode_or_none, offered) if r]
                 if records:
                     await self._apply(records)
+            self.exchanges += 1
         except StopAsyncIteration:
             log.debug("name table exchange with %s ended early", peer)
         except Exception as exc:

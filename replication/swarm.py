@@ -89,8 +89,9 @@ class Swarm:
     def counters(self) -> dict[str, int]:
         if self.bitswap is None:
             return {}
-        records_sent = self.name_sync.records_sent if self.name_sync else 0
-        return {**self.bitswap.counters(), "table_records_sent": records_sent}
+        sync = self.name_sync
+        return {**self.bitswap.counters(), "table_records_sent": sync.records_sent if sync else 0,
+                "table_exchanges": sync.exchanges if sync else 0}
 
     # reads of content that is not here yet ------------------------------------------------
     def fetch_block(self, cid: bytes) -> bytes | None:

@@ -93,14 +93,21 @@ def test_named_upload_rolls_out_and_follows_repoint_and_delete(swarm):
         assert host_get(n, "shop").content == b"<h1>v1</h1>"
         assert host_get(n, "shop", "/app.js").content == v1[1][1]
 
-    cid2 = upload(a, site("v2", big=40 << 20))
-    seen = []
+    v2 = site("v2", big=40 << 20)
+    cid2 = upload(a, v2)
+    seen: list[tuple[int, bytes]] = []
+    seen_js: list[tuple[int, bytes, bool]] = []  # app.js, and whether v2 was incomplete on B then
     stop = threading.Event()
 
     def poll() -> None:  # while v2 is fetched, B keeps serving a whole app: v1, then v2
-        while not stop.is_set():
-            r = host_get(b, "shop")
-            seen.append((r.status_code, r.content))
+        host = {"Host": "shop.actyx.localhost"}
+        with b.client() as api, httpx.Client(base_url=b.url, headers=host, timeout=30) as site_b:
+            while not stop.is_set():
+                (entry,) = [n for n in api.get("/api/v2/names").json() if n["name"] == "shop"]
+                v2_incomplete = entry["cid"] == cid2 and not entry["complete"]
+                r, js = site_b.get("/"), site_b.get("/app.js")
+                seen.append((r.status_code, r.content))
+                seen_js.append((js.status_code, js.content, v2_incomplete))
 
     poller = threading.Thread(target=poll)
     poller.start()
@@ -113,7 +120,12 @@ def test_named_upload_rolls_out_and_follows_repoint_and_delete(swarm):
         poller.join()
     assert {status for status, _ in seen} == {200}
     assert {body for _, body in seen} <= {b"<h1>v1</h1>", b"<h1>v2</h1>"}
+    assert {status for status, _, _ in seen_js} == {200}
+    assert all(body in (v1[1][1], v2[1][1]) for _, body, _ in seen_js)  # whole files, never a mix
+    assert any(body == v1[1][1] for _, body, v2_incomplete in seen_js if v2_incomplete), \
+        "no poll saw the previous app.js served while the new version was incomplete"
     assert host_get(b, "shop").content == b"<h1>v2</h1>"
+    assert host_get(b, "shop", "/app.js").content == v2[1][1]
 
     with a.client() as client:
         assert client.delete("/api/v2/files/shop").status_code == 200
@@ -279,8 +291,15 @@ def test_allowed_peer_exchanges_blocks_but_never_names(tmp_path):
             r = wait_until(lambda: (x := client.get(f"/api/v2/files/{cid}")).status_code == 200 and x,
                            what="E to fetch by CID")
             assert r.content == b"blocks for an IPFS peer"
-        time.sleep(1)
-        assert names(e) == {}
+        # a member joining now gets the table, and a later name by gossip: when it has both,
+        # E, connected all along, would have had them too, were names ever sent to it
+        c = Node(tmp_path / "c", "--swarm-key", str(key_a), "--peer", a.swarm_addr).start()
+        try:
+            set_name(a, "later", cid)
+            wait_until(lambda: set(names(c)) == {"private", "later"}, what="member C to get both names")
+            assert names(e) == {}
+        finally:
+            c.stop()
     finally:
         a.stop()
         if e is not None:
@@ -322,11 +341,13 @@ def test_a_node_whose_store_fills_up_keeps_running_and_completes_once_it_has_roo
     cid = upload(a, [("big.bin", big)])
     set_name(a, "big", cid)
     wait_until(lambda: "cannot store fetched blocks" in b.output(), what="B to report its full store")
-    time.sleep(0.5)  # the rest of the transfer's messages fail meanwhile: still one line
-    assert b.output().count("cannot store fetched blocks") == 1
+    # every block went out to B at least once, and B has taken stock: the transfer's other
+    # messages failed meanwhile, and the log still says so once
+    wait_until(lambda: metric(a, "edgefiles_bitswap_sent_bytes") >= len(big), what="A to send every block")
     # incomplete, and once the root is indexed (within a commit interval) the gap is known
     wait_until(lambda: (e := names(b)["big"]) and not e["complete"] and e["missing"] > 0,
                what="B to show the name incomplete with bytes missing")
+    assert b.output().count("cannot store fetched blocks") == 1
     b.stop()
     b.extra = [x for x in b.extra if x not in ("--store-quota", "1MiB")]
     b.start()
@@ -357,10 +378,13 @@ def test_nodes_in_step_swap_only_a_digest_when_they_meet_again(swarm):
         set_name(a, f"n{i}", cid)
     wait_until(lambda: len(names(b)) == 20, what="B to learn the names")
     sent = metric(a, "edgefiles_names_table_records_sent")
+    exchanges = metric(a, "edgefiles_names_table_exchanges")
     b.stop()
     b.start()
     members_connected([a, b])
-    time.sleep(1)  # the exchange runs right after admission
+    # each offers its table to the other right after admission: wait until both exchanges ended
+    wait_until(lambda: metric(a, "edgefiles_names_table_exchanges") >= exchanges + 2
+               and metric(b, "edgefiles_names_table_exchanges") >= 2, what="the table exchanges")
     assert metric(a, "edgefiles_names_table_records_sent") == sent
     assert metric(b, "edgefiles_names_table_records_sent") == 0
     b.stop()

@@ -54,6 +54,10 @@ class SwarmCollector:
             "edgefiles_names_table_records_sent", "Name records sent in table exchanges on joins",
             value=c["table_records_sent"],
         )
+        yield CounterMetricFamily(
+            "edgefiles_names_table_exchanges", "Name table exchanges with members finished (either side)",
+            value=c["table_exchanges"],
+        )
 
 
 class Metrics:
