@@ -7,7 +7,7 @@ from edgefiles.node import dagpb, exporter, hamt, unixfs
 from edgefiles.node.cid import DAG_PB, RAW, make_cid
 from edgefiles.node.dagpb import Link
 from edgefiles.node.importer import FileBuilder, TreeBuilder, build_directory, import_bytes
-from edgefiles.node.profiles import ACTYX, KUBO_V1, Profile
+from edgefiles.node.profiles import ACTYX, KUBO_V1, UNIXFS_V1_2025, Profile
 from edgefiles.web.errors import BadRequest
 from edgefiles.web.paths import upload_segments, url_segments
 from hypothesis import given, settings
@@ -198,3 +198,42 @@ def test_appending_to_a_file_gives_the_cid_of_importing_it_whole(head, tail, raw
     assert builder.finish().cid == import_bytes(profile, head + tail, lambda c, b: None).cid
     full_leaves_read = [c for c in read if c[1] == RAW and len(blocks[c]) == 64]
     assert not full_leaves_read  # reused by reference, never read back
+
+
+def _directory_measuring(profile: Profile, target: int) -> dict:
+    """Children whose size, as the profile's HAMT rule measures it, is exactly `target` bytes:
+    names of 100 characters, as many as fit, then one more character in as many as needed
+    (each adds one byte to either measure)."""
+    from edgefiles.node.importer import DIRECTORY_DATA, Entry
+
+    def children(count: int, longer: int) -> dict:
+        out = {}
+        for i in range(count):
+            name = f"{i:05d}".ljust(101 if i < longer else 100, "x")
+            out[name] = Entry(make_cid(RAW, name.encode()), 10, 10)
+        return out
+
+    def measure(kids: dict) -> int:
+        links = sorted((Link(e.cid, n, e.tsize) for n, e in kids.items()), key=lambda x: x.name.encode())
+        if profile.hamt_rule == "estimate":
+            return sum(len(link.name.encode()) + len(link.cid) for link in links)
+        return len(dagpb.encode(links, DIRECTORY_DATA))
+
+    per_child = measure(children(2, 0)) - measure(children(1, 0))
+    count = (target - (measure(children(1, 0)) - per_child)) // per_child
+    kids = children(count, target - measure(children(count, 0)))
+    assert measure(kids) == target
+    return kids
+
+
+@pytest.mark.parametrize(("profile", "sharded"), [
+    (KUBO_V1, [False, True, True]),  # Kubo <= 0.39: a HAMT from 262144 bytes on
+    (UNIXFS_V1_2025, [False, False, True]),  # IPIP-499: only above 262144 bytes
+])
+def test_hamt_switch_exactly_at_the_threshold(profile, sharded):
+    """Directories one byte below, at and above the threshold, as each profile counts it."""
+    for target, expect in zip((262143, 262144, 262145), sharded, strict=True):
+        blocks: dict[bytes, bytes] = {}
+        root = build_directory(profile, _directory_measuring(profile, target), blocks.__setitem__)
+        kind = unixfs.decode(dagpb.decode(blocks[root.cid]).data).type
+        assert kind == (unixfs.HAMT_SHARD if expect else unixfs.DIRECTORY), (profile.name, target)
