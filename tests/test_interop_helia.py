@@ -105,11 +105,35 @@ def test_we_fetch_what_helia_stores(tmp_path, helia, node_with_helia):
 def test_our_cid_command_gives_helias_cids(tmp_path, helia, size):
     path = tmp_path / "data.bin"
     path.write_bytes(os.urandom(size))
-    ours = subprocess.run(
-        [sys.executable, "-m", "edgefiles", "cid", "--profile", "unixfs-v1-2025", str(path)],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()[-1]
-    assert ours == helia.add(path)
+    assert our_cid(path) == helia.add(path)
+
+
+def our_cid(path: Path) -> str:
+    out = subprocess.run([sys.executable, "-m", "edgefiles", "cid", "--profile", "unixfs-v1-2025", str(path)],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()[-1]
+
+
+def test_our_directory_cids_are_helias(tmp_path, helia):
+    """An app folder (nested folders, an empty one, files of 0 bytes to over a chunk, UTF-8
+    names in byte order) as Helia's default `addAll` imports it."""
+    app = tmp_path / "app"
+    for rel, data in [("index.html", b"<h1>hi</h1>"), ("assets/app.js", os.urandom(3 << 20)),
+                      ("assets/B.css", b""), ("assets/a b.css", b"x"), ("caf\u00e9/men\u00fc.txt", b"m"),
+                      ("deep/er/still/x.bin", os.urandom(1000))]:
+        (app / rel).parent.mkdir(parents=True, exist_ok=True)
+        (app / rel).write_bytes(data)
+    (app / "empty").mkdir()
+    assert our_cid(app) == helia.ask(op="addDir", root=str(app))["cid"]
+
+
+def test_our_sharded_directory_cids_are_helias(tmp_path, helia):
+    """A folder too big for one block becomes a HAMT under IPIP-499's rule, as in Helia."""
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(2500):
+        (big / f"{i:05d}-{'n' * 90}.txt").write_bytes(str(i).encode())
+    assert our_cid(big) == helia.ask(op="addDir", root=str(big), profile="unixfs-v1-2025")["cid"]
 
 
 def test_a_helia_peer_that_is_not_allowed_gets_nothing(tmp_path, helia):

@@ -2,11 +2,13 @@
 // on stdin and answering one JSON line per command on stdout. The first line it prints is
 // {"peer": <peer id>, "addrs": [<listen addresses with /p2p/>]}.
 //   {"op":"add","path":FILE}                        -> {"cid":...}  (Helia's default importer)
+//   {"op":"addDir","root":DIR,"profile":P?}         -> {"cid":...}  (a folder, as `addAll` imports it)
 //   {"op":"dial","addr":MULTIADDR}                  -> {"ok":true}
 //   {"op":"cat","cid":CID,"path":FILE,"inner":P?,"timeout":MS?}
 //                                                   -> {"bytes":N}  (fetched over Bitswap)
 // Errors come back as {"error": "..."}.
-import { readFile, writeFile } from 'node:fs/promises'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -34,6 +36,14 @@ async function run (cmd) {
   if (cmd.op === 'add') {
     return { cid: (await fs.addBytes(await readFile(cmd.path))).toString() }
   }
+  if (cmd.op === 'addDir') {
+    const options = cmd.profile != null ? { profile: cmd.profile } : {}
+    let root = null
+    for await (const entry of fs.addAll(folderEntries(cmd.root), options)) {
+      if (entry.path === 'root') root = entry.cid
+    }
+    return { cid: root.toString() }
+  }
   if (cmd.op === 'dial') {
     await helia.libp2p.dial(multiaddr(cmd.addr))
     return { ok: true }
@@ -48,6 +58,16 @@ async function run (cmd) {
     return { bytes: data.length }
   }
   throw new Error(`unknown op ${cmd.op}`)
+}
+
+// every file and folder under `dir` as importer entries below one top folder named 'root'
+async function * folderEntries (dir) {
+  const found = await readdir(dir, { recursive: true, withFileTypes: true })
+  for (const item of found) {
+    const rel = join(item.parentPath ?? item.path, item.name).slice(dir.length + 1)
+    if (item.isDirectory()) yield { path: `root/${rel}` }
+    else yield { path: `root/${rel}`, content: await readFile(join(dir, rel)) }
+  }
 }
 
 say({ peer: helia.libp2p.peerId.toString(), addrs: helia.libp2p.getMultiaddrs().map(String) })
