@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import aiosqlite
 from edgefiles.node import pins
-from edgefiles.node.blockstore import Batch
-from edgefiles.node.core import Core
+from edgefiles.node.core import Core, Imported
 from edgefiles.node.groupcommit import GroupCommitter
 
 from .record import NameRecord
@@ -67,19 +66,12 @@ class Names:
         """Merge records from peers; winners are pinned (and their DAGs rolled out) like local writes."""
         await self.registry.apply(records, also=self._repin)
 
-    async def store_bytes(self, data: bytes, name: Key) -> bytes:
-        """Import `data` as one file and move `name` (namespace, name) to it, durable in one
-        group transaction with the blocks, shared with every write that finishes at the same
-        moment; its root."""
-        batch, root = await self.core.import_bytes(data)
-        await self._commit_named(batch, root, name)
-        return root
-
-    async def append_bytes(self, root: bytes, data: bytes, name: Key) -> bytes:
-        """The file at `root` with `data` appended, named `name`, as `store_bytes` does."""
-        batch, new_root = await self.core.import_append(root, data)
-        await self._commit_named(batch, new_root, name)
-        return new_root
+    async def commit_named(self, imported: Imported, namespace: str, name: str, meta: bytes | None) -> None:
+        """Make an imported file durable with `name` moved to it (`meta` in its record), in
+        one group transaction shared with every write that finishes at the same moment."""
+        root = imported.root
+        reason, expires = pins.upload_reason(root), self.core.upload_pin_expiry()
+        await self._committer.commit(imported.batch, root, reason, expires, (namespace, name, meta))
 
     async def target_complete(self, root: bytes) -> None:
         """A named DAG is complete here: names on it stop serving their previous target."""
@@ -90,16 +82,15 @@ class Names:
                 for key in keys:
                     await self._set_serving(conn, key, None)
 
-    async def _commit_named(self, batch: Batch, root: bytes, name: Key) -> None:
-        reason, expires = pins.upload_reason(root), self.core.upload_pin_expiry()
-        await self._committer.commit(batch, root, reason, expires, name)
-
-    async def _write_names(self, conn: aiosqlite.Connection, names: list[tuple[str, str, bytes]]) -> None:
+    async def _write_names(
+        self, conn: aiosqlite.Connection, names: list[tuple[tuple[str, str, bytes | None], bytes]]
+    ) -> None:
         # Their blocks commit in this same transaction, which the readers cannot see yet:
         # without this, every overwrite would keep its previous version pinned as "serving".
-        self._committing = {root for _, _, root in names}
+        self._committing = {root for _, root in names}
         try:
-            await self.registry.write_many_in(conn, names, also=self._repin)
+            items = [(ns, name, root, meta) for (ns, name, meta), root in names]
+            await self.registry.write_many_in(conn, items, also=self._repin)
         finally:
             self._committing = set()
 

@@ -61,27 +61,22 @@ class Registry:
         )
 
     async def write(
-        self, name: str, cid: bytes | None, namespace: str = API_NAMESPACE, also: AlsoInTx | None = None
+        self, name: str, cid: bytes | None, namespace: str = API_NAMESPACE, also: AlsoInTx | None = None,
+        meta: bytes | None = None,
     ) -> NameRecord:
         """A local set (cid) or delete (None): a new signed record that wins over what we know."""
         async with self._db.transaction() as conn:
-            return await self.write_in(conn, name, cid, namespace, also)
-
-    async def write_in(
-        self, conn: aiosqlite.Connection, name: str, cid: bytes | None, namespace: str = API_NAMESPACE,
-        also: AlsoInTx | None = None,
-    ) -> NameRecord:
-        """`write` inside a transaction the caller holds."""
-        (record,) = await self.write_many_in(conn, [(namespace, name, cid)], also)
-        return record
+            (record,) = await self.write_many_in(conn, [(namespace, name, cid, meta)], also)
+            return record
 
     async def write_many_in(
-        self, conn: aiosqlite.Connection, items: list[tuple[str, str, bytes | None]],
+        self, conn: aiosqlite.Connection, items: list[tuple[str, str, bytes | None, bytes | None]],
         also: AlsoInTx | None = None,
     ) -> list[NameRecord]:
-        """Local writes of (namespace, name, cid) inside the caller's transaction, staged
-        together (e.g. every file write of one group commit)."""
-        records = [rec_mod.sign(self._key, ns, name, cid, self.clock.tick()) for ns, name, cid in items]
+        """Local writes of (namespace, name, cid, metadata) inside the caller's transaction,
+        staged together (e.g. every file write of one group commit)."""
+        records = [rec_mod.sign(self._key, ns, name, cid, self.clock.tick(), meta)
+                   for ns, name, cid, meta in items]
         changed = await self.stage(conn, records, also, signed_here=True)
         if changed:
             self._db.after_commit.append(lambda: self._written_here(changed))

@@ -24,7 +24,7 @@ from .blockstore import Batch, BlockStore, CorruptBlock
 from .db import Database, open_db
 from .groupcommit import GroupCommitter
 from .identity import NodeKey
-from .importer import NotResumable, import_bytes, resume_file
+from .importer import Entry, NotResumable, import_bytes, resume_file
 from .profiles import Profile
 
 log = logging.getLogger("edgefiles")
@@ -40,6 +40,15 @@ class CoreSettings:
     profile: Profile
     pin_uploads_for: float = 12 * 3600.0
     store_quota: int | None = None
+
+
+@dataclass(frozen=True)
+class Imported:
+    """A file written to the store, not committed yet."""
+
+    batch: Batch
+    root: bytes
+    size: int
 
 
 class BlockSource(Protocol):
@@ -159,39 +168,33 @@ class Core:
         return complete, missing
 
     # whole small files (facades) ------------------------------------------------------
-    async def import_bytes(self, data: bytes) -> tuple[Batch, bytes]:
-        """`data` as one file, written but not committed: (its batch, its root)."""
+    async def import_bytes(self, data: bytes) -> Imported:
+        """`data` as one file, written but not committed."""
         batch = self.store.batch()
         if len(data) <= SMALL_IMPORT:
-            root = import_bytes(self.settings.profile, data, batch.put).cid
+            entry = import_bytes(self.settings.profile, data, batch.put)
         else:
-            root = (await asyncio.to_thread(import_bytes, self.settings.profile, data, batch.put)).cid
-        self._remember_size(root, len(data))
-        return batch, root
+            entry = await asyncio.to_thread(import_bytes, self.settings.profile, data, batch.put)
+        self._remember_size(entry.cid, entry.size)
+        return Imported(batch, entry.cid, entry.size)
 
-    async def import_append(self, root: bytes, data: bytes) -> tuple[Batch, bytes]:
-        """The file at `root` with `data` appended, written but not committed: (its batch,
-        its root). Reuses the file's full leaves, so the cost follows the appended bytes (a
-        file built another way is re-imported whole)."""
+    async def import_append(self, root: bytes, data: bytes) -> Imported:
+        """The file at `root` with `data` appended, written but not committed. Reuses the
+        file's full leaves, so the cost follows the appended bytes (a file built another way
+        is re-imported whole)."""
         batch = self.store.batch()
 
-        def build() -> bytes:
+        def build() -> Entry:
             try:
                 builder = resume_file(self.settings.profile, root, self.get_block, batch.put)
             except NotResumable:
-                return import_bytes(self.settings.profile, self.read_bytes(root) + data, batch.put).cid
+                return import_bytes(self.settings.profile, self.read_bytes(root) + data, batch.put)
             builder.write(data)
-            entry = builder.finish()
-            self._remember_size(entry.cid, entry.size)
-            return entry.cid
+            return builder.finish()
 
-        return batch, await asyncio.to_thread(build)  # may read blocks from peers
-
-    async def store_bytes(self, data: bytes) -> bytes:
-        """Import `data` as one file, durable and pinned for the upload grace period."""
-        batch, root = await self.import_bytes(data)
-        await self.commit(batch, root, pins.upload_reason(root), self.upload_pin_expiry())
-        return root
+        entry = await asyncio.to_thread(build)  # may read blocks from peers
+        self._remember_size(entry.cid, entry.size)
+        return Imported(batch, entry.cid, entry.size)
 
     def _remember_size(self, root: bytes, size: int) -> None:
         with self._cache_lock:

@@ -10,6 +10,7 @@ import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiosqlite
 
@@ -19,8 +20,9 @@ from .db import Database
 from .packs import STORAGE_ERRNOS
 from .pins import pin_roots
 
-# writes the names of a group: (namespace, name, root) each, inside the group's transaction
-NameWriter = Callable[[aiosqlite.Connection, list[tuple[str, str, bytes]]], Awaitable[None]]
+# writes the names of a group inside the group's transaction: (the name as the caller gave
+# it to `commit`, the root it now points at) each
+NameWriter = Callable[[aiosqlite.Connection, list[tuple[Any, bytes]]], Awaitable[None]]
 
 
 @dataclass
@@ -30,7 +32,7 @@ class _Waiting:
     reason: str
     expires: float | None
     done: asyncio.Future
-    name: tuple[str, str] | None = None
+    name: Any = None
 
 
 class GroupCommitter:
@@ -42,13 +44,12 @@ class GroupCommitter:
         self._drainer: asyncio.Task | None = None
 
     async def commit(
-        self, batch: Batch, root: bytes, reason: str, expires: float | None,
-        name: tuple[str, str] | None = None,
+        self, batch: Batch, root: bytes, reason: str, expires: float | None, name: Any = None,
     ) -> None:
         """Return once the batch is durable, indexed and its root pinned (or raise). `reason`
-        must pin only this root (an upload's). With `name` (namespace, name), the name moves
-        to `root` in the same transaction: a facade's file write is one commit, shared with
-        every write that finishes at the same moment."""
+        must pin only this root (an upload's). With `name` (whatever the committer's name
+        writer takes), the name moves to `root` in the same transaction: a facade's file
+        write is one commit, shared with every write that finishes at the same moment."""
         loop = asyncio.get_running_loop()
         waiting = _Waiting(batch, root, reason, expires, loop.create_future(), name)
         self._queue.append(waiting)
@@ -81,7 +82,7 @@ class GroupCommitter:
         async with self._db.transaction() as conn:  # a few statements for the whole group
             await blockindex.insert_async(conn, self._store.index_rows(batches))
             await pin_roots(conn, [(w.root, w.reason, w.expires) for w in group])
-            names = [(*w.name, w.root) for w in group if w.name is not None]
+            names = [(w.name, w.root) for w in group if w.name is not None]
             if names:
                 await self._write_names(conn, names)
 

@@ -10,11 +10,11 @@ import threading
 import httpx
 import pytest
 from conftest import gen
+from edgefiles.ans.files import NamedFiles
 from edgefiles.ans.names import Names
 from edgefiles.node.core import Core, CoreSettings
 from edgefiles.node.identity import NodeKey
 from edgefiles.node.profiles import get_profile
-from edgefiles.web.flowfuse.facade import FileTable
 from edgefiles.web.flowfuse.files import namespace
 from fake_platform import FakePlatform
 from nodeproc import Node, free_port, run_cli, wait_until
@@ -264,9 +264,11 @@ def test_files_replicate_to_another_node(tmp_path, platform):
         b.stop()
 
 
-def test_quota_counts_a_file_from_a_peer_once_its_blocks_arrive(tmp_path):
-    """A record from a peer can land before its blocks: the file counts 0 bytes until its root
-    is stored here, then its size (the quota once stayed 0 for good: a flaky CI failure)."""
+def test_a_file_from_a_peer_is_listed_and_counted_with_its_metadata(tmp_path):
+    """A file's metadata travels in its name record: B lists it with the same size, type,
+    times and user metadata, and counts it in the quota, before any block arrived. A name
+    without metadata (as the Files API sets names) counts once its root is stored here; the
+    quota once stayed 0 for good that way, a flaky CI failure."""
     ns, body = namespace("rt", "rp"), b'{"v":1}'
 
     async def scenario() -> None:
@@ -276,20 +278,33 @@ def test_quota_counts_a_file_from_a_peer_once_its_blocks_arrive(tmp_path):
             cores.append(await Core.open(CoreSettings(tmp_path / folder, get_profile("kubo-v1")),
                                          NodeKey(bytes([i]) * 32)))
         a, b = [await Names.open(core) for core in cores]
+        files_a, files_b = NamedFiles(a.core, a), NamedFiles(b.core, b)
         try:
-            table = FileTable(b.core, b)
-            assert table.used(ns) == 0
-            root = await a.store_bytes(body, (ns, "shared.json"))
+            assert files_b.used(ns) == 0
+            written = await files_a.write(ns, "shared.json", body, content_type="application/json",
+                                          metadata={"by": "a", "n": 1})
             await b.registry.apply([a.registry.get("shared.json", ns)])
-            assert table.exists(ns, "shared.json") and table.used(ns) == 0
+            assert files_b.info(ns, "shared.json") == written and written.size == len(body)
+            assert files_b.used(ns) == len(body) and files_b.list(ns) == [written]
+            appended = await files_a.write(ns, "shared.json", b"+", append=True)
+            assert (appended.size, appended.created, appended.metadata) == (len(body) + 1, written.created,
+                                                                            written.metadata)
+
+            plain = await a.core.import_bytes(b"no metadata")  # a name set without metadata
+            await a.core.commit(plain.batch, plain.root, "test", None)
+            await a.set("plain.txt", plain.root, ns)
+            await b.registry.apply([a.registry.get("plain.txt", ns)])
+            assert files_b.exists(ns, "plain.txt") and files_b.used(ns) == len(body)
             transfer = b.core.store.batch()  # as Bitswap stores a fetched block
-            transfer.put_many([(root, a.core.store.get(root))], bulk=True)
+            transfer.put_many([(plain.root, a.core.store.get(plain.root))], bulk=True)
             await asyncio.to_thread(b.core.store.commit, transfer)
-            assert [table.used(ns), table.used(ns)] == [len(body)] * 2  # counted once, however often asked
-            await a.delete("shared.json", ns)
-            await b.registry.apply([a.registry.table[(ns, "shared.json")]])  # the tombstone
-            assert table.used(ns) == 0 and not table.exists(ns, "shared.json")
+            assert [files_b.used(ns), files_b.used(ns)] == [len(body) + 11] * 2  # counted once
+            await files_a.delete(ns, "plain.txt")
+            await b.registry.apply([a.registry.table[(ns, "plain.txt")]])  # the tombstone
+            assert files_b.used(ns) == len(body) and not files_b.exists(ns, "plain.txt")
         finally:
+            files_a.close()
+            files_b.close()
             for core in cores:
                 await core.close()
 

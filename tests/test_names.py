@@ -1,5 +1,7 @@
 """Property tests for name records: merge laws, signatures, encoding."""
 
+import msgpack
+import pytest
 from edgefiles.ans import record
 from edgefiles.ans.clock import HybridClock
 from edgefiles.ans.merge import merge, merge_tables, too_far_ahead
@@ -11,13 +13,14 @@ from hypothesis import strategies as st
 KEYS = [NodeKey(bytes([i]) * 32) for i in range(3)]
 
 records = st.builds(
-    lambda k, ns, name, cid, ms, c: record.sign(KEYS[k], ns, name, cid, (ms, c)),
+    lambda k, ns, name, cid, ms, c, meta: record.sign(KEYS[k], ns, name, cid, (ms, c), meta),
     st.integers(0, 2),
     st.sampled_from(["", "flowfuse"]),
     st.sampled_from(["a", "b", "app"]),
     st.none() | st.binary(min_size=36, max_size=36),
     st.integers(0, 5),
     st.integers(0, 3),
+    st.none() | st.binary(max_size=40),  # metadata a facade keeps with the name
 )
 tables = st.lists(records, max_size=6).map(lambda rs: merge_tables({}, {r.key: r for r in rs}))
 
@@ -53,8 +56,28 @@ def test_record_roundtrip_and_signature(r):
 
 @given(records, st.binary(min_size=36, max_size=36))
 def test_tampered_record_fails_verification(r, other_cid):
-    forged = record.NameRecord(r.namespace, r.name, other_cid, r.clock, r.writer, r.signature)
+    forged = record.NameRecord(r.namespace, r.name, other_cid, r.clock, r.writer, r.signature,
+                               r.version, r.meta)
     assert record.is_valid(forged) == (other_cid == r.cid)
+
+
+@given(records, st.binary(max_size=40))
+def test_metadata_is_signed_too(r, other_meta):
+    forged = record.NameRecord(r.namespace, r.name, r.cid, r.clock, r.writer, r.signature,
+                               record.META_VERSION, other_meta)
+    assert record.is_valid(forged) == (r.version == record.META_VERSION and other_meta == r.meta)
+
+
+def test_a_record_without_metadata_keeps_the_first_format():
+    """Records written before metadata existed decode and verify unchanged, and a record
+    without metadata is still written in that format."""
+    plain = record.sign(KEYS[0], "", "app", bytes(36), (5, 1))
+    assert plain.version == record.FORMAT_VERSION and len(msgpack.unpackb(record.encode(plain))) == 8
+    with_meta = record.sign(KEYS[0], "", "app", bytes(36), (5, 1), b"\x80")
+    assert len(msgpack.unpackb(record.encode(with_meta))) == 9
+    for bad in ([2, "", "a", None, 1, 0, b"w", b"s"], [1, "", "a", None, 1, 0, b"w", b"s", b"m"]):
+        with pytest.raises(record.BadRecord):
+            record.decode(msgpack.packb(bad))
 
 
 def test_clock_never_goes_backwards():

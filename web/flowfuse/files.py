@@ -57,7 +57,7 @@ async def files(request: Request) -> Response:
     store = ff.files
     if request.method == "GET":
         _refuse_below_file(store, ns, segments)
-        cid = ff.names.resolve(name, ns)
+        cid = store.resolve(ns, name)
         if cid is None:
             if store.is_dir(ns, name):
                 raise FFIsDirectory(f"{name} is a directory")
@@ -80,7 +80,8 @@ async def files(request: Request) -> Response:
     quota = grant.file_quota or ff.config.file_quota
     if quota is not None and store.used(ns) + len(body) >= quota:
         raise FFOverQuota(quota)
-    await store.write(ns, name, body, append=mode == "append")
+    content_type = request.headers.get("content-type")
+    await store.write(ns, name, body, append=mode == "append", content_type=content_type)
     return Response(b"", headers=security_headers())
 
 
