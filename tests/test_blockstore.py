@@ -27,6 +27,15 @@ def takes_direct_io(folder: Path) -> bool:
     return True
 
 
+def commit_blocks(store, blocks: list[bytes], bulk: bool = False) -> list[bytes]:
+    """Store blocks as one committed batch, as an upload or a transfer does; their CIDs."""
+    pairs = [(make_cid(RAW, data), data) for data in blocks]
+    batch = store.batch()
+    batch.put_many(pairs, bulk=bulk)
+    store.commit(batch)
+    return [cid for cid, _ in pairs]
+
+
 writes = st.lists(
     st.tuples(
         st.booleans(),  # bulk
@@ -78,9 +87,7 @@ def test_a_bulk_write_on_a_filesystem_without_direct_io_is_stored_buffered(tmp_p
     store = open_store(tmp_path)
     try:
         blocks = [os.urandom(70_000) for _ in range(3)]
-        batch = store.batch()
-        batch.put_many([(make_cid(RAW, b), b) for b in blocks], bulk=True)
-        store.commit(batch)
+        commit_blocks(store, blocks, bulk=True)
         assert all(store.get(make_cid(RAW, b)) == b for b in blocks)
         assert not store.writes_past_cache
     finally:
@@ -107,9 +114,7 @@ def test_a_full_store_refuses_the_write_and_keeps_what_it_had(tmp_path, bulk):
     store = open_store(tmp_path)
     try:
         kept = os.urandom(10_000)
-        batch = store.batch()
-        batch.put_many([(make_cid(RAW, kept), kept)])
-        store.commit(batch)
+        commit_blocks(store, [kept])
         store.quota = store.size + 1000
         too_big = os.urandom(20_000)
         with pytest.raises(StorageFull):
@@ -131,14 +136,10 @@ def test_a_filesystem_that_refuses_direct_writes_midway_gets_buffered_ones(tmp_p
 
     try:
         first = os.urandom(5000)  # buffered: the pack ends mid-block
-        batch = store.batch()
-        batch.put_many([(make_cid(RAW, first), first)])
-        store.commit(batch)
+        commit_blocks(store, [first])
         monkeypatch.setattr(os, "pwrite", refusing)
         blocks = [os.urandom(70_000) for _ in range(3)]
-        batch = store.batch()
-        batch.put_many([(make_cid(RAW, b), b) for b in blocks], bulk=True)
-        store.commit(batch)
+        commit_blocks(store, blocks, bulk=True)
         assert not store.writes_past_cache
         assert all(store.get(make_cid(RAW, b)) == b for b in [first, *blocks])
     finally:
@@ -149,9 +150,7 @@ def test_a_write_that_fails_midway_is_rolled_back_and_the_store_goes_on(tmp_path
     store = open_store(tmp_path)
     try:
         kept = os.urandom(3000)
-        batch = store.batch()
-        batch.put_many([(make_cid(RAW, kept), kept)])
-        store.commit(batch)
+        commit_blocks(store, [kept])
 
         def fails_inside_the_transaction(conn):
             raise RuntimeError("power blip")
@@ -160,9 +159,7 @@ def test_a_write_that_fails_midway_is_rolled_back_and_the_store_goes_on(tmp_path
             store.delete([make_cid(RAW, kept)], keep=fails_inside_the_transaction)
         assert store.get(make_cid(RAW, kept)) == kept  # nothing of the failed delete happened
         later = os.urandom(3000)
-        batch = store.batch()
-        batch.put_many([(make_cid(RAW, later), later)])
-        store.commit(batch)  # would fail inside a transaction left open
+        commit_blocks(store, [later])  # would fail inside a transaction left open
         assert store.get(make_cid(RAW, later)) == later and store.size == 6000
     finally:
         store.close()
