@@ -54,6 +54,10 @@ class Imported:
 class BlockSource(Protocol):
     """Where blocks that are not stored here come from (the swarm)."""
 
+    def reachable(self) -> bool:
+        """Whether any peer could be asked now (else reads do not look for what to ask)."""
+        ...
+
     def fetch_block(self, cid: bytes) -> bytes | None:
         """Blocking (worker threads only): the block, or None when nobody has it in time."""
         ...
@@ -65,6 +69,9 @@ class BlockSource(Protocol):
 
 class NoPeers:
     """A node alone: nothing comes from elsewhere."""
+
+    def reachable(self) -> bool:
+        return False
 
     def fetch_block(self, cid: bytes) -> bytes | None:
         return None
@@ -113,6 +120,8 @@ class Core:
 
     def prefetch(self, cids: list[bytes]) -> None:
         """Blocks a reader is about to read: those not stored here are asked of peers now."""
+        if not self._blocks.reachable():
+            return
         here = self.store.present(cids)
         missing = [c for c in cids if c not in here]
         if missing:

@@ -93,11 +93,14 @@ class Swarm:
         return {**self.bitswap.counters(), "table_records_sent": sync.records_sent if sync else 0,
                 "table_exchanges": sync.exchanges if sync else 0}
 
-    # reads of content that is not here yet ------------------------------------------------
+    # reads of content that is not here yet (the core's BlockSource) ------------------------
+    def reachable(self) -> bool:
+        return bool(self.members and self.members.block_peers())
+
     def fetch_block(self, cid: bytes) -> bytes | None:
         """Blocking (worker threads only): a block from the swarm, or None when nobody has it
         within the fetch timeout (at once when no peer is connected)."""
-        if not self.members or not self.members.block_peers():
+        if not self.reachable():
             return None
         timeout = self.settings.fetch_timeout
 
@@ -117,7 +120,7 @@ class Swarm:
 
     def prefetch(self, cids: list[bytes]) -> None:
         """From any thread: blocks a reader will need next, asked for now (read-ahead)."""
-        if self.members and self.members.block_peers():
+        if self.reachable():
             self.host.run_soon(self.bitswap.prefetch, cids, self.settings.fetch_timeout)
 
     # rollout: every incomplete named DAG is fetched ---------------------------------------
