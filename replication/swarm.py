@@ -163,8 +163,8 @@ class Swarm:
         self.bitswap = Bitswap(host, self.members, self.core.store, nursery)
         table = self._exchange_table
         self.name_sync = NameSync(host, self.members, s.swarm_key, nursery, self._apply,
-                              lambda: self._on_asyncio(table.digests),
-                              lambda buckets: self._on_asyncio(table.records, buckets))
+                                  lambda: self._on_asyncio(table.digests),
+                                  lambda buckets: self._on_asyncio(table.records, buckets))
         self.rollout = Rollout(self.bitswap, nursery, self._completed)
         self.members.start()
         self.bitswap.start()
