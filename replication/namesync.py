@@ -34,6 +34,8 @@ from .membership import MEMBER, Membership
 log = logging.getLogger("edgefiles.names")
 
 EXCHANGE = "/edgefiles/names/2.0.0"  # 2: digest first, then bucket digests, then records
+INTRODUCE = "/edgefiles/peers/1.0.0"  # where a member listens, passed on to the other members
+MAX_INTRODUCTION = 64 << 10
 MAX_EXCHANGE = 256 << 20
 BUCKETS = 256
 DIGEST = 32  # bytes of one bucket digest (SHA-256)
@@ -108,6 +110,7 @@ class NameSync:
         from libp2p.custom_types import TProtocol
 
         self.host.set_stream_handler(TProtocol(EXCHANGE), self.members.gate(self._receive_table))
+        self.host.set_stream_handler(TProtocol(INTRODUCE), self.members.gate(self._introduced))
         self.members.on_admitted.add(self._send_table)
         await self._start_gossip()
         self._nursery.start_soon(self._publisher)
@@ -207,6 +210,8 @@ class NameSync:
             frames = read_frames(stream, MAX_EXCHANGE)
             hello = msgpack.unpackb(await anext(frames), raw=False)
             own = [a for a in hello.get("addrs", []) if isinstance(a, str) and a.endswith(f"/p2p/{peer}")]
+            if own and own != self._listen_addrs.get(peer):
+                self._introduce(peer, own)
             self._listen_addrs[peer] = own
             for addr in own + hello.get("peers", []):
                 self.members.keep_connected(addr)
@@ -224,6 +229,42 @@ class NameSync:
             log.debug("name table exchange with %s ended early", peer)
         except Exception as exc:
             log.warning("bad name table from %s: %r", peer, exc)
+
+    # introductions: members that joined at the same moment learn of each other ---------------
+    def _introduce(self, newcomer: Any, addrs: list[str]) -> None:
+        """Tell every other member where a newcomer listens. Two nodes that join through us at
+        the same moment each get our member list before the other is on it; this way each
+        hears of the other, whichever of them we heard from first."""
+        payload = _frame({"peers": addrs})
+        for member in self.members.members():
+            if member != newcomer:
+                self._nursery.start_soon(self._send_introduction, member, payload)
+
+    async def _send_introduction(self, member: Any, payload: bytes) -> None:
+        from libp2p.custom_types import TProtocol
+
+        try:
+            with trio.fail_after(10):
+                stream = await self.host.new_stream(member, [TProtocol(INTRODUCE)])
+                await stream.write(payload)
+                await stream.close()
+        except Exception as exc:
+            log.debug("introduction to %s not sent: %s", member, exc)
+
+    async def _introduced(self, stream: Any) -> None:
+        try:
+            body = await anext(read_frames(stream, MAX_INTRODUCTION), None)
+            introduced = msgpack.unpackb(body, raw=False) if body is not None else {}
+            for addr in introduced.get("peers", []) if isinstance(introduced, dict) else []:
+                if isinstance(addr, str):
+                    self.members.keep_connected(addr)
+        except Exception as exc:
+            log.warning("bad introduction from %s: %r", stream.muxed_conn.peer_id, exc)
+        finally:
+            try:
+                await stream.close()
+            except Exception:
+                pass
 
     def _member_addrs(self, exclude: Any) -> list[str]:
         return [a for p in self.members.members() if p != exclude for a in self._listen_addrs.get(p, [])]

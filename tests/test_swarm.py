@@ -72,10 +72,14 @@ def upload(node: Node, files: list[tuple[str, bytes]]) -> str:
     return r.text
 
 
+def peers_of(node: Node) -> list[str]:
+    with node.client() as c:
+        return c.get("/api/v2/node/info").json()["peers"]
+
+
 def members_connected(nodes: list[Node]) -> None:
     for n in nodes:
-        wait_until(lambda n=n: len(n.client().get("/api/v2/node/info").json()["peers"]) >= len(nodes) - 1,
-                   what=f"{n.url} to see its peers")
+        wait_until(lambda n=n: len(peers_of(n)) >= len(nodes) - 1, what=f"{n.url} to see its peers")
 
 
 def test_named_upload_rolls_out_and_follows_repoint_and_delete(swarm):
@@ -439,3 +443,27 @@ def test_a_member_that_speaks_only_bitswap_1_0_still_serves_a_rollout(swarm, tmp
     finally:
         old.kill()
         old.wait()
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_a_star_started_swarm_of_six_meshes_fully(tmp_path, run):
+    """Five nodes started at once, each told only of the first: every one learns of every
+    other (also those that joined at the same moment) and connects to it."""
+    key = tmp_path / "swarm.key"
+    key.write_text("c3" * 32)
+    first = Node(tmp_path / "n0", "--swarm-key", str(key)).start()
+    others = [Node(tmp_path / f"n{i}", "--swarm-key", str(key), "--peer", first.swarm_addr)
+              for i in range(1, 6)]
+    try:
+        for n in others:
+            n.start(wait=False)
+        for n in others:
+            n.wait_ready()
+        nodes = [first, *others]
+        ids = {n.peer_id for n in nodes}
+        for n in nodes:
+            wait_until(lambda n=n: set(peers_of(n)) == ids - {n.peer_id}, timeout=30,
+                       what=f"{n.url} to connect to all five others")
+    finally:
+        for n in [first, *others]:
+            n.stop()
