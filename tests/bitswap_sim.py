@@ -131,7 +131,7 @@ class Sim:
         if name not in self.connected:
             return
         if kind == "block":
-            if self.planner.received(name, cid):
+            if self.planner.received(name, cid, self.now):
                 self.received[cid] = name
         elif kind == "have":
             self.planner.have(name, cid)

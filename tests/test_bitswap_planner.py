@@ -3,7 +3,7 @@ clock and network (tests/bitswap_sim.py), without trio, a store or sockets."""
 
 from __future__ import annotations
 
-from bitswap_sim import ROOT, Sim, SimPeer, leaf
+from bitswap_sim import ME, ROOT, Sim, SimPeer, leaf
 from edgefiles.replication.bitswap import message as bm
 from edgefiles.replication.bitswap.planner import PARK_TIMEOUT, PEER_WINDOW, Planner
 from hypothesis import given, settings
@@ -145,3 +145,34 @@ def test_ipfs_peers_that_are_not_members_take_no_share():
     planner.peer_joined("helia", member=False)
     planner.peer_asked("helia", ROOT)
     assert all(planner.share_owner(leaf(i), ROOT, 0.0) is None for i in range(50))
+
+
+def test_a_parked_want_moves_on_once_its_owner_goes_quiet():
+    """An owner that never gets its share (it counts it as someone else's, or stalled) holds
+    our wants only for a few response times, not for PARK_TIMEOUT."""
+    wanted = [leaf(i) for i in range(40)]
+    owner = SimPeer("owner", gets={c: 1e9 for c in wanted})
+    sim = Sim([owner, SimPeer("source", holds=set(wanted))])
+    sim.planner.peer_asked("owner", ROOT)
+    sim.want(wanted, root=ROOT)
+    sim.run(until=PARK_TIMEOUT)
+    assert set(sim.received) == set(wanted)
+    assert sim.now < 1.0, f"parked wants waited {sim.now:.2f} s for an owner that sent nothing"
+
+
+def test_parked_wants_wait_for_an_owner_that_keeps_sending():
+    """An owner fetching its share sends us a block every few milliseconds: our wants parked
+    there wait for it, so the origin serves each block about once."""
+    wanted = [leaf(i) for i in range(120)]
+    ring = Planner(ME, str.encode)  # the split every fetcher computes
+    ring.peer_joined("owner")
+    ring.peer_asked("owner", ROOT)
+    owned = [c for c in wanted if ring.share_owner(c, ROOT, 0.0) == "owner"]
+    owner = SimPeer("owner", gets={c: 0.01 * i for i, c in enumerate(owned)})
+    sim = Sim([owner, SimPeer("source", holds=set(wanted))])
+    sim.planner.peer_asked("owner", ROOT)
+    sim.want(wanted, root=ROOT)
+    sim.run(until=60)
+    assert set(sim.received) == set(wanted)
+    from_owner = {c for c, peer in sim.received.items() if peer == "owner"}
+    assert len(from_owner) >= 0.9 * len(owned), f"{len(from_owner)} of {len(owned)} shares from their owner"

@@ -33,6 +33,7 @@ log = logging.getLogger("edgefiles.bitswap")
 COMMIT_BYTES = 32 << 20
 COMMIT_EVERY = 0.2
 DAG_WINDOW = 96  # blocks of one DAG asked for at once
+SHARED_DAG_BYTES = 16 << 20  # larger DAGs are fetched in shares when several nodes fetch them
 PREFETCH_LIMIT = 512  # blocks asked ahead of readers at once (at 256 KiB: 128 MiB)
 HASHING_MESSAGES = 4  # received messages (<= 4 MiB each) being hashed at once
 RECENT_BLOCKS = 4096  # blocks met lately: a second copy of one is not a lie
@@ -147,9 +148,11 @@ class BitswapClient:
         """Fetch every block of the DAG under `root` that is not stored here yet, then flush;
         the bytes fetched.
 
-        When several nodes fetch the same DAG at once, each leaf is one node's share (see
-        `Planner.share_owner`): a node fetches its own share first, wherever it is, and asks
-        the others for theirs, so the node that has everything serves each block about once.
+        When several nodes fetch the same large DAG at once, each leaf is one node's share
+        (see `Planner.share_owner`): a node fetches its own share first, wherever it is, and
+        asks the others for theirs, so the node that has everything serves each block about
+        once. A small DAG (up to `SHARED_DAG_BYTES`) is fetched from whoever has each block
+        first: waiting for shares would cost more than the origin's few extra bytes.
         """
         root = normalize(root)
         fetched = 0
@@ -158,16 +161,19 @@ class BitswapClient:
         others: deque[bytes] = deque()  # other fetchers' shares: asked of them, last
         remaining = 1
         progress = trio.Event()
+        shared: bytes | None = None  # the root, once the DAG is known to be large enough to share
 
         async def worker() -> None:
-            nonlocal remaining, progress, fetched
+            nonlocal remaining, progress, fetched, shared
             while remaining:
                 if not own and not others:
                     await progress.wait()
                     continue
                 cid = own.popleft() if own else others.popleft()
-                children, size = await self._children(cid, root, hints.pop(cid, None))
+                children, size, dag_bytes = await self._children(cid, root, shared, hints.pop(cid, None))
                 fetched += size
+                if cid == root and dag_bytes > SHARED_DAG_BYTES:
+                    shared = root
                 leaves = [c for c in children if codec_of(c) != DAG_PB]
                 if leaves:  # one query for a whole level instead of one per leaf
                     here = self.store.present(leaves)
@@ -176,7 +182,7 @@ class BitswapClient:
                 source = self._sources.get(cid)
                 now = trio.current_time()
                 for child in children:
-                    mine = self.planner.share_owner(child, root, now) is None
+                    mine = self.planner.share_owner(child, shared, now) is None
                     (own if mine else others).append(child)
                     if source is not None:
                         hints[child] = source
@@ -190,21 +196,27 @@ class BitswapClient:
         await self.flush()
         return fetched
 
-    async def _children(self, cid: bytes, root: bytes, hint: Any) -> tuple[list[bytes], int]:
-        """The links of a block (fetching it if it is not here) and the bytes fetched."""
+    async def _children(self, cid: bytes, root: bytes, shared: bytes | None,
+                        hint: Any) -> tuple[list[bytes], int, int]:
+        """The links of a block (fetching it if it is not here), the bytes fetched, and the
+        bytes of the DAG under it as its links record them. `shared`: the root of a DAG
+        whose leaves are shared among its fetchers."""
         if codec_of(cid) != DAG_PB:  # leaves already stored were left out by the caller
             if cid in self._batch or (cid == root and self.store.has(cid)):
-                return [], 0
-            return [], len(await self.get(cid, root, hint))
+                return [], 0, 0
+            data = await self.get(cid, shared, hint)
+            return [], len(data), len(data)
         data, size = self.local_block(cid), 0
         if data is None:
-            data = await self.get(cid, root, hint)
+            data = await self.get(cid, shared, hint)
             size = len(data)
         try:
-            return [normalize(link.cid) for link in decode_dagpb(data).links], size
+            links = decode_dagpb(data).links
         except DecodeError:
             log.warning("block %s is not valid dag-pb; its subtree is skipped", cid.hex())
-            return [], size
+            return [], size, len(data)
+        below = len(data) + sum(link.tsize for link in links)
+        return [normalize(link.cid) for link in links], size, below
 
     # what the network brings ---------------------------------------------------------------
     def receive_presences(self, peer: Any, presences: list[tuple[bytes, int]]) -> None:
@@ -283,7 +295,7 @@ class BitswapClient:
         waiter = self._waiters.pop(cid, None)
         if waiter is None or waiter.done.is_set():
             return  # met already: the same block twice in a message, or from two peers at once
-        self.planner.received(peer, cid)
+        self.planner.received(peer, cid, trio.current_time())
         self.received_bytes += len(data)
         waiter.data = data
         if codec_of(cid) == DAG_PB:

@@ -11,18 +11,21 @@ load spreads to whichever nodes already hold a block. At most `PEER_WINDOW` want
 are outstanding at one peer; the rest wait for room. A peer that sends bytes matching no
 CID we want is lying: its outstanding requests move to other peers and it is asked last.
 
-Rollout shares: when several swarm members fetch the same DAG at once, each leaf is one
-fetcher's share (by its CID, on a ring of the fetchers in peer id order, which every
+Rollout shares: when several swarm members fetch the same large DAG at once, each leaf is
+one fetcher's share (by its CID, on a ring of the fetchers in peer id order, which every
 fetcher computes from who asked it for the root). A leaf that is another fetcher's share
 is "parked" there: asked without DONT_HAVE, so the owner sends it once it has fetched it,
-and the node that has everything serves each leaf about once.
+and the node that has everything serves each leaf about once. Nothing waits on an owner
+that cannot answer: a parked want moves on when the owner leaves, when the ring changes
+(at once, not when its cache expires), and when the owner has sent us nothing for a few of
+its response times, as when it counts the leaf as someone else's share.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from itertools import islice
@@ -34,11 +37,14 @@ from . import message as bm
 Peer = Hashable
 
 BLOCK_TIMEOUT = 10.0  # a requested block that does not come in time is asked elsewhere
-PARK_TIMEOUT = 8.0  # a parked want that the share owner does not answer in time moves on
+PARK_TIMEOUT = 8.0  # a parked want moves on after this long, however busy its owner is
+PARK_QUIET_RESPONSES = 4  # ... and sooner when its owner sent us nothing for this many responses
+PARK_QUIET_MIN = 0.1  # seconds: the least such quiet spell that counts
+FIRST_RESPONSE = 0.05  # seconds: a peer's response time before it was measured
 REASK_HAVE = 3.0  # want-have asked again of a peer after this long without a block
 PENALTY = 60.0  # a lying peer is asked last for this long
 PEER_WINDOW = 32  # want-blocks outstanding at one peer, parked ones included
-FULL_PASS_EVERY = 0.5  # every want is looked at again this often (timeouts, re-asks)
+FULL_PASS_EVERY = 0.1  # every want is looked at again this often (timeouts, moved shares, re-asks)
 RING_FRESH = 0.25  # seconds a share ring is reused: it is asked for on every pass
 RING_ROOTS = 64
 FETCHERS_REMEMBERED = 16384  # CIDs whose askers we remember (the roots of rollouts among them)
@@ -69,6 +75,9 @@ class Planner:
         self._haves: dict[bytes, set[Peer]] = {}
         self._outstanding: dict[Peer, int] = {}  # want-blocks in flight, parked ones included
         self._penalised: dict[Peer, float] = {}
+        self._last_block: dict[Peer, float] = {}  # when a peer last sent us a wanted block
+        self._response: dict[Peer, float] = {}  # smoothed want-block -> block time per peer
+        self._roots: Counter[bytes] = Counter()  # DAG roots of the wants, for share rings
         self._fetchers: dict[bytes, set[Peer]] = {}  # CID -> peers that asked us for it
         self._fetchers_order: deque[bytes] = deque()
         self._rings: dict[bytes, tuple[float, list[Peer]]] = {}
@@ -94,6 +103,8 @@ class Planner:
         for holders in self._haves.values():
             holders.discard(peer)
         self._outstanding.pop(peer, None)
+        self._last_block.pop(peer, None)
+        self._response.pop(peer, None)
         self._full_due = True
 
     def peer_is_legacy(self, peer: Peer) -> bool:
@@ -112,6 +123,9 @@ class Planner:
             self._fetchers_order.append(cid)
             if len(self._fetchers_order) > FETCHERS_REMEMBERED:
                 self._fetchers.pop(self._fetchers_order.popleft(), None)
+        if peer not in askers and cid in self._roots:  # a new fetcher of a DAG we fetch:
+            self._rings.pop(cid, None)  # the shares change now, not when the ring's cache ends
+            self._full_due = True
         askers.add(peer)
 
     def outstanding(self, peer: Peer) -> int:
@@ -119,16 +133,20 @@ class Planner:
 
     # wants ----------------------------------------------------------------------------
     def want(self, cid: bytes, root: bytes | None = None, hint: Peer | None = None) -> None:
+        """`root`: the DAG a rollout fetches, whose leaves are shared among its fetchers
+        (None: fetch from whoever has the block first)."""
         if cid not in self.wants:
             self.wants[cid] = WantState(cid, root=root, hint=hint)
             self._todo.add(cid)
+            if root is not None:
+                self._roots[root] += 1
 
     def cancel(self, cid: bytes) -> None:
         """Nobody waits for `cid` any more: every peer asked for it is told."""
         want = self.wants.pop(cid, None)
         if want is None:
             return
-        self._forget(cid)
+        self._forget(want)
         for peer in {*want.asked_have, *([want.asked_block] if want.asked_block is not None else [])}:
             self._send(peer, bm.Want(cid, cancel=True))
         self._release(want, refused=False, tell=False)
@@ -147,13 +165,18 @@ class Planner:
             self._release(want, refused=True, tell=True)
         self._todo.add(cid)
 
-    def received(self, peer: Peer, cid: bytes) -> bool:
+    def received(self, peer: Peer, cid: bytes, now: float) -> bool:
         """A block we want arrived (its bytes checked by the caller); False when it was met
         already (the same block twice in a message, or from two peers at once)."""
         want = self.wants.pop(cid, None)
         if want is None:
             return False
-        self._forget(cid)
+        self._last_block[peer] = now
+        if want.asked_block == peer and not want.parked:
+            seen = self._response.get(peer)
+            took = now - want.asked_at
+            self._response[peer] = took if seen is None else 0.875 * seen + 0.125 * took
+        self._forget(want)
         self._release(want, refused=False, tell=want.asked_block != peer)
         return True
 
@@ -207,9 +230,8 @@ class Planner:
         """Ask for one want; whether it waits for room at the peers that have it."""
         owner = self.share_owner(want.cid, want.root, now)
         if want.asked_block is not None:
-            limit = PARK_TIMEOUT if want.parked else BLOCK_TIMEOUT
             moved = want.parked and owner != want.asked_block  # the fetchers changed
-            if want.asked_block in self._peers and now - want.asked_at < limit and not moved:
+            if want.asked_block in self._peers and not self._overdue(want, now) and not moved:
                 return False
             self._release(want, refused=not moved, tell=True)
         if owner is not None and owner in self._peers and owner not in want.refused:
@@ -231,6 +253,19 @@ class Planner:
                 want.refused.discard(peer)
                 self._send(peer, bm.Want(want.cid, bm.WANT_HAVE, send_dont_have=True))
         return False  # news (HAVE, DONT_HAVE) or the next full pass brings it back
+
+    def _overdue(self, want: WantState, now: float) -> bool:
+        """Whether to ask elsewhere. A parked want waits while its owner keeps sending us
+        blocks (it is fetching its share); an owner quiet for a few of its response times
+        does not have it coming (it left the rollout, or it counts the block as another
+        fetcher's share)."""
+        waited = now - want.asked_at
+        if not want.parked:
+            return waited >= BLOCK_TIMEOUT
+        owner = want.asked_block
+        quiet = min(waited, now - self._last_block.get(owner, -math.inf))
+        response = self._response.get(owner, FIRST_RESPONSE)
+        return waited >= PARK_TIMEOUT or quiet >= max(PARK_QUIET_MIN, PARK_QUIET_RESPONSES * response)
 
     def _holders(self, want: WantState, peers: list[Peer], now: float) -> list[Peer]:
         """Peers to ask for the block itself: those that said HAVE; else the hint, before
@@ -273,10 +308,15 @@ class Planner:
             want.refused.add(peer)
             self._haves.get(want.cid, set()).discard(peer)
 
-    def _forget(self, cid: bytes) -> None:
+    def _forget(self, want: WantState) -> None:
+        cid = want.cid
         self._waiting.pop(cid, None)
         self._haves.pop(cid, None)
         self._todo.discard(cid)
+        if want.root is not None:
+            self._roots[want.root] -= 1
+            if self._roots[want.root] <= 0:
+                del self._roots[want.root]
 
     def _ring(self, root: bytes, now: float) -> list[Peer]:
         cached = self._rings.get(root)
