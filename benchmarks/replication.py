@@ -10,7 +10,14 @@
 4. rollout A -> 4 nodes: time until all have it, bytes A served (Bitswap counter), peak RSS;
 5. name propagation across 5 nodes: per update, time until each other node resolves it;
 6. catch-up: B misses one update of a table of --table names while it is down (longer than
-   gossip remembers), restarts: records A sent in the exchange against the table's size.
+   gossip remembers), restarts: records A sent in the exchange against the table's size;
+7. small apps: a star-started swarm of 4 (measured from the moment every node answers, mesh
+   or not), --rounds rounds of a new 3 MiB app named from a random node, half of them
+   repoints: time from the PUT's answer until every node's host route serves it (p50, p99);
+8. mesh: --meshes fresh star starts of 6 nodes: how many are fully meshed within 5 s of the
+   last node's ready line, and how long it took;
+9. multi-node rollout: --multi-mib named on node 0 of 4: time until the last receiver is
+   complete, against node 1 alone reading as much other content, held only by node 0, by CID.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -290,6 +298,125 @@ def catch_up(root: Path, table: int) -> dict:
             n.stop()
 
 
+def star_start(root: Path, count: int) -> list[Node]:
+    """Node 0, then the others at once, each told only of node 0; back as soon as every node
+    answers, whether or not the mesh has formed."""
+    root.mkdir(parents=True)
+    key = root / "swarm.key"
+    key.write_text(os.urandom(32).hex())
+    first = Node(root / "n0", "--swarm-key", str(key)).start()
+    others = [Node(root / f"n{i}", "--swarm-key", str(key), "--peer", first.swarm_addr)
+              for i in range(1, count)]
+    for n in others:
+        n.start(wait=False)
+    for n in others:
+        n.wait_ready()
+    return [first, *others]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def small_app(version: str) -> list[tuple[str, bytes]]:
+    return [("index.html", f"<h1>{version}</h1>".encode()), ("app.js", os.urandom(40_000)),
+            ("style.css", f"body{{}} /* {version} */".encode()), ("asset.bin", os.urandom(3 * MIB))]
+
+
+def small_rollouts(root: Path, rounds: int) -> dict:
+    nodes = star_start(root / "small", 4)
+    sites = [httpx.Client(base_url=n.url, timeout=60) for n in nodes]
+    rng = random.Random(7)
+    names: list[str] = []
+    latencies: list[float] = []
+    try:
+        for r in range(rounds):
+            version = f"v{r}-{os.urandom(4).hex()}"
+            origin = rng.randrange(len(nodes))
+            files = [("f", (path, data)) for path, data in small_app(version)]
+            cid = client(nodes[origin]).post("/api/v2/files", files=files).text
+            name = rng.choice(names) if names and r % 2 else f"app{r}"
+            names += [] if name in names else [name]
+            client(nodes[origin]).put(f"/api/v2/files/{name}", content=cid).raise_for_status()
+            named = time.perf_counter()
+            waiting, host = set(range(len(nodes))), {"Host": f"{name}.actyx.localhost"}
+            while waiting:  # one thread, nodes in turn: pollers of their own would take the cores
+                for k in list(waiting):
+                    if version.encode() in sites[k].get("/", headers=host).content:
+                        waiting.discard(k)
+                if time.perf_counter() - named > 60:
+                    raise RuntimeError(f"round {r}: nodes {sorted(waiting)} never served {name}")
+                time.sleep(0.01)
+            latencies.append(time.perf_counter() - named)
+        return {
+            "small_app_rounds": rounds,
+            "small_app_rollout_p50_ms": round(percentile(latencies, 0.5) * 1000),
+            "small_app_rollout_p99_ms": round(percentile(latencies, 0.99) * 1000),
+            "small_app_rollout_max_ms": round(max(latencies) * 1000),
+        }
+    finally:
+        for site in sites:
+            site.close()
+        for n in nodes:
+            n.stop()
+
+
+def meshes(root: Path, runs: int) -> dict:
+    took: list[float] = []
+    for run in range(runs):
+        nodes = star_start(root / f"mesh{run}", 6)
+        ready = time.perf_counter()
+        ids = {n.peer_id for n in nodes}
+        try:
+            waiting = set(range(len(nodes)))
+            while waiting and time.perf_counter() - ready < 5:
+                waiting = {k for k in waiting if set(info(nodes[k])["peers"]) != ids - {nodes[k].peer_id}}
+                time.sleep(0.02)
+            if not waiting:
+                took.append(time.perf_counter() - ready)
+        finally:
+            for n in nodes:
+                n.stop()
+    return {
+        "mesh_runs": runs,
+        "mesh_full_within_5s": len(took),
+        "mesh_s_p50": round(percentile(took, 0.5), 2) if took else None,
+        "mesh_s_max": round(max(took), 2) if took else None,
+    }
+
+
+def multi_node(root: Path, mib: int) -> dict:
+    nodes = start_nodes(root / "multi", 4)
+    try:
+        cids = []
+        for tag in ("alone", "named"):
+            path = root / f"{tag}.bin"
+            with open(path, "wb") as f:
+                for _ in range(mib):
+                    f.write(os.urandom(MIB))
+            cids.append(upload_big(nodes[0], path))
+        alone, named = cids
+        t = time.perf_counter()
+        with client(nodes[1]).stream("GET", f"/api/v2/files/{alone}") as r:
+            got = sum(len(chunk) for chunk in r.iter_bytes(MIB))
+        single = time.perf_counter() - t
+        assert got == mib * MIB, got
+        sent_before = counter(nodes[0], "edgefiles_bitswap_sent_bytes")
+        seconds = name_and_wait(nodes[0], nodes[1:], "multi", named)
+        served = counter(nodes[0], "edgefiles_bitswap_sent_bytes") - sent_before
+        return {
+            "multi_node_mib": mib,
+            "one_receiver_by_cid_s": round(single, 2),
+            "three_receivers_rollout_s": round(seconds, 2),
+            "multi_node_vs_one_receiver": round(seconds / single, 2),
+            "multi_node_origin_served_vs_dag": round(served / (mib * MIB), 2),
+        }
+    finally:
+        for n in nodes:
+            n.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -297,7 +424,10 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--updates", type=int, default=200)
     parser.add_argument("--table", type=int, default=5000, help="names in the catch-up table")
-    parser.add_argument("--parts", default="transfer,ondemand,rollout,names,catchup",
+    parser.add_argument("--rounds", type=int, default=50, help="small-app rollouts")
+    parser.add_argument("--meshes", type=int, default=30, help="star starts of 6 nodes")
+    parser.add_argument("--multi-mib", type=int, default=128, help="the multi-node rollout's DAG")
+    parser.add_argument("--parts", default="transfer,ondemand,rollout,names,catchup,small,mesh,multi",
                         help="measurements to run")
     parser.add_argument("--raw-receiver", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--coalesce", action="store_true", help=argparse.SUPPRESS)
@@ -330,6 +460,12 @@ def main() -> None:
             result.update(propagation(root, args.updates))
         if "catchup" in parts:
             result.update(catch_up(root, args.table))
+        if "small" in parts:
+            result.update(small_rollouts(root, args.rounds))
+        if "mesh" in parts:
+            result.update(meshes(root, args.meshes))
+        if "multi" in parts:
+            result.update(multi_node(root, args.multi_mib))
     print(json.dumps(result, indent=2))
 
 
