@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from nodeproc import Node, free_port, wait_until  # noqa: E402
+from nodeproc import Node, free_port, start_star, wait_until  # noqa: E402
 
 MIB = 1 << 20
 RAW_PROTOCOL = "/edgefiles-bench/raw/1.0.0"
@@ -299,19 +299,10 @@ def catch_up(root: Path, table: int) -> dict:
 
 
 def star_start(root: Path, count: int) -> list[Node]:
-    """Node 0, then the others at once, each told only of node 0; back as soon as every node
-    answers, whether or not the mesh has formed."""
     root.mkdir(parents=True)
     key = root / "swarm.key"
     key.write_text(os.urandom(32).hex())
-    first = Node(root / "n0", "--swarm-key", str(key)).start()
-    others = [Node(root / f"n{i}", "--swarm-key", str(key), "--peer", first.swarm_addr)
-              for i in range(1, count)]
-    for n in others:
-        n.start(wait=False)
-    for n in others:
-        n.wait_ready()
-    return [first, *others]
+    return start_star(root, count, key)
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -145,3 +145,16 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
         [sys.executable, "-m", "edgefiles", *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def start_star(root: Path, count: int, key: Path, *extra: str) -> list[Node]:
+    """Node 0, then the others at once, each told only of node 0; back as soon as every node
+    answers, whether or not the mesh has formed (as a fleet is switched on)."""
+    first = Node(root / "n0", "--swarm-key", str(key), *extra).start()
+    others = [Node(root / f"n{i}", "--swarm-key", str(key), "--peer", first.swarm_addr, *extra)
+              for i in range(1, count)]
+    for n in others:
+        n.start(wait=False)
+    for n in others:
+        n.wait_ready()
+    return [first, *others]

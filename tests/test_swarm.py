@@ -16,7 +16,7 @@ import pytest
 from conftest import gen
 from edgefiles.node.cid import RAW, make_cid, to_str
 from edgefiles.replication.namesync import bucket_of
-from nodeproc import Node, free_port, wait_until
+from nodeproc import Node, free_port, start_star, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 TESTS = Path(__file__).parent
@@ -451,19 +451,56 @@ def test_a_star_started_swarm_of_six_meshes_fully(tmp_path, run):
     other (also those that joined at the same moment) and connects to it."""
     key = tmp_path / "swarm.key"
     key.write_text("c3" * 32)
-    first = Node(tmp_path / "n0", "--swarm-key", str(key)).start()
-    others = [Node(tmp_path / f"n{i}", "--swarm-key", str(key), "--peer", first.swarm_addr)
-              for i in range(1, 6)]
+    nodes = start_star(tmp_path, 6, key)
     try:
-        for n in others:
-            n.start(wait=False)
-        for n in others:
-            n.wait_ready()
-        nodes = [first, *others]
         ids = {n.peer_id for n in nodes}
         for n in nodes:
             wait_until(lambda n=n: set(peers_of(n)) == ids - {n.peer_id}, timeout=30,
                        what=f"{n.url} to connect to all five others")
     finally:
-        for n in [first, *others]:
+        for n in nodes:
+            n.stop()
+
+
+def test_a_small_app_follows_repoints_rollback_and_delete_on_a_star_started_swarm(tmp_path):
+    """Four nodes switched on at once (mesh or not): a 3 MiB app named on node 0 is served byte
+    for byte by every node; repointed from three other nodes in turn, each version likewise;
+    rolled back to the first, served at once by every node from what it holds (no fetch);
+    deleted, gone everywhere. Nothing waits for a timeout: each step within the fetch timeout."""
+    key = tmp_path / "swarm.key"
+    key.write_text("d5" * 32)
+    nodes = start_star(tmp_path, 4, key)
+    step = 15  # the fetch timeout: no version may take longer anywhere
+
+    def served_everywhere(name: str, files: list[tuple[str, bytes]]) -> None:
+        for n in nodes:
+            for path, data in files:
+                wait_until(lambda n=n, p=path, d=data: host_get(n, name, f"/{p}").content == d,
+                           timeout=step, interval=0.02, what=f"{n.url} to serve {path} of {name}")
+
+    try:
+        versions = []
+        for k, writer in enumerate(nodes):  # named on node 0, repointed from nodes 1, 2 and 3
+            app = [("index.html", f"<h1>v{k}</h1>".encode()), ("app.js", gen(f"js {k}", 40_000)),
+                   ("style.css", f"h1 {{ order: {k} }}".encode()), ("asset.bin", gen(f"asset {k}", 3 << 20))]
+            cid = upload(writer, app)
+            set_name(writer, "small", cid)
+            served_everywhere("small", app)
+            versions.append((cid, app))
+        for n in nodes:  # every rollout finished: nothing of them is still on its way
+            wait_until(lambda n=n: complete_on(n, "small", versions[-1][0]), timeout=step,
+                       what="the last rollout")
+        fetched = [metric(n, "edgefiles_bitswap_received_bytes") for n in nodes]
+        first_cid, first_app = versions[0]
+        set_name(nodes[2], "small", first_cid)  # a rollback to what every node still holds
+        for n in nodes:
+            wait_until(lambda n=n: names(n)["small"]["cid"] == first_cid, timeout=step, what="the rollback")
+            assert [host_get(n, "small", f"/{p}").content for p, _ in first_app] == [d for _, d in first_app]
+        assert [metric(n, "edgefiles_bitswap_received_bytes") for n in nodes] == fetched
+        with nodes[3].client() as client:
+            assert client.delete("/api/v2/files/small").status_code == 200
+        for n in nodes:
+            wait_until(lambda n=n: host_get(n, "small").status_code == 404, timeout=step, what="the delete")
+    finally:
+        for n in nodes:
             n.stop()
