@@ -157,7 +157,10 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
     flowfuse = await _flowfuse(config, core, names)
     executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="import")
     try:
-        await swarm.start(core, names)
+        try:
+            await swarm.start(core, names)
+        except RuntimeError as exc:  # e.g. the swarm port was taken between our check and libp2p's listen
+            raise CliError(str(exc)) from None
         ctx = AppContext(
             core=core,
             names=names,
@@ -178,6 +181,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.request_exit)
+        swarm.host.on_failure = server.request_exit  # a node cut off from its swarm must not go on
         background = [asyncio.create_task(_announce(server, config, swarm))]
         if config.gc_above is not None:
             background.append(asyncio.create_task(core.keep_below(config.gc_above)))
@@ -190,6 +194,9 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
             await flowfuse.close()
         executor.shutdown(wait=True, cancel_futures=True)
         await core.close()
+    if swarm.host.failed.is_set():
+        log.error("stopped: the swarm side failed (see above); nothing acknowledged is lost")
+        return 1
     log.info("stopped cleanly")
     return 0
 

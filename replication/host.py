@@ -31,6 +31,8 @@ class SwarmHost:
         self._token = None
         self._stop = None
         self.host = None
+        self.failed = threading.Event()  # the trio side ended with an error after it started
+        self.on_failure: Callable[[], None] | None = None  # then called on the asyncio loop
 
     # lifecycle (called from the asyncio side) -------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None = None, timeout: float = 30.0) -> None:
@@ -120,6 +122,11 @@ class SwarmHost:
             trio.run(self._main)
         except BaseException as exc:
             self._error = exc
+            if self._ready.is_set():  # a bug on the swarm side: say so, and let the node stop
+                log.critical("the swarm side stopped: %r", exc, exc_info=exc)
+                self.failed.set()
+                if self._loop is not None and self.on_failure is not None:
+                    self._loop.call_soon_threadsafe(self.on_failure)
             self._ready.set()
 
     async def _main(self) -> None:
@@ -130,6 +137,8 @@ class SwarmHost:
         self._stop = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
         async with self.host.run(listen_addrs=[Multiaddr(a) for a in self._listen]):
+            if not self.host.get_addrs():  # libp2p only logs a failed listen, at debug level
+                raise OSError(f"cannot listen on {' '.join(self._listen)} (the address is in use?)")
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 if self._services is not None:

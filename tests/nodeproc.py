@@ -28,6 +28,7 @@ class Node:
         self.data = data
         self.port = api_port or free_port()
         self.swarm_port = swarm_port if swarm_port is not None else free_port()
+        self._ports_chosen = api_port is None and swarm_port is None  # ours to change if taken
         self.extra = list(extra)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data.parent / f"{data.name}-{self.port}.log"
@@ -56,11 +57,20 @@ class Node:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                if self._ports_chosen and "in use" in self.output()[self._log_start :]:
+                    self._restart_on_other_ports()  # a free port we picked was taken meanwhile
+                    continue
                 raise RuntimeError(f"node exited with {self.proc.returncode}:\n{self.output()}")
             if "edgefiles ready" in self.output()[self._log_start :]:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"node not ready after {timeout}s:\n{self.output()}")
+
+    def _restart_on_other_ports(self) -> None:
+        self.log.close()
+        self.port, self.swarm_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.start(wait=False)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
