@@ -135,9 +135,10 @@ _clients: dict[str, httpx.Client] = {}
 
 def client(n: Node) -> httpx.Client:
     """One kept-alive client per node: a new httpx client costs ~20 ms of CPU (TLS setup)."""
-    if n.url not in _clients:
-        _clients[n.url] = httpx.Client(base_url=n.url, headers=auth(n), timeout=600)
-    return _clients[n.url]
+    key = f"{n.url} {n.data}"  # a later node may get a port back, never the data directory
+    if key not in _clients:
+        _clients[key] = httpx.Client(base_url=n.url, headers=auth(n), timeout=600)
+    return _clients[key]
 
 
 def info(n: Node) -> dict:
