@@ -113,7 +113,9 @@ class Sim:
             self._reply(peer.name, "block" if want.want_type == bm.WANT_BLOCK else "have", want.cid)
         else:
             peer.ledger[want.cid] = want
-            if want.send_dont_have and peer.kind == "honest":
+            # as our server: a member's parked want for a block it does not fetch is refused
+            parked_in_vain = want.want_type == bm.WANT_BLOCK and peer.member and want.cid not in peer.gets
+            if peer.kind == "honest" and (want.send_dont_have or parked_in_vain):
                 self._reply(peer.name, "dont_have", want.cid)
 
     def _acquired(self, name: str, cid: bytes) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bitswap_sim import ME, ROOT, Sim, SimPeer, leaf
 from edgefiles.replication.bitswap import message as bm
-from edgefiles.replication.bitswap.planner import PARK_TIMEOUT, PEER_WINDOW, Planner
+from edgefiles.replication.bitswap.planner import PARK_QUIET_MIN, PARK_TIMEOUT, PEER_WINDOW, Planner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -148,8 +148,8 @@ def test_ipfs_peers_that_are_not_members_take_no_share():
 
 
 def test_a_parked_want_moves_on_once_its_owner_goes_quiet():
-    """An owner that never gets its share (it counts it as someone else's, or stalled) holds
-    our wants only for a few response times, not for PARK_TIMEOUT."""
+    """An owner that fetches its share but never gets it (stalled) holds our wants only for a
+    quiet spell, not for PARK_TIMEOUT."""
     wanted = [leaf(i) for i in range(40)]
     owner = SimPeer("owner", gets={c: 1e9 for c in wanted})
     sim = Sim([owner, SimPeer("source", holds=set(wanted))])
@@ -157,7 +157,19 @@ def test_a_parked_want_moves_on_once_its_owner_goes_quiet():
     sim.want(wanted, root=ROOT)
     sim.run(until=PARK_TIMEOUT)
     assert set(sim.received) == set(wanted)
-    assert sim.now < 1.0, f"parked wants waited {sim.now:.2f} s for an owner that sent nothing"
+    assert sim.now < PARK_QUIET_MIN + 0.5, f"parked wants waited {sim.now:.2f} s for a silent owner"
+
+
+def test_a_parked_want_moves_on_at_once_when_its_owner_does_not_fetch_it():
+    """An owner that counts the leaf as another fetcher's share says so (DONT_HAVE to a member's
+    parked want): the want goes to a holder within a few round trips."""
+    wanted = [leaf(i) for i in range(40)]
+    sim = Sim([SimPeer("owner"), SimPeer("source", holds=set(wanted))])
+    sim.planner.peer_asked("owner", ROOT)
+    sim.want(wanted, root=ROOT)
+    sim.run(until=PARK_TIMEOUT)
+    assert set(sim.received) == set(wanted) and set(sim.received.values()) == {"source"}
+    assert sim.now < 0.05, f"parked wants waited {sim.now:.3f} s for an owner that does not fetch them"
 
 
 def test_parked_wants_wait_for_an_owner_that_keeps_sending():

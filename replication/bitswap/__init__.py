@@ -25,7 +25,8 @@ class Bitswap:
         planner = Planner(host.get_id(), lambda peer: peer.to_bytes())
         self.client = BitswapClient(planner, store, self.network, membership, nursery)
         self.server = BitswapServer(store, self.network, nursery, in_flight=self.client.in_flight_block,
-                                    on_asked=self.client.peer_asked)
+                                    on_asked=self.client.peer_asked, fetching=self.client.fetching,
+                                    is_member=lambda peer: peer in membership.members())
         self.client.on_block = self.server.block_arrived
         self.network.on_legacy = self.client.peer_is_legacy
         self._members = membership

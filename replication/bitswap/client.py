@@ -58,6 +58,7 @@ class BitswapClient:
         self.members = membership
         self._nursery = nursery
         self._waiters: dict[bytes, _Waiter] = {}
+        self._queued: set[bytes] = set()  # blocks a rollout will ask for (see `fetching`)
         self._recent: deque[bytes] = deque(maxlen=RECENT_BLOCKS)
         self._sources: dict[bytes, Any] = {}  # inner block -> the peer that sent it
         self._wake = trio.Event()
@@ -120,6 +121,10 @@ class BitswapClient:
         except CorruptBlock:
             return None
 
+    def fetching(self, cid: bytes) -> bool:
+        """Whether we are fetching this block, or a rollout here will ask for it."""
+        return cid in self._waiters or cid in self._queued
+
     def in_flight_block(self, cid: bytes) -> bytes | None:
         """A block fetched and written here but not indexed yet (from any thread)."""
         for batch in (self._batch, self._committing):
@@ -170,6 +175,7 @@ class BitswapClient:
                     await progress.wait()
                     continue
                 cid = own.popleft() if own else others.popleft()
+                self._queued.discard(cid)
                 children, size, dag_bytes = await self._children(cid, root, shared, hints.pop(cid, None))
                 fetched += size
                 if cid == root and dag_bytes > SHARED_DAG_BYTES:
@@ -181,6 +187,7 @@ class BitswapClient:
                 random.shuffle(children)
                 source = self._sources.get(cid)
                 now = trio.current_time()
+                self._queued.update(children)
                 for child in children:
                     mine = self.planner.share_owner(child, shared, now) is None
                     (own if mine else others).append(child)
@@ -190,9 +197,12 @@ class BitswapClient:
                 progress.set()
                 progress = trio.Event()
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(window):
-                nursery.start_soon(worker)
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(window):
+                    nursery.start_soon(worker)
+        finally:  # cancelled (the name moved on): what it had queued is no longer coming
+            self._queued.difference_update(own, others)
         await self.flush()
         return fetched
 

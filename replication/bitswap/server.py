@@ -57,12 +57,16 @@ class Ledgers:
 class BitswapServer:
     def __init__(self, store: BlockStore, network: BitswapNetwork, nursery: trio.Nursery,
                  in_flight: Callable[[bytes], bytes | None] = lambda cid: None,
-                 on_asked: Callable[[Any, bytes], None] = lambda peer, cid: None):
+                 on_asked: Callable[[Any, bytes], None] = lambda peer, cid: None,
+                 fetching: Callable[[bytes], bool] = lambda cid: False,
+                 is_member: Callable[[Any], bool] = lambda peer: False):
         self.store = store
         self.network = network
         self._nursery = nursery
         self._in_flight = in_flight  # blocks fetched here and not indexed yet
         self._on_asked = on_asked
+        self._fetching = fetching  # blocks this node fetches, or will ask for
+        self._is_member = is_member
         self.ledgers = Ledgers()
         self._queues: dict[Any, trio.MemorySendChannel[bm.Message]] = {}
 
@@ -132,7 +136,7 @@ class BitswapServer:
                 continue
             asked_as, want = entry
             if hit is None:
-                if want.send_dont_have:
+                if want.send_dont_have or self._parked_in_vain(peer, key, want):
                     presences.append((asked_as, bm.DONT_HAVE))
                 continue
             self.ledgers.remove(peer, key)
@@ -141,6 +145,12 @@ class BitswapServer:
             else:
                 presences.append((asked_as, bm.HAVE))
         self.network.send(peer, blocks=blocks, presences=presences)
+
+    def _parked_in_vain(self, peer: Any, key: bytes, want: bm.Want) -> bool:
+        """A member parked a want-block here (its share of a rollout is ours, by its count)
+        for a block we neither have nor fetch: we count it as someone else's share. Say so
+        now; the want stays in the ledger, and is answered should the block come."""
+        return want.want_type == bm.WANT_BLOCK and self._is_member(peer) and not self._fetching(key)
 
     def _look_up(self, asks: list[tuple[bytes, Entry]]) -> list[bytes | bool | None]:
         """Worker thread: per want, the block (want-block) or True (want-have); None when
