@@ -70,8 +70,8 @@ class Names:
         """Make an imported file durable with `name` moved to it (`meta` in its record), in
         one group transaction shared with every write that finishes at the same moment."""
         root = imported.root
-        reason, expires = pins.upload_reason(root), self.core.upload_pin_expiry()
-        await self._committer.commit(imported.batch, root, reason, expires, (namespace, name, meta))
+        pin = (root, pins.upload_reason(root), self.core.upload_pin_expiry())
+        await self._committer.commit(imported.batch, [pin], (namespace, name, meta))
 
     async def target_complete(self, root: bytes) -> None:
         """A named DAG is complete here: names on it stop serving their previous target."""

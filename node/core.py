@@ -127,10 +127,12 @@ class Core:
         if missing:
             self._blocks.prefetch(missing)
 
-    async def commit(self, batch: Batch, root: bytes, reason: str, expires: float | None) -> None:
-        """Make an upload durable and pinned: synced packs, then index + pin in one
-        transaction, shared with every upload that finishes at the same moment."""
-        await self._committer.commit(batch, root, reason, expires)
+    async def commit(self, batch: Batch, roots: list[bytes]) -> None:
+        """Make an upload durable, its roots pinned for the upload grace period: synced packs,
+        then index + pins in one transaction, shared with every upload that finishes at the
+        same moment."""
+        expires = self.upload_pin_expiry()
+        await self._committer.commit(batch, [(root, pins.upload_reason(root), expires) for root in roots])
 
     # pins ---------------------------------------------------------------------------
     def pinned_roots(self) -> int:

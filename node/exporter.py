@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from . import dagpb, hamt, unixfs
-from .cid import DAG_PB, RAW, codec_of
+from .cid import DAG_PB, RAW, codec_of, normalize
 from .protobuf import DecodeError
 
 GetBlock = Callable[[bytes], bytes]
@@ -200,6 +200,30 @@ class DagReader:
         for cid, at in wanted:
             sub = self.load(cid)
             yield from self.read_range(sub, max(0, start - at), min(sub.size, end - at))
+
+    def blocks(self, root: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every block of the DAG under `root` once, depth first with links in order (the
+        order of a CAR): (the CID as it is linked, its verified bytes). The children of each
+        node are named to `prefetch` before they are read."""
+        seen: set[bytes] = set()
+        stack = [root]
+        while stack:
+            cid = stack.pop()
+            key = normalize(cid)
+            if key in seen:
+                continue
+            seen.add(key)
+            block = self.get_block(cid)
+            yield cid, block
+            if codec_of(cid) != DAG_PB:
+                continue
+            try:
+                links = [link.cid for link in dagpb.decode(block).links]
+            except DecodeError:
+                raise NotUnixFS(f"block {cid.hex()} is not valid dag-pb") from None
+            if self.prefetch is not None and len(links) > 1:
+                self.prefetch(links)
+            stack.extend(reversed(links))
 
     def _child_sizes(self, node: Node) -> list[int]:
         """File bytes below each link, as the node records them; a node that does not record

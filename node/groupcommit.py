@@ -28,9 +28,7 @@ NameWriter = Callable[[aiosqlite.Connection, list[tuple[Any, bytes]]], Awaitable
 @dataclass
 class _Waiting:
     batch: Batch
-    root: bytes
-    reason: str
-    expires: float | None
+    pins: list[tuple[bytes, str, float | None]]  # (root, reason, expiry); a name moves to the first
     done: asyncio.Future
     name: Any = None
 
@@ -44,14 +42,15 @@ class GroupCommitter:
         self._drainer: asyncio.Task | None = None
 
     async def commit(
-        self, batch: Batch, root: bytes, reason: str, expires: float | None, name: Any = None,
+        self, batch: Batch, pins: list[tuple[bytes, str, float | None]], name: Any = None,
     ) -> None:
-        """Return once the batch is durable, indexed and its root pinned (or raise). `reason`
-        must pin only this root (an upload's). With `name` (whatever the committer's name
-        writer takes), the name moves to `root` in the same transaction: a facade's file
-        write is one commit, shared with every write that finishes at the same moment."""
+        """Return once the batch is durable, indexed and its roots pinned (or raise): `pins`
+        holds (root, reason, expiry), each reason pinning only its root (an upload's). With
+        `name` (whatever the committer's name writer takes), the name moves to the first root
+        in the same transaction: a facade's file write is one commit, shared with every
+        write that finishes at the same moment."""
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(batch, root, reason, expires, loop.create_future(), name)
+        waiting = _Waiting(batch, pins, loop.create_future(), name)
         self._queue.append(waiting)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
@@ -81,8 +80,8 @@ class GroupCommitter:
         await asyncio.to_thread(self._store.sync, batches)
         async with self._db.transaction() as conn:  # a few statements for the whole group
             await blockindex.insert_async(conn, self._store.index_rows(batches))
-            await pin_roots(conn, [(w.root, w.reason, w.expires) for w in group])
-            names = [(w.name, w.root) for w in group if w.name is not None]
+            await pin_roots(conn, [pin for w in group for pin in w.pins])
+            names = [(w.name, w.pins[0][0]) for w in group if w.name is not None]
             if names:
                 await self._write_names(conn, names)
 

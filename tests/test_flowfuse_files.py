@@ -291,7 +291,7 @@ def test_a_file_from_a_peer_is_listed_and_counted_with_its_metadata(tmp_path):
                                                                             written.metadata)
 
             plain = await a.core.import_bytes(b"no metadata")  # a name set without metadata
-            await a.core.commit(plain.batch, plain.root, "test", None)
+            await a.core.commit(plain.batch, [plain.root])
             await a.set("plain.txt", plain.root, ns)
             await b.registry.apply([a.registry.get("plain.txt", ns)])
             assert files_b.exists(ns, "plain.txt") and files_b.used(ns) == len(body)

@@ -13,7 +13,6 @@ from concurrent.futures import Executor
 from edgefiles.node.blockstore import QueuedWrites, StorageFull
 from edgefiles.node.core import Core
 from edgefiles.node.importer import FileBuilder, PathConflict, TreeBuilder, pooled_hasher
-from edgefiles.node.pins import upload_reason
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
 from starlette.requests import Request
@@ -182,7 +181,7 @@ async def receive_upload(
             await pending
             pending = None
         root = await loop.run_in_executor(executor, sink.finish, collector.take())
-        await core.commit(sink.batch, root, upload_reason(root), core.upload_pin_expiry())
+        await core.commit(sink.batch, [root])
         return root
     except BaseException as exc:
         if pending is not None:

@@ -1,0 +1,198 @@
+"""CAR v1 (content-addressed archives), pure: the header, sections, and a streaming parser.
+
+A CAR is `varint(len) dag-cbor{"roots": [CID...], "version": 1}` followed by sections
+`varint(len) CID block`. The header needs only the sliver of DAG-CBOR written here: maps,
+arrays, text and byte strings, unsigned integers, simple values and tag 42 (a CID, as the
+bytes 0x00 + the binary CID).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+from .cid import SHA2_256
+from .protobuf import DecodeError, read_varint, varint
+
+VERSION = 1
+MAX_HEADER = 64 << 10
+MAX_SECTION = 4 << 20  # what Bitswap carries: a block larger than this is not one of ours
+CID_TAG = 42
+
+
+class CarInvalid(ValueError):
+    """Bytes that are not a CAR v1 we accept (malformed, truncated, or a block that does not
+    match its CID)."""
+
+
+# -- writing ---------------------------------------------------------------------------
+def header(roots: list[bytes]) -> bytes:
+    """The CAR v1 header for `roots` (binary CIDs), length prefix included."""
+    body = b"".join([
+        b"\xa2", _text("roots"), _head(4, len(roots)),
+        *(b"\xd8\x2a" + _head(2, len(cid) + 1) + b"\x00" + cid for cid in roots),
+        _text("version"), _head(0, VERSION),
+    ])
+    return varint(len(body)) + body
+
+
+def section(cid: bytes, data: bytes) -> list[bytes]:
+    """One block's section, as parts to write in turn (the block is not copied)."""
+    return [varint(len(cid) + len(data)), cid, data]
+
+
+def _head(major: int, value: int) -> bytes:
+    if value < 24:
+        return bytes([major << 5 | value])
+    for extra, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if value < 1 << (8 * size):
+            return bytes([major << 5 | extra]) + value.to_bytes(size, "big")
+    raise ValueError("CBOR value too large")
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return _head(3, len(raw)) + raw
+
+
+# -- reading ---------------------------------------------------------------------------
+def decode_header(body: bytes) -> list[bytes]:
+    """The roots of a CAR v1 header body (without its length prefix)."""
+    value, end = _item(memoryview(body), 0, depth=0)
+    if end != len(body):
+        raise CarInvalid("trailing bytes after the CAR header")
+    if not isinstance(value, dict) or value.get("version") != VERSION:
+        raise CarInvalid("not a CAR version 1 header")
+    roots = value.get("roots")
+    if not isinstance(roots, list) or not all(isinstance(r, _Link) for r in roots):
+        raise CarInvalid("the CAR header's roots are not a list of CIDs")
+    return [r.cid for r in roots]
+
+
+class _Link:
+    __slots__ = ("cid",)
+
+    def __init__(self, cid: bytes):
+        self.cid = cid
+
+
+def _item(buf: memoryview, pos: int, depth: int) -> tuple[object, int]:
+    if depth > 16:
+        raise CarInvalid("CAR header nested too deeply")
+    if pos >= len(buf):
+        raise CarInvalid("CAR header cut short")
+    major, extra = buf[pos] >> 5, buf[pos] & 0x1F
+    pos += 1
+    if major == 7:  # false, true, null
+        if extra not in (20, 21, 22):
+            raise CarInvalid("CAR header holds a value DAG-CBOR does not allow here")
+        return {20: False, 21: True, 22: None}[extra], pos
+    if extra < 24:
+        value = extra
+    elif extra <= 27:
+        size = 1 << (extra - 24)
+        if pos + size > len(buf):
+            raise CarInvalid("CAR header cut short")
+        value, pos = int.from_bytes(buf[pos : pos + size], "big"), pos + size
+    else:
+        raise CarInvalid("CAR header uses indefinite lengths, which DAG-CBOR forbids")
+    if major == 0:
+        return value, pos
+    if major in (2, 3):
+        if pos + value > len(buf):
+            raise CarInvalid("CAR header cut short")
+        raw = bytes(buf[pos : pos + value])
+        try:
+            return (raw if major == 2 else raw.decode()), pos + value
+        except UnicodeDecodeError:
+            raise CarInvalid("CAR header text is not UTF-8") from None
+    if major == 4:
+        items = []
+        for _ in range(value):
+            item, pos = _item(buf, pos, depth + 1)
+            items.append(item)
+        return items, pos
+    if major == 5:
+        entries = {}
+        for _ in range(value):
+            key, pos = _item(buf, pos, depth + 1)
+            entries[key if isinstance(key, str) else repr(key)], pos = _item(buf, pos, depth + 1)
+        return entries, pos
+    if major == 6 and value == CID_TAG:
+        link, pos = _item(buf, pos, depth + 1)
+        if not isinstance(link, bytes) or link[:1] != b"\x00" or len(link) < 3:
+            raise CarInvalid("a CID in the CAR header is malformed")
+        return _Link(link[1:]), pos
+    raise CarInvalid("CAR header holds a value DAG-CBOR does not allow here")
+
+
+def split_cid(buf: bytes | memoryview) -> int:
+    """The length of the binary CID at the start of a section; CarInvalid when it is not
+    one whose block we can check (CIDv0, or CIDv1 hashed with sha2-256)."""
+    try:
+        if len(buf) >= 34 and buf[0] == 0x12 and buf[1] == 0x20:
+            return 34
+        version, pos = read_varint(buf, 0)
+        _, pos = read_varint(buf, pos)
+        code, pos = read_varint(buf, pos)
+        size, pos = read_varint(buf, pos)
+    except DecodeError:
+        raise CarInvalid("a CAR section does not start with a CID") from None
+    if version != 1 or code != SHA2_256 or size != 32 or pos + size > len(buf):
+        raise CarInvalid("a CAR block's CID is not a sha2-256 CID")
+    return pos + size
+
+
+def check_block(cid: bytes, data: bytes | memoryview) -> None:
+    if hashlib.sha256(data).digest() != cid[-32:]:
+        raise CarInvalid(f"a CAR block does not match its CID ({cid.hex()})")
+
+
+class CarParser:
+    """Bytes in, as they arrive; the roots, then (CID, block) pairs out, each block checked
+    against its CID. `finish` says whether the CAR ended cleanly."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.roots: list[bytes] | None = None
+
+    def feed(self, data: bytes) -> Iterator[tuple[bytes, bytes]]:
+        self._buf += data
+        pos = 0
+        try:
+            while True:
+                frame = self._frame(pos)
+                if frame is None:
+                    break
+                start, end = frame
+                if self.roots is None:
+                    self.roots = decode_header(bytes(self._buf[start:end]))
+                else:
+                    body = memoryview(self._buf)[start:end]
+                    split = split_cid(body)
+                    cid, block = bytes(body[:split]), bytes(body[split:])
+                    body.release()
+                    check_block(cid, block)
+                    yield cid, block
+                pos = end
+        finally:
+            del self._buf[:pos]
+
+    def finish(self) -> None:
+        if self.roots is None:
+            raise CarInvalid("the CAR has no header")
+        if self._buf:
+            raise CarInvalid("the CAR is cut short inside a section")
+
+    def _frame(self, pos: int) -> tuple[int, int] | None:
+        """(start, end) of the length-prefixed frame at `pos`, None until all of it is here."""
+        try:
+            size, start = read_varint(self._buf, pos)
+        except DecodeError:
+            if len(self._buf) - pos >= 10:
+                raise CarInvalid("a CAR section length is malformed") from None
+            return None
+        limit = MAX_HEADER if self.roots is None else MAX_SECTION + 64
+        if size == 0 or size > limit:
+            raise CarInvalid(f"a CAR section of {size} bytes")
+        return (start, start + size) if start + size <= len(self._buf) else None
