@@ -1,4 +1,4 @@
-"""Client commands: `add`, `name`, `get` against a running node over its HTTP API."""
+"""Client commands: `add`, `name`, `get`, `car` against a running node over its HTTP API."""
 
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     get.add_argument("target", metavar="CID|NAME")
     get.add_argument("-o", "--output", help="where to write (default: ./<CID|NAME>; '-' = stdout)")
     get.set_defaults(func=cmd_get)
+
+    car = sub.add_parser("car", help="export a DAG as a CAR file, or import one")
+    car_sub = car.add_subparsers(dest="car_command", required=True, metavar="ACTION")
+    export = car_sub.add_parser("export", help="the DAG of CID|NAME as a CAR v1 file")
+    export.add_argument("target", metavar="CID|NAME")
+    export.add_argument("-o", "--output", help="where to write (default: ./<CID|NAME>.car; '-' = stdout)")
+    import_ = car_sub.add_parser("import", help="store the blocks of a CAR file; prints its roots")
+    import_.add_argument("path", metavar="FILE.car")
+    import_.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
+    for p in (export, import_):
+        _client_flags(p)
+        p.set_defaults(func=cmd_car)
 
 
 class NodeClient:
@@ -236,3 +248,30 @@ def _write_stream(response, out: str) -> None:
         for piece in response.iter_bytes(PIECE):
             f.write(piece)
     os.replace(tmp, out)
+
+
+def cmd_car(args: argparse.Namespace) -> int:
+    client = NodeClient(args.node, args.token)
+    if args.car_command == "export":
+        with client.http.stream("GET", f"/api/v2/files/{quote(args.target)}", params={"format": "car"}) as r:
+            check(r)
+            _write_stream(r, args.output or f"{args.target}.car")
+        return 0
+    path = Path(args.path)
+    if not path.is_file():
+        raise CliError(f"{args.path}: no such file")
+    progress = Progress(path.stat().st_size, not args.no_progress)
+
+    def body() -> Iterator[bytes]:
+        with open(path, "rb") as f:
+            while piece := f.read(PIECE):
+                progress.advance(len(piece))
+                yield piece
+
+    headers = {"Content-Type": "application/vnd.ipld.car", "Content-Length": str(path.stat().st_size)}
+    answer = client.request("POST", "/api/v2/car", content=body(), headers=headers).json()
+    progress.close()
+    for root in answer["roots"]:
+        print(root)
+    print(f"{answer['blocks']} blocks stored", file=sys.stderr)
+    return 0

@@ -32,6 +32,10 @@ class BadRequest(ApiError):
     status, code, default_message = 400, "ERR_BAD_REQUEST", "bad request"
 
 
+class CarInvalid(ApiError):
+    status, code, default_message = 400, "ERR_CAR_INVALID", "not a valid CAR v1 archive"
+
+
 class ManifestInvalid(ApiError):
     status, code, default_message = 400, "ERR_MANIFEST_INVALID", "app manifest is not trusted"
 

@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 
 from edgefiles.ans.registry import is_valid_name
 from edgefiles.node import cid as cids
+from edgefiles.node import exporter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .content import Target
+from . import car
+from .content import IMMUTABLE, REVALIDATE, Target
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import BadRequest, ManifestInvalid, MethodNotAllowed, NotFound
@@ -82,7 +84,19 @@ async def read(request: Request, ctx: AppContext, segments: list[str], trailing:
             raise MethodNotAllowed(f"{root_text!r} is neither a known name nor a valid CID") from None
     if root is None:
         raise NotFound(f"name {root_text!r} is not set")
+    if request.query_params.get("format") == "car":
+        return await _car_of(ctx, root, path, by_name)
     return await ctx.content.serve(request, Target(root, path, trailing, by_name))
+
+
+async def _car_of(ctx: AppContext, root: bytes, path: list[str], by_name: bool) -> Response:
+    """The DAG at `path` below `root` as a CAR whose root is that DAG's CID."""
+    if path:
+        try:
+            root = (await run_in_threadpool(ctx.core.reader.resolve, root, path)).cid
+        except (exporter.NotFound, exporter.NotUnixFS):
+            raise NotFound("no such file or directory") from None
+    return await car.export(ctx.core, root, {"Cache-Control": REVALIDATE if by_name else IMMUTABLE})
 
 
 async def put_name(request: Request, ctx: AppContext, name: str) -> Response:

@@ -1,0 +1,165 @@
+"""CAR v1: the codec on its own (property tests), then export and import through a real node
+and the `edgefiles car` commands."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+from conftest import gen
+from edgefiles.node import car, dagpb
+from edgefiles.node.cid import DAG_PB, RAW, codec_of, make_cid, normalize, to_str
+from edgefiles.node.cid import parse as parse_cid
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nodeproc import run_cli
+
+blocks = st.lists(st.binary(max_size=3000), max_size=12).map(
+    lambda datas: [(make_cid(RAW, d), d) for d in datas])
+
+
+def archive(roots: list[bytes], pairs: list[tuple[bytes, bytes]]) -> bytes:
+    return car.header(roots) + b"".join(part for cid, data in pairs for part in car.section(cid, data))
+
+
+def parse_all(data: bytes, cuts: list[int]) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+    parser, out, start = car.CarParser(), [], 0
+    for cut in sorted({*cuts, len(data)}):
+        out += parser.feed(data[start:cut])
+        start = cut
+    parser.finish()
+    return parser.roots, out
+
+
+@settings(max_examples=200)
+@given(blocks, st.lists(st.integers(0, 40_000), max_size=8), st.integers(0, 3))
+def test_archives_round_trip_however_they_arrive(pairs, cuts, root_count):
+    roots = [cid for cid, _ in pairs[:root_count]] or [make_cid(RAW, b"r")]
+    assert parse_all(archive(roots, pairs), cuts) == (roots, pairs)
+
+
+@settings(max_examples=200)
+@given(blocks.filter(bool), st.data())
+def test_a_cut_short_archive_is_refused(pairs, data):
+    """Cut anywhere but between sections (that is a shorter archive, and a valid one)."""
+    whole = archive([pairs[0][0]], pairs)
+    ends = [len(car.header([pairs[0][0]]))]
+    for cid, block in pairs:
+        ends.append(ends[-1] + len(b"".join(car.section(cid, block))))
+    cut = data.draw(st.integers(0, len(whole) - 1).filter(lambda n: n not in ends))
+    with pytest.raises(car.CarInvalid):
+        parse_all(whole[:cut], [])
+
+
+@settings(max_examples=200)
+@given(blocks.filter(lambda p: any(d for _, d in p)), st.data())
+def test_a_block_that_does_not_match_its_cid_is_refused(pairs, data):
+    whole = bytearray(archive([pairs[0][0]], pairs))
+    # a byte inside some block's data: the sections end with the data
+    index = data.draw(st.sampled_from([i for i, (_, d) in enumerate(pairs) if d]))
+    sections = sum(len(b"".join(car.section(c, d))) for c, d in pairs[: index + 1])
+    end = len(car.header([pairs[0][0]])) + sections
+    whole[end - 1 - data.draw(st.integers(0, len(pairs[index][1]) - 1))] ^= 0x01
+    with pytest.raises(car.CarInvalid):
+        parse_all(bytes(whole), [])
+
+
+@given(st.binary(max_size=200))
+def test_garbage_is_refused_cleanly(data):
+    try:
+        parse_all(data, [])
+    except car.CarInvalid:
+        pass
+
+
+def test_the_header_is_the_dag_cbor_every_implementation_writes():
+    root = parse_cid("bafybeihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")
+    body = car.header([root])[1:]
+    # {"roots": [CID], "version": 1}, keys in DAG-CBOR order, the CID as tag 42 over 0x00 + CID
+    assert body == b"\xa2eroots\x81\xd8\x2aX\x25\x00" + root + b"gversion\x01"
+    assert car.decode_header(body) == [root]
+
+
+def test_cidv0_blocks_are_read():
+    leaf = dagpb.encode([], b"\x08\x02\x18\x00")
+    v0 = normalize(make_cid(DAG_PB, leaf))[2:]  # the bare multihash
+    assert codec_of(v0) == DAG_PB and len(v0) == 34
+    assert parse_all(archive([v0], [(v0, leaf)]), [3]) == ([v0], [(v0, leaf)])
+
+
+# -- through a node -------------------------------------------------------------------------
+CAR = {"Content-Type": "application/vnd.ipld.car"}
+
+
+def walk(client, cid_text: str) -> list[str]:
+    """The blocks of a DAG depth first, as the node lists them block by block over its API."""
+    out, stack = [], [parse_cid(cid_text)]
+    while stack:
+        cid = stack.pop()
+        if to_str(cid) in out:
+            continue
+        out.append(to_str(cid))
+        if codec_of(cid) == DAG_PB:
+            block = client.get(f"/api/v2/files/{to_str(cid)}", params={"format": "car"}).content
+            _, pairs = parse_all(block, [])
+            stack.extend(reversed([link.cid for link in dagpb.decode(pairs[0][1]).links]))
+    return out
+
+
+def test_export_holds_every_block_once_depth_first_and_imports_into_another_node(node, fresh_node):
+    app = [("index.html", b"<h1>car</h1>"), ("js/app.js", gen("car js", 700_000)),
+           ("js/copy.js", gen("car js", 700_000)), ("empty.txt", b"")]  # copy.js: the same blocks
+    cid = node.upload(app).text
+    with node.client() as client:
+        r = client.get(f"/api/v2/files/{cid}", params={"format": "car"})
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/vnd.ipld.car; version=1"
+        roots, pairs = parse_all(r.content, [])
+        assert [c for c in roots] == [parse_cid(cid)]
+        order = [to_str(c) for c, _ in pairs]
+        assert order == walk(client, cid) and len(set(order)) == len(order)
+        sub = client.get(f"/api/v2/files/{cid}/js", params={"format": "car"})
+        assert parse_all(sub.content, [])[0] != roots  # a path's own DAG
+    other = fresh_node()
+    with other.client() as client:
+        answer = client.post("/api/v2/car", content=r.content, headers=CAR)
+        assert answer.status_code == 200 and answer.json() == {"roots": [cid], "blocks": len(pairs)}
+        for path, data in app:
+            assert client.get(f"/api/v2/files/{cid}/{path}").content == data
+        assert client.get("/api/v2/node/info").json()["pins"] == 1  # pinned like an upload
+
+
+def test_bad_archives_store_nothing(fresh_node):
+    n = fresh_node()
+    data = gen("a car to break", 600_000)
+    cid = n.upload([("f.bin", data)]).text
+    with n.client() as client:
+        whole = client.get(f"/api/v2/files/{cid}", params={"format": "car"}).content
+    fresh = fresh_node()
+    flipped = bytearray(whole)
+    flipped[-10] ^= 0x40
+    with fresh.client() as client:
+        for body in (bytes(flipped), whole[:-7], whole[:5], b"\xff" * 40, b""):
+            r = client.post("/api/v2/car", content=body, headers=CAR)
+            assert r.status_code == 400 and r.json()["code"] == "ERR_CAR_INVALID", r.text
+        as_text = client.post("/api/v2/car", content=whole, headers={"Content-Type": "text/plain"})
+        assert as_text.status_code == 415
+        info = client.get("/api/v2/node/info").json()
+        assert (info["blocks"], info["pins"]) == (0, 0)
+    assert httpx.post(f"{fresh.url}/api/v2/car", content=whole, headers=CAR).status_code == 401
+
+
+def test_car_commands_export_and_import(node, fresh_node, tmp_path):
+    cid = node.upload([("page.html", b"<p>by car</p>"), ("big.bin", os.urandom(2 << 20))]).text
+    out = tmp_path / "app.car"
+    done = run_cli("car", "export", cid, "-o", str(out), "--node", node.url)
+    assert done.returncode == 0, done.stderr
+    other = fresh_node()
+    done = run_cli("car", "import", str(out), "--node", other.url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [cid]
+    with other.client() as client:
+        assert client.get(f"/api/v2/files/{cid}/page.html").content == b"<p>by car</p>"
+    missing = run_cli("car", "import", str(tmp_path / "nope.car"), "--node", other.url)
+    assert missing.returncode != 0 and "no such file" in missing.stderr
