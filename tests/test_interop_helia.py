@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import gen
 from nodeproc import Node, wait_until
 
 INTEROP = Path(__file__).parent / "interop"
@@ -147,3 +148,28 @@ def test_a_helia_peer_that_is_not_allowed_gets_nothing(tmp_path, helia):
         wait_until(lambda: "refused peer" in node.output(), what="the node to log the refusal")
     finally:
         node.stop()
+
+
+def test_car_files_travel_between_helia_and_us(tmp_path, helia, fresh_node):
+    """Neither side can reach the other: what each reads came in the CAR. A CAR we export
+    imports into Helia, which then reads the file; a CAR Helia exports imports into our
+    node, which then serves the file."""
+    node = fresh_node()
+    ours = gen("a car for helia", (3 << 20) + 5)
+    with node.client() as client:
+        cid = client.post("/api/v2/files", files=[("f", ("ours.bin", ours))]).text
+        exported = client.get(f"/api/v2/files/{cid}", params={"format": "car"})
+        (tmp_path / "ours.car").write_bytes(exported.content)
+    assert helia.ask(op="carImport", path=str(tmp_path / "ours.car")) == {"roots": [cid]}
+    assert helia.cat(cid, tmp_path / "ours.out", timeout_ms=10000) == {"bytes": len(ours)}
+    assert (tmp_path / "ours.out").read_bytes() == ours
+
+    theirs = gen("a car from helia", (2 << 20) + 9)
+    (tmp_path / "theirs.bin").write_bytes(theirs)
+    their_cid = helia.add(tmp_path / "theirs.bin")
+    helia.ask(op="carExport", cid=their_cid, path=str(tmp_path / "theirs.car"))
+    with node.client() as client:
+        r = client.post("/api/v2/car", content=(tmp_path / "theirs.car").read_bytes(),
+                        headers={"Content-Type": "application/vnd.ipld.car"})
+        assert r.status_code == 200 and r.json()["roots"] == [their_cid]
+        assert client.get(f"/api/v2/files/{their_cid}").content == theirs

@@ -3,20 +3,26 @@
 // {"peer": <peer id>, "addrs": [<listen addresses with /p2p/>]}.
 //   {"op":"add","path":FILE}                        -> {"cid":...}  (Helia's default importer)
 //   {"op":"addDir","root":DIR,"profile":P?}         -> {"cid":...}  (a folder, as `addAll` imports it)
+//   {"op":"carExport","cid":CID,"path":FILE}        -> {"bytes":N}  (@helia/car's export)
+//   {"op":"carImport","path":FILE}                  -> {"roots":[...]}
 //   {"op":"dial","addr":MULTIADDR}                  -> {"ok":true}
 //   {"op":"cat","cid":CID,"path":FILE,"inner":P?,"timeout":MS?}
 //                                                   -> {"bytes":N}  (fetched over Bitswap)
 // Errors come back as {"error": "..."}.
+import { createReadStream } from 'node:fs'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
+import { car } from '@helia/car'
 import { unixfs } from '@helia/unixfs'
+import { CarReader } from '@ipld/car'
 import { identify } from '@libp2p/identify'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHelia } from 'helia'
+import { CID } from 'multiformats/cid'
 
 const helia = await createHelia({
   libp2p: {
@@ -43,6 +49,18 @@ async function run (cmd) {
       if (entry.path === 'root') root = entry.cid
     }
     return { cid: root.toString() }
+  }
+  if (cmd.op === 'carExport') {
+    const chunks = []
+    for await (const buf of car(helia).export(CID.parse(cmd.cid))) chunks.push(buf)
+    const data = Buffer.concat(chunks)
+    await writeFile(cmd.path, data)
+    return { bytes: data.length }
+  }
+  if (cmd.op === 'carImport') {
+    const reader = await CarReader.fromIterable(createReadStream(cmd.path))
+    await car(helia).import(reader)
+    return { roots: (await reader.getRoots()).map(String) }
   }
   if (cmd.op === 'dial') {
     await helia.libp2p.dial(multiaddr(cmd.addr))
