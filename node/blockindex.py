@@ -32,6 +32,17 @@ def locate(conn: sqlite3.Connection, cid: bytes) -> Place | None:
     return conn.execute("SELECT pack, offset, length FROM blocks WHERE cid = ?", (normalize(cid),)).fetchone()
 
 
+def locate_many(conn: sqlite3.Connection, cids: list[bytes]) -> dict[bytes, Place]:
+    """Where each of `cids` that is indexed lies (keyed as given), in a few queries."""
+    out: dict[bytes, Place] = {}
+    for i in range(0, len(cids), IN_CHUNK):
+        by_key = {normalize(c): c for c in cids[i : i + IN_CHUNK]}
+        sql = f"SELECT cid, pack, offset, length FROM blocks WHERE cid IN ({','.join('?' * len(by_key))})"
+        for cid, pack, offset, length in conn.execute(sql, list(by_key)):
+            out[by_key[cid]] = (pack, offset, length)
+    return out
+
+
 def present(conn: sqlite3.Connection, cids: list[bytes]) -> set[bytes]:
     """Which of `cids` are indexed (as given), in a few queries rather than one per CID."""
     out: set[bytes] = set()

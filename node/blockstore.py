@@ -171,12 +171,25 @@ class BlockStore:
             if where is None:
                 return None
             try:
-                data = self._packs.read(where)
-                break
+                return self._read_verified(cid, where, for_peer)
             except FileNotFoundError:  # compaction moved the block between lookup and read
                 continue
-        else:
-            return None
+        return None
+
+    def get_many(self, cids: list[bytes]) -> list[bytes | None]:
+        """`get` of several blocks, with one index query for all of them."""
+        places = blockindex.locate_many(self._readers.get(), cids)
+        out: list[bytes | None] = []
+        for cid in cids:
+            where = places.get(cid)
+            try:
+                out.append(None if where is None else self._read_verified(cid, where, False))
+            except FileNotFoundError:
+                out.append(self.get(cid))
+        return out
+
+    def _read_verified(self, cid: bytes, where: Place, for_peer: bool) -> bytes:
+        data = self._packs.read(where)
         key = normalize(cid)
         if len(data) != where[2] or not ((for_peer and key in self._verified) or verify_block(cid, data)):
             raise CorruptBlock(cid)

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +33,7 @@ PROGRESS_FRESH = 0.25  # seconds a survey of an incomplete DAG answers status re
 SAVE_RECENCY_EVERY = 60.0  # seconds: a crash loses at most this much of the GC's read order
 CACHED_ROOTS = 10_000
 SMALL_IMPORT = 1 << 20  # imported on the event loop: cheaper than a hop to a thread
+READ_THREADS = 2  # blocks read and verified ahead of a whole-DAG walk (hashing releases the GIL)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,11 @@ class BlockSource(Protocol):
         """Blocking (worker threads only): the block, or None when nobody has it in time."""
         ...
 
+    def get_blocks(self, cids: list[bytes]) -> list[bytes]:
+        """`get_block` of several, with one index lookup for those stored here."""
+        return [data if data is not None else self.get_block(cid)
+                for cid, data in zip(cids, self.store.get_many(cids), strict=True)]
+
     def prefetch(self, cids: list[bytes]) -> None:
         """From any thread: blocks a reader will need next, asked for now."""
         ...
@@ -76,6 +83,11 @@ class NoPeers:
     def fetch_block(self, cid: bytes) -> bytes | None:
         return None
 
+    def get_blocks(self, cids: list[bytes]) -> list[bytes]:
+        """`get_block` of several, with one index lookup for those stored here."""
+        return [data if data is not None else self.get_block(cid)
+                for cid, data in zip(cids, self.store.get_many(cids), strict=True)]
+
     def prefetch(self, cids: list[bytes]) -> None:
         return None
 
@@ -89,7 +101,8 @@ class Core:
         self.db = db
         self.store = store
         self._blocks = blocks
-        self.reader = exporter.DagReader(self.get_block, self.prefetch)
+        self.reader = exporter.DagReader(self.get_block, self.prefetch, self.get_blocks)
+        self.read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")  # walks' read-ahead
         self._committer = GroupCommitter(store, db)
         self._cache_lock = threading.Lock()
         self._complete: set[bytes] = set()
@@ -106,6 +119,7 @@ class Core:
         return cls(settings, key, db, store, blocks or NoPeers())
 
     async def close(self) -> None:
+        self.read_pool.shutdown(wait=True, cancel_futures=True)
         self.store.close()
         await self.db.close()
 
@@ -117,6 +131,11 @@ class Core:
         if data is None:
             raise exporter.NotFound("block not stored on this node")
         return data
+
+    def get_blocks(self, cids: list[bytes]) -> list[bytes]:
+        """`get_block` of several, with one index lookup for those stored here."""
+        return [data if data is not None else self.get_block(cid)
+                for cid, data in zip(cids, self.store.get_many(cids), strict=True)]
 
     def prefetch(self, cids: list[bytes]) -> None:
         """Blocks a reader is about to read: those not stored here are asked of peers now."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from . import dagpb, hamt, unixfs
@@ -20,6 +21,8 @@ GetBlock = Callable[[bytes], bytes]
 
 CACHE_ENTRIES = 4096
 CACHE_MAX_BLOCK = 64 * 1024  # directories and inner file nodes; never leaves full of content
+READ_AHEAD = 16  # leaves read ahead of a DAG walk that has a thread pool
+READ_GROUP = 4  # of them read by one task
 
 
 class NotFound(Exception):
@@ -77,9 +80,11 @@ class _Lru:
 
 
 class DagReader:
-    def __init__(self, get_block: GetBlock, prefetch: Callable[[list[bytes]], None] | None = None):
+    def __init__(self, get_block: GetBlock, prefetch: Callable[[list[bytes]], None] | None = None,
+                 get_blocks: Callable[[list[bytes]], list[bytes]] | None = None):
         self.get_block = get_block
         self.prefetch = prefetch  # told which blocks a read will need next (read-ahead)
+        self.get_blocks = get_blocks or (lambda cids: [get_block(cid) for cid in cids])
         self._nodes = _Lru(CACHE_ENTRIES)
         self._dir_sizes = _Lru(CACHE_ENTRIES)
 
@@ -201,29 +206,60 @@ class DagReader:
             sub = self.load(cid)
             yield from self.read_range(sub, max(0, start - at), min(sub.size, end - at))
 
-    def blocks(self, root: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def blocks(self, root: bytes, pool: Executor | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Every block of the DAG under `root` once, depth first with links in order (the
         order of a CAR): (the CID as it is linked, its verified bytes). The children of each
-        node are named to `prefetch` before they are read."""
+        node are named to `prefetch` before they are read. With `pool`, the next leaves are
+        read (and verified) on its threads while the caller sends the ones before."""
         seen: set[bytes] = set()
+        reading: dict[bytes, tuple[Future, int]] = {}  # leaf -> (its group's read, its place in it)
         stack = [root]
-        while stack:
-            cid = stack.pop()
-            key = normalize(cid)
-            if key in seen:
+        try:
+            while stack:
+                cid = stack.pop()
+                key = normalize(cid)
+                ahead = reading.pop(cid, None)
+                if key in seen:
+                    continue
+                seen.add(key)
+                block = ahead[0].result()[ahead[1]] if ahead is not None else self.get_block(cid)
+                yield cid, block
+                if codec_of(cid) == DAG_PB:
+                    try:
+                        links = [link.cid for link in dagpb.decode(block).links]
+                    except DecodeError:
+                        raise NotUnixFS(f"block {cid.hex()} is not valid dag-pb") from None
+                    if self.prefetch is not None and len(links) > 1:
+                        self.prefetch(links)
+                    stack.extend(reversed(links))
+                if pool is not None and len(reading) < READ_AHEAD:
+                    self._read_ahead(stack, reading, pool)
+        finally:
+            for group, _ in reading.values():
+                group.cancel()
+
+    def _read_ahead(self, stack: list[bytes], reading: dict[bytes, tuple[Future, int]],
+                    pool: Executor) -> None:
+        """Start reading the leaves next to come off the stack, a few per task: one index
+        query and one hand-off per group, not per block."""
+        group: list[bytes] = []
+        for cid in reversed(stack[-2 * READ_AHEAD :]):
+            if codec_of(cid) != RAW:
+                break
+            if cid in reading or cid in group:
                 continue
-            seen.add(key)
-            block = self.get_block(cid)
-            yield cid, block
-            if codec_of(cid) != DAG_PB:
-                continue
-            try:
-                links = [link.cid for link in dagpb.decode(block).links]
-            except DecodeError:
-                raise NotUnixFS(f"block {cid.hex()} is not valid dag-pb") from None
-            if self.prefetch is not None and len(links) > 1:
-                self.prefetch(links)
-            stack.extend(reversed(links))
+            group.append(cid)
+            if len(group) == READ_GROUP:
+                self._submit_group(group, reading, pool)
+                group = []
+        if group:
+            self._submit_group(group, reading, pool)
+
+    def _submit_group(self, group: list[bytes], reading: dict[bytes, tuple[Future, int]],
+                      pool: Executor) -> None:
+        task = pool.submit(self.get_blocks, group)
+        for index, cid in enumerate(group):
+            reading[cid] = (task, index)
 
     def _child_sizes(self, node: Node) -> list[int]:
         """File bytes below each link, as the node records them; a node that does not record

@@ -4,7 +4,7 @@ from urllib.parse import quote
 
 import pytest
 from edgefiles.node import dagpb, exporter, hamt, unixfs
-from edgefiles.node.cid import DAG_PB, RAW, make_cid
+from edgefiles.node.cid import DAG_PB, RAW, codec_of, make_cid
 from edgefiles.node.dagpb import Link
 from edgefiles.node.importer import FileBuilder, TreeBuilder, build_directory, import_bytes
 from edgefiles.node.profiles import ACTYX, KUBO_V1, UNIXFS_V1_2025, Profile
@@ -237,3 +237,39 @@ def test_hamt_switch_exactly_at_the_threshold(profile, sharded):
         root = build_directory(profile, _directory_measuring(profile, target), blocks.__setitem__)
         kind = unixfs.decode(dagpb.decode(blocks[root.cid]).data).type
         assert kind == (unixfs.HAMT_SHARD if expect else unixfs.DIRECTORY), (profile.name, target)
+
+
+def _depth_first(blocks: dict[bytes, bytes], root: bytes) -> list[bytes]:
+    """The reference order of a CAR: preorder, links in order, each block at its first place."""
+    order: list[bytes] = []
+
+    def visit(cid: bytes) -> None:
+        if cid in order:
+            return
+        order.append(cid)
+        if codec_of(cid) == DAG_PB:
+            for link in dagpb.decode(blocks[cid]).links:
+                visit(link.cid)
+
+    visit(root)
+    return order
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=700), min_size=1, max_size=6), st.data())
+def test_a_dag_walk_gives_every_block_once_depth_first_with_or_without_read_ahead(contents, data):
+    from concurrent.futures import ThreadPoolExecutor
+
+    small = Profile("small", 64, 3, True, None)
+    blocks: dict[bytes, bytes] = {}
+    tree = TreeBuilder(small, blocks.__setitem__)
+    for i, content in enumerate(contents):  # repeated contents share blocks: each comes once
+        tree.add_file([f"d{i % 2}", f"f{i}"], import_bytes(small, content, blocks.__setitem__))
+        if data.draw(st.booleans()):
+            tree.add_file([f"copy{i}"], import_bytes(small, content, blocks.__setitem__))
+    root = tree.finish().cid
+    reader = exporter.DagReader(blocks.__getitem__)
+    expected = [(cid, blocks[cid]) for cid in _depth_first(blocks, root)]
+    assert list(reader.blocks(root)) == expected
+    with ThreadPoolExecutor(2) as pool:
+        assert list(reader.blocks(root, pool)) == expected

@@ -26,13 +26,13 @@ from .errors import CarInvalid, InsufficientStorage, NotFound, PayloadTooLarge, 
 from .upload import HANDOFF_BYTES, parse_header_params
 
 CAR_TYPE = "application/vnd.ipld.car"
-CHUNK = 1 << 20  # sections are sent in writes of about this size
+CHUNK = 4 << 20  # sections are sent in writes of about this size
 Block = tuple[bytes, bytes]
 
 
 async def export(core: Core, root: bytes, headers: dict[str, str]) -> Response:
     """The DAG under `root` as a CAR (roots = [root]); 404 when its root block is nowhere."""
-    blocks = core.reader.blocks(root)
+    blocks = core.reader.blocks(root, core.read_pool)
     try:  # the first block on a worker thread, so a missing DAG is a 404, not a cut stream
         first = await run_in_threadpool(next, blocks)
     except exporter.NotFound:
