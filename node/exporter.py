@@ -206,17 +206,48 @@ class DagReader:
             sub = self.load(cid)
             yield from self.read_range(sub, max(0, start - at), min(sub.size, end - at))
 
-    def blocks(self, root: bytes, pool: Executor | None = None) -> Iterator[tuple[bytes, bytes]]:
-        """Every block of the DAG under `root` once, depth first with links in order (the
+    def path_blocks(self, root: bytes, segments: list[str]) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        """The blocks it takes to verify each step of a path below `root` (directories and
+        the HAMT shards on the way), and the CID the path ends at."""
+        steps: list[tuple[bytes, bytes]] = []
+
+        def load(cid: bytes) -> bytes:
+            block = self.get_block(cid)
+            steps.append((cid, block))
+            return block
+
+        cid = root
+        for segment in segments:
+            pb, meta = _decode(load(cid))
+            if meta.type == unixfs.HAMT_SHARD:
+                link = hamt.find(pb, segment, lambda shard: dagpb.decode(load(shard)))
+            elif meta.type == unixfs.DIRECTORY:
+                link = next((lk for lk in pb.links if lk.name == segment), None)
+            else:
+                link = None
+            if link is None:
+                raise NotFound(segment)
+            cid = link.cid
+        return steps, cid
+
+    def blocks(self, root: bytes, pool: Executor | None = None, scope: str = "all",
+               byte_range: tuple[int, int] | None = None,
+               seen: set[bytes] | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Blocks of the DAG under `root`, each once, depth first with links in order (the
         order of a CAR): (the CID as it is linked, its verified bytes). The children of each
-        node are named to `prefetch` before they are read. With `pool`, the next leaves are
-        read (and verified) on its threads while the caller sends the ones before."""
-        seen: set[bytes] = set()
+        node are named to `prefetch` before they are read; with `pool`, the next leaves are
+        read (and verified) on its threads while the caller sends the ones before.
+
+        `scope` (a trustless gateway's `dag-scope`): "all" the whole DAG; "block" the root
+        block alone; "entity" what it takes to read a whole file or list a directory (its
+        HAMT shards, not its entries). `byte_range` [start, end) of a file: only the blocks
+        that hold those bytes. `seen`: blocks already given (by an earlier walk) and skipped."""
+        seen = set() if seen is None else seen
         reading: dict[bytes, tuple[Future, int]] = {}  # leaf -> (its group's read, its place in it)
-        stack = [root]
+        stack: list[tuple[bytes, int]] = [(root, 0)]  # (CID, offset of its bytes in the file)
         try:
             while stack:
-                cid = stack.pop()
+                cid, offset = stack.pop()
                 key = normalize(cid)
                 ahead = reading.pop(cid, None)
                 if key in seen:
@@ -224,26 +255,42 @@ class DagReader:
                 seen.add(key)
                 block = ahead[0].result()[ahead[1]] if ahead is not None else self.get_block(cid)
                 yield cid, block
-                if codec_of(cid) == DAG_PB:
-                    try:
-                        links = [link.cid for link in dagpb.decode(block).links]
-                    except DecodeError:
-                        raise NotUnixFS(f"block {cid.hex()} is not valid dag-pb") from None
-                    if self.prefetch is not None and len(links) > 1:
-                        self.prefetch(links)
-                    stack.extend(reversed(links))
+                if scope != "block" and codec_of(cid) == DAG_PB:
+                    children = self._below(cid, block, offset, scope, byte_range)
+                    if self.prefetch is not None and len(children) > 1:
+                        self.prefetch([c for c, _ in children])
+                    stack.extend(reversed(children))
                 if pool is not None and len(reading) < READ_AHEAD:
-                    self._read_ahead(stack, reading, pool)
+                    self._read_ahead([c for c, _ in stack[-2 * READ_AHEAD :]], reading, pool)
         finally:
             for group, _ in reading.values():
                 group.cancel()
 
-    def _read_ahead(self, stack: list[bytes], reading: dict[bytes, tuple[Future, int]],
+    def _below(self, cid: bytes, block: bytes, offset: int, scope: str,
+               byte_range: tuple[int, int] | None) -> list[tuple[bytes, int]]:
+        """The links of a dag-pb block a walk of `scope` follows, with their file offsets."""
+        try:
+            pb = dagpb.decode(block)
+            meta = unixfs.decode(pb.data) if pb.data is not None and scope == "entity" else None
+        except DecodeError:
+            raise NotUnixFS(f"block {cid.hex()} is not valid dag-pb") from None
+        if scope == "all":
+            return [(link.cid, 0) for link in pb.links]
+        if meta is None or meta.type in (unixfs.DIRECTORY, unixfs.METADATA, unixfs.SYMLINK):
+            return []
+        if meta.type == unixfs.HAMT_SHARD:  # its sub-shards; its entries are other entities
+            return [(link.cid, 0) for link in pb.links if len(link.name) == 2]
+        start, end = byte_range if byte_range is not None else (0, 1 << 62)
+        inline = len(meta.data or b"")
+        sizes = self._child_sizes(Node(cid, unixfs.FILE, 0, pb, meta))
+        return _links_in_range(pb.links, sizes, offset + inline, start, end)
+
+    def _read_ahead(self, upcoming: list[bytes], reading: dict[bytes, tuple[Future, int]],
                     pool: Executor) -> None:
-        """Start reading the leaves next to come off the stack, a few per task: one index
-        query and one hand-off per group, not per block."""
+        """Start reading the leaves next to come off the stack (its top is last), a few per
+        task: one index query and one hand-off per group, not per block."""
         group: list[bytes] = []
-        for cid in reversed(stack[-2 * READ_AHEAD :]):
+        for cid in reversed(upcoming):
             if codec_of(cid) != RAW:
                 break
             if cid in reading or cid in group:

@@ -173,3 +173,20 @@ def test_car_files_travel_between_helia_and_us(tmp_path, helia, fresh_node):
                         headers={"Content-Type": "application/vnd.ipld.car"})
         assert r.status_code == 200 and r.json()["roots"] == [their_cid]
         assert client.get(f"/api/v2/files/{their_cid}").content == theirs
+
+
+def test_helias_gateway_client_reads_through_our_trustless_gateway(tmp_path, helia, node):
+    """Helia with nothing but a trustless-gateway block broker pointed at our node (and our
+    token) reads a file and a page of an app, verifying every raw block itself; @ipld/car
+    parses our CAR responses and every block hashes to its CID."""
+    big = gen("through the gateway", (2 << 20) + 3)
+    cid = node.upload([("index.html", b"<h1>via gateway</h1>"), ("big.bin", big)]).text
+    ask = {"gateway": node.url, "token": node.token()}
+    got = helia.ask(op="gatewayCat", cid=cid, inner="big.bin", path=str(tmp_path / "big"), **ask)
+    assert got == {"bytes": len(big)} and (tmp_path / "big").read_bytes() == big
+    helia.ask(op="gatewayCat", cid=cid, inner="index.html", path=str(tmp_path / "page"), **ask)
+    assert (tmp_path / "page").read_bytes() == b"<h1>via gateway</h1>"
+    for query, count in (("format=car", 12), ("format=car&dag-scope=entity", 1),
+                         ("format=car&dag-scope=block", 1)):
+        got = helia.ask(op="carVerify", url=f"{node.url}/ipfs/{cid}?{query}", token=node.token())
+        assert got["roots"] == [cid] and got["blocks"][0] == cid and len(got["blocks"]) == count, (query, got)

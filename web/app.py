@@ -11,7 +11,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import car, files_api
+from . import car, files_api, gateway
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, MethodNotAllowed, NotFound
@@ -101,6 +101,7 @@ def create_app(ctx: AppContext) -> ASGIApp:
         Route("/api/v2/files/{tail:path}", files_api.files, methods=FILE_METHODS),
         Route("/api/v2/names", files_api.names, methods=["GET"]),
         Route("/api/v2/car", car.receive, methods=["POST"]),
+        Route("/ipfs/{tail:path}", gateway.ipfs, methods=["GET", "HEAD"]),
         Route("/api/v2/node/id", files_api.node_id, methods=["GET"]),
         Route("/api/v2/node/info", files_api.node_info, methods=["GET"]),
         Route("/health", health, methods=["GET"]),

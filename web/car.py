@@ -14,7 +14,7 @@ from itertools import chain
 
 from edgefiles.node import car, exporter
 from edgefiles.node.blockstore import CorruptBlock, QueuedWrites, StorageFull
-from edgefiles.node.cid import to_str
+from edgefiles.node.cid import normalize, to_str
 from edgefiles.node.core import Core
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -32,23 +32,31 @@ Block = tuple[bytes, bytes]
 
 async def export(core: Core, root: bytes, headers: dict[str, str]) -> Response:
     """The DAG under `root` as a CAR (roots = [root]); 404 when its root block is nowhere."""
-    blocks = core.reader.blocks(root, core.read_pool)
-    try:  # the first block on a worker thread, so a missing DAG is a 404, not a cut stream
-        first = await run_in_threadpool(next, blocks)
+    headers = {**headers, "Content-Type": f"{CAR_TYPE}; version=1",
+               "Content-Disposition": f'attachment; filename="{to_str(root)}.car"'}
+    return await stream([root], [], core.reader.blocks(root, core.read_pool), set(), headers)
+
+
+async def stream(roots: list[bytes], steps: list[Block], walk: Iterator[Block], seen: set[bytes],
+                 headers: dict[str, str]) -> Response:
+    """A CAR of `steps` (blocks read already: a path's) and then of the blocks `walk` gives,
+    which skips those in `seen`. Its first block is read before the answer starts, so that a
+    DAG that is nowhere is a 404, not a cut stream."""
+    seen.update(normalize(cid) for cid, _ in steps)
+    try:
+        first = await run_in_threadpool(next, walk, None)
     except exporter.NotFound:
         raise NotFound("block not stored on this node") from None
     except CorruptBlock:
-        raise NotFound("the DAG's root block fails its hash check here") from None
-    return StreamingResponse(_chunks(root, first, blocks), headers={
-        **CORS_HEADERS, **headers, "Content-Type": f"{CAR_TYPE}; version=1",
-        "Content-Disposition": f'attachment; filename="{to_str(root)}.car"',
-    })
+        raise NotFound("a block of this DAG fails its hash check here") from None
+    blocks = chain(steps, [first] if first is not None else [], walk)
+    return StreamingResponse(_chunks(roots, blocks), headers={**CORS_HEADERS, **headers})
 
 
-def _chunks(root: bytes, first: Block, rest: Iterator[Block]) -> Iterator[bytes]:
+def _chunks(roots: list[bytes], blocks: Iterator[Block]) -> Iterator[bytes]:
     """Worker threads (Starlette iterates this in its pool): the header and sections."""
-    parts, size = [car.header([root])], 0
-    for cid, data in chain([first], rest):
+    parts, size = [car.header(roots)], 0
+    for cid, data in blocks:
         parts += car.section(cid, data)
         size += len(data)
         if size >= CHUNK:

@@ -5,6 +5,11 @@
 //   {"op":"addDir","root":DIR,"profile":P?}         -> {"cid":...}  (a folder, as `addAll` imports it)
 //   {"op":"carExport","cid":CID,"path":FILE}        -> {"bytes":N}  (@helia/car's export)
 //   {"op":"carImport","path":FILE}                  -> {"roots":[...]}
+//   {"op":"gatewayCat","gateway":URL,"token":T,"cid":CID,"path":FILE,"inner":P?}
+//                                                   -> {"bytes":N}  (blocks fetched from a trustless
+//                                                      gateway by Helia's own gateway client)
+//   {"op":"carVerify","url":URL,"token":T}          -> {"roots":[...],"blocks":[...]}  (a CAR response,
+//                                                      parsed by @ipld/car, every block hashed)
 //   {"op":"dial","addr":MULTIADDR}                  -> {"ok":true}
 //   {"op":"cat","cid":CID,"path":FILE,"inner":P?,"timeout":MS?}
 //                                                   -> {"bytes":N}  (fetched over Bitswap)
@@ -16,13 +21,17 @@ import { createInterface } from 'node:readline'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { car } from '@helia/car'
+import { fallbackRouter } from '@helia/fallback-router'
+import { trustlessGatewayBlockBroker } from '@helia/trustless-gateway-client'
 import { unixfs } from '@helia/unixfs'
-import { CarReader } from '@ipld/car'
+import { CarBlockIterator, CarReader } from '@ipld/car'
+import * as dagPb from '@ipld/dag-pb'
 import { identify } from '@libp2p/identify'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createHelia } from 'helia'
+import { createHelia, createHeliaLight } from 'helia'
 import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
 
 const helia = await createHelia({
   libp2p: {
@@ -62,6 +71,46 @@ async function run (cmd) {
     await car(helia).import(reader)
     return { roots: (await reader.getRoots()).map(String) }
   }
+  if (cmd.op === 'gatewayCat') {
+    // a file (raw leaves) read block by block through the gateway client, which checks each
+    // block against its CID: the path's directories, then the file's nodes in order
+    const client = await gatewayClient(cmd.gateway, cmd.token)
+    const get = async (cid) => {
+      const parts = []  // blockstores hand a block over in pieces
+      for await (const part of client.blockstore.get(cid, { signal: AbortSignal.timeout(60000) })) parts.push(part)
+      return Buffer.concat(parts)
+    }
+    let cid = CID.parse(cmd.cid)
+    for (const name of (cmd.inner ?? '').split('/').filter(Boolean)) {
+      const link = dagPb.decode(await get(cid)).Links.find(link => link.Name === name)
+      if (link == null) throw new Error(`no ${name} below ${cid}`)
+      cid = link.Hash
+    }
+    const chunks = []
+    const stack = [cid]
+    while (stack.length > 0) {
+      const next = stack.pop()
+      const bytes = await get(next)
+      if (next.code === dagPb.code) stack.push(...dagPb.decode(bytes).Links.map(link => link.Hash).reverse())
+      else chunks.push(bytes)
+    }
+    await writeFile(cmd.path, Buffer.concat(chunks))
+    return { bytes: Buffer.concat(chunks).length }
+  }
+  if (cmd.op === 'carVerify') {
+    const response = await fetch(cmd.url, { headers: { Authorization: `Bearer ${cmd.token}` } })
+    if (!response.ok) throw new Error(`HTTP ${response.status}`)
+    const blocks = await CarBlockIterator.fromIterable(response.body)
+    const cids = []
+    for await (const { cid, bytes } of blocks) {
+      const digest = await sha256.digest(bytes)
+      if (cid.multihash.code !== sha256.code || !equalBytes(digest.digest, cid.multihash.digest)) {
+        throw new Error(`block ${cid} does not match its CID`)
+      }
+      cids.push(cid.toString())
+    }
+    return { roots: (await blocks.getRoots()).map(String), blocks: cids }
+  }
   if (cmd.op === 'dial') {
     await helia.libp2p.dial(multiaddr(cmd.addr))
     return { ok: true }
@@ -76,6 +125,31 @@ async function run (cmd) {
     return { bytes: data.length }
   }
   throw new Error(`unknown op ${cmd.op}`)
+}
+
+const gatewayClients = new Map()
+
+// a Helia that fetches blocks only from one trustless gateway, with our bearer token
+async function gatewayClient (url, token) {
+  if (!gatewayClients.has(url)) {
+    const client = await createHeliaLight({
+      blockBrokers: [trustlessGatewayBlockBroker({
+        allowInsecure: true,
+        allowLocal: true,
+        transformRequestInit: (init) => ({ ...init, headers: { ...init.headers, Authorization: `Bearer ${token}` } })
+      })],
+      // Helia's routing waits forever when no router but a fallback one is configured, so an
+      // ordinary router that knows nobody goes first
+      routers: [{ name: 'nobody', async * findProviders () {} }, fallbackRouter({ gateways: [url] })]
+    })
+    await client.start()
+    gatewayClients.set(url, client)
+  }
+  return gatewayClients.get(url)
+}
+
+function equalBytes (a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i])
 }
 
 // every file and folder under `dir` as importer entries below one top folder named 'root'

@@ -1,0 +1,110 @@
+"""The trustless gateway (`/ipfs/<cid>[/<path>]`) of a real node: raw blocks, CARs of each
+dag-scope, paths, entity-bytes, probes and refusals. Checked here with our own CAR parser;
+tests/test_interop_helia.py checks it with Helia's gateway client and @ipld/car."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import pytest
+from conftest import gen
+from edgefiles.node import car, dagpb
+from edgefiles.node.cid import DAG_PB, codec_of, to_str
+from edgefiles.node.cid import parse as parse_cid
+
+RAW = {"Accept": "application/vnd.ipld.raw"}
+APP = [("index.html", b"<h1>gateway</h1>"), ("assets/big.bin", gen("gateway big", 1_000_000)),
+       ("assets/small.txt", b"small")]
+
+
+@pytest.fixture(scope="module")
+def site(node):
+    return node.upload(APP).text
+
+
+def car_of(client: httpx.Client, path: str, **params: str) -> tuple[list[str], list[str], dict[str, bytes]]:
+    r = client.get(path, params={"format": "car", **params})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/vnd.ipld.car; version=1; order=dfs; dups=n"
+    assert r.headers["content-disposition"].startswith("attachment")
+    parser = car.CarParser()
+    pairs = list(parser.feed(r.content))
+    parser.finish()
+    names = [to_str(cid) for cid, _ in pairs]
+    assert len(set(names)) == len(names)  # dups=n
+    return [to_str(r) for r in parser.roots], names, {to_str(c): d for c, d in pairs}
+
+
+def links(block: bytes) -> list[str]:
+    return [to_str(link.cid) for link in dagpb.decode(block).links]
+
+
+def test_a_raw_block_is_its_bytes(node, site):
+    with node.client() as client:
+        for ask in ({"params": {"format": "raw"}}, {"headers": RAW}):
+            r = client.get(f"/ipfs/{site}", **ask)
+            assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.ipld.raw"
+            assert hashlib.sha256(r.content).digest() == parse_cid(site)[-32:]
+            assert r.headers["etag"] == f'"{site}.raw"' and r.headers["x-content-type-options"] == "nosniff"
+            assert r.headers["content-disposition"] == f'attachment; filename="{site}.bin"'
+        head = client.head(f"/ipfs/{site}", params={"format": "raw"})
+        assert head.status_code == 200 and head.content == b""
+
+
+def test_car_scopes_hold_exactly_their_blocks(node, site):
+    with node.client() as client:
+        roots, all_blocks, blocks = car_of(client, f"/ipfs/{site}")
+        assert roots == [site] and all_blocks[0] == site
+        expected, stack = [], [site]  # the whole DAG, depth first
+        while stack:
+            cid = stack.pop()
+            if cid not in expected:
+                expected.append(cid)
+                if codec_of(parse_cid(cid)) == DAG_PB:
+                    stack.extend(reversed(links(blocks[cid])))
+        assert all_blocks == expected
+        assert car_of(client, f"/ipfs/{site}", **{"dag-scope": "block"})[1] == [site]
+        assert car_of(client, f"/ipfs/{site}", **{"dag-scope": "entity"})[1] == [site]  # a directory: itself
+
+        _, path_blocks, found = car_of(client, f"/ipfs/{site}/assets/big.bin", **{"dag-scope": "entity"})
+        assets = [link.cid for link in dagpb.decode(blocks[site]).links if link.name == "assets"][0]
+        big = [to_str(lk.cid) for lk in dagpb.decode(blocks[to_str(assets)]).links if lk.name == "big.bin"][0]
+        assert path_blocks[:3] == [site, to_str(assets), big]  # the path, then the file
+        assert set(path_blocks[3:]) == set(links(found[big]))
+        assert b"".join(found[c] for c in links(found[big])) == APP[1][1]
+
+
+def test_entity_bytes_sends_only_the_blocks_of_the_range(node, site):
+    with node.client() as client:
+        path = f"/ipfs/{site}/assets/big.bin"
+        _, whole, found = car_of(client, path, **{"dag-scope": "entity"})
+        leaves = links(found[whole[2]])  # 1,000,000 bytes: four leaves of 256 KiB
+        assert len(leaves) == 4
+        assert car_of(client, path, **{"entity-bytes": "0:999"})[1][3:] == leaves[:1]
+        assert car_of(client, path, **{"entity-bytes": "262144:524288"})[1][3:] == leaves[1:3]
+        assert car_of(client, path, **{"entity-bytes": "-1000:*"})[1][3:] == leaves[3:]
+        assert car_of(client, path, **{"entity-bytes": "0:*"})[1] == whole
+        assert client.get(path, params={"format": "car", "entity-bytes": "2000000:*"}).status_code == 400
+
+
+def test_the_probe_and_what_is_refused(node, site, fresh_node):
+    with node.client() as client:
+        assert client.get("/ipfs/bafkqaaa", params={"format": "raw"}).content == b""
+        probe = client.get("/ipfs/bafkqaaa", params={"format": "car"})
+        assert probe.status_code == 200 and car.decode_header(probe.content[1:]) == [parse_cid("bafkqaaa")]
+        refused = [
+            (f"/ipfs/{site}", {}), (f"/ipfs/{site}", {"format": "tar"}),
+            ("/ipfs/not-a-cid", {"format": "raw"}), (f"/ipfs/{site}/index.html", {"format": "raw"}),
+            (f"/ipfs/{site}", {"format": "car", "dag-scope": "most"}),
+            (f"/ipfs/{site}/%2e%2e/x", {"format": "car"}), ("/ipfs/", {"format": "raw"}),
+        ]
+        for path, params in refused:
+            assert client.get(path, params=params).status_code == 400, (path, params)
+        assert client.get(f"/ipfs/{site}/nope", params={"format": "car"}).status_code == 404
+    assert httpx.get(f"{node.url}/ipfs/{site}", params={"format": "raw"}).status_code == 401
+    empty = fresh_node()
+    with empty.client() as client:
+        assert client.get(f"/ipfs/{site}", params={"format": "raw"}).status_code == 404
+        cached = {"Cache-Control": "only-if-cached"}
+        assert client.get(f"/ipfs/{site}", params={"format": "car"}, headers=cached).status_code == 412

@@ -1,0 +1,159 @@
+"""The IPFS trustless gateway (`/ipfs/<cid>[/<path>]`): raw blocks and CARs that a client
+verifies itself, so that verified-fetch clients and other IPFS tools can use a node as a
+gateway. Like the Files API it needs a token.
+"""
+
+from __future__ import annotations
+
+from edgefiles.node import car as car_format
+from edgefiles.node import cid as cids
+from edgefiles.node import exporter
+from edgefiles.node.blockstore import CorruptBlock
+from edgefiles.node.cid import digest_of, to_str
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import car
+from .context import AppContext
+from .cors import CORS_HEADERS
+from .errors import ApiError, BadRequest, NotFound
+from .paths import raw_path, url_segments
+
+PREFIX = "/ipfs/"
+RAW_TYPE = "application/vnd.ipld.raw"
+CAR_RESPONSE_TYPE = f"{car.CAR_TYPE}; version=1; order=dfs; dups=n"
+IMMUTABLE = "public, max-age=29030400, immutable"
+IDENTITY = 0x00
+SCOPES = ("all", "entity", "block")
+EntityBytes = tuple[int, int | None]  # entity-bytes from:to as given (to None: '*')
+
+
+class NotCached(ApiError):
+    status, code, default_message = 412, "ERR_NOT_CACHED", "the block is not stored on this node"
+
+
+async def ipfs(request: Request) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    ctx.tokens.require(request)
+    segments = url_segments(raw_path(request)[len(PREFIX) :].rstrip("/"))
+    if not segments:
+        raise BadRequest("a CID is needed after /ipfs/")
+    try:
+        root = cids.parse(segments[0])
+    except cids.InvalidCid:
+        raise BadRequest(f"{segments[0]!r} is not a valid CID") from None
+    wanted = response_format(request)
+    headers = {**CORS_HEADERS, "X-Content-Type-Options": "nosniff", "Cache-Control": IMMUTABLE}
+    cached_only = "only-if-cached" in request.headers.get("cache-control", "")
+    if wanted == "raw":
+        if len(segments) > 1:
+            raise BadRequest("a raw block is asked for by CID alone: /ipfs/<cid>?format=raw")
+        return await _raw(ctx, request, root, cached_only, headers)
+    scope, byte_range = _car_options(request)
+    return await _car(ctx, request, root, segments[1:], scope, byte_range, cached_only, headers)
+
+
+def response_format(request: Request) -> str:
+    """"raw" or "car", from `format` (which wins) or `Accept`; 400 for anything else, as a
+    gateway that never deserializes answers."""
+    given = request.query_params.get("format")
+    if given in ("raw", "car"):
+        return given
+    if given is not None:
+        raise BadRequest(f"format={given!r}: this trustless gateway serves format=raw and format=car")
+    accept = request.headers.get("accept", "").lower()
+    for kind, name in ((RAW_TYPE, "raw"), (car.CAR_TYPE, "car")):
+        if kind in accept:
+            return name
+    raise BadRequest("this trustless gateway serves blocks and CARs: ask with format=raw or format=car "
+                     f"(or Accept: {RAW_TYPE} / {car.CAR_TYPE})")
+
+
+async def _raw(ctx: AppContext, request: Request, root: bytes, cached_only: bool,
+               headers: dict[str, str]) -> Response:
+    code, digest = digest_of(root)
+    if code == IDENTITY:  # the block is in its CID (bafkqaaa, the probe, is the empty one)
+        data = digest
+    else:
+        data = await run_in_threadpool(_block, ctx, root, cached_only)
+    return Response(b"" if request.method == "HEAD" else data, headers={
+        **headers, "Content-Type": RAW_TYPE, "Etag": f'"{to_str(root)}.raw"',
+        "Content-Disposition": f'attachment; filename="{to_str(root)}.bin"',
+        "Content-Length": str(len(data)),
+    })
+
+
+def _block(ctx: AppContext, cid: bytes, cached_only: bool) -> bytes:
+    """Worker thread: a verified block, from this node or (unless `cached_only`) its swarm."""
+    try:
+        data = ctx.core.store.get(cid)
+        if data is None:
+            if cached_only:
+                raise NotCached()
+            data = ctx.core.get_block(cid)
+    except exporter.NotFound:
+        raise NotFound("block not stored on this node and not found in its swarm") from None
+    except CorruptBlock:
+        raise NotFound("the block fails its hash check on this node") from None
+    return data
+
+
+def _car_options(request: Request) -> tuple[str, EntityBytes | None]:
+    scope = request.query_params.get("dag-scope", "all")
+    if scope not in SCOPES:
+        raise BadRequest(f"dag-scope={scope!r}: one of {', '.join(SCOPES)}")
+    raw = request.query_params.get("entity-bytes")
+    if raw is None:
+        return scope, None
+    first, sep, last = raw.partition(":")
+    try:
+        start, end = int(first), (None if last == "*" else int(last))
+    except ValueError:
+        raise BadRequest(f"entity-bytes={raw!r}: from:to, integers or '*' for the end") from None
+    if not sep:
+        raise BadRequest(f"entity-bytes={raw!r}: from:to")
+    return "entity", (start, end)  # resolved against the file's size once it is known
+
+
+async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], scope: str,
+               byte_range: EntityBytes | None, cached_only: bool,
+               headers: dict[str, str]) -> Response:
+    etag = f'"{to_str(root)}.car.{scope}.{"/".join(path)}.{byte_range}"'
+    headers = {**headers, "Content-Type": CAR_RESPONSE_TYPE, "Etag": etag,
+               "Content-Disposition": f'attachment; filename="{to_str(root)}.car"'}
+    if digest_of(root)[0] == IDENTITY:  # the probe: a CAR of no blocks (an identity block is virtual)
+        return Response(b"" if request.method == "HEAD" else car_format.header([root]), headers=headers)
+    if cached_only and not ctx.core.store.has(root):
+        raise NotCached()
+    try:
+        steps, terminal = await run_in_threadpool(ctx.core.reader.path_blocks, root, path)
+    except (exporter.NotFound, exporter.NotUnixFS):
+        raise NotFound("no such path in this DAG (or a block on the way is nowhere to be found)") from None
+    if request.method == "HEAD":
+        return Response(b"", headers=headers)
+    seen: set[bytes] = set()
+    span = await run_in_threadpool(_file_span, ctx, terminal, byte_range)
+    walk = ctx.core.reader.blocks(terminal, ctx.core.read_pool, scope, span, seen)
+    return await car.stream([root], steps, walk, seen, headers)
+
+
+def _file_span(ctx: AppContext, cid: bytes, byte_range: EntityBytes | None) -> tuple[int, int] | None:
+    """Worker thread: entity-bytes as [start, end) of the file at `cid` (negative = from its
+    end, inclusive `to` as the specification has it); None when no range applies."""
+    if byte_range is None:
+        return None
+    try:
+        node = ctx.core.reader.load(cid)
+    except (exporter.NotFound, exporter.NotUnixFS):
+        return None
+    if node.is_dir:
+        return None
+    first, last = byte_range
+    start = first if first >= 0 else max(0, node.size + first)
+    end = node.size if last is None else (last + 1 if last >= 0 else node.size + last + 1)
+    if start >= node.size or end <= start:
+        if first >= node.size and first >= 0:
+            raise BadRequest(f"entity-bytes starts past the end of a {node.size}-byte file")
+        return (0, 0)  # nothing in range: the root block alone
+    return start, min(end, node.size)
