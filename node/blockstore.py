@@ -63,12 +63,12 @@ class Batch:
         return len(self.places)
 
     def __contains__(self, cid: bytes) -> bool:
-        return cid in self.places
+        return normalize(cid) in self.places
 
     def read(self, cid: bytes) -> bytes | None:
         """A block written in this batch, before it is committed (its CID was checked when
         it was put, and its pack is kept while the batch is open); None when it is not here."""
-        place = self.places.get(cid)
+        place = self.places.get(normalize(cid))
         return None if place is None else self.store._packs.read(place)
 
     def put(self, cid: bytes, data: bytes) -> None:
@@ -222,12 +222,14 @@ class BlockStore:
         return batch
 
     def _write(self, batch: Batch, blocks: list[tuple[bytes, bytes]], bulk: bool) -> None:
-        fresh = {cid: data for cid, data in blocks if cid not in batch.places}
+        # keyed as the index keys them: a CIDv0 and its CIDv1 are one block
+        fresh = {key: data for key, data in ((normalize(cid), data) for cid, data in blocks)
+                 if key not in batch.places}
         if not fresh:
             return
         with self._gc_lock:  # a block we dedupe against must not be collected meanwhile
             stored = self.present(list(fresh))
-            batch.reused.update(normalize(cid) for cid in stored)
+            batch.reused.update(stored)
         new = [(cid, data) for cid, data in fresh.items() if cid not in stored]
         if not new:
             return
@@ -245,7 +247,7 @@ class BlockStore:
                 raise StorageFull(os.strerror(exc.errno)) from exc
             raise
         for (cid, _), place in zip(new, places, strict=True):
-            _remember(self._verified, normalize(cid), True)
+            _remember(self._verified, cid, True)
             batch.places[cid] = place
             batch.packs.add(place[0])
         batch.bytes += size

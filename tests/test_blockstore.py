@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import open_store
 from edgefiles.node.blockstore import QueuedWrites, StorageFull
-from edgefiles.node.cid import RAW, make_cid
+from edgefiles.node.cid import DAG_PB, RAW, make_cid, normalize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,6 +107,26 @@ def test_a_block_stored_already_is_not_written_twice(tmp_path):
         assert store.get(cid) == data
     finally:
         store.close()
+
+
+def test_a_dag_pb_block_is_one_block_under_its_cidv0_and_its_cidv1(tmp_path):
+    """Kubo names blocks by CIDv0: a block put under either name is found under both, in
+    the batch before it is committed (a reader racing the commit) and in the index after."""
+    data = b"\x0a\x08\x08\x02\x12\x02hi\x18\x02"  # a dag-pb UnixFS file node
+    v1 = make_cid(DAG_PB, data)
+    v0 = normalize(v1)[2:]
+    for put_as, other in ((v0, v1), (v1, v0)):
+        (tmp_path / put_as.hex()).mkdir()
+        store = open_store(tmp_path / put_as.hex())
+        try:
+            batch = store.batch()
+            batch.put_many([(put_as, data), (other, data)])
+            assert batch.read(other) == data and other in batch and len(batch) == 1
+            store.commit(batch)
+            assert store.get(put_as) == data and store.get(other) == data
+            assert store.totals() == (1, len(data))
+        finally:
+            store.close()
 
 
 @pytest.mark.parametrize("bulk", [True, False])
