@@ -6,7 +6,6 @@ Bitswap) from the npm registry, next to real `edgefiles serve` processes.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,47 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import gen
+from interop_peers import Helia
 from nodeproc import Node, wait_until
-
-INTEROP = Path(__file__).parent / "interop"
-
-
-def node_binary() -> str:
-    found = sorted(INTEROP.glob("node_modules/node-linux-*/bin/node"))
-    assert found, "Helia's Node.js is missing: run `make test` (it runs `npm ci` in tests/interop)"
-    return str(found[0])
-
-
-class Helia:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [node_binary(), str(INTEROP / "helia_peer.mjs")], cwd=INTEROP, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        )
-        hello = self._answer()
-        self.peer_id: str = hello["peer"]
-        self.addr: str = hello["addrs"][0]
-
-    def _answer(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the Helia peer exited with {self.proc.wait()}")
-        return json.loads(line)
-
-    def ask(self, **command) -> dict:
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-        return self._answer()
-
-    def add(self, path: Path) -> str:
-        return self.ask(op="add", path=str(path))["cid"]
-
-    def cat(self, cid: str, out: Path, inner: str | None = None, timeout_ms: int = 60000) -> dict:
-        return self.ask(op="cat", cid=cid, path=str(out), inner=inner, timeout=timeout_ms)
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture

@@ -5,47 +5,12 @@ loopback, next to real `edgefiles serve` processes. Kubo adds with `ipfs add` de
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from conftest import gen
+from interop_peers import Kubo
 from nodeproc import Node, wait_until
-
-PEER = Path(__file__).parent / "interop" / "kubo_peer.py"
-
-
-class Kubo:
-    def __init__(self, repo: Path) -> None:
-        repo.mkdir(parents=True, exist_ok=True)
-        # cwd: Kubo writes a kubo.log where it runs
-        self.proc = subprocess.Popen([sys.executable, str(PEER), str(repo)], text=True, cwd=repo,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        hello = self._answer()
-        self.peer_id: str = hello["peer"]
-        self.listen_addrs: list[str] = hello["addrs"]
-        self.addr = f"{self.listen_addrs[0]}/p2p/{self.peer_id}"
-
-    def _answer(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the Kubo peer exited with {self.proc.wait()}")
-        return json.loads(line)
-
-    def ask(self, **command) -> dict:
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-        return self._answer()
-
-    def add(self, path: Path) -> str:
-        return self.ask(op="add", path=str(path))["cid"]
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture
@@ -78,9 +43,9 @@ def test_kubo_fetches_a_file_and_a_folder_we_added(tmp_path, kubo, node_with_kub
         app_cid = client.post("/api/v2/files", files=[
             ("f", ("index.html", b"<h1>kubo</h1>")), ("f", ("assets/app.js", b"console.log('k')")),
         ]).text
-    assert kubo.ask(op="get", cid=file_cid, path=str(tmp_path / "big.out")) == {"ok": True}
+    assert kubo.get(file_cid, tmp_path / "big.out") == {"ok": True}
     assert (tmp_path / "big.out").read_bytes() == big
-    assert kubo.ask(op="get", cid=app_cid, path=str(tmp_path / "app")) == {"ok": True}
+    assert kubo.get(app_cid, tmp_path / "app") == {"ok": True}
     assert (tmp_path / "app" / "index.html").read_bytes() == b"<h1>kubo</h1>"
     assert (tmp_path / "app" / "assets" / "app.js").read_bytes() == b"console.log('k')"
 
@@ -129,7 +94,7 @@ def test_what_we_fetched_from_one_kubo_we_serve_to_another_by_its_cidv0(tmp_path
             assert client.get(f"/api/v2/files/{cid}").content == data
         first.stop()
         assert second.ask(op="connect", addr=node.swarm_addr) == {"ok": True}
-        assert second.ask(op="get", cid=cid, path=str(tmp_path / "out.bin")) == {"ok": True}
+        assert second.get(cid, tmp_path / "out.bin") == {"ok": True}
         assert (tmp_path / "out.bin").read_bytes() == data
     finally:
         node.stop()
