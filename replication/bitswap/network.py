@@ -82,16 +82,20 @@ class BitswapNetwork:
         peer = stream.muxed_conn.peer_id
         if stream.get_protocol() == bm.LEGACY:
             self.on_legacy(peer)
+        ended_cleanly = False
         try:
             async for body in read_frames(stream, bm.MAX_MESSAGE):
                 await receive(peer, bm.decode_unhashed(body))
+            ended_cleanly = True
         except DecodeError as exc:
             log.warning("closing bitswap stream from %s: %s", peer, exc)
         except Exception as exc:
             log.debug("bitswap stream from %s ended: %s", peer, exc)
         finally:
+            # a sender that closed its side waits for ours (Helia sends every message on a
+            # stream of its own): a reset there fails its send although every byte arrived
             try:
-                await stream.reset()
+                await (stream.close() if ended_cleanly else stream.reset())
             except Exception:
                 pass
 
@@ -113,20 +117,27 @@ class _Outbox:
             await self.ready.wait()
             self.ready = trio.Event()
             while not self.closed and self.pending:
-                msg = self._take()
-                try:
-                    await self._send(msg)
-                except Exception as exc:
-                    log.debug("bitswap send to %s failed: %s", self.peer, exc)
-                    self._stream = None
-                    await trio.sleep(SEND_RETRY)
-                    if self.peer not in self.network.host.get_connected_peers():
-                        self.closed = True
+                await self._send_once_more_on_failure(self._take())
         if self._stream is not None:
             try:
                 await self._stream.close()
             except Exception:
                 pass
+
+    async def _send_once_more_on_failure(self, msg: bm.Message) -> None:
+        """A stream the peer reset takes the message with it; a want lost so would wait a
+        whole block timeout, so the message goes once more on a fresh stream."""
+        for attempt in (1, 2):
+            try:
+                await self._send(msg)
+                return
+            except Exception as exc:
+                log.debug("bitswap send to %s failed (attempt %d): %s", self.peer, attempt, exc)
+                self._stream = None
+                await trio.sleep(SEND_RETRY)
+                if self.peer not in self.network.host.get_connected_peers():
+                    self.closed = True
+                    return
 
     def _take(self) -> bm.Message:
         p = self.pending
