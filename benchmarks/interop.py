@@ -107,8 +107,10 @@ class Legs:
 
     def __init__(self, work: Path, source: Peer, sink: Peer, mib: int):
         self.work, self.source, self.sink, self.mib = work, source, sink, mib
+        # what we upload takes the shape the peers give their own files (Helia: 1 MiB chunks)
+        profile = "unixfs-v1-2025" if isinstance(source, Helia) else "kubo-v1"
         self.node = Node(work / "node", "--allow-peer", source.peer_id, "--allow-peer", sink.peer_id,
-                         "--peer", source.addr, "--peer", sink.addr).start()
+                         "--peer", source.addr, "--peer", sink.addr, "--profile", profile).start()
         wait_until(lambda: self.node.output().count("joined as ipfs-peer") >= 2, what="peers admitted")
         sink.ask(op="dial" if isinstance(sink, Helia) else "connect", addr=source.addr)
         self.count = 0

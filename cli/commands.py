@@ -34,7 +34,10 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="swarm membership key (default <data>/swarm.key, created when new)")
     p.add_argument("--allow-peer", action="append", default=None, metavar="PEERID",
                    help="admit a peer without the swarm key, for blocks only (repeatable)")
-    p.add_argument("--profile", default=_env("PROFILE", "kubo-v1"), choices=["kubo-v1", "actyx"])
+    p.add_argument("--profile", default=_env("PROFILE", "kubo-v1"),
+                   choices=["kubo-v1", "actyx", "unixfs-v1-2025"],
+                   help="how uploads become DAGs: kubo-v1 (ipfs add --cid-version=1), actyx (an Actyx "
+                        "node's CIDs) or unixfs-v1-2025 (IPIP-499, 1 MiB chunks: Helia's defaults)")
     p.add_argument("--max-upload", default=_env("MAX_UPLOAD", "10GiB"), metavar="BYTES")
     p.add_argument("--host-suffix", default=_env("HOST_SUFFIX", "actyx.localhost"))
     p.add_argument("--token-ttl", default=_env("TOKEN_TTL", "24h"), metavar="DURATION")

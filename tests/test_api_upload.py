@@ -209,3 +209,15 @@ def test_actyx_profile_node_gives_actyx_cids(fresh_node):
             continue  # one part is answered with the file's CID, as Actyx does
         r = n.upload(files)
         assert r.text == case["cid"]["actyx"], case["id"]
+
+
+def test_a_node_with_the_ipip_499_profile_gives_helias_cids(fresh_node):
+    """`serve --profile unixfs-v1-2025`: uploads take the shape Helia gives its own files."""
+    n = fresh_node("--profile", "unixfs-v1-2025")
+    chosen = ("file-empty", "file-hello-world", "file-1mib", "file-1mib-plus-1", "file-10mib")
+    cases = [c for c in load_cases("cid-vectors.json") if c["id"] in chosen]
+    assert len(cases) == len(chosen)
+    for case in cases:
+        (entry,) = case["entries"]
+        got = n.upload([(entry["path"], entry_bytes(entry))]).text
+        assert got == case["cid"]["unixfs-v1-2025"], case["id"]

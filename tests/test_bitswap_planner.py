@@ -6,6 +6,7 @@ from __future__ import annotations
 from bitswap_sim import ME, ROOT, Sim, SimPeer, leaf
 from edgefiles.replication.bitswap import message as bm
 from edgefiles.replication.bitswap.planner import PARK_QUIET_MIN, PARK_TIMEOUT, PEER_WINDOW, Planner
+from edgefiles.replication.bitswap.server import LOOKUP_BLOCKS, lookup_groups
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -188,3 +189,15 @@ def test_parked_wants_wait_for_an_owner_that_keeps_sending():
     assert set(sim.received) == set(wanted)
     from_owner = {c for c, peer in sim.received.items() if peer == "owner"}
     assert len(from_owner) >= 0.9 * len(owned), f"{len(from_owner)} of {len(owned)} shares from their owner"
+
+
+@given(st.lists(st.sampled_from([bm.WANT_BLOCK, bm.WANT_HAVE]), max_size=300))
+def test_the_server_reads_a_big_want_list_in_message_sized_groups(kinds):
+    """Blocks leave while the next ones are read: the asks are cut, in order, into groups of
+    at most LOOKUP_BLOCKS want-blocks, want-haves riding along."""
+    asks = [(bytes([i % 256, i // 256]), (b"", bm.Want(b"", want_type=kind))) for i, kind in enumerate(kinds)]
+    groups = lookup_groups(asks)
+    assert [ask for group in groups for ask in group] == asks
+    for group in groups:
+        assert group and sum(want.want_type == bm.WANT_BLOCK for _, (_, want) in group) <= LOOKUP_BLOCKS
+    assert len(groups) <= max(1, -(-kinds.count(bm.WANT_BLOCK) // LOOKUP_BLOCKS))

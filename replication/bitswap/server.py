@@ -21,6 +21,7 @@ from .network import BitswapNetwork
 
 log = logging.getLogger("edgefiles.bitswap")
 
+LOOKUP_BLOCKS = 8  # want-blocks read per trip to the worker thread: a message's worth at 256 KiB
 QUEUED_MESSAGES = 64  # per peer; a peer that sends faster than we look up waits
 
 Entry = tuple[bytes, bm.Want]  # (the CID as the peer wrote it, its want)
@@ -52,6 +53,22 @@ class Ledgers:
             if entry is not None:
                 met.append((peer, entry))
         return met
+
+
+def lookup_groups(asks: list[tuple[bytes, Entry]]) -> list[list[tuple[bytes, Entry]]]:
+    """The asks in groups of at most LOOKUP_BLOCKS want-blocks (want-haves cost next to
+    nothing): the first blocks leave while the next ones are read, rather than after all of
+    a level of a DAG (Helia asks for 174 blocks at once) was read."""
+    groups: list[list[tuple[bytes, Entry]]] = [[]]
+    wanted = 0
+    for ask in asks:
+        if ask[1][1].want_type == bm.WANT_BLOCK:
+            if wanted == LOOKUP_BLOCKS:
+                groups.append([])
+                wanted = 0
+            wanted += 1
+        groups[-1].append(ask)
+    return [group for group in groups if group]
 
 
 class BitswapServer:
@@ -127,9 +144,11 @@ class BitswapServer:
                 entry = (want.cid, want)
                 self.ledgers.add(peer, key, entry)
                 asks.append((key, entry))
-        if not asks:
-            return
-        found = await trio.to_thread.run_sync(self._look_up, asks)
+        for group in lookup_groups(asks):
+            found = await trio.to_thread.run_sync(self._look_up, group)
+            self._reply(peer, group, found)
+
+    def _reply(self, peer: Any, asks: list[tuple[bytes, Entry]], found: list[bytes | bool | None]) -> None:
         blocks, presences = [], []
         for (key, entry), hit in zip(asks, found, strict=True):
             if self.ledgers.get(peer, key) is not entry:  # met by an arrival, cancelled or asked again
