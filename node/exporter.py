@@ -21,8 +21,8 @@ GetBlock = Callable[[bytes], bytes]
 
 CACHE_ENTRIES = 4096
 CACHE_MAX_BLOCK = 64 * 1024  # directories and inner file nodes; never leaves full of content
-READ_AHEAD = 16  # leaves read ahead of a DAG walk that has a thread pool
-READ_GROUP = 4  # of them read by one task
+READ_AHEAD = 32  # leaves read ahead of a DAG walk that has a thread pool
+READ_GROUP = 8  # of them read by one task
 
 
 class NotFound(Exception):
@@ -260,7 +260,7 @@ class DagReader:
                     if self.prefetch is not None and len(children) > 1:
                         self.prefetch([c for c, _ in children])
                     stack.extend(reversed(children))
-                if pool is not None and len(reading) < READ_AHEAD:
+                if pool is not None and len(reading) <= READ_AHEAD - READ_GROUP:  # whole groups
                     self._read_ahead([c for c, _ in stack[-2 * READ_AHEAD :]], reading, pool)
         finally:
             for group, _ in reading.values():

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from .ahead import produced_ahead
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import CarInvalid, InsufficientStorage, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -50,11 +51,11 @@ async def stream(roots: list[bytes], steps: list[Block], walk: Iterator[Block], 
     except CorruptBlock:
         raise NotFound("a block of this DAG fails its hash check here") from None
     blocks = chain(steps, [first] if first is not None else [], walk)
-    return StreamingResponse(_chunks(roots, blocks), headers={**CORS_HEADERS, **headers})
+    return StreamingResponse(produced_ahead(_chunks(roots, blocks)), headers={**CORS_HEADERS, **headers})
 
 
 def _chunks(roots: list[bytes], blocks: Iterator[Block]) -> Iterator[bytes]:
-    """Worker threads (Starlette iterates this in its pool): the header and sections."""
+    """A worker thread: the header and sections."""
     parts, size = [car.header(roots)], 0
     for cid, data in blocks:
         parts += car.section(cid, data)

@@ -1,0 +1,62 @@
+"""A streamed answer's chunks produced ahead on a thread: all of them, in order; an error
+reaches the sender; a client that goes away stops the producer and closes its iterator."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from edgefiles.web.ahead import produced_ahead
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=50), st.integers(1, 4))
+def test_every_chunk_arrives_in_order(chunks, depth):
+    async def consume() -> list[bytes]:
+        return [chunk async for chunk in produced_ahead(iter(chunks), depth)]
+
+    assert asyncio.run(consume()) == chunks
+
+
+def test_an_error_while_producing_reaches_the_consumer_after_what_came_before():
+    def failing():
+        yield b"first"
+        raise ValueError("disk gone")
+
+    async def consume() -> list[bytes]:
+        got = []
+        with pytest.raises(ValueError, match="disk gone"):
+            async for chunk in produced_ahead(failing()):
+                got.append(chunk)
+        return got
+
+    assert asyncio.run(consume()) == [b"first"]
+
+
+def test_a_consumer_that_stops_early_stops_the_producer_and_closes_the_iterator():
+    closed = threading.Event()
+    produced = []
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                produced.append(n)
+                yield b"x"
+                n += 1
+        finally:
+            closed.set()
+
+    async def consume_two() -> None:
+        stream = produced_ahead(endless(), depth=2)
+        async for _ in stream:
+            if len(produced) >= 2:
+                break
+        await stream.aclose()
+        await asyncio.get_running_loop().run_in_executor(None, closed.wait, 5)
+
+    asyncio.run(consume_two())
+    assert closed.is_set() and len(produced) <= 6

@@ -1,0 +1,49 @@
+"""A blocking iterator run ahead on a thread of its own, for a streamed answer: the next
+chunks are produced while the current one is sent, rather than in turn with it (Starlette
+iterates a sync body one worker-thread hop per chunk, and sends each before asking for the
+next)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+_DONE = object()
+
+
+async def produced_ahead(chunks: Iterator[bytes], depth: int = 2) -> AsyncIterator[bytes]:
+    """`chunks`, at most `depth` of them produced ahead of the consumer. When the consumer
+    stops early (the client went away), the producer stops and `chunks` is closed."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue(depth)
+    stop = threading.Event()
+
+    def hand_over(item: object) -> None:
+        asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                hand_over(chunk)
+            hand_over(_DONE)
+        except BaseException as exc:  # noqa: BLE001  (re-raised to the consumer)
+            if not stop.is_set():
+                hand_over(exc)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    threading.Thread(target=produce, name="produce-ahead", daemon=True).start()
+    try:
+        while (item := await queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while not queue.empty():  # a producer waiting to hand over sees `stop` next
+            queue.get_nowait()
