@@ -19,7 +19,7 @@ from . import message as bm
 
 log = logging.getLogger("edgefiles.bitswap")
 
-MESSAGE_BYTES = 2 << 20  # block bytes per message we send
+MESSAGE_BYTES = 3 << 20  # block bytes per message we send (go-bitswap and Helia take 4 MiB messages)
 SEND_RETRY = 0.2
 
 Receiver = Callable[[Any, bm.Message], Awaitable[None]]

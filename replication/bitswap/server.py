@@ -21,7 +21,7 @@ from .network import BitswapNetwork
 
 log = logging.getLogger("edgefiles.bitswap")
 
-LOOKUP_BLOCKS = 8  # want-blocks read per trip to the worker thread: a message's worth at 256 KiB
+LOOKUP_BLOCKS = 12  # want-blocks read per trip to the worker thread: a message's worth at 256 KiB
 QUEUED_MESSAGES = 64  # per peer; a peer that sends faster than we look up waits
 
 Entry = tuple[bytes, bm.Want]  # (the CID as the peer wrote it, its want)
