@@ -46,10 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     cid.add_argument("paths", nargs="+", metavar="PATH")
     cid.set_defaults(func=cmd_cid)
 
+    from . import admin
     from .commands import add_client_commands, add_serve_command
 
     add_serve_command(sub)
     add_client_commands(sub)
+    admin.register(sub)
     return parser
 
 

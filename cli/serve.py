@@ -16,6 +16,7 @@ from pathlib import Path
 
 import uvicorn
 
+from .admin import SOCKET_NAME, serve_admin_socket
 from .config import ServeConfig
 from .main import CliError
 
@@ -182,12 +183,15 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.request_exit)
         swarm.host.on_failure = server.request_exit  # a node cut off from its swarm must not go on
+        admin_socket = await serve_admin_socket(config.data_dir, ctx.accounts)
         background = [asyncio.create_task(_announce(server, config, swarm))]
         if config.gc_above is not None:
             background.append(asyncio.create_task(core.keep_below(config.gc_above)))
         await server.serve(sockets=[sock])
         for task in background:
             task.cancel()
+        admin_socket.close()
+        (config.data_dir / SOCKET_NAME).unlink(missing_ok=True)
     finally:
         swarm.stop()
         if flowfuse is not None:

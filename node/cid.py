@@ -8,6 +8,7 @@ from functools import lru_cache
 RAW = 0x55
 DAG_PB = 0x70
 SHA2_256 = 0x12
+IDENTITY = 0x00
 _PREFIX = {RAW: b"\x01\x55\x12\x20", DAG_PB: b"\x01\x70\x12\x20"}
 
 
@@ -43,12 +44,17 @@ def normalize(cid: bytes) -> bytes:
     return cid
 
 
+def is_identity(cid: bytes) -> bool:
+    """Whether the CID holds its block itself (identity hash): no store is needed to have it."""
+    return digest_of(cid)[0] == IDENTITY
+
+
 def verify_block(cid: bytes, data: bytes) -> bool:
     """Whether `data` hashes to `cid` (identity and sha2-256 are the hashes we accept)."""
     code, digest = digest_of(cid)
     if code == SHA2_256:
         return hashlib.sha256(data).digest() == digest
-    if code == 0x00:
+    if code == IDENTITY:
         return digest == data
     return False
 

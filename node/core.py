@@ -22,6 +22,7 @@ from typing import Protocol
 
 from . import exporter, gc, pins
 from .blockstore import Batch, BlockStore, CorruptBlock
+from .cid import is_identity
 from .db import Database, open_db
 from .groupcommit import GroupCommitter
 from .identity import NodeKey
@@ -163,13 +164,14 @@ class Core:
 
     # DAG completeness -----------------------------------------------------------------
     def is_complete(self, root: bytes) -> bool:
-        """Whether every block of the DAG under `root` is stored here."""
-        return root in self._complete or self._survey(root, first_gap=True)[0]
+        """Whether every block of the DAG under `root` is stored here (an identity CID is its
+        own block: complete everywhere)."""
+        return root in self._complete or is_identity(root) or self._survey(root, first_gap=True)[0]
 
     def progress(self, root: bytes) -> tuple[bool, int]:
         """(complete, bytes still to fetch) of a DAG for status pages. The missing figure of
         an incomplete DAG is reused for a moment: it walks the whole DAG, and clients poll."""
-        if root in self._complete:
+        if root in self._complete or is_identity(root):
             return True, 0
         now = time.monotonic()
         seen = self._progress.get(root)

@@ -11,7 +11,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import car, files_api, gateway
+from . import car, files_api, gateway, tokens
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, MethodNotAllowed, NotFound
@@ -102,6 +102,9 @@ def create_app(ctx: AppContext) -> ASGIApp:
         Route("/api/v2/names", files_api.names, methods=["GET"]),
         Route("/api/v2/car", car.receive, methods=["POST"]),
         Route("/ipfs/{tail:path}", gateway.ipfs, methods=["GET", "HEAD"]),
+        Route("/api/v1/user", tokens.user, methods=["GET"]),
+        Route("/api/v1/user/tokens", tokens.tokens, methods=["GET", "POST"]),
+        Route("/api/v1/user/tokens/{token_id}", tokens.token, methods=["DELETE"]),
         Route("/api/v2/node/id", files_api.node_id, methods=["GET"]),
         Route("/api/v2/node/info", files_api.node_info, methods=["GET"]),
         Route("/health", health, methods=["GET"]),

@@ -6,6 +6,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from edgefiles.ans.accounts import Accounts
 from edgefiles.ans.names import Names
 from edgefiles.node.core import Core
 
@@ -44,3 +45,4 @@ class AppContext:
 
     def __post_init__(self) -> None:
         self.content = ContentServer(self.core)
+        self.accounts = Accounts(self.names.registry)

@@ -24,7 +24,6 @@ PREFIX = "/ipfs/"
 RAW_TYPE = "application/vnd.ipld.raw"
 CAR_RESPONSE_TYPE = f"{car.CAR_TYPE}; version=1; order=dfs; dups=n"
 IMMUTABLE = "public, max-age=29030400, immutable"
-IDENTITY = 0x00
 SCOPES = ("all", "entity", "block")
 EntityBytes = tuple[int, int | None]  # entity-bytes from:to as given (to None: '*')
 
@@ -72,9 +71,8 @@ def response_format(request: Request) -> str:
 
 async def _raw(ctx: AppContext, request: Request, root: bytes, cached_only: bool,
                headers: dict[str, str]) -> Response:
-    code, digest = digest_of(root)
-    if code == IDENTITY:  # the block is in its CID (bafkqaaa, the probe, is the empty one)
-        data = digest
+    if cids.is_identity(root):  # the block is in its CID (bafkqaaa, the probe, is the empty one)
+        data = digest_of(root)[1]
     else:
         data = await run_in_threadpool(_block, ctx, root, cached_only)
     return Response(b"" if request.method == "HEAD" else data, headers={
@@ -122,7 +120,7 @@ async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], 
     etag = f'"{to_str(root)}.car.{scope}.{"/".join(path)}.{byte_range}"'
     headers = {**headers, "Content-Type": CAR_RESPONSE_TYPE, "Etag": etag,
                "Content-Disposition": f'attachment; filename="{to_str(root)}.car"'}
-    if digest_of(root)[0] == IDENTITY:  # the probe: a CAR of no blocks (an identity block is virtual)
+    if cids.is_identity(root):  # the probe: a CAR of no blocks (an identity block is virtual)
         return Response(b"" if request.method == "HEAD" else car_format.header([root]), headers=headers)
     if cached_only and not ctx.core.store.has(root):
         raise NotCached()

@@ -29,6 +29,21 @@ class FFUnauthorized(FlowFuseError):
         return {"code": "unauthorized", "error": "unauthorized"}
 
 
+class PlatformError(FlowFuseError):
+    """An error of the FlowFuse platform API (its user and token routes): `{code, error}`."""
+
+    def body(self) -> dict:
+        return {"code": self.code, "error": self.message}
+
+
+class PlatformBadRequest(PlatformError):
+    status, code = 400, "invalid_request"
+
+
+class PlatformNotFound(PlatformError):
+    status, code, default_message = 404, "not_found", "Not Found"
+
+
 class FFBadRequest(FlowFuseError):
     status, code = 400, "FST_ERR_VALIDATION"
 

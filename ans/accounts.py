@@ -1,0 +1,219 @@
+"""Accounts: organizations, users and their personal access tokens, kept as name records in
+a namespace of their own, so that they replicate as names do (signed, clocked, the last
+writer wins, a delete is a tombstone): a token made on one node works on every node of the
+swarm, and its revocation reaches every node.
+
+Secrets never leave a node in clear. A token is kept as the SHA-256 of its text, and its
+record is named by that hash, so checking a token is one hash and one lookup in the
+registry's in-memory table, never a key derivation per request.
+
+Threads: the event loop only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+
+from .clock import now_ms
+from .registry import Registry
+
+NAMESPACE = "@accounts"  # not a DNS label: no app name can ever be one of these
+PRESENT = bytes([0x01, 0x55, 0x00, 0x00])  # an account record's target: the empty identity CID
+TOKEN_PREFIX = "ffpat_"
+_TOKEN_SHAPE = re.compile(r"^ffpat_[A-Za-z0-9_-]{43}$")
+
+
+def new_token() -> str:
+    """A FlowFuse-style personal access token: `ffpat_` and 32 random bytes, URL-safe base64."""
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def is_token_shaped(text: str) -> bool:
+    return bool(_TOKEN_SHAPE.match(text))
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def iso(ms: int | None) -> str | None:
+    """ms since the epoch as ISO 8601 UTC (`2027-01-31T12:00:00.000Z`); None stays None."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Org:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    name: str
+    org_id: str
+    admin: bool = False
+
+
+@dataclass(frozen=True)
+class Token:
+    id: str
+    user_id: str
+    name: str
+    hash: str
+    created_at: int  # ms since the epoch
+    expires_at: int | None = None  # ms since the epoch; None: never
+    scope: list[str] = field(default_factory=list)
+
+    def expired(self, now: int) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+KINDS: dict[str, type] = {"org": Org, "user": User, "token": Token}
+
+
+class AccountError(ValueError):
+    """A request the accounts cannot carry out (an unknown user, a name taken...)."""
+
+
+class Accounts:
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    # reading ------------------------------------------------------------------------
+    def _get(self, kind: str, key: str) -> Any:
+        record = self.registry.get(f"{kind}/{key}", NAMESPACE)
+        return None if record is None else _decode(kind, record.meta)
+
+    def _all(self, kind: str) -> list[Any]:
+        prefix = f"{kind}/"
+        found = (_decode(kind, r.meta) for r in self.registry.live(NAMESPACE) if r.name.startswith(prefix))
+        return [item for item in found if item is not None]
+
+    def org(self, org_id: str) -> Org | None:
+        return self._get("org", org_id)
+
+    def org_named(self, name: str) -> Org | None:
+        return next((org for org in self._all("org") if org.name == name), None)
+
+    def orgs(self) -> list[Org]:
+        return sorted(self._all("org"), key=lambda org: org.name)
+
+    def user(self, user_id: str) -> User | None:
+        return self._get("user", user_id)
+
+    def users(self) -> list[User]:
+        return sorted(self._all("user"), key=lambda user: user.email)
+
+    def tokens(self, user_id: str | None = None, now: int | None = None) -> list[Token]:
+        """Live tokens (of one user), oldest first; expired ones are left out."""
+        now = now_ms() if now is None else now
+        return sorted((t for t in self._all("token") if (user_id is None or t.user_id == user_id)
+                       and not t.expired(now)), key=lambda t: (t.created_at, t.id))
+
+    def authenticate(self, token: str, now: int | None = None) -> User | None:
+        """The user a token belongs to; None for a token that is unknown, expired, revoked or
+        whose user is gone."""
+        if not is_token_shaped(token):
+            return None
+        found: Token | None = self._get("token", token_hash(token))
+        if found is None or found.expired(now_ms() if now is None else now):
+            return None
+        return self.user(found.user_id)
+
+    # writing ------------------------------------------------------------------------
+    async def _put(self, kind: str, key: str, item: Any) -> None:
+        meta = msgpack.packb(item.__dict__, use_bin_type=True)
+        await self.registry.write(f"{kind}/{key}", PRESENT, NAMESPACE, meta=meta)
+
+    async def _drop(self, kind: str, key: str) -> None:
+        await self.registry.write(f"{kind}/{key}", None, NAMESPACE)
+
+    async def add_org(self, name: str) -> Org:
+        """The organization of that name, created when there is none."""
+        if not name.strip():
+            raise AccountError("an organization needs a name")
+        existing = self.org_named(name)
+        if existing is not None:
+            return existing
+        org = Org(new_id(), name)
+        await self._put("org", org.id, org)
+        return org
+
+    async def add_user(self, email: str, org_name: str, admin: bool = False,
+                       name: str | None = None) -> tuple[User, Token, str]:
+        """A new user of the organization `org_name` (created if missing), with a first token."""
+        email = email.strip()
+        if "@" not in email or len(email) > 254:
+            raise AccountError(f"{email!r} is not an email address")
+        if any(u.email.lower() == email.lower() for u in self._all("user")):
+            raise AccountError(f"a user with the email {email} exists already")
+        org = await self.add_org(org_name)
+        user = User(new_id(), email, name or email.split("@")[0], org.id, admin)
+        await self._put("user", user.id, user)
+        token, secret = await self.create_token(user.id, "first token")
+        return user, token, secret
+
+    async def remove_user(self, user_id: str) -> User:
+        """Delete a user; their tokens stop working at once."""
+        user = self.user(user_id)
+        if user is None:
+            raise AccountError(f"no user {user_id}")
+        for token in self._all("token"):
+            if token.user_id == user_id:
+                await self._drop("token", token.hash)
+        await self._drop("user", user_id)
+        return user
+
+    async def create_token(self, user_id: str, name: str, scope: list[str] | None = None,
+                           expires_at: int | None = None) -> tuple[Token, str]:
+        """A new token of `user_id`: the record, and the secret (the only time it exists)."""
+        if self.user(user_id) is None:
+            raise AccountError(f"no user {user_id}")
+        secret = new_token()
+        token = Token(new_id(), user_id, name, token_hash(secret), now_ms(), expires_at, list(scope or []))
+        await self._put("token", token.hash, token)
+        return token, secret
+
+    async def revoke_token(self, token_id: str, user_id: str | None = None) -> Token | None:
+        """Revoke a token by its id (only if it is `user_id`'s, when given); None when there
+        is no such live token."""
+        for token in self._all("token"):
+            if token.id == token_id and (user_id is None or token.user_id == user_id):
+                await self._drop("token", token.hash)
+                return token
+        return None
+
+    async def drop_expired(self, now: int | None = None) -> int:
+        """Tombstones for expired tokens (they are refused already; this keeps lists short)."""
+        now = now_ms() if now is None else now
+        expired = [t for t in self._all("token") if t.expired(now)]
+        for token in expired:
+            await self._drop("token", token.hash)
+        return len(expired)
+
+
+def _decode(kind: str, meta: bytes | None) -> Any:
+    """The object a record holds; None for one that does not parse (a peer's bug must not
+    break a listing)."""
+    try:
+        fields = msgpack.unpackb(meta or b"", raw=False)
+        return KINDS[kind](**fields)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None

@@ -1,0 +1,146 @@
+"""Personal access tokens and the first user, black-box: `edgefiles admin` on a running and on
+a stopped node, the FlowFuse platform routes `/api/v1/user[/tokens]`, and two nodes of a
+swarm that accept each other's tokens and revocations."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from nodeproc import Node, run_cli, wait_until
+
+UNAUTHORIZED = {"code": "unauthorized", "error": "unauthorized"}
+
+
+def admin(node: Node, *args: str) -> dict | list:
+    out = run_cli("admin", *args, "--data", str(node.data), "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def first_user(node: Node, email: str = "ada@example.com") -> dict:
+    return admin(node, "user", "add", "--email", email, "--org", "acme", "--admin")
+
+
+def test_the_first_user_and_their_tokens(fresh_node):
+    node = fresh_node()
+    ada = first_user(node)
+    assert set(ada) >= {"id", "email", "org_id", "token"} and ada["token"].startswith("ffpat_")
+    with httpx.Client(base_url=node.url) as http:
+        me = http.get("/api/v1/user", headers=bearer(ada["token"]))
+        assert me.status_code == 200
+        assert me.json() == {"id": ada["id"], "email": "ada@example.com", "name": "ada",
+                             "org_id": ada["org_id"], "admin": True}
+        later = (datetime.now(UTC) + timedelta(days=2)).isoformat().replace("+00:00", "Z")
+        made = http.post("/api/v1/user/tokens", headers=bearer(ada["token"]),
+                         json={"name": "ci", "scope": ["project:files:read"], "expiresAt": later})
+        assert made.status_code == 201
+        body = made.json()
+        assert set(body) == {"id", "name", "scope", "expiresAt", "token"}
+        assert body["scope"] == ["project:files:read"]
+        listed = http.get("/api/v1/user/tokens", headers=bearer(body["token"])).json()
+        assert listed["count"] == 2 and {t["name"] for t in listed["tokens"]} == {"first token", "ci"}
+        assert all(set(t) == {"id", "name", "scope", "expiresAt", "createdAt"} for t in listed["tokens"])
+        revoke = f"/api/v1/user/tokens/{body['id']}"
+        assert http.delete(revoke, headers=bearer(ada["token"])).status_code == 204
+        gone = http.get("/api/v1/user", headers=bearer(body["token"]))
+        assert gone.status_code == 401 and gone.json() == UNAUTHORIZED
+        assert http.delete(revoke, headers=bearer(ada["token"])).status_code == 404
+
+
+@pytest.mark.parametrize("header", [None, "Bearer", "Bearer ffpat_", "Bearer ffpat_" + "A" * 43,
+                                    "Basic dXNlcjpwYXNz", "Bearer " + "x" * 5000, "Bearer ffpat_\u00e9" * 3])
+def test_garbage_tokens_get_the_platforms_401(node, header):
+    headers = {} if header is None else {"Authorization": header.encode("utf-8")}
+    with httpx.Client(base_url=node.url) as http:
+        for method, path in (("GET", "/api/v1/user"), ("GET", "/api/v1/user/tokens"),
+                             ("POST", "/api/v1/user/tokens"), ("DELETE", "/api/v1/user/tokens/x")):
+            r = http.request(method, path, headers=headers)
+            assert r.status_code == 401 and r.json() == UNAUTHORIZED, (method, path)
+
+
+@pytest.mark.parametrize("body", [[], {"scope": []}, {"name": ""}, {"name": "x", "scope": "all"},
+                                  {"name": "x", "expiresAt": "tomorrow"},
+                                  {"name": "x", "expiresAt": "2001-01-01T00:00:00Z"}])
+def test_a_bad_token_request_is_a_400_and_makes_nothing(fresh_node, body):
+    node = fresh_node()
+    ada = first_user(node)
+    with httpx.Client(base_url=node.url) as http:
+        r = http.post("/api/v1/user/tokens", headers=bearer(ada["token"]), json=body)
+        assert r.status_code == 400 and r.json()["code"] == "invalid_request" and r.json()["error"]
+        assert http.get("/api/v1/user/tokens", headers=bearer(ada["token"])).json()["count"] == 1
+
+
+def test_an_expired_token_is_refused_at_once_and_gone_from_the_list(fresh_node):
+    node = fresh_node()
+    ada = first_user(node)
+    short = admin(node, "token", "create", "--user", ada["id"], "--expires-in", "2s")
+    assert short["expires_at"].endswith("Z")
+    with httpx.Client(base_url=node.url) as http:
+        assert http.get("/api/v1/user", headers=bearer(short["token"])).status_code == 200
+        time.sleep(2.2)
+        assert http.get("/api/v1/user", headers=bearer(short["token"])).json() == UNAUTHORIZED
+        listed = http.get("/api/v1/user/tokens", headers=bearer(ada["token"])).json()
+        ids = {t["id"] for t in listed["tokens"]}
+        assert ids and short["id"] not in ids
+
+
+def test_admin_works_on_a_stopped_node_too_and_it_lasts(tmp_path):
+    node = Node(tmp_path / "n").start()
+    node.stop()
+    ada = first_user(node)
+    assert [u["email"] for u in admin(node, "user", "ls")] == ["ada@example.com"]
+    assert admin(node, "org", "ls") == [{"id": ada["org_id"], "name": "acme"}]
+    node.start()
+    try:
+        with httpx.Client(base_url=node.url) as http:
+            assert http.get("/api/v1/user", headers=bearer(ada["token"])).status_code == 200
+        removed = admin(node, "user", "rm", ada["id"])  # through the running node: at once
+        assert removed["id"] == ada["id"]
+        with httpx.Client(base_url=node.url) as http:
+            assert http.get("/api/v1/user", headers=bearer(ada["token"])).status_code == 401
+    finally:
+        node.stop()
+
+
+def test_admin_errors_are_plain_words_with_exit_status_1(fresh_node):
+    node = fresh_node()
+    first_user(node)
+    data = ("--data", str(node.data))
+    again = run_cli("admin", "user", "add", "--email", "ada@example.com", "--org", "x", *data)
+    assert again.returncode == 1 and "exists already" in again.stderr and "Traceback" not in again.stderr
+    bad = run_cli("admin", "token", "create", "--user", "nobody", *data)
+    assert bad.returncode == 1 and "no user" in bad.stderr
+    usage = run_cli("admin", "token", "create", "--user", "x", "--expires-in", "soon", *data)
+    assert usage.returncode == 2
+
+
+def test_a_token_made_on_one_node_works_on_the_other_and_so_does_its_revocation(tmp_path):
+    key = tmp_path / "swarm.key"
+    key.write_text("cd" * 32 + "\n")
+    a = Node(tmp_path / "a", "--swarm-key", str(key)).start()
+    b = Node(tmp_path / "b", "--swarm-key", str(key), "--peer", a.swarm_addr).start()
+    try:
+        ada = first_user(a)
+        with httpx.Client(base_url=b.url) as on_b:
+            wait_until(lambda: on_b.get("/api/v1/user", headers=bearer(ada["token"])).status_code == 200,
+                       timeout=10, what="B to accept A's token")
+            made = on_b.post("/api/v1/user/tokens", headers=bearer(ada["token"]), json={"name": "b"}).json()
+        with httpx.Client(base_url=a.url) as on_a:
+            wait_until(lambda: on_a.get("/api/v1/user", headers=bearer(made["token"])).status_code == 200,
+                       timeout=10, what="A to accept B's token")
+            revoked = on_a.delete(f"/api/v1/user/tokens/{made['id']}", headers=bearer(ada["token"]))
+            assert revoked.status_code == 204
+        with httpx.Client(base_url=b.url) as on_b:
+            wait_until(lambda: on_b.get("/api/v1/user", headers=bearer(made["token"])).status_code == 401,
+                       timeout=10, what="B to refuse the revoked token")
+    finally:
+        a.stop()
+        b.stop()
