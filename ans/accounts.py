@@ -1,4 +1,5 @@
-"""Accounts: organizations, users and their personal access tokens, kept as name records in
+"""Accounts: organizations, users and their personal access tokens, things (devices, with a
+key each) and groups of users and things, kept as name records in
 a namespace of their own, so that they replicate as names do (signed, clocked, the last
 writer wins, a delete is a tombstone): a token made on one node works on every node of the
 swarm, and its revocation reaches every node.
@@ -85,7 +86,38 @@ class Token:
         return self.expires_at is not None and now >= self.expires_at
 
 
-KINDS: dict[str, type] = {"org": Org, "user": User, "token": Token}
+@dataclass(frozen=True)
+class Thing:
+    """A device; it signs in with `Authorization: Thing <key>` (kept here as the key's hash)."""
+    id: str
+    name: str
+    org_id: str
+    key_hash: str
+
+
+@dataclass(frozen=True)
+class Group:
+    id: str
+    name: str
+    org_id: str
+
+
+@dataclass(frozen=True)
+class Member:
+    group_id: str
+    kind: str  # "user" or "thing"
+    member_id: str
+    role: str = "member"  # members read and write the group's files, viewers read
+
+
+@dataclass(frozen=True)
+class ThingKey:
+    thing_id: str
+
+
+KINDS: dict[str, type] = {"org": Org, "user": User, "token": Token, "thing": Thing, "thingkey": ThingKey,
+                          "group": Group, "member": Member}
+ROLES = ("member", "viewer")
 
 
 class AccountError(ValueError):
@@ -137,13 +169,45 @@ class Accounts:
             return None
         return self.user(found.user_id)
 
-    # writing ------------------------------------------------------------------------
-    async def _put(self, kind: str, key: str, item: Any) -> None:
-        meta = msgpack.packb(item.__dict__, use_bin_type=True)
-        await self.registry.write(f"{kind}/{key}", PRESENT, NAMESPACE, meta=meta)
+    def thing(self, thing_id: str) -> Thing | None:
+        return self._get("thing", thing_id)
 
-    async def _drop(self, kind: str, key: str) -> None:
-        await self.registry.write(f"{kind}/{key}", None, NAMESPACE)
+    def things(self) -> list[Thing]:
+        return sorted(self._all("thing"), key=lambda t: (t.name, t.id))
+
+    def thing_with_key(self, key: str) -> Thing | None:
+        """The thing a key belongs to (one hash, one lookup); None for an unknown or old key."""
+        if not 0 < len(key) <= 200:
+            return None
+        found: ThingKey | None = self._get("thingkey", token_hash(key))
+        return None if found is None else self.thing(found.thing_id)
+
+    def group(self, group_id: str) -> Group | None:
+        return self._get("group", group_id)
+
+    def groups(self) -> list[Group]:
+        return sorted(self._all("group"), key=lambda g: (g.name, g.id))
+
+    def members(self, group_id: str) -> list[Member]:
+        return [m for m in self._all("member") if m.group_id == group_id]
+
+    def role(self, group_id: str, kind: str, member_id: str) -> str | None:
+        """`member` or `viewer` for a member of the group, None for anyone else."""
+        found: Member | None = self._get("member", f"{group_id}/{kind}:{member_id}")
+        return None if found is None else found.role
+
+    def groups_of(self, kind: str, member_id: str) -> list[Group]:
+        ids = {m.group_id for m in self._all("member") if m.kind == kind and m.member_id == member_id}
+        return [g for g in self.groups() if g.id in ids]
+
+    # writing ------------------------------------------------------------------------
+    async def _write(self, puts: list[tuple[str, str, Any]], drops: list[tuple[str, str]] = ()) -> None:
+        """Records set and deleted in one transaction: a change is whole or not at all."""
+        items = [(NAMESPACE, f"{kind}/{key}", None, None) for kind, key in drops]
+        items += [(NAMESPACE, f"{kind}/{key}", PRESENT, msgpack.packb(item.__dict__, use_bin_type=True))
+                  for kind, key, item in puts]
+        if items:
+            await self.registry.write_many(items)
 
     async def add_org(self, name: str) -> Org:
         """The organization of that name, created when there is none."""
@@ -153,7 +217,7 @@ class Accounts:
         if existing is not None:
             return existing
         org = Org(new_id(), name)
-        await self._put("org", org.id, org)
+        await self._write([("org", org.id, org)])
         return org
 
     async def add_user(self, email: str, org_name: str, admin: bool = False,
@@ -166,29 +230,31 @@ class Accounts:
             raise AccountError(f"a user with the email {email} exists already")
         org = await self.add_org(org_name)
         user = User(new_id(), email, name or email.split("@")[0], org.id, admin)
-        await self._put("user", user.id, user)
-        token, secret = await self.create_token(user.id, "first token")
+        token, secret = self._new_token(user.id, "first token")
+        await self._write([("user", user.id, user), ("token", token.hash, token)])
         return user, token, secret
 
     async def remove_user(self, user_id: str) -> User:
         """Delete a user; their tokens stop working at once."""
-        user = self.user(user_id)
-        if user is None:
-            raise AccountError(f"no user {user_id}")
-        for token in self._all("token"):
-            if token.user_id == user_id:
-                await self._drop("token", token.hash)
-        await self._drop("user", user_id)
+        user = self._existing("user", user_id)
+        drops = [("token", t.hash) for t in self._all("token") if t.user_id == user_id]
+        drops += self._memberships("user", user_id)
+        await self._write([], [*drops, ("user", user_id)])
         return user
 
     async def create_token(self, user_id: str, name: str, scope: list[str] | None = None,
                            expires_at: int | None = None) -> tuple[Token, str]:
         """A new token of `user_id`: the record, and the secret (the only time it exists)."""
-        if self.user(user_id) is None:
-            raise AccountError(f"no user {user_id}")
+        self._existing("user", user_id)
+        token, secret = self._new_token(user_id, name, scope, expires_at)
+        await self._write([("token", token.hash, token)])
+        return token, secret
+
+    @staticmethod
+    def _new_token(user_id: str, name: str, scope: list[str] | None = None,
+                   expires_at: int | None = None) -> tuple[Token, str]:
         secret = new_token()
         token = Token(new_id(), user_id, name, token_hash(secret), now_ms(), expires_at, list(scope or []))
-        await self._put("token", token.hash, token)
         return token, secret
 
     async def revoke_token(self, token_id: str, user_id: str | None = None) -> Token | None:
@@ -196,16 +262,82 @@ class Accounts:
         is no such live token."""
         for token in self._all("token"):
             if token.id == token_id and (user_id is None or token.user_id == user_id):
-                await self._drop("token", token.hash)
+                await self._write([], [("token", token.hash)])
                 return token
         return None
+
+    async def add_thing(self, name: str, org_name: str) -> tuple[Thing, str]:
+        """A new thing and its key (the only time the key exists in clear)."""
+        if not name.strip():
+            raise AccountError("a thing needs a name")
+        org = await self.add_org(org_name)
+        return await self._keyed(Thing(new_id(), name.strip(), org.id, ""))
+
+    async def rotate_thing(self, thing_id: str) -> tuple[Thing, str]:
+        """A new key for a thing; the old one stops working."""
+        return await self._keyed(self._existing("thing", thing_id))
+
+    async def _keyed(self, old: Thing) -> tuple[Thing, str]:
+        """`old` with a new key; its old key (if any) stops working in the same write."""
+        key = str(uuid.uuid4())  # Mainflux's thing keys are UUIDs
+        thing = Thing(old.id, old.name, old.org_id, token_hash(key))
+        drops = [("thingkey", old.key_hash)] if old.key_hash else []
+        puts = [("thingkey", thing.key_hash, ThingKey(thing.id)), ("thing", thing.id, thing)]
+        await self._write(puts, drops)
+        return thing, key
+
+    async def remove_thing(self, thing_id: str) -> Thing:
+        thing = self._existing("thing", thing_id)
+        await self._write([], [("thingkey", thing.key_hash), *self._memberships("thing", thing_id),
+                               ("thing", thing_id)])
+        return thing
+
+    def _memberships(self, kind: str, member_id: str) -> list[tuple[str, str]]:
+        return [("member", f"{m.group_id}/{kind}:{member_id}") for m in self._all("member")
+                if m.kind == kind and m.member_id == member_id]
+
+    async def add_group(self, name: str, org_name: str) -> Group:
+        if not name.strip():
+            raise AccountError("a group needs a name")
+        org = await self.add_org(org_name)
+        group = Group(new_id(), name.strip(), org.id)
+        await self._write([("group", group.id, group)])
+        return group
+
+    async def remove_group(self, group_id: str) -> Group:
+        group = self._existing("group", group_id)
+        drops = [("member", f"{group_id}/{m.kind}:{m.member_id}") for m in self.members(group_id)]
+        await self._write([], [*drops, ("group", group_id)])
+        return group
+
+    async def add_member(self, group_id: str, kind: str, member_id: str, role: str = "member") -> Member:
+        """Put a user or a thing into a group (or change its role there)."""
+        self._existing("group", group_id)
+        self._existing(kind, member_id)
+        if role not in ROLES:
+            raise AccountError(f"role {role!r}: one of {', '.join(ROLES)}")
+        member = Member(group_id, kind, member_id, role)
+        await self._write([("member", f"{group_id}/{kind}:{member_id}", member)])
+        return member
+
+    async def remove_member(self, group_id: str, kind: str, member_id: str) -> Member:
+        found: Member | None = self._get("member", f"{group_id}/{kind}:{member_id}")
+        if found is None:
+            raise AccountError(f"{kind} {member_id} is not in group {group_id}")
+        await self._write([], [("member", f"{group_id}/{kind}:{member_id}")])
+        return found
+
+    def _existing(self, kind: str, key: str) -> Any:
+        found = self._get(kind, key) if kind in KINDS else None
+        if found is None:
+            raise AccountError(f"no {kind} {key}")
+        return found
 
     async def drop_expired(self, now: int | None = None) -> int:
         """Tombstones for expired tokens (they are refused already; this keeps lists short)."""
         now = now_ms() if now is None else now
-        expired = [t for t in self._all("token") if t.expired(now)]
-        for token in expired:
-            await self._drop("token", token.hash)
+        expired = [("token", t.hash) for t in self._all("token") if t.expired(now)]
+        await self._write([], expired)
         return len(expired)
 
 

@@ -69,6 +69,11 @@ class Registry:
             (record,) = await self.write_many_in(conn, [(namespace, name, cid, meta)], also)
             return record
 
+    async def write_many(self, items: list[tuple[str, str, bytes | None, bytes | None]]) -> list[NameRecord]:
+        """Local writes of (namespace, name, cid, metadata) in one transaction: all or none."""
+        async with self._db.transaction() as conn:
+            return await self.write_many_in(conn, items)
+
     async def write_many_in(
         self, conn: aiosqlite.Connection, items: list[tuple[str, str, bytes | None, bytes | None]],
         also: AlsoInTx | None = None,

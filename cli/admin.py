@@ -61,6 +61,33 @@ def add_admin_commands(kinds: argparse._SubParsersAction) -> None:
     command(org, "add", "add an organization").add_argument("name")
     command(org, "ls", "list organizations")
 
+    thing = kinds.add_parser("thing", help="things (devices) and their keys")
+    thing = thing.add_subparsers(dest="action", required=True)
+    p = command(thing, "add", "add a thing; prints its key once")
+    p.add_argument("name")
+    p.add_argument("--org", required=True, help="the organization's name")
+    command(thing, "ls", "list things")
+    command(thing, "rm", "remove a thing; its key stops working").add_argument("id")
+    command(thing, "rotate", "a new key (printed once); the old one stops working").add_argument("id")
+
+    group = kinds.add_parser("group", help="groups of users and things")
+    group = group.add_subparsers(dest="action", required=True)
+    p = command(group, "add", "add a group")
+    p.add_argument("name")
+    p.add_argument("--org", required=True, help="the organization's name")
+    command(group, "ls", "list groups")
+    command(group, "rm", "remove a group").add_argument("id")
+    member = group.add_parser("member", help="members of a group")
+    member = member.add_subparsers(dest="member_action", required=True)
+    for action, help_ in (("add", "add a user or a thing to a group"), ("rm", "take one out of a group")):
+        p = command(member, action, help_)
+        p.add_argument("group_id")
+        who = p.add_mutually_exclusive_group(required=True)
+        who.add_argument("--user", metavar="ID")
+        who.add_argument("--thing", metavar="ID")
+        if action == "add":
+            p.add_argument("--role", choices=["member", "viewer"], default="member")
+
     token = kinds.add_parser("token", help="personal access tokens")
     token = token.add_subparsers(dest="action", required=True)
     p = command(token, "create", "create a token for a user; prints it once")
@@ -131,7 +158,10 @@ async def answer(accounts: Any, request: dict[str, Any]) -> dict[str, Any]:
     """One admin request (the parsed command line as a dict) against `accounts`."""
     from edgefiles.ans.accounts import AccountError
 
-    handler = HANDLERS.get((request.get("kind"), request.get("action")))
+    action = request.get("action")
+    if action == "member":
+        action = f"member {request.get('member_action')}"
+    handler = HANDLERS.get((request.get("kind"), action))
     if handler is None:
         return {"error": "unknown admin command", "usage": True}
     try:
@@ -203,6 +233,66 @@ async def _token_revoke(accounts: Any, r: dict[str, Any]) -> Result:
     return _token(token), [f"revoked token {token.id}"]
 
 
+async def _thing_add(accounts: Any, r: dict[str, Any]) -> Result:
+    thing, key = await accounts.add_thing(r["name"], r["org"])
+    return {**_thing(thing), "key": key}, [f"thing {thing.id} {thing.name}", f"key {key}  (shown once)"]
+
+
+async def _thing_ls(accounts: Any, r: dict[str, Any]) -> Result:
+    things = [_thing(t) for t in accounts.things()]
+    return things, [f"{t['id']}  {t['name']}  org {t['org_id']}" for t in things]
+
+
+async def _thing_rm(accounts: Any, r: dict[str, Any]) -> Result:
+    thing = _thing(await accounts.remove_thing(r["id"]))
+    return thing, [f"removed thing {thing['id']} {thing['name']}"]
+
+
+async def _thing_rotate(accounts: Any, r: dict[str, Any]) -> Result:
+    thing, key = await accounts.rotate_thing(r["id"])
+    return {**_thing(thing), "key": key}, [f"thing {thing.id} has a new key", f"key {key}  (shown once)"]
+
+
+async def _group_add(accounts: Any, r: dict[str, Any]) -> Result:
+    group = _group(await accounts.add_group(r["name"], r["org"]))
+    return group, [f"group {group['id']} {group['name']}"]
+
+
+async def _group_ls(accounts: Any, r: dict[str, Any]) -> Result:
+    groups = [{**_group(g), "members": [_member(m) for m in accounts.members(g.id)]}
+              for g in accounts.groups()]
+    return groups, [f"{g['id']}  {g['name']}  org {g['org_id']}  {len(g['members'])} members" for g in groups]
+
+
+async def _group_rm(accounts: Any, r: dict[str, Any]) -> Result:
+    group = _group(await accounts.remove_group(r["id"]))
+    return group, [f"removed group {group['id']} {group['name']}"]
+
+
+async def _member_add(accounts: Any, r: dict[str, Any]) -> Result:
+    kind, member_id = ("user", r["user"]) if r.get("user") else ("thing", r["thing"])
+    member = _member(await accounts.add_member(r["group_id"], kind, member_id, r.get("role") or "member"))
+    return member, [f"{kind} {member_id} is a {member['role']} of group {r['group_id']}"]
+
+
+async def _member_rm(accounts: Any, r: dict[str, Any]) -> Result:
+    kind, member_id = ("user", r["user"]) if r.get("user") else ("thing", r["thing"])
+    member = _member(await accounts.remove_member(r["group_id"], kind, member_id))
+    return member, [f"{kind} {member_id} left group {r['group_id']}"]
+
+
+def _thing(thing: Any) -> dict[str, Any]:
+    return {"id": thing.id, "name": thing.name, "org_id": thing.org_id}
+
+
+def _group(group: Any) -> dict[str, Any]:
+    return {"id": group.id, "name": group.name, "org_id": group.org_id}
+
+
+def _member(member: Any) -> dict[str, Any]:
+    return {"group_id": member.group_id, "kind": member.kind, "id": member.member_id, "role": member.role}
+
+
 def _user(user: Any) -> dict[str, Any]:
     return {"id": user.id, "email": user.email, "name": user.name, "org_id": user.org_id, "admin": user.admin}
 
@@ -216,6 +306,10 @@ HANDLERS: dict[tuple[str, str], Callable[[Any, dict[str, Any]], Any]] = {
     ("user", "add"): _user_add, ("user", "ls"): _user_ls, ("user", "rm"): _user_rm,
     ("org", "add"): _org_add, ("org", "ls"): _org_ls,
     ("token", "create"): _token_create, ("token", "ls"): _token_ls, ("token", "revoke"): _token_revoke,
+    ("thing", "add"): _thing_add, ("thing", "ls"): _thing_ls, ("thing", "rm"): _thing_rm,
+    ("thing", "rotate"): _thing_rotate,
+    ("group", "add"): _group_add, ("group", "ls"): _group_ls, ("group", "rm"): _group_rm,
+    ("group", "member add"): _member_add, ("group", "member rm"): _member_rm,
 }
 
 

@@ -87,3 +87,35 @@ def test_records_exchanged_both_ways_give_both_nodes_the_same_accounts(tmp_path)
         await db_b.close()
 
     asyncio.run(scenario())
+
+
+def test_things_keys_groups_and_roles(tmp_path):
+    async def scenario() -> None:
+        db, accounts = await _open(tmp_path / "a.sqlite", 1)
+        user, _, _ = await accounts.add_user("ada@example.com", "acme")
+        sensor, key = await accounts.add_thing("sensor-1", "acme")
+        assert accounts.thing_with_key(key) == sensor and sensor.org_id == user.org_id
+        assert accounts.thing_with_key(key.upper()) is None and accounts.thing_with_key("") is None
+        rotated, new_key = await accounts.rotate_thing(sensor.id)
+        assert accounts.thing_with_key(key) is None and accounts.thing_with_key(new_key) == rotated
+        group = await accounts.add_group("line-a", "acme")
+        await accounts.add_member(group.id, "thing", sensor.id)
+        await accounts.add_member(group.id, "user", user.id, "viewer")
+        assert accounts.role(group.id, "user", user.id) == "viewer"
+        assert accounts.role(group.id, "thing", sensor.id) == "member"
+        assert accounts.groups_of("thing", sensor.id) == [group]
+        for bad in (("nogroup", "user", user.id, "member"), (group.id, "user", "nobody", "member"),
+                    (group.id, "user", user.id, "owner")):
+            try:
+                await accounts.add_member(*bad)
+                raise AssertionError(f"accepted {bad}")
+            except AccountError:
+                pass
+        await accounts.remove_thing(sensor.id)
+        assert accounts.thing_with_key(new_key) is None
+        assert accounts.role(group.id, "thing", sensor.id) is None
+        await accounts.remove_group(group.id)
+        assert accounts.role(group.id, "user", user.id) is None and accounts.groups() == []
+        await db.close()
+
+    asyncio.run(scenario())

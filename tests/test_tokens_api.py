@@ -144,3 +144,28 @@ def test_a_token_made_on_one_node_works_on_the_other_and_so_does_its_revocation(
     finally:
         a.stop()
         b.stop()
+
+
+def test_things_and_groups_from_the_command_line(fresh_node):
+    node = fresh_node()
+    ada = first_user(node)
+    sensor = admin(node, "thing", "add", "sensor-1", "--org", "acme")
+    assert set(sensor) >= {"id", "name", "org_id", "key"} and sensor["org_id"] == ada["org_id"]
+    rotated = admin(node, "thing", "rotate", sensor["id"])
+    assert rotated["key"] != sensor["key"] and rotated["id"] == sensor["id"]
+    group = admin(node, "group", "add", "line-a", "--org", "acme")
+    assert set(group) >= {"id", "name", "org_id"}
+    admin(node, "group", "member", "add", group["id"], "--thing", sensor["id"])
+    viewer = admin(node, "group", "member", "add", group["id"], "--user", ada["id"], "--role", "viewer")
+    assert viewer["role"] == "viewer"
+    (listed,) = admin(node, "group", "ls")
+    assert {(m["kind"], m["role"]) for m in listed["members"]} == {("thing", "member"), ("user", "viewer")}
+    admin(node, "group", "member", "rm", group["id"], "--user", ada["id"])
+    assert [t["id"] for t in admin(node, "thing", "ls")] == [sensor["id"]]
+    assert admin(node, "thing", "rm", sensor["id"])["id"] == sensor["id"]
+    assert admin(node, "thing", "ls") == [] and admin(node, "group", "rm", group["id"])["id"] == group["id"]
+    data = ("--data", str(node.data))
+    text = run_cli("admin", "thing", "add", "pump", "--org", "acme", *data)
+    assert text.returncode == 0 and "shown once" in text.stdout
+    missing = run_cli("admin", "group", "member", "add", "nope", "--user", ada["id"], *data)
+    assert missing.returncode == 1 and "no group nope" in missing.stderr
