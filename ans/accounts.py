@@ -121,7 +121,15 @@ ROLES = ("member", "viewer")
 
 
 class AccountError(ValueError):
-    """A request the accounts cannot carry out (an unknown user, a name taken...)."""
+    """A request the accounts cannot carry out (an email taken, a bad role...)."""
+
+
+class Conflict(AccountError):
+    """A request that would make a second of something that must be unique (an email)."""
+
+
+class Missing(AccountError):
+    """A request that names a user, thing, group or token that does not exist."""
 
 
 class Accounts:
@@ -227,7 +235,7 @@ class Accounts:
         if "@" not in email or len(email) > 254:
             raise AccountError(f"{email!r} is not an email address")
         if any(u.email.lower() == email.lower() for u in self._all("user")):
-            raise AccountError(f"a user with the email {email} exists already")
+            raise Conflict(f"a user with the email {email} exists already")
         org = await self.add_org(org_name)
         user = User(new_id(), email, name or email.split("@")[0], org.id, admin)
         token, secret = self._new_token(user.id, "first token")
@@ -323,14 +331,14 @@ class Accounts:
     async def remove_member(self, group_id: str, kind: str, member_id: str) -> Member:
         found: Member | None = self._get("member", f"{group_id}/{kind}:{member_id}")
         if found is None:
-            raise AccountError(f"{kind} {member_id} is not in group {group_id}")
+            raise Missing(f"{kind} {member_id} is not in group {group_id}")
         await self._write([], [("member", f"{group_id}/{kind}:{member_id}")])
         return found
 
     def _existing(self, kind: str, key: str) -> Any:
         found = self._get(kind, key) if kind in KINDS else None
         if found is None:
-            raise AccountError(f"no {kind} {key}")
+            raise Missing(f"no {kind} {key}")
         return found
 
     async def drop_expired(self, now: int | None = None) -> int:

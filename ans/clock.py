@@ -1,7 +1,9 @@
-"""Hybrid logical clock: wall-clock milliseconds plus a counter; never goes backwards."""
+"""Hybrid logical clock: wall-clock milliseconds plus a counter; never goes backwards. And
+the durations people write (`24h`)."""
 
 from __future__ import annotations
 
+import re
 import time
 
 
@@ -32,3 +34,15 @@ class HybridClock:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of `24h`, `30m`, `15s`, `500ms`, `2d` or plain seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 24h, 30m, 15s)")
+    return float(match.group(1)) * _UNITS[match.group(2)]

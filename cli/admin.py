@@ -16,21 +16,14 @@ import os
 import socket
 import struct
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgefiles.ans.accounts import iso
+from edgefiles.ans.admin import answer
 
-from .config import parse_duration
 from .main import CliError
 
 SOCKET_NAME = "admin.sock"
-Result = tuple[Any, list[str]]  # (the --json answer, the readable lines)
-
-
-class UsageError(CliError):
-    """A command line that cannot be carried out as given (exit status 2)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,14 +95,14 @@ def cmd_admin(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not (data / "state.sqlite").exists():
         raise CliError(f"{data} is not a node's data directory (no state.sqlite); start a node on it once")
-    answer = _through_node(data, args) if _node_running(data) else asyncio.run(_offline(data, args))
-    if "error" in answer:
-        print(f"edgefiles: {answer['error']}", file=sys.stderr)
-        return 2 if answer.get("usage") else 1
+    reply = _through_node(data, args) if _node_running(data) else asyncio.run(_offline(data, args))
+    if "error" in reply:
+        print(f"edgefiles: {reply['error']}", file=sys.stderr)
+        return 2 if reply.get("usage") else 1
     if args.json:
-        print(json.dumps(answer["result"], indent=2))
+        print(json.dumps(reply["result"], indent=2))
     else:
-        for line in answer["lines"]:
+        for line in reply["lines"]:
             print(line)
     return 0
 
@@ -152,165 +145,6 @@ def _through_node(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     except OSError as exc:
         raise CliError(f"the node on {data} is running but its admin socket does not answer: {exc}") from None
     return json.loads(reply)
-
-
-async def answer(accounts: Any, request: dict[str, Any]) -> dict[str, Any]:
-    """One admin request (the parsed command line as a dict) against `accounts`."""
-    from edgefiles.ans.accounts import AccountError
-
-    action = request.get("action")
-    if action == "member":
-        action = f"member {request.get('member_action')}"
-    handler = HANDLERS.get((request.get("kind"), action))
-    if handler is None:
-        return {"error": "unknown admin command", "usage": True}
-    try:
-        result, lines = await handler(accounts, request)
-    except AccountError as exc:
-        return {"error": str(exc)}
-    except UsageError as exc:
-        return {"error": str(exc), "usage": True}
-    return {"result": result, "lines": lines}
-
-
-# the commands ---------------------------------------------------------------------------
-async def _user_add(accounts: Any, r: dict[str, Any]) -> Result:
-    user, _, secret = await accounts.add_user(r["email"], r["org"], r.get("admin", False), r.get("name"))
-    out = {"id": user.id, "email": user.email, "name": user.name, "org_id": user.org_id,
-           "admin": user.admin, "token": secret}
-    return out, [f"user {user.id} {user.email} (org {r['org']}){' admin' if user.admin else ''}",
-                 f"token {secret}  (shown once)"]
-
-
-async def _user_ls(accounts: Any, r: dict[str, Any]) -> Result:
-    users = [_user(u) for u in accounts.users()]
-    return users, [f"{u['id']}  {u['email']}  org {u['org_id']}{'  admin' if u['admin'] else ''}"
-                   for u in users]
-
-
-async def _user_rm(accounts: Any, r: dict[str, Any]) -> Result:
-    user = _user(await accounts.remove_user(r["id"]))
-    return user, [f"removed user {user['id']} {user['email']}"]
-
-
-async def _org_add(accounts: Any, r: dict[str, Any]) -> Result:
-    org = await accounts.add_org(r["name"])
-    return {"id": org.id, "name": org.name}, [f"org {org.id} {org.name}"]
-
-
-async def _org_ls(accounts: Any, r: dict[str, Any]) -> Result:
-    orgs = [{"id": o.id, "name": o.name} for o in accounts.orgs()]
-    return orgs, [f"{o['id']}  {o['name']}" for o in orgs]
-
-
-async def _token_create(accounts: Any, r: dict[str, Any]) -> Result:
-    from edgefiles.ans.clock import now_ms
-
-    expires_at = None
-    if r.get("expires_in"):
-        try:
-            expires_at = now_ms() + int(parse_duration(r["expires_in"]) * 1000)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    token, secret = await accounts.create_token(r["user"], r.get("name") or "cli", [], expires_at)
-    out = {"id": token.id, "token": secret, "expires_at": iso(token.expires_at)}
-    return out, [f"token {token.id} for user {token.user_id}, expires {out['expires_at'] or 'never'}",
-                 f"{secret}  (shown once)"]
-
-
-async def _token_ls(accounts: Any, r: dict[str, Any]) -> Result:
-    tokens = [_token(t) for t in accounts.tokens(r.get("user"))]
-    return tokens, [f"{t['id']}  user {t['user_id']}  {t['name']}  expires {t['expires_at'] or 'never'}"
-                    for t in tokens]
-
-
-async def _token_revoke(accounts: Any, r: dict[str, Any]) -> Result:
-    from edgefiles.ans.accounts import AccountError
-
-    token = await accounts.revoke_token(r["id"])
-    if token is None:
-        raise AccountError(f"no live token {r['id']}")
-    return _token(token), [f"revoked token {token.id}"]
-
-
-async def _thing_add(accounts: Any, r: dict[str, Any]) -> Result:
-    thing, key = await accounts.add_thing(r["name"], r["org"])
-    return {**_thing(thing), "key": key}, [f"thing {thing.id} {thing.name}", f"key {key}  (shown once)"]
-
-
-async def _thing_ls(accounts: Any, r: dict[str, Any]) -> Result:
-    things = [_thing(t) for t in accounts.things()]
-    return things, [f"{t['id']}  {t['name']}  org {t['org_id']}" for t in things]
-
-
-async def _thing_rm(accounts: Any, r: dict[str, Any]) -> Result:
-    thing = _thing(await accounts.remove_thing(r["id"]))
-    return thing, [f"removed thing {thing['id']} {thing['name']}"]
-
-
-async def _thing_rotate(accounts: Any, r: dict[str, Any]) -> Result:
-    thing, key = await accounts.rotate_thing(r["id"])
-    return {**_thing(thing), "key": key}, [f"thing {thing.id} has a new key", f"key {key}  (shown once)"]
-
-
-async def _group_add(accounts: Any, r: dict[str, Any]) -> Result:
-    group = _group(await accounts.add_group(r["name"], r["org"]))
-    return group, [f"group {group['id']} {group['name']}"]
-
-
-async def _group_ls(accounts: Any, r: dict[str, Any]) -> Result:
-    groups = [{**_group(g), "members": [_member(m) for m in accounts.members(g.id)]}
-              for g in accounts.groups()]
-    return groups, [f"{g['id']}  {g['name']}  org {g['org_id']}  {len(g['members'])} members" for g in groups]
-
-
-async def _group_rm(accounts: Any, r: dict[str, Any]) -> Result:
-    group = _group(await accounts.remove_group(r["id"]))
-    return group, [f"removed group {group['id']} {group['name']}"]
-
-
-async def _member_add(accounts: Any, r: dict[str, Any]) -> Result:
-    kind, member_id = ("user", r["user"]) if r.get("user") else ("thing", r["thing"])
-    member = _member(await accounts.add_member(r["group_id"], kind, member_id, r.get("role") or "member"))
-    return member, [f"{kind} {member_id} is a {member['role']} of group {r['group_id']}"]
-
-
-async def _member_rm(accounts: Any, r: dict[str, Any]) -> Result:
-    kind, member_id = ("user", r["user"]) if r.get("user") else ("thing", r["thing"])
-    member = _member(await accounts.remove_member(r["group_id"], kind, member_id))
-    return member, [f"{kind} {member_id} left group {r['group_id']}"]
-
-
-def _thing(thing: Any) -> dict[str, Any]:
-    return {"id": thing.id, "name": thing.name, "org_id": thing.org_id}
-
-
-def _group(group: Any) -> dict[str, Any]:
-    return {"id": group.id, "name": group.name, "org_id": group.org_id}
-
-
-def _member(member: Any) -> dict[str, Any]:
-    return {"group_id": member.group_id, "kind": member.kind, "id": member.member_id, "role": member.role}
-
-
-def _user(user: Any) -> dict[str, Any]:
-    return {"id": user.id, "email": user.email, "name": user.name, "org_id": user.org_id, "admin": user.admin}
-
-
-def _token(token: Any) -> dict[str, Any]:
-    return {"id": token.id, "user_id": token.user_id, "name": token.name, "scope": token.scope,
-            "expires_at": iso(token.expires_at), "created_at": iso(token.created_at)}
-
-
-HANDLERS: dict[tuple[str, str], Callable[[Any, dict[str, Any]], Any]] = {
-    ("user", "add"): _user_add, ("user", "ls"): _user_ls, ("user", "rm"): _user_rm,
-    ("org", "add"): _org_add, ("org", "ls"): _org_ls,
-    ("token", "create"): _token_create, ("token", "ls"): _token_ls, ("token", "revoke"): _token_revoke,
-    ("thing", "add"): _thing_add, ("thing", "ls"): _thing_ls, ("thing", "rm"): _thing_rm,
-    ("thing", "rotate"): _thing_rotate,
-    ("group", "add"): _group_add, ("group", "ls"): _group_ls, ("group", "rm"): _group_rm,
-    ("group", "member add"): _member_add, ("group", "member rm"): _member_rm,
-}
 
 
 # the node's side of the socket ------------------------------------------------------------

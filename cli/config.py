@@ -7,17 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+from edgefiles.ans.clock import parse_duration
+
+__all__ = ["parse_duration"]  # kept here for the command line's other users
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(text: str) -> float:
-    """`24h`, `30m`, `15s`, `500ms`, `2d` or plain seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 24h, 30m, 15s)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def parse_size(text: str) -> int:

@@ -169,3 +169,35 @@ def test_things_and_groups_from_the_command_line(fresh_node):
     assert text.returncode == 0 and "shown once" in text.stdout
     missing = run_cli("admin", "group", "member", "add", "nope", "--user", ada["id"], *data)
     assert missing.returncode == 1 and "no group nope" in missing.stderr
+
+
+def test_the_http_admin_api_provisions_users_things_and_groups(fresh_node):
+    node = fresh_node()
+    ada = first_user(node)
+    with httpx.Client(base_url=node.url, headers=bearer(ada["token"])) as http:
+        org = http.post("/api/v1/admin/orgs", json={"name": "globex"})
+        assert org.status_code == 201 and org.json()["name"] == "globex"
+        bob = http.post("/api/v1/admin/users", json={"email": "bob@globex.com", "org": "globex"})
+        assert bob.status_code == 201 and bob.json()["org_id"] == org.json()["id"]
+        bob = bob.json()
+        extra = http.post(f"/api/v1/admin/users/{bob['id']}/tokens", json={"name": "ci", "expires-in": "1h"})
+        assert extra.status_code == 201 and set(extra.json()) == {"id", "token", "expires_at"}
+        thing = http.post("/api/v1/admin/things", json={"name": "sensor", "org": "globex"})
+        assert thing.status_code == 201 and "key" in thing.json()
+        group = http.post("/api/v1/admin/groups", json={"name": "line", "org": "globex"}).json()
+        members = f"/api/v1/admin/groups/{group['id']}/members"
+        member = http.post(members, json={"user": bob["id"], "role": "viewer"})
+        assert member.status_code == 201 and member.json()["role"] == "viewer"
+        for path, body, status in (("/api/v1/admin/users", {"email": "bob@globex.com", "org": "x"}, 409),
+                                   ("/api/v1/admin/users", {"org": "x"}, 400),
+                                   ("/api/v1/admin/users", ["not", "an", "object"], 400),
+                                   ("/api/v1/admin/users/nobody/tokens", {}, 404),
+                                   (members, {"user": "nobody"}, 404)):
+            r = http.post(path, json=body)
+            assert r.status_code == status and r.json()["error"], (path, r.text)
+        bobs = bearer(bob["token"])
+        assert http.post("/api/v1/admin/orgs", json={"name": "x"}, headers=bobs).status_code == 403
+        assert http.delete(f"/api/v1/admin/users/{bob['id']}").status_code == 204
+        assert http.get("/api/v1/user", headers=bearer(extra.json()["token"])).status_code == 401
+        assert http.delete(f"/api/v1/admin/users/{bob['id']}").status_code == 404
+    assert httpx.post(f"{node.url}/api/v1/admin/orgs", json={"name": "x"}).status_code == 401

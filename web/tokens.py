@@ -42,7 +42,7 @@ async def tokens(request: Request) -> Response:
         await ctx.accounts.drop_expired()
         listed = [_token_view(t) for t in ctx.accounts.tokens(owner.id)]
         return _json({"count": len(listed), "tokens": listed})
-    name, scope, expires_at = _token_request(await _body(request))
+    name, scope, expires_at = _token_request(await read_json(request))
     token, secret = await ctx.accounts.create_token(owner.id, name, scope, expires_at)
     view = _token_view(token)
     del view["createdAt"]
@@ -87,7 +87,7 @@ def _token_view(t: Token) -> dict[str, Any]:
             "createdAt": iso(t.created_at)}
 
 
-async def _body(request: Request) -> Any:
+async def read_json(request: Request) -> Any:
     raw = b""
     async for chunk in request.stream():
         raw += chunk

@@ -40,6 +40,14 @@ class PlatformBadRequest(PlatformError):
     status, code = 400, "invalid_request"
 
 
+class PlatformForbidden(PlatformError):
+    status, code, default_message = 403, "forbidden", "Forbidden"
+
+
+class PlatformConflict(PlatformError):
+    status, code = 409, "conflict"
+
+
 class PlatformNotFound(PlatformError):
     status, code, default_message = 404, "not_found", "Not Found"
 
