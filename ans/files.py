@@ -112,12 +112,16 @@ class NamedFiles:
 
     # writes -----------------------------------------------------------------------------
     async def write(self, ns: str, name: str, body: bytes, append: bool = False,
-                    content_type: str | None = None, metadata: dict[str, Any] | None = None) -> FileInfo:
+                    content_type: str | None = None, metadata: dict[str, Any] | None = None,
+                    exists: bool | None = None) -> FileInfo:
         """Store `body` as the file `name` (or append it to the file there), durable once
         this returns. A new version keeps the file's creation time; an append also keeps its
-        content type and metadata unless new ones are given."""
+        content type and metadata unless new ones are given. `exists` True: only replace a
+        file (else FileNotFoundError); False: only make a new one (else FileExistsError)."""
         async with self.lock(ns, name):
             current = self.names.registry.get(name, ns)
+            if exists is not None and exists != (current is not None):
+                raise (FileNotFoundError if exists else FileExistsError)(name)
             previous = self._info(current) if current is not None else None
             if append and previous is not None:
                 imported = await self.core.import_append(previous.cid, body)

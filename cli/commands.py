@@ -39,6 +39,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="how uploads become DAGs: kubo-v1 (ipfs add --cid-version=1), actyx (an Actyx "
                         "node's CIDs) or unixfs-v1-2025 (IPIP-499, 1 MiB chunks: Helia's defaults)")
     p.add_argument("--max-upload", default=_env("MAX_UPLOAD", "10GiB"), metavar="BYTES")
+    p.add_argument("--filestore-max-file", default=_env("FILESTORE_MAX_FILE", "1GiB"), metavar="BYTES",
+                   help="largest file the Filestore facade takes (default 1GiB)")
     p.add_argument("--host-suffix", default=_env("HOST_SUFFIX", "actyx.localhost"))
     p.add_argument("--token-ttl", default=_env("TOKEN_TTL", "24h"), metavar="DURATION")
     p.add_argument("--trust-app", action="append", default=None, metavar="APPID",
@@ -71,6 +73,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
             swarm_key_file=Path(args.swarm_key) if args.swarm_key else None,
             profile=args.profile,
             max_upload=parse_size(args.max_upload),
+            filestore_max_file=parse_size(args.filestore_max_file),
             host_suffix=args.host_suffix.strip(".").lower(),
             token_ttl=parse_duration(args.token_ttl),
             trusted_apps=frozenset(args.trust_app or _env_list("TRUST_APP")),

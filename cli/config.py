@@ -40,6 +40,7 @@ class ServeConfig:
     swarm_key_file: Path | None = None
     profile: str = "kubo-v1"
     max_upload: int = 10 << 30
+    filestore_max_file: int = 1 << 30
     host_suffix: str = "actyx.localhost"
     token_ttl: float = 24 * 3600.0
     trusted_apps: frozenset[str] = frozenset()

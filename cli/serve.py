@@ -168,6 +168,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
             tokens=TokenAuthority(key, config.token_ttl, config.trusted_apps),
             executor=executor,
             max_upload=config.max_upload,
+            filestore_max_file=config.filestore_max_file,
             host_suffix=config.host_suffix,
             swarm=swarm,
             flowfuse=flowfuse,

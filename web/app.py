@@ -11,7 +11,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import admin_api, car, files_api, gateway, tokens
+from . import admin_api, car, files_api, filestore, gateway, tokens
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, MethodNotAllowed, NotFound
@@ -103,6 +103,7 @@ def create_app(ctx: AppContext) -> ASGIApp:
         Route("/api/v2/car", car.receive, methods=["POST"]),
         Route("/ipfs/{tail:path}", gateway.ipfs, methods=["GET", "HEAD"]),
         *[Route(path, admin_api.admin, methods=[method]) for method, path in admin_api.COMMANDS],
+        *[Route(path, endpoint, methods=methods) for path, endpoint, methods in filestore.ROUTES],
         Route("/api/v1/user", tokens.user, methods=["GET"]),
         Route("/api/v1/user/tokens", tokens.tokens, methods=["GET", "POST"]),
         Route("/api/v1/user/tokens/{token_id}", tokens.token, methods=["DELETE"]),

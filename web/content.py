@@ -35,6 +35,7 @@ class Target:
     trailing_slash: bool
     by_name: bool
     host_route: bool = False
+    content_type: str | None = None  # the type stored with a facade's file, when it has one
 
 
 def _q_values(accept: str) -> dict[str, float]:
@@ -172,7 +173,7 @@ class ContentServer:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         headers["Content-Length"] = str(end - start)
-        mtype = media_type(name)
+        mtype = target.content_type or media_type(name)
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers, media_type=mtype)
         body = self._stream(node, start, end)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edgefiles.ans.accounts import Accounts
+from edgefiles.ans.files import NamedFiles
 from edgefiles.ans.names import Names
 from edgefiles.node.core import Core
 
@@ -38,6 +39,7 @@ class AppContext:
     tokens: TokenAuthority
     executor: Executor
     max_upload: int = 10 << 30
+    filestore_max_file: int = 1 << 30
     host_suffix: str = "actyx.localhost"
     swarm: SwarmView = field(default_factory=NoSwarm)
     hash_pool: Executor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="hash"))
@@ -46,3 +48,4 @@ class AppContext:
     def __post_init__(self) -> None:
         self.content = ContentServer(self.core)
         self.accounts = Accounts(self.names.registry)
+        self.named_files = NamedFiles(self.core, self.names)  # the Filestore's (FlowFuse keeps its own)

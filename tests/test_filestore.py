@@ -1,0 +1,229 @@
+"""The Mainflux Filestore facade, black-box against real node processes: thing files, group
+files and groupfiles, their shapes and status codes, hostile names, confinement between
+things, groups and the Files API, and a file written on one node read on another."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+from nodeproc import Node, run_cli, wait_until
+
+
+def admin(node: Node, *args: str) -> dict:
+    out = run_cli("admin", *args, "--data", str(node.data), "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+class World:
+    """A node with one user (a member of group A, a viewer of group B) and two things (the
+    first in both groups)."""
+
+    def __init__(self, node: Node):
+        self.node = node
+        self.user = admin(node, "user", "add", "--email", "ada@example.com", "--org", "acme")
+        self.outsider = admin(node, "user", "add", "--email", "eve@example.com", "--org", "acme")
+        self.thing = admin(node, "thing", "add", "sensor-1", "--org", "acme")
+        self.other = admin(node, "thing", "add", "sensor-2", "--org", "acme")
+        self.group = admin(node, "group", "add", "line-a", "--org", "acme")
+        self.viewed = admin(node, "group", "add", "line-b", "--org", "acme")
+        admin(node, "group", "member", "add", self.group["id"], "--user", self.user["id"])
+        viewer = ("--user", self.user["id"], "--role", "viewer")
+        admin(node, "group", "member", "add", self.viewed["id"], *viewer)
+        for g in (self.group, self.viewed):
+            admin(node, "group", "member", "add", g["id"], "--thing", self.thing["id"])
+
+    def as_thing(self, thing: dict | None = None) -> httpx.Client:
+        key = (thing or self.thing)["key"]
+        return httpx.Client(base_url=self.node.url, headers={"Authorization": f"Thing {key}"})
+
+    def as_user(self, user: dict | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.node.url,
+                            headers={"Authorization": f"Bearer {(user or self.user)['token']}"})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    node = Node(tmp_path_factory.mktemp("filestore") / "data").start()
+    yield World(node)
+    node.stop()
+
+
+def upload(client: httpx.Client, path: str, name: str, data: bytes, ctype: str | None = None,
+           metadata: str | None = None, method: str = "POST") -> httpx.Response:
+    files = {"file": (name, data) if ctype is None else (name, data, ctype)}
+    form = {} if metadata is None else {"metadata": metadata}
+    return client.request(method, path, files=files, data=form)
+
+
+def test_a_thing_uploads_lists_reads_replaces_and_deletes_its_files(world):
+    with world.as_thing() as http:
+        r = upload(http, "/filestore/files", "sensor-data.csv", b"t,v\n1,2\n",
+                   metadata='{"type":"readings","sensor":"temperature"}')
+        assert r.status_code == 201
+        made = r.json()
+        assert made["name"] == "sensor-data.csv" and made["content_type"] == "text/csv"
+        assert made["size"] == 8 and made["thing_id"] == world.thing["id"] and made["cid"].startswith("baf")
+        assert made["metadata"] == {"type": "readings", "sensor": "temperature"} and made["created_at"]
+        assert upload(http, "/filestore/files", "sensor-data.csv", b"again").status_code == 409
+        upload(http, "/filestore/files", "calibration.json", b"{}", "application/json")
+        listed = http.get("/filestore/files").json()
+        assert listed["total"] >= 2 and listed["offset"] == 0 and listed["limit"] == 10
+        assert [f["name"] for f in listed["files"]] == sorted(f["name"] for f in listed["files"])
+        got = http.get("/filestore/files/sensor-data.csv")
+        assert got.content == b"t,v\n1,2\n" and got.headers["content-type"].startswith("text/csv")
+        assert got.headers["etag"] == f'"{made["cid"]}"' and got.headers["content-length"] == "8"
+        part = http.get("/filestore/files/sensor-data.csv", headers={"Range": "bytes=2-4"})
+        assert part.status_code == 206 and part.content == b"v\n1"
+        replaced = upload(http, "/filestore/files/sensor-data.csv", "whatever.bin", b"new", method="PUT")
+        assert replaced.status_code == 200 and replaced.json()["size"] == 3
+        assert replaced.json()["metadata"] == made["metadata"]  # kept when none is sent
+        assert upload(http, "/filestore/files/nope.csv", "x", b"x", method="PUT").status_code == 404
+        assert http.delete("/filestore/files/sensor-data.csv").status_code == 204
+        assert http.get("/filestore/files/sensor-data.csv").status_code == 404
+        assert http.delete("/filestore/files/sensor-data.csv").status_code == 404
+
+
+def test_paging_is_by_name_bytewise(world):
+    with world.as_thing(world.other) as http:
+        for name in ("b.txt", "a.txt", "Z.txt", "\u00e9.txt", "c.txt"):
+            assert upload(http, "/filestore/files", name, name.encode()).status_code == 201
+        first = http.get("/filestore/files", params={"limit": 2}).json()
+        rest = http.get("/filestore/files", params={"offset": 2, "limit": 200}).json()
+        names = [f["name"] for f in first["files"] + rest["files"]]
+        assert names == sorted(names, key=str.encode) and first["total"] == 5 and len(first["files"]) == 2
+        for bad in ({"limit": 201}, {"limit": 0}, {"offset": -1}, {"limit": "ten"}):
+            r = http.get("/filestore/files", params=bad)
+            assert r.status_code == 400 and r.json()["error"]
+
+
+@pytest.mark.parametrize("raw", ["a/b", "..", "%2e%2e", "a%2Fb", "a%5Cb", "a%00b", "a%7Fb", "%C3", "x" * 256])
+def test_hostile_names_in_the_path_are_400(world, raw):
+    status, body = raw_request(world, "GET", f"/filestore/files/{raw}", f"Thing {world.thing['key']}")
+    assert status == 400 and "error" in json.loads(body)
+
+
+@pytest.mark.parametrize("name", ["..", "a/b", "a\\b", "a\x00b", "tab\tname", "", "y" * 256])
+def test_hostile_names_in_an_upload_are_400_and_store_nothing(world, name):
+    with world.as_thing() as http:
+        before = http.get("/filestore/files", params={"limit": 200}).json()["total"]
+        body = (b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="' + name.encode()
+                + b'"\r\nContent-Type: text/plain\r\n\r\nx\r\n--bnd--\r\n')  # the name's bytes as they are
+        multipart = {"Content-Type": "multipart/form-data; boundary=bnd"}
+        r = http.post("/filestore/files", content=body, headers=multipart)
+        assert r.status_code == 400 and r.json()["error"]
+        assert http.get("/filestore/files", params={"limit": 200}).json()["total"] == before
+
+
+def test_bad_bodies_are_400(world):
+    with world.as_thing() as http:
+        for metadata in ("[1, 2]", "{not json", json.dumps({"k": "v" * (65 << 10)})):
+            r = upload(http, "/filestore/files", "m.txt", b"x", metadata=metadata)
+            assert r.status_code == 400 and r.json()["error"], metadata
+        multipart = {"Content-Type": "multipart/form-data; boundary=x"}
+        r = http.post("/filestore/files", content=b"--x\r\nbroken", headers=multipart)
+        assert r.status_code == 400
+        assert http.post("/filestore/files", content=b"raw").status_code == 400
+
+
+def test_credentials_and_confinement(world):
+    with world.as_thing() as mine:
+        assert upload(mine, "/filestore/files", "private", b"mine").status_code == 201
+    with world.as_thing(world.other) as theirs:
+        assert theirs.get("/filestore/files/private").status_code == 404
+    with world.as_user() as user:
+        r = user.get("/filestore/files")
+        assert r.status_code == 401 and r.json()["error"]  # a Bearer token on a thing route
+    for header in (None, "Thing nope", "Thing", "Bearer x", "Basic Zm9vOmJhcg=="):
+        headers = {} if header is None else {"Authorization": header}
+        assert httpx.get(f"{world.node.url}/filestore/files", headers=headers).status_code == 401
+    with httpx.Client(base_url=world.node.url) as http:  # a facade's names are not app names
+        apps = {"Authorization": f"Bearer {world.node.token()}"}
+        unknown = http.get("/api/v2/files/never-set", headers=apps)
+        assert http.get("/api/v2/files/private", headers=apps).status_code == unknown.status_code >= 400
+        assert "private" not in {n["name"] for n in http.get("/api/v2/names", headers=apps).json()}
+        assert http.get("/", headers={"Host": "private.actyx.localhost"}).status_code == 404
+
+
+def test_group_files_for_members_viewers_and_things(world):
+    g, v = world.group["id"], world.viewed["id"]
+    with world.as_user() as user:
+        r = upload(user, f"/filestore/groups/{g}/files", "config.json", b'{"a":1}')
+        assert r.status_code == 201 and r.json()["group_id"] == g
+        assert r.json()["content_type"] == "application/json"
+        assert user.get(f"/filestore/groups/{g}/files").json()["total"] == 1
+        assert upload(user, f"/filestore/groups/{v}/files", "x.txt", b"x").status_code == 403  # a viewer
+        assert user.get(f"/filestore/groups/{v}/files").status_code == 200
+        assert user.get("/filestore/groups/no-such-group/files").status_code == 404
+    with world.as_user(world.outsider) as eve:
+        assert eve.get(f"/filestore/groups/{g}/files").status_code == 403
+    with world.as_thing() as thing:
+        assert thing.get(f"/filestore/groups/{g}/files/config.json").content == b'{"a":1}'
+        assert upload(thing, f"/filestore/groups/{g}/files", "t.txt", b"x").status_code == 403
+        assert thing.get("/filestore/groupfiles/config.json").content == b'{"a":1}'
+        assert thing.get("/filestore/groupfiles/none.json").status_code == 404
+    with world.as_thing(world.other) as outsider:
+        assert outsider.get(f"/filestore/groups/{g}/files/config.json").status_code == 403
+        assert outsider.get("/filestore/groupfiles/config.json").status_code == 404
+
+
+def test_a_name_in_two_of_a_things_groups_is_a_409_that_points_to_the_group_route(tmp_path):
+    node = Node(tmp_path / "n").start()
+    try:
+        world = World(node)
+        admin(node, "group", "member", "add", world.viewed["id"], "--user", world.user["id"])  # a member now
+        with world.as_user() as user:
+            for g in (world.group, world.viewed):
+                assert upload(user, f"/filestore/groups/{g['id']}/files", "fw.bin", b"1").status_code == 201
+        with world.as_thing() as thing:
+            r = thing.get("/filestore/groupfiles/fw.bin")
+            assert r.status_code == 409 and "/filestore/groups/" in r.json()["error"]
+    finally:
+        node.stop()
+
+
+def test_too_large_files_are_413_with_nothing_stored(tmp_path):
+    node = Node(tmp_path / "n", "--filestore-max-file", "1KiB").start()
+    try:
+        world = World(node)
+        with world.as_thing() as http:
+            r = upload(http, "/filestore/files", "big.bin", b"x" * 1025)
+            assert r.status_code == 413 and r.json()["error"]
+            assert http.get("/filestore/files").json()["total"] == 0
+            assert upload(http, "/filestore/files", "ok.bin", b"x" * 1024).status_code == 201
+    finally:
+        node.stop()
+
+
+def test_a_file_written_on_one_node_is_read_on_another(tmp_path):
+    key = tmp_path / "swarm.key"
+    key.write_text("ef" * 32 + "\n")
+    a = Node(tmp_path / "a", "--swarm-key", str(key)).start()
+    b = Node(tmp_path / "b", "--swarm-key", str(key), "--peer", a.swarm_addr).start()
+    try:
+        thing = admin(a, "thing", "add", "sensor", "--org", "acme")
+        headers = {"Authorization": f"Thing {thing['key']}"}
+        with httpx.Client(base_url=a.url, headers=headers) as on_a:
+            made = upload(on_a, "/filestore/files", "r.csv", b"1,2", metadata='{"k": 1}')
+            assert made.status_code == 201
+        with httpx.Client(base_url=b.url, headers=headers) as on_b:
+            wait_until(lambda: on_b.get("/filestore/files/r.csv").status_code == 200, timeout=10,
+                       what="B to serve A's file")
+            assert on_b.get("/filestore/files/r.csv").content == b"1,2"
+            assert on_b.get("/filestore/files").json()["files"][0]["metadata"] == {"k": 1}
+    finally:
+        a.stop()
+        b.stop()
+
+
+def raw_request(world: World, method: str, path: str, auth: str) -> tuple[int, str]:
+    """A request whose path goes out byte for byte as written (no client normalizes it)."""
+    with socket.create_connection(("127.0.0.1", world.node.port)) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+                  .encode())
+        reply = b"".join(iter(lambda: s.recv(65536), b""))
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode(errors="replace")
