@@ -26,6 +26,7 @@ log = logging.getLogger("edgefiles.web")
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
+WHOLE_BELOW = 256 << 10  # answers this small are read whole and sent in one piece
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,8 @@ class ContentServer:
         mtype = target.content_type or media_type(name)
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers, media_type=mtype)
+        if end - start <= WHOLE_BELOW:  # read here, on the worker thread: no streaming hops
+            return Response(b"".join(self.reader.read_range(node, start, end)), status, headers, mtype)
         body = self._stream(node, start, end)
         return StreamingResponse(body, status_code=status, headers=headers, media_type=mtype)
 

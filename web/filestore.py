@@ -14,9 +14,8 @@ from typing import Any
 from edgefiles.ans.accounts import Thing, User
 from edgefiles.ans.files import FileInfo
 from edgefiles.node.cid import to_str
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -26,11 +25,11 @@ from .cors import CORS_HEADERS
 from .errors import ApiError
 from .mime import DEFAULT, media_type
 from .paths import raw_path
+from .upload import parse_header_params
 
 MAX_METADATA = 64 << 10
 MAX_NAME_BYTES = 255
 DEFAULT_LIMIT, MAX_LIMIT = 10, 200
-READ_CHUNK = 1 << 20
 
 
 class FilestoreError(ApiError):
@@ -133,37 +132,87 @@ def group_ns(group_id: str) -> str:
 
 # the parts of an upload -----------------------------------------------------------------------
 async def read_upload(request: Request, limit: int) -> tuple[str, bytes, str, dict[str, Any] | None]:
-    """(file name, bytes, content type, metadata or None) of a multipart upload."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit + MAX_METADATA + (64 << 10):
-        raise FsTooLarge(f"files are at most {limit} bytes here")
-    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+    """(file name, bytes, content type, metadata or None) of a multipart upload, read as it
+    arrives: the file part up to `limit` bytes, other fields up to 64 KiB."""
+    ctype, params = parse_header_params(request.headers.get("content-type", ""))
+    if ctype != "multipart/form-data" or not params.get("boundary"):
         raise FsBadRequest("send the file as multipart/form-data with a part named `file`")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit + 2 * MAX_METADATA:
+        raise FsTooLarge(f"files are at most {limit} bytes here")
+    parts = _Parts(limit)
+    parser = MultipartParser(params["boundary"], parts.callbacks(), max_header_count=16)
     try:
-        form = await request.form(max_files=1, max_fields=8, max_part_size=MAX_METADATA)
-    except (MultiPartException, HTTPException) as exc:  # Starlette turns the first into the second
-        detail = getattr(exc, "message", None) or getattr(exc, "detail", "")
-        raise FsBadRequest(f"malformed multipart body: {detail}") from None
-    try:
-        part = form.get("file")
-        if not isinstance(part, UploadFile):
-            raise FsBadRequest("the upload has no part named `file` holding a file")
-        data = await _read_capped(part, limit)
-        metadata = _metadata(form.get("metadata"))
-        name = check_name(part.filename or "")
-        return name, data, _content_type(part, name), metadata
-    finally:
-        await form.close()
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise FsBadRequest(f"malformed multipart body: {exc}") from None
+    if not parts.ended:
+        raise FsBadRequest("truncated multipart body: the closing boundary never came")
+    if "file" not in parts.files:
+        raise FsBadRequest("the upload has no part named `file` holding a file")
+    filename, part_type, data = parts.files["file"]
+    name = check_name(filename)
+    return name, data, _content_type(part_type, name), _metadata(parts.fields.get("metadata"))
 
 
-async def _read_capped(part: UploadFile, limit: int) -> bytes:
-    chunks, size = [], 0
-    while chunk := await part.read(READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise FsTooLarge(f"files are at most {limit} bytes here")
-        chunks.append(chunk)
-    return b"".join(chunks)
+class _Parts:
+    """python-multipart callbacks → the form's files (name → (filename, type, bytes)) and
+    fields (name → text), each capped as it grows."""
+
+    def __init__(self, file_limit: int) -> None:
+        self.file_limit = file_limit
+        self.files: dict[str, tuple[str, str, bytes]] = {}
+        self.fields: dict[str, str] = {}
+        self.ended = False
+        self._headers: dict[str, str] = {}
+        self._header = (bytearray(), bytearray())
+        self._data: list[bytes] = []
+        self._size = 0
+        self._params: dict[str, str] = {}
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._begin,
+            "on_header_field": lambda d, s, e: self._header[0].extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._header[1].extend(d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+
+    def _begin(self) -> None:
+        self._headers, self._data, self._size, self._params = {}, [], 0, {}
+
+    def _header_end(self) -> None:
+        field, value = self._header
+        self._headers[field.decode("latin-1").lower()] = value.decode("utf-8", "replace")
+        field.clear()
+        value.clear()
+
+    def _headers_finished(self) -> None:
+        self._params = parse_header_params(self._headers.get("content-disposition", ""))[1]
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        self._size += end - start
+        is_file = "filename" in self._params
+        if self._size > (self.file_limit if is_file else MAX_METADATA):
+            raise (FsTooLarge(f"files are at most {self.file_limit} bytes here") if is_file else
+                   FsBadRequest("a form field is at most 64 KiB"))
+        self._data.append(bytes(data[start:end]))
+
+    def _part_end(self) -> None:
+        name, data = self._params.get("name", ""), b"".join(self._data)
+        if "filename" in self._params:
+            self.files[name] = (self._params["filename"], self._headers.get("content-type", ""), data)
+        else:
+            self.fields[name] = data.decode("utf-8", "replace")
+
+    def _end(self) -> None:
+        self.ended = True
 
 
 def _metadata(raw: Any) -> dict[str, Any] | None:
@@ -180,8 +229,8 @@ def _metadata(raw: Any) -> dict[str, Any] | None:
     return value
 
 
-def _content_type(part: UploadFile, name: str) -> str:
-    given = (part.content_type or "").strip()
+def _content_type(given: str, name: str) -> str:
+    given = given.strip()
     if not given or given.split(";")[0].strip().lower() == DEFAULT:
         return media_type(name).split(";")[0]
     return given
