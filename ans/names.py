@@ -7,8 +7,11 @@ Threads: `resolve` may be called from worker threads; everything else on the eve
 
 from __future__ import annotations
 
+from collections import Counter
+
 import aiosqlite
 from edgefiles.node import pins
+from edgefiles.node.cid import normalize
 from edgefiles.node.core import Core, Imported
 from edgefiles.node.groupcommit import GroupCommitter
 
@@ -26,6 +29,11 @@ class Names:
         self._serving = serving  # name -> its previous complete target, while the new one is fetched
         self._committing: set[bytes] = set()  # roots whose blocks the open transaction adds
         self._committer = GroupCommitter(core.store, core.db, self._write_names)
+        # how many live records of app names (the API namespace) and of facades target each root
+        self._targets: dict[bool, Counter[bytes]] = {True: Counter(), False: Counter()}
+        for record in registry.table.values():
+            self._count_target(record, 1)
+        registry.listeners.add(self._target_moved)
 
     @classmethod
     async def open(cls, core: Core) -> Names:
@@ -44,6 +52,30 @@ class Names:
         if self.core.is_complete(record.cid):
             return record.cid
         return self._serving.get((namespace, name), record.cid)
+
+    def hidden_from_apps(self, cid: bytes) -> bool:
+        """Whether `cid` is the root of a facade's file (a thing's, a group's, a FlowFuse
+        project's) that no app name targets and no Files API upload made: apps may not read it
+        by CID. Its inner blocks need no such guard: their CIDs are only known from the root
+        block, or to whoever holds the content already. Blocking when a pin must be looked up."""
+        key = normalize(cid)
+        if not self._targets[False][key] or self._targets[True][key]:
+            return False
+        return not pins.uploaded_through_files_api(self.core.store.read_connection(), key)
+
+    def _target_moved(self, record: NameRecord, previous: NameRecord | None) -> None:
+        if previous is not None:
+            self._count_target(previous, -1)
+        self._count_target(record, 1)
+
+    def _count_target(self, record: NameRecord, step: int) -> None:
+        if record.cid is None or record.namespace.startswith("@"):  # tombstones, account records
+            return
+        counter = self._targets[record.namespace == API_NAMESPACE]
+        key = normalize(record.cid)
+        counter[key] += step
+        if counter[key] <= 0:
+            del counter[key]
 
     def wanted_roots(self) -> set[bytes]:
         """Targets of live names that are not complete here: what the rollout must fetch."""
@@ -70,7 +102,7 @@ class Names:
         """Make an imported file durable with `name` moved to it (`meta` in its record), in
         one group transaction shared with every write that finishes at the same moment."""
         root = imported.root
-        pin = (root, pins.upload_reason(root), self.core.upload_pin_expiry())
+        pin = (root, pins.facade_reason(root), self.core.upload_pin_expiry())
         await self._committer.commit(imported.batch, [pin], (namespace, name, meta))
 
     async def target_complete(self, root: bytes) -> None:

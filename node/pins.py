@@ -18,6 +18,19 @@ def upload_reason(root: bytes) -> str:
     return f"upload:{root.hex()}"
 
 
+def facade_reason(root: bytes) -> str:
+    """A file written through a facade (FlowFuse, Filestore): held like an upload, but not one
+    made through the Files API (see `uploaded_through_files_api`)."""
+    return f"file:{root.hex()}"
+
+
+def uploaded_through_files_api(conn: sqlite3.Connection, root: bytes) -> bool:
+    """Whether the Files API (an upload or a CAR import) ever pinned `root` and the pin is
+    still recorded (pins of uploads last their grace period)."""
+    return conn.execute("SELECT 1 FROM pins WHERE root = ? AND reason LIKE 'upload:%' LIMIT 1",
+                        (root,)).fetchone() is not None
+
+
 def name_reason(namespace: str, name: str) -> str:
     return f"name:{namespace}/{name}"
 

@@ -227,3 +227,17 @@ def raw_request(world: World, method: str, path: str, auth: str) -> tuple[int, s
         reply = b"".join(iter(lambda: s.recv(65536), b""))
     head, _, body = reply.partition(b"\r\n\r\n")
     return int(head.split()[1]), body.decode(errors="replace")
+
+
+def test_a_facade_file_is_no_apps_to_read_by_cid_until_an_app_uploads_the_same(world):
+    secret = b"calibration only sensor-1 may read"
+    with world.as_thing() as thing:
+        cid = upload(thing, "/filestore/files", "cal.bin", secret).json()["cid"]
+    apps = {"Authorization": f"Bearer {world.node.token()}"}
+    with httpx.Client(base_url=world.node.url, headers=apps) as http:
+        for path in (f"/api/v2/files/{cid}", f"/api/v2/files/{cid}?format=car", f"/ipfs/{cid}?format=raw",
+                     f"/ipfs/{cid}?format=car"):
+            assert http.get(path).status_code == 404, path
+        assert world.node.upload([("cal.bin", secret)]).status_code == 200  # an app has it too now
+        file_cid = http.post("/api/v2/files", files=[("f", ("x.bin", secret))]).text
+        assert file_cid == cid and http.get(f"/api/v2/files/{cid}").content == secret

@@ -82,11 +82,19 @@ async def read(request: Request, ctx: AppContext, segments: list[str], trailing:
             root = cids.parse(root_text)
         except cids.InvalidCid:
             raise MethodNotAllowed(f"{root_text!r} is neither a known name nor a valid CID") from None
+        await refuse_facade_files(ctx, root)
     if root is None:
         raise NotFound(f"name {root_text!r} is not set")
     if request.query_params.get("format") == "car":
         return await _car_of(ctx, root, path, by_name)
     return await ctx.content.serve(request, Target(root, path, trailing, by_name))
+
+
+async def refuse_facade_files(ctx: AppContext, cid: bytes) -> None:
+    """404 for the root of a facade's file that apps never uploaded or named: a thing's,
+    a group's or a FlowFuse project's file is no app's to read by CID."""
+    if await run_in_threadpool(ctx.names.hidden_from_apps, cid):
+        raise NotFound("no such file or directory")
 
 
 async def _car_of(ctx: AppContext, root: bytes, path: list[str], by_name: bool) -> Response:

@@ -18,6 +18,7 @@ from . import car
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, NotFound
+from .files_api import refuse_facade_files
 from .paths import raw_path, url_segments
 
 PREFIX = "/ipfs/"
@@ -43,6 +44,7 @@ async def ipfs(request: Request) -> Response:
     except cids.InvalidCid:
         raise BadRequest(f"{segments[0]!r} is not a valid CID") from None
     wanted = response_format(request)
+    await refuse_facade_files(ctx, root)
     headers = {**CORS_HEADERS, "X-Content-Type-Options": "nosniff", "Cache-Control": IMMUTABLE}
     cached_only = "only-if-cached" in request.headers.get("cache-control", "")
     if wanted == "raw":
