@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
-from edgefiles.node.core import Core
+from edgefiles.node.core import Core, Imported
 
 from .names import Names
 from .record import NameRecord
@@ -119,20 +119,45 @@ class NamedFiles:
         content type and metadata unless new ones are given. `exists` True: only replace a
         file (else FileNotFoundError); False: only make a new one (else FileExistsError)."""
         async with self.lock(ns, name):
-            current = self.names.registry.get(name, ns)
-            if exists is not None and exists != (current is not None):
-                raise (FileNotFoundError if exists else FileExistsError)(name)
-            previous = self._info(current) if current is not None else None
+            previous = self._current(ns, name, exists)
             if append and previous is not None:
                 imported = await self.core.import_append(previous.cid, body)
                 content_type = content_type or previous.content_type
                 metadata = previous.metadata if metadata is None else metadata
             else:
                 imported = await self.core.import_bytes(body)
-            now = int(time.time() * 1000)
-            created = previous.created if previous is not None else now
-            meta = encode_meta(imported.size, content_type, created, metadata or {})
-            await self.names.commit_named(imported, ns, name, meta)
+            await self._commit(ns, name, imported, previous, content_type, metadata)
+        return self._written(ns, name)
+
+    async def write_imported(self, ns: str, name: str, imported: Imported, content_type: str | None,
+                             metadata: dict[str, Any] | None, exists: bool | None = None) -> FileInfo:
+        """Name a file imported already (streamed in), under `write`'s rules; a refused one
+        is abandoned. Metadata None keeps the replaced file's."""
+        async with self.lock(ns, name):
+            try:
+                previous = self._current(ns, name, exists)
+            except OSError:
+                self.core.store.abandon(imported.batch)
+                raise
+            if metadata is None and previous is not None:
+                metadata = previous.metadata
+            await self._commit(ns, name, imported, previous, content_type, metadata)
+        return self._written(ns, name)
+
+    def _current(self, ns: str, name: str, exists: bool | None) -> FileInfo | None:
+        current = self.names.registry.get(name, ns)
+        if exists is not None and exists != (current is not None):
+            raise (FileNotFoundError if exists else FileExistsError)(name)
+        return self._info(current) if current is not None else None
+
+    async def _commit(self, ns: str, name: str, imported: Imported, previous: FileInfo | None,
+                      content_type: str | None, metadata: dict[str, Any] | None) -> None:
+        now = int(time.time() * 1000)
+        created = previous.created if previous is not None else now
+        meta = encode_meta(imported.size, content_type, created, metadata or {})
+        await self.names.commit_named(imported, ns, name, meta)
+
+    def _written(self, ns: str, name: str) -> FileInfo:
         written = self.info(ns, name)
         assert written is not None
         return written

@@ -241,3 +241,12 @@ def test_a_facade_file_is_no_apps_to_read_by_cid_until_an_app_uploads_the_same(w
         assert world.node.upload([("cal.bin", secret)]).status_code == 200  # an app has it too now
         file_cid = http.post("/api/v2/files", files=[("f", ("x.bin", secret))]).text
         assert file_cid == cid and http.get(f"/api/v2/files/{cid}").content == secret
+
+
+def test_a_big_file_streams_in_and_gets_the_cid_any_upload_of_it_gets(world):
+    data = bytes(range(256)) * ((3 << 20) // 256) + b"tail"
+    with world.as_thing() as thing:
+        made = upload(thing, "/filestore/files", "firmware.bin", data)
+        assert made.status_code == 201 and made.json()["size"] == len(data)
+        assert thing.get("/filestore/files/firmware.bin").content == data
+    assert world.node.upload([("firmware.bin", data)]).text == made.json()["cid"]

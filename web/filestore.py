@@ -14,18 +14,17 @@ from typing import Any
 from edgefiles.ans.accounts import Thing, User
 from edgefiles.ans.files import FileInfo
 from edgefiles.node.cid import to_str
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser
+from edgefiles.node.core import Imported
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .content import Target
 from .context import AppContext
 from .cors import CORS_HEADERS
-from .errors import ApiError
+from .errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .mime import DEFAULT, media_type
 from .paths import raw_path
-from .upload import parse_header_params
+from .upload import PartCollector, import_upload, parse_header_params
 
 MAX_METADATA = 64 << 10
 MAX_NAME_BYTES = 255
@@ -131,88 +130,73 @@ def group_ns(group_id: str) -> str:
 
 
 # the parts of an upload -----------------------------------------------------------------------
-async def read_upload(request: Request, limit: int) -> tuple[str, bytes, str, dict[str, Any] | None]:
-    """(file name, bytes, content type, metadata or None) of a multipart upload, read as it
-    arrives: the file part up to `limit` bytes, other fields up to 64 KiB."""
-    ctype, params = parse_header_params(request.headers.get("content-type", ""))
-    if ctype != "multipart/form-data" or not params.get("boundary"):
-        raise FsBadRequest("send the file as multipart/form-data with a part named `file`")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit + 2 * MAX_METADATA:
-        raise FsTooLarge(f"files are at most {limit} bytes here")
-    parts = _Parts(limit)
-    parser = MultipartParser(params["boundary"], parts.callbacks(), max_header_count=16)
-    try:
-        async for chunk in request.stream():
-            parser.write(chunk)
-        parser.finalize()
-    except MultipartParseError as exc:
-        raise FsBadRequest(f"malformed multipart body: {exc}") from None
-    if not parts.ended:
-        raise FsBadRequest("truncated multipart body: the closing boundary never came")
-    if "file" not in parts.files:
-        raise FsBadRequest("the upload has no part named `file` holding a file")
-    filename, part_type, data = parts.files["file"]
-    name = check_name(filename)
-    return name, data, _content_type(part_type, name), _metadata(parts.fields.get("metadata"))
+class FileParts(PartCollector):
+    """The Filestore's form: one part named `file` (a file, streamed into the import, at most
+    `limit` bytes) and small fields (`metadata`), kept as text."""
 
-
-class _Parts:
-    """python-multipart callbacks → the form's files (name → (filename, type, bytes)) and
-    fields (name → text), each capped as it grows."""
-
-    def __init__(self, file_limit: int) -> None:
-        self.file_limit = file_limit
-        self.files: dict[str, tuple[str, str, bytes]] = {}
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.filename: str | None = None
+        self.content_type = ""
+        self.size = 0
         self.fields: dict[str, str] = {}
-        self.ended = False
-        self._headers: dict[str, str] = {}
-        self._header = (bytearray(), bytearray())
-        self._data: list[bytes] = []
-        self._size = 0
-        self._params: dict[str, str] = {}
-
-    def callbacks(self) -> dict:
-        return {
-            "on_part_begin": self._begin,
-            "on_header_field": lambda d, s, e: self._header[0].extend(d[s:e]),
-            "on_header_value": lambda d, s, e: self._header[1].extend(d[s:e]),
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-            "on_end": self._end,
-        }
-
-    def _begin(self) -> None:
-        self._headers, self._data, self._size, self._params = {}, [], 0, {}
-
-    def _header_end(self) -> None:
-        field, value = self._header
-        self._headers[field.decode("latin-1").lower()] = value.decode("utf-8", "replace")
-        field.clear()
-        value.clear()
+        self._in_file = False
+        self._field_name: str | None = None
+        self._field_data = bytearray()
 
     def _headers_finished(self) -> None:
-        self._params = parse_header_params(self._headers.get("content-disposition", ""))[1]
+        _, params = parse_header_params(self._headers.get("content-disposition", ""))
+        self._in_file = params.get("name") == "file" and "filename" in params
+        if self._in_file:
+            if self.filename is not None:
+                raise FsBadRequest("the upload holds one part named `file`")
+            self.filename = check_name(params["filename"])
+            self.content_type = self._headers.get("content-type", "")
+            self.events.append(("begin", [self.filename]))
+        else:
+            self._field_name = params.get("name", "")
+            self._field_data.clear()
 
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        self._size += end - start
-        is_file = "filename" in self._params
-        if self._size > (self.file_limit if is_file else MAX_METADATA):
-            raise (FsTooLarge(f"files are at most {self.file_limit} bytes here") if is_file else
-                   FsBadRequest("a form field is at most 64 KiB"))
-        self._data.append(bytes(data[start:end]))
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if not self._in_file:
+            self._field_data.extend(data[start:end])
+            if len(self._field_data) > MAX_METADATA:
+                raise FsBadRequest("a form field is at most 64 KiB")
+            return
+        self.size += end - start
+        if self.size > self.limit:
+            raise FsTooLarge(f"files are at most {self.limit} bytes here")
+        super()._data(data, start, end)
 
     def _part_end(self) -> None:
-        name, data = self._params.get("name", ""), b"".join(self._data)
-        if "filename" in self._params:
-            self.files[name] = (self._params["filename"], self._headers.get("content-type", ""), data)
-        else:
-            self.fields[name] = data.decode("utf-8", "replace")
+        if self._in_file:
+            super()._part_end()
+        elif self._field_name is not None:
+            self.fields[self._field_name] = self._field_data.decode("utf-8", "replace")
 
-    def _end(self) -> None:
-        self.ended = True
+
+async def receive_file(request: Request) -> tuple[Imported, str, str, dict[str, Any] | None]:
+    """A Filestore upload, imported as it arrives but not committed: (the import, the file
+    name, its content type, its metadata or None). Nothing is kept on any error."""
+    ctx: AppContext = request.app.state.ctx
+    parts = FileParts(ctx.filestore_max_file)
+    try:
+        sink, root = await import_upload(request, parts, ctx.core, ctx.executor, ctx.hash_pool,
+                                         ctx.filestore_max_file + 4 * MAX_METADATA)
+    except (BadRequest, UnsupportedMediaType) as exc:
+        raise FsBadRequest(exc.message) from None
+    except PayloadTooLarge:
+        raise FsTooLarge(f"files are at most {ctx.filestore_max_file} bytes here") from None
+    try:
+        if parts.filename is None:
+            raise FsBadRequest("the upload has no part named `file` holding a file")
+        metadata = _metadata(parts.fields.get("metadata"))
+    except FilestoreError:
+        ctx.core.store.abandon(sink.batch)
+        raise
+    content_type = _content_type(parts.content_type, parts.filename)
+    return Imported(sink.batch, root, parts.size), parts.filename, content_type, metadata
 
 
 def _metadata(raw: Any) -> dict[str, Any] | None:
@@ -266,10 +250,9 @@ async def _collection(request: Request, ns: str, owner: tuple[str, str]) -> Resp
         page = [file_object(f, owner) for f in everything[offset:offset + limit]]
         return JSONResponse({"total": len(everything), "offset": offset, "limit": limit, "files": page},
                             headers=CORS_HEADERS)
-    name, data, content_type, metadata = await read_upload(request, ctx.filestore_max_file)
+    imported, name, content_type, metadata = await receive_file(request)
     try:
-        info = await files.write(ns, name, data, content_type=content_type, metadata=metadata or {},
-                                 exists=False)
+        info = await files.write_imported(ns, name, imported, content_type, metadata or {}, exists=False)
     except FileExistsError:
         raise FsConflict(f"a file named {name!r} exists already; PUT replaces it") from None
     return JSONResponse(file_object(info, owner), 201, headers=CORS_HEADERS)
@@ -288,10 +271,9 @@ async def _one(request: Request, ns: str, name: str, owner: tuple[str, str]) -> 
     if request.method == "DELETE":
         await files.delete(ns, name)
         return Response(status_code=204, headers=CORS_HEADERS)
-    _, data, content_type, metadata = await read_upload(request, ctx.filestore_max_file)  # the path names it
+    imported, _, content_type, metadata = await receive_file(request)  # the path names the file
     try:
-        written = await files.write(ns, name, data, content_type=content_type,
-                                    metadata=info.metadata if metadata is None else metadata, exists=True)
+        written = await files.write_imported(ns, name, imported, content_type, metadata, exists=True)
     except FileNotFoundError:
         raise FsNotFound(f"no file named {name!r}") from None
     return JSONResponse(file_object(written, owner), headers=CORS_HEADERS)

@@ -106,7 +106,7 @@ class PartCollector:
             "on_header_end": self._header_end,
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._data,
-            "on_part_end": lambda: self.events.append(("end",)),
+            "on_part_end": self._part_end,
             "on_end": self._end,
         }
 
@@ -136,6 +136,9 @@ class PartCollector:
         self.events.append(("data", memoryview(data)[start:end]))
         self.queued += end - start
 
+    def _part_end(self) -> None:
+        self.events.append(("end",))
+
     def _end(self) -> None:
         self.ended = True
 
@@ -147,6 +150,23 @@ class PartCollector:
 async def receive_upload(
     request: Request, core: Core, executor: Executor, hash_pool: Executor, max_upload: int
 ) -> bytes:
+    """A Files API upload, imported and committed (pinned for the upload grace period)."""
+    sink, root = await import_upload(request, PartCollector(), core, executor, hash_pool, max_upload)
+    try:
+        await core.commit(sink.batch, [root])
+    except BaseException:
+        core.store.abandon(sink.batch)
+        raise
+    return root
+
+
+async def import_upload(
+    request: Request, collector: PartCollector, core: Core, executor: Executor, hash_pool: Executor,
+    max_upload: int,
+) -> tuple[UploadSink, bytes]:
+    """Parse a multipart body as it arrives and import the parts `collector` passes on, in a
+    worker thread; (the sink, whose batch the caller commits or abandons, and the root: the
+    file's CID for one part, else the folder's). Nothing is kept on any error."""
     ctype, params = parse_header_params(request.headers.get("content-type", ""))
     if ctype != "multipart/form-data":
         raise UnsupportedMediaType()
@@ -156,7 +176,6 @@ async def receive_upload(
     if declared is not None and declared.isdigit() and int(declared) > max_upload:
         raise PayloadTooLarge(f"request body larger than {max_upload} bytes")
     loop = asyncio.get_running_loop()
-    collector = PartCollector()
     parser = MultipartParser(params["boundary"], collector.callbacks(), max_header_count=32)
     sink = UploadSink(core, hash_pool)
     pending: asyncio.Future | None = None
@@ -180,9 +199,7 @@ async def receive_upload(
         if pending is not None:
             await pending
             pending = None
-        root = await loop.run_in_executor(executor, sink.finish, collector.take())
-        await core.commit(sink.batch, [root])
-        return root
+        return sink, await loop.run_in_executor(executor, sink.finish, collector.take())
     except BaseException as exc:
         if pending is not None:
             await asyncio.wait([pending])
