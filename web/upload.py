@@ -160,6 +160,32 @@ async def receive_upload(
     return root
 
 
+async def parse_form(request: Request, collector: PartCollector) -> None:
+    """Run a whole (small) multipart body through `collector`, nothing imported."""
+    parser = _parser(request, collector)
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise BadRequest(f"malformed multipart body: {exc}") from None
+    _check_ended(collector)
+
+
+def _parser(request: Request, collector: PartCollector) -> MultipartParser:
+    ctype, params = parse_header_params(request.headers.get("content-type", ""))
+    if ctype != "multipart/form-data":
+        raise UnsupportedMediaType()
+    if not params.get("boundary"):
+        raise BadRequest("multipart/form-data without a boundary parameter")
+    return MultipartParser(params["boundary"], collector.callbacks(), max_header_count=32)
+
+
+def _check_ended(collector: PartCollector) -> None:
+    if not collector.ended:
+        raise BadRequest("truncated multipart body: the closing boundary never came")
+
+
 async def import_upload(
     request: Request, collector: PartCollector, core: Core, executor: Executor, hash_pool: Executor,
     max_upload: int,
@@ -167,16 +193,11 @@ async def import_upload(
     """Parse a multipart body as it arrives and import the parts `collector` passes on, in a
     worker thread; (the sink, whose batch the caller commits or abandons, and the root: the
     file's CID for one part, else the folder's). Nothing is kept on any error."""
-    ctype, params = parse_header_params(request.headers.get("content-type", ""))
-    if ctype != "multipart/form-data":
-        raise UnsupportedMediaType()
-    if not params.get("boundary"):
-        raise BadRequest("multipart/form-data without a boundary parameter")
+    parser = _parser(request, collector)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_upload:
         raise PayloadTooLarge(f"request body larger than {max_upload} bytes")
     loop = asyncio.get_running_loop()
-    parser = MultipartParser(params["boundary"], collector.callbacks(), max_header_count=32)
     sink = UploadSink(core, hash_pool)
     pending: asyncio.Future | None = None
     received = 0
@@ -194,8 +215,7 @@ async def import_upload(
             parser.finalize()
         except MultipartParseError as exc:
             raise BadRequest(f"malformed multipart body: {exc}") from None
-        if not collector.ended:
-            raise BadRequest("truncated multipart body: the closing boundary never came")
+        _check_ended(collector)
         if pending is not None:
             await pending
             pending = None
