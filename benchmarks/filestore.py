@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402
 from fake_platform import FakePlatform  # noqa: E402
-from nodeproc import Node, wait_until  # noqa: E402
+from nodeproc import Node, two_members, wait_until  # noqa: E402
 
 CONNECTIONS = 8
 BOUNDARY = "benchboundary"
@@ -84,11 +84,7 @@ def facades(root: Path, n: int) -> dict:
 
 def propagation(root: Path, rounds: int) -> dict:
     root.mkdir(parents=True)
-    key = root / "swarm.key"
-    key.write_text("12" * 32 + "\n")
-    a = Node(root / "a", "--swarm-key", str(key)).start()
-    b = Node(root / "b", "--swarm-key", str(key), "--peer", a.swarm_addr).start()
-    try:
+    with two_members(root) as (a, b):
         wait_until(lambda: b.peer_id in httpx.get(f"{a.url}/api/v2/node/info",
                                                   headers={"Authorization": f"Bearer {a.token()}"}).text)
         times = []
@@ -104,9 +100,6 @@ def propagation(root: Path, rounds: int) -> dict:
         p50, p99 = statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))]
         return {"key_propagation_rounds": rounds, "key_propagation_p50_ms": round(p50 * 1000, 1),
                 "key_propagation_p99_ms": round(p99 * 1000, 1)}
-    finally:
-        a.stop()
-        b.stop()
 
 
 def main() -> None:

@@ -56,18 +56,14 @@ def add_admin_commands(kinds: argparse._SubParsersAction) -> None:
 
     thing = kinds.add_parser("thing", help="things (devices) and their keys")
     thing = thing.add_subparsers(dest="action", required=True)
-    p = command(thing, "add", "add a thing; prints its key once")
-    p.add_argument("name")
-    p.add_argument("--org", required=True, help="the organization's name")
+    named_in_org(command(thing, "add", "add a thing; prints its key once"))
     command(thing, "ls", "list things")
     command(thing, "rm", "remove a thing; its key stops working").add_argument("id")
     command(thing, "rotate", "a new key (printed once); the old one stops working").add_argument("id")
 
     group = kinds.add_parser("group", help="groups of users and things")
     group = group.add_subparsers(dest="action", required=True)
-    p = command(group, "add", "add a group")
-    p.add_argument("name")
-    p.add_argument("--org", required=True, help="the organization's name")
+    named_in_org(command(group, "add", "add a group"))
     command(group, "ls", "list groups")
     command(group, "rm", "remove a group").add_argument("id")
     member = group.add_parser("member", help="members of a group")
@@ -89,6 +85,11 @@ def add_admin_commands(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--expires-in", metavar="DURATION", help="e.g. 30m, 24h, 2d (default: never)")
     command(token, "ls", "list live tokens").add_argument("--user", metavar="ID")
     command(token, "revoke", "revoke a token").add_argument("id")
+
+
+def named_in_org(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument("--org", required=True, help="the organization's name (created if missing)")
 
 
 def cmd_admin(args: argparse.Namespace) -> int:

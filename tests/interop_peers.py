@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from nodeproc import Node, wait_until
 
 INTEROP = Path(__file__).parent / "interop"
 
@@ -65,3 +69,15 @@ class Kubo(Peer):
 
     def get(self, cid: str, out: Path) -> dict:
         return self.ask(op="get", cid=cid, path=str(out))
+
+
+@contextmanager
+def node_admitting(data: Path, peer: Peer) -> Iterator[Node]:
+    """A node that admits an IPFS peer (blocks only) and dials it."""
+    node = Node(data, "--allow-peer", peer.peer_id, "--peer", peer.addr).start()
+    try:
+        admitted = f"the node to admit {type(peer).__name__}"
+        wait_until(lambda: "joined as ipfs-peer" in node.output(), what=admitted)
+        yield node
+    finally:
+        node.stop()

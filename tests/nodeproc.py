@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import http.client
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -168,3 +171,17 @@ def start_star(root: Path, count: int, key: Path, *extra: str) -> list[Node]:
     for n in others:
         n.wait_ready()
     return [first, *others]
+
+
+@contextmanager
+def two_members(root: Path) -> Iterator[tuple[Node, Node]]:
+    """Nodes A and B of one swarm (a key of their own), B told of A."""
+    key = root / "swarm.key"
+    key.write_text(secrets.token_hex(32) + "\n")
+    a = Node(root / "a", "--swarm-key", str(key)).start()
+    b = Node(root / "b", "--swarm-key", str(key), "--peer", a.swarm_addr).start()
+    try:
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()

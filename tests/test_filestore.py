@@ -9,7 +9,7 @@ import socket
 
 import httpx
 import pytest
-from nodeproc import Node, run_cli, wait_until
+from nodeproc import Node, run_cli, two_members, wait_until
 
 
 def admin(node: Node, *args: str) -> dict:
@@ -199,11 +199,7 @@ def test_too_large_files_are_413_with_nothing_stored(tmp_path):
 
 
 def test_a_file_written_on_one_node_is_read_on_another(tmp_path):
-    key = tmp_path / "swarm.key"
-    key.write_text("ef" * 32 + "\n")
-    a = Node(tmp_path / "a", "--swarm-key", str(key)).start()
-    b = Node(tmp_path / "b", "--swarm-key", str(key), "--peer", a.swarm_addr).start()
-    try:
+    with two_members(tmp_path) as (a, b):
         thing = admin(a, "thing", "add", "sensor", "--org", "acme")
         headers = {"Authorization": f"Thing {thing['key']}"}
         with httpx.Client(base_url=a.url, headers=headers) as on_a:
@@ -214,9 +210,6 @@ def test_a_file_written_on_one_node_is_read_on_another(tmp_path):
                        what="B to serve A's file")
             assert on_b.get("/filestore/files/r.csv").content == b"1,2"
             assert on_b.get("/filestore/files").json()["files"][0]["metadata"] == {"k": 1}
-    finally:
-        a.stop()
-        b.stop()
 
 
 def raw_request(world: World, method: str, path: str, auth: str) -> tuple[int, str]:

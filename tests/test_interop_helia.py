@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import gen
-from interop_peers import Helia
+from interop_peers import Helia, node_admitting
 from nodeproc import Node, wait_until
 
 
@@ -26,13 +26,8 @@ def helia():
 
 @pytest.fixture
 def node_with_helia(tmp_path, helia):
-    """A node that admits the Helia peer (blocks only) and dials it."""
-    node = Node(tmp_path / "n", "--allow-peer", helia.peer_id, "--peer", helia.addr).start()
-    try:
-        wait_until(lambda: "joined as ipfs-peer" in node.output(), what="the node to admit Helia")
+    with node_admitting(tmp_path / "n", helia) as node:
         yield node
-    finally:
-        node.stop()
 
 
 def test_helia_fetches_a_file_and_a_page_of_an_app_from_us(tmp_path, helia, node_with_helia):

@@ -9,7 +9,7 @@ import os
 
 import pytest
 from conftest import gen
-from interop_peers import Kubo
+from interop_peers import Kubo, node_admitting
 from nodeproc import Node, wait_until
 
 
@@ -22,13 +22,8 @@ def kubo(tmp_path):
 
 @pytest.fixture
 def node_with_kubo(tmp_path, kubo):
-    """A node that admits the Kubo peer (blocks only) and dials it."""
-    node = Node(tmp_path / "n", "--allow-peer", kubo.peer_id, "--peer", kubo.addr).start()
-    try:
-        wait_until(lambda: "joined as ipfs-peer" in node.output(), what="the node to admit Kubo")
+    with node_admitting(tmp_path / "n", kubo) as node:
         yield node
-    finally:
-        node.stop()
 
 
 def test_kubo_listens_on_loopback_tcp_only_and_not_on_our_port(kubo):

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from nodeproc import Node, run_cli, wait_until
+from nodeproc import Node, run_cli, two_members, wait_until
 
 UNAUTHORIZED = {"code": "unauthorized", "error": "unauthorized"}
 
@@ -123,11 +123,7 @@ def test_admin_errors_are_plain_words_with_exit_status_1(fresh_node):
 
 
 def test_a_token_made_on_one_node_works_on_the_other_and_so_does_its_revocation(tmp_path):
-    key = tmp_path / "swarm.key"
-    key.write_text("cd" * 32 + "\n")
-    a = Node(tmp_path / "a", "--swarm-key", str(key)).start()
-    b = Node(tmp_path / "b", "--swarm-key", str(key), "--peer", a.swarm_addr).start()
-    try:
+    with two_members(tmp_path) as (a, b):
         ada = first_user(a)
         with httpx.Client(base_url=b.url) as on_b:
             wait_until(lambda: on_b.get("/api/v1/user", headers=bearer(ada["token"])).status_code == 200,
@@ -141,9 +137,6 @@ def test_a_token_made_on_one_node_works_on_the_other_and_so_does_its_revocation(
         with httpx.Client(base_url=b.url) as on_b:
             wait_until(lambda: on_b.get("/api/v1/user", headers=bearer(made["token"])).status_code == 401,
                        timeout=10, what="B to refuse the revoked token")
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_things_and_groups_from_the_command_line(fresh_node):
