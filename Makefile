@@ -25,6 +25,7 @@ bench: setup
 	$(BIN)/python benchmarks/small_writes.py
 	$(BIN)/python benchmarks/replication.py
 	$(BIN)/python benchmarks/flowfuse.py
+	$(BIN)/python benchmarks/filestore.py
 	$(BIN)/python benchmarks/interop.py
 
 setup: $(VENV)/.installed

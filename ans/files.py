@@ -13,7 +13,6 @@ Threads: the event loop only.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ class FileInfo:
     metadata: dict[str, Any] = field(default_factory=dict)  # the writer's own, JSON-like
 
 
-def encode_meta(size: int, content_type: str | None, created: int, metadata: dict[str, Any]) -> bytes:
+def encode_meta(size: int, content_type: str | None, created: int | None, metadata: dict[str, Any]) -> bytes:
     return msgpack.packb({"size": size, "type": content_type, "created": created, "user": metadata},
                          use_bin_type=True)
 
@@ -152,8 +151,8 @@ class NamedFiles:
 
     async def _commit(self, ns: str, name: str, imported: Imported, previous: FileInfo | None,
                       content_type: str | None, metadata: dict[str, Any] | None) -> None:
-        now = int(time.time() * 1000)
-        created = previous.created if previous is not None else now
+        # a new file's creation time is its record's clock, so it equals its first modification
+        created = previous.created if previous is not None else None
         meta = encode_meta(imported.size, content_type, created, metadata or {})
         await self.names.commit_named(imported, ns, name, meta)
 

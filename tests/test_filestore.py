@@ -243,3 +243,11 @@ def test_a_big_file_streams_in_and_gets_the_cid_any_upload_of_it_gets(world):
         assert made.status_code == 201 and made.json()["size"] == len(data)
         assert thing.get("/filestore/files/firmware.bin").content == data
     assert world.node.upload([("firmware.bin", data)]).text == made.json()["cid"]
+
+
+def test_a_new_file_was_created_when_first_modified_and_keeps_that_time(world):
+    with world.as_thing() as http:
+        made = upload(http, "/filestore/files", "times.txt", b"1").json()
+        assert made["created_at"] == made["updated_at"]
+        again = upload(http, "/filestore/files/times.txt", "times.txt", b"2", method="PUT").json()
+        assert again["created_at"] == made["created_at"] and again["updated_at"] > made["updated_at"]
