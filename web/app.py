@@ -11,7 +11,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import admin_api, car, files_api, filestore, gateway, tokens
+from . import admin_api, car, files_api, filestore, gateway, openapi, tokens
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, MethodNotAllowed, NotFound
@@ -114,6 +114,9 @@ def create_app(ctx: AppContext) -> ASGIApp:
         Route("/uploader", to_uploader, methods=["GET"]),
         Route("/uploader/", uploader_page, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/api/openapi.json", openapi.openapi_json, methods=["GET"]),
+        Route("/api/", openapi.docs_page, methods=["GET"]),
+        Route("/docs", openapi.docs_page, methods=["GET"]),
     ]
     if ctx.flowfuse is not None:
         from . import flowfuse

@@ -1,0 +1,73 @@
+"""The OpenAPI document, black-box: every route the node serves is in it under its tag (the
+FlowFuse facade's too when it is on), its examples validate against their schemas, and the
+page that shows it needs no token and no network."""
+
+from __future__ import annotations
+
+import httpx
+import jsonschema
+import pytest
+from edgefiles.web import admin_api, filestore
+from edgefiles.web.openapi import openapi_path
+from fake_platform import FakePlatform
+from nodeproc import Node
+
+TAGS = {"files", "node", "flowfuse", "tokens", "admin", "filestore"}
+CORE = [("POST", "/api/v2/auth"), ("GET", "/api/v2/files/{tail}"), ("PUT", "/api/v2/files/{tail}"),
+        ("DELETE", "/api/v2/files/{tail}"), ("POST", "/api/v2/files"), ("GET", "/api/v2/names"),
+        ("POST", "/api/v2/car"), ("GET", "/ipfs/{tail}"), ("GET", "/api/v2/node/info"),
+        ("GET", "/api/v1/user"), ("POST", "/api/v1/user/tokens"),
+        ("DELETE", "/api/v1/user/tokens/{token_id}"),
+        ("GET", "/health"), ("GET", "/metrics"), ("GET", "/api/openapi.json"),
+        ("POST", "/v1/files/{tail}"), ("GET", "/v1/context/{project}/{scope}")]
+
+
+@pytest.fixture(scope="module")
+def doc(tmp_path_factory):
+    platform = FakePlatform()
+    folder = tmp_path_factory.mktemp("openapi")
+    (folder / "ff.yml").write_text(f"base_url: {platform.url}\n")
+    node = Node(folder / "data", "--flowfuse-config", str(folder / "ff.yml")).start()
+    try:
+        answer = httpx.get(f"{node.url}/api/openapi.json")  # no token needed
+        assert answer.status_code == 200
+        pages = [httpx.get(f"{node.url}{path}") for path in ("/api/", "/docs")]
+        yield answer.json(), pages
+    finally:
+        node.stop()
+        platform.close()
+
+
+def test_every_route_is_in_the_document_under_its_tag(doc):
+    document, _ = doc
+    assert document["openapi"].startswith("3.1")
+    routes = CORE + [(m, openapi_path(p)) for m, p in admin_api.COMMANDS]
+    routes += [(m, openapi_path(p)) for p, _, methods in filestore.ROUTES for m in methods if m != "HEAD"]
+    for method, path in routes:
+        assert method.lower() in document["paths"].get(path, {}), (method, path)
+    seen = {tag for ops in document["paths"].values() for op in ops.values() for tag in op["tags"]}
+    assert seen == TAGS and {t["name"] for t in document["tags"]} == TAGS
+    facade = [op for p, ops in document["paths"].items() if p.startswith("/filestore") for op in ops.values()]
+    assert facade and all(op["tags"] == ["filestore"] for op in facade)
+
+
+def test_every_example_validates_against_its_schema(doc):
+    document, _ = doc
+    checked = 0
+    for ops in document["paths"].values():
+        for op in ops.values():
+            bodies = [*op.get("requestBody", {}).get("content", {}).values(),
+                      *(c for r in op["responses"].values() for c in r.get("content", {}).values())]
+            for body in bodies:
+                if "example" in body:
+                    jsonschema.validate(body["example"], body["schema"])
+                    checked += 1
+    assert checked >= 12
+
+
+def test_the_page_is_served_without_a_token_and_loads_nothing_from_elsewhere(doc):
+    _, pages = doc
+    for page in pages:
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "/api/openapi.json" in page.text and "#/${tag.name}" in page.text
+        assert "http://" not in page.text and "https://" not in page.text

@@ -1,0 +1,183 @@
+"""One OpenAPI 3.1 document for every route the node serves, generated from the app's routes
+(paths, methods, path parameters, summaries from the endpoints' docstrings), with the
+request and answer bodies the routes take and give as schemas and examples. Served at
+`/api/openapi.json`; `/api/` and `/docs` show it (a page shipped in the package, no CDN).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+# the first prefix a path starts with names its tag
+TAGS = [("/api/v1/admin", "admin"), ("/api/v1/user", "tokens"), ("/filestore", "filestore"),
+        ("/v1/", "flowfuse"), ("/api/v2/node", "node"), ("/health", "node"), ("/metrics", "node"),
+        ("/uploader", "node"), ("/api/openapi.json", "node"), ("/docs", "node"), ("/api/", "node"),
+        ("/api/v2", "files"), ("/ipfs", "files"), ("/", "node")]
+TAG_TEXT = {
+    "files": "The Actyx Files API: uploads, names, reads, CAR files, the trustless gateway",
+    "node": "The node: identity, status, health, metrics, the uploader page, this document",
+    "flowfuse": "The FlowFuse file server (with --flowfuse-config)",
+    "tokens": "The FlowFuse platform's user and personal access tokens",
+    "admin": "Accounts for products that provision their own users (admin users only)",
+    "filestore": "The Mainflux Filestore: files of things and of groups",
+}
+
+_ID = {"type": "string", "format": "uuid"}
+_TEXT = {"type": "string"}
+_TEXTS = {"type": "array", "items": _TEXT}
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _object(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+_FILE = _object(["name", "content_type", "size", "cid"], name=_TEXT, content_type=_TEXT,
+                size={"type": "integer"}, thing_id=_ID, group_id=_ID, cid=_TEXT,
+                metadata={"type": "object"}, created_at=_TIME, updated_at=_TIME)
+_FILE_EXAMPLE = {"name": "sensor-data.csv", "content_type": "text/csv", "size": 1024,
+                 "thing_id": "111e4567-e89b-12d3-a456-426614174000",
+                 "cid": "bafkreihcxokdlqvkwvkotzvoflwyhwxqdpbm7cawrspfrnt6m7xtsphfse",
+                 "metadata": {"type": "readings"}, "created_at": "2026-12-05T02:15:09.090Z",
+                 "updated_at": "2026-12-05T02:15:09.090Z"}
+_FILES = _object(["total", "offset", "limit", "files"], total={"type": "integer"},
+                 offset={"type": "integer"}, limit={"type": "integer", "maximum": 200},
+                 files={"type": "array", "items": _FILE})
+_UPLOAD = {"multipart/form-data": {"schema": _object(
+    ["file"], file={"type": "string", "format": "binary"},
+    metadata={"type": "string", "description": "a JSON object, at most 64 KiB"})}}
+_TOKEN = _object(["id", "name", "scope", "expiresAt"], id=_ID, name=_TEXT, scope=_TEXTS, expiresAt=_TIME,
+                 createdAt=_TIME, token={"type": "string", "pattern": "^ffpat_[A-Za-z0-9_-]{43}$"})
+_USER = _object(["id", "email", "org_id", "admin"], id=_ID, email=_TEXT, name=_TEXT, org_id=_ID,
+                admin={"type": "boolean"})
+_NAMED = _object(["name", "org"], name=_TEXT, org=_TEXT)
+_THING = "111e4567-e89b-12d3-a456-426614174000"
+
+# (method, path) -> what the route takes ("body": JSON schema and example, or "content") and
+# gives ("answer": status, schema, example)
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/api/v1/user/tokens"): {
+        "body": (_object(["name"], name={"type": "string", "minLength": 1}, scope=_TEXTS, expiresAt=_TIME),
+                 {"name": "ci", "scope": ["project:files:read"], "expiresAt": None}),
+        "answer": (201, _TOKEN, {"id": "5b0c2e8e-54f1-4f55-9d2e-3f3a8c6f5a10", "name": "ci",
+                                 "scope": ["project:files:read"], "expiresAt": None,
+                                 "token": "ffpat_" + "A" * 43}),
+    },
+    ("GET", "/api/v1/user"): {
+        "answer": (200, _USER, {"id": "1f7bd504-3df4-4650-b97b-b3c84c803c35", "email": "ada@example.com",
+                                "name": "ada", "org_id": "c2ceb4b0-5fc7-4fe6-abee-a23773793203",
+                                "admin": True}),
+    },
+    ("POST", "/api/v1/admin/users"): {
+        "body": (_object(["email", "org"], email=_TEXT, org=_TEXT, name=_TEXT, admin={"type": "boolean"}),
+                 {"email": "bob@example.com", "org": "acme"}),
+    },
+    ("POST", "/api/v1/admin/orgs"): {"body": (_object(["name"], name=_TEXT), {"name": "acme"})},
+    ("POST", "/api/v1/admin/things"): {"body": (_NAMED, {"name": "sensor-1", "org": "acme"})},
+    ("POST", "/api/v1/admin/groups"): {"body": (_NAMED, {"name": "line-a", "org": "acme"})},
+    ("POST", "/api/v1/admin/groups/{id}/members"): {
+        "body": (_object([], user=_ID, thing=_ID, role={"enum": ["member", "viewer"]}),
+                 {"thing": _THING, "role": "member"}),
+    },
+    ("POST", "/api/v1/admin/users/{id}/tokens"): {
+        "body": (_object([], name=_TEXT, expires_in={"type": "string", "pattern": "^[0-9.]+(ms|s|m|h|d)?$"}),
+                 {"name": "ci", "expires_in": "24h"}),
+    },
+    ("POST", "/filestore/files"): {"content": _UPLOAD, "answer": (201, _FILE, _FILE_EXAMPLE)},
+    ("PUT", "/filestore/files/{name}"): {"content": _UPLOAD, "answer": (200, _FILE, _FILE_EXAMPLE)},
+    ("POST", "/filestore/groups/{group_id}/files"): {"content": _UPLOAD},
+    ("GET", "/filestore/files"): {
+        "answer": (200, _FILES, {"total": 1, "offset": 0, "limit": 10, "files": [_FILE_EXAMPLE]}),
+    },
+    ("POST", "/api/v2/files"): {"content": {"multipart/form-data": {"schema": {"type": "object"}}}},
+    ("POST", "/api/v2/car"): {"content": {"application/vnd.ipld.car": {
+        "schema": {"type": "string", "format": "binary"}}}},
+}
+
+
+def openapi_path(path: str) -> str:
+    """Starlette's `{name:path}` as OpenAPI's `{name}`."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
+
+
+def tag_of(path: str) -> str:
+    return next(tag for prefix, tag in TAGS if path.startswith(prefix))
+
+
+def document(routes: list[Any]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        if not isinstance(route, Route):
+            continue
+        path = openapi_path(route.path)
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            paths.setdefault(path, {})[method.lower()] = _operation(method, path, route)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "edgefiles", "version": _version(),
+                 "description": "A content-addressed, replicated file node."},
+        "tags": [{"name": name, "description": text} for name, text in TAG_TEXT.items()],
+        "components": {"securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "thing": {"type": "apiKey", "in": "header", "name": "Authorization",
+                      "description": "`Thing <key>`"}}},
+        "paths": paths,
+    }
+
+
+def _operation(method: str, path: str, route: Route) -> dict[str, Any]:
+    doc = (route.endpoint.__doc__ or "").strip().splitlines()
+    tag = tag_of(path)
+    operation_id = f"{method.lower()}_{re.sub(r'[^a-zA-Z0-9]+', '_', path).strip('_')}"
+    op: dict[str, Any] = {"tags": [tag], "summary": doc[0] if doc else f"{method} {path}",
+                          "operationId": operation_id}
+    params = re.findall(r"\{(\w+)\}", path)
+    if params:
+        op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                            for p in params]
+    if tag == "filestore":
+        op["security"] = [{"thing": []}, {"bearer": []}]
+    elif tag not in ("node",) or path.startswith("/api/v2/node"):
+        op["security"] = [{"bearer": []}]
+    spec = BODIES.get((method, path), {})
+    if "body" in spec:
+        schema, example = spec["body"]
+        json_body = {"application/json": {"schema": schema, "example": example}}
+        op["requestBody"] = {"required": True, "content": json_body}
+    elif "content" in spec:
+        op["requestBody"] = {"required": True, "content": spec["content"]}
+    status, schema, example = spec.get("answer", (None, None, None))
+    responses: dict[str, Any] = {"default": {"description": "an error, as JSON"}}
+    if status is not None:
+        responses[str(status)] = {"description": "done",
+                                  "content": {"application/json": {"schema": schema, "example": example}}}
+    else:
+        responses["2XX"] = {"description": "done"}
+    op["responses"] = responses
+    return op
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edgefiles")
+    except Exception:  # noqa: BLE001  (a checkout run without installing)
+        return "0"
+
+
+async def openapi_json(request: Request) -> Response:
+    """This document: every route the node serves."""
+    return JSONResponse(document(request.app.routes), headers={"Access-Control-Allow-Origin": "*"})
+
+
+async def docs_page(request: Request) -> Response:
+    """A page that shows this document, grouped by tag (`/docs#/filestore`)."""
+    page = resources.files("edgefiles.web").joinpath("templates/docs.html").read_text()
+    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
