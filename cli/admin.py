@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import fcntl
 import json
+import logging
 import os
 import socket
 import struct
@@ -24,6 +25,7 @@ from edgefiles.ans.admin import answer
 from .main import CliError
 
 SOCKET_NAME = "admin.sock"
+log = logging.getLogger("edgefiles")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -149,8 +151,10 @@ def _through_node(data: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # the node's side of the socket ------------------------------------------------------------
-async def serve_admin_socket(data: Path, accounts: Any) -> asyncio.AbstractServer:
-    """Answer admin requests from processes of this user on `<data>/admin.sock`."""
+async def serve_admin_socket(data: Path, accounts: Any) -> asyncio.AbstractServer | None:
+    """Answer admin requests from processes of this user on `<data>/admin.sock`; None (and a
+    warning) where no socket can be made there, e.g. a path over the 107 bytes Unix allows:
+    the node runs on, and `edgefiles admin` says it cannot reach it."""
     path = data / SOCKET_NAME
     path.unlink(missing_ok=True)
 
@@ -172,6 +176,10 @@ async def serve_admin_socket(data: Path, accounts: Any) -> asyncio.AbstractServe
     old_umask = os.umask(0o177)  # the socket is created 0600: nobody else may even connect
     try:
         return await asyncio.start_unix_server(handle, path=str(path))
+    except OSError as exc:
+        log.warning("no admin socket at %s (%s): edgefiles admin cannot reach this node while it runs",
+                    path, exc.strerror or exc)
+        return None
     finally:
         os.umask(old_umask)
 

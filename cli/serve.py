@@ -191,7 +191,8 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         await server.serve(sockets=[sock])
         for task in background:
             task.cancel()
-        admin_socket.close()
+        if admin_socket is not None:
+            admin_socket.close()
         (config.data_dir / SOCKET_NAME).unlink(missing_ok=True)
     finally:
         swarm.stop()

@@ -194,3 +194,15 @@ def test_the_http_admin_api_provisions_users_things_and_groups(fresh_node):
         assert http.get("/api/v1/user", headers=bearer(extra.json()["token"])).status_code == 401
         assert http.delete(f"/api/v1/admin/users/{bob['id']}").status_code == 404
     assert httpx.post(f"{node.url}/api/v1/admin/orgs", json={"name": "x"}).status_code == 401
+
+
+def test_a_data_dir_too_deep_for_a_unix_socket_still_serves(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    node = Node(deep / "data").start()
+    try:
+        assert httpx.get(f"{node.url}/health").status_code == 200
+        out = run_cli("admin", "user", "ls", "--data", str(node.data))
+        assert out.returncode == 1 and "admin socket" in out.stderr and "Traceback" not in out.stderr
+    finally:
+        node.stop()
