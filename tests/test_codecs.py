@@ -3,7 +3,7 @@
 import hashlib
 
 from edgefiles.node import dagpb, unixfs
-from edgefiles.node.cid import DAG_PB, RAW, make_cid, verify_block
+from edgefiles.node.cid import DAG_PB, RAW, make_cid, parse, to_str, verify_block
 from edgefiles.node.importer import FileBuilder
 from edgefiles.node.profiles import KUBO_V1, Profile
 from edgefiles.node.protobuf import read_varint, varint
@@ -72,3 +72,15 @@ def test_single_chunk_file_is_its_raw_leaf():
     entry = FileBuilder(KUBO_V1, lambda c, b: None)
     entry.write(data)
     assert entry.finish().cid == b"\x01\x55\x12\x20" + hashlib.sha256(data).digest()
+
+
+@given(st.sampled_from([0x55, 0x70, 0x71, 0x0129]), st.sampled_from([0x00, 0x12]), st.binary(max_size=64))
+def test_cid_text_is_what_multiformats_writes_and_parses_back(codec, hash_code, data):
+    from multiformats import multibase
+
+    digest = data if hash_code == 0x00 else hashlib.sha256(data).digest()
+    cid = bytes([0x01]) + varint(codec) + bytes([hash_code]) + varint(len(digest)) + digest
+    if hash_code == 0x12 and codec == 0x55:
+        assert cid == make_cid(0x55, data)
+    assert to_str(cid) == multibase.encode(cid, "base32")
+    assert parse(to_str(cid)) == cid
