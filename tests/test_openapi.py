@@ -4,6 +4,8 @@ page that shows it needs no token and no network."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import jsonschema
 import pytest
@@ -71,3 +73,31 @@ def test_the_page_is_served_without_a_token_and_loads_nothing_from_elsewhere(doc
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "/api/openapi.json" in page.text and "#/${tag.name}" in page.text
         assert "http://" not in page.text and "https://" not in page.text
+
+
+def test_the_page_opens_a_group_by_its_anchor_and_sends_an_operation(tmp_path):
+    """In Chromium: /docs#/filestore shows the Filestore group; the token field and a
+    "Send" form run GET /api/v1/user with a real token."""
+    from nodeproc import run_cli
+    from playwright.sync_api import expect, sync_playwright
+    from test_uploader import CHROMIUM, FLAGS
+
+    node = Node(tmp_path / "n").start()
+    try:
+        out = run_cli("admin", "user", "add", "--email", "ada@example.com", "--org", "acme", "--json",
+                      "--data", str(node.data))
+        token = json.loads(out.stdout)["token"]
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page()
+            page.goto(f"{node.url}/docs#/filestore")
+            expect(page.locator("#\\/filestore")).to_be_in_viewport()
+            page.fill("#auth", f"Bearer {token}")
+            user_op = page.locator("details", has=page.locator("summary", has_text="/api/v1/user —"))
+            user_op.locator("summary").click()
+            user_op.get_by_role("button", name="Send GET").click()
+            expect(user_op.get_by_role("status")).to_contain_text('"email":"ada@example.com"')
+            page.screenshot(path=str(tmp_path / "docs.png"))
+            browser.close()
+    finally:
+        node.stop()
