@@ -251,3 +251,21 @@ def test_a_new_file_was_created_when_first_modified_and_keeps_that_time(world):
         assert made["created_at"] == made["updated_at"]
         again = upload(http, "/filestore/files/times.txt", "times.txt", b"2", method="PUT").json()
         assert again["created_at"] == made["created_at"] and again["updated_at"] > made["updated_at"]
+
+
+def test_viewers_and_things_may_not_replace_or_delete_group_files_and_ranges_work_there(world):
+    g, v = world.group["id"], world.viewed["id"]
+    with world.as_user() as user:
+        assert upload(user, f"/filestore/groups/{g}/files", "shared.txt", b"0123456789").status_code == 201
+        part = user.get(f"/filestore/groups/{g}/files/shared.txt", headers={"Range": "bytes=3-5"})
+        assert part.status_code == 206 and part.content == b"345"
+        assert user.delete(f"/filestore/groups/{v}/files/none.txt").status_code == 403  # a viewer there
+        put = upload(user, f"/filestore/groups/{v}/files/none.txt", "none.txt", b"x", method="PUT")
+        assert put.status_code == 403
+    with world.as_thing() as thing:
+        assert thing.delete(f"/filestore/groups/{g}/files/shared.txt").status_code == 403
+        put = upload(thing, f"/filestore/groups/{g}/files/shared.txt", "shared.txt", b"x", method="PUT")
+        assert put.status_code == 403
+    with world.as_user() as user:
+        assert user.get(f"/filestore/groups/{g}/files/shared.txt").content == b"0123456789"
+        assert user.delete(f"/filestore/groups/{g}/files/shared.txt").status_code == 204
