@@ -170,6 +170,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
             max_upload=config.max_upload,
             filestore_max_file=config.filestore_max_file,
             host_suffix=config.host_suffix,
+            api_port=sock.getsockname()[1],
             swarm=swarm,
             flowfuse=flowfuse,
         )

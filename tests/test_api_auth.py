@@ -102,10 +102,19 @@ def test_token_guarded_routes(node):
 def test_node_info_shape(node):
     with node.client() as c:
         info = c.get("/api/v2/node/info").json()
-    assert set(info) == {"peerId", "addrs", "peers", "blocks", "bytes", "pins", "names", "rollout"}
+    assert set(info) == {"peerId", "addrs", "peers", "blocks", "bytes", "pins", "names", "rollout",
+                         "hostSuffix", "apiPort"}
+    assert info["hostSuffix"] == "actyx.localhost" and info["apiPort"] == node.port
     assert len(info["rollout"]) == info["names"]
     assert all(a.endswith(f"/p2p/{info['peerId']}") for a in info["addrs"])
     assert info["addrs"]
+
+
+def test_node_info_reports_the_host_route_a_name_is_served_at(fresh_node):
+    node = fresh_node("--host-suffix", "edge.localhost")
+    with node.client() as c:
+        info = c.get("/api/v2/node/info").json()
+    assert (info["hostSuffix"], info["apiPort"]) == ("edge.localhost", node.port)
 
 
 def test_cors_preflight(node):

@@ -41,6 +41,7 @@ class AppContext:
     max_upload: int = 10 << 30
     filestore_max_file: int = 1 << 30
     host_suffix: str = "actyx.localhost"
+    api_port: int | None = None  # the port the HTTP API listens on (None: the request's)
     swarm: SwarmView = field(default_factory=NoSwarm)
     hash_pool: Executor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="hash"))
     flowfuse: Any = None  # the FlowFuse facade, when --flowfuse-config is given

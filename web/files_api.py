@@ -175,6 +175,8 @@ async def node_info(request: Request) -> Response:
             "pins": ctx.core.pinned_roots(),
             "names": len(ctx.names.registry.live()),
             "rollout": [{k: n[k] for k in ("name", "cid", "complete", "missing")} for n in rollout],
+            "hostSuffix": ctx.host_suffix,  # with apiPort: where the host route serves a name
+            "apiPort": ctx.api_port or request.url.port,
         },
         headers=CORS_HEADERS,
     )
