@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import json
 import logging
 import os
@@ -98,7 +97,16 @@ def cmd_admin(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not (data / "state.sqlite").exists():
         raise CliError(f"{data} is not a node's data directory (no state.sqlite); start a node on it once")
-    reply = _through_node(data, args) if _node_running(data) else asyncio.run(_offline(data, args))
+    from .serve import try_lock_data_dir
+
+    lock = try_lock_data_dir(data)  # held while we write: no node may start on it meanwhile
+    if lock is None:
+        reply = _through_node(data, args)
+    else:
+        try:
+            reply = asyncio.run(_offline(data, args))
+        finally:
+            os.close(lock)
     if "error" in reply:
         print(f"edgefiles: {reply['error']}", file=sys.stderr)
         return 2 if reply.get("usage") else 1
@@ -108,17 +116,6 @@ def cmd_admin(args: argparse.Namespace) -> int:
         for line in reply["lines"]:
             print(line)
     return 0
-
-
-def _node_running(data: Path) -> bool:
-    fd = os.open(data / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 async def _offline(data: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -25,13 +25,22 @@ log = logging.getLogger("edgefiles")
 
 def lock_data_dir(data_dir: Path) -> int:
     """Hold an exclusive lock on <data>/lock for the life of the process."""
+    fd = try_lock_data_dir(data_dir)
+    if fd is None:
+        holder = (data_dir / "lock").read_text(errors="replace").strip() or "?"
+        raise CliError(f"data directory {data_dir} is in use by another edgefiles (pid {holder})")
+    return fd
+
+
+def try_lock_data_dir(data_dir: Path) -> int | None:
+    """The exclusive lock on <data>/lock (this process's pid written in), or None while
+    another process holds it (a running node)."""
     fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise CliError(f"data directory {data_dir} is in use by another edgefiles (pid {holder})") from None
+        return None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
