@@ -12,6 +12,7 @@ from edgefiles.ans.clock import now_ms
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .body import read_capped
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .flowfuse.errors import FFUnauthorized, PlatformBadRequest, PlatformNotFound
@@ -88,11 +89,7 @@ def _token_view(t: Token) -> dict[str, Any]:
 
 
 async def read_json(request: Request) -> Any:
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY:
-            raise PlatformBadRequest("the body is over 64 KiB")
+    raw = await read_capped(request, MAX_BODY, lambda: PlatformBadRequest("the body is over 64 KiB"))
     try:
         return json.loads(raw or b"null")
     except ValueError:

@@ -7,6 +7,7 @@ from edgefiles.ans.names import Names
 from edgefiles.node.core import Core
 from starlette.requests import Request
 
+from ..body import read_capped
 from .config import FlowFuseConfig
 from .errors import FFBodyTooLarge, FFUnauthorized
 from .platform import Grant, Platform
@@ -42,16 +43,7 @@ def security_headers() -> dict[str, str]:
 
 async def read_body(request: Request) -> bytes:
     """The request body, refused with 413 once it passes upstream's 10 MiB (declared or sent)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > BODY_LIMIT:
-        raise FFBodyTooLarge()
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > BODY_LIMIT:
-            raise FFBodyTooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_capped(request, BODY_LIMIT, FFBodyTooLarge)
 
 
 class FlowFuse:
