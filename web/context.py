@@ -49,4 +49,6 @@ class AppContext:
     def __post_init__(self) -> None:
         self.content = ContentServer(self.core)
         self.accounts = Accounts(self.names.registry)
-        self.named_files = NamedFiles(self.core, self.names)  # the Filestore's (FlowFuse keeps its own)
+        # one named-files layer for every facade: the FlowFuse facade's when it is on
+        self.named_files: NamedFiles = (self.flowfuse.files if self.flowfuse is not None
+                                        else NamedFiles(self.core, self.names))
