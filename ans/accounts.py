@@ -115,8 +115,24 @@ class ThingKey:
     thing_id: str
 
 
+@dataclass(frozen=True)
+class Quota:
+    """An organization's Storage API quota, in plaintext bytes."""
+    org_id: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class OrgKey:
+    """An organization's data key, sealed under the swarm key (see ans/orgkeys.py)."""
+    id: str  # hex of the 16-byte key id that encrypted objects carry in their header
+    org_id: str
+    sealed: bytes
+    created_at: int
+
+
 KINDS: dict[str, type] = {"org": Org, "user": User, "token": Token, "thing": Thing, "thingkey": ThingKey,
-                          "group": Group, "member": Member}
+                          "group": Group, "member": Member, "quota": Quota, "orgkey": OrgKey}
 ROLES = ("member", "viewer")
 
 
@@ -208,7 +224,33 @@ class Accounts:
         ids = {m.group_id for m in self._all("member") if m.kind == kind and m.member_id == member_id}
         return [g for g in self.groups() if g.id in ids]
 
+    def quota(self, org_id: str) -> int | None:
+        """The organization's Storage API quota in bytes; None: the node's default."""
+        found: Quota | None = self._get("quota", org_id)
+        return None if found is None else found.bytes
+
+    def org_keys(self, org_id: str | None = None) -> list[OrgKey]:
+        """Data keys (of one organization), oldest first."""
+        return sorted((k for k in self._all("orgkey") if org_id is None or k.org_id == org_id),
+                      key=lambda k: (k.created_at, k.id))
+
+    def org_key(self, key_id: str) -> OrgKey | None:
+        return self._get("orgkey", key_id)
+
     # writing ------------------------------------------------------------------------
+    async def set_quota(self, org_name: str, quota: int) -> Quota:
+        org = self.org_named(org_name)
+        if org is None:
+            raise Missing(f"no organization named {org_name!r}")
+        if quota < 0:
+            raise AccountError("a quota is 0 bytes or more")
+        found = Quota(org.id, quota)
+        await self._write([("quota", org.id, found)])
+        return found
+
+    async def add_org_key(self, key: OrgKey) -> None:
+        await self._write([("orgkey", key.id, key)])
+
     async def _write(self, puts: list[tuple[str, str, Any]], drops: list[tuple[str, str]] = ()) -> None:
         """Records set and deleted in one transaction: a change is whole or not at all."""
         items = [(NAMESPACE, f"{kind}/{key}", None, None) for kind, key in drops]

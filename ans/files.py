@@ -83,6 +83,13 @@ class NamedFiles:
         self._size_arrived(ns)
         return self._used[ns]
 
+    def count(self, ns: str) -> int:
+        return len(self._table(ns))
+
+    def recount(self, ns: str) -> None:
+        """Forget what the namespace's tables hold and count again from its records."""
+        self._sizes.pop(ns, None)
+
     def resolve(self, ns: str, name: str) -> bytes | None:
         """The root to read for a file (while a newer version is fetched, the previous one)."""
         return self.names.resolve(name, ns)
@@ -129,9 +136,11 @@ class NamedFiles:
         return self._written(ns, name)
 
     async def write_imported(self, ns: str, name: str, imported: Imported, content_type: str | None,
-                             metadata: dict[str, Any] | None, exists: bool | None = None) -> FileInfo:
+                             metadata: dict[str, Any] | None, exists: bool | None = None,
+                             size: int | None = None) -> FileInfo:
         """Name a file imported already (streamed in), under `write`'s rules; a refused one
-        is abandoned. Metadata None keeps the replaced file's."""
+        is abandoned. Metadata None keeps the replaced file's. `size`: the size to record
+        and count when it is not the stored bytes' (the plaintext of an encrypted file)."""
         async with self.lock(ns, name):
             try:
                 previous = self._current(ns, name, exists)
@@ -140,7 +149,7 @@ class NamedFiles:
                 raise
             if metadata is None and previous is not None:
                 metadata = previous.metadata
-            await self._commit(ns, name, imported, previous, content_type, metadata)
+            await self._commit(ns, name, imported, previous, content_type, metadata, size)
         return self._written(ns, name)
 
     def _current(self, ns: str, name: str, exists: bool | None) -> FileInfo | None:
@@ -150,10 +159,11 @@ class NamedFiles:
         return self._info(current) if current is not None else None
 
     async def _commit(self, ns: str, name: str, imported: Imported, previous: FileInfo | None,
-                      content_type: str | None, metadata: dict[str, Any] | None) -> None:
+                      content_type: str | None, metadata: dict[str, Any] | None,
+                      size: int | None = None) -> None:
         # a new file's creation time is its record's clock, so it equals its first modification
         created = previous.created if previous is not None else None
-        meta = encode_meta(imported.size, content_type, created, metadata or {})
+        meta = encode_meta(imported.size if size is None else size, content_type, created, metadata or {})
         await self.names.commit_named(imported, ns, name, meta)
 
     def _written(self, ns: str, name: str) -> FileInfo:

@@ -8,7 +8,6 @@ Routes: `/filestore/files[/<name>]`, `/filestore/groupfiles/<name>` and
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from edgefiles.ans.accounts import Thing, User
@@ -18,17 +17,15 @@ from edgefiles.node.core import Imported
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from . import paths
 from .content import Target
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
-from .mime import DEFAULT, media_type
-from .paths import raw_path
-from .upload import PartCollector, import_upload, parse_form, parse_header_params
+from .formfile import abandon, parse_metadata, receive_form_file
+from .mime import DEFAULT
+from .paths import check_file_name, raw_path
 
-MAX_METADATA = 64 << 10
-WHOLE_BODY = 1 << 20  # smaller upload bodies are read whole and imported in one piece
-MAX_NAME_BYTES = 255
 DEFAULT_LIMIT, MAX_LIMIT = 10, 200
 
 
@@ -102,24 +99,18 @@ def group_access(request: Request, group_id: str, write: bool) -> None:
 # names --------------------------------------------------------------------------------------
 def check_name(name: str) -> str:
     """A file name as the Filestore keeps it: one path segment, nothing that could climb."""
-    if not name or len(name.encode()) > MAX_NAME_BYTES:
-        raise FsBadRequest(f"a file name is 1 to {MAX_NAME_BYTES} bytes")
-    if "/" in name or "\\" in name or ".." in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise FsBadRequest("a file name has no '/', '\\', '..' or control characters")
-    return name
+    try:
+        return check_file_name(name)
+    except BadRequest as exc:
+        raise FsBadRequest(exc.message) from None
 
 
 def name_in_path(request: Request, prefix: str) -> str:
     """The file name after `prefix` in the raw path, percent-decoded once and checked."""
-    from urllib.parse import unquote
-
-    tail = raw_path(request)[len(prefix):]
-    if "/" in tail:
-        raise FsBadRequest("a file name has no '/'")
     try:
-        return check_name(unquote(tail, errors="strict"))
-    except UnicodeDecodeError:
-        raise FsBadRequest("a file name is UTF-8") from None
+        return paths.name_in_path(raw_path(request)[len(prefix):])
+    except BadRequest as exc:
+        raise FsBadRequest(exc.message) from None
 
 
 def thing_ns(thing_id: str) -> str:
@@ -131,115 +122,23 @@ def group_ns(group_id: str) -> str:
 
 
 # the parts of an upload -----------------------------------------------------------------------
-class FileParts(PartCollector):
-    """The Filestore's form: one part named `file` (a file, streamed into the import, at most
-    `limit` bytes) and small fields (`metadata`), kept as text."""
-
-    def __init__(self, limit: int, buffer: bool = False) -> None:
-        super().__init__()
-        self.limit = limit
-        self.buffer = buffer  # keep the file's bytes here rather than stream them to an import
-        self.data: list[bytes] = []
-        self.filename: str | None = None
-        self.content_type = ""
-        self.size = 0
-        self.fields: dict[str, str] = {}
-        self._in_file = False
-        self._field_name: str | None = None
-        self._field_data = bytearray()
-
-    def _headers_finished(self) -> None:
-        _, params = parse_header_params(self._headers.get("content-disposition", ""))
-        self._in_file = params.get("name") == "file" and "filename" in params
-        if self._in_file:
-            if self.filename is not None:
-                raise FsBadRequest("the upload holds one part named `file`")
-            self.filename = check_name(params["filename"])
-            self.content_type = self._headers.get("content-type", "")
-            if not self.buffer:
-                self.events.append(("begin", [self.filename]))
-        else:
-            self._field_name = params.get("name", "")
-            self._field_data.clear()
-
-    def _data(self, data: bytes, start: int, end: int) -> None:
-        if not self._in_file:
-            self._field_data.extend(data[start:end])
-            if len(self._field_data) > MAX_METADATA:
-                raise FsBadRequest("a form field is at most 64 KiB")
-            return
-        self.size += end - start
-        if self.size > self.limit:
-            raise FsTooLarge(f"files are at most {self.limit} bytes here")
-        if self.buffer:
-            self.data.append(bytes(data[start:end]))
-        else:
-            super()._data(data, start, end)
-
-    def _part_end(self) -> None:
-        if self._in_file:
-            if not self.buffer:
-                super()._part_end()
-        elif self._field_name is not None:
-            self.fields[self._field_name] = self._field_data.decode("utf-8", "replace")
-
-
 async def receive_file(request: Request) -> tuple[Imported, str, str, dict[str, Any] | None]:
     """A Filestore upload, imported but not committed: (the import, the file name, its content
-    type, its metadata or None). Bodies of up to 1 MiB are read whole and imported in one
-    piece, as the FlowFuse facade does (a third faster for small files); bigger ones stream
-    into the import as they arrive. Nothing is kept on any error."""
+    type, its metadata or None). Nothing is kept on any error."""
     ctx: AppContext = request.app.state.ctx
-    declared = request.headers.get("content-length", "")
-    small = declared.isdigit() and int(declared) <= WHOLE_BODY
-    parts = FileParts(ctx.filestore_max_file, buffer=small)
     try:
-        if small:
-            await parse_form(request, parts)
-            batch = None
-        else:
-            sink, root = await import_upload(request, parts, ctx.core, ctx.executor, ctx.hash_pool,
-                                             ctx.filestore_max_file + 4 * MAX_METADATA)
-            batch = sink.batch
+        imported, form = await receive_form_file(request, ctx.filestore_max_file)
     except (BadRequest, UnsupportedMediaType) as exc:
         raise FsBadRequest(exc.message) from None
     except PayloadTooLarge:
         raise FsTooLarge(f"files are at most {ctx.filestore_max_file} bytes here") from None
     try:
-        if parts.filename is None:
-            raise FsBadRequest("the upload has no part named `file` holding a file")
-        metadata = _metadata(parts.fields.get("metadata"))
-    except FilestoreError:
-        if batch is not None:
-            ctx.core.store.abandon(batch)
-        raise
-    content_type = _content_type(parts.content_type, parts.filename)
-    if batch is None:
-        imported = await ctx.core.import_bytes(b"".join(parts.data))
-    else:
-        imported = Imported(batch, root, parts.size)
-    return imported, parts.filename, content_type, metadata
-
-
-def _metadata(raw: Any) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, str) or len(raw.encode()) > MAX_METADATA:
-        raise FsBadRequest("metadata is a JSON object of at most 64 KiB")
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise FsBadRequest("metadata is not JSON") from None
-    if not isinstance(value, dict):
-        raise FsBadRequest("metadata is a JSON object")
-    return value
-
-
-def _content_type(given: str, name: str) -> str:
-    given = given.strip()
-    if not given or given.split(";")[0].strip().lower() == DEFAULT:
-        return media_type(name).split(";")[0]
-    return given
+        metadata = parse_metadata(form.fields.get("metadata"))
+    except BadRequest as exc:
+        abandon(ctx, imported)
+        raise FsBadRequest(exc.message) from None
+    assert form.filename is not None
+    return imported, form.filename, form.content_type_or_guess, metadata
 
 
 # answers --------------------------------------------------------------------------------------

@@ -21,6 +21,26 @@ def check_segment(seg: str) -> str:
     return seg
 
 
+def check_file_name(name: str) -> str:
+    """A facade's file name: one path segment with nothing that could climb or hide (no '/',
+    '\\', '..' anywhere, no control characters), 1 to 255 bytes."""
+    if not name or len(name.encode()) > MAX_SEGMENT_BYTES:
+        raise BadRequest(f"a file name is 1 to {MAX_SEGMENT_BYTES} bytes")
+    if "/" in name or "\\" in name or ".." in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise BadRequest("a file name has no '/', '\\', '..' or control characters")
+    return name
+
+
+def name_in_path(tail: str) -> str:
+    """The one file name a raw (percent-encoded) path tail holds, decoded once and checked."""
+    if "/" in tail:
+        raise BadRequest("a file name has no '/'")
+    try:
+        return check_file_name(unquote_to_bytes(tail).decode())
+    except UnicodeDecodeError:
+        raise BadRequest("a file name is UTF-8") from None
+
+
 def upload_segments(filename: str) -> list[str]:
     """Segments of a multipart filename, taken literally; one leading '/' is dropped."""
     lowered = filename.lower()

@@ -72,11 +72,14 @@ class UploadSink:
                 self.file.write(event[1])
             elif event[0] == "begin":
                 self.segments = event[1]
-                self.file = FileBuilder(self.core.settings.profile, self.writes.put, self.hasher)
+                self.file = self.new_file()
             else:
                 self.tree.add_file(self.segments, self.file.finish())
                 self.parts += 1
                 self.file = None
+
+    def new_file(self) -> FileBuilder:
+        return FileBuilder(self.core.settings.profile, self.writes.put, self.hasher)
 
     def finish(self, events: list[tuple]) -> bytes:
         self.process(events)
@@ -188,17 +191,18 @@ def _check_ended(collector: PartCollector) -> None:
 
 async def import_upload(
     request: Request, collector: PartCollector, core: Core, executor: Executor, hash_pool: Executor,
-    max_upload: int,
+    max_upload: int, sink: UploadSink | None = None,
 ) -> tuple[UploadSink, bytes]:
     """Parse a multipart body as it arrives and import the parts `collector` passes on, in a
-    worker thread; (the sink, whose batch the caller commits or abandons, and the root: the
-    file's CID for one part, else the folder's). Nothing is kept on any error."""
+    worker thread (into `sink`, a plain one when not given); (the sink, whose batch the
+    caller commits or abandons, and the root: the file's CID for one part, else the
+    folder's). Nothing is kept on any error."""
     parser = _parser(request, collector)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_upload:
         raise PayloadTooLarge(f"request body larger than {max_upload} bytes")
     loop = asyncio.get_running_loop()
-    sink = UploadSink(core, hash_pool)
+    sink = sink or UploadSink(core, hash_pool)
     pending: asyncio.Future | None = None
     received = 0
     try:

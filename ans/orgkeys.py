@@ -1,0 +1,129 @@
+"""Organization data keys, for the Storage API's encryption at rest.
+
+Each organization has a 256-bit data key (more than one when two nodes made one at the same
+moment: objects name the key they were sealed with, so none is ever lost). A key travels
+between the swarm's members as an account record, sealed under a key derived from the swarm
+key, so every member can serve every organization's downloads while IPFS peers admitted with
+`--allow-peer` (who never get records) and anyone reading the store's blocks see only
+ciphertext. On each node a key is also kept wrapped by the node's own key-encryption key
+(`<data>/storage.kek`), so what the node holds stays readable if the swarm key is rotated.
+
+Threads: the event loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from edgefiles.node.db import Database
+from edgefiles.node.sealed import KEY_ID_BYTES, new_key
+
+from .accounts import Accounts, OrgKey
+from .clock import now_ms
+
+SEAL_INFO = b"edgefiles org keys v1"
+STATE_PREFIX = "orgkey/"
+
+
+def derive(secret: bytes, info: bytes) -> bytes:
+    """A 256-bit key for one purpose (`info`) from a shared secret."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
+
+
+def wrap(wrapping_key: bytes, key: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(wrapping_key).encrypt(nonce, key, aad)
+
+
+def unwrap(wrapping_key: bytes, blob: bytes, aad: bytes) -> bytes | None:
+    """The key inside `blob`; None when it was wrapped under another key or changed."""
+    try:
+        return AESGCM(wrapping_key).decrypt(blob[:12], blob[12:], aad)
+    except (InvalidTag, ValueError):
+        return None
+
+
+def load_or_create_kek(path: Path) -> bytes:
+    """The node's key-encryption key: 32 random bytes, hex, in an owner-only file."""
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    text = path.read_text().strip()
+    try:
+        kek = bytes.fromhex(text)
+    except ValueError:
+        kek = b""
+    if len(kek) != 32:
+        raise ValueError(f"{path} must hold 64 hex characters (the node's key-encryption key)")
+    return kek
+
+
+class OrgKeys:
+    def __init__(self, accounts: Accounts, db: Database, kek: bytes, swarm_key: bytes):
+        self.accounts = accounts
+        self._db = db
+        self._kek = kek
+        self._seal_key = derive(swarm_key, SEAL_INFO)
+        self._keys: dict[str, bytes] = {}  # key id (hex) -> key
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def load(self) -> None:
+        """The keys this node keeps (wrapped by its key-encryption key)."""
+        rows = await self._db.fetchall("SELECT key, value FROM state WHERE key >= ? AND key < ?",
+                                       (STATE_PREFIX, STATE_PREFIX[:-1] + "0"))
+        for name, blob in rows:
+            key_id = name[len(STATE_PREFIX):]
+            key = unwrap(self._kek, blob, key_id.encode())
+            if key is not None:
+                self._keys[key_id] = key
+
+    async def for_writing(self, org_id: str) -> tuple[bytes, bytes]:
+        """(key id, key) to seal the organization's new objects with: its oldest key this node
+        can open, or a new one (made once per organization, however many uploads ask)."""
+        lock = self._locks.setdefault(org_id, asyncio.Lock())
+        async with lock:
+            for record in self.accounts.org_keys(org_id):
+                key = await self.key(bytes.fromhex(record.id))
+                if key is not None:
+                    return bytes.fromhex(record.id), key
+            key_id, key = os.urandom(KEY_ID_BYTES), new_key()
+            sealed = wrap(self._seal_key, key, _aad(org_id, key_id.hex()))
+            await self._keep(key_id.hex(), key)
+            await self.accounts.add_org_key(OrgKey(key_id.hex(), org_id, sealed, now_ms()))
+            return key_id, key
+
+    async def key(self, key_id: bytes, org_id: str | None = None) -> bytes | None:
+        """The key of that id (of that organization, when given); None when this node has no
+        such key or cannot open it (sealed under another swarm key)."""
+        hex_id = key_id.hex()
+        record = self.accounts.org_key(hex_id)
+        if org_id is not None and record is not None and record.org_id != org_id:
+            return None
+        found = self._keys.get(hex_id)
+        if found is None and record is not None:
+            found = unwrap(self._seal_key, record.sealed, _aad(record.org_id, hex_id))
+            if found is not None:
+                await self._keep(hex_id, found)
+        return found
+
+    async def _keep(self, key_id: str, key: bytes) -> None:
+        blob = wrap(self._kek, key, key_id.encode())
+        async with self._db.transaction() as conn:
+            await conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (STATE_PREFIX + key_id, blob))
+        self._keys[key_id] = key
+
+
+def _aad(org_id: str, key_id: str) -> bytes:
+    return f"{org_id}/{key_id}".encode()

@@ -1,0 +1,168 @@
+"""Forms that carry one file (the Filestore's and the Storage API's uploads): one part named
+`file`, streamed into an import as it arrives (or read whole when the body is small), and a
+few small text fields. Optionally sealed (encrypted at rest, node/sealed.py) on the way, in
+the import's worker thread, so what reaches the store is ciphertext only."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from edgefiles.node import sealed
+from edgefiles.node.core import Imported
+from edgefiles.node.importer import FileBuilder
+from starlette.requests import Request
+
+from .context import AppContext
+from .errors import BadRequest, PayloadTooLarge
+from .mime import DEFAULT, media_type
+from .paths import check_file_name
+from .upload import PartCollector, UploadSink, import_upload, parse_form, parse_header_params
+
+MAX_FIELD = 64 << 10
+FORM_ALLOWANCE = 4 * MAX_FIELD  # what a form may hold besides its file
+WHOLE_BODY = 1 << 20  # smaller bodies are read whole and imported in one piece
+HEAD_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Seal:
+    key: bytes
+    key_id: bytes
+
+
+class FormFile(PartCollector):
+    """One part named `file` (a checked file name, at most `limit` bytes, its first bytes kept
+    in `head`) and small fields, kept as text."""
+
+    def __init__(self, limit: int, buffer: bool = False) -> None:
+        super().__init__()
+        self.limit = limit
+        self.buffer = buffer  # keep the file's bytes here rather than stream them to an import
+        self.data: list[bytes] = []
+        self.head = bytearray()
+        self.filename: str | None = None
+        self.content_type = ""
+        self.size = 0
+        self.fields: dict[str, str] = {}
+        self._in_file = False
+        self._field_name: str | None = None
+        self._field_data = bytearray()
+
+    def _headers_finished(self) -> None:
+        _, params = parse_header_params(self._headers.get("content-disposition", ""))
+        self._in_file = params.get("name") == "file" and "filename" in params
+        if self._in_file:
+            if self.filename is not None:
+                raise BadRequest("the upload holds one part named `file`")
+            self.filename = check_file_name(params["filename"])
+            self.content_type = self._headers.get("content-type", "")
+            if not self.buffer:
+                self.events.append(("begin", [self.filename]))
+        else:
+            self._field_name = params.get("name", "")
+            self._field_data.clear()
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if not self._in_file:
+            self._field_data.extend(data[start:end])
+            if len(self._field_data) > MAX_FIELD:
+                raise BadRequest("a form field is at most 64 KiB")
+            return
+        self.size += end - start
+        if self.size > self.limit:
+            raise PayloadTooLarge(f"files are at most {self.limit} bytes here")
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[start:min(end, start + HEAD_BYTES - len(self.head))]
+        if self.buffer:
+            self.data.append(bytes(data[start:end]))
+        else:
+            super()._data(data, start, end)
+
+    def _part_end(self) -> None:
+        if self._in_file:
+            if not self.buffer:
+                super()._part_end()
+        elif self._field_name is not None:
+            self.fields[self._field_name] = self._field_data.decode("utf-8", "replace")
+
+    @property
+    def content_type_or_guess(self) -> str:
+        given = self.content_type.strip()
+        if not given or given.split(";")[0].strip().lower() == DEFAULT:
+            return media_type(self.filename or "").split(";")[0]
+        return given
+
+
+class _SealedFile:
+    """A FileBuilder fed ciphertext: the header, then each segment as it completes."""
+
+    def __init__(self, inner: FileBuilder, seal: Seal):
+        self.inner = inner
+        self.encryptor = sealed.Encryptor(seal.key, seal.key_id)
+        inner.write(self.encryptor.head)
+
+    def write(self, data: bytes | memoryview) -> None:
+        for segment in self.encryptor.feed(data):
+            self.inner.write(segment)
+
+    def finish(self):
+        self.inner.write(self.encryptor.finish())
+        return self.inner.finish()
+
+
+class SealingSink(UploadSink):
+    def __init__(self, ctx: AppContext, seal: Seal):
+        super().__init__(ctx.core, ctx.hash_pool)
+        self.seal = seal
+
+    def new_file(self) -> FileBuilder:
+        return _SealedFile(super().new_file(), self.seal)  # type: ignore[return-value]
+
+
+async def receive_form_file(request: Request, limit: int,
+                            seal: Seal | None = None) -> tuple[Imported, FormFile]:
+    """A form's file, imported (sealed when `seal` is given) but not committed, and the form.
+    Bodies of up to 1 MiB are read whole and imported in one piece (a third faster for small
+    files); bigger ones stream into the import as they arrive. Nothing is kept on any error,
+    nor when the form has no file part (400)."""
+    ctx: AppContext = request.app.state.ctx
+    declared = request.headers.get("content-length", "")
+    small = declared.isdigit() and int(declared) <= WHOLE_BODY
+    form = FormFile(limit, buffer=small)
+    if small:
+        await parse_form(request, form)
+        if form.filename is None:
+            raise BadRequest("the upload has no part named `file` holding a file")
+        data = b"".join(form.data)
+        if seal is not None:
+            data = sealed.encrypt(seal.key, seal.key_id, data)
+        return await ctx.core.import_bytes(data), form
+    sink = SealingSink(ctx, seal) if seal is not None else UploadSink(ctx.core, ctx.hash_pool)
+    sink, root = await import_upload(request, form, ctx.core, ctx.executor, ctx.hash_pool,
+                                     limit + FORM_ALLOWANCE, sink)
+    imported = Imported(sink.batch, root, sealed.cipher_size(form.size) if seal is not None else form.size)
+    if form.filename is None:
+        abandon(ctx, imported)
+        raise BadRequest("the upload has no part named `file` holding a file")
+    return imported, form
+
+
+def abandon(ctx: AppContext, imported: Imported) -> None:
+    ctx.core.store.abandon(imported.batch)
+
+
+def parse_metadata(raw: str | None) -> dict[str, Any] | None:
+    """A form's `metadata` field: a JSON object (None when the field is absent)."""
+    if raw is None:
+        return None
+    if len(raw.encode()) > MAX_FIELD:
+        raise BadRequest("metadata is a JSON object of at most 64 KiB")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise BadRequest("metadata is not JSON") from None
+    if not isinstance(value, dict):
+        raise BadRequest("metadata is a JSON object")
+    return value
