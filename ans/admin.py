@@ -75,6 +75,14 @@ async def _org_ls(accounts: Accounts, r: dict[str, Any]) -> Result:
     return orgs, [f"{o['id']}  {o['name']}" for o in orgs]
 
 
+async def _org_quota(accounts: Accounts, r: dict[str, Any]) -> Result:
+    if not isinstance(r["bytes"], int) or isinstance(r["bytes"], bool):
+        raise UsageError("bytes: a whole number of bytes")
+    quota = await accounts.set_quota(r["name"], r["bytes"])
+    out = {"org_id": quota.org_id, "name": r["name"], "quota_bytes": quota.bytes}
+    return out, [f"org {r['name']} may store {quota.bytes} bytes through the Storage API"]
+
+
 async def _token_create(accounts: Accounts, r: dict[str, Any]) -> Result:
     expires_at = None
     if r.get("expires_in"):
@@ -172,7 +180,7 @@ def _token(token: Any) -> dict[str, Any]:
 
 HANDLERS: dict[tuple[str, str], Callable[[Accounts, dict[str, Any]], Awaitable[Result]]] = {
     ("user", "add"): _user_add, ("user", "ls"): _user_ls, ("user", "rm"): _user_rm,
-    ("org", "add"): _org_add, ("org", "ls"): _org_ls,
+    ("org", "add"): _org_add, ("org", "ls"): _org_ls, ("org", "quota"): _org_quota,
     ("token", "create"): _token_create, ("token", "ls"): _token_ls, ("token", "revoke"): _token_revoke,
     ("thing", "add"): _thing_add, ("thing", "ls"): _thing_ls, ("thing", "rm"): _thing_rm,
     ("thing", "rotate"): _thing_rotate,

@@ -34,6 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     admin.set_defaults(func=cmd_admin)
 
 
+def _size(text: str) -> int:
+    from .config import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_admin_commands(kinds: argparse._SubParsersAction) -> None:
     def command(kind: argparse._SubParsersAction, name: str, help_: str) -> argparse.ArgumentParser:
         p = kind.add_parser(name, help=help_)
@@ -54,6 +63,9 @@ def add_admin_commands(kinds: argparse._SubParsersAction) -> None:
     org = kinds.add_parser("org", help="organizations").add_subparsers(dest="action", required=True)
     command(org, "add", "add an organization").add_argument("name")
     command(org, "ls", "list organizations")
+    p = command(org, "quota", "set an organization's Storage API quota (plaintext bytes)")
+    p.add_argument("name", help="the organization's name")
+    p.add_argument("bytes", type=_size, help="e.g. 10GiB, 500MiB, 1048576")
 
     thing = kinds.add_parser("thing", help="things (devices) and their keys")
     thing = thing.add_subparsers(dest="action", required=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 from .config import ServeConfig, parse_duration, parse_hostport, parse_size
 
@@ -41,6 +42,15 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload", default=_env("MAX_UPLOAD", "10GiB"), metavar="BYTES")
     p.add_argument("--filestore-max-file", default=_env("FILESTORE_MAX_FILE", "1GiB"), metavar="BYTES",
                    help="largest file the Filestore facade takes (default 1GiB)")
+    p.add_argument("--storage-bucket", action="append", default=None, metavar="NAME",
+                   help="a bucket of the Storage API (repeatable; the first takes uploads that name none;"
+                        " default: one named files)")
+    p.add_argument("--storage-org-quota", default=_env("STORAGE_ORG_QUOTA", "1GiB"), metavar="BYTES",
+                   help="an organization's Storage API quota unless `edgefiles admin org quota` sets one")
+    for category, default in (("profile-image", "5MiB"), ("data-source", "500MiB"), ("general", "1GiB")):
+        p.add_argument(f"--storage-max-{category}", metavar="BYTES",
+                       default=_env(f"STORAGE_MAX_{category.upper().replace('-', '_')}", default),
+                       help=f"largest {category.replace('-', '_')} file of the Storage API ({default})")
     p.add_argument("--host-suffix", default=_env("HOST_SUFFIX", "actyx.localhost"))
     p.add_argument("--token-ttl", default=_env("TOKEN_TTL", "24h"), metavar="DURATION")
     p.add_argument("--trust-app", action="append", default=None, metavar="APPID",
@@ -83,10 +93,24 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
             gc_above=parse_size(args.gc_above) if args.gc_above else None,
             store_quota=parse_size(args.store_quota) if args.store_quota else None,
             flowfuse=flowfuse,
+            storage=storage_settings(args),
             log_level=args.log_level,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from None
+
+
+def storage_settings(args: argparse.Namespace):
+    from edgefiles.web.storage.rules import StorageSettings
+
+    buckets = tuple(args.storage_bucket or _env_list("STORAGE_BUCKET") or ["files"])
+    for bucket in buckets:
+        if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket):
+            raise ValueError(f"--storage-bucket {bucket!r}: 3 to 63 lower-case letters, digits, '.' or '-'")
+    limits = {"profile_image": parse_size(args.storage_max_profile_image),
+              "data_source": parse_size(args.storage_max_data_source),
+              "general": parse_size(args.storage_max_general)}
+    return StorageSettings(buckets, parse_size(args.storage_org_quota), limits)
 
 
 def load_flowfuse(path: str | None):

@@ -50,4 +50,5 @@ class ServeConfig:
     gc_above: int | None = None
     store_quota: int | None = None
     flowfuse: Any = None  # FlowFuseConfig from --flowfuse-config, when given
+    storage: Any = None  # StorageSettings of the Storage API (web/storage/rules.py); None: defaults
     log_level: str = "info"

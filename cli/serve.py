@@ -194,6 +194,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.request_exit)
         swarm.host.on_failure = server.request_exit  # a node cut off from its swarm must not go on
+        ctx.storage = await _storage(config, ctx, swarm_key)
         admin_socket = await serve_admin_socket(config.data_dir, ctx.accounts)
         background = [asyncio.create_task(_announce(server, config, swarm))]
         if config.gc_above is not None:
@@ -215,6 +216,23 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         return 1
     log.info("stopped cleanly")
     return 0
+
+
+async def _storage(config: ServeConfig, ctx, swarm_key: bytes):
+    """The Storage API: organization keys (kept under the node's key-encryption key, shared
+    sealed under the swarm key) and presigned URLs any member of the swarm honours."""
+    from edgefiles.ans.orgkeys import OrgKeys, derive, load_or_create_kek
+    from edgefiles.web.storage.objects import Storage
+    from edgefiles.web.storage.rules import StorageSettings
+
+    try:
+        kek = load_or_create_kek(config.data_dir / "storage.kek")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    keys = OrgKeys(ctx.accounts, ctx.core.db, kek, swarm_key)
+    await keys.load()
+    return Storage(ctx.named_files, ctx.accounts, keys, config.storage or StorageSettings(),
+                   derive(swarm_key, b"edgefiles presigned urls v1"))
 
 
 async def _flowfuse(config: ServeConfig, core, names):

@@ -10,11 +10,12 @@ import httpx
 import jsonschema
 import pytest
 from edgefiles.web import admin_api, filestore
+from edgefiles.web.storage import api as storage_api
 from edgefiles.web.openapi import openapi_path
 from fake_platform import FakePlatform
 from nodeproc import Node
 
-TAGS = {"files", "node", "flowfuse", "tokens", "admin", "filestore"}
+TAGS = {"files", "node", "flowfuse", "tokens", "admin", "filestore", "storage"}
 CORE = [("POST", "/api/v2/auth"), ("GET", "/api/v2/files/{tail}"), ("PUT", "/api/v2/files/{tail}"),
         ("DELETE", "/api/v2/files/{tail}"), ("POST", "/api/v2/files"), ("GET", "/api/v2/names"),
         ("POST", "/api/v2/car"), ("GET", "/ipfs/{tail}"), ("GET", "/api/v2/node/info"),
@@ -45,12 +46,16 @@ def test_every_route_is_in_the_document_under_its_tag(doc):
     assert document["openapi"].startswith("3.1")
     routes = CORE + [(m, openapi_path(p)) for m, p in admin_api.COMMANDS]
     routes += [(m, openapi_path(p)) for p, _, methods in filestore.ROUTES for m in methods if m != "HEAD"]
+    routes += [(m, r.path) for r in storage_api.ROUTES if r.include_in_schema for m in r.methods - {"HEAD"}]
+    assert len(routes) > len(CORE) + 20
     for method, path in routes:
         assert method.lower() in document["paths"].get(path, {}), (method, path)
     seen = {tag for ops in document["paths"].values() for op in ops.values() for tag in op["tags"]}
     assert seen == TAGS and {t["name"] for t in document["tags"]} == TAGS
-    facade = [op for p, ops in document["paths"].items() if p.startswith("/filestore") for op in ops.values()]
-    assert facade and all(op["tags"] == ["filestore"] for op in facade)
+    for prefix, tag in (("/filestore", "filestore"), ("/api/v1/storage", "storage")):
+        facade = [op for p, ops in document["paths"].items() if p.startswith(prefix) for op in ops.values()]
+        assert facade and all(op["tags"] == [tag] for op in facade)
+    assert not any("{rest}" in p or "{tail}" in p for p in document["paths"] if p.startswith("/api/v1/storage"))
 
 
 def test_every_example_validates_against_its_schema(doc):

@@ -17,6 +17,7 @@ from .cors import CORS_HEADERS
 from .errors import ApiError, MethodNotAllowed, NotFound
 from .host_route import host_name, serve_host
 from .metrics import Metrics, MetricsMiddleware
+from .storage import api as storage_api
 
 log = logging.getLogger("edgefiles.web")
 
@@ -104,6 +105,7 @@ def create_app(ctx: AppContext) -> ASGIApp:
         Route("/ipfs/{tail:path}", gateway.ipfs, methods=["GET", "HEAD"]),
         *[Route(path, admin_api.admin, methods=[method]) for method, path in admin_api.COMMANDS],
         *[Route(path, endpoint, methods=methods) for path, endpoint, methods in filestore.ROUTES],
+        *storage_api.ROUTES,
         Route("/api/v1/user", tokens.user, methods=["GET"]),
         Route("/api/v1/user/tokens", tokens.tokens, methods=["GET", "POST"]),
         Route("/api/v1/user/tokens/{token_id}", tokens.token, methods=["DELETE"]),

@@ -87,9 +87,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def content_disposition(filename: str) -> str:
+def content_disposition(filename: str, kind: str = "inline") -> str:
     ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
-    value = f'inline; filename="{ascii_name}"'
+    value = f'{kind}; filename="{ascii_name}"'
     if not filename.isascii():
         value += f"; filename*=UTF-8''{quote(filename, safe='')}"
     return value

@@ -45,6 +45,7 @@ class AppContext:
     swarm: SwarmView = field(default_factory=NoSwarm)
     hash_pool: Executor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="hash"))
     flowfuse: Any = None  # the FlowFuse facade, when --flowfuse-config is given
+    storage: Any = None  # the Storage API (web/storage), set up by `serve`
 
     def __post_init__(self) -> None:
         self.content = ContentServer(self.core)

@@ -63,6 +63,10 @@ class UnsupportedAuthType(Unauthorized):
     code = "ERR_UNSUPPORTED_AUTH_TYPE"
 
 
+class Forbidden(ApiError):
+    status, code, default_message = 403, "ERR_FORBIDDEN", "not allowed"
+
+
 class NotFound(ApiError):
     status, code, default_message = 404, "ERR_NOT_FOUND", "not found"
 

@@ -15,7 +15,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 # the first prefix a path starts with names its tag
-TAGS = [("/api/v1/admin", "admin"), ("/api/v1/user", "tokens"), ("/filestore", "filestore"),
+TAGS = [("/api/v1/storage", "storage"), ("/api/v1/admin", "admin"), ("/api/v1/user", "tokens"),
+        ("/filestore", "filestore"),
         ("/v1/", "flowfuse"), ("/api/v2/node", "node"), ("/health", "node"), ("/metrics", "node"),
         ("/uploader", "node"), ("/api/openapi.json", "node"), ("/docs", "node"), ("/api/", "node"),
         ("/api/v2", "files"), ("/ipfs", "files"), ("/", "node")]
@@ -26,6 +27,7 @@ TAG_TEXT = {
     "tokens": "The FlowFuse platform's user and personal access tokens",
     "admin": "Accounts for products that provision their own users (admin users only)",
     "filestore": "The Mainflux Filestore: files of things and of groups",
+    "storage": "The Storage API: users' files per organization, quotas, presigned URLs, encrypted at rest",
 }
 
 _ID = {"type": "string", "format": "uuid"}
@@ -58,6 +60,38 @@ _USER = _object(["id", "email", "org_id", "admin"], id=_ID, email=_TEXT, name=_T
                 admin={"type": "boolean"})
 _NAMED = _object(["name", "org"], name=_TEXT, org=_TEXT)
 _THING = "111e4567-e89b-12d3-a456-426614174000"
+
+
+def _wrapped(data: dict[str, Any] | None) -> dict[str, Any]:
+    """The Storage API's answer around `data`."""
+    return _object(["success", "data", "message"], success={"type": "boolean"}, data=data or {},
+                   message=_TEXT)
+
+
+_INT = {"type": "integer", "minimum": 0}
+_SFILE = _object(["object_name", "original_name", "key", "size", "content_type", "category", "metadata",
+                  "created_at", "bucket"], object_name=_TEXT, original_name=_TEXT, key=_TEXT, size=_INT,
+                 content_type=_TEXT, category={"enum": ["data_source", "profile_image", "general"]},
+                 metadata={"type": "object"}, created_at=_TIME, bucket=_TEXT)
+_SFILE_EXAMPLE = {
+    "object_name": "report_20261205_031500_1a2b3c4d.csv", "original_name": "report.csv",
+    "key": "organizations/c2ceb4b0-5fc7-4fe6-abee-a23773793203/files/1f7bd504-3df4-4650-b97b-b3c84c803c35/"
+           "report_20261205_031500_1a2b3c4d.csv",
+    "size": 2048, "content_type": "text/csv", "category": "data_source", "metadata": {"source": "erp"},
+    "created_at": "2026-12-05T03:15:00.000Z", "bucket": "files"}
+_PAGINATION = _object(["page", "page_size", "total_count", "total_pages", "has_next", "has_previous"],
+                      page={"type": "integer", "minimum": 1}, page_size={"type": "integer", "maximum": 100},
+                      total_count=_INT, total_pages=_INT, has_next={"type": "boolean"},
+                      has_previous={"type": "boolean"})
+_SLIST = _wrapped(_object(["items", "pagination"], items={"type": "array", "items": _SFILE},
+                          pagination=_PAGINATION))
+_SLIST_EXAMPLE = {"success": True, "message": "OK", "data": {"items": [_SFILE_EXAMPLE], "pagination": {
+    "page": 1, "page_size": 20, "total_count": 1, "total_pages": 1, "has_next": False,
+    "has_previous": False}}}
+_USAGE = _object(["used_bytes", "file_count", "quota_bytes", "percent_used"], used_bytes=_INT,
+                 file_count=_INT, quota_bytes=_INT, percent_used={"type": "number"})
+_USAGE_EXAMPLE = {"success": True, "message": "OK", "data": {
+    "used_bytes": 2048, "file_count": 1, "quota_bytes": 1073741824, "percent_used": 0.0}}
 
 # (method, path) -> what the route takes ("body": JSON schema and example, or "content") and
 # gives ("answer": status, schema, example)
@@ -95,6 +129,33 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/filestore/files"): {
         "answer": (200, _FILES, {"total": 1, "offset": 0, "limit": 10, "files": [_FILE_EXAMPLE]}),
     },
+    ("POST", "/api/v1/storage/upload"): {
+        "content": {"multipart/form-data": {"schema": _object(
+            ["file"], file={"type": "string", "format": "binary"},
+            category={"enum": ["data_source", "profile_image", "general"], "default": "general"},
+            metadata={"type": "string", "description": "a JSON object, at most 64 KiB"},
+            bucket={"type": "string", "description": "a bucket of GET /api/v1/storage/buckets"})}},
+        "answer": (201, _wrapped(_SFILE),
+                   {"success": True, "message": "File uploaded", "data": _SFILE_EXAMPLE}),
+    },
+    ("GET", "/api/v1/storage/files"): {"answer": (200, _SLIST, _SLIST_EXAMPLE)},
+    ("GET", "/api/v1/storage/buckets/{bucket}/objects"): {"answer": (200, _SLIST, _SLIST_EXAMPLE)},
+    ("GET", "/api/v1/storage/objects/{object_name}/metadata"): {
+        "answer": (200, _wrapped(_SFILE), {"success": True, "message": "OK", "data": _SFILE_EXAMPLE}),
+    },
+    ("GET", "/api/v1/storage/usage"): {"answer": (200, _wrapped(_USAGE), _USAGE_EXAMPLE)},
+    ("POST", "/api/v1/storage/quota/recalculate"): {"answer": (200, _wrapped(_USAGE), _USAGE_EXAMPLE)},
+    ("GET", "/api/v1/storage/quota"): {"answer": (200, _wrapped(_object(
+        ["quota_bytes", "max_file_size"], quota_bytes=_INT, max_file_size=_object(
+            ["data_source", "profile_image", "general"], data_source=_INT, profile_image=_INT,
+            general=_INT))),
+        {"success": True, "message": "OK", "data": {"quota_bytes": 1073741824, "max_file_size": {
+            "data_source": 524288000, "profile_image": 5242880, "general": 1073741824}}})},
+    ("GET", "/api/v1/storage/objects/{object_name}/presigned-url"): {"answer": (200, _wrapped(_object(
+        ["url", "expires_at"], url={"type": "string", "format": "uri"}, expires_at=_TIME)),
+        {"success": True, "message": "OK", "data": {
+            "url": "http://127.0.0.1:4454/api/v1/storage/presigned/lNkk...Ck",
+            "expires_at": "2026-12-05T04:15:00.000Z"}})},
     ("POST", "/api/v2/files"): {"content": {"multipart/form-data": {"schema": {"type": "object"}}}},
     ("POST", "/api/v2/car"): {"content": {"application/vnd.ipld.car": {
         "schema": {"type": "string", "format": "binary"}}}},
@@ -113,7 +174,7 @@ def tag_of(path: str) -> str:
 def document(routes: list[Any]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        if not isinstance(route, Route):
+        if not isinstance(route, Route) or not route.include_in_schema:
             continue
         path = openapi_path(route.path)
         for method in sorted((route.methods or set()) - {"HEAD"}):
@@ -143,6 +204,8 @@ def _operation(method: str, path: str, route: Route) -> dict[str, Any]:
                             for p in params]
     if tag == "filestore":
         op["security"] = [{"thing": []}, {"bearer": []}]
+    elif path.startswith("/api/v1/storage/presigned/"):
+        op["security"] = []  # the URL is the credential
     elif tag not in ("node",) or path.startswith("/api/v2/node"):
         op["security"] = [{"bearer": []}]
     spec = BODIES.get((method, path), {})

@@ -1,0 +1,1 @@
+"""The Storage API facade (`/api/v1/storage`)."""
