@@ -24,8 +24,8 @@ def check_segment(seg: str) -> str:
 def check_file_name(name: str) -> str:
     """A facade's file name: one path segment with nothing that could climb or hide (no '/',
     '\\', '..' anywhere, no control characters), 1 to 255 bytes."""
-    if not name or len(name.encode()) > MAX_SEGMENT_BYTES:
-        raise BadRequest(f"a file name is 1 to {MAX_SEGMENT_BYTES} bytes")
+    if not name or name == "." or len(name.encode()) > MAX_SEGMENT_BYTES:
+        raise BadRequest(f"a file name is 1 to {MAX_SEGMENT_BYTES} bytes, and not '.'")
     if "/" in name or "\\" in name or ".." in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise BadRequest("a file name has no '/', '\\', '..' or control characters")
     return name

@@ -104,7 +104,7 @@ class Storage:
         colleagues = (u for u in self.accounts.users() if u.org_id == user.org_id and u.id != user.id)
         if any(self.get(user.org_id, u.id, object_name) is not None for u in colleagues):
             raise Forbidden("this object belongs to another user")
-        raise NotFound(f"no object named {object_name!r}")
+        raise NotFound("no such object")
 
     @staticmethod
     def _object(org_id: str, info: FileInfo) -> StoredObject:

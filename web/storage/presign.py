@@ -48,6 +48,8 @@ def verify(secret: bytes, token: str) -> Grant:
         body, mac = _unb64(body_text), _unb64(mac_text)
     except ValueError:
         raise BadSignature("not a presigned URL token") from None
+    if _b64(body) != body_text or _b64(mac) != mac_text:  # one token per grant: no spare bits
+        raise BadSignature("not a presigned URL token")
     if not hmac.compare_digest(mac, hmac.new(secret, body, hashlib.sha256).digest()):
         raise BadSignature("the signature does not match")
     try:

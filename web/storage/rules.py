@@ -13,6 +13,7 @@ CATEGORIES = ("data_source", "profile_image", "general")
 DEFAULT_CATEGORY = "general"
 SNIFF_BYTES = 8192  # how much of the start of a file the type checks look at
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
+MAX_NAME_BYTES = 255
 _UNSAFE = re.compile(r"[^\w.-]")  # \w: letters and digits of any script, and `_`
 
 IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
@@ -52,11 +53,16 @@ def split_name(original: str) -> tuple[str, str]:
 
 
 def unique_name(original: str, now: datetime | None = None, token: str | None = None) -> str:
-    """`{stem}_{YYYYMMDD_HHMMSS}_{uuid8}.{ext}` (UTC); no extension, no trailing dot."""
+    """`{stem}_{YYYYMMDD_HHMMSS}_{uuid8}.{ext}` (UTC); no extension, no trailing dot. The stem
+    (then the extension) is cut so the name stays within 255 bytes, a path segment's limit."""
     stem, ext = split_name(original)
     when = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d_%H%M%S")
-    name = f"{stem}_{when}_{token or uuid.uuid4().hex[:8]}"
-    return f"{name}.{ext}" if ext else name
+    middle = f"_{when}_{token or uuid.uuid4().hex[:8]}"
+    while len(f"{stem}{middle}.{ext}".encode()) > MAX_NAME_BYTES and stem:
+        stem = stem[:-1]
+    while len(f"{stem}{middle}.{ext}".encode()) > MAX_NAME_BYTES:
+        ext = ext[:-1]
+    return f"{stem}{middle}.{ext}" if ext else f"{stem}{middle}"
 
 
 def extension(name: str) -> str:
