@@ -104,6 +104,7 @@ class Names:
         root = imported.root
         pin = (root, pins.facade_reason(root), self.core.upload_pin_expiry())
         await self._committer.commit(imported.batch, [pin], (namespace, name, meta))
+        self.core.mark_complete(root)  # imported whole: no rollout needs to walk it to find out
 
     async def target_complete(self, root: bytes) -> None:
         """A named DAG is complete here: names on it stop serving their previous target."""

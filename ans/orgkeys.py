@@ -78,6 +78,7 @@ class OrgKeys:
         self._seal_key = derive(swarm_key, SEAL_INFO)
         self._keys: dict[str, bytes] = {}  # key id (hex) -> key
         self._locks: dict[str, asyncio.Lock] = {}
+        self._writing: dict[str, tuple[bytes, bytes]] = {}  # org id -> (key id, key) for new objects
 
     async def load(self) -> None:
         """The keys this node keeps (wrapped by its key-encryption key)."""
@@ -92,17 +93,28 @@ class OrgKeys:
     async def for_writing(self, org_id: str) -> tuple[bytes, bytes]:
         """(key id, key) to seal the organization's new objects with: its oldest key this node
         can open, or a new one (made once per organization, however many uploads ask)."""
+        chosen = self._writing.get(org_id)
+        if chosen is not None:
+            return chosen
         lock = self._locks.setdefault(org_id, asyncio.Lock())
         async with lock:
-            for record in self.accounts.org_keys(org_id):
-                key = await self.key(bytes.fromhex(record.id))
-                if key is not None:
-                    return bytes.fromhex(record.id), key
-            key_id, key = os.urandom(KEY_ID_BYTES), new_key()
-            sealed = wrap(self._seal_key, key, _aad(org_id, key_id.hex()))
-            await self._keep(key_id.hex(), key)
-            await self.accounts.add_org_key(OrgKey(key_id.hex(), org_id, sealed, now_ms()))
-            return key_id, key
+            chosen = self._writing.get(org_id) or await self._openable(org_id) or await self._new(org_id)
+            self._writing[org_id] = chosen
+            return chosen
+
+    async def _openable(self, org_id: str) -> tuple[bytes, bytes] | None:
+        for record in self.accounts.org_keys(org_id):  # a scan of the accounts: once per organization
+            key = await self.key(bytes.fromhex(record.id))
+            if key is not None:
+                return bytes.fromhex(record.id), key
+        return None
+
+    async def _new(self, org_id: str) -> tuple[bytes, bytes]:
+        key_id, key = os.urandom(KEY_ID_BYTES), new_key()
+        sealed = wrap(self._seal_key, key, _aad(org_id, key_id.hex()))
+        await self._keep(key_id.hex(), key)
+        await self.accounts.add_org_key(OrgKey(key_id.hex(), org_id, sealed, now_ms()))
+        return key_id, key
 
     async def key(self, key_id: bytes, org_id: str | None = None) -> bytes | None:
         """The key of that id (of that organization, when given); None when this node has no

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # noqa: E402
 from nodeproc import Node  # noqa: E402
 
 MIB = 1 << 20
@@ -74,40 +75,10 @@ def time_write_fdatasync(path: Path, target: Path) -> float:
 
 def raw_upload(node: Node, files: list[tuple[str, Path]]) -> tuple[float, str]:
     """A fast sender (sendfile) so the server, not the client, sets the pace."""
-    boundary = "benchboundary"
-    heads = [(f'--{boundary}\r\nContent-Disposition: form-data; name="f"; filename="{name}"\r\n\r\n').encode()
-             for name, _ in files]
-    closing = f"--{boundary}--\r\n".encode()
-    length = sum(len(h) + p.stat().st_size + 2 for h, (_, p) in zip(heads, files, strict=True)) + len(closing)
-    request = (f"POST /api/v2/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {node.token()}\r\n"
-               f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {length}\r\n"
-               "Connection: close\r\n\r\n").encode()
-    t = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", node.port)) as s:
-        s.sendall(request)
-        buffered = b""
-        for head, (_, path) in zip(heads, files, strict=True):
-            piece = head
-            if path.stat().st_size < 64 * 1024:
-                buffered += piece + path.read_bytes() + b"\r\n"
-                if len(buffered) > MIB:
-                    s.sendall(buffered)
-                    buffered = b""
-                continue
-            s.sendall(buffered + piece)
-            buffered = b""
-            with open(path, "rb") as f:
-                s.sendfile(f)
-            s.sendall(b"\r\n")
-        s.sendall(buffered + closing)
-        response = b""
-        while chunk := s.recv(65536):
-            response += chunk
-    elapsed = time.perf_counter() - t
-    status = response.split(b" ", 2)[1]
-    body = response.split(b"\r\n\r\n", 1)[1].decode()
-    if status != b"200":
-        raise RuntimeError(f"upload failed: {response[:300]!r}")
+    elapsed, status, body = loadgen.post_form_files(node.port, "/api/v2/files",
+                                                    {"Authorization": f"Bearer {node.token()}"}, files, "f")
+    if status != 200:
+        raise RuntimeError(f"upload failed: {status} {body[:300]}")
     return elapsed, body
 
 

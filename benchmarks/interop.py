@@ -31,6 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from interop_peers import Helia, Kubo, Peer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # noqa: E402
 from nodeproc import Node, wait_until  # noqa: E402
 
 MIB = 1 << 20
@@ -95,25 +98,8 @@ def fetch_over_http(node: Node, cid: str, out: Path) -> int:
     """Our node reading a file it does not have yet (it fetches the blocks as it streams), to
     a file, through a plain socket: a client that costs next to nothing, as a peer's own
     download to a file costs it next to nothing."""
-    request = (f"GET /api/v2/files/{cid} HTTP/1.1\r\nHost: bench\r\n"
-               f"Authorization: Bearer {node.token()}\r\nConnection: close\r\n\r\n").encode()
-    buf = bytearray(4 * MIB)
-    view = memoryview(buf)
-    head = b""
-    with socket.create_connection(("127.0.0.1", node.port)) as s, open(out, "wb") as f:
-        s.sendall(request)
-        while n := s.recv_into(buf):
-            if head is not None:  # until the end of the response head
-                head += bytes(view[:n])
-                if b"\r\n\r\n" not in head:
-                    continue
-                status = head.split(b" ", 2)[1]
-                assert status == b"200", head[:200]
-                f.write(head.split(b"\r\n\r\n", 1)[1])
-                head = None
-                continue
-            f.write(view[:n])
-    return out.stat().st_size
+    auth = {"Authorization": f"Bearer {node.token()}"}
+    return loadgen.get_to(node.port, f"/api/v2/files/{cid}", auth, out)[1]
 
 
 class Legs:

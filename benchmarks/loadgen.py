@@ -8,9 +8,12 @@ Pre-built requests and a minimal response parser leave the cores to the server.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def request_bytes(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
@@ -60,3 +63,71 @@ def run(port: int, count: int, connections: int, make: Callable[[int], bytes]) -
     if failures:
         raise RuntimeError(f"{len(failures)} requests failed, e.g. HTTP {failures[0]}")
     return {"per_s": round(count / seconds), "p50_ms": round(statistics.median(latencies) * 1000, 2)}
+
+
+def post_form_files(port: int, path: str, headers: dict[str, str], files: list[tuple[str, Path]],
+                    field: str = "file", fields: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """A multipart upload sent as fast as the kernel takes it (sendfile for big files), so the
+    server, not the client, sets the pace: (seconds, status, body)."""
+    boundary = "benchboundary"
+    pre = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                   for k, v in (fields or {}).items())
+    disposition = f'Content-Disposition: form-data; name="{field}"; filename='
+    heads = [f'--{boundary}\r\n{disposition}"{name}"\r\n\r\n'.encode() for name, _ in files]
+    closing = f"--{boundary}--\r\n".encode()
+    length = len(pre) + len(closing) + sum(len(h) + p.stat().st_size + 2
+                                           for h, (_, p) in zip(heads, files, strict=True))
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items()),
+             f"Content-Type: multipart/form-data; boundary={boundary}", f"Content-Length: {length}",
+             "Connection: close"]
+    t = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        buffered = ("\r\n".join(lines) + "\r\n\r\n").encode() + pre
+        for head, (_, file) in zip(heads, files, strict=True):
+            if file.stat().st_size < 64 * 1024:
+                buffered += head + file.read_bytes() + b"\r\n"
+                if len(buffered) > 1 << 20:
+                    s.sendall(buffered)
+                    buffered = b""
+                continue
+            s.sendall(buffered + head)
+            buffered = b""
+            with open(file, "rb") as f:
+                s.sendfile(f)
+            s.sendall(b"\r\n")
+        s.sendall(buffered + closing)
+        response = b""
+        while chunk := s.recv(65536):
+            response += chunk
+    elapsed = time.perf_counter() - t
+    return elapsed, int(response.split(b" ", 2)[1]), response.split(b"\r\n\r\n", 1)[1].decode()
+
+
+def get_to(port: int, path: str, headers: dict[str, str], out: Path | None = None) -> tuple[float, int]:
+    """A GET read through a plain socket into `out` (None: counted and dropped): a client that
+    costs next to nothing. (seconds, body bytes); AssertionError unless the status is 200."""
+    lines = [f"GET {path} HTTP/1.1", "Host: bench", *(f"{k}: {v}" for k, v in headers.items()),
+             "Connection: close"]
+    buf = bytearray(4 << 20)
+    view = memoryview(buf)
+    head: bytes | None = b""
+    size = 0
+    t = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as s, \
+            (open(out, "wb") if out is not None else open(os.devnull, "wb")) as f:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        while n := s.recv_into(buf):
+            if head is not None:  # until the end of the response head
+                head += bytes(view[:n])
+                if b"\r\n\r\n" not in head:
+                    continue
+                assert head.split(b" ", 2)[1] == b"200", head[:300]
+                rest = head.split(b"\r\n\r\n", 1)[1]
+                size += len(rest)
+                f.write(rest)
+                head = None
+                continue
+            size += n
+            if out is not None:
+                f.write(view[:n])
+    return time.perf_counter() - t, size

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiosqlite
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -28,6 +28,11 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (namespace, name)
     ) WITHOUT ROWID;
     CREATE TABLE state (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
+    """,
+    # a name's pin is moved by its reason on every write: without this, each write scanned
+    # every pin (a node with 15,000 named files wrote 3x slower than an empty one)
+    2: """
+    CREATE INDEX pins_by_reason ON pins (reason);
     """,
 }
 

@@ -77,7 +77,8 @@ def test_cut_reordered_or_foreign_ciphertext_fails():
         sealed.decrypt(OTHER, cipher)
     other_file = sealed.encrypt(KEY, KEY_ID, plain)
     with pytest.raises(sealed.Tampered):  # a segment moved from another file of the same key
-        sealed.decrypt(KEY, cipher[:32] + other_file[32:32 + sealed.CIPHER_SEGMENT] + body[sealed.CIPHER_SEGMENT:])
+        moved = other_file[32:32 + sealed.CIPHER_SEGMENT]
+        sealed.decrypt(KEY, cipher[:32] + moved + body[sealed.CIPHER_SEGMENT:])
     for bad in (0, 31, 32 + 15, 32 + sealed.CIPHER_SEGMENT + 3):
         with pytest.raises(sealed.Tampered):
             sealed.plain_size(bad)

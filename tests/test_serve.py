@@ -58,6 +58,26 @@ def test_newer_schema_is_refused(fresh_node):
     assert "schema version 99" in out.stderr
 
 
+def test_a_data_dir_of_the_first_schema_is_upgraded_in_place_and_keeps_its_files(fresh_node):
+    n = fresh_node()
+    cid = n.upload([("a.txt", b"kept across the upgrade")]).text.strip()
+    n.stop()
+    db = sqlite3.connect(n.data / "state.sqlite")
+    db.execute("DROP INDEX pins_by_reason")  # what a node of schema version 1 has
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    n.start()
+    with n.client() as c:
+        assert c.get(f"/api/v2/files/{cid}").content == b"kept across the upgrade"
+    n.stop()
+    db = sqlite3.connect(n.data / "state.sqlite")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    plan = " ".join(str(row) for row in db.execute("EXPLAIN QUERY PLAN DELETE FROM pins WHERE reason = 'x'"))
+    assert "pins_by_reason" in plan  # a pin moved by its reason is found without a scan
+    db.close()
+
+
 def test_bad_flags_are_one_line_errors(tmp_path):
     for flags in (["--api", "nonsense"], ["--max-upload", "lots"], ["--token-ttl", "soon"]):
         out = run_cli("serve", "--data", str(tmp_path / "d"), *flags, timeout=30)
