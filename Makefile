@@ -26,6 +26,7 @@ bench: setup
 	$(BIN)/python benchmarks/replication.py
 	$(BIN)/python benchmarks/flowfuse.py
 	$(BIN)/python benchmarks/filestore.py
+	$(BIN)/python benchmarks/storage_api.py
 	$(BIN)/python benchmarks/interop.py
 
 setup: $(VENV)/.installed

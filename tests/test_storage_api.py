@@ -386,6 +386,11 @@ def test_an_upload_replicates_and_a_second_node_serves_it_and_its_presigned_url(
             assert wrapped(on_b.get(f"{S}/objects/{made['object_name']}/metadata"), 200) == made
             assert on_b.get(f"{S}/objects/{made['object_name']}").content == plain
             assert wrapped(on_b.get(f"{S}/usage"), 200) == usage_a
+            admin(a, "org", "quota", "fleet", str(len(plain) + 1000))  # set on A, through its socket
+            wait_until(lambda: on_b.get(f"{S}/quota").json()["data"]["quota_bytes"] == len(plain) + 1000,
+                       what="the quota on B")
+            wrapped(put(on_b, "over.bin", os.urandom(2000)), 413)  # B counts A's upload
+            wrapped(put(on_b, "fits.bin", os.urandom(900)), 201)
         path = urlsplit(link).path
         assert httpx.get(f"{b.url}{path}", timeout=60).content == plain  # signed on A, honoured on B
         known = _windows(plain[:100_000])

@@ -95,3 +95,44 @@ def test_org_keys_open_only_under_their_wrapping_key_and_label():
     assert unwrap(other, sealed, b"org/key") is None  # another swarm
     assert unwrap(swarm, sealed, b"org2/key") is None  # moved to another organization
     assert unwrap(swarm, sealed[:-1] + bytes([sealed[-1] ^ 1]), b"org/key") is None
+
+
+def test_org_keys_made_once_kept_under_the_kek_and_shared_under_the_swarm_key(tmp_path):
+    import asyncio
+
+    from edgefiles.ans.accounts import Accounts
+    from edgefiles.ans.orgkeys import OrgKeys
+    from edgefiles.ans.registry import Registry
+    from edgefiles.node.db import open_db
+    from edgefiles.node.identity import NodeKey
+
+    async def keys_of(path, kek: bytes, swarm: bytes) -> tuple:
+        db = await open_db(path)
+        registry = Registry(db, NodeKey(b"\x01" * 32))
+        await registry.load()
+        keys = OrgKeys(Accounts(registry), db, kek, swarm)
+        await keys.load()
+        return db, keys
+
+    async def scenario() -> None:
+        db, keys = await keys_of(tmp_path / "a.sqlite", b"k" * 32, b"s" * 32)
+        made = await asyncio.gather(*(keys.for_writing("org-1") for _ in range(5)))
+        assert len(set(made)) == 1  # one key, however many uploads ask at once
+        key_id, key = made[0]
+        assert await keys.for_writing("org-2") != made[0]
+        assert await keys.key(key_id, "org-2") is None  # a key answers for its organization only
+        await db.close()
+        # the same node after a swarm key rotation: its own copy, under its KEK, still opens
+        db, rotated = await keys_of(tmp_path / "a.sqlite", b"k" * 32, b"t" * 32)
+        assert await rotated.key(key_id, "org-1") == key
+        await db.close()
+        # someone with the database but neither key opens nothing
+        db, thief = await keys_of(tmp_path / "a.sqlite", b"x" * 32, b"y" * 32)
+        assert await thief.key(key_id, "org-1") is None
+        await db.close()
+        # a member of the swarm without the KEK copy opens the shared record
+        db, member = await keys_of(tmp_path / "a.sqlite", b"z" * 32, b"s" * 32)
+        assert await member.key(key_id, "org-1") == key
+        await db.close()
+
+    asyncio.run(scenario())
