@@ -111,6 +111,9 @@ class Encryptor:
 
 
 def encrypt(key: bytes, key_id: bytes, plain: bytes, nonce_prefix: bytes | None = None) -> bytes:
+    if len(plain) <= PLAIN_SEGMENT:  # one segment (most uploads): no buffering
+        head = header(key_id, nonce_prefix)
+        return head + AESGCM(key).encrypt(_nonce(head, 0), plain, _aad(head, True))
     enc = Encryptor(key, key_id, nonce_prefix)
     return b"".join([enc.head, *enc.feed(plain), enc.finish()])
 

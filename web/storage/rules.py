@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -56,8 +57,9 @@ def unique_name(original: str, now: datetime | None = None, token: str | None = 
     """`{stem}_{YYYYMMDD_HHMMSS}_{uuid8}.{ext}` (UTC); no extension, no trailing dot. The stem
     (then the extension) is cut so the name stays within 255 bytes, a path segment's limit."""
     stem, ext = split_name(original)
-    when = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d_%H%M%S")
-    middle = f"_{when}_{token or uuid.uuid4().hex[:8]}"
+    stamp = "%Y%m%d_%H%M%S"
+    when = now.astimezone(UTC).strftime(stamp) if now else time.strftime(stamp, time.gmtime())
+    middle = f"_{when}_{token or secrets.token_hex(4)}"  # a uuid4's first 8 hex digits are as random
     while len(f"{stem}{middle}.{ext}".encode()) > MAX_NAME_BYTES and stem:
         stem = stem[:-1]
     while len(f"{stem}{middle}.{ext}".encode()) > MAX_NAME_BYTES:
