@@ -207,6 +207,22 @@ def test_each_category_takes_what_it_allows(world, category, name, data, ctype, 
             assert "category" in r.json()["message"]
 
 
+def test_a_file_over_its_category_limit_is_refused_while_it_arrives(world):
+    """`category` before the file: the 413 comes before the body has been sent."""
+    import socket
+
+    head = (b'--bnd\r\nContent-Disposition: form-data; name="category"\r\n\r\nprofile_image\r\n'
+            b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="me.png"\r\n\r\n' + PNG)
+    declared = len(head) + (200 << 20)  # announces 200 MiB, sends 128 KiB of it
+    with socket.create_connection(("127.0.0.1", world.node.port)) as s:
+        s.sendall(f"POST {S}/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {world.ada['token']}\r\n"
+                  f"Content-Type: multipart/form-data; boundary=bnd\r\nContent-Length: {declared}\r\n\r\n"
+                  .encode() + head + bytes(128 << 10))
+        s.settimeout(30)
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413") and b"profile_image files are at most 65536 bytes" in answer
+
+
 def test_bad_forms_are_400_and_keep_nothing(world):
     with client(world.node, world.ada) as http:
         before = wrapped(http.get(f"{S}/usage"), 200)

@@ -22,7 +22,7 @@ from .content import Target
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
-from .formfile import abandon, parse_metadata, receive_form_file
+from .formfile import FormFile, abandon, parse_metadata, receive_form_file
 from .mime import DEFAULT
 from .paths import check_file_name, raw_path
 
@@ -127,7 +127,8 @@ async def receive_file(request: Request) -> tuple[Imported, str, str, dict[str, 
     type, its metadata or None). Nothing is kept on any error."""
     ctx: AppContext = request.app.state.ctx
     try:
-        imported, form = await receive_form_file(request, ctx.filestore_max_file)
+        form = FormFile(ctx.filestore_max_file)
+        imported = await receive_form_file(request, form)
     except (BadRequest, UnsupportedMediaType) as exc:
         raise FsBadRequest(exc.message) from None
     except PayloadTooLarge:

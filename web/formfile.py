@@ -6,6 +6,7 @@ the import's worker thread, so what reaches the store is ciphertext only."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,14 +33,22 @@ class Seal:
     key_id: bytes
 
 
+FieldLimit = Callable[[str, str], tuple[int, str] | None]
+
+
 class FormFile(PartCollector):
     """One part named `file` (a checked file name, at most `limit` bytes, its first bytes kept
-    in `head`) and small fields, kept as text."""
+    in `head`) and small fields, kept as text. `too_large` is the 413's message; a field may
+    lower the limit as soon as it arrives (`field_limit(name, value)` -> (limit, message)),
+    so a file bigger than its kind allows is refused while it is still arriving."""
 
-    def __init__(self, limit: int, buffer: bool = False) -> None:
+    def __init__(self, limit: int, too_large: str | None = None,
+                 field_limit: FieldLimit | None = None) -> None:
         super().__init__()
         self.limit = limit
-        self.buffer = buffer  # keep the file's bytes here rather than stream them to an import
+        self.too_large = too_large or f"files are at most {limit} bytes here"
+        self.field_limit = field_limit
+        self.buffer = False  # keep the file's bytes here rather than stream them to an import
         self.data: list[bytes] = []
         self.head = bytearray()
         self.filename: str | None = None
@@ -72,7 +81,7 @@ class FormFile(PartCollector):
             return
         self.size += end - start
         if self.size > self.limit:
-            raise PayloadTooLarge(f"files are at most {self.limit} bytes here")
+            raise PayloadTooLarge(self.too_large)
         if len(self.head) < HEAD_BYTES:
             self.head += data[start:min(end, start + HEAD_BYTES - len(self.head))]
         if self.buffer:
@@ -85,7 +94,12 @@ class FormFile(PartCollector):
             if not self.buffer:
                 super()._part_end()
         elif self._field_name is not None:
-            self.fields[self._field_name] = self._field_data.decode("utf-8", "replace")
+            value = self.fields[self._field_name] = self._field_data.decode("utf-8", "replace")
+            lowered = self.field_limit(self._field_name, value) if self.field_limit else None
+            if lowered is not None and lowered[0] < self.limit:
+                self.limit, self.too_large = lowered
+                if self.size > self.limit:
+                    raise PayloadTooLarge(self.too_large)
 
     @property
     def content_type_or_guess(self) -> str:
@@ -121,16 +135,16 @@ class SealingSink(UploadSink):
         return _SealedFile(super().new_file(), self.seal)  # type: ignore[return-value]
 
 
-async def receive_form_file(request: Request, limit: int,
-                            seal: Seal | None = None) -> tuple[Imported, FormFile]:
-    """A form's file, imported (sealed when `seal` is given) but not committed, and the form.
+async def receive_form_file(request: Request, form: FormFile, seal: Seal | None = None) -> Imported:
+    """A form's file, imported (sealed when `seal` is given) but not committed; `form` holds
+    the rest.
     Bodies of up to 1 MiB are read whole and imported in one piece (a third faster for small
     files); bigger ones stream into the import as they arrive. Nothing is kept on any error,
     nor when the form has no file part (400)."""
     ctx: AppContext = request.app.state.ctx
     declared = request.headers.get("content-length", "")
     small = declared.isdigit() and int(declared) <= WHOLE_BODY
-    form = FormFile(limit, buffer=small)
+    form.buffer = small
     if small:
         await parse_form(request, form)
         if form.filename is None:
@@ -138,15 +152,15 @@ async def receive_form_file(request: Request, limit: int,
         data = b"".join(form.data)
         if seal is not None:
             data = sealed.encrypt(seal.key, seal.key_id, data)
-        return await ctx.core.import_bytes(data), form
+        return await ctx.core.import_bytes(data)
     sink = SealingSink(ctx, seal) if seal is not None else UploadSink(ctx.core, ctx.hash_pool)
     sink, root = await import_upload(request, form, ctx.core, ctx.executor, ctx.hash_pool,
-                                     limit + FORM_ALLOWANCE, sink)
+                                     form.limit + FORM_ALLOWANCE, sink)
     imported = Imported(sink.batch, root, sealed.cipher_size(form.size) if seal is not None else form.size)
     if form.filename is None:
         abandon(ctx, imported)
         raise BadRequest("the upload has no part named `file` holding a file")
-    return imported, form
+    return imported
 
 
 def abandon(ctx: AppContext, imported: Imported) -> None:

@@ -35,11 +35,11 @@ from ..errors import (
     TokenInvalid,
     UnsupportedMediaType,
 )
-from ..formfile import FORM_ALLOWANCE, abandon, parse_metadata, receive_form_file
+from ..formfile import FORM_ALLOWANCE, FieldLimit, FormFile, abandon, parse_metadata, receive_form_file
 from ..paths import name_in_path, raw_path
 from . import presign
 from .objects import Storage, StoredObject
-from .rules import RuleBroken, category_of, check_upload, page_of, unique_name
+from .rules import RuleBroken, StorageSettings, category_of, check_upload, page_of, unique_name
 
 PREFIX = "/api/v1/storage"
 ANY = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
@@ -132,13 +132,9 @@ async def upload(request: Request) -> Response:
         raise PayloadTooLarge(f"a body of {declared} bytes cannot fit: the organization has room for {room} "
                               f"more bytes, files are at most {settings.largest_file} bytes")
     seal = await storage.seal_for(user.org_id)
-    try:
-        imported, form = await receive_form_file(request, max(0, min(room, settings.largest_file)), seal)
-    except PayloadTooLarge:
-        if room < settings.largest_file:
-            left = max(room, 0)
-            raise PayloadTooLarge(f"over quota: the organization has room for {left} more bytes") from None
-        raise PayloadTooLarge(f"files are at most {settings.largest_file} bytes") from None
+    limit, too_large = _limit(room, settings.largest_file, "files")
+    form = FormFile(limit, too_large, _category_limit(room, settings))
+    imported = await receive_form_file(request, form, seal)
     try:
         category = category_of(form.fields.get("category"))
         assert form.filename is not None
@@ -153,6 +149,20 @@ async def upload(request: Request) -> Response:
     fields = {"original_name": form.filename, "category": category, "bucket": bucket, "metadata": metadata}
     stored = await storage.store(user, imported, form, unique_name(form.filename), fields)
     return ok(stored.view(), "File uploaded", 201)
+
+
+def _limit(room: int, largest: int, kind: str) -> tuple[int, str]:
+    """The upload's limit and the 413 that says which one it met: the quota's room or a size."""
+    if room < largest:
+        return max(room, 0), f"over quota: the organization has room for {max(room, 0)} more bytes"
+    return largest, f"{kind} are at most {largest} bytes"
+
+
+def _category_limit(room: int, settings: StorageSettings) -> FieldLimit:
+    def limit(field: str, value: str) -> tuple[int, str] | None:
+        largest = settings.max_file.get(value.strip()) if field == "category" else None
+        return None if largest is None else _limit(room, largest, f"{value.strip()} files")
+    return limit
 
 
 # one object -----------------------------------------------------------------------------------
