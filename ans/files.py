@@ -99,8 +99,13 @@ class NamedFiles:
         return None if record is None else self._info(record)
 
     def list(self, ns: str, prefix: str = "") -> list[FileInfo]:
-        """Files of a namespace whose names start with `prefix`, by name."""
-        return [self._info(r) for r in self.names.registry.live(ns) if r.name.startswith(prefix)]
+        """Files of a namespace whose names start with `prefix`, by name (a walk of the
+        namespace's own files, not of every record the node holds)."""
+        table = self.names.registry.table
+        return [self._info(table[(ns, name)]) for name in sorted(self._table(ns)) if name.startswith(prefix)]
+
+    def names_in(self, ns: str) -> list[str]:
+        return list(self._table(ns))
 
     def _info(self, record: NameRecord) -> FileInfo:
         meta = decode_meta(record.meta)
@@ -149,7 +154,12 @@ class NamedFiles:
                 raise
             if metadata is None and previous is not None:
                 metadata = previous.metadata
-            await self._commit(ns, name, imported, previous, content_type, metadata, size)
+            try:
+                meta = self._meta(imported, previous, content_type, metadata, size)
+            except (ValueError, TypeError, OverflowError):  # metadata no record can carry
+                self.core.store.abandon(imported.batch)
+                raise
+            await self.names.commit_named(imported, ns, name, meta)
         return self._written(ns, name)
 
     def _current(self, ns: str, name: str, exists: bool | None) -> FileInfo | None:
@@ -159,12 +169,16 @@ class NamedFiles:
         return self._info(current) if current is not None else None
 
     async def _commit(self, ns: str, name: str, imported: Imported, previous: FileInfo | None,
-                      content_type: str | None, metadata: dict[str, Any] | None,
-                      size: int | None = None) -> None:
+                      content_type: str | None, metadata: dict[str, Any] | None) -> None:
+        meta = self._meta(imported, previous, content_type, metadata)
+        await self.names.commit_named(imported, ns, name, meta)
+
+    @staticmethod
+    def _meta(imported: Imported, previous: FileInfo | None, content_type: str | None,
+              metadata: dict[str, Any] | None, size: int | None = None) -> bytes:
         # a new file's creation time is its record's clock, so it equals its first modification
         created = previous.created if previous is not None else None
-        meta = encode_meta(imported.size if size is None else size, content_type, created, metadata or {})
-        await self.names.commit_named(imported, ns, name, meta)
+        return encode_meta(imported.size if size is None else size, content_type, created, metadata or {})
 
     def _written(self, ns: str, name: str) -> FileInfo:
         written = self.info(ns, name)

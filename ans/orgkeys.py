@@ -76,7 +76,7 @@ class OrgKeys:
         self._db = db
         self._kek = kek
         self._seal_key = derive(swarm_key, SEAL_INFO)
-        self._keys: dict[str, bytes] = {}  # key id (hex) -> key
+        self._keys: dict[str, tuple[str, bytes]] = {}  # key id (hex) -> (organization id, key)
         self._locks: dict[str, asyncio.Lock] = {}
         self._writing: dict[str, tuple[bytes, bytes]] = {}  # org id -> (key id, key) for new objects
 
@@ -86,9 +86,10 @@ class OrgKeys:
                                        (STATE_PREFIX, STATE_PREFIX[:-1] + "0"))
         for name, blob in rows:
             key_id = name[len(STATE_PREFIX):]
-            key = unwrap(self._kek, blob, key_id.encode())
+            org_id, _, wrapped = blob.partition(b"\x00")
+            key = unwrap(self._kek, wrapped, _aad(org_id.decode(errors="replace"), key_id))
             if key is not None:
-                self._keys[key_id] = key
+                self._keys[key_id] = (org_id.decode(), key)
 
     async def for_writing(self, org_id: str) -> tuple[bytes, bytes]:
         """(key id, key) to seal the organization's new objects with: its oldest key this node
@@ -112,7 +113,7 @@ class OrgKeys:
     async def _new(self, org_id: str) -> tuple[bytes, bytes]:
         key_id, key = os.urandom(KEY_ID_BYTES), new_key()
         sealed = wrap(self._seal_key, key, _aad(org_id, key_id.hex()))
-        await self._keep(key_id.hex(), key)
+        await self._keep(org_id, key_id.hex(), key)
         await self.accounts.add_org_key(OrgKey(key_id.hex(), org_id, sealed, now_ms()))
         return key_id, key
 
@@ -120,21 +121,23 @@ class OrgKeys:
         """The key of that id (of that organization, when given); None when this node has no
         such key or cannot open it (sealed under another swarm key)."""
         hex_id = key_id.hex()
+        kept = self._keys.get(hex_id)
+        if kept is not None:
+            return kept[1] if org_id is None or kept[0] == org_id else None
         record = self.accounts.org_key(hex_id)
-        if org_id is not None and record is not None and record.org_id != org_id:
+        if record is None or (org_id is not None and record.org_id != org_id):
             return None
-        found = self._keys.get(hex_id)
-        if found is None and record is not None:
-            found = unwrap(self._seal_key, record.sealed, _aad(record.org_id, hex_id))
-            if found is not None:
-                await self._keep(hex_id, found)
+        found = unwrap(self._seal_key, record.sealed, _aad(record.org_id, hex_id))
+        if found is not None:
+            await self._keep(record.org_id, hex_id, found)
         return found
 
-    async def _keep(self, key_id: str, key: bytes) -> None:
-        blob = wrap(self._kek, key, key_id.encode())
+    async def _keep(self, org_id: str, key_id: str, key: bytes) -> None:
+        """This node's own copy, under its KEK, bound to the organization like the shared one."""
+        blob = org_id.encode() + b"\x00" + wrap(self._kek, key, _aad(org_id, key_id))
         async with self._db.transaction() as conn:
             await conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (STATE_PREFIX + key_id, blob))
-        self._keys[key_id] = key
+        self._keys[key_id] = (org_id, key)
 
 
 def _aad(org_id: str, key_id: str) -> bytes:

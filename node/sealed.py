@@ -1,12 +1,15 @@
 """Encryption at rest: a file's bytes as AES-256-GCM segments, each authenticated on its own,
 so a range decrypts from the segments it touches without reading the whole file.
 
-Layout: a 32-byte header (magic, the key's id, an 8-byte random nonce prefix, 4 bytes
-reserved), then segments of `PLAIN_SEGMENT` plaintext bytes (the last one shorter, empty only
-for an empty file), each followed by its 16-byte tag, so every ciphertext segment but the
-last is exactly 1 MiB. Segment i's nonce is the prefix and i; its associated data is the
-header and whether it is the last segment, so segments cannot be reordered, moved between
-files or cut off at a segment boundary without the tag check failing.
+Layout: a 32-byte header (magic, the key's id, a 12-byte random salt), then segments of
+`PLAIN_SEGMENT` plaintext bytes (the last one shorter, empty only for an empty file), each
+followed by its 16-byte tag, so every ciphertext segment but the last is exactly 1 MiB.
+Each object is sealed under a key of its own, derived (HKDF-SHA256) from the organization's
+key and the salt, so nonces never repeat under one key however many objects an
+organization stores (random 96-bit salts collide after ~2^48 objects, not ~2^32 as random
+nonces under one key would). Segment i's nonce is i; its associated data is the header and
+whether it is the last segment, so segments cannot be reordered, moved between files or cut
+off at a segment boundary without the tag check failing.
 
 Pure: bytes in, bytes out.
 """
@@ -18,11 +21,14 @@ import struct
 from collections.abc import Iterable, Iterator
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MAGIC = b"EFS\x01"
 KEY_ID_BYTES = 16
 HEADER_BYTES = 32
+SALT_BYTES = HEADER_BYTES - 4 - KEY_ID_BYTES
 TAG_BYTES = 16
 CIPHER_SEGMENT = 1 << 20
 PLAIN_SEGMENT = CIPHER_SEGMENT - TAG_BYTES
@@ -36,11 +42,17 @@ def new_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
 
 
-def header(key_id: bytes, nonce_prefix: bytes | None = None) -> bytes:
+def header(key_id: bytes, salt: bytes | None = None) -> bytes:
     if len(key_id) != KEY_ID_BYTES:
         raise ValueError("a key id is 16 bytes")
-    prefix = os.urandom(8) if nonce_prefix is None else nonce_prefix
-    return MAGIC + key_id + prefix + bytes(4)
+    return MAGIC + key_id + (os.urandom(SALT_BYTES) if salt is None else salt)
+
+
+def object_cipher(key: bytes, head: bytes) -> AESGCM:
+    """The cipher of one object: its own key, from the organization's and the header's salt."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=head[HEADER_BYTES - SALT_BYTES:HEADER_BYTES],
+                info=head[:4 + KEY_ID_BYTES])
+    return AESGCM(hkdf.derive(key))
 
 
 def key_id_of(head: bytes) -> bytes:
@@ -70,8 +82,8 @@ def plain_size(cipher_bytes: int) -> int:
     return size
 
 
-def _nonce(head: bytes, index: int) -> bytes:
-    return head[4 + KEY_ID_BYTES:HEADER_BYTES - 4] + struct.pack(">I", index)
+def _nonce(index: int) -> bytes:
+    return struct.pack(">4xQ", index)
 
 
 def _aad(head: bytes, last: bool) -> bytes:
@@ -81,9 +93,9 @@ def _aad(head: bytes, last: bool) -> bytes:
 class Encryptor:
     """Plaintext in, in pieces of any size; ciphertext out, header first."""
 
-    def __init__(self, key: bytes, key_id: bytes, nonce_prefix: bytes | None = None):
-        self._aead = AESGCM(key)
-        self.head = header(key_id, nonce_prefix)
+    def __init__(self, key: bytes, key_id: bytes, salt: bytes | None = None):
+        self.head = header(key_id, salt)
+        self._aead = object_cipher(key, self.head)
         self._pending = bytearray()
         self._index = 0
         self.plain_bytes = 0
@@ -105,16 +117,16 @@ class Encryptor:
         return last
 
     def _seal(self, plain: bytes, last: bool) -> bytes:
-        sealed = self._aead.encrypt(_nonce(self.head, self._index), plain, _aad(self.head, last))
+        sealed = self._aead.encrypt(_nonce(self._index), plain, _aad(self.head, last))
         self._index += 1
         return sealed
 
 
-def encrypt(key: bytes, key_id: bytes, plain: bytes, nonce_prefix: bytes | None = None) -> bytes:
+def encrypt(key: bytes, key_id: bytes, plain: bytes, salt: bytes | None = None) -> bytes:
     if len(plain) <= PLAIN_SEGMENT:  # one segment (most uploads): no buffering
-        head = header(key_id, nonce_prefix)
-        return head + AESGCM(key).encrypt(_nonce(head, 0), plain, _aad(head, True))
-    enc = Encryptor(key, key_id, nonce_prefix)
+        head = header(key_id, salt)
+        return head + object_cipher(key, head).encrypt(_nonce(0), plain, _aad(head, True))
+    enc = Encryptor(key, key_id, salt)
     return b"".join([enc.head, *enc.feed(plain), enc.finish()])
 
 
@@ -131,7 +143,7 @@ def decrypt_range(key: bytes, head: bytes, size: int, start: int, end: int,
                   cipher: Iterable[bytes]) -> Iterator[bytes]:
     """Plaintext bytes [start, end) of a `size`-byte object, from the ciphertext bytes that
     `cipher_span` names (in pieces of any size). Tampered at the first segment that fails."""
-    aead = AESGCM(key)
+    aead = object_cipher(key, head)
     index, _, _ = cipher_span(start, end, size)
     last_index = segments(size) - 1
     offset = index * PLAIN_SEGMENT  # plaintext offset of the segment being gathered
@@ -139,7 +151,7 @@ def decrypt_range(key: bytes, head: bytes, size: int, start: int, end: int,
 
     def open_segment(sealed: bytes) -> bytes:
         try:
-            return aead.decrypt(_nonce(head, index), sealed, _aad(head, index == last_index))
+            return aead.decrypt(_nonce(index), sealed, _aad(head, index == last_index))
         except InvalidTag:
             raise Tampered(f"segment {index} fails its authentication") from None
 

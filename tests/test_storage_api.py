@@ -236,11 +236,17 @@ def test_bad_forms_are_400_and_keep_nothing(world):
                     + b'"\r\n\r\nx\r\n--bnd--\r\n')
             r = http.post(f"{S}/upload", content=body, headers=FORM)
             wrapped(r, 400)
+        for meta in ('{"a": NaN}', '{"a": 1e400}', '{"a": 123456789012345678901234567890}'):
+            r = put(http, "m.txt", b"x", metadata=meta)
+            wrapped(r, 400)
+            assert "metadata" in r.json()["message"]
         wrapped(http.post(f"{S}/upload", files={"category": (None, "general")}), 400)  # no file part
+        wrapped(http.post(f"{S}/upload", data={"category": "general"}), 400)  # not even multipart
         cut = b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\ncut here'
         wrapped(http.post(f"{S}/upload", content=cut, headers=FORM), 400)
-        wrapped(http.post(f"{S}/upload", content=b"{}", headers={"Content-Type": "application/json"}), 415)
+        wrapped(http.post(f"{S}/upload", content=b"{}", headers={"Content-Type": "application/json"}), 400)
         assert wrapped(http.get(f"{S}/usage"), 200) == before
+        assert wrapped(http.get(f"{S}/files"), 200)["pagination"]["total_count"] == before["file_count"]
 
 
 def test_tokens_are_required_and_checked(world):
@@ -255,6 +261,12 @@ def test_tokens_are_required_and_checked(world):
             wrapped(r, 401)
             assert r.headers["access-control-allow-origin"] == "*"
     wrapped(httpx.get(f"{world.node.url}{S}/no-such-route"), 404)
+    with client(world.node, world.ada) as http:
+        for method, path, allow in (("POST", "/buckets", "GET"), ("GET", "/upload", "POST"),
+                                    ("GET", "/quota/recalculate", "POST"), ("PUT", "/objects/x", "GET")):
+            r = http.request(method, f"{S}{path}")
+            wrapped(r, 405)
+            assert allow in r.headers["allow"]
 
 
 def test_users_see_only_their_own_objects(world):
@@ -306,6 +318,7 @@ def test_quota_is_checked_before_the_body_and_again_at_commit(world):
         assert wrapped(http.post(f"{S}/quota/recalculate"), 200) == usage
         wrapped(put(http, "fits.bin", os.urandom(50_000)), 201)
         wrapped(put(http, "one-more-byte.bin", b"x"), 413)
+        wrapped(put(http, "empty.bin", b""), 413)  # a full organization takes nothing more
     wrong = run_cli("admin", "org", "quota", "no-such-org", "1GiB", "--data", str(world.node.data))
     assert wrong.returncode != 0 and "no-such-org" in wrong.stderr
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 from edgefiles.node import sealed
 from edgefiles.node.core import Imported
 from edgefiles.node.importer import FileBuilder
@@ -174,9 +175,18 @@ def parse_metadata(raw: str | None) -> dict[str, Any] | None:
     if len(raw.encode()) > MAX_FIELD:
         raise BadRequest("metadata is a JSON object of at most 64 KiB")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant)
     except ValueError:
-        raise BadRequest("metadata is not JSON") from None
+        raise BadRequest("metadata is not JSON (NaN and Infinity are not JSON either)") from None
     if not isinstance(value, dict):
         raise BadRequest("metadata is a JSON object")
+    try:  # what the name record carries: finite numbers, integers of at most 64 bits
+        json.dumps(value, allow_nan=False)
+        msgpack.packb(value)
+    except (ValueError, OverflowError, TypeError):
+        raise BadRequest("metadata numbers are finite and integers fit in 64 bits") from None
     return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)

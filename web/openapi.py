@@ -63,9 +63,9 @@ _THING = "111e4567-e89b-12d3-a456-426614174000"
 
 
 def _wrapped(data: dict[str, Any] | None) -> dict[str, Any]:
-    """The Storage API's answer around `data`."""
-    return _object(["success", "data", "message"], success={"type": "boolean"}, data=data or {},
-                   message=_TEXT)
+    """The Storage API's answer around `data` (None: an error's, whose data is null)."""
+    return _object(["success", "data", "message"], success={"type": "boolean"},
+                   data=data if data is not None else {"type": "null"}, message=_TEXT)
 
 
 _INT = {"type": "integer", "minimum": 0}
@@ -88,6 +88,8 @@ _SLIST = _wrapped(_object(["items", "pagination"], items={"type": "array", "item
 _SLIST_EXAMPLE = {"success": True, "message": "OK", "data": {"items": [_SFILE_EXAMPLE], "pagination": {
     "page": 1, "page_size": 20, "total_count": 1, "total_pages": 1, "has_next": False,
     "has_previous": False}}}
+_PAGING = [("page", {"type": "integer", "minimum": 1, "default": 1}, "from 1"),
+           ("page_size", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "1 to 100")]
 _USAGE = _object(["used_bytes", "file_count", "quota_bytes", "percent_used"], used_bytes=_INT,
                  file_count=_INT, quota_bytes=_INT, percent_used={"type": "number"})
 _USAGE_EXAMPLE = {"success": True, "message": "OK", "data": {
@@ -138,8 +140,17 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "answer": (201, _wrapped(_SFILE),
                    {"success": True, "message": "File uploaded", "data": _SFILE_EXAMPLE}),
     },
-    ("GET", "/api/v1/storage/files"): {"answer": (200, _SLIST, _SLIST_EXAMPLE)},
-    ("GET", "/api/v1/storage/buckets/{bucket}/objects"): {"answer": (200, _SLIST, _SLIST_EXAMPLE)},
+    ("GET", "/api/v1/storage/files"): {"answer": (200, _SLIST, _SLIST_EXAMPLE), "query": _PAGING},
+    ("GET", "/api/v1/storage/buckets/{bucket}/objects"): {
+        "answer": (200, _SLIST, _SLIST_EXAMPLE),
+        "query": [*_PAGING, ("prefix", _TEXT, "the start of the object names (in your own folder)")]},
+    ("GET", "/api/v1/storage/buckets"): {"answer": (200, _wrapped(
+        {"type": "array", "items": _object(["name"], name=_TEXT)}),
+        {"success": True, "message": "OK", "data": [{"name": "files"}]})},
+    ("DELETE", "/api/v1/storage/objects/{object_name}"): {"answer": (200, _wrapped(
+        _object(["object_name", "deleted"], object_name=_TEXT, deleted={"const": True})),
+        {"success": True, "message": "File deleted",
+         "data": {"object_name": "report_20261205_031500_1a2b3c4d.csv", "deleted": True}})},
     ("GET", "/api/v1/storage/objects/{object_name}/metadata"): {
         "answer": (200, _wrapped(_SFILE), {"success": True, "message": "OK", "data": _SFILE_EXAMPLE}),
     },
@@ -151,7 +162,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
             general=_INT))),
         {"success": True, "message": "OK", "data": {"quota_bytes": 1073741824, "max_file_size": {
             "data_source": 524288000, "profile_image": 5242880, "general": 1073741824}}})},
-    ("GET", "/api/v1/storage/objects/{object_name}/presigned-url"): {"answer": (200, _wrapped(_object(
+    ("GET", "/api/v1/storage/objects/{object_name}/presigned-url"): {
+        "query": [("expires_in", {"type": "integer", "minimum": 1, "maximum": 604800, "default": 3600},
+                   "seconds the URL works")],
+        "answer": (200, _wrapped(_object(
         ["url", "expires_at"], url={"type": "string", "format": "uri"}, expires_at=_TIME)),
         {"success": True, "message": "OK", "data": {
             "url": "http://127.0.0.1:4454/api/v1/storage/presigned/lNkk...Ck",
@@ -198,17 +212,19 @@ def _operation(method: str, path: str, route: Route) -> dict[str, Any]:
     operation_id = f"{method.lower()}_{re.sub(r'[^a-zA-Z0-9]+', '_', path).strip('_')}"
     op: dict[str, Any] = {"tags": [tag], "summary": doc[0] if doc else f"{method} {path}",
                           "operationId": operation_id}
-    params = re.findall(r"\{(\w+)\}", path)
+    spec = BODIES.get((method, path), {})
+    params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+              for p in re.findall(r"\{(\w+)\}", path)]
+    params += [{"name": name, "in": "query", "required": False, "schema": schema, "description": text}
+               for name, schema, text in spec.get("query", [])]
     if params:
-        op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                            for p in params]
+        op["parameters"] = params
     if tag == "filestore":
         op["security"] = [{"thing": []}, {"bearer": []}]
     elif path.startswith("/api/v1/storage/presigned/"):
         op["security"] = []  # the URL is the credential
     elif tag not in ("node",) or path.startswith("/api/v2/node"):
         op["security"] = [{"bearer": []}]
-    spec = BODIES.get((method, path), {})
     if "body" in spec:
         schema, example = spec["body"]
         json_body = {"application/json": {"schema": schema, "example": example}}
@@ -216,7 +232,10 @@ def _operation(method: str, path: str, route: Route) -> dict[str, Any]:
     elif "content" in spec:
         op["requestBody"] = {"required": True, "content": spec["content"]}
     status, schema, example = spec.get("answer", (None, None, None))
-    responses: dict[str, Any] = {"default": {"description": "an error, as JSON"}}
+    error = ({"description": "an error: the wrapper with success false, data null and the reason",
+              "content": {"application/json": {"schema": _wrapped(None)}}} if tag == "storage"
+             else {"description": "an error, as JSON"})
+    responses: dict[str, Any] = {"default": error}
     if status is not None:
         responses[str(status)] = {"description": "done",
                                   "content": {"application/json": {"schema": schema, "example": example}}}

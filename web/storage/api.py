@@ -7,6 +7,7 @@ plaintext bytes (decrypted while streaming, `Range` honoured).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from itertools import chain
@@ -19,7 +20,7 @@ from edgefiles.node.cid import to_str
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from ..content import content_disposition, parse_range
 from ..context import AppContext
@@ -40,6 +41,8 @@ from ..paths import name_in_path, raw_path
 from . import presign
 from .objects import Storage, StoredObject
 from .rules import RuleBroken, StorageSettings, category_of, check_upload, page_of, unique_name
+
+log = logging.getLogger("edgefiles.web")
 
 PREFIX = "/api/v1/storage"
 ANY = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
@@ -67,6 +70,9 @@ def wrapped(endpoint: Endpoint) -> Endpoint:
             return failure(exc)
         except RuleBroken as exc:
             return failure(RULE_ERRORS[exc.status](exc.message))
+        except Exception as exc:  # noqa: BLE001  (still an answer in the API's own shape)
+            log.exception("unexpected error on %s %s", request.method, request.url.path)
+            return failure(ApiError(f"internal error: {type(exc).__name__}"))
     run.__doc__ = endpoint.__doc__
     run.__name__ = endpoint.__name__
     return run
@@ -127,14 +133,18 @@ async def upload(request: Request) -> Response:
     user, storage = caller(request), storage_of(request)
     settings = storage.settings
     room = storage.room(user.org_id)
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) - FORM_ALLOWANCE > min(room, settings.largest_file):
-        raise PayloadTooLarge(f"a body of {declared} bytes cannot fit: the organization has room for {room} "
-                              f"more bytes, files are at most {settings.largest_file} bytes")
-    seal = await storage.seal_for(user.org_id)
     limit, too_large = _limit(room, settings.largest_file, "files")
+    declared = request.headers.get("content-length", "")
+    # the file is at least the body less what else a form may hold: when even that cannot fit,
+    # say so before the body is read
+    if declared.isdigit() and int(declared) - FORM_ALLOWANCE > limit:
+        raise PayloadTooLarge(too_large)
+    seal = await storage.seal_for(user.org_id)
     form = FormFile(limit, too_large, _category_limit(room, settings))
-    imported = await receive_form_file(request, form, seal)
+    try:
+        imported = await receive_form_file(request, form, seal)
+    except UnsupportedMediaType:
+        raise BadRequest("an upload is a multipart/form-data body with a part named `file`") from None
     try:
         category = category_of(form.fields.get("category"))
         assert form.filename is not None
@@ -298,6 +308,11 @@ async def recalculate(request: Request) -> Response:
 
 
 async def unknown(request: Request) -> Response:
+    """405 for a route that takes other methods, else 404."""
+    allowed = sorted({m for route in ROUTES if route.include_in_schema
+                      and route.matches(request.scope)[0] is Match.PARTIAL for m in route.methods or ()})
+    if allowed:
+        raise _not_allowed(tuple(allowed))
     raise NotFound(f"no Storage API route {request.method} {request.url.path}")
 
 

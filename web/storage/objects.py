@@ -101,8 +101,7 @@ class Storage:
         found = self.get(user.org_id, user.id, object_name)
         if found is not None:
             return found
-        colleagues = (u for u in self.accounts.users() if u.org_id == user.org_id and u.id != user.id)
-        if any(self.get(user.org_id, u.id, object_name) is not None for u in colleagues):
+        if any(name.endswith("/" + object_name) for name in self.files.names_in(namespace(user.org_id))):
             raise Forbidden("this object belongs to another user")
         raise NotFound("no such object")
 
@@ -127,7 +126,8 @@ class Storage:
         step of the event loop, so of two uploads that together pass the quota one is
         refused (413), and nothing of it is kept."""
         org = user.org_id
-        if form.size > self.room(org):
+        room = self.room(org)
+        if form.size > room or room <= 0:  # a full organization takes nothing, not even an empty file
             abandon_and_refuse(self, imported, org, form.size)
         self._reserved[org] = self._reserved.get(org, 0) + form.size
         try:
