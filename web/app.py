@@ -32,7 +32,8 @@ async def uploader_page(request: Request) -> Response:
     from edgefiles.uploader import render
 
     ctx: AppContext = request.app.state.ctx
-    return HTMLResponse(render(ctx.host_suffix, request.url.port), headers={"Cache-Control": "no-cache"})
+    return HTMLResponse(render(ctx.host_suffix, ctx.api_port or request.url.port),
+                        headers={"Cache-Control": "no-cache"})
 
 
 async def to_uploader(request: Request) -> Response:
