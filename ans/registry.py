@@ -35,6 +35,7 @@ class Registry:
         self._db = db
         self._key = key
         self.table: Table = {}
+        self._spaces: dict[str, dict[str, NameRecord]] = {}  # namespace -> name -> record, as `table`
         self.clock = HybridClock()
         # every record that won, with the one it replaced (None for a new name)
         self.listeners: Listeners[Callable[[NameRecord, NameRecord | None], None]] = Listeners()
@@ -43,7 +44,7 @@ class Registry:
     async def load(self) -> None:
         for (blob,) in await self._db.fetchall("SELECT record FROM names"):
             r = rec_mod.decode(blob)
-            self.table[r.key] = r
+            self._keep(r)
         rows = await self._db.fetchall("SELECT value FROM state WHERE key = 'hlc'")
         last = tuple(map(int, rows[0][0].decode().split(":"))) if rows else (0, 0)
         for r in self.table.values():
@@ -55,10 +56,14 @@ class Registry:
         return r if r is not None and r.cid is not None else None
 
     def live(self, namespace: str = API_NAMESPACE) -> list[NameRecord]:
-        return sorted(
-            (r for (ns, _), r in self.table.items() if ns == namespace and r.cid is not None),
-            key=lambda r: r.name,
-        )
+        """The namespace's names that point somewhere, by name (the namespace's records only:
+        a node's thousands of facade files do not slow its accounts or its app names)."""
+        space = self._spaces.get(namespace, {})
+        return [space[name] for name in sorted(space) if space[name].cid is not None]
+
+    def _keep(self, record: NameRecord) -> None:
+        self.table[record.key] = record
+        self._spaces.setdefault(record.namespace, {})[record.name] = record
 
     async def write(
         self, name: str, cid: bytes | None, namespace: str = API_NAMESPACE, also: AlsoInTx | None = None,
@@ -149,6 +154,6 @@ class Registry:
     def _announce(self, changed: list[NameRecord]) -> None:
         for r in changed:
             previous = self.table.get(r.key)
-            self.table[r.key] = r
+            self._keep(r)
             for listener in self.listeners:
                 listener(r, previous)

@@ -51,7 +51,9 @@ def test_a_user_and_their_tokens(tmp_path):
         with_expiry, short = await accounts.create_token(user.id, "ci", ["read"], expires_at=expiry)
         assert accounts.authenticate(short, now=with_expiry.expires_at - 1) == user
         assert accounts.authenticate(short, now=with_expiry.expires_at) is None
-        assert [t.id for t in accounts.tokens(user.id)] == [first.id, with_expiry.id]
+        listed = accounts.tokens(user.id)  # oldest first (two made in one millisecond: by id)
+        assert {t.id for t in listed} == {first.id, with_expiry.id}
+        assert listed == sorted(listed, key=lambda t: (t.created_at, t.id))
         assert await accounts.revoke_token(first.id) == first
         assert accounts.authenticate(secret) is None and await accounts.revoke_token(first.id) is None
         (again, _, _) = await accounts.add_user("bob@example.com", "acme")
