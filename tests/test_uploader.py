@@ -226,6 +226,60 @@ def test_cancel_stops_an_upload_and_keeps_nothing(browser, node, tmp_path):
     assert node.pins() == pins  # the node kept nothing of it
 
 
+def test_cancel_while_the_token_is_still_coming_sends_nothing(browser, node, tmp_path):
+    page = uploader(browser, node)
+    page.get_by_label("App ID").fill("com.example.another")  # a new app id: a new token to fetch
+    held = []
+
+    def hold(route) -> None:  # the node's answer waits until the test lets it go
+        held.append(route)
+
+    page.route("**/api/v2/auth", hold)
+    pick(page, write(tmp_path, {"late.txt": "late"}) / "late.txt")
+    upload_button(page).click()
+    expect(page.get_by_role("status")).to_contain_text("Uploading")
+    page.get_by_role("button", name="Cancel").click()
+    page.wait_for_timeout(200)
+    assert len(held) == 1, "one token request, however many wait for it"
+    held[0].continue_()
+    expect(page.get_by_role("status")).to_have_text("Upload cancelled")
+    expect(page.get_by_label("Uploaded CID")).to_be_hidden()
+    page.unroute("**/api/v2/auth", hold)
+    with node.client() as c:  # and the node never got the file
+        assert c.get(f"/api/v2/files/{cid_of(tmp_path / 'late.txt')}",
+                     headers={"Cache-Control": "only-if-cached"}).status_code == 404
+
+
+def test_another_node_url_lists_that_nodes_names_and_expired_tokens_are_renewed(browser, node, tmp_path):
+    other = Node(tmp_path / "other", "--token-ttl", "2s").start()
+    try:
+        with other.client() as c:
+            c.put("/api/v2/files/only-on-other", content=cid_of(write(tmp_path, {"o.txt": "o"}) / "o.txt"))
+        with node.client() as c:
+            c.put("/api/v2/files/only-on-first", content=cid_of(tmp_path / "o.txt"))
+        page = uploader(browser, node)
+        names = page.get_by_role("table", name="Names")
+        expect(names).to_contain_text("only-on-first")
+        page.get_by_label("Node URL").fill(other.url)
+        page.get_by_label("Node URL").press("Tab")
+        expect(names).to_contain_text("only-on-other")
+        expect(names).not_to_contain_text("only-on-first")
+        names.get_by_role("button", name="Delete only-on-other").click()
+        expect(names).not_to_contain_text("only-on-other")
+        with node.client() as c:
+            assert "only-on-first" in c.get("/api/v2/names").text  # the first node untouched
+        page.wait_for_timeout(2500)  # the token the page holds for the other node expires
+        pick(page, tmp_path / "o.txt")
+        upload_button(page).click()
+        expect(page.get_by_label("Uploaded CID")).to_have_text(cid_of(tmp_path / "o.txt"), timeout=15000)
+        expect(page.get_by_role("alert")).to_have_text("")
+        page.get_by_label("Name", exact=True).fill("Not A Name")
+        page.get_by_role("button", name="Set name").click()
+        expect(page.get_by_role("alert")).to_contain_text("cannot be a name")
+    finally:
+        other.stop()
+
+
 def test_the_page_saved_as_a_local_file_works_with_a_typed_node_url(browser, node, tmp_path):
     saved = tmp_path / "uploader.html"
     saved.write_text(httpx.get(f"{node.url}/uploader/").text)
@@ -240,7 +294,10 @@ def test_the_page_saved_as_a_local_file_works_with_a_typed_node_url(browser, nod
     pick(page, write(tmp_path, {"hello.txt": "hi"}) / "hello.txt")
     upload_button(page).click()
     expect(page.get_by_role("alert")).to_contain_text("Node URL")  # says what to do, in words
+    with node.client() as c:
+        c.put("/api/v2/files/named-before", content=cid_of(tmp_path / "hello.txt"))
     page.get_by_label("Node URL").fill(node.url)
+    expect(page.get_by_role("table", name="Names")).to_contain_text("named-before")  # listed once typed
     upload_button(page).click()
     expect(page.get_by_label("Uploaded CID")).to_have_text(cid_of(tmp_path / "hello.txt"), timeout=15000)
     page.get_by_label("Name", exact=True).fill("from-a-file")
@@ -259,7 +316,8 @@ def test_readable_and_keyboard_usable_at_320_px(browser, node, tmp_path):
     for expected in ("App ID", "Drop files or folders here", "Files"):
         page.keyboard.press("Tab")
         focused = page.evaluate("document.activeElement.labels?.[0]?.textContent "
-                                "|| document.activeElement.getAttribute('aria-label')")
+                                "|| document.activeElement.getAttribute('aria-label') "
+                                "|| document.activeElement.title")
         assert focused == expected
     upload_button(page).focus()
     page.keyboard.press("Enter")  # the keyboard alone uploads

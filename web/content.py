@@ -21,6 +21,7 @@ from .cors import CORS_HEADERS
 from .errors import CorruptBlockError, NotFound, RangeNotSatisfiable
 from .listing import render_listing
 from .mime import media_type
+from .paths import raw_path
 
 log = logging.getLogger("edgefiles.web")
 
@@ -150,7 +151,7 @@ class ContentServer:
         dirname = target.segments[-1] if target.segments else "/"
         if html:
             token = request.query_params.get("access_token")
-            body = render_listing(dirname, request.url.path, entries, token, len(target.segments))
+            body = render_listing(dirname, raw_path(request), entries, token, len(target.segments))
             return Response(body, headers=headers, media_type="text/html; charset=utf-8")
         children = [{"name": n, "size": size, "cid": to_str(c)} for n, c, size, _ in entries]
         body = json.dumps({"directory": {"name": dirname, "cid": to_str(node.cid), "children": children}})

@@ -27,7 +27,8 @@ def human_size(size: int) -> str:
 
 def breadcrumbs(path: str, depth: int, suffix: str) -> list[dict[str, str]]:
     """The listed DAG's root (its CID or name, `/` on the host route), then one crumb per folder
-    below it (`depth` of them, the last one this listing's), each a link with the token carried."""
+    below it (`depth` of them, the last one this listing's), each a link with the token carried.
+    `path` is the request's as sent (percent-encoded): links keep it, names show it decoded."""
     parts = [p for p in path.split("/") if p]
     top = len(parts) - depth
     crumbs = [{"name": unquote(parts[top - 1]) if top else "/", "href": "/" + "/".join(parts[:top])}]
@@ -42,7 +43,8 @@ def render_listing(
     dirname: str, path: str, entries: list[tuple[str, bytes, int, bool]], access_token: str | None = None,
     depth: int = 0,
 ) -> str:
-    """A token given in the URL is carried into the links, so the listing can be browsed."""
+    """`path`: the request's, percent-encoded as sent. A token given in the URL is carried into
+    the links, so the listing can be browsed."""
     suffix = f"?access_token={quote(access_token, safe='')}" if access_token else ""
     rows = [
         {"name": name + ("/" if is_dir else ""), "href": quote(name) + ("/" if is_dir else "") + suffix,
@@ -51,4 +53,5 @@ def render_listing(
         for name, _, size, is_dir in sorted(entries, key=lambda e: (not e[3], e[0]))
     ]
     return _env().get_template("listing.html").render(
-        dirname=dirname, path=path, rows=rows, suffix=suffix, crumbs=breadcrumbs(path, depth, suffix))
+        dirname=dirname, path=unquote(path), rows=rows, suffix=suffix,
+        crumbs=breadcrumbs(path, depth, suffix), below_root=depth > 0)
