@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from . import exporter, gc, pins
 from .blockstore import Batch, BlockStore, CorruptBlock
@@ -33,6 +33,8 @@ log = logging.getLogger("edgefiles")
 PROGRESS_FRESH = 0.25  # seconds a survey of an incomplete DAG answers status requests
 SAVE_RECENCY_EVERY = 60.0  # seconds: a crash loses at most this much of the GC's read order
 CACHED_ROOTS = 10_000
+COMPLETE_ROOTS = 100_000  # every named upload marks its root complete: ~10 MB at most
+T = TypeVar("T", dict, set)
 SMALL_IMPORT = 1 << 20  # imported on the event loop: cheaper than a hop to a thread
 READ_THREADS = 2  # blocks read and verified ahead of a whole-DAG walk (hashing releases the GIL)
 
@@ -187,7 +189,7 @@ class Core:
     def mark_complete(self, root: bytes) -> None:
         """Every block of `root` is stored (a rollout finished fetching it)."""
         with self._cache_lock:
-            self._complete.add(root)
+            _bounded(self._complete, COMPLETE_ROOTS).add(root)
 
     def _survey(self, root: bytes, first_gap: bool) -> tuple[bool, int]:
         """(complete, missing bytes) from a walk of what is stored; a complete root is remembered."""
@@ -281,8 +283,9 @@ class Core:
         return self.store.totals()
 
 
-def _bounded(table: dict) -> dict:
-    """The table, emptied first when it has grown past what a cache of hints should hold."""
-    if len(table) > CACHED_ROOTS:
+def _bounded(table: T, limit: int = CACHED_ROOTS) -> T:
+    """The table, emptied first when it has grown past what a cache of hints should hold
+    (what it forgets is found again by a walk of the store)."""
+    if len(table) > limit:
         table.clear()
     return table
