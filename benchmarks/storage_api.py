@@ -13,7 +13,11 @@ first), and of fresh bytes every write (as sealed uploads always are); --rounds 
 2,000 warm-up writes each, the phases' order turning. The clients are `loadgen.py` (plain
 sockets, sendfile).
 
-    python benchmarks/storage_api.py [--mib 256] [--rounds 5] [--requests 2000]
+Replication: a 64 KiB object uploaded on one node of two until the other serves its bytes,
+against the same bytes uploaded and named through the Files API (--replication-rounds
+rounds, p50 and p99).
+
+    python benchmarks/storage_api.py [--mib 256] [--rounds 5] [--requests 2000] [--replication-rounds 50]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -33,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402
 from fake_platform import FakePlatform  # noqa: E402
-from nodeproc import Node  # noqa: E402
+from nodeproc import Node, two_members, wait_until  # noqa: E402
 
 CONNECTIONS = 8
 BOUNDARY = "benchboundary"
@@ -153,16 +158,62 @@ def small(root: Path, n: int, rounds: int) -> dict:
         platform.close()
 
 
+def replication(root: Path, rounds: int) -> dict:
+    """An object uploaded on node A, until node B serves its bytes (its record gossiped, its
+    blocks fetched over Bitswap, opened with the organization's key from the accounts), next
+    to the same bytes uploaded and named through the Files API until B serves the name."""
+    root.mkdir(parents=True)
+    with two_members(root) as (a, b):
+        user = admin(a, "user", "add", "--email", "r@bench.test", "--org", "bench")
+        auth = {"Authorization": f"Bearer {user['token']}"}
+        wait_until(lambda: httpx.get(f"{b.url}{S}/usage", headers=auth).status_code == 200, what="accounts")
+        storage, files = [], []
+        for i in range(rounds + 1):  # the first of each is a warm-up
+            data = os.urandom(64 << 10)
+            started = time.perf_counter()
+            made = httpx.post(f"{a.url}{S}/upload", headers=auth, files={"file": ("r.bin", data)}).json()
+            _until_served(f"{b.url}{S}/objects/{made['data']['object_name']}", auth, data)
+            storage.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            cid = a.upload([("r.bin", data)]).text.strip()
+            with a.client() as c:
+                c.put(f"/api/v2/files/bench-{i}", content=cid)
+            _until_served(f"{b.url}/api/v2/files/bench-{i}", {"Authorization": f"Bearer {b.token()}"}, data)
+            files.append(time.perf_counter() - started)
+    out: dict = {"replication_rounds": rounds}
+    for kind, times in (("storage_object", storage[1:]), ("files_api_named", files[1:])):
+        ordered = sorted(times)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        out[f"{kind}_on_second_node_ms"] = {"p50": round(statistics.median(ordered) * 1000, 1),
+                                            "p99": round(p99 * 1000, 1)}
+    out["storage_vs_files_api_replication_p50"] = round(
+        out["files_api_named_on_second_node_ms"]["p50"] / out["storage_object_on_second_node_ms"]["p50"], 2)
+    return out
+
+
+def _until_served(url: str, headers: dict[str, str], data: bytes, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = httpx.get(url, headers=headers)
+        if answer.status_code == 200 and answer.content == data:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} not served in {timeout} s: {answer.status_code}")
+        time.sleep(0.002)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--replication-rounds", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgefiles-storage-") as tmp:
         result = big(Path(tmp), args.mib, args.rounds)
         result.update(small(Path(tmp), args.requests, args.rounds))
+        result.update(replication(Path(tmp) / "swarm", args.replication_rounds))
     print(json.dumps(result, indent=2))
 
 
