@@ -91,6 +91,8 @@ class BitswapServer:
         """Queue a message's wants for `peer`'s task (started on its first message)."""
         if not (msg.wants or msg.full):
             return
+        want_blocks = sum(1 for w in msg.wants if w.want_type == bm.WANT_BLOCK and not w.cancel)
+        self.network.paced_by(peer, want_blocks, self._is_member(peer))
         queue = self._queues.get(peer)
         if queue is None:
             queue, queued = trio.open_memory_channel[bm.Message](QUEUED_MESSAGES)
