@@ -6,7 +6,8 @@ between the swarm's members as an account record, sealed under a key derived fro
 key, so every member can serve every organization's downloads while IPFS peers admitted with
 `--allow-peer` (who never get records) and anyone reading the store's blocks see only
 ciphertext. On each node a key is also kept wrapped by the node's own key-encryption key
-(`<data>/storage.kek`), so what the node holds stays readable if the swarm key is rotated.
+(`<data>/storage.kek`, made by `edgefiles serve`), so what the node holds stays readable
+if the swarm key is rotated.
 
 Threads: the event loop only.
 """
@@ -15,26 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
-from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from edgefiles.node.db import Database
-from edgefiles.node.sealed import KEY_ID_BYTES, new_key
+from edgefiles.node.sealed import KEY_ID_BYTES, derive, new_key
 
 from .accounts import Accounts, OrgKey
 from .clock import now_ms
 
 SEAL_INFO = b"edgefiles org keys v1"
 STATE_PREFIX = "orgkey/"
-
-
-def derive(secret: bytes, info: bytes) -> bytes:
-    """A 256-bit key for one purpose (`info`) from a shared secret."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
 
 
 def wrap(wrapping_key: bytes, key: bytes, aad: bytes) -> bytes:
@@ -48,26 +40,6 @@ def unwrap(wrapping_key: bytes, blob: bytes, aad: bytes) -> bytes | None:
         return AESGCM(wrapping_key).decrypt(blob[:12], blob[12:], aad)
     except (InvalidTag, ValueError):
         return None
-
-
-def load_or_create_kek(path: Path) -> bytes:
-    """The node's key-encryption key: 32 random bytes, hex, in an owner-only file."""
-    if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    text = path.read_text().strip()
-    try:
-        kek = bytes.fromhex(text)
-    except ValueError:
-        kek = b""
-    if len(kek) != 32:
-        raise ValueError(f"{path} must hold 64 hex characters (the node's key-encryption key)")
-    return kek
 
 
 class OrgKeys:

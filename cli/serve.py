@@ -95,17 +95,21 @@ def check_peer_addrs(addrs: list[str]) -> None:
             raise CliError(f"--peer {addr}: must end with /p2p/<peer id> (that node's ready line shows it)")
 
 
-def load_swarm_key(path: Path, create: bool) -> bytes:
+def load_secret(path: Path, create: bool, what: str = "swarm key") -> bytes:
+    """32 secret bytes kept as hex in an owner-only file (the swarm key, the node's storage
+    key-encryption key), made with fresh random bytes (synced) when `create` and missing."""
     if not path.exists():
         if not create:
-            raise CliError(f"swarm key file {path} does not exist")
+            raise CliError(f"{what} file {path} does not exist")
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_hex(32) + "\n")
-        os.chmod(tmp, 0o600)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, path)
     text = path.read_text().strip()
     if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
-        raise CliError(f"swarm key file {path} must hold 64 hex characters")
+        raise CliError(f"{what} file {path} must hold 64 hex characters")
     return bytes.fromhex(text)
 
 
@@ -125,7 +129,7 @@ def serve(config: ServeConfig) -> int:
         from edgefiles.node.identity import load_or_create
 
         key = load_or_create(config.data_dir / "node.key")
-        swarm_key = load_swarm_key(
+        swarm_key = load_secret(
             config.swarm_key_file or config.data_dir / "swarm.key", create=config.swarm_key_file is None
         )
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -221,14 +225,11 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
 async def _storage(config: ServeConfig, ctx, swarm_key: bytes):
     """The Storage API: organization keys (kept under the node's key-encryption key, shared
     sealed under the swarm key) and presigned URLs any member of the swarm honours."""
-    from edgefiles.ans.orgkeys import OrgKeys, derive, load_or_create_kek
+    from edgefiles.ans.orgkeys import OrgKeys, derive
     from edgefiles.web.storage.objects import Storage
     from edgefiles.web.storage.rules import StorageSettings
 
-    try:
-        kek = load_or_create_kek(config.data_dir / "storage.kek")
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    kek = load_secret(config.data_dir / "storage.kek", create=True, what="key-encryption key")
     keys = OrgKeys(ctx.accounts, ctx.core.db, kek, swarm_key)
     await keys.load()
     return Storage(ctx.named_files, ctx.accounts, keys, config.storage or StorageSettings(),

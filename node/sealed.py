@@ -48,11 +48,14 @@ def header(key_id: bytes, salt: bytes | None = None) -> bytes:
     return MAGIC + key_id + (os.urandom(SALT_BYTES) if salt is None else salt)
 
 
+def derive(secret: bytes, info: bytes, salt: bytes | None = None) -> bytes:
+    """A 256-bit key for one purpose (`info`) from a secret (HKDF-SHA256)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(secret)
+
+
 def object_cipher(key: bytes, head: bytes) -> AESGCM:
     """The cipher of one object: its own key, from the organization's and the header's salt."""
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=head[HEADER_BYTES - SALT_BYTES:HEADER_BYTES],
-                info=head[:4 + KEY_ID_BYTES])
-    return AESGCM(hkdf.derive(key))
+    return AESGCM(derive(key, head[:4 + KEY_ID_BYTES], head[HEADER_BYTES - SALT_BYTES:HEADER_BYTES]))
 
 
 def key_id_of(head: bytes) -> bytes:
