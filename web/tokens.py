@@ -20,11 +20,17 @@ from .flowfuse.errors import FFUnauthorized, PlatformBadRequest, PlatformNotFoun
 MAX_BODY = 64 << 10
 
 
-def signed_in(request: Request) -> User:
-    """The user of the request's token; 401 for a missing, wrong, expired or revoked one."""
+def bearer_user(request: Request) -> User | None:
+    """The user of the request's `Authorization: Bearer ffpat_…` token; None for a missing,
+    wrong, expired or revoked one."""
     ctx: AppContext = request.app.state.ctx
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    user = ctx.accounts.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    return ctx.accounts.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+
+
+def signed_in(request: Request) -> User:
+    """The user of the request's token; 401 (the platform's answer) without a valid one."""
+    user = bearer_user(request)
     if user is None:
         raise FFUnauthorized()
     return user

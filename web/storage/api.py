@@ -38,6 +38,7 @@ from ..errors import (
 )
 from ..formfile import FORM_ALLOWANCE, FieldLimit, FormFile, abandon, parse_metadata, receive_form_file
 from ..paths import name_in_path, raw_path
+from ..tokens import bearer_user
 from . import presign
 from .objects import Storage, StoredObject
 from .rules import RuleBroken, StorageSettings, category_of, check_upload, page_of, unique_name
@@ -86,9 +87,7 @@ def storage_of(request: Request) -> Storage:
 
 
 def caller(request: Request) -> User:
-    ctx: AppContext = request.app.state.ctx
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    user = ctx.accounts.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    user = bearer_user(request)
     if user is None:
         raise TokenInvalid("the Storage API needs `Authorization: Bearer ffpat_...` with a valid token")
     return user
