@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from itertools import chain
 from typing import Any
 
@@ -236,13 +237,10 @@ async def send_object(request: Request, storage: Storage, found: StoredObject) -
     """The plaintext of an object (a range of it), decrypted while it streams; an object that
     fails its checks before the first byte is a 500, after it the connection is cut."""
     ctx: AppContext = request.app.state.ctx
-    root = storage.files.resolve(f"storage/{found.org_id}", f"{found.user_id}/{found.object_name}")
-    node, head = await run_in_threadpool(_open, ctx, root or found.info.cid)
-    try:
+    node, head = await run_in_threadpool(_open, ctx, storage.root(found))
+    with _read_errors():
         key = await storage.keys.key(sealed.key_id_of(head), found.org_id)
         size = sealed.plain_size(node.size)
-    except sealed.Tampered as exc:
-        raise CorruptBlockError(f"the stored object is damaged: {exc}") from None
     if key is None:
         raise ApiError("this node does not hold the organization's key for this object")
     headers = {**CORS_HEADERS, "ETag": f'"{to_str(found.info.cid)}"', "Accept-Ranges": "bytes",
@@ -262,14 +260,21 @@ async def send_object(request: Request, storage: Storage, found: StoredObject) -
     return StreamingResponse(chain([first], pieces), status, headers, media)
 
 
-def _open(ctx: AppContext, root: bytes) -> tuple[exporter.Node, bytes]:
+@contextmanager
+def _read_errors() -> Iterator[None]:
+    """What reading an object's blocks can meet, as the API's errors."""
     try:
-        node = ctx.core.reader.resolve(root, [])
-        return node, b"".join(ctx.core.reader.read_range(node, 0, min(node.size, sealed.HEADER_BYTES)))
+        yield
     except (exporter.NotFound, exporter.NotUnixFS):
         raise NotFound("the object's blocks are not on this node and no peer sent them") from None
-    except CorruptBlock:
-        raise CorruptBlockError() from None
+    except (sealed.Tampered, CorruptBlock) as exc:
+        raise CorruptBlockError(f"the stored object is damaged: {exc}") from None
+
+
+def _open(ctx: AppContext, root: bytes) -> tuple[exporter.Node, bytes]:
+    with _read_errors():
+        node = ctx.core.reader.resolve(root, [])
+        return node, b"".join(ctx.core.reader.read_range(node, 0, min(node.size, sealed.HEADER_BYTES)))
 
 
 def _plaintext(ctx: AppContext, node: exporter.Node, head: bytes, key: bytes, size: int, start: int,
@@ -279,12 +284,8 @@ def _plaintext(ctx: AppContext, node: exporter.Node, head: bytes, key: bytes, si
 
 
 def _first(pieces: Iterator[bytes]) -> bytes:
-    try:
+    with _read_errors():
         return next(pieces, b"")
-    except (sealed.Tampered, CorruptBlock) as exc:
-        raise CorruptBlockError(f"the stored object is damaged: {exc}") from None
-    except exporter.NotFound:
-        raise NotFound("the object's blocks are not on this node and no peer sent them") from None
 
 
 # usage and quota ------------------------------------------------------------------------------

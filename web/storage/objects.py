@@ -38,6 +38,10 @@ class StoredObject:
         return str(self.meta.get("original_name") or self.object_name)
 
     @property
+    def file_name(self) -> str:
+        return file_name(self.user_id, self.object_name)
+
+    @property
     def key(self) -> str:
         return f"organizations/{self.org_id}/files/{self.user_id}/{self.object_name}"
 
@@ -58,6 +62,11 @@ class StoredObject:
 
 def namespace(org_id: str) -> str:
     return f"storage/{org_id}"
+
+
+def file_name(user_id: str, object_name: str) -> str:
+    """An object's name in its organization's namespace: in its user's folder."""
+    return f"{user_id}/{object_name}"
 
 
 class Storage:
@@ -92,7 +101,7 @@ class Storage:
         return sorted(found, key=StoredObject.order)
 
     def get(self, org_id: str, user_id: str, object_name: str) -> StoredObject | None:
-        info = self.files.info(namespace(org_id), f"{user_id}/{object_name}")
+        info = self.files.info(namespace(org_id), file_name(user_id, object_name))
         return None if info is None else self._object(org_id, info)
 
     def find(self, user: User, object_name: str) -> StoredObject:
@@ -132,14 +141,18 @@ class Storage:
         self._reserved[org] = self._reserved.get(org, 0) + form.size
         try:
             info = await self.files.write_imported(
-                namespace(org), f"{user.id}/{object_name}", imported, form.content_type_or_guess,
+                namespace(org), file_name(user.id, object_name), imported, form.content_type_or_guess,
                 {**fields, "uploaded_ns": time.time_ns()}, exists=False, size=form.size)
         finally:
             self._reserved[org] -= form.size
         return self._object(org, info)
 
+    def root(self, found: StoredObject) -> bytes:
+        """The root to read for an object (while a newer version is fetched, the previous one)."""
+        return self.files.resolve(namespace(found.org_id), found.file_name) or found.info.cid
+
     async def delete(self, found: StoredObject) -> None:
-        await self.files.delete(namespace(found.org_id), f"{found.user_id}/{found.object_name}")
+        await self.files.delete(namespace(found.org_id), found.file_name)
 
 
 def abandon_and_refuse(storage: Storage, imported: Imported, org_id: str, size: int) -> None:
