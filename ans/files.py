@@ -137,7 +137,8 @@ class NamedFiles:
                 metadata = previous.metadata if metadata is None else metadata
             else:
                 imported = await self.core.import_bytes(body)
-            await self._commit(ns, name, imported, previous, content_type, metadata)
+            await self.names.commit_named(imported, ns, name,
+                                          self._meta(imported, previous, content_type, metadata))
         return self._written(ns, name)
 
     async def write_imported(self, ns: str, name: str, imported: Imported, content_type: str | None,
@@ -167,11 +168,6 @@ class NamedFiles:
         if exists is not None and exists != (current is not None):
             raise (FileNotFoundError if exists else FileExistsError)(name)
         return self._info(current) if current is not None else None
-
-    async def _commit(self, ns: str, name: str, imported: Imported, previous: FileInfo | None,
-                      content_type: str | None, metadata: dict[str, Any] | None) -> None:
-        meta = self._meta(imported, previous, content_type, metadata)
-        await self.names.commit_named(imported, ns, name, meta)
 
     @staticmethod
     def _meta(imported: Imported, previous: FileInfo | None, content_type: str | None,

@@ -24,7 +24,7 @@ from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .formfile import FormFile, abandon, parse_metadata, receive_form_file
 from .mime import DEFAULT
-from .paths import check_file_name, raw_path
+from .paths import raw_path
 
 DEFAULT_LIMIT, MAX_LIMIT = 10, 200
 
@@ -97,14 +97,6 @@ def group_access(request: Request, group_id: str, write: bool) -> None:
 
 
 # names --------------------------------------------------------------------------------------
-def check_name(name: str) -> str:
-    """A file name as the Filestore keeps it: one path segment, nothing that could climb."""
-    try:
-        return check_file_name(name)
-    except BadRequest as exc:
-        raise FsBadRequest(exc.message) from None
-
-
 def name_in_path(request: Request, prefix: str) -> str:
     """The file name after `prefix` in the raw path, percent-decoded once and checked."""
     try:
