@@ -77,6 +77,12 @@ class Names:
         if counter[key] <= 0:
             del counter[key]
 
+    def targets(self) -> list[tuple[str, bytes]]:
+        """(name as users know it, target) of every live name: an app's name alone, a facade's
+        file as `namespace/name`."""
+        return [(name if namespace == API_NAMESPACE else f"{namespace}/{name}", record.cid)
+                for (namespace, name), record in self.registry.table.items() if record.cid is not None]
+
     def wanted_roots(self) -> set[bytes]:
         """Targets of live names that are not complete here: what the rollout must fetch."""
         targets = {r.cid for r in self.registry.table.values() if r.cid is not None}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -160,10 +161,11 @@ def _through_node(data: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # the node's side of the socket ------------------------------------------------------------
-async def serve_admin_socket(data: Path, accounts: Any) -> asyncio.AbstractServer | None:
+async def serve_admin_socket(data: Path, accounts: Any, fsck: Any) -> asyncio.AbstractServer | None:
     """Answer admin requests from processes of this user on `<data>/admin.sock`; None (and a
     warning) where no socket can be made there, e.g. a path over the 107 bytes Unix allows:
-    the node runs on, and `edgefiles admin` says it cannot reach it."""
+    the node runs on, and `edgefiles admin` says it cannot reach it. `fsck` (web/fsck_api's
+    jobs) runs checks: their progress is streamed, one JSON object a line, then the report."""
     path = data / SOCKET_NAME
     path.unlink(missing_ok=True)
 
@@ -174,11 +176,18 @@ async def serve_admin_socket(data: Path, accounts: Any) -> asyncio.AbstractServe
             else:
                 try:
                     request = json.loads(await reader.read(1 << 20))
-                    reply = await answer(accounts, request if isinstance(request, dict) else {})
                 except ValueError:
+                    request = None
+                if not isinstance(request, dict):
                     reply = {"error": "not a JSON request", "usage": True}
-            writer.write(json.dumps(reply).encode())
+                elif request.get("kind") == "fsck":
+                    reply = await _stream_fsck(fsck.start(bool(request.get("repair"))), writer)
+                else:
+                    reply = await answer(accounts, request)
+            writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
+        except ConnectionError:
+            pass  # the command went away (Ctrl-C): a check it started still runs to its end
         finally:
             writer.close()
 
@@ -191,6 +200,22 @@ async def serve_admin_socket(data: Path, accounts: Any) -> asyncio.AbstractServe
         return None
     finally:
         os.umask(old_umask)
+
+
+async def _stream_fsck(job: Any, writer: asyncio.StreamWriter) -> dict[str, Any]:
+    """Progress lines while the job runs; its report (or failure) as the last line."""
+    shown = None
+    while not job.changed.is_set():
+        now = (job.phase, job.done, job.total)
+        if now != shown:
+            shown = now
+            writer.write(json.dumps({"progress": list(now)}).encode() + b"\n")
+            await writer.drain()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(job.changed.wait(), 0.2)
+    if job.report is None:
+        return {"error": f"fsck failed on the node: {job.error}"}
+    return {"result": job.report.as_json()}
 
 
 def _same_user(sock: socket.socket | None) -> bool:

@@ -98,25 +98,36 @@ def check(response) -> None:
 
 
 class Progress:
-    """A one-line progress bar on stderr, drawn only for a terminal and for large uploads."""
+    """A one-line progress bar on stderr, drawn only for a terminal and for long work (at
+    least `least` units). Counts bytes (MiB and a rate shown) unless `unit` names the things."""
 
-    def __init__(self, total: int, enabled: bool):
+    def __init__(self, total: int, enabled: bool, least: int = 8 * PIECE, unit: str | None = None):
         self.total = max(total, 1)
         self.done = 0
-        self.enabled = enabled and sys.stderr.isatty() and total >= 8 * PIECE
+        self.enabled = enabled and sys.stderr.isatty() and total >= least
+        self.unit = unit
+        self.label = ""
         self.start = time.monotonic()
         self._drawn = 0.0
 
     def advance(self, n: int) -> None:
-        self.done += n
+        self.update(self.done + n)
+
+    def update(self, done: int, total: int | None = None, label: str | None = None) -> None:
+        self.done = done
+        self.total = max(total, 1) if total is not None else self.total
+        self.label = label if label is not None else self.label
         now = time.monotonic()
         if self.enabled and (now - self._drawn > 0.1 or self.done >= self.total):
             self._drawn = now
             frac = min(self.done / self.total, 1.0)
-            rate = self.done / max(now - self.start, 1e-6) / (1 << 20)
+            if self.unit is None:
+                rate = self.done / max(now - self.start, 1e-6) / (1 << 20)
+                figures = f"{self.done >> 20}/{self.total >> 20} MiB {rate:7.1f} MiB/s"
+            else:
+                figures = f"{self.done}/{self.total} {self.unit}"
             bar = "#" * int(frac * 30)
-            sys.stderr.write(f"\r[{bar:<30}] {frac:6.1%} {self.done >> 20}/{self.total >> 20} MiB "
-                             f"{rate:7.1f} MiB/s")
+            sys.stderr.write(f"\r{self.label}[{bar:<30}] {frac:6.1%} {figures}\x1b[K")
             sys.stderr.flush()
 
     def close(self) -> None:

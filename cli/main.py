@@ -46,12 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     cid.add_argument("paths", nargs="+", metavar="PATH")
     cid.set_defaults(func=cmd_cid)
 
-    from . import admin
+    from . import admin, fsck
     from .commands import add_client_commands, add_serve_command
 
     add_serve_command(sub)
     add_client_commands(sub)
     admin.register(sub)
+    fsck.register(sub)
     return parser
 
 

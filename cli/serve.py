@@ -199,7 +199,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
             loop.add_signal_handler(sig, server.request_exit)
         swarm.host.on_failure = server.request_exit  # a node cut off from its swarm must not go on
         ctx.storage = await _storage(config, ctx, swarm_key)
-        admin_socket = await serve_admin_socket(config.data_dir, ctx.accounts)
+        admin_socket = await serve_admin_socket(config.data_dir, ctx.accounts, ctx.fsck)
         background = [asyncio.create_task(_announce(server, config, swarm))]
         if config.gc_above is not None:
             background.append(asyncio.create_task(core.keep_below(config.gc_above)))

@@ -64,6 +64,11 @@ def in_storage_order(conn: sqlite3.Connection) -> list[tuple[bytes, int]]:
     return conn.execute("SELECT cid, length FROM blocks ORDER BY pack, offset").fetchall()
 
 
+def all_rows(conn: sqlite3.Connection) -> list[Row]:
+    """Every row, in the order the blocks' bytes lie in the packs."""
+    return conn.execute("SELECT cid, pack, offset, length FROM blocks ORDER BY pack, offset").fetchall()
+
+
 def lengths(conn: sqlite3.Connection, cids: Iterable[bytes]) -> dict[bytes, int]:
     wanted = list(cids)
     out: dict[bytes, int] = {}

@@ -29,7 +29,7 @@ import msgpack
 from . import blockindex
 from .cid import normalize, verify_block
 from .db import Readers, open_writer, write_transaction
-from .packs import STORAGE_ERRNOS, Packs, Place
+from .packs import STORAGE_ERRNOS, Packs, Place, record_overhead
 
 RECENT_READS = "recent-reads.msgpack"  # next to the packs: read recency kept across restarts
 HINTS_KEPT = 200_000  # entries of each in-memory hint table
@@ -348,6 +348,62 @@ class BlockStore:
             blockindex.repoint(conn, moves)
         self._packs.remove(pack)
         return sum(place[2] for _, _, place in moves)
+
+    # checking and repair (node/fsck.py) -----------------------------------------------------
+    def all_rows(self) -> list[blockindex.Row]:
+        """Every index row (cid, pack, data offset, length), in the order the bytes lie."""
+        return blockindex.all_rows(self._readers.get())
+
+    def locate(self, cid: bytes) -> Place | None:
+        return blockindex.locate(self._readers.get(), cid)
+
+    def rows_in_pack(self, pack: int) -> list[tuple[bytes, int, int]]:
+        """(cid, data offset, length) of every block indexed in `pack` now."""
+        return blockindex.rows_in_pack(self._readers.get(), pack)
+
+    @property
+    def db_path(self) -> Path:
+        return self._db_path
+
+    def pack_sizes(self) -> dict[int, int]:
+        """Size on disk of every pack, the one being appended to included."""
+        return self._packs.sizes()
+
+    def read_raw(self, place: Place) -> bytes:
+        """The bytes at a place, unchecked (FileNotFoundError: no such pack any more)."""
+        return self._packs.read(place)
+
+    def in_flight(self) -> dict[int, list[tuple[int, int]]]:
+        """Record spans (start, end) per pack written by uploads and transfers still open:
+        bytes no index row points to yet that must not be called garbage."""
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for batch in list(self._open):
+            for cid, (pack, offset, length) in list(batch.places.items()):
+                spans.setdefault(pack, []).append((offset - record_overhead(cid), offset + length))
+        return spans
+
+    def drop(self, cids: list[bytes]) -> tuple[int, int]:
+        """Delete the index rows of damaged blocks, whatever holds them; (count, bytes)."""
+        with self._gc_lock, self._transaction() as conn:
+            sizes = blockindex.lengths(conn, cids)
+            blockindex.delete(conn, list(sizes))
+        for cid in sizes:
+            self._verified.pop(cid, None)
+        freed = sum(sizes.values())
+        with self._lock:
+            self._stored -= freed
+        return len(sizes), freed
+
+    def reclaim(self, packs: set[int]) -> int:
+        """Rewrite these packs without their unreferenced bytes (the one being appended to is
+        sealed first); packs an open upload or transfer writes to are left alone. The bytes
+        given back to the disk."""
+        self._packs.close_removed()
+        if self._packs.current in packs and not self._written_by_open_batch(self._packs.current):
+            self._packs.roll()
+        sealed = self._packs.sealed()
+        return sum(sealed[pack] - self._compact_pack(pack) for pack in sorted(packs)
+                   if pack in sealed and not self._written_by_open_batch(pack))
 
     def save_recency(self) -> None:
         """Save read recency if blocks were read since it was last saved (blocking), so that

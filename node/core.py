@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from . import exporter, gc, pins
+from . import exporter, fsck, gc, pins
 from .blockstore import Batch, BlockStore, CorruptBlock
 from .cid import is_identity
 from .db import Database, open_db
@@ -76,6 +76,11 @@ class BlockSource(Protocol):
         """From any thread: blocks a reader will need next, asked for now."""
         ...
 
+    def fetch_dags(self, roots: list[bytes]) -> int:
+        """Blocking (worker threads only): every missing block of these DAGs, fetched and
+        stored as far as peers have them; the bytes fetched."""
+        ...
+
 
 class NoPeers:
     """A node alone: nothing comes from elsewhere."""
@@ -93,6 +98,9 @@ class NoPeers:
 
     def prefetch(self, cids: list[bytes]) -> None:
         return None
+
+    def fetch_dags(self, roots: list[bytes]) -> int:
+        return 0
 
 
 class Core:
@@ -278,6 +286,18 @@ class Core:
                 await asyncio.to_thread(self.store.save_recency)
                 saved = time.monotonic()
             await asyncio.sleep(every)
+
+    # checking -------------------------------------------------------------------------
+    async def fsck(self, named: list[fsck.NamedTarget], repair: bool,
+                   progress: fsck.Progress | None = None) -> fsck.Report:
+        """Check the store (and with `repair` mend it, fetching what is missing from peers);
+        `named`: the names' targets, as users know them."""
+        report = await asyncio.to_thread(fsck.run, self.store, lambda: named, repair,
+                                         self._blocks.fetch_dags, progress)
+        if repair:
+            with self._cache_lock:
+                self._complete.clear()  # a dropped block may have belonged to a complete root
+        return report
 
     def store_totals(self) -> tuple[int, int]:
         return self.store.totals()

@@ -197,9 +197,13 @@ class Packs:
         """Size on disk of every pack except the one being appended to."""
         with self._lock:
             current = self.current
-        sizes = {int(p.stem.split("-")[1]): p.stat().st_size for p in self.root.glob("pack-*.dat")}
+        sizes = self.sizes()
         sizes.pop(current, None)
         return sizes
+
+    def sizes(self) -> dict[int, int]:
+        """Size on disk of every pack, the current one included."""
+        return {int(p.stem.split("-")[1]): p.stat().st_size for p in self.root.glob("pack-*.dat")}
 
     def remove(self, pack: int) -> None:
         """Delete a compacted pack. Readers that looked a place in it up a moment ago still
@@ -230,6 +234,11 @@ class Packs:
 
     def _path(self, pack: int) -> Path:
         return self.root / f"pack-{pack:06d}.dat"
+
+
+def record_overhead(cid: bytes) -> int:
+    """Bytes of a record before its data: the header and the CID."""
+    return HEADER.size + len(cid)
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:

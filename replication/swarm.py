@@ -28,6 +28,7 @@ from .namesync import BucketedTable, NameSync
 log = logging.getLogger("edgefiles.swarm")
 
 ROLLOUTS_AT_ONCE = 4
+FETCH_DAG_TIMEOUTS = 4  # a repair gives a DAG this many fetch timeouts to arrive
 
 
 @dataclass
@@ -122,6 +123,22 @@ class Swarm:
         """From any thread: blocks a reader will need next, asked for now (read-ahead)."""
         if self.reachable():
             self.host.run_soon(self.bitswap.prefetch, cids, self.settings.fetch_timeout)
+
+    def fetch_dags(self, roots: list[bytes]) -> int:
+        """Blocking (worker threads only): the missing blocks of these DAGs from peers, each
+        DAG given up after FETCH_DAG_TIMEOUTS fetch timeouts; the bytes fetched."""
+        if not self.reachable():
+            return 0
+        limit = self.settings.fetch_timeout * FETCH_DAG_TIMEOUTS
+
+        async def fetch() -> int:
+            fetched = 0
+            for root in roots:
+                with trio.move_on_after(limit):
+                    fetched += await self.bitswap.fetch_dag(root)
+            return fetched
+
+        return self.host.submit(fetch).result()
 
     # rollout: every incomplete named DAG is fetched ---------------------------------------
     def _name_changed(self, record: NameRecord, previous: NameRecord | None) -> None:

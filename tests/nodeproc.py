@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import secrets
 import signal
@@ -158,6 +159,13 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
         [sys.executable, "-m", "edgefiles", *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def admin(node: Node, *args: str) -> dict | list:
+    """`edgefiles admin ... --json` on the node's data directory (through the node while it runs)."""
+    out = run_cli("admin", *args, "--data", str(node.data), "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
 
 
 def start_star(root: Path, count: int, key: Path, *extra: str) -> list[Node]:

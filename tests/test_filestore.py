@@ -9,13 +9,7 @@ import socket
 
 import httpx
 import pytest
-from nodeproc import Node, run_cli, two_members, wait_until
-
-
-def admin(node: Node, *args: str) -> dict:
-    out = run_cli("admin", *args, "--data", str(node.data), "--json")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+from nodeproc import Node, admin, two_members, wait_until
 
 
 class World:

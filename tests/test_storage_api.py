@@ -15,18 +15,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from nodeproc import Node, run_cli, two_members, wait_until
+from nodeproc import Node, admin, run_cli, two_members, wait_until
 
 S = "/api/v1/storage"
 FORM = {"Content-Type": "multipart/form-data; boundary=bnd"}
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(200)
 UNIQUE = re.compile(r"^(?P<stem>.*)_(?P<date>\d{8})_(?P<time>\d{6})_(?P<uuid>[0-9a-f]{8})(?P<ext>\..+)?$")
-
-
-def admin(node: Node, *args: str) -> dict:
-    out = run_cli("admin", *args, "--data", str(node.data), "--json")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 def client(node: Node, user: dict | None) -> httpx.Client:

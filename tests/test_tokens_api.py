@@ -4,21 +4,14 @@ swarm that accept each other's tokens and revocations."""
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from nodeproc import Node, run_cli, two_members, wait_until
+from nodeproc import Node, admin, run_cli, two_members, wait_until
 
 UNAUTHORIZED = {"code": "unauthorized", "error": "unauthorized"}
-
-
-def admin(node: Node, *args: str) -> dict | list:
-    out = run_cli("admin", *args, "--data", str(node.data), "--json")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 def bearer(token: str) -> dict[str, str]:

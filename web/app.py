@@ -11,7 +11,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import admin_api, car, files_api, filestore, gateway, openapi, tokens
+from . import admin_api, car, files_api, filestore, fsck_api, gateway, openapi, tokens
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, MethodNotAllowed, NotFound
@@ -112,6 +112,8 @@ def create_app(ctx: AppContext) -> ASGIApp:
         Route("/api/v1/user/tokens/{token_id}", tokens.token, methods=["DELETE"]),
         Route("/api/v2/node/id", files_api.node_id, methods=["GET"]),
         Route("/api/v2/node/info", files_api.node_info, methods=["GET"]),
+        Route("/api/v2/node/fsck", fsck_api.start, methods=["POST"]),
+        Route("/api/v2/node/fsck/{id}", fsck_api.status, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/", to_uploader, methods=["GET"]),
         Route("/uploader", to_uploader, methods=["GET"]),

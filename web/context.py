@@ -13,6 +13,7 @@ from edgefiles.node.core import Core
 
 from .auth import TokenAuthority
 from .content import ContentServer
+from .fsck_api import FsckJobs
 
 
 class SwarmView(Protocol):
@@ -50,6 +51,7 @@ class AppContext:
     def __post_init__(self) -> None:
         self.content = ContentServer(self.core)
         self.accounts = Accounts(self.names.registry)
+        self.fsck = FsckJobs(lambda repair, progress: self.core.fsck(self.names.targets(), repair, progress))
         # one named-files layer for every facade: the FlowFuse facade's when it is on
         self.named_files: NamedFiles = (self.flowfuse.files if self.flowfuse is not None
                                         else NamedFiles(self.core, self.names))

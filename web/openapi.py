@@ -95,6 +95,24 @@ _USAGE = _object(["used_bytes", "file_count", "quota_bytes", "percent_used"], us
 _USAGE_EXAMPLE = {"success": True, "message": "OK", "data": {
     "used_bytes": 2048, "file_count": 1, "quota_bytes": 1073741824, "percent_used": 0.0}}
 
+_CIDS = {"type": "array", "items": _TEXT}
+_FSCK_REPORT = _object(
+    ["ok", "blocks", "corrupt", "missing", "names_incomplete"], ok={"type": "boolean"}, blocks=_INT,
+    bytes=_INT, corrupt=_CIDS, missing=_CIDS, names_incomplete=_TEXTS, roots_checked=_INT, sqlite=_TEXTS,
+    rows_past_end=_INT, unreferenced_bytes=_INT, packs=_INT, repaired={"type": ["object", "null"]},
+    seconds={"type": "number"})
+_FSCK_JOB = _object(
+    ["id", "repair", "state", "progress", "report", "error"], id=_TEXT, repair={"type": "boolean"},
+    state={"enum": ["queued", "running", "done", "failed"]},
+    progress=_object(["phase", "done", "total"], phase=_TEXT, done=_INT, total=_INT),
+    report={"oneOf": [_FSCK_REPORT, {"type": "null"}]}, error={"type": ["string", "null"]})
+_FSCK_JOB_EXAMPLE = {
+    "id": "9f2c4e1a7b3d5f60", "repair": False, "state": "done",
+    "progress": {"phase": "packs", "done": 1, "total": 1}, "error": None,
+    "report": {"ok": True, "blocks": 12, "bytes": 1048576, "corrupt": [], "missing": [],
+               "names_incomplete": [], "roots_checked": 3, "sqlite": ["ok"], "rows_past_end": 0,
+               "unreferenced_bytes": 0, "packs": 1, "repaired": None, "seconds": 0.02}}
+
 # (method, path) -> what the route takes ("body": JSON schema and example, or "content") and
 # gives ("answer": status, schema, example)
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -170,6 +188,14 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         {"success": True, "message": "OK", "data": {
             "url": "http://127.0.0.1:4454/api/v1/storage/presigned/lNkk...Ck",
             "expires_at": "2026-12-05T04:15:00.000Z"}})},
+    ("POST", "/api/v2/node/fsck"): {
+        "body": (_object([], repair={
+            "type": "boolean", "default": False,
+            "description": "drop damaged blocks, refetch what is missing, reclaim space"}),
+                 {"repair": False}),
+        "answer": (202, _object(["id"], id=_TEXT), {"id": "9f2c4e1a7b3d5f60"}),
+    },
+    ("GET", "/api/v2/node/fsck/{id}"): {"answer": (200, _FSCK_JOB, _FSCK_JOB_EXAMPLE)},
     ("POST", "/api/v2/files"): {"content": {"multipart/form-data": {"schema": {"type": "object"}}}},
     ("POST", "/api/v2/car"): {"content": {"application/vnd.ipld.car": {
         "schema": {"type": "string", "format": "binary"}}}},
