@@ -93,20 +93,53 @@ class Database:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction at a time. Callbacks added to `after_commit` meanwhile run after
         COMMIT but before the next transaction starts, so in-memory state that mirrors the
-        database (the name table) never runs ahead of it or behind the next writer."""
+        database (the name table) never runs ahead of it or behind the next writer.
+
+        A task cancelled on its way in or out (a peer that went away while its records were
+        applied) still leaves no transaction open: BEGIN, COMMIT and ROLLBACK run to their end
+        on the connection's thread whatever happens to the task, so we wait for them, close
+        the transaction properly and only then let the cancellation through. (An open
+        transaction left behind made every later write fail, and the node stop.)"""
         async with self._write_lock:
             self.after_commit.clear()
-            await self.conn.execute("BEGIN IMMEDIATE")
+            if await self._run_through("BEGIN IMMEDIATE"):
+                await self._run_through("ROLLBACK")
+                raise asyncio.CancelledError
             try:
                 yield self.conn
             except BaseException:
                 self.after_commit.clear()
-                await self.conn.execute("ROLLBACK")
+                await self._run_through("ROLLBACK")
                 raise
-            await self.conn.execute("COMMIT")
+            try:
+                cancelled = await self._run_through("COMMIT")
+            except Exception:
+                self.after_commit.clear()
+                await self._run_through("ROLLBACK")
+                raise
             callbacks, self.after_commit = self.after_commit, []
             for callback in callbacks:
                 callback()
+            if cancelled:
+                raise asyncio.CancelledError
+
+    async def _run_through(self, sql: str) -> bool:
+        """Run a statement to its end even when our task is cancelled meanwhile; whether a
+        cancellation arrived (the caller delivers it once the connection is in order)."""
+
+        async def statement() -> None:
+            await self.conn.execute(sql)
+
+        task = asyncio.ensure_future(statement())
+        cancelled = False
+        while True:
+            try:
+                await asyncio.shield(task)
+                return cancelled
+            except asyncio.CancelledError:
+                if task.cancelled():
+                    raise
+                cancelled = True  # the statement goes on (or has just finished): wait for it
 
     async def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
         async with self.conn.execute(sql, params) as cur:

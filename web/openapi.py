@@ -69,6 +69,19 @@ def _wrapped(data: dict[str, Any] | None) -> dict[str, Any]:
 
 
 _INT = {"type": "integer", "minimum": 0}
+_FILES_ERROR = ("an error: a code and a sentence", _object(
+    ["code", "message"], code={"type": "string", "pattern": "^ERR_"}, message=_TEXT))
+_PLATFORM_ERROR = ("an error, as the FlowFuse platform gives them",
+                   _object(["code", "error"], code=_TEXT, error=_TEXT))
+# the error body every route of a tag answers with
+ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "files": _FILES_ERROR, "node": _FILES_ERROR,
+    "flowfuse": ("an error, as the FlowFuse file server gives them",
+                 _object(["code", "error"], statusCode={"type": "integer"}, code=_TEXT, error=_TEXT)),
+    "tokens": _PLATFORM_ERROR, "admin": _PLATFORM_ERROR,
+    "filestore": ("an error, as the Filestore gives them", _object(["error"], error=_TEXT)),
+    "storage": ("an error: the wrapper with success false, data null and the reason", _wrapped(None)),
+}
 _SFILE = _object(["object_name", "original_name", "key", "size", "content_type", "category", "metadata",
                   "created_at", "bucket"], object_name=_TEXT, original_name=_TEXT, key=_TEXT, size=_INT,
                  content_type=_TEXT, category={"enum": ["data_source", "profile_image", "general"]},
@@ -257,11 +270,10 @@ def _operation(method: str, path: str, route: Route) -> dict[str, Any]:
         op["requestBody"] = {"required": True, "content": json_body}
     elif "content" in spec:
         op["requestBody"] = {"required": True, "content": spec["content"]}
+    text, schema = ERRORS[tag]
+    responses: dict[str, Any] = {"default": {"description": text,
+                                             "content": {"application/json": {"schema": schema}}}}
     status, schema, example = spec.get("answer", (None, None, None))
-    error = ({"description": "an error: the wrapper with success false, data null and the reason",
-              "content": {"application/json": {"schema": _wrapped(None)}}} if tag == "storage"
-             else {"description": "an error, as JSON"})
-    responses: dict[str, Any] = {"default": error}
     if status is not None:
         responses[str(status)] = {"description": "done",
                                   "content": {"application/json": {"schema": schema, "example": example}}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 
@@ -50,7 +51,8 @@ class Platform:
         return grant
 
     async def _ask(self, authorization: str, project: str, now: float) -> Grant | None:
-        url = f"{self.base_url}/account/check/project/{project}"
+        # the project id came percent-decoded from our own path: one segment again, whatever it holds
+        url = f"{self.base_url}/account/check/project/{quote(project, safe='')}"
         headers = {
             "Authorization": authorization, "ff-quota": "true", "user-agent": "FlowFuse Storage Server",
         }
