@@ -168,10 +168,9 @@ class CarParser:
                 if self.roots is None:
                     self.roots = decode_header(bytes(self._buf[start:end]))
                 else:
-                    body = memoryview(self._buf)[start:end]
-                    split = split_cid(body)
-                    cid, block = bytes(body[:split]), bytes(body[split:])
-                    body.release()
+                    with memoryview(self._buf) as whole, whole[start:end] as body:  # released
+                        split = split_cid(body)  # even when this refuses: the buffer is cut below
+                        cid, block = bytes(body[:split]), bytes(body[split:])
                     check_block(cid, block)
                     yield cid, block
                 pos = end

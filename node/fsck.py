@@ -236,7 +236,10 @@ class Fsck:
             return True
 
     def _still_unreferenced(self, pack: int, gaps: list[Span]) -> list[Span]:
-        """Gaps less what was committed since the snapshot and what open batches wrote."""
+        """Gaps less what was committed since the snapshot and what open batches wrote (none
+        of a pack compaction has removed meanwhile: its live blocks moved, the rest is gone)."""
+        if pack not in self.store.pack_sizes():
+            return []
         now = [(offset - record_overhead(cid), offset + length)
                for cid, offset, length in self.store.rows_in_pack(pack)]
         busy = sorted(now + self.store.in_flight().get(pack, []))

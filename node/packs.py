@@ -202,8 +202,15 @@ class Packs:
         return sizes
 
     def sizes(self) -> dict[int, int]:
-        """Size on disk of every pack, the current one included."""
-        return {int(p.stem.split("-")[1]): p.stat().st_size for p in self.root.glob("pack-*.dat")}
+        """Size on disk of every pack, the current one included (a pack compaction removes
+        while we look is left out)."""
+        sizes = {}
+        for path in self.root.glob("pack-*.dat"):
+            try:
+                sizes[int(path.stem.split("-")[1])] = path.stat().st_size
+            except FileNotFoundError:
+                continue
+        return sizes
 
     def remove(self, pack: int) -> None:
         """Delete a compacted pack. Readers that looked a place in it up a moment ago still

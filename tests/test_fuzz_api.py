@@ -23,7 +23,7 @@ from nodeproc import Node, admin
 from schemathesis import GenerationMode
 from schemathesis.checks import response_schema_conformance
 
-EXAMPLES = int(os.environ.get("EDGEFILES_FUZZ_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("EDGEFILES_FUZZ_EXAMPLES", "8"))  # per route and kind; by hand: 100
 DOCUMENTED_5XX = {(500, "ERR_CORRUPT_BLOCK"), (507, "ERR_INSUFFICIENT_STORAGE")}
 CASES: Counter[str] = Counter()
 
