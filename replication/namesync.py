@@ -16,6 +16,8 @@ import hashlib
 import hmac
 import logging
 import os
+import random
+import time
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -41,6 +43,7 @@ BUCKETS = 256
 DIGEST = 32  # bytes of one bucket digest (SHA-256)
 GOSSIP_BATCH = 512 << 10
 BURST = 1 << 16  # gossipsub queue sizes: drops only beyond this many queued messages
+RECHECK_EVERY = 5.0  # seconds (jittered) between offers of our table to one random member
 
 
 class Seal:
@@ -114,6 +117,7 @@ class NameSync:
         self.members.on_admitted.add(self._send_table)
         await self._start_gossip()
         self._nursery.start_soon(self._publisher)
+        self._nursery.start_soon(self._recheck)
 
     # local writes (handed over by the host's bridge) ---------------------------------------
     def publish(self, encoded: bytes) -> None:
@@ -153,6 +157,10 @@ class NameSync:
             eclipse_protection_enabled=False, max_pending_messages_per_peer=BURST,
         )
         self.pubsub = pubsub_mod.Pubsub(self.host, router)
+        # py-libp2p numbers messages from the clock in seconds, one more per message: a node
+        # restarted after publishing more messages than seconds went by reused numbers that
+        # peers still remembered as seen, and they dropped its news. Nanoseconds, as Go's.
+        self.pubsub.counter = time.time_ns()
         for proto in router.get_protocols():  # members only: re-register pubsub's handler gated
             self.host.set_stream_handler(proto, self.members.gate(self.pubsub.stream_handler))
         await self._nursery.start(_run_service, background_trio_service, router)
@@ -175,7 +183,20 @@ class NameSync:
             if records:
                 await self._apply(records)
 
-    # table exchange on join -----------------------------------------------------------
+    # table exchange on join, and now and then -------------------------------------------
+    async def _recheck(self) -> None:
+        """Offer our table to one random member every few seconds. Joins and gossip are not
+        enough: a record gossiped into a mesh that has not re-formed yet (a peer restarted
+        under the same identity a moment ago) is lost, and with no join after it the tables
+        would stay apart for good (seen in the soak with nodes killed and restarted). In
+        step, this costs one digest each way."""
+        rng = random.Random()
+        while True:
+            await trio.sleep(RECHECK_EVERY * rng.uniform(0.5, 1.5))
+            members = self.members.members()
+            if members:
+                await self._send_table(rng.choice(members))
+
     async def _send_table(self, peer: Any) -> None:
         """Offer our table to a member that just joined: hello with a digest; the records
         follow only if it answers that its table differs."""

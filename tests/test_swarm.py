@@ -338,6 +338,25 @@ def test_a_restarted_peer_is_redialled_within_seconds(tmp_path):
         b.stop()
 
 
+def test_names_written_on_a_node_just_restarted_reach_every_node(swarm):
+    """A node killed and restarted under the same identity writes names at once: they reach
+    the others even before gossip has re-formed around it (the soak with kills found such
+    writes stranded on the restarted node for good)."""
+    a, b, c = swarm(3)
+    cid = upload(a, site("v1", big=0))
+    for round_ in range(3):
+        for i in range(40):  # gossip messages numbered ahead of the clock: a restart reuses numbers
+            set_name(c, f"before-{i}", cid)
+        c.stop(signal.SIGKILL)
+        c.start()
+        members_connected([a, b, c])
+        fresh = f"fresh-{round_}"
+        set_name(c, fresh, cid)
+        for node in (a, b):
+            wait_until(lambda node=node, fresh=fresh: fresh in names(node), timeout=20,
+                       what=f"the name written right after restart {round_} to reach {node.url}")
+
+
 def test_a_node_whose_store_fills_up_keeps_running_and_completes_once_it_has_room(swarm):
     a, b = swarm(1) + swarm(1, "--store-quota", "1MiB")
     members_connected([a, b])
