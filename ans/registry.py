@@ -97,15 +97,17 @@ class Registry:
             for hook in self.local_writes:
                 hook(record)
 
-    async def apply(self, records: list[NameRecord], also: AlsoInTx | None = None) -> list[NameRecord]:
+    async def apply(self, records: list[NameRecord], also: AlsoInTx | None = None,
+                    verified: bool = False) -> list[NameRecord]:
         """Merge records (local or received); persists and announces the winners.
 
         `also` runs inside the same transaction, so e.g. a pin changes atomically with its name.
+        `verified`: the caller has checked every signature already (the swarm, as they arrive).
         """
         if not any(self._might_win(r) for r in records):
             return []  # nothing new (e.g. a table exchange after a short break): no transaction
         async with self._db.transaction() as conn:
-            return await self.stage(conn, records, also)
+            return await self.stage(conn, records, also, signed_here=verified)
 
     def _might_win(self, record: NameRecord) -> bool:
         current = self.table.get(record.key)
@@ -113,7 +115,7 @@ class Registry:
 
     async def stage(
         self, conn: aiosqlite.Connection, records: list[NameRecord], also: AlsoInTx | None = None,
-        signed_here: bool = False,
+        signed_here: bool = False,  # or checked already: no signature is checked again
     ) -> list[NameRecord]:
         """Inside a transaction: the winners among `records`, written; the in-memory table and
         listeners follow once it commits. Winners are judged under the transaction, so two

@@ -60,12 +60,46 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gc-above", default=_env("GC_ABOVE"), metavar="BYTES")
     p.add_argument("--store-quota", default=_env("STORE_QUOTA"), metavar="BYTES",
                    help="refuse uploads (507) once the store holds this many bytes")
+    limits = p.add_argument_group(
+        "limits per swarm peer", "what one peer may cost this node; beyond them the excess is dropped "
+        "(wants, messages, records, connections, streams) or held back (bytes to send), counted in "
+        "edgefiles_peer_limit_hits_total{limit} and logged once a minute per peer")
+    for flag, default, text in PEER_LIMIT_FLAGS:
+        metavar = "BYTES" if flag == "inflight" else "N"
+        limits.add_argument(f"--peer-max-{flag}", default=_env(f"PEER_MAX_{flag.upper()}", default),
+                            metavar=metavar, help=f"{text} (default {default})")
     p.add_argument("--flowfuse-config", default=_env("FLOWFUSE_CONFIG"), metavar="FILE",
                    help="serve the FlowFuse file server API (/v1) as set in this flowforge-storage.yml"
                    " (default $FLOWFORGE_HOME/etc/flowforge-storage.yml when that exists)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_serve)
+
+
+PEER_LIMIT_FLAGS = (
+    ("connections", "4", "connections open at once"),
+    ("streams", "64", "inbound Bitswap streams open at once"),
+    ("wants", "16384", "wants open with this node"),
+    ("inflight", "64MiB", "block bytes queued to send to it"),
+    ("messages", "2000", "Bitswap and name messages per second"),
+    ("records", "5000", "gossiped name records per second"),
+)
+
+
+def peer_limits(args: argparse.Namespace):
+    from edgefiles.replication.limits import PeerLimits
+
+    values = {}
+    for flag, _, _ in PEER_LIMIT_FLAGS:
+        text = getattr(args, f"peer_max_{flag}")
+        try:
+            value = parse_size(text) if flag == "inflight" else float(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise ValueError(f"--peer-max-{flag} is a number above 0, not {text!r}")
+        values[flag] = value if flag in ("messages", "records") else int(value)
+    return PeerLimits(**values)
 
 
 def build_config(args: argparse.Namespace) -> ServeConfig:
@@ -94,6 +128,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
             store_quota=parse_size(args.store_quota) if args.store_quota else None,
             flowfuse=flowfuse,
             storage=storage_settings(args),
+            peer_limits=peer_limits(args),
             log_level=args.log_level,
         )
     except ValueError as exc:

@@ -51,4 +51,5 @@ class ServeConfig:
     store_quota: int | None = None
     flowfuse: Any = None  # FlowFuseConfig from --flowfuse-config, when given
     storage: Any = None  # StorageSettings of the Storage API (web/storage/rules.py); None: defaults
+    peer_limits: Any = None  # PeerLimits (replication/limits.py); None: defaults
     log_level: str = "info"

@@ -152,6 +152,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
     from edgefiles.node.core import Core, CoreSettings
     from edgefiles.node.db import SchemaTooNew
     from edgefiles.node.profiles import get_profile
+    from edgefiles.replication.limits import PeerLimits
     from edgefiles.replication.swarm import Swarm, SwarmSettings
     from edgefiles.web.app import create_app
     from edgefiles.web.auth import TokenAuthority
@@ -161,7 +162,8 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         config.data_dir, get_profile(config.profile), config.pin_uploads_for, config.store_quota
     )
     swarm = Swarm(key, SwarmSettings(
-        config.swarm, swarm_key, config.peers, set(config.allowed_peers), config.fetch_timeout
+        config.swarm, swarm_key, config.peers, set(config.allowed_peers), config.fetch_timeout,
+        config.peer_limits or PeerLimits(),
     ))
     try:
         core = await Core.open(settings, key, blocks=swarm)

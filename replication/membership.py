@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import logging
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ import trio
 from edgefiles.node.events import Listeners
 
 from .framing import read_exactly
+from .limits import PeerLimiter, PeerLimits
 
 log = logging.getLogger("edgefiles.swarm")
 
@@ -41,8 +43,11 @@ def check_proof(swarm_key: bytes, nonce: bytes, prover: bytes, verifier: bytes, 
 class Membership:
     """Admission state per connected peer, plus the dial loops that keep us connected."""
 
-    def __init__(self, host: Any, swarm_key: bytes, allowed: set[str], nursery: trio.Nursery):
+    def __init__(self, host: Any, swarm_key: bytes, allowed: set[str], nursery: trio.Nursery,
+                 limiter: PeerLimiter | None = None):
         self.host = host
+        self.limiter = limiter or PeerLimiter(PeerLimits())
+        self._connections: Counter[Any] = Counter()
         self._key = swarm_key
         self._allowed = allowed
         self._nursery = nursery
@@ -220,10 +225,19 @@ def _events(membership: Membership) -> Any:
             self._m = membership
 
         async def connected(self, network: Any, conn: Any) -> None:
-            self._m._connected(conn.muxed_conn.peer_id)
+            peer = conn.muxed_conn.peer_id
+            self._m._connections[peer] += 1
+            if self._m.limiter.over("connections", peer, self._m._connections[peer], trio.current_time()):
+                await conn.close()  # the ones it has are enough
+                return
+            self._m._connected(peer)
 
         async def disconnected(self, network: Any, conn: Any) -> None:
-            self._m._disconnected(conn.muxed_conn.peer_id)
+            peer = conn.muxed_conn.peer_id
+            self._m._connections[peer] -= 1
+            if self._m._connections[peer] <= 0:
+                del self._m._connections[peer]
+            self._m._disconnected(peer)
 
         async def opened_stream(self, network: Any, stream: Any) -> None:
             pass

@@ -22,6 +22,8 @@ from edgefiles.node.identity import NodeKey
 
 from .bitswap import Bitswap
 from .host import SwarmHost
+from .limits import KINDS as LIMIT_KINDS
+from .limits import PeerLimiter, PeerLimits
 from .membership import Membership
 from .namesync import BucketedTable, NameSync
 
@@ -38,6 +40,7 @@ class SwarmSettings:
     peers: list[str] = field(default_factory=list)
     allowed_peers: set[str] = field(default_factory=set)
     fetch_timeout: float = 15.0
+    limits: PeerLimits = field(default_factory=PeerLimits)
 
 
 class Swarm:
@@ -51,6 +54,7 @@ class Swarm:
         self.names: Names | None = None
         self.members: Membership | None = None
         self.bitswap: Bitswap | None = None
+        self.limiter = PeerLimiter(settings.limits)
         self.name_sync: NameSync | None = None
         self.rollout: Rollout | None = None
         self._resync_pending = False
@@ -91,8 +95,9 @@ class Swarm:
         if self.bitswap is None:
             return {}
         sync = self.name_sync
+        hits = {f"limit_hits_{kind}": self.limiter.hits[kind] for kind in LIMIT_KINDS}
         return {**self.bitswap.counters(), "table_records_sent": sync.records_sent if sync else 0,
-                "table_exchanges": sync.exchanges if sync else 0}
+                "table_exchanges": sync.exchanges if sync else 0, **hits}
 
     # reads of content that is not here yet (the core's BlockSource) ------------------------
     def reachable(self) -> bool:
@@ -176,7 +181,7 @@ class Swarm:
     # the trio side ----------------------------------------------------------------------
     async def _services(self, host: Any, nursery: trio.Nursery) -> None:
         s = self.settings
-        self.members = Membership(host, s.swarm_key, s.allowed_peers, nursery)
+        self.members = Membership(host, s.swarm_key, s.allowed_peers, nursery, self.limiter)
         self.bitswap = Bitswap(host, self.members, self.core.store, nursery)
         table = self._exchange_table
         self.name_sync = NameSync(host, self.members, s.swarm_key, nursery, self._apply,
@@ -190,7 +195,8 @@ class Swarm:
             self.members.keep_connected(addr)
 
     async def _apply(self, records: list[NameRecord]) -> None:
-        await self.host.to_asyncio(self.names.apply_remote(records))
+        """Records from peers, their signatures checked by the name sync as they arrived."""
+        await self.host.to_asyncio(self.names.apply_remote(records, verified=True))
 
     async def _on_asyncio(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call `fn` on the asyncio loop, which owns it (e.g. the exchange table), and return

@@ -5,7 +5,10 @@
     python lying_peer.py garbage DATA_DIR SWARM_KEY_FILE LISTEN PEER_ADDR
         sends malformed Bitswap and name-exchange messages to every member it meets;
     python lying_peer.py legacy DATA_DIR SWARM_KEY_FILE LISTEN PEER_ADDR
-        honest, but speaks only Bitswap 1.0 (no want-have, no presences, bare blocks).
+        honest, but speaks only Bitswap 1.0 (no want-have, no presences, bare blocks);
+    python lying_peer.py flood DATA_DIR SWARM_KEY_FILE LISTEN PEER_ADDR
+        floods every member it meets: a want list of 50,000 blocks, 200 Bitswap streams held
+        open, 3,000 messages as fast as it can, and a table exchange of 20,000 forged records.
 
 Only the part under test is swapped, so the node sees what a broken or malicious member
 with the swarm key would really send.
@@ -70,6 +73,38 @@ def main() -> None:
             except Exception as exc:  # the node may reset us: that is the point
                 print("garbage", protocol, "->", type(exc).__name__, flush=True)
 
+    async def flood(host, member) -> None:
+        import trio
+        from edgefiles.replication.bitswap import message as bm
+        from edgefiles.replication.framing import frame
+        from libp2p.custom_types import TProtocol
+
+        wants = [bm.Want(b"\x01\x55\x12\x20" + os.urandom(32)) for _ in range(50_000)]  # want-blocks
+        held = []
+        try:
+            stream = await host.new_stream(member, [TProtocol(PROTOCOLS[0])])
+            await stream.write(bm.frame(bm.Message(wants=wants)))
+            for _ in range(3000):  # endless chatter on one stream
+                await stream.write(bm.frame(bm.Message(wants=wants[:1])))
+            for _ in range(200):
+                held.append(await host.new_stream(member, [TProtocol(PROTOCOLS[0])]))
+        except Exception as exc:  # the node may reset us: that is the point
+            print("flood bitswap ->", type(exc).__name__, exc, flush=True)
+        forged = [rec_mod.encode(rec_mod.sign(NodeKey(os.urandom(32)), "", f"forged-{i}",
+                                              b"\x01\x55\x12\x20" + bytes(32), (1, 0)))
+                  for i in range(200)]
+        tampered = [r[:-1] + bytes([r[-1] ^ 1]) for r in forged] * 100  # 20,000 bad signatures
+        try:
+            stream = await host.new_stream(member, [TProtocol(EXCHANGE)])
+            await stream.write(frame(msgpack.packb({"addrs": [], "peers": [], "digest": os.urandom(32)})))
+            await stream.read(1 << 16)  # its answer: it wants our records
+            await stream.write(frame(msgpack.packb({"records": tampered})))
+            await stream.close()
+        except Exception as exc:
+            print("flood records ->", type(exc).__name__, exc, flush=True)
+        print("flood sent", flush=True)
+        await trio.sleep_forever()  # the streams stay open
+
     async def services(host, nursery) -> None:
         members = Membership(host, swarm_key, set(), nursery)
         members.start()
@@ -82,6 +117,11 @@ def main() -> None:
             members.on_left.add(server.peer_left)
             members.on_left.add(network.peer_left)
             network.start(server.receive)
+        elif mode == "flood":
+            async def on_admitted(member) -> None:
+                await flood(host, member)
+
+            members.on_admitted.add(on_admitted)
         else:
             async def on_admitted(member) -> None:
                 await send_garbage(host, member)

@@ -232,6 +232,45 @@ def test_malformed_messages_from_a_member_are_refused_and_harmless(swarm, tmp_pa
         bad.wait()
 
 
+def test_a_flooding_member_is_held_to_its_limits_and_the_swarm_goes_on(swarm, tmp_path):
+    """Huge want lists, hundreds of streams held open, a stream of endless messages and a
+    table of forged records: each limit is hit, counted and logged once, and the node goes on
+    serving its honest peer."""
+    a, b = swarm(2, "--peer-max-wants", "4096", "--peer-max-streams", "16", "--peer-max-messages", "500")
+    members_connected([a, b])
+    (tmp_path / "rogue").mkdir()
+    bad = rogue("flood", tmp_path / "rogue", tmp_path / "swarm.key", free_port(), a.swarm_addr)
+    try:
+        assert bad.stdout.readline().startswith("rogue ready")
+        wait_until(lambda: "flood sent" in bad.stdout.readline(), timeout=60, what="the flood to be sent")
+        wait_until(lambda: all(limit_hits(a, kind) >= 1 for kind in ("wants", "streams", "messages",
+                                                                      "bad_records")),
+                   timeout=30, what=f"the limits to be hit: {[limit_hits(a, k) for k in LIMITS]}")
+        cid = upload(a, site("after the flood"))
+        set_name(a, "after", cid)
+        wait_until(lambda: complete_on(b, "after", cid), what="replication after the flood")
+        assert host_get(b, "after").status_code == 200 and "forged-0" not in names(a)
+        log = a.output()
+        for kind in ("wants", "streams", "messages"):  # once a minute per peer, not once a message
+            assert log.count(f"over its {kind} limit") == 1, kind
+        assert log.count("bad signatures") == 1 and a.proc.poll() is None
+        assert limit_hits(b, "wants") == limit_hits(b, "messages") == 0  # the honest peer was never held
+    finally:
+        bad.kill()
+        bad.wait()
+
+
+LIMITS = ("connections", "streams", "wants", "inflight", "messages", "records", "bad_records")
+
+
+def limit_hits(node: Node, kind: str) -> float:
+    with node.client() as c:
+        for line in c.get("/metrics").text.splitlines():
+            if line.startswith(f'edgefiles_peer_limit_hits_total{{limit="{kind}"}}'):
+                return float(line.split()[-1])
+    return 0.0
+
+
 def test_blocks_from_a_lying_peer_are_dropped_and_fetched_elsewhere(swarm, tmp_path):
     (a,) = swarm(1)
     payload = gen("truth", 24 << 20)

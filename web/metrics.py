@@ -58,6 +58,14 @@ class SwarmCollector:
             "edgefiles_names_table_exchanges", "Name table exchanges with members finished (either side)",
             value=c["table_exchanges"],
         )
+        hits = CounterMetricFamily(
+            "edgefiles_peer_limit_hits", "Times a peer went over a --peer-max-* limit (bad_records: forged)",
+            labels=["limit"],
+        )
+        for key, value in c.items():
+            if key.startswith("limit_hits_"):
+                hits.add_metric([key.removeprefix("limit_hits_")], value)
+        yield hits
 
 
 class Metrics:

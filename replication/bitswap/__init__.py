@@ -21,7 +21,7 @@ from .server import BitswapServer
 
 class Bitswap:
     def __init__(self, host: Any, membership: Membership, store: BlockStore, nursery: trio.Nursery):
-        self.network = BitswapNetwork(host, membership, nursery)
+        self.network = BitswapNetwork(host, membership, nursery, limiter=membership.limiter)
         planner = Planner(host.get_id(), lambda peer: peer.to_bytes())
         self.client = BitswapClient(planner, store, self.network, membership, nursery)
         self.server = BitswapServer(store, self.network, nursery, in_flight=self.client.in_flight_block,

@@ -6,6 +6,7 @@ server queue for it, on one long-lived stream of our own per peer.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ import trio
 from edgefiles.node.protobuf import DecodeError
 
 from ..framing import read_frames
+from ..limits import PeerLimiter, PeerLimits
 from ..membership import IPFS_PEER, Membership
 from . import message as bm
 
@@ -48,8 +50,10 @@ class Outgoing:
 
 class BitswapNetwork:
     def __init__(self, host: Any, membership: Membership, nursery: trio.Nursery,
-                 protocols: tuple[str, ...] = bm.PROTOCOLS):
+                 protocols: tuple[str, ...] = bm.PROTOCOLS, limiter: PeerLimiter | None = None):
         self.host = host
+        self.limiter = limiter or PeerLimiter(PeerLimits())
+        self._streams: Counter[Any] = Counter()  # inbound streams open per peer
         self.members = membership
         self.protocols = protocols  # offered and answered, newest first
         self._nursery = nursery
@@ -92,7 +96,13 @@ class BitswapNetwork:
         elif want_blocks:
             self.message_bytes[peer] = message_bytes(want_blocks)
 
+    def queued_bytes(self, peer: Any) -> int:
+        """Block bytes waiting to be sent to `peer`."""
+        box = self._outboxes.get(peer)
+        return 0 if box is None else sum(len(data) for _, data in box.pending.blocks)
+
     def peer_left(self, peer: Any) -> None:
+        self.limiter.forget(peer)
         self.message_bytes.pop(peer, None)
         box = self._outboxes.pop(peer, None)
         if box is not None:
@@ -104,15 +114,22 @@ class BitswapNetwork:
         if stream.get_protocol() == bm.LEGACY:
             self.on_legacy(peer)
         ended_cleanly = False
+        self._streams[peer] += 1
         try:
+            if self.limiter.over("streams", peer, self._streams[peer], trio.current_time()):
+                return
             async for body in read_frames(stream, bm.MAX_MESSAGE):
-                await receive(peer, bm.decode_unhashed(body))
+                if self.limiter.take("messages", peer, 1, trio.current_time()):
+                    await receive(peer, bm.decode_unhashed(body))
             ended_cleanly = True
         except DecodeError as exc:
             log.warning("closing bitswap stream from %s: %s", peer, exc)
         except Exception as exc:
             log.debug("bitswap stream from %s ended: %s", peer, exc)
         finally:
+            self._streams[peer] -= 1
+            if self._streams[peer] <= 0:
+                del self._streams[peer]
             # a sender that closed its side waits for ours (Helia sends every message on a
             # stream of its own): a reset there fails its send although every byte arrived
             try:

@@ -45,6 +45,9 @@ class Ledgers:
     def forget(self, peer: Any) -> None:
         self._by_peer.pop(peer, None)
 
+    def count(self, peer: Any) -> int:
+        return len(self._by_peer.get(peer, ()))
+
     def arrived(self, key: bytes) -> list[tuple[Any, Entry]]:
         """The peers waiting for a block that is here now; their entries are met."""
         met = []
@@ -91,6 +94,10 @@ class BitswapServer:
         """Queue a message's wants for `peer`'s task (started on its first message)."""
         if not (msg.wants or msg.full):
             return
+        asked, limiter = [w for w in msg.wants if not w.cancel], self.network.limiter
+        if limiter.over("wants", peer, self.ledgers.count(peer) + len(asked), trio.current_time()):
+            room = max(0, limiter.limits.wants - self.ledgers.count(peer))
+            msg.wants = [w for w in msg.wants if w.cancel] + asked[:room]  # the rest is dropped
         want_blocks = sum(1 for w in msg.wants if w.want_type == bm.WANT_BLOCK and not w.cancel)
         self.network.paced_by(peer, want_blocks, self._is_member(peer))
         queue = self._queues.get(peer)
@@ -125,10 +132,21 @@ class BitswapServer:
                         batch.append(queued.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
+                await self._until_drained(peer)
                 try:
                     await self._answer(peer, batch)
                 except Exception:
                     log.exception("answering the wants of %s failed", peer)
+
+    async def _until_drained(self, peer: Any) -> None:
+        """Hold a peer's next wants back while more than its in-flight limit of blocks waits
+        to be sent to it: a peer that asks faster than it reads fills only its own queue."""
+        limiter = self.network.limiter
+        if self.network.queued_bytes(peer) <= limiter.limits.inflight:
+            return
+        limiter.hit("inflight", peer, trio.current_time())
+        while self.network.queued_bytes(peer) > limiter.limits.inflight and peer in self._queues:
+            await trio.sleep(0.01)
 
     async def _answer(self, peer: Any, msgs: list[bm.Message]) -> None:
         """Each want goes into the ledger before its lookup, so a block that arrives during

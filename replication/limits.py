@@ -1,0 +1,75 @@
+"""What one peer may cost us: connections, streams, open wants, bytes queued for it, messages
+and name records per second. A peer over a limit is held back or has the excess dropped, the
+hit is counted (`edgefiles_peer_limit_hits_total{limit}`) and logged once a minute per peer
+and limit, so a misbehaving or malicious member cannot starve the node or its other peers.
+
+Pure: the caller passes the time; the swarm's trio side owns one `PeerLimiter`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("edgefiles.limits")
+LOG_EVERY = 60.0  # seconds between log lines for one peer and limit
+BURST_SECONDS = 2.0  # a rate limit lets this many seconds' worth through at once
+BAD_RECORDS = "bad_records"  # not a limit: counted and logged like one
+KINDS = ("connections", "streams", "wants", "inflight", "messages", "records", BAD_RECORDS)
+
+
+@dataclass(frozen=True)
+class PeerLimits:
+    connections: int = 4  # open at once
+    streams: int = 64  # inbound Bitswap streams open at once
+    wants: int = 16384  # wants open with us (a 4 GiB DAG at 256 KiB: the largest one read at once)
+    inflight: int = 64 << 20  # block bytes queued to send to it
+    messages: float = 2000.0  # Bitswap and name messages per second
+    records: float = 5000.0  # name records per second, gossiped or in table exchanges
+
+
+class PeerLimiter:
+    def __init__(self, limits: PeerLimits):
+        self.limits = limits
+        self.hits: Counter[str] = Counter()
+        self._buckets: dict[tuple[str, Any], tuple[float, float]] = {}  # (tokens, when)
+        self._logged: dict[tuple[str, Any], float] = {}
+
+    def take(self, kind: str, peer: Any, count: int, now: float) -> bool:
+        """Whether `peer` may send `count` more of `kind` (messages, records) now; a refusal
+        is a hit."""
+        rate = getattr(self.limits, kind)
+        tokens, when = self._buckets.get((kind, peer), (rate * BURST_SECONDS, now))
+        tokens = min(rate * BURST_SECONDS, tokens + (now - when) * rate)
+        if tokens < count:
+            self._buckets[(kind, peer)] = (tokens, now)
+            self.hit(kind, peer, now)
+            return False
+        self._buckets[(kind, peer)] = (tokens - count, now)
+        return True
+
+    def over(self, kind: str, peer: Any, amount: int, now: float) -> bool:
+        """Whether `amount` (connections, streams, wants, inflight bytes) is beyond the limit;
+        if so, a hit."""
+        if amount <= getattr(self.limits, kind):
+            return False
+        self.hit(kind, peer, now)
+        return True
+
+    def hit(self, kind: str, peer: Any, now: float) -> None:
+        self.hits[kind] += 1
+        last = self._logged.get((kind, peer))
+        if last is None or now - last >= LOG_EVERY:
+            self._logged[(kind, peer)] = now
+            if kind == BAD_RECORDS:
+                log.warning("peer %s sent name records with bad signatures; they are dropped", peer)
+            else:
+                log.warning("peer %s is over its %s limit (%s); the excess is %s", peer, kind,
+                            getattr(self.limits, kind), "held back" if kind == "inflight" else "dropped")
+
+    def forget(self, peer: Any) -> None:
+        for table in (self._buckets, self._logged):
+            for key in [k for k in table if k[1] == peer]:
+                del table[key]
