@@ -83,3 +83,13 @@ def fresh_node(tmp_path):
     yield make
     for n in started:
         n.stop()
+
+
+@pytest.fixture
+def network():
+    """Network namespaces the test makes (tests/netns.py), all removed afterwards."""
+    from netns import Network
+
+    net = Network(213)
+    yield net
+    net.close()

@@ -11,101 +11,15 @@ nothing leaves the machine.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import uuid
 
 import httpx
 import pytest
 from conftest import gen
+from netns import names, ns_node
 from nodeproc import Node, wait_until
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-class NsNode(Node):
-    """A node inside a network namespace, its API on the link to the root namespace."""
-
-    def __init__(self, data, ns: str, api_ip: str, swarm_ip: str, *extra: str):
-        super().__init__(data, *extra, api_port=4454, swarm_port=4001)
-        self.ns, self.api_ip, self.swarm_ip = ns, api_ip, swarm_ip
-        self.url = f"http://{api_ip}:4454"
-
-    def command(self) -> list[str]:
-        return [
-            "ip", "netns", "exec", self.ns,
-            sys.executable, "-m", "edgefiles", "serve", "--data", str(self.data),
-            "--api", f"{self.api_ip}:4454", "--swarm", f"/ip4/{self.swarm_ip}/tcp/4001", *self.extra,
-        ]
-
-
-class Network:
-    """Namespaces and the veth pairs between them, all removed by `close`."""
-
-    def __init__(self, subnet: int):
-        if os.geteuid() != 0:
-            pytest.fail("this test needs root to create network namespaces (CI runs as root)")
-        self.tag = uuid.uuid4().hex[:6]
-        self.prefix = f"10.{subnet}"
-        self.namespaces: list[str] = []
-        self.links = 0
-
-    def namespace(self) -> str:
-        ns = f"ef{len(self.namespaces)}{self.tag}"
-        ip("netns", "add", ns)
-        self.namespaces.append(ns)
-        ip("-n", ns, "link", "set", "lo", "up")
-        return ns
-
-    def link(self, a: str | None, b: str) -> tuple[str, str]:
-        """A /30 between two namespaces (a None: the root namespace); their addresses."""
-        n = self.links
-        self.links += 1
-        end_a, end_b = f"e{self.tag}{n}a", f"e{self.tag}{n}b"
-        addr_a, addr_b = f"{self.prefix}.{n}.1", f"{self.prefix}.{n}.2"
-        on_a = [] if a is None else ["-n", a]
-        ip("link", "add", end_a, *([] if a is None else ["netns", a]), "type", "veth",
-           "peer", "name", end_b, "netns", b)
-        ip(*on_a, "addr", "add", f"{addr_a}/30", "dev", end_a)
-        ip("-n", b, "addr", "add", f"{addr_b}/30", "dev", end_b)
-        ip(*on_a, "link", "set", end_a, "up")
-        ip("-n", b, "link", "set", end_b, "up")
-        return addr_a, addr_b
-
-    def set_link(self, ns: str, addr: str, up: bool) -> None:
-        """Bring the link end holding `addr` in `ns` up or down."""
-        n = int(addr.split(".")[2])
-        end = f"e{self.tag}{n}{'a' if addr.endswith('.1') else 'b'}"
-        ip("-n", ns, "link", "set", end, "up" if up else "down")
-
-    def close(self) -> None:
-        for ns in self.namespaces:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        for n in range(self.links):  # ends in the root namespace
-            subprocess.run(["ip", "link", "del", f"e{self.tag}{n}a"], capture_output=True)
-
-
-@pytest.fixture
-def network():
-    net = Network(213)
-    yield net
-    net.close()
-
-
-def ns_node(net: Network, data, swarm_ip: str, ns: str, *extra: str) -> NsNode:
-    _, api_ip = net.link(None, ns)
-    return NsNode(data, ns, api_ip, swarm_ip, *extra)
-
-
-def names(node: Node) -> dict[str, str]:
-    with node.client() as c:
-        return {n["name"]: n["cid"] for n in c.get("/api/v2/names").json()}
 
 
 def test_split_swarm_keeps_working_and_converges_when_healed(network, tmp_path):
