@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SYSTEM_PACKAGES := build-essential libgmp-dev python3-dev python3-venv
 # npm (for the Helia interop peer) from Debian only where no npm is installed already
-TEST_SYSTEM_PACKAGES := chromium iproute2 nftables postgresql $(if $(shell command -v npm),,nodejs npm)
+TEST_SYSTEM_PACKAGES := chromium fuse iproute2 libfuse2 nftables postgresql $(if $(shell command -v npm),,nodejs npm)
 INTEROP := tests/interop
 DATA ?= ./edgefiles-data
 
