@@ -11,7 +11,7 @@ import sys
 import uuid
 
 import pytest
-from nodeproc import Node
+from nodeproc import Node, wait_until
 
 
 def ip(*args: str) -> None:
@@ -79,6 +79,7 @@ class Network:
         ip("-n", self.switch_ns, "link", "add", "br0", "type", "bridge")
         ip("-n", self.switch_ns, "link", "set", "br0", "up")
         self.ports = 0
+        self.port_of: dict[str, tuple[str, str, str]] = {}  # address -> (namespace, its end, the bridge's)
 
     def attach(self, ns: str) -> str:
         """A port of the bridge into `ns`; the address it got there (one /24 for all ports)."""
@@ -90,7 +91,17 @@ class Network:
         addr = f"{self.prefix}.200.{self.ports}"
         ip("-n", ns, "addr", "add", f"{addr}/24", "dev", there)
         ip("-n", ns, "link", "set", there, "up")
+        self.port_of[addr] = (ns, there, here)
         return addr
+
+    def throttle(self, addr: str, rate: str) -> None:
+        """The bridge port of `addr` carries at most `rate` (e.g. "2mbit") each way (tc's token
+        bucket: this kernel has no netem to delay with)."""
+        ns, there, here = self.port_of[addr]
+        for where, dev in ((ns, there), (self.switch_ns, here)):
+            tbf = ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst", "32kbit",
+                   "latency", "400ms"]
+            subprocess.run(["ip", "netns", "exec", where, *tbf], check=True, capture_output=True)
 
     def drop(self, ns: str, peers: list[str], every: int = 1) -> None:
         """Drop swarm packets between `ns` and these addresses, both ways: all of them (every
@@ -125,3 +136,42 @@ def names(node: Node) -> dict[str, str]:
         return {n["name"]: n["cid"] for n in c.get("/api/v2/names").json()}
 
 
+
+
+def swarm_of_four(network: Network, tmp_path, *extra: str) -> tuple[list[NsNode], list[str], list[str]]:
+    """Four nodes, all dialling the first; (nodes, their namespaces, their swarm addresses)."""
+    network.switch()
+    key = tmp_path / "swarm.key"
+    key.write_text("d3" * 32)
+    spaces = [network.namespace() for _ in range(4)]
+    addrs = [network.attach(ns) for ns in spaces]
+    nodes: list[NsNode] = []
+    for i, (ns, addr) in enumerate(zip(spaces, addrs, strict=True)):
+        peers = ["--peer", nodes[0].swarm_addr] if nodes else []
+        nodes.append(ns_node(network, tmp_path / f"n{i}", addr, ns, "--swarm-key", str(key), *peers, *extra))
+        nodes[-1].start()
+    wait_until(lambda: all(len(peers_of(n)) == 3 for n in nodes), timeout=60, what="a full mesh")
+    return nodes, spaces, addrs
+
+
+def peers_of(node: NsNode) -> list[str]:
+    with node.client() as c:
+        return c.get("/api/v2/node/info").json()["peers"]
+
+
+def named(node: NsNode, name: str, files: list[tuple[str, bytes]]) -> str:
+    cid = node.upload(files).text
+    with node.client() as c:
+        assert c.put(f"/api/v2/files/{name}", content=cid).status_code == 200
+    return cid
+
+
+def serves(node: NsNode, path: str, data: bytes) -> bool:
+    with node.client() as c:
+        r = c.get(f"/api/v2/files/{path}")
+        return r.status_code == 200 and r.content == data
+
+
+def complete(node: NsNode, name: str) -> bool:
+    with node.client() as c:
+        return any(e["name"] == name and e["complete"] for e in c.get("/api/v2/names").json())

@@ -9,49 +9,10 @@ import os
 import time
 
 import pytest
-from netns import Network, NsNode, names, ns_node
+from netns import Network, complete, named, names, serves, swarm_of_four
 from nodeproc import wait_until
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def swarm_of_four(network: Network, tmp_path, *extra: str) -> tuple[list[NsNode], list[str], list[str]]:
-    """Four nodes, all dialling the first; (nodes, their namespaces, their swarm addresses)."""
-    network.switch()
-    key = tmp_path / "swarm.key"
-    key.write_text("d3" * 32)
-    spaces = [network.namespace() for _ in range(4)]
-    addrs = [network.attach(ns) for ns in spaces]
-    nodes: list[NsNode] = []
-    for i, (ns, addr) in enumerate(zip(spaces, addrs, strict=True)):
-        peers = ["--peer", nodes[0].swarm_addr] if nodes else []
-        nodes.append(ns_node(network, tmp_path / f"n{i}", addr, ns, "--swarm-key", str(key), *peers, *extra))
-        nodes[-1].start()
-    wait_until(lambda: all(len(peers_of(n)) == 3 for n in nodes), timeout=60, what="a full mesh")
-    return nodes, spaces, addrs
-
-
-def peers_of(node: NsNode) -> list[str]:
-    with node.client() as c:
-        return c.get("/api/v2/node/info").json()["peers"]
-
-
-def named(node: NsNode, name: str, files: list[tuple[str, bytes]]) -> str:
-    cid = node.upload(files).text
-    with node.client() as c:
-        assert c.put(f"/api/v2/files/{name}", content=cid).status_code == 200
-    return cid
-
-
-def serves(node: NsNode, path: str, data: bytes) -> bool:
-    with node.client() as c:
-        r = c.get(f"/api/v2/files/{path}")
-        return r.status_code == 200 and r.content == data
-
-
-def complete(node: NsNode, name: str) -> bool:
-    with node.client() as c:
-        return any(e["name"] == name and e["complete"] for e in c.get("/api/v2/names").json())
 
 
 def split(network: Network, spaces: list[str], addrs: list[str], left: list[int]) -> None:
@@ -111,23 +72,26 @@ def test_a_rollout_cut_by_a_partition_completes_once_it_heals(network, tmp_path)
             n.stop()
 
 
-@pytest.mark.parametrize("fault", ["lossy", "silent"])
+@pytest.mark.parametrize("fault", ["lossy", "slow", "silent"])
 def test_a_bad_link_to_one_peer_does_not_hold_back_a_fetch_others_can_serve(network, tmp_path, fault):
     """An app named on A is fetched by B, C and D at once, each asking the others for their
-    shares, while D's link to B loses one packet in three, or goes silent (no reset, nothing:
-    a peer that stopped answering) in the middle of the transfer. D completes all the same."""
+    shares, while D's link to B loses one packet in three, or B's link carries 2 Mbit/s, or
+    D's link to B goes silent (no reset, nothing: a peer that stopped answering) in the middle
+    of the transfer. D completes all the same."""
     nodes, spaces, addrs = swarm_of_four(network, tmp_path, "--fetch-timeout", "5")
     a, b, c, d = nodes
     app = os.urandom(48 << 20)
     try:
         if fault == "lossy":
             network.drop(spaces[3], [addrs[1]], every=3)
+        if fault == "slow":
+            network.throttle(addrs[1], "2mbit")
         named(a, "app", [("app.bin", app)])
         if fault == "silent":
             wait_until(lambda: "app" in names(d), what="D to start fetching")
             network.drop(spaces[3], [addrs[1]])
             assert not complete(d, "app"), "the transfer was over before B went silent"
-        for n in (b, c, d):
+        for n in (c, d) if fault == "slow" else (b, c, d):  # a slow B takes its time itself
             wait_until(lambda n=n: complete(n, "app"), timeout=180, what=f"{n.swarm_ip} to complete")
         assert serves(d, "app", app)
     finally:
