@@ -15,6 +15,8 @@ from . import admin_api, car, files_api, filestore, fsck_api, gateway, openapi, 
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, MethodNotAllowed, NotFound
+from .filestore import FsNotFound
+from .flowfuse.errors import FFRouteNotFound, PlatformNotFound
 from .host_route import host_name, serve_host
 from .metrics import Metrics, MetricsMiddleware
 from .storage import api as storage_api
@@ -55,8 +57,24 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:
         return MethodNotAllowed().response()
     if exc.status_code == 404:
-        return NotFound(f"no route for {request.url.path}").response()
+        return route_not_found(request.url.path)
     return JSONResponse({"code": "ERR_HTTP", "message": str(exc.detail)}, exc.status_code, CORS_HEADERS)
+
+
+def route_not_found(path: str) -> Response:
+    """No route matched (a path no route's pattern takes, e.g. one holding a newline): the 404
+    in the error body of the facade the path belongs to, which is the shape its clients read."""
+    text = f"no route for {path}"
+    tag = openapi.tag_of(path)
+    if tag == "flowfuse":
+        return FFRouteNotFound(text).response()
+    if tag == "filestore":
+        return FsNotFound(text).response()
+    if tag in ("tokens", "admin"):
+        return PlatformNotFound(text).response()
+    if tag == "storage":
+        return storage_api.failure(NotFound(text))
+    return NotFound(text).response()
 
 
 async def client_gone(request: Request, exc: Exception) -> Response:

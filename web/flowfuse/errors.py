@@ -60,6 +60,10 @@ class FFNoEntry(FlowFuseError):
     status, code = 404, "ENOENT"
 
 
+class FFRouteNotFound(FlowFuseError):
+    status, code = 404, "FST_ERR_NOT_FOUND"  # Fastify's, for a route it does not have
+
+
 class FFNoEntryToDelete(FlowFuseError):
     status, code = 400, "ENOENT"  # upstream answers a DELETE of a missing file with 400
 
