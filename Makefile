@@ -28,6 +28,8 @@ bench: setup
 	$(BIN)/python benchmarks/filestore.py
 	$(BIN)/python benchmarks/storage_api.py
 	$(BIN)/python benchmarks/interop.py
+	$(BIN)/python benchmarks/soak.py --minutes 10 --kill-every 60
+	$(BIN)/python benchmarks/faults.py
 
 setup: $(VENV)/.installed
 
