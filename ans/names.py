@@ -100,10 +100,9 @@ class Names:
         await self.registry.write(name, None, namespace, also=self._repin)
         return record.cid
 
-    async def apply_remote(self, records: list[NameRecord], verified: bool = False) -> None:
-        """Merge records from peers; winners are pinned (and their DAGs rolled out) like local
-        writes. `verified`: their signatures were checked as they arrived."""
-        await self.registry.apply(records, also=self._repin, verified=verified)
+    async def apply_remote(self, records: list[NameRecord]) -> None:
+        """Merge records from peers; winners are pinned (and their DAGs rolled out) like local writes."""
+        await self.registry.apply(records, also=self._repin)
 
     async def commit_named(self, imported: Imported, namespace: str, name: str, meta: bytes | None) -> None:
         """Make an imported file durable with `name` moved to it (`meta` in its record), in

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 
 import aiosqlite
@@ -40,6 +41,8 @@ class Registry:
         # every record that won, with the one it replaced (None for a new name)
         self.listeners: Listeners[Callable[[NameRecord, NameRecord | None], None]] = Listeners()
         self.local_writes: Listeners[Callable[[NameRecord], None]] = Listeners()  # records signed here
+        self.bad_records = 0  # received with signatures that fail
+        self._forged_logged = float("-inf")
 
     async def load(self) -> None:
         for (blob,) in await self._db.fetchall("SELECT record FROM names"):
@@ -97,17 +100,15 @@ class Registry:
             for hook in self.local_writes:
                 hook(record)
 
-    async def apply(self, records: list[NameRecord], also: AlsoInTx | None = None,
-                    verified: bool = False) -> list[NameRecord]:
+    async def apply(self, records: list[NameRecord], also: AlsoInTx | None = None) -> list[NameRecord]:
         """Merge records (local or received); persists and announces the winners.
 
         `also` runs inside the same transaction, so e.g. a pin changes atomically with its name.
-        `verified`: the caller has checked every signature already (the swarm, as they arrive).
         """
         if not any(self._might_win(r) for r in records):
             return []  # nothing new (e.g. a table exchange after a short break): no transaction
         async with self._db.transaction() as conn:
-            return await self.stage(conn, records, also, signed_here=verified)
+            return await self.stage(conn, records, also)
 
     def _might_win(self, record: NameRecord) -> bool:
         current = self.table.get(record.key)
@@ -115,7 +116,7 @@ class Registry:
 
     async def stage(
         self, conn: aiosqlite.Connection, records: list[NameRecord], also: AlsoInTx | None = None,
-        signed_here: bool = False,  # or checked already: no signature is checked again
+        signed_here: bool = False,
     ) -> list[NameRecord]:
         """Inside a transaction: the winners among `records`, written; the in-memory table and
         listeners follow once it commits. Winners are judged under the transaction, so two
@@ -141,7 +142,7 @@ class Registry:
         pending: Table = {}
         for r in records:
             if not signed_here and not rec_mod.is_valid(r):
-                log.warning("dropping name record with a bad signature for %r", r.name)
+                self._forged(r)
                 continue
             if too_far_ahead(r, now):
                 log.warning("dropping name record for %r: its clock is >5 min ahead of ours", r.name)
@@ -152,6 +153,16 @@ class Registry:
             if winner is not current:
                 pending[r.key] = winner
         return list(pending.values())
+
+    def _forged(self, record: NameRecord) -> None:
+        """A record whose signature fails: counted, and logged once a minute however many come
+        (a flood of forgeries must not flood the log too)."""
+        self.bad_records += 1
+        now = time.monotonic()
+        if now - self._forged_logged >= 60:
+            self._forged_logged = now
+            log.warning("dropping name records with bad signatures (%d so far; this one for %r)",
+                        self.bad_records, record.name)
 
     def _announce(self, changed: list[NameRecord]) -> None:
         for r in changed:

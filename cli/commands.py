@@ -62,7 +62,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="refuse uploads (507) once the store holds this many bytes")
     limits = p.add_argument_group(
         "limits per swarm peer", "what one peer may cost this node; beyond them the excess is dropped "
-        "(wants, messages, records, connections, streams) or held back (bytes to send), counted in "
+        "(records, connections, streams), forgotten (its oldest wants) or held back (messages, bytes "
+        "to send), counted in "
         "edgefiles_peer_limit_hits_total{limit} and logged once a minute per peer")
     for flag, default, text in PEER_LIMIT_FLAGS:
         metavar = "BYTES" if flag == "inflight" else "N"
@@ -78,8 +79,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
 
 PEER_LIMIT_FLAGS = (
     ("connections", "4", "connections open at once"),
-    ("streams", "64", "inbound Bitswap streams open at once"),
-    ("wants", "16384", "wants open with this node"),
+    ("streams", "256", "inbound Bitswap streams open at once"),
+    ("wants", "16384", "wants kept open with this node (past it, its oldest are forgotten)"),
     ("inflight", "64MiB", "block bytes queued to send to it"),
     ("messages", "2000", "Bitswap and name messages per second"),
     ("records", "5000", "gossiped name records per second"),

@@ -54,9 +54,12 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
     try:
         report = check(Path(args.data), args.repair, show)
-    except CannotRun as exc:
+    except Exception as exc:  # whatever stopped it, the status says "could not run", not "problems"
         bar.close()
-        print(f"edgefiles fsck: {exc}", file=sys.stderr)
+        reason = str(exc) if isinstance(exc, CannotRun) else f"{type(exc).__name__}: {exc}"
+        print(f"edgefiles fsck: {reason}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"ok": False, "error": reason}))
         return CANNOT_RUN
     bar.close()
     if args.json:
@@ -89,6 +92,8 @@ async def _offline(data: Path, repair: bool, show: Any) -> dict[str, Any]:
     from edgefiles.node.identity import load_or_create
     from edgefiles.node.profiles import get_profile
 
+    if not (data / "node.key").exists():  # fsck looks; it does not make a node of a folder
+        raise CannotRun(f"{data} has no node.key")
     try:
         core = await Core.open(CoreSettings(data, get_profile("kubo-v1")), load_or_create(data / "node.key"))
     except SchemaTooNew as exc:

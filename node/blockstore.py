@@ -145,6 +145,7 @@ class BlockStore:
         self._lock = threading.Lock()  # byte counts
         self._write_lock = threading.Lock()  # the writer connection: one transaction at a time
         self._gc_lock = threading.Lock()  # a block deduped against is not deleted meanwhile
+        self._compact_lock = threading.Lock()  # one compaction at a time (collection, fsck --repair)
         self._open: weakref.WeakSet[Batch] = weakref.WeakSet()
         self._recency = _ReadRecency(root / RECENT_READS)
         self._verified: dict[bytes, bool] = {}  # blocks hashed in this process
@@ -239,7 +240,7 @@ class BlockStore:
                 raise StorageFull("store quota reached")
             self._in_flight += size
         try:
-            places = self._packs.append(new, bulk)
+            places = self._packs.append(new, bulk, claim=batch.packs)
         except OSError as exc:
             with self._lock:
                 self._in_flight -= size
@@ -319,6 +320,10 @@ class BlockStore:
         them; (packs compacted, bytes given back to the disk). `seal_current` (blocks were
         just freed): the pack being appended to is sealed first when it qualifies. Packs an
         open batch writes to are left for later."""
+        with self._compact_lock:
+            return self._compact(dead_ratio, seal_current)
+
+    def _compact(self, dead_ratio: float, seal_current: bool) -> tuple[int, int]:
         self._packs.close_removed()
         live = blockindex.live_bytes_per_pack(self._readers.get())
         if seal_current and _mostly_dead(self._packs.end, live.get(self._packs.current, 0), dead_ratio):
@@ -398,12 +403,13 @@ class BlockStore:
         """Rewrite these packs without their unreferenced bytes (the one being appended to is
         sealed first); packs an open upload or transfer writes to are left alone. The bytes
         given back to the disk."""
-        self._packs.close_removed()
-        if self._packs.current in packs and not self._written_by_open_batch(self._packs.current):
-            self._packs.roll()
-        sealed = self._packs.sealed()
-        return sum(sealed[pack] - self._compact_pack(pack) for pack in sorted(packs)
-                   if pack in sealed and not self._written_by_open_batch(pack))
+        with self._compact_lock:
+            self._packs.close_removed()
+            if self._packs.current in packs and not self._written_by_open_batch(self._packs.current):
+                self._packs.roll()
+            sealed = self._packs.sealed()
+            return sum(sealed[pack] - self._compact_pack(pack) for pack in sorted(packs)
+                       if pack in sealed and not self._written_by_open_batch(pack))
 
     def save_recency(self) -> None:
         """Save read recency if blocks were read since it was last saved (blocking), so that

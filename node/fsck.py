@@ -84,10 +84,14 @@ class Fsck:
     def check(self) -> tuple[Report, _Findings]:
         started = time.monotonic()
         report, found = Report(), _Findings()
-        sizes = self.store.pack_sizes()  # before the rows: what they point into is within
-        rows = self.store.all_rows()
-        report.packs = len(sizes)
         report.sqlite = self._integrity()
+        sizes = self.store.pack_sizes()
+        try:
+            rows = self.store.all_rows()
+        except sqlite3.DatabaseError as exc:
+            report.sqlite.append(f"the blocks index cannot be read: {exc}")
+            return report.settle(), found
+        report.packs = len(sizes)
         self._verify(rows, sizes, report, found)
         self._walk(rows, report, found)
         self._unreferenced(rows, sizes, report, found)
@@ -138,20 +142,26 @@ class Fsck:
 
     def _verify_row(self, cid: bytes, place: tuple[int, int, int], sizes: dict[int, int]) -> str | None:
         """"ok", "corrupt", "past end", or None when the row changed under us (a running node
-        compacted or collected it), in which case it is checked where it is now, if anywhere."""
-        pack, offset, length = place
+        compacted or collected it), in which case it is checked where it is now, if anywhere.
+        (`sizes` is not consulted: a block committed after it was taken lies past it, whole.)"""
         try:
             data = self.store.read_raw(place)
         except FileNotFoundError:
             data = None
-        if data is None or offset + length > sizes.get(pack, 0) or len(data) != length:
+        if data is None or len(data) != place[2]:
             now = self.store.locate(cid)
             if now is None:
                 return None
             if tuple(now) != place:
-                return self._verify_row(cid, now, self.store.pack_sizes())
+                return self._verify_row(cid, now, sizes)
             return "past end"
         return "ok" if verify_block(cid, data) else "corrupt"
+
+    def still_damaged(self, cids: set[bytes]) -> list[bytes]:
+        """Those of `cids` that are damaged where their rows point now: the ones to drop."""
+        return [cid for cid in cids
+                if (place := self.store.locate(cid)) is not None
+                and self._verify_row(cid, tuple(place), {}) in ("corrupt", "past end")]
 
     # DAGs --------------------------------------------------------------------------------
     def _walk(self, rows: list, report: Report, found: _Findings) -> None:
@@ -240,9 +250,10 @@ class Fsck:
         of a pack compaction has removed meanwhile: its live blocks moved, the rest is gone)."""
         if pack not in self.store.pack_sizes():
             return []
+        writing = self.store.in_flight().get(pack, [])  # before the rows: a batch may commit between
         now = [(offset - record_overhead(cid), offset + length)
                for cid, offset, length in self.store.rows_in_pack(pack)]
-        busy = sorted(now + self.store.in_flight().get(pack, []))
+        busy = sorted(now + writing)
         return subtract(gaps, busy)
 
     # repair ------------------------------------------------------------------------------
@@ -250,14 +261,15 @@ class Fsck:
         """Drop damaged blocks, fetch what pinned or named DAGs lack (`fetch` asks the swarm:
         0 when alone), give unreferenced pack bytes back; what was done."""
         self._progress("repair", 0, 3)
-        dropped, _ = self.store.drop(sorted(found.corrupt)) if found.corrupt else (0, 0)
+        damaged = self.still_damaged(found.corrupt)  # a row may have moved to good bytes meanwhile
+        dropped, _ = self.store.drop(sorted(damaged)) if damaged else (0, 0)
         self._progress("repair", 1, 3)
         roots = sorted(found.incomplete_roots)
         fetched = fetch(roots) if roots else 0
         self._progress("repair", 2, 3)
         reclaimed = self.store.reclaim(set(found.unreferenced)) if found.unreferenced else 0
         self._progress("repair", 3, 3)
-        return {"dropped": dropped, "dropped_cids": sorted(to_str(c) for c in found.corrupt),
+        return {"dropped": dropped, "dropped_cids": sorted(to_str(c) for c in damaged),
                 "fetched_bytes": fetched, "reclaimed_bytes": reclaimed}
 
 

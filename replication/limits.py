@@ -17,14 +17,15 @@ log = logging.getLogger("edgefiles.limits")
 LOG_EVERY = 60.0  # seconds between log lines for one peer and limit
 BURST_SECONDS = 2.0  # a rate limit lets this many seconds' worth through at once
 BAD_RECORDS = "bad_records"  # not a limit: counted and logged like one
+FATE = {"inflight": "held back", "messages": "held back", "wants": "forgotten, oldest first"}
 KINDS = ("connections", "streams", "wants", "inflight", "messages", "records", BAD_RECORDS)
 
 
 @dataclass(frozen=True)
 class PeerLimits:
     connections: int = 4  # open at once
-    streams: int = 64  # inbound Bitswap streams open at once
-    wants: int = 16384  # wants open with us (a 4 GiB DAG at 256 KiB: the largest one read at once)
+    streams: int = 256  # inbound Bitswap streams open at once (Helia opens one per message)
+    wants: int = 16384  # wants kept open with us; past it the oldest are forgotten
     inflight: int = 64 << 20  # block bytes queued to send to it
     messages: float = 2000.0  # Bitswap and name messages per second
     records: float = 5000.0  # name records per second, gossiped or in table exchanges
@@ -37,15 +38,16 @@ class PeerLimiter:
         self._buckets: dict[tuple[str, Any], tuple[float, float]] = {}  # (tokens, when)
         self._logged: dict[tuple[str, Any], float] = {}
 
-    def take(self, kind: str, peer: Any, count: int, now: float) -> bool:
+    def take(self, kind: str, peer: Any, count: int, now: float, quiet: bool = False) -> bool:
         """Whether `peer` may send `count` more of `kind` (messages, records) now; a refusal
-        is a hit."""
+        is a hit (unless `quiet`: asking again for the same thing)."""
         rate = getattr(self.limits, kind)
         tokens, when = self._buckets.get((kind, peer), (rate * BURST_SECONDS, now))
         tokens = min(rate * BURST_SECONDS, tokens + (now - when) * rate)
         if tokens < count:
             self._buckets[(kind, peer)] = (tokens, now)
-            self.hit(kind, peer, now)
+            if not quiet:
+                self.hit(kind, peer, now)
             return False
         self._buckets[(kind, peer)] = (tokens - count, now)
         return True
@@ -67,7 +69,7 @@ class PeerLimiter:
                 log.warning("peer %s sent name records with bad signatures; they are dropped", peer)
             else:
                 log.warning("peer %s is over its %s limit (%s); the excess is %s", peer, kind,
-                            getattr(self.limits, kind), "held back" if kind == "inflight" else "dropped")
+                            getattr(self.limits, kind), FATE.get(kind, "dropped"))
 
     def forget(self, peer: Any) -> None:
         for table in (self._buckets, self._logged):

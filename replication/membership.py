@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import logging
 import os
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,7 +46,6 @@ class Membership:
                  limiter: PeerLimiter | None = None):
         self.host = host
         self.limiter = limiter or PeerLimiter(PeerLimits())
-        self._connections: Counter[Any] = Counter()
         self._key = swarm_key
         self._allowed = allowed
         self._nursery = nursery
@@ -226,18 +224,14 @@ def _events(membership: Membership) -> Any:
 
         async def connected(self, network: Any, conn: Any) -> None:
             peer = conn.muxed_conn.peer_id
-            self._m._connections[peer] += 1
-            if self._m.limiter.over("connections", peer, self._m._connections[peer], trio.current_time()):
+            open_now = len(network.get_connections(peer))  # libp2p's own count: never drifts
+            if self._m.limiter.over("connections", peer, open_now, trio.current_time()):
                 await conn.close()  # the ones it has are enough
                 return
             self._m._connected(peer)
 
         async def disconnected(self, network: Any, conn: Any) -> None:
-            peer = conn.muxed_conn.peer_id
-            self._m._connections[peer] -= 1
-            if self._m._connections[peer] <= 0:
-                del self._m._connections[peer]
-            self._m._disconnected(peer)
+            self._m._disconnected(conn.muxed_conn.peer_id)
 
         async def opened_stream(self, network: Any, stream: Any) -> None:
             pass

@@ -31,7 +31,6 @@ from edgefiles.ans import record as rec_mod
 from edgefiles.ans.record import NameRecord
 
 from .framing import frame, read_frames
-from .limits import BAD_RECORDS
 from .membership import MEMBER, Membership
 
 log = logging.getLogger("edgefiles.names")
@@ -185,7 +184,6 @@ class NameSync:
             flooding = not limiter.take("messages", origin, 1, now)
             if flooding or not limiter.take("records", origin, len(records), now):
                 continue  # a flood: what it held that matters comes back in a table exchange
-            records = self._signed(origin, records)
             if records:
                 await self._apply(records)
 
@@ -248,7 +246,7 @@ class NameSync:
             await stream.write(_frame(answer))
             if want:
                 offered = msgpack.unpackb(await anext(frames), raw=False).get("records", [])
-                records = self._signed(peer, [r for r in map(_decode_or_none, offered) if r])
+                records = [r for r in map(_decode_or_none, offered) if r]
                 if records:
                     await self._apply(records)
             self.exchanges += 1
@@ -256,14 +254,6 @@ class NameSync:
             log.debug("name table exchange with %s ended early", peer)
         except Exception as exc:
             log.warning("bad name table from %s: %r", peer, exc)
-
-    def _signed(self, peer: Any, records: list[NameRecord]) -> list[NameRecord]:
-        """The records whose signatures hold; the others are counted against `peer` (logged once
-        a minute, not once a record: a flood of forgeries must not flood the log either)."""
-        good = [r for r in records if rec_mod.is_valid(r)]
-        if len(good) < len(records):
-            self.members.limiter.hit(BAD_RECORDS, peer, trio.current_time())
-        return good
 
     # introductions: members that joined at the same moment learn of each other ---------------
     def _introduce(self, newcomer: Any, addrs: list[str]) -> None:

@@ -96,6 +96,7 @@ class Swarm:
             return {}
         sync = self.name_sync
         hits = {f"limit_hits_{kind}": self.limiter.hits[kind] for kind in LIMIT_KINDS}
+        hits["limit_hits_bad_records"] = self.names.registry.bad_records if self.names else 0
         return {**self.bitswap.counters(), "table_records_sent": sync.records_sent if sync else 0,
                 "table_exchanges": sync.exchanges if sync else 0, **hits}
 
@@ -195,8 +196,7 @@ class Swarm:
             self.members.keep_connected(addr)
 
     async def _apply(self, records: list[NameRecord]) -> None:
-        """Records from peers, their signatures checked by the name sync as they arrived."""
-        await self.host.to_asyncio(self.names.apply_remote(records, verified=True))
+        await self.host.to_asyncio(self.names.apply_remote(records))
 
     async def _on_asyncio(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call `fn` on the asyncio loop, which owns it (e.g. the exchange table), and return

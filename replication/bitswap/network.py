@@ -80,7 +80,7 @@ class BitswapNetwork:
         if not (wants or blocks or presences):
             return
         box = self._outboxes.get(peer)
-        if box is None:
+        if box is None or box.closed:  # a closed box (its peer went away once) takes nothing
             box = self._outboxes[peer] = _Outbox(self, peer)
             self._nursery.start_soon(box.run)
         box.pending.wants.extend(wants)
@@ -119,8 +119,10 @@ class BitswapNetwork:
             if self.limiter.over("streams", peer, self._streams[peer], trio.current_time()):
                 return
             async for body in read_frames(stream, bm.MAX_MESSAGE):
-                if self.limiter.take("messages", peer, 1, trio.current_time()):
-                    await receive(peer, bm.decode_unhashed(body))
+                if not self.limiter.take("messages", peer, 1, trio.current_time()):
+                    while not self.limiter.take("messages", peer, 1, trio.current_time(), quiet=True):
+                        await trio.sleep(1 / self.limiter.limits.messages)  # read slower: TCP pushes back
+                await receive(peer, bm.decode_unhashed(body))
             ended_cleanly = True
         except DecodeError as exc:
             log.warning("closing bitswap stream from %s: %s", peer, exc)

@@ -33,8 +33,16 @@ class Ledgers:
     def __init__(self) -> None:
         self._by_peer: dict[Any, dict[bytes, Entry]] = {}
 
-    def add(self, peer: Any, key: bytes, entry: Entry) -> None:
-        self._by_peer.setdefault(peer, {})[key] = entry
+    def add(self, peer: Any, key: bytes, entry: Entry, limit: int | None = None) -> bool:
+        """Record a want; past `limit` open wants the peer's oldest is forgotten (False): it
+        was most likely answered elsewhere long ago, and a peer still waiting asks again."""
+        ledger = self._by_peer.setdefault(peer, {})
+        ledger.pop(key, None)  # asked again: it is the newest now
+        ledger[key] = entry
+        if limit is None or len(ledger) <= limit:
+            return True
+        del ledger[next(iter(ledger))]
+        return False
 
     def get(self, peer: Any, key: bytes) -> Entry | None:
         return self._by_peer.get(peer, {}).get(key)
@@ -94,10 +102,6 @@ class BitswapServer:
         """Queue a message's wants for `peer`'s task (started on its first message)."""
         if not (msg.wants or msg.full):
             return
-        asked, limiter = [w for w in msg.wants if not w.cancel], self.network.limiter
-        if limiter.over("wants", peer, self.ledgers.count(peer) + len(asked), trio.current_time()):
-            room = max(0, limiter.limits.wants - self.ledgers.count(peer))
-            msg.wants = [w for w in msg.wants if w.cancel] + asked[:room]  # the rest is dropped
         want_blocks = sum(1 for w in msg.wants if w.want_type == bm.WANT_BLOCK and not w.cancel)
         self.network.paced_by(peer, want_blocks, self._is_member(peer))
         queue = self._queues.get(peer)
@@ -132,7 +136,6 @@ class BitswapServer:
                         batch.append(queued.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                await self._until_drained(peer)
                 try:
                     await self._answer(peer, batch)
                 except Exception:
@@ -145,13 +148,17 @@ class BitswapServer:
         if self.network.queued_bytes(peer) <= limiter.limits.inflight:
             return
         limiter.hit("inflight", peer, trio.current_time())
-        while self.network.queued_bytes(peer) > limiter.limits.inflight and peer in self._queues:
+        while self.network.queued_bytes(peer) > limiter.limits.inflight and self._here(peer):
             await trio.sleep(0.01)
+
+    def _here(self, peer: Any) -> bool:
+        return peer in self._queues
 
     async def _answer(self, peer: Any, msgs: list[bm.Message]) -> None:
         """Each want goes into the ledger before its lookup, so a block that arrives during
         the lookup is sent by `block_arrived`; the lookup answers only what is still open."""
         asks: list[tuple[bytes, Entry]] = []
+        limiter, evicted = self.network.limiter, False
         for msg in msgs:
             if msg.full:
                 self.ledgers.forget(peer)
@@ -162,9 +169,14 @@ class BitswapServer:
                     continue
                 self._on_asked(peer, key)
                 entry = (want.cid, want)
-                self.ledgers.add(peer, key, entry)
+                evicted |= not self.ledgers.add(peer, key, entry, limiter.limits.wants)
                 asks.append((key, entry))
+        if evicted:
+            limiter.hit("wants", peer, trio.current_time())
         for group in lookup_groups(asks):
+            await self._until_drained(peer)  # per group: one message may ask for gigabytes
+            if not self._here(peer):
+                return  # it left: answering would only open a dead outbox for it
             found = await trio.to_thread.run_sync(self._look_up, group)
             self._reply(peer, group, found)
 

@@ -51,6 +51,8 @@ class Platform:
         return grant
 
     async def _ask(self, authorization: str, project: str, now: float) -> Grant | None:
+        if project in ("", ".", ".."):  # the URL would name another platform route
+            return None
         # the project id came percent-decoded from our own path: one segment again, whatever it holds
         url = f"{self.base_url}/account/check/project/{quote(project, safe='')}"
         headers = {
