@@ -42,6 +42,7 @@ class SchemaTooNew(RuntimeError):
 
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=10000")
+READER_CACHE_KIB = 256
 
 
 def _configure(conn: sqlite3.Connection) -> None:
@@ -159,6 +160,9 @@ def open_reader(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA query_only=1")
+    # one of these per worker thread: SQLite's 2 MiB default cache each made a node's memory
+    # climb for minutes as more threads took their turn (the OS page cache is behind it anyway)
+    conn.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
     return conn
 
 
