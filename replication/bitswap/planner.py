@@ -177,6 +177,9 @@ class Planner:
             took = now - want.asked_at
             self._response[peer] = took if seen is None else 0.875 * seen + 0.125 * took
         self._forget(want)
+        for other in want.asked_have:  # their ledgers would keep our want-have for good
+            if other != peer and other != want.asked_block:
+                self._send(other, bm.Want(cid, bm.WANT_HAVE, cancel=True))
         self._release(want, refused=False, tell=want.asked_block != peer)
         return True
 
