@@ -70,7 +70,10 @@ class Sim:
         or `max_steps` events (a planner that keeps asking in circles)."""
         next_tick = self.now
         for _ in range(max_steps):
-            if not self.planner.wants or self.now >= until:
+            if self.now >= until:
+                return
+            if not self.planner.wants:
+                self._settle(max_steps)
                 return
             if self._queue and self._queue[0][0] <= next_tick:
                 when, _, (fn, args) = heapq.heappop(self._queue)
@@ -80,6 +83,19 @@ class Sim:
                 self.now, next_tick = next_tick, next_tick + TICK
             self.planner.plan(self.now)
             self.flush()
+
+    def _settle(self, max_steps: int) -> None:
+        """Every want is met: what the planner still sends (cancels) reaches the peers, and
+        what is on the wire arrives, as on a real network that goes on after we stop asking."""
+        met_at, horizon = self.now, self.now + 10 * self.delay
+        for _ in range(max_steps):
+            self.flush()
+            if not self._queue or self._queue[0][0] > horizon:  # only what is on the wire
+                break
+            when, _, (fn, args) = heapq.heappop(self._queue)
+            self.now = max(self.now, when)
+            fn(*args)
+        self.now = met_at  # callers read when the last want was met
 
     def flush(self) -> None:
         for name, wants in self.planner.take_outgoing().items():

@@ -49,9 +49,12 @@ def test_every_want_is_met_by_a_peer_that_has_it_within_the_window(swarm, delay,
     assert set(sim.received) == set(wanted), f"{len(wanted) - len(sim.received)} wants never met"
     for cid, name in sim.received.items():
         assert cid in sim.peers[name].holds  # from a peer that has it, never made up
+    stayed = {p.name for p in peers} - {name for name, _, _ in leaving}
     for peer in peers:
         assert peer.most_want_blocks <= PEER_WINDOW
         assert sim.planner.outstanding(peer.name) == 0  # nothing left asked once all is met
+        if peer.name in stayed:  # and nothing left in its ledger either: want-haves included
+            assert not peer.ledger, f"{peer.name} ({peer.kind}) still keeps {len(peer.ledger)} of our wants"
 
 
 @given(st.integers(1, 200), st.integers(1, 4))
