@@ -17,6 +17,7 @@ import os
 import socket
 import struct
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,15 +150,26 @@ async def _offline(data: Path, args: argparse.Namespace) -> dict[str, Any]:
 def _through_node(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     request = {k: v for k, v in vars(args).items() if k not in ("func", "data")}
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(30)
-            s.connect(str(data / SOCKET_NAME))
-            s.sendall(json.dumps(request).encode() + b"\n")
-            s.shutdown(socket.SHUT_WR)
-            reply = b"".join(iter(lambda: s.recv(65536), b""))
-    except OSError as exc:
-        raise CliError(f"the node on {data} is running but its admin socket does not answer: {exc}") from None
-    return json.loads(reply)
+        return next(ask_node(data, request, timeout=30))
+    except (OSError, ValueError, StopIteration) as exc:
+        raise CliError(unreachable(data, exc)) from None
+
+
+def ask_node(data: Path, request: dict[str, Any], timeout: float | None) -> Iterator[dict[str, Any]]:
+    """One request to the running node's admin socket; its answer, one JSON object a line
+    (a check sends progress lines before its report). OSError or ValueError when the socket
+    does not answer as it should."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(data / SOCKET_NAME))
+        s.sendall(json.dumps(request).encode() + b"\n")
+        s.shutdown(socket.SHUT_WR)
+        for line in s.makefile("rb"):
+            yield json.loads(line)
+
+
+def unreachable(data: Path, exc: Exception) -> str:
+    return f"the node on {data} is running but its admin socket does not answer: {exc or 'no answer'}"
 
 
 # the node's side of the socket ------------------------------------------------------------

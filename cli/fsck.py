@@ -11,13 +11,12 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
-from .admin import SOCKET_NAME
+from .admin import ask_node, unreachable
 from .client_commands import Progress
 
 UNITS = {"blocks": None, "dags": "DAGs", "packs": "packs", "sqlite": "checks", "repair": "steps"}
@@ -108,21 +107,15 @@ async def _offline(data: Path, repair: bool, show: Any) -> dict[str, Any]:
 def _through_node(data: Path, repair: bool, show: Any) -> dict[str, Any]:
     """Ask the running node; its progress lines are drawn as they come."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.connect(str(data / SOCKET_NAME))
-            s.sendall(json.dumps({"kind": "fsck", "repair": repair}).encode())
-            s.shutdown(socket.SHUT_WR)
-            for line in s.makefile("rb"):
-                message = json.loads(line)
-                if "progress" in message:
-                    show(*message["progress"])
-                elif "result" in message:
-                    return message["result"]
-                else:
-                    raise CannotRun(message.get("error", "the node gave no report"))
+        for message in ask_node(data, {"kind": "fsck", "repair": repair}, timeout=None):
+            if "progress" in message:
+                show(*message["progress"])
+            elif "result" in message:
+                return message["result"]
+            else:
+                raise CannotRun(message.get("error", "the node gave no report"))
     except (OSError, ValueError) as exc:
-        raise CannotRun(f"the node on {data} is running but its admin socket does not answer: {exc}") \
-            from None
+        raise CannotRun(unreachable(data, exc)) from None
     raise CannotRun(f"the node on {data} stopped answering before the check was done")
 
 

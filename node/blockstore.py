@@ -29,7 +29,7 @@ import msgpack
 from . import blockindex
 from .cid import normalize, verify_block
 from .db import Readers, open_writer, write_transaction
-from .packs import STORAGE_ERRNOS, Packs, Place, record_overhead
+from .packs import STORAGE_ERRNOS, Packs, Place, record_span
 
 RECENT_READS = "recent-reads.msgpack"  # next to the packs: read recency kept across restarts
 HINTS_KEPT = 200_000  # entries of each in-memory hint table
@@ -384,7 +384,7 @@ class BlockStore:
         spans: dict[int, list[tuple[int, int]]] = {}
         for batch in list(self._open):
             for cid, (pack, offset, length) in list(batch.places.items()):
-                spans.setdefault(pack, []).append((offset - record_overhead(cid), offset + length))
+                spans.setdefault(pack, []).append(record_span(cid, offset, length))
         return spans
 
     def drop(self, cids: list[bytes]) -> tuple[int, int]:

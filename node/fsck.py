@@ -21,11 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from .blockstore import BlockStore, CorruptBlock
-from .cid import DAG_PB, codec_of, is_identity, normalize, to_str, verify_block
-from .dagpb import decode
-from .packs import ALIGN, record_overhead
+from .cid import is_identity, normalize, to_str, verify_block
+from .gc import child_cids
+from .packs import ALIGN, record_span
 from .pins import live_roots
-from .protobuf import DecodeError
 
 Progress = Callable[[str, int, int], None]
 Span = tuple[int, int]  # (start, end) of bytes in a pack
@@ -92,7 +91,7 @@ class Fsck:
             report.sqlite.append(f"the blocks index cannot be read: {exc}")
             return report.settle(), found
         report.packs = len(sizes)
-        self._verify(rows, sizes, report, found)
+        self._verify(rows, report, found)
         self._walk(rows, report, found)
         self._unreferenced(rows, sizes, report, found)
         report.corrupt = sorted(to_str(c) for c in found.corrupt)
@@ -114,12 +113,12 @@ class Fsck:
         return answer
 
     # blocks ------------------------------------------------------------------------------
-    def _verify(self, rows: list, sizes: dict[int, int], report: Report, found: _Findings) -> None:
+    def _verify(self, rows: list, report: Report, found: _Findings) -> None:
         total = sum(row[3] for row in rows)
         done = 0
         self._progress("blocks", 0, total)
         with ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="fsck") as pool:
-            results = pool.map(lambda group: self._verify_group(group, sizes), _groups(rows))
+            results = pool.map(self._verify_group, _groups(rows))
             for bad, past_end, checked, size in results:
                 found.corrupt.update(bad)
                 report.rows_past_end += past_end
@@ -128,10 +127,10 @@ class Fsck:
                 self._progress("blocks", done, total)
         report.bytes = done
 
-    def _verify_group(self, rows: list, sizes: dict[int, int]) -> tuple[list[bytes], int, int, int]:
+    def _verify_group(self, rows: list) -> tuple[list[bytes], int, int, int]:
         bad, past_end, checked = [], 0, 0
         for cid, pack, offset, length in rows:
-            verdict = self._verify_row(cid, (pack, offset, length), sizes)
+            verdict = self._verify_row(cid, (pack, offset, length))
             if verdict is None:
                 continue  # collected or moved since the snapshot: not ours to judge
             checked += 1
@@ -140,10 +139,11 @@ class Fsck:
                 past_end += verdict == "past end"
         return bad, past_end, checked, sum(row[3] for row in rows)
 
-    def _verify_row(self, cid: bytes, place: tuple[int, int, int], sizes: dict[int, int]) -> str | None:
+    def _verify_row(self, cid: bytes, place: tuple[int, int, int]) -> str | None:
         """"ok", "corrupt", "past end", or None when the row changed under us (a running node
         compacted or collected it), in which case it is checked where it is now, if anywhere.
-        (`sizes` is not consulted: a block committed after it was taken lies past it, whole.)"""
+        Judged by the bytes read, not by the pack sizes taken earlier: a block committed after
+        they were taken lies past them, whole."""
         try:
             data = self.store.read_raw(place)
         except FileNotFoundError:
@@ -153,7 +153,7 @@ class Fsck:
             if now is None:
                 return None
             if tuple(now) != place:
-                return self._verify_row(cid, now, sizes)
+                return self._verify_row(cid, now)
             return "past end"
         return "ok" if verify_block(cid, data) else "corrupt"
 
@@ -161,7 +161,7 @@ class Fsck:
         """Those of `cids` that are damaged where their rows point now: the ones to drop."""
         return [cid for cid in cids
                 if (place := self.store.locate(cid)) is not None
-                and self._verify_row(cid, tuple(place), {}) in ("corrupt", "past end")]
+                and self._verify_row(cid, tuple(place)) in ("corrupt", "past end")]
 
     # DAGs --------------------------------------------------------------------------------
     def _walk(self, rows: list, report: Report, found: _Findings) -> None:
@@ -198,32 +198,24 @@ class Fsck:
             if cid in corrupt or not (cid in indexed or self.store.has(cid)):
                 gaps.add(cid)
                 continue
-            if codec_of(cid) == DAG_PB:
-                children = links.get(cid)
-                if children is None:
-                    children = links[cid] = self._children(cid, corrupt)
-                stack.extend(children)
+            children = links.get(cid)
+            if children is None:
+                try:
+                    children = child_cids(self.store, cid)
+                except CorruptBlock:
+                    corrupt.add(cid)  # damaged since the blocks were hashed
+                    children = []
+                if children:  # inner nodes only: one entry per leaf would cost more than a look
+                    links[cid] = children
+            stack.extend(children)
         return gaps
-
-    def _children(self, cid: bytes, corrupt: set[bytes]) -> list[bytes]:
-        try:
-            data = self.store.get(cid)
-        except CorruptBlock:
-            corrupt.add(cid)  # damaged since the blocks were hashed
-            return []
-        if data is None:
-            return []
-        try:
-            return [normalize(link.cid) for link in decode(data).links]
-        except DecodeError:
-            return []  # hashes right but is no dag-pb node: nothing below it can be needed
 
     # pack bytes --------------------------------------------------------------------------
     def _unreferenced(self, rows: list, sizes: dict[int, int], report: Report, found: _Findings) -> None:
         spans: dict[int, list[Span]] = {pack: [] for pack in sizes}
         for cid, pack, offset, length in rows:
             if pack in spans:
-                spans[pack].append((offset - record_overhead(cid), offset + length))
+                spans[pack].append(record_span(cid, offset, length))
         self._progress("packs", 0, len(sizes))
         for i, (pack, size) in enumerate(sorted(sizes.items())):
             candidates = [gap for gap in gaps_between(spans[pack], size) if not self._padding(pack, gap)]
@@ -251,8 +243,7 @@ class Fsck:
         if pack not in self.store.pack_sizes():
             return []
         writing = self.store.in_flight().get(pack, [])  # before the rows: a batch may commit between
-        now = [(offset - record_overhead(cid), offset + length)
-               for cid, offset, length in self.store.rows_in_pack(pack)]
+        now = [record_span(cid, offset, length) for cid, offset, length in self.store.rows_in_pack(pack)]
         busy = sorted(now + writing)
         return subtract(gaps, busy)
 

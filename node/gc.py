@@ -42,19 +42,25 @@ def reachable(store: BlockStore, roots: list[bytes], into: set[bytes] | None = N
         if cid in live:
             continue
         live.add(cid)
-        if codec_of(cid) != DAG_PB:
-            continue
         try:
-            data = store.get(cid)
+            stack.extend(child_cids(store, cid))
         except CorruptBlock:
             continue
-        if data is None:
-            continue
-        try:
-            stack.extend(normalize(link.cid) for link in decode(data).links)
-        except DecodeError:
-            continue
     return live
+
+
+def child_cids(store: BlockStore, cid: bytes) -> list[bytes]:
+    """The blocks a stored block links to (normalized): none for a leaf, an absent block or
+    one that hashes right but is no dag-pb node; CorruptBlock when its bytes are damaged."""
+    if codec_of(cid) != DAG_PB:
+        return []
+    data = store.get(cid)
+    if data is None:
+        return []
+    try:
+        return [normalize(link.cid) for link in decode(data).links]
+    except DecodeError:
+        return []
 
 
 def collect(store: BlockStore, limit: int) -> GcReport:

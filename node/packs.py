@@ -248,9 +248,10 @@ class Packs:
         return self.root / f"pack-{pack:06d}.dat"
 
 
-def record_overhead(cid: bytes) -> int:
-    """Bytes of a record before its data: the header and the CID."""
-    return HEADER.size + len(cid)
+def record_span(cid: bytes, offset: int, length: int) -> tuple[int, int]:
+    """(start, end) in its pack of the whole record whose data lies at `offset`: the header
+    and the CID come before the data."""
+    return offset - HEADER.size - len(cid), offset + length
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:

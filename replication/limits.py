@@ -16,9 +16,8 @@ from typing import Any
 log = logging.getLogger("edgefiles.limits")
 LOG_EVERY = 60.0  # seconds between log lines for one peer and limit
 BURST_SECONDS = 2.0  # a rate limit lets this many seconds' worth through at once
-BAD_RECORDS = "bad_records"  # not a limit: counted and logged like one
 FATE = {"inflight": "held back", "messages": "held back", "wants": "forgotten, oldest first"}
-KINDS = ("connections", "streams", "wants", "inflight", "messages", "records", BAD_RECORDS)
+KINDS = ("connections", "streams", "wants", "inflight", "messages", "records")
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class PeerLimits:
     wants: int = 16384  # wants kept open with us; past it the oldest are forgotten
     inflight: int = 64 << 20  # block bytes queued to send to it
     messages: float = 2000.0  # Bitswap and name messages per second
-    records: float = 5000.0  # name records per second, gossiped or in table exchanges
+    records: float = 5000.0  # gossiped name records per second (table exchanges are not counted)
 
 
 class PeerLimiter:
@@ -65,11 +64,8 @@ class PeerLimiter:
         last = self._logged.get((kind, peer))
         if last is None or now - last >= LOG_EVERY:
             self._logged[(kind, peer)] = now
-            if kind == BAD_RECORDS:
-                log.warning("peer %s sent name records with bad signatures; they are dropped", peer)
-            else:
-                log.warning("peer %s is over its %s limit (%s); the excess is %s", peer, kind,
-                            getattr(self.limits, kind), FATE.get(kind, "dropped"))
+            log.warning("peer %s is over its %s limit (%s); the excess is %s", peer, kind,
+                        getattr(self.limits, kind), FATE.get(kind, "dropped"))
 
     def forget(self, peer: Any) -> None:
         for table in (self._buckets, self._logged):

@@ -96,7 +96,7 @@ class Swarm:
             return {}
         sync = self.name_sync
         hits = {f"limit_hits_{kind}": self.limiter.hits[kind] for kind in LIMIT_KINDS}
-        hits["limit_hits_bad_records"] = self.names.registry.bad_records if self.names else 0
+        hits["limit_hits_bad_records"] = self.names.registry.bad_records if self.names else 0  # forgeries
         return {**self.bitswap.counters(), "table_records_sent": sync.records_sent if sync else 0,
                 "table_exchanges": sync.exchanges if sync else 0, **hits}
 

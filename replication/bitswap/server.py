@@ -53,9 +53,6 @@ class Ledgers:
     def forget(self, peer: Any) -> None:
         self._by_peer.pop(peer, None)
 
-    def count(self, peer: Any) -> int:
-        return len(self._by_peer.get(peer, ()))
-
     def arrived(self, key: bytes) -> list[tuple[Any, Entry]]:
         """The peers waiting for a block that is here now; their entries are met."""
         met = []
