@@ -114,23 +114,26 @@ class Soak:
             self.uploads[r.text] = (data, op.index)
         return True
 
-    def _read(self, op: Op) -> bool | str | None:
+    def _reachable_upload(self, rng: random.Random) -> str | None:
+        """An upload whose node is up (its blocks may be only there); None before the first."""
         with self.lock:
             choices = [cid for cid, (_, holder) in self.uploads.items() if holder not in self.down]
-        if not choices:
+        return rng.choice(choices) if choices else None
+
+    def _read(self, op: Op) -> bool | str | None:
+        cid = self._reachable_upload(op.rng)
+        if cid is None:
             return None
-        cid = op.rng.choice(choices)
         r = op.files.get(f"/api/v2/files/{cid}")
         if r.status_code != 200 or r.content != self.uploads[cid][0]:
             return f"{cid}: {r.status_code}, {len(r.content)} bytes"
         return True
 
     def _rename(self, op: Op) -> bool | str | None:
-        with self.lock:
-            choices = [cid for cid, (_, holder) in self.uploads.items() if holder not in self.down]
-        if not choices:
+        cid = self._reachable_upload(op.rng)
+        if cid is None:
             return None
-        r = op.files.put(f"/api/v2/files/app-{op.rng.randrange(NAMES)}", content=op.rng.choice(choices))
+        r = op.files.put(f"/api/v2/files/app-{op.rng.randrange(NAMES)}", content=cid)
         return True if r.status_code in (200, 204) else f"{r.status_code} {r.text[:200]}"
 
     def _flowfuse(self, op: Op) -> bool | str:
