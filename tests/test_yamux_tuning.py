@@ -1,0 +1,128 @@
+"""Yamux as we tune it: the receive-window credit we give senders never passes py-libp2p's own
+16 MiB limit, whatever the sizes of frames and reads (a sender that uses all its credit in one
+frame, as js-libp2p's Yamux does, is never cut off for an oversized frame); the frames we send
+each fit one Noise message and carry the data whole; a sender out of credit goes on the moment
+credit comes."""
+
+from __future__ import annotations
+
+import struct
+
+import trio
+from edgefiles.replication import yamux_tuning
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from libp2p.stream_muxer.yamux.yamux import (
+    MAX_WINDOW_SIZE,
+    TYPE_WINDOW_UPDATE,
+    YAMUX_HEADER_FORMAT,
+    YamuxStream,
+)
+from trio.testing import MockClock, wait_all_tasks_blocked
+
+
+class Connection:
+    """What a Yamux stream needs of its connection, recording the credit it sends."""
+
+    def __init__(self) -> None:
+        self.stream_buffers = {1: bytearray()}
+        self.credit_sent = 0
+        self.frames: list[bytes] = []  # data frames
+
+    def rtt(self) -> float:
+        return 0.001
+
+    async def _write_frame(self, frame: bytes) -> None:
+        _, kind, _, _, length = struct.unpack(YAMUX_HEADER_FORMAT, frame[:12])
+        if kind == TYPE_WINDOW_UPDATE:
+            self.credit_sent += length
+        else:
+            self.frames.append(bytes(frame))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.05, 1.0), st.floats(0.05, 1.0)), min_size=1, max_size=120))
+def test_a_greedy_sender_never_gets_credit_past_the_limit(steps):
+    yamux_tuning.install()
+
+    async def run() -> None:
+        conn = Connection()
+        stream = YamuxStream(1, conn, True)
+        credit = stream.recv_window  # what the sender may still send
+        buffer = conn.stream_buffers[1]
+        for send_share, read_share in steps:
+            frame = max(1, int(credit * send_share))  # the sender uses its credit greedily
+            assert frame <= MAX_WINDOW_SIZE
+            buffer.extend(bytes(frame))
+            stream.recv_window -= frame
+            credit -= frame
+            read = max(1, int(len(buffer) * read_share))
+            del buffer[:read]
+            before = conn.credit_sent
+            await stream._auto_tune_and_send_window_update(bytes_read=read)
+            credit += conn.credit_sent - before
+            assert credit == stream.recv_window
+            assert credit + len(buffer) <= MAX_WINDOW_SIZE
+        assert credit > 0 or buffer  # the sender is never left waiting for nothing
+
+    trio.run(run)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 1 << 22), st.lists(st.integers(0, 1 << 20), max_size=200))
+def test_frames_fit_one_noise_message_and_the_window(total, windows):
+    lengths = yamux_tuning.frame_lengths(total, windows)
+    assert all(0 < n <= yamux_tuning.FRAME_PAYLOAD for n in lengths)
+    assert all(n + yamux_tuning.HEADER_SIZE <= yamux_tuning.NOISE_PLAINTEXT for n in lengths)
+    assert sum(lengths) <= total
+    granted = [w for w in windows if w > 0]
+    assert all(n <= w for n, w in zip(lengths, granted, strict=False))  # never past the window of the moment
+    wide = [w for w in granted if w >= yamux_tuning.FRAME_PAYLOAD]
+    if wide == granted and len(wide) > total // yamux_tuning.FRAME_PAYLOAD:
+        assert sum(lengths) == total  # enough wide windows carry it all
+
+
+PATTERN = bytes(i % 251 for i in range(300_000))  # any slice shows bytes out of order
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 300_000), st.integers(500, 200_000))
+def test_a_write_arrives_whole_in_frames_of_one_noise_message(size, window):
+    yamux_tuning.install()
+    data = PATTERN[:size]
+
+    async def run() -> None:
+        conn = Connection()
+        stream = YamuxStream(1, conn, True)
+        stream.send_window = window
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.write, data)
+            while sum(len(f) - 12 for f in conn.frames) < len(data):
+                await wait_all_tasks_blocked()
+                stream.send_window += window  # the peer's credit, as its WINDOW_UPDATE gives it
+        assert all(len(f) <= yamux_tuning.NOISE_PLAINTEXT for f in conn.frames)
+        assert b"".join(f[12:] for f in conn.frames) == data
+
+    trio.run(run)
+
+
+def test_a_sender_out_of_credit_goes_on_when_credit_comes_with_no_time_passing():
+    """py-libp2p looked for credit every 10 ms: on a clock that stands still its sender never
+    went on."""
+    yamux_tuning.install()
+    clock = MockClock()
+
+    async def run() -> None:
+        conn = Connection()
+        stream = YamuxStream(1, conn, True)
+        stream.send_window = 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.write, bytes(1000))
+            await wait_all_tasks_blocked()
+            assert conn.frames == []
+            stream.send_window += 1000
+            await wait_all_tasks_blocked()
+            assert [len(f) for f in conn.frames] == [12 + 1000]
+        assert trio.current_time() == 0
+
+    trio.run(run, clock=clock)
