@@ -8,7 +8,10 @@
         honest, but speaks only Bitswap 1.0 (no want-have, no presences, bare blocks);
     python lying_peer.py flood DATA_DIR SWARM_KEY_FILE LISTEN PEER_ADDR
         floods every member it meets: a want list of 50,000 blocks, 200 Bitswap streams held
-        open, 3,000 messages as fast as it can, and a table exchange of 20,000 forged records.
+        open, 3,000 messages as fast as it can, and a table exchange of 20,000 forged records;
+    python lying_peer.py bystander DATA_DIR SWARM_KEY_FILE LISTEN PEER_ADDR
+        honest, holds nothing, and prints every want it is sent ("want <want-block|want-have>
+        <CID hex>"): what a node asks of a peer that has nothing to give.
 
 Only the part under test is swapped, so the node sees what a broken or malicious member
 with the swarm key would really send.
@@ -42,6 +45,16 @@ class LyingStore(BlockStore):
         return data[:-1] + bytes([data[-1] ^ 0xFF])
 
 
+class EmptyStore:
+    """All a Bitswap server asks of a store, for a peer that holds nothing."""
+
+    def has(self, cid: bytes) -> bool:
+        return False
+
+    def get(self, cid: bytes, for_peer: bool = False) -> bytes | None:
+        return None
+
+
 def garbage_messages() -> list[tuple[str, bytes]]:
     forged = rec_mod.sign(NodeKey(os.urandom(32)), "", "forged", b"\x01\x55\x12\x20" + bytes(32), (1, 0))
     encoded = rec_mod.encode(forged)
@@ -54,6 +67,19 @@ def garbage_messages() -> list[tuple[str, bytes]]:
         (EXCHANGE, varint(5) + b"\xc1\xc1\xc1\xc1\xc1"),  # not msgpack
         (EXCHANGE, varint(len(hello)) + hello),  # well-formed, but every record is bad
     ]
+
+
+def printing_wants(receive):
+    from edgefiles.replication.bitswap import message as bm
+
+    async def receive_and_print(peer, msg) -> None:
+        for want in msg.wants:
+            if not want.cancel:
+                kind = "want-block" if want.want_type == bm.WANT_BLOCK else "want-have"
+                print("want", kind, want.cid.hex(), flush=True)
+        await receive(peer, msg)
+
+    return receive_and_print
 
 
 def main() -> None:
@@ -108,15 +134,18 @@ def main() -> None:
     async def services(host, nursery) -> None:
         members = Membership(host, swarm_key, set(), nursery)
         members.start()
-        if mode in ("lie", "legacy"):  # only serves: the server side over its own network side
-            store_type = LyingStore if mode == "lie" else BlockStore
-            store = store_type(data_dir / "blocks", data_dir / "state.sqlite")
-            protocols = PROTOCOLS if mode == "lie" else (LEGACY,)  # legacy: offers and answers 1.0 only
+        if mode in ("lie", "legacy", "bystander"):  # only serves: the server side over its own network side
+            if mode == "bystander":
+                store = EmptyStore()
+            else:
+                store_type = LyingStore if mode == "lie" else BlockStore
+                store = store_type(data_dir / "blocks", data_dir / "state.sqlite")
+            protocols = (LEGACY,) if mode == "legacy" else PROTOCOLS  # legacy: offers and answers 1.0 only
             network = BitswapNetwork(host, members, nursery, protocols)
             server = BitswapServer(store, network, nursery)
             members.on_left.add(server.peer_left)
             members.on_left.add(network.peer_left)
-            network.start(server.receive)
+            network.start(server.receive if mode != "bystander" else printing_wants(server.receive))
         elif mode == "flood":
             async def on_admitted(member) -> None:
                 await flood(host, member)

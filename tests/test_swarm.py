@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import gen
-from edgefiles.node.cid import RAW, make_cid, to_str
+from edgefiles.node.cid import RAW, make_cid, parse, to_str
 from edgefiles.replication.namesync import bucket_of
 from nodeproc import Node, free_port, start_star, wait_until
 
@@ -294,6 +294,32 @@ def test_blocks_from_a_lying_peer_are_dropped_and_fetched_elsewhere(swarm, tmp_p
     finally:
         liar.kill()
         liar.wait()
+
+
+def test_a_reader_asks_for_leaves_only_the_peer_that_sent_their_parent(swarm, tmp_path):
+    """Reading a file by CID that only A holds, B asks every peer whether it has the root,
+    and then asks A alone for the rest: a member that holds nothing hears of nothing else."""
+    a, b = swarm(2)
+    members_connected([a, b])
+    (tmp_path / "bystander").mkdir()
+    bystander = rogue("bystander", tmp_path / "bystander", tmp_path / "swarm.key", free_port(), b.swarm_addr)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(bystander.stdout.readline, "")), daemon=True)
+    try:
+        assert bystander.stdout.readline().startswith("rogue ready")
+        reader.start()
+        wait_until(lambda: len(peers_of(b)) >= 2, what="B to meet the bystander")
+        payload = gen("read by cid", 3 << 20)  # 12 leaves under one file node
+        root = upload(a, [("data.bin", payload)])
+        with b.client() as c:
+            r = c.get(f"/api/v2/files/{root}", timeout=60)
+        assert r.status_code == 200 and r.content == payload, r.text[:300]
+        time.sleep(0.5)  # anything asked late would have arrived by now
+        asked = {line.split()[2] for line in list(lines) if line.startswith("want ")}
+        assert asked == {parse(root).hex()}, f"{len(asked)} blocks asked of a peer that holds nothing"
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 def test_a_peer_without_the_swarm_key_gets_nothing(swarm, tmp_path):

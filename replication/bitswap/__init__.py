@@ -50,8 +50,8 @@ class Bitswap:
         self.client.peer_left(peer)
 
     # what the node uses ----------------------------------------------------------------------
-    async def get(self, cid: bytes, root: bytes | None = None, hint: Any = None) -> bytes:
-        return await self.client.get(cid, root, hint)
+    async def get(self, cid: bytes, root: bytes | None = None) -> bytes:
+        return await self.client.get(cid, root)
 
     async def fetch_dag(self, root: bytes) -> int:
         return await self.client.fetch_dag(root)

@@ -37,7 +37,7 @@ SHARED_DAG_BYTES = 16 << 20  # larger DAGs are fetched in shares when several no
 PREFETCH_LIMIT = 512  # blocks asked ahead of readers at once (at 256 KiB: 128 MiB)
 HASHING_MESSAGES = 4  # received messages (<= 4 MiB each) being hashed at once
 RECENT_BLOCKS = 4096  # blocks met lately: a second copy of one is not a lie
-SOURCES_REMEMBERED = 4096
+HOLDERS_REMEMBERED = 1 << 16  # blocks whose likely holder we remember (children of received nodes)
 
 
 @dataclass
@@ -60,7 +60,7 @@ class BitswapClient:
         self._waiters: dict[bytes, _Waiter] = {}
         self._queued: set[bytes] = set()  # blocks a rollout will ask for (see `fetching`)
         self._recent: deque[bytes] = deque(maxlen=RECENT_BLOCKS)
-        self._sources: dict[bytes, Any] = {}  # inner block -> the peer that sent it
+        self._likely_holders: dict[bytes, Any] = {}  # block -> the peer that sent its parent
         self._wake = trio.Event()
         self._hashing = trio.Semaphore(HASHING_MESSAGES)
         self._batch = store.batch()
@@ -81,11 +81,14 @@ class BitswapClient:
         self._nursery.start_soon(self._committer)
 
     # what readers and rollouts call ------------------------------------------------------
-    async def get(self, cid: bytes, root: bytes | None = None, hint: Any = None) -> bytes:
+    async def get(self, cid: bytes, root: bytes | None = None) -> bytes:
         """One block from the swarm, verified and stored (not yet durable: see `flush`).
 
-        `hint`: a peer likely to have it (the one that sent its parent), asked straight away."""
+        The peer that sent us its parent, if one did, is asked for the block straight away,
+        without a round of want-haves to every peer first (for readers of a file we lack as
+        for rollouts)."""
         cid = normalize(cid)
+        hint = self._likely_holders.get(cid)
         waiter = self._waiters.get(cid)
         if waiter is None:
             waiter = self._waiters[cid] = _Waiter()
@@ -162,7 +165,6 @@ class BitswapClient:
         root = normalize(root)
         fetched = 0
         own: deque[bytes] = deque([root])  # our share and the DAG's inner nodes: first
-        hints: dict[bytes, Any] = {}
         others: deque[bytes] = deque()  # other fetchers' shares: asked of them, last
         remaining = 1
         progress = trio.Event()
@@ -176,7 +178,7 @@ class BitswapClient:
                     continue
                 cid = own.popleft() if own else others.popleft()
                 self._queued.discard(cid)
-                children, size, dag_bytes = await self._children(cid, root, shared, hints.pop(cid, None))
+                children, size, dag_bytes = await self._children(cid, root, shared)
                 fetched += size
                 if cid == root and dag_bytes > SHARED_DAG_BYTES:
                     shared = root
@@ -185,14 +187,11 @@ class BitswapClient:
                     here = self.store.present(leaves)
                     children = [c for c in children if c not in here]
                 random.shuffle(children)
-                source = self._sources.get(cid)
                 now = trio.current_time()
                 self._queued.update(children)
                 for child in children:
                     mine = self.planner.share_owner(child, shared, now) is None
                     (own if mine else others).append(child)
-                    if source is not None:
-                        hints[child] = source
                 remaining += len(children) - 1
                 progress.set()
                 progress = trio.Event()
@@ -206,19 +205,18 @@ class BitswapClient:
         await self.flush()
         return fetched
 
-    async def _children(self, cid: bytes, root: bytes, shared: bytes | None,
-                        hint: Any) -> tuple[list[bytes], int, int]:
+    async def _children(self, cid: bytes, root: bytes, shared: bytes | None) -> tuple[list[bytes], int, int]:
         """The links of a block (fetching it if it is not here), the bytes fetched, and the
         bytes of the DAG under it as its links record them. `shared`: the root of a DAG
         whose leaves are shared among its fetchers."""
         if codec_of(cid) != DAG_PB:  # leaves already stored were left out by the caller
             if cid in self._batch or (cid == root and self.store.has(cid)):
                 return [], 0, 0
-            data = await self.get(cid, shared, hint)
+            data = await self.get(cid, shared)
             return [], len(data), len(data)
         data, size = self.local_block(cid), 0
         if data is None:
-            data = await self.get(cid, shared, hint)
+            data = await self.get(cid, shared)
             size = len(data)
         try:
             links = decode_dagpb(data).links
@@ -309,9 +307,7 @@ class BitswapClient:
         self.received_bytes += len(data)
         waiter.data = data
         if codec_of(cid) == DAG_PB:
-            if len(self._sources) > SOURCES_REMEMBERED:
-                self._sources.clear()
-            self._sources[cid] = peer
+            self._remember_holder_of_children(cid, data, peer)
         waiter.done.set()
         self._recent.append(cid)
         self.on_block(cid, data)
@@ -319,6 +315,18 @@ class BitswapClient:
         self._send_planned()
         if self._batch.bytes >= COMMIT_BYTES:
             self._commit_now.set()
+
+    def _remember_holder_of_children(self, cid: bytes, data: bytes, peer: Any) -> None:
+        """A peer that sent a node most likely holds what it links to (go-bitswap's sessions
+        bet the same way)."""
+        try:
+            links = decode_dagpb(data).links
+        except DecodeError:
+            return  # said by whoever reads it
+        if len(self._likely_holders) + len(links) > HOLDERS_REMEMBERED:
+            self._likely_holders.clear()
+        for link in links:
+            self._likely_holders[normalize(link.cid)] = peer
 
     def _lying(self, peer: Any) -> None:
         """A block nobody asked for: altered on the way or sent by a broken peer."""
