@@ -195,12 +195,15 @@ def test_parked_wants_wait_for_an_owner_that_keeps_sending():
 
 
 @given(st.lists(st.sampled_from([bm.WANT_BLOCK, bm.WANT_HAVE]), max_size=300))
-def test_the_server_reads_a_big_want_list_in_message_sized_groups(kinds):
+def test_the_server_reads_a_big_want_list_in_growing_groups(kinds):
     """Blocks leave while the next ones are read: the asks are cut, in order, into groups of
-    at most LOOKUP_BLOCKS want-blocks, want-haves riding along."""
+    1, 2, 4, ... and then LOOKUP_BLOCKS want-blocks, want-haves riding along; every group
+    but the last is full."""
     asks = [(bytes([i % 256, i // 256]), (b"", bm.Want(b"", want_type=kind))) for i, kind in enumerate(kinds)]
     groups = lookup_groups(asks)
     assert [ask for group in groups for ask in group] == asks
-    for group in groups:
-        assert group and sum(want.want_type == bm.WANT_BLOCK for _, (_, want) in group) <= LOOKUP_BLOCKS
-    assert len(groups) <= max(1, -(-kinds.count(bm.WANT_BLOCK) // LOOKUP_BLOCKS))
+    for i, group in enumerate(groups):
+        size = min(2 ** i, LOOKUP_BLOCKS)
+        blocks = sum(want.want_type == bm.WANT_BLOCK for _, (_, want) in group)
+        assert group and blocks <= size
+        assert blocks == size or i == len(groups) - 1
