@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
-from . import yamux_tuning
+from . import noise_reads, yamux_tuning
 
 log = logging.getLogger("edgefiles.swarm")
 
@@ -213,6 +213,7 @@ def build_host(seed: bytes):
 
     quiet_libp2p_logs()
     yamux_tuning.install()
+    noise_reads.install()
     key_pair = create_new_key_pair(seed)
     return libp2p.new_host(
         key_pair=key_pair,
