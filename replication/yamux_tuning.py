@@ -20,6 +20,12 @@ Waiting: a py-libp2p sender out of credit looked again every 10 ms; a credit tha
 just after a look cost the stream up to 10 ms idle, per window's worth of data (with frames
 of one Noise message, a 256 KiB window ran out before the peer's half-window credit came,
 and a raw stream fell from 260 to 70 MB/s). Here the credit wakes the sender at once.
+
+Small frames: every frame was encrypted and written on its own; a peer that opens a stream
+per message (Kubo sends each block so) costs us an ACK, protocol replies, credit and a FIN
+per message, each a Noise message and a system call. Frames queued while the connection is
+busy writing now leave together, packed into as few Noise messages as they fit in
+(`pack_frames`), a full data frame still alone in its own.
 """
 
 from __future__ import annotations
@@ -134,10 +140,79 @@ def _set_send_window(stream: Any, value: int) -> None:
             opened.set()
 
 
+def pack_frames(frames: list[bytes], limit: int = NOISE_PLAINTEXT) -> list[bytes]:
+    """Frames joined, in order, into pieces of at most `limit` bytes, none cut in two (a
+    frame over the limit is a piece of its own, which Noise splits as it must)."""
+    pieces: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if group and size + len(frame) > limit:
+            pieces.append(b"".join(group))
+            group, size = [], 0
+        group.append(frame)
+        size += len(frame)
+    if group:
+        pieces.append(b"".join(group))
+    return pieces
+
+
+class FrameQueue:
+    """Frames waiting for a connection's writer, numbered in the order they came (pure)."""
+
+    def __init__(self) -> None:
+        self._frames: list[bytes] = []
+        self.queued = 0  # number of the last frame queued
+        self.written = 0  # ... and of the last one handed to the connection (or lost)
+        self._lost: tuple[int, int, BaseException] | None = None  # the numbers of a failed write
+
+    def add(self, frame: bytes) -> int:
+        self._frames.append(frame)
+        self.queued += 1
+        return self.queued
+
+    def take(self) -> tuple[list[bytes], int]:
+        """Every frame waiting, and the number of the last of them."""
+        frames, self._frames = self._frames, []
+        return frames, self.queued
+
+    def done(self, last: int, error: BaseException | None = None) -> None:
+        """The frames taken up to `last` were written, or lost with `error`."""
+        if error is not None:
+            self._lost = (self.written + 1, last, error)
+        self.written = last
+
+    def lost(self, number: int) -> BaseException | None:
+        """Why frame `number`, written by another task's write, did not go out (None: it did)."""
+        if self._lost is not None and self._lost[0] <= number <= self._lost[1]:
+            return self._lost[2]
+        return None
+
+
 async def write_frame(conn: Any, frame: bytes) -> None:
-    """Yamux._write_frame without its per-frame parse for a debug line nobody reads."""
+    """Yamux._write_frame: the frame leaves with every other one queued meanwhile; returns
+    once it was handed to the connection, or raises as the write that carried it failed."""
+    from libp2p.network.connection.exceptions import RawConnError
+
+    queue = conn.__dict__.get("_frame_queue")
+    if queue is None:
+        queue = conn._frame_queue = FrameQueue()
+    number = queue.add(frame)
     async with conn._write_lock:
-        await conn.secured_conn.write(frame)
+        if queue.written < number:  # nobody took it along yet: this task writes them all
+            frames, last = queue.take()
+            try:
+                # shielded: other tasks' frames ride along, and a write cut off halfway
+                # would leave a torn Noise message on the connection
+                with trio.CancelScope(shield=True):
+                    for piece in pack_frames(frames):
+                        await conn.secured_conn.write(piece)
+            except BaseException as exc:
+                queue.done(last, exc)
+                raise
+            queue.done(last)
+        elif (error := queue.lost(number)) is not None:
+            raise RawConnError(f"the connection failed writing: {error}") from error
     await trio.lowlevel.checkpoint()
 
 

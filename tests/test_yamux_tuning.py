@@ -126,3 +126,81 @@ def test_a_sender_out_of_credit_goes_on_when_credit_comes_with_no_time_passing()
         assert trio.current_time() == 0
 
     trio.run(run, clock=clock)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=12, max_size=70_000), max_size=40), st.integers(12, 70_000))
+def test_frames_are_packed_whole_in_order_into_as_few_pieces_as_fit(frames, limit):
+    pieces = yamux_tuning.pack_frames(frames, limit)
+    assert b"".join(pieces) == b"".join(frames)
+    per_piece: list[list[bytes]] = []  # the frames each piece holds
+    rest = list(frames)
+    for piece in pieces:
+        held, size = [], 0
+        while size < len(piece):
+            held.append(rest.pop(0))
+            size += len(held[-1])
+        assert size == len(piece)  # no frame is cut in two
+        assert size <= limit or len(held) == 1  # only a frame over the limit goes over it
+        per_piece.append(held)
+    for before, after in zip(per_piece, per_piece[1:], strict=False):
+        assert sum(map(len, before)) + len(after[0]) > limit  # it did not fit in the one before
+
+
+class SecuredConnection:
+    """A Noise connection under Yamux that records what it is asked to write; `fail` makes
+    its next write fail."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.fail = False
+
+    async def write(self, piece: bytes) -> None:
+        await trio.sleep(0)  # as a socket write: others run meanwhile
+        if self.fail:
+            self.fail = False
+            raise ConnectionResetError("reset by peer")
+        self.pieces.append(piece)
+
+
+class YamuxConnection:
+    def __init__(self) -> None:
+        self._write_lock = trio.Lock()
+        self.secured_conn = SecuredConnection()
+
+
+def test_frames_written_at_once_by_many_tasks_leave_together_each_whole():
+    async def run() -> None:
+        conn = YamuxConnection()
+        frames = [bytes([i]) * 20 for i in range(50)]
+        async with trio.open_nursery() as nursery:
+            for frame in frames:
+                nursery.start_soon(yamux_tuning.write_frame, conn, frame)
+        sent = b"".join(conn.secured_conn.pieces)
+        assert sorted(sent[i:i + 20] for i in range(0, len(sent), 20)) == frames  # each once, whole
+        assert len(conn.secured_conn.pieces) < 10  # not one write per frame
+
+    trio.run(run)
+
+
+def test_the_writers_whose_frames_a_failed_write_carried_fail_and_later_frames_still_go():
+    async def run() -> None:
+        conn = YamuxConnection()
+        results: dict[int, str] = {}
+
+        async def write(i: int) -> None:
+            try:
+                await yamux_tuning.write_frame(conn, bytes([i]) * 20)
+                results[i] = "written"
+            except Exception:
+                results[i] = "failed"
+
+        conn.secured_conn.fail = True
+        async with trio.open_nursery() as nursery:
+            for i in range(5):
+                nursery.start_soon(write, i)
+        await write(9)
+        assert [results[i] for i in range(5)] == ["failed"] * 5  # one write carried them all
+        assert results[9] == "written" and conn.secured_conn.pieces == [bytes([9]) * 20]
+
+    trio.run(run)
