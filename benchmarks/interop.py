@@ -9,7 +9,8 @@ helia: Bitswap over loopback with real Helia peers, a file of --transfer-mib eac
        content every time: Helia -> Helia (the baseline), Helia -> us (our node reads it over
        HTTP while fetching it) and us -> Helia (Helia cats what we stored). Each leg runs one
        uncounted warm-up transfer first (a Helia process runs its first big transfer at half
-       speed), then --rounds; medians, and each of our legs as a ratio of the baseline.
+       speed), then --rounds; medians (and p99: the slowest round) of each leg, and each of our
+       legs' median as a ratio of the baseline's.
        The legs take turns round by round, and the Helia peers drop their blocks after each
        transfer: Helia keeps blocks in memory, and a peer holding a gigabyte more runs its
        transfers up to a fifth slower, whichever peer sends (run one leg after the other,
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -162,6 +164,12 @@ class Legs:
         self.node.stop()
 
 
+def nearest_rank(values: list[float], q: float) -> float:
+    """The q-quantile by nearest rank (with fewer than 100 rounds, p99 is the slowest)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
 def transfer(work: Path, kind: str, mib: int, rounds: int) -> dict:
     work.mkdir()
     peers: list[Peer] = [Helia(), Helia()] if kind == "helia" else [Kubo(work / "k1"), Kubo(work / "k2")]
@@ -182,6 +190,7 @@ def transfer(work: Path, kind: str, mib: int, rounds: int) -> dict:
             peer.stop()
     median = {leg: statistics.median(ts) for leg, ts in times.items()}
     speed = {leg: round(mib / s, 1) for leg, s in median.items()}
+    slowest = {leg: nearest_rank(ts, 0.99) for leg, ts in times.items()}
     base = median["theirs_to_theirs"]
     name = kind.capitalize()
     return {
@@ -191,6 +200,7 @@ def transfer(work: Path, kind: str, mib: int, rounds: int) -> dict:
         f"us->{name}_MiBps": speed["us_to_theirs"],
         f"{name}->us_vs_{name}->{name}": round(base / median["theirs_to_us"], 2),
         f"us->{name}_vs_{name}->{name}": round(base / median["us_to_theirs"], 2),
+        f"{kind}_p99_s": {leg: round(t, 2) for leg, t in slowest.items()},
         f"{kind}_rounds_s": {leg: [round(t, 2) for t in ts] for leg, ts in times.items()},
     }
 
