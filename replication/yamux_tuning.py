@@ -30,19 +30,17 @@ busy writing now leave together, packed into as few Noise messages as they fit i
 
 from __future__ import annotations
 
-import logging
 import struct
 from typing import Any
 
 import trio
-
-log = logging.getLogger("edgefiles.swarm")
 
 NOISE_PLAINTEXT = 65535 - 16  # one Noise transport message: its length field's limit, less the MAC
 HEADER_SIZE = 12
 FRAME_PAYLOAD = NOISE_PLAINTEXT - HEADER_SIZE
 CREDIT_WAIT = 5.0  # as py-libp2p: a stream given no credit for this long fails its write
 CLOSED_CHECK = 0.05  # a waiting sender also notices a stream closed under it this often
+WRITE_LIMIT = 10.0  # seconds one batch of frames may take to leave before the connection is given up
 
 
 def frame_lengths(total: int, windows: list[int]) -> list[int]:
@@ -118,7 +116,9 @@ async def _wait_for_credit(stream: Any) -> None:
     stream._zero_window_waits += 1
     with trio.move_on_after(CREDIT_WAIT) as waited:
         while stream.send_window <= 0 and not stream.closed:
-            opened = stream.__dict__.setdefault("_credit_came", trio.Event())
+            opened = stream.__dict__.get("_credit_came")
+            if opened is None:
+                opened = stream._credit_came = trio.Event()
             with trio.move_on_after(CLOSED_CHECK):
                 await opened.wait()
     if waited.cancelled_caught:
@@ -161,9 +161,9 @@ class FrameQueue:
     """Frames waiting for a connection's writer, numbered in the order they came (pure)."""
 
     def __init__(self) -> None:
-        self._frames: list[bytes] = []
+        self._frames: list[bytes | None] = []  # numbers taken + 1 ... queued; None: withdrawn
         self.queued = 0  # number of the last frame queued
-        self.written = 0  # ... and of the last one handed to the connection (or lost)
+        self.taken = 0  # ... of the last one taken to be written
         self._lost: tuple[int, int, BaseException] | None = None  # the numbers of a failed write
 
     def add(self, frame: bytes) -> int:
@@ -171,49 +171,86 @@ class FrameQueue:
         self.queued += 1
         return self.queued
 
-    def take(self) -> tuple[list[bytes], int]:
-        """Every frame waiting, and the number of the last of them."""
-        frames, self._frames = self._frames, []
-        return frames, self.queued
+    def withdraw(self, number: int) -> None:
+        """Its writer gave up before anyone took the frame: it never leaves (taken: too late)."""
+        if number > self.taken:
+            self._frames[number - self.taken - 1] = None
 
-    def done(self, last: int, error: BaseException | None = None) -> None:
-        """The frames taken up to `last` were written, or lost with `error`."""
-        if error is not None:
-            self._lost = (self.written + 1, last, error)
-        self.written = last
+    def take(self) -> list[bytes]:
+        """Every frame waiting, in order."""
+        frames, self._frames = self._frames, []
+        self.taken = self.queued
+        return [frame for frame in frames if frame is not None]
+
+    def written(self, number: int) -> bool:
+        """Whether frame `number` was taken by a write (which may have failed: `lost`)."""
+        return number <= self.taken
+
+    def fail(self, first: int, last: int, error: BaseException) -> None:
+        """Frames `first` to `last` went to a write that failed with `error` (kept without
+        its traceback, which would hold the whole batch)."""
+        self._lost = (first, last, _same_kind(error))
 
     def lost(self, number: int) -> BaseException | None:
         """Why frame `number`, written by another task's write, did not go out (None: it did)."""
         if self._lost is not None and self._lost[0] <= number <= self._lost[1]:
-            return self._lost[2]
+            return _same_kind(self._lost[2])
         return None
+
+
+def _same_kind(error: BaseException) -> BaseException:
+    """A fresh error of the kind py-libp2p's callers tell apart (a closed connection is
+    ignored where a window update fails; anything else is a broken connection)."""
+    from libp2p.io.exceptions import ConnectionClosedError
+    from libp2p.network.connection.exceptions import RawConnError
+
+    if isinstance(error, ConnectionClosedError):
+        return ConnectionClosedError(str(error), error.close_code, error.close_reason, error.transport)
+    return RawConnError(f"the connection failed writing: {error}")
 
 
 async def write_frame(conn: Any, frame: bytes) -> None:
     """Yamux._write_frame: the frame leaves with every other one queued meanwhile; returns
     once it was handed to the connection, or raises as the write that carried it failed."""
-    from libp2p.network.connection.exceptions import RawConnError
-
     queue = conn.__dict__.get("_frame_queue")
     if queue is None:
         queue = conn._frame_queue = FrameQueue()
     number = queue.add(frame)
-    async with conn._write_lock:
-        if queue.written < number:  # nobody took it along yet: this task writes them all
-            frames, last = queue.take()
-            try:
-                # shielded: other tasks' frames ride along, and a write cut off halfway
-                # would leave a torn Noise message on the connection
-                with trio.CancelScope(shield=True):
-                    for piece in pack_frames(frames):
-                        await conn.secured_conn.write(piece)
-            except BaseException as exc:
-                queue.done(last, exc)
-                raise
-            queue.done(last)
+    try:
+        await conn._write_lock.acquire()
+    except BaseException:  # cancelled while waiting: the frame must not leave later, unasked
+        queue.withdraw(number)
+        raise
+    try:
+        if not queue.written(number):  # nobody took it along yet: this task writes them all
+            await _write_queued(conn, queue)
         elif (error := queue.lost(number)) is not None:
-            raise RawConnError(f"the connection failed writing: {error}") from error
+            raise error
+    finally:
+        conn._write_lock.release()
     await trio.lowlevel.checkpoint()
+
+
+async def _write_queued(conn: Any, queue: FrameQueue) -> None:
+    """Write every queued frame. Shielded (other tasks' frames ride along, and a write cut off
+    halfway would leave a torn Noise message), but for WRITE_LIMIT at most: a connection whose
+    peer stopped reading is closed rather than holding every task that writes to it."""
+    from libp2p.network.connection.exceptions import RawConnError
+
+    first = queue.taken + 1
+    frames = queue.take()
+    try:
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + WRITE_LIMIT) as scope:
+            for piece in pack_frames(frames):
+                await conn.secured_conn.write(piece)
+        if scope.cancelled_caught:
+            raise RawConnError(f"the peer read nothing for {WRITE_LIMIT:g} s: connection closed")
+    except BaseException as exc:
+        queue.fail(first, queue.taken, exc)
+        if scope.cancelled_caught:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 1):
+                await conn.secured_conn.close()
+        raise
 
 
 def install() -> None:

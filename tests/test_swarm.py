@@ -309,11 +309,24 @@ def test_a_reader_asks_for_leaves_only_the_peer_that_sent_their_parent(swarm, tm
         assert bystander.stdout.readline().startswith("rogue ready")
         reader.start()
         wait_until(lambda: len(peers_of(b)) >= 2, what="B to meet the bystander")
+        tries = iter(range(1000))
+
+        def bystander_asked_for_a_new_file() -> bool:  # then B counts it among its block peers
+            content = f"warm-up {next(tries)}".encode()
+            cid = upload(a, [("warm.txt", content)])
+            with b.client() as c:
+                assert c.get(f"/api/v2/files/{cid}", timeout=60).content == content
+            time.sleep(0.3)
+            return any(parse(cid).hex() in line for line in list(lines))
+
+        wait_until(bystander_asked_for_a_new_file, what="B to ask the bystander")
+        lines.clear()
         payload = gen("read by cid", 3 << 20)  # 12 leaves under one file node
         root = upload(a, [("data.bin", payload)])
         with b.client() as c:
             r = c.get(f"/api/v2/files/{root}", timeout=60)
         assert r.status_code == 200 and r.content == payload, r.text[:300]
+        wait_until(lambda: any(parse(root).hex() in line for line in list(lines)), what="the root's want")
         time.sleep(0.5)  # anything asked late would have arrived by now
         asked = {line.split()[2] for line in list(lines) if line.startswith("want ")}
         assert asked == {parse(root).hex()}, f"{len(asked)} blocks asked of a peer that holds nothing"

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 import trio
 from edgefiles.replication import yamux_tuning
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from libp2p.io.exceptions import ConnectionClosedError
+from libp2p.network.connection.exceptions import RawConnError
 from libp2p.stream_muxer.yamux.yamux import (
     MAX_WINDOW_SIZE,
     TYPE_WINDOW_UPDATE,
@@ -149,18 +152,26 @@ def test_frames_are_packed_whole_in_order_into_as_few_pieces_as_fit(frames, limi
 
 class SecuredConnection:
     """A Noise connection under Yamux that records what it is asked to write; `fail` makes
-    its next write fail."""
+    its next write fail as a reset connection does; `stuck` makes writes wait forever (a
+    peer that reads nothing)."""
 
     def __init__(self) -> None:
         self.pieces: list[bytes] = []
         self.fail = False
+        self.stuck = False
+        self.closed = False
 
     async def write(self, piece: bytes) -> None:
         await trio.sleep(0)  # as a socket write: others run meanwhile
+        if self.stuck:
+            await trio.sleep_forever()
         if self.fail:
             self.fail = False
-            raise ConnectionResetError("reset by peer")
+            raise ConnectionClosedError("TCP connection reset by remote peer", transport="tcp")
         self.pieces.append(piece)
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 class YamuxConnection:
@@ -183,24 +194,58 @@ def test_frames_written_at_once_by_many_tasks_leave_together_each_whole():
     trio.run(run)
 
 
-def test_the_writers_whose_frames_a_failed_write_carried_fail_and_later_frames_still_go():
+def test_the_writers_whose_frames_a_failed_write_carried_fail_as_it_did_and_later_frames_go():
+    """Each sees a closed connection, the kind py-libp2p's window updates shrug off (a broken
+    connection's error would lose the bytes a read just took)."""
     async def run() -> None:
         conn = YamuxConnection()
-        results: dict[int, str] = {}
+        results: dict[int, BaseException | None] = {}
 
         async def write(i: int) -> None:
             try:
                 await yamux_tuning.write_frame(conn, bytes([i]) * 20)
-                results[i] = "written"
-            except Exception:
-                results[i] = "failed"
+                results[i] = None
+            except Exception as exc:
+                results[i] = exc
 
         conn.secured_conn.fail = True
         async with trio.open_nursery() as nursery:
             for i in range(5):
                 nursery.start_soon(write, i)
         await write(9)
-        assert [results[i] for i in range(5)] == ["failed"] * 5  # one write carried them all
-        assert results[9] == "written" and conn.secured_conn.pieces == [bytes([9]) * 20]
+        assert all(isinstance(results[i], ConnectionClosedError) for i in range(5))  # one write, all five
+        assert results[9] is None and conn.secured_conn.pieces == [bytes([9]) * 20]
 
     trio.run(run)
+
+
+def test_a_frame_whose_writer_was_cancelled_while_waiting_never_leaves():
+    async def run() -> None:
+        conn = YamuxConnection()
+
+        async def busy() -> None:  # another task holds the connection for a while
+            async with conn._write_lock:
+                await trio.sleep(5)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(busy)
+            await trio.sleep(0.1)
+            with trio.move_on_after(1):
+                await yamux_tuning.write_frame(conn, b"cancelled" * 3)
+        await yamux_tuning.write_frame(conn, b"next" * 5)
+        assert conn.secured_conn.pieces == [b"next" * 5]
+
+    trio.run(run, clock=MockClock(autojump_threshold=0))
+
+
+def test_a_peer_that_reads_nothing_costs_its_connection_not_every_writer_for_good():
+    async def run() -> None:
+        conn = YamuxConnection()
+        conn.secured_conn.stuck = True
+        with trio.move_on_after(1) as outer:  # the caller's own timeout cannot cut the write short...
+            with pytest.raises(RawConnError):
+                await yamux_tuning.write_frame(conn, b"x" * 20)
+        assert not outer.cancelled_caught and trio.current_time() >= yamux_tuning.WRITE_LIMIT
+        assert conn.secured_conn.closed  # ... but the limit closes the connection
+
+    trio.run(run, clock=MockClock(autojump_threshold=0))

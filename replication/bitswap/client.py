@@ -304,6 +304,7 @@ class BitswapClient:
         if waiter is None or waiter.done.is_set():
             return  # met already: the same block twice in a message, or from two peers at once
         self.planner.received(peer, cid, trio.current_time())
+        self._likely_holders.pop(cid, None)
         self.received_bytes += len(data)
         waiter.data = data
         if codec_of(cid) == DAG_PB:
@@ -323,10 +324,11 @@ class BitswapClient:
             links = decode_dagpb(data).links
         except DecodeError:
             return  # said by whoever reads it
-        if len(self._likely_holders) + len(links) > HOLDERS_REMEMBERED:
-            self._likely_holders.clear()
+        holders = self._likely_holders
         for link in links:
-            self._likely_holders[normalize(link.cid)] = peer
+            holders[normalize(link.cid)] = peer
+        while len(holders) > HOLDERS_REMEMBERED:  # the oldest first: a running fetch keeps its own
+            del holders[next(iter(holders))]
 
     def _lying(self, peer: Any) -> None:
         """A block nobody asked for: altered on the way or sent by a broken peer."""
