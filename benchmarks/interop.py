@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import shutil
 import socket
@@ -164,12 +163,6 @@ class Legs:
         self.node.stop()
 
 
-def nearest_rank(values: list[float], q: float) -> float:
-    """The q-quantile by nearest rank (with fewer than 100 rounds, p99 is the slowest)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 def transfer(work: Path, kind: str, mib: int, rounds: int) -> dict:
     work.mkdir()
     peers: list[Peer] = [Helia(), Helia()] if kind == "helia" else [Kubo(work / "k1"), Kubo(work / "k2")]
@@ -190,7 +183,7 @@ def transfer(work: Path, kind: str, mib: int, rounds: int) -> dict:
             peer.stop()
     median = {leg: statistics.median(ts) for leg, ts in times.items()}
     speed = {leg: round(mib / s, 1) for leg, s in median.items()}
-    slowest = {leg: nearest_rank(ts, 0.99) for leg, ts in times.items()}
+    slowest = {leg: loadgen.percentile(ts, 0.99) for leg, ts in times.items()}
     base = median["theirs_to_theirs"]
     name = kind.capitalize()
     return {

@@ -16,6 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def percentile(values: list[float], p: float) -> float:
+    """The value at fraction `p` of the sorted values (0.99 of fewer than 100: the largest)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
 def request_bytes(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: bench"]
     lines += [f"{k}: {v}" for k, v in headers.items()]

@@ -40,6 +40,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from nodeproc import Node, free_port, start_star, wait_until  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # noqa: E402
+
 MIB = 1 << 20
 RAW_PROTOCOL = "/edgefiles-bench/raw/1.0.0"
 
@@ -306,11 +309,6 @@ def star_start(root: Path, count: int) -> list[Node]:
     return start_star(root, count, key)
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
-
-
 def small_app(version: str) -> list[tuple[str, bytes]]:
     return [("index.html", f"<h1>{version}</h1>".encode()), ("app.js", os.urandom(40_000)),
             ("style.css", f"body{{}} /* {version} */".encode()), ("asset.bin", os.urandom(3 * MIB))]
@@ -343,8 +341,8 @@ def small_rollouts(root: Path, rounds: int) -> dict:
             latencies.append(time.perf_counter() - named)
         return {
             "small_app_rounds": rounds,
-            "small_app_rollout_p50_ms": round(percentile(latencies, 0.5) * 1000),
-            "small_app_rollout_p99_ms": round(percentile(latencies, 0.99) * 1000),
+            "small_app_rollout_p50_ms": round(loadgen.percentile(latencies, 0.5) * 1000),
+            "small_app_rollout_p99_ms": round(loadgen.percentile(latencies, 0.99) * 1000),
             "small_app_rollout_max_ms": round(max(latencies) * 1000),
         }
     finally:
@@ -373,7 +371,7 @@ def meshes(root: Path, runs: int) -> dict:
     return {
         "mesh_runs": runs,
         "mesh_full_within_5s": len(took),
-        "mesh_s_p50": round(percentile(took, 0.5), 2) if took else None,
+        "mesh_s_p50": round(loadgen.percentile(took, 0.5), 2) if took else None,
         "mesh_s_max": round(max(took), 2) if took else None,
     }
 

@@ -40,6 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_platform import FakePlatform  # noqa: E402
 from nodeproc import Node, start_star, wait_until  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # noqa: E402
+
 KINDS = ("upload", "read", "rename", "flowfuse")
 NAMES = 8  # app names moved around
 FF_FILES = 6
@@ -270,7 +273,7 @@ def report(args: argparse.Namespace, soak: Soak, memory: list[list[float]], prob
         "minutes": args.minutes, "nodes": len(soak.nodes), "rate": args.rate,
         "requests": {k: len(v) for k, v in soak.latency.items()},
         "latency_ms": {k: {"p50": round(statistics.median(v) * 1000, 1),
-                           "p99": round(sorted(v)[int(len(v) * 0.99)] * 1000, 1)}
+                           "p99": round(loadgen.percentile(v, 0.99) * 1000, 1)}
                        for k, v in soak.latency.items() if v},
         "errors": len(soak.errors), "error_samples": soak.errors[:10],
         "faults_injected": soak.faults, "crashes_survived": soak.faults,

@@ -78,9 +78,8 @@ def storage_round(node: Node, token: str, path: Path) -> tuple[float, float]:
 
 def spread(seconds: list[float], mib: int) -> dict:
     """MiB/s at the median and at the 99th percentile of the times (the slow end)."""
-    ordered = sorted(seconds)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return {"p50_MiB_s": round(mib / statistics.median(ordered), 1), "p99_MiB_s": round(mib / p99, 1)}
+    p99 = loadgen.percentile(seconds, 0.99)
+    return {"p50_MiB_s": round(mib / statistics.median(seconds), 1), "p99_MiB_s": round(mib / p99, 1)}
 
 
 def big(root: Path, mib: int, rounds: int) -> dict:
