@@ -43,19 +43,10 @@ CLOSED_CHECK = 0.05  # a waiting sender also notices a stream closed under it th
 WRITE_LIMIT = 10.0  # seconds one batch of frames may take to leave before the connection is given up
 
 
-def frame_lengths(total: int, windows: list[int]) -> list[int]:
-    """Data lengths of the frames that carry `total` bytes, given the send window each time
-    a frame is cut (pure; the frames `send` makes): as much as the window allows, at most one
+def frame_length(remaining: int, window: int) -> int:
+    """Data bytes of the next frame (pure): as much as the send window allows, at most one
     Noise message's worth."""
-    out: list[int] = []
-    sent = 0
-    for window in windows:
-        if sent >= total:
-            break
-        if window > 0:
-            out.append(min(window, FRAME_PAYLOAD, total - sent))
-            sent += out[-1]
-    return out
+    return min(window, FRAME_PAYLOAD, remaining)
 
 
 async def credit_after_read(stream: Any, *, bytes_read: int = 0) -> None:
@@ -104,7 +95,7 @@ async def _cut_frame(stream: Any, view: memoryview, sent: int) -> bytes | None:
                 raise MuxedStreamError("Stream is closed")
             if stream.send_window <= 0:
                 return None
-            n = frame_lengths(len(view) - sent, [stream.send_window])[0]
+            n = frame_length(len(view) - sent, stream.send_window)
             stream.send_window -= n
             header = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_DATA, 0, stream.stream_id, n)
             return header + view[sent:sent + n]
