@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .cid import normalize
 from .protobuf import DecodeError, bytes_field, fields, varint_field
 
 
@@ -62,3 +63,11 @@ def decode(buf: bytes) -> PBNode:
         else:
             raise DecodeError(f"unexpected PBNode field {field}")
     return PBNode(tuple(links), data)
+
+
+def child_cids_of(buf: bytes) -> list[bytes]:
+    """The (normalized) CIDs a dag-pb node links to; none when the bytes are no dag-pb node."""
+    try:
+        return [normalize(link.cid) for link in decode(buf).links]
+    except DecodeError:
+        return []

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from . import pins
 from .blockstore import BlockStore, CorruptBlock
 from .cid import DAG_PB, codec_of, normalize
-from .dagpb import decode
-from .protobuf import DecodeError
+from .dagpb import child_cids_of
 
 log = logging.getLogger("edgefiles.gc")
 
@@ -57,10 +56,7 @@ def child_cids(store: BlockStore, cid: bytes) -> list[bytes]:
     data = store.get(cid)
     if data is None:
         return []
-    try:
-        return [normalize(link.cid) for link in decode(data).links]
-    except DecodeError:
-        return []
+    return child_cids_of(data)
 
 
 def collect(store: BlockStore, limit: int) -> GcReport:

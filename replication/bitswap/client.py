@@ -20,6 +20,7 @@ from typing import Any
 import trio
 from edgefiles.node.blockstore import Batch, BlockStore, CorruptBlock, StorageFull
 from edgefiles.node.cid import DAG_PB, RAW, cid_from_digest, codec_of, digest_of, normalize
+from edgefiles.node.dagpb import child_cids_of
 from edgefiles.node.dagpb import decode as decode_dagpb
 from edgefiles.node.protobuf import DecodeError
 
@@ -320,13 +321,9 @@ class BitswapClient:
     def _remember_holder_of_children(self, cid: bytes, data: bytes, peer: Any) -> None:
         """A peer that sent a node most likely holds what it links to (go-bitswap's sessions
         bet the same way)."""
-        try:
-            links = decode_dagpb(data).links
-        except DecodeError:
-            return  # said by whoever reads it
         holders = self._likely_holders
-        for link in links:
-            holders[normalize(link.cid)] = peer
+        for child in child_cids_of(data):  # bytes that are no dag-pb node: said by whoever reads them
+            holders[child] = peer
         while len(holders) > HOLDERS_REMEMBERED:  # the oldest first: a running fetch keeps its own
             del holders[next(iter(holders))]
 
