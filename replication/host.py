@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
-from . import noise_reads, yamux_tuning
+from . import noise_reads, stream_negotiation, yamux_tuning
 
 log = logging.getLogger("edgefiles.swarm")
 
@@ -215,9 +215,11 @@ def build_host(seed: bytes):
     yamux_tuning.install()
     noise_reads.install()
     key_pair = create_new_key_pair(seed)
-    return libp2p.new_host(
+    host = libp2p.new_host(
         key_pair=key_pair,
         sec_opt={NOISE: Noise(key_pair, noise_privkey=create_x25519().private_key)},
         muxer_opt={TProtocol(YAMUX): Yamux},
         connection_config=ConnectionConfig(max_connections_per_peer=1),
     )
+    stream_negotiation.install(host)
+    return host

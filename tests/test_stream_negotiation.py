@@ -1,0 +1,155 @@
+"""Choosing an inbound stream's protocol in one read and one write: the listener's answers
+whatever way the dialer's bytes are cut, the bytes after the choice left to the protocol, and
+real py-libp2p hosts on loopback — a dialer that sends everything at once as Kubo and Helia
+do, one that waits for each answer as py-libp2p does, and dialers that break the rules."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from edgefiles.replication.host import build_host
+from edgefiles.replication.stream_negotiation import (
+    HEADER,
+    ListenerNegotiation,
+    NegotiationError,
+    encode_line,
+    next_line,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamError
+from libp2p.network.stream.net_stream import NetStream
+from multiaddr import Multiaddr
+
+ECHO = "/test/echo/1.0.0"
+PROTOCOLS = (ECHO, "/test/other/2.0.0")
+
+
+def answers_for(dialer_bytes: bytes, cuts: list[int]) -> tuple[bytes, int, str | None]:
+    """Feed the listener the dialer's bytes as they would arrive in pieces cut at `cuts`."""
+    negotiation = ListenerNegotiation(PROTOCOLS)
+    received, taken_total, answers = bytearray(), 0, bytearray()
+    for end in [*sorted(cuts), len(dialer_bytes)]:
+        received += dialer_bytes[len(received) + taken_total:end]
+        taken, answer = negotiation.feed(received)
+        del received[:taken]
+        taken_total += taken
+        answers += answer
+    return bytes(answers), taken_total, negotiation.chosen
+
+
+TRIED = st.text(min_size=1, max_size=40).filter(lambda t: "\n" not in t and t != "ls")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.lists(TRIED, max_size=3), st.data())
+def test_the_answer_and_the_choice_do_not_depend_on_how_the_bytes_are_cut(payload, tried, data):
+    lines = [HEADER, *tried, ECHO]
+    dialer = b"".join(encode_line(line) for line in lines)
+    cuts = data.draw(st.lists(st.integers(0, len(dialer) + len(payload)), max_size=6))
+    answers, taken, chosen = answers_for(dialer + payload, cuts)
+    first = next((i for i, line in enumerate(lines) if i and line in PROTOCOLS), None)
+    assert chosen == lines[first]
+    assert taken == sum(len(encode_line(line)) for line in lines[: first + 1])  # the payload stays
+    expected = [HEADER] + [line if line in PROTOCOLS else "na" for line in lines[1 : first + 1]]
+    assert answers == b"".join(encode_line(line) for line in expected)
+
+
+def test_a_line_is_not_taken_before_it_is_whole():
+    line = encode_line(ECHO)
+    for end in range(len(line)):
+        assert next_line(line[:end]) is None
+    assert next_line(line + b"rest") == (ECHO, len(line))
+
+
+@pytest.mark.parametrize("dialer", [
+    encode_line("/multistream/2.0.0"),  # another header
+    b"\x05hello",  # no newline
+    b"\x80\x80\x01",  # a length no negotiation message has
+    b"\x00",  # an empty message
+    bytes([3]) + b"\xff\xfe\n",  # not UTF-8
+])
+def test_a_dialer_that_breaks_the_protocol_gets_an_error(dialer):
+    with pytest.raises(NegotiationError):
+        ListenerNegotiation(PROTOCOLS).feed(dialer)
+
+
+def test_ls_lists_the_protocols_and_negotiation_goes_on():
+    answer = ListenerNegotiation(PROTOCOLS).feed(encode_line(HEADER) + encode_line("ls"))[1]
+    assert answer == encode_line(HEADER) + encode_line("\n".join(sorted(PROTOCOLS)) + "\n")
+
+
+# real hosts ------------------------------------------------------------------------------
+
+async def with_listener(dialing) -> None:
+    """Run `dialing(dialer, listener_id)` against a host that answers ECHO by echoing one
+    read back and closing."""
+    listener, dialer = build_host(b"L" * 32), build_host(b"D" * 32)
+
+    async def echo(stream) -> None:
+        await stream.write(await stream.read(1 << 16))
+        await stream.close()
+
+    listener.set_stream_handler(TProtocol(ECHO), echo)
+    loopback = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    async with listener.run(listen_addrs=loopback), dialer.run(listen_addrs=loopback):
+        dialer.get_peerstore().add_addrs(listener.get_id(), listener.get_addrs(), 600)
+        await dialer.connect(dialer.get_peerstore().peer_info(listener.get_id()))
+        with trio.fail_after(10):
+            await dialing(dialer, listener.get_id())
+
+
+async def read_all(stream) -> bytes:
+    out = bytearray()
+    while True:
+        try:
+            data = await stream.read(1 << 16)
+        except StreamError:
+            return bytes(out)
+        if not data:
+            return bytes(out)
+        out += data
+
+
+def test_a_dialer_that_waits_for_each_answer_gets_its_protocol():
+    async def dialing(dialer, listener_id) -> None:
+        stream = await dialer.new_stream(listener_id, [TProtocol("/test/absent/1.0.0"), TProtocol(ECHO)])
+        assert stream.get_protocol() == ECHO
+        await stream.write(b"ping")
+        assert await read_all(stream) == b"ping"
+
+    trio.run(with_listener, dialing)
+
+
+def test_a_dialer_that_sends_everything_at_once_gets_every_answer_in_one_write(monkeypatch):
+    writes: list[bytes] = []
+    write = NetStream.write
+
+    async def recorded(stream, data) -> None:
+        writes.append(bytes(data))
+        await write(stream, data)
+
+    monkeypatch.setattr(NetStream, "write", recorded)
+
+    async def dialing(dialer, listener_id) -> None:
+        stream = await dialer.get_network().new_stream(listener_id)  # no negotiation of its own
+        await stream.write(encode_line(HEADER) + encode_line("/test/absent/1.0.0") + encode_line(ECHO)
+                           + b"payload right behind the choice")
+        answers = encode_line(HEADER) + encode_line("na") + encode_line(ECHO)
+        assert await read_all(stream) == answers + b"payload right behind the choice"
+        assert answers in writes  # py-libp2p wrote each answer on its own, the header first
+
+    trio.run(with_listener, dialing)
+
+
+def test_a_dialer_with_a_wrong_header_has_its_stream_reset_and_the_connection_lives_on():
+    async def dialing(dialer, listener_id) -> None:
+        stream = await dialer.get_network().new_stream(listener_id)
+        await stream.write(encode_line("/multistream/0.9.0") + encode_line(ECHO))
+        assert await read_all(stream) == b""
+        again = await dialer.new_stream(listener_id, [TProtocol(ECHO)])
+        await again.write(b"still here")
+        assert await read_all(again) == b"still here"
+
+    trio.run(with_listener, dialing)
