@@ -51,8 +51,11 @@ def frame_length(remaining: int, window: int) -> int:
 
 async def credit_after_read(stream: Any, *, bytes_read: int = 0) -> None:
     """Send the sender the credit it is short of, once that is at least the hysteresis
-    threshold (half a window), growing the target window as py-libp2p's auto-tuning does."""
+    threshold (half a window), growing the target window as py-libp2p's auto-tuning does; a
+    sender that closed its side gets none (py-libp2p sent it a frame it could not use)."""
     del bytes_read  # what was read is already missing from the window: it needs no credit of its own
+    if stream.recv_closed:  # the sender has finished (Kubo and Helia close each message's stream)
+        return
     async with stream.window_lock:
         buffered = len(stream.conn.stream_buffers.get(stream.stream_id, b""))
         delta = stream.target_recv_window - (stream.recv_window + buffered)

@@ -71,6 +71,30 @@ def test_a_greedy_sender_never_gets_credit_past_the_limit(steps):
     trio.run(run)
 
 
+def test_a_sender_that_closed_its_side_gets_no_credit_for_what_is_read_after():
+    yamux_tuning.install()
+
+    async def read_all(stream: YamuxStream) -> None:
+        read = len(stream.conn.stream_buffers[1])
+        stream.conn.stream_buffers[1].clear()
+        await stream._auto_tune_and_send_window_update(bytes_read=read)
+
+    async def run() -> None:
+        conn = Connection()
+        stream = YamuxStream(1, conn, True)
+        window = stream.recv_window
+        conn.stream_buffers[1].extend(bytes(window))  # the sender used all its credit
+        stream.recv_window = 0
+        stream.recv_closed = True  # and its FIN came with the last byte
+        await read_all(stream)
+        assert conn.credit_sent == 0
+        stream.recv_closed = False  # the same read of an open stream's bytes is credited
+        await read_all(stream)
+        assert conn.credit_sent >= window  # (its target window may have grown meanwhile)
+
+    trio.run(run)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 1 << 22), st.lists(st.integers(0, 1 << 20), max_size=200))
 def test_frames_fit_one_noise_message_and_the_window(total, windows):
