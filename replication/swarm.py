@@ -107,6 +107,12 @@ class Swarm:
     def fetch_block(self, cid: bytes) -> bytes | None:
         """Blocking (worker threads only): a block from the swarm, or None when nobody has it
         within the fetch timeout (at once when no peer is connected)."""
+        if self.bitswap is not None:
+            # fetched by a read-ahead, not indexed yet: read here, without a trip to the libp2p
+            # thread, which is busiest exactly when a reader follows a fetch
+            data = self.bitswap.in_flight_block(cid)
+            if data is not None:
+                return data
         if not self.reachable():
             return None
         timeout = self.settings.fetch_timeout

@@ -7,7 +7,7 @@ import asyncio
 import threading
 
 import pytest
-from edgefiles.web.ahead import produced_ahead
+from edgefiles.web.ahead import in_chunks, produced_ahead
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +19,22 @@ def test_every_chunk_arrives_in_order(chunks, depth):
         return [chunk async for chunk in produced_ahead(iter(chunks), depth)]
 
     assert asyncio.run(consume()) == chunks
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=40), st.integers(1, 1000))
+def test_pieces_are_joined_whole_into_chunks_of_at_least_the_size(pieces, size):
+    chunks = list(in_chunks(iter(pieces), size))
+    assert b"".join(chunks) == b"".join(pieces)
+    assert all(len(chunk) >= size for chunk in chunks[:-1])
+    rest = list(pieces)
+    for chunk in chunks:  # each chunk is whole pieces, and stops at the first that reaches the size
+        held = []
+        while len(b"".join(held)) < len(chunk):
+            held.append(rest.pop(0))
+        assert b"".join(held) == chunk
+        assert chunk is chunks[-1] or len(b"".join(held[:-1])) < size
+    assert not any(rest)
 
 
 def test_an_error_while_producing_reaches_the_consumer_after_what_came_before():

@@ -7,9 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 _DONE = object()
+
+
+def in_chunks(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """`pieces` joined into chunks of at least `size` bytes (the last one may be smaller):
+    one hand-over to the server per chunk, not one per block."""
+    parts: list[bytes] = []
+    held = 0
+    for piece in pieces:
+        parts.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield b"".join(parts)
+            parts, held = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 async def produced_ahead(chunks: Iterator[bytes], depth: int = 2) -> AsyncIterator[bytes]:

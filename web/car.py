@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from .ahead import produced_ahead
+from .ahead import in_chunks, produced_ahead
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import CarInvalid, InsufficientStorage, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -56,15 +56,8 @@ async def stream(roots: list[bytes], steps: list[Block], walk: Iterator[Block], 
 
 def _chunks(roots: list[bytes], blocks: Iterator[Block]) -> Iterator[bytes]:
     """A worker thread: the header and sections."""
-    parts, size = [car.header(roots)], 0
-    for cid, data in blocks:
-        parts += car.section(cid, data)
-        size += len(data)
-        if size >= CHUNK:
-            yield b"".join(parts)
-            parts, size = [], 0
-    if parts:
-        yield b"".join(parts)
+    sections = chain.from_iterable(car.section(cid, data) for cid, data in blocks)
+    return in_chunks(chain([car.header(roots)], sections), CHUNK)
 
 
 class CarSink:

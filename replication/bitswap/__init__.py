@@ -59,6 +59,10 @@ class Bitswap:
     def local_block(self, cid: bytes) -> bytes | None:
         return self.client.local_block(cid)
 
+    def in_flight_block(self, cid: bytes) -> bytes | None:
+        """From any thread: a block fetched and written here but not indexed yet."""
+        return self.client.in_flight_block(cid)
+
     def prefetch(self, cids: list[bytes], timeout: float) -> None:
         self.client.prefetch(cids, timeout)
 
