@@ -21,6 +21,18 @@ just after a look cost the stream up to 10 ms idle, per window's worth of data (
 of one Noise message, a 256 KiB window ran out before the peer's half-window credit came,
 and a raw stream fell from 260 to 70 MB/s). Here the credit wakes the sender at once.
 
+Locks: a trio lock yields to every other runnable task even when it is free (a checkpoint
+after taking it, with the lock held). py-libp2p's reader takes the connection's streams lock
+for every frame it receives, so it waited for a whole round of the scheduler per frame, and
+tasks that wanted the lock meanwhile parked behind it: sampled during Kubo -> us, the reader
+spent most of its time off the socket at that yield or parked on that lock. Its locks here
+(`PromptLock`) are taken at once when free.
+
+Acknowledgements: py-libp2p's reader wrote the ACK of every inbound stream the moment it
+read its SYN, a Noise message and a system call of their own, with the reader waiting for
+the connection. A bare ACK now waits (ACK_DELAY at most) for the next frame written on the
+connection and leaves with it: the protocol's answer on that very stream, mostly.
+
 Small frames: every frame was encrypted and written on its own; a peer that opens a stream
 per message (Kubo sends each block so) costs us an ACK, protocol replies, credit and a FIN
 per message, each a Noise message and a system call. Frames queued while the connection is
@@ -41,6 +53,9 @@ FRAME_PAYLOAD = NOISE_PLAINTEXT - HEADER_SIZE
 CREDIT_WAIT = 5.0  # as py-libp2p: a stream given no credit for this long fails its write
 CLOSED_CHECK = 0.05  # a waiting sender also notices a stream closed under it this often
 WRITE_LIMIT = 10.0  # seconds one batch of frames may take to leave before the connection is given up
+ACK_DELAY = 0.005  # seconds a bare ACK waits for another frame to leave with
+HEADER_FORMAT = "!BBHII"  # version, type, flags, stream id, length (the Yamux spec)
+TYPE_WINDOW_UPDATE, FLAG_ACK = 1, 2
 
 
 def frame_length(remaining: int, window: int) -> int:
@@ -203,12 +218,24 @@ def _same_kind(error: BaseException) -> BaseException:
     return RawConnError(f"the connection failed writing: {error}")
 
 
+def is_bare_ack(frame: bytes) -> bool:
+    """A window update that only acknowledges a stream (no credit, no other flag)."""
+    if len(frame) != HEADER_SIZE:
+        return False
+    _, kind, flags, _, length = struct.unpack(HEADER_FORMAT, frame)
+    return kind == TYPE_WINDOW_UPDATE and flags == FLAG_ACK and length == 0
+
+
 async def write_frame(conn: Any, frame: bytes) -> None:
     """Yamux._write_frame: the frame leaves with every other one queued meanwhile; returns
-    once it was handed to the connection, or raises as the write that carried it failed."""
+    once it was handed to the connection, or raises as the write that carried it failed.
+    A bare ACK returns at once and leaves with the next frame (`ACK_DELAY` at most)."""
     queue = conn.__dict__.get("_frame_queue")
     if queue is None:
         queue = conn._frame_queue = FrameQueue()
+    if is_bare_ack(frame) and _flush_later(conn, queue):
+        queue.add(frame)
+        return
     number = queue.add(frame)
     try:
         await conn._write_lock.acquire()
@@ -223,6 +250,30 @@ async def write_frame(conn: Any, frame: bytes) -> None:
     finally:
         conn._write_lock.release()
     await trio.lowlevel.checkpoint()
+
+
+def _flush_later(conn: Any, queue: FrameQueue) -> bool:
+    """Make sure what is queued leaves within ACK_DELAY; False when that cannot be arranged
+    (no nursery: the connection is not running)."""
+    if conn.__dict__.get("_flush_due"):
+        return True
+    nursery = getattr(conn, "_nursery", None)
+    if nursery is None:
+        return False
+    conn._flush_due = True
+    nursery.start_soon(_flush_after_delay, conn, queue)
+    return True
+
+
+async def _flush_after_delay(conn: Any, queue: FrameQueue) -> None:
+    await trio.sleep(ACK_DELAY)
+    conn._flush_due = False
+    async with conn._write_lock:
+        if queue.queued > queue.taken:  # nobody wrote meanwhile
+            try:
+                await _write_queued(conn, queue)
+            except Exception:  # the connection failed: its reader and writers hear of it
+                pass
 
 
 async def _write_queued(conn: Any, queue: FrameQueue) -> None:
@@ -247,11 +298,55 @@ async def _write_queued(conn: Any, queue: FrameQueue) -> None:
         raise
 
 
+class PromptLock:
+    """A trio lock taken at once when it is free (no checkpoint); waits as trio.Lock does
+    when it is not."""
+
+    def __init__(self) -> None:
+        self._lock = trio.Lock()
+
+    async def acquire(self) -> None:
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _with_prompt_locks(cls: type, names: tuple[str, ...]) -> None:
+    init = cls.__init__
+    if getattr(init, "prompt_locks", False):
+        return
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        for name in names:
+            setattr(self, name, PromptLock())
+
+    __init__.prompt_locks = True  # type: ignore[attr-defined]
+    cls.__init__ = __init__
+
+
 def install() -> None:
     """Use all of the above for every Yamux stream of this process (idempotent)."""
+    from libp2p.network.stream.net_stream import NetStream
     from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
     YamuxStream._auto_tune_and_send_window_update = credit_after_read
     YamuxStream.write = send
     YamuxStream.send_window = property(_get_send_window, _set_send_window)
     Yamux._write_frame = write_frame
+    _with_prompt_locks(Yamux, ("streams_lock",))
+    _with_prompt_locks(YamuxStream, ("window_lock", "close_lock"))
+    _with_prompt_locks(NetStream, ("_state_lock",))

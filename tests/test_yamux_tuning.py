@@ -21,7 +21,7 @@ from libp2p.stream_muxer.yamux.yamux import (
     YAMUX_HEADER_FORMAT,
     YamuxStream,
 )
-from trio.testing import MockClock, wait_all_tasks_blocked
+from trio.testing import MockClock, assert_no_checkpoints, wait_all_tasks_blocked
 
 
 class Connection:
@@ -274,5 +274,61 @@ def test_a_peer_that_reads_nothing_costs_its_connection_not_every_writer_for_goo
                 await yamux_tuning.write_frame(conn, b"x" * 20)
         assert not outer.cancelled_caught and trio.current_time() >= yamux_tuning.WRITE_LIMIT
         assert conn.secured_conn.closed  # ... but the limit closes the connection
+
+    trio.run(run, clock=MockClock(autojump_threshold=0))
+
+
+def ack(stream_id: int) -> bytes:
+    return struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_WINDOW_UPDATE, 2, stream_id, 0)
+
+
+def test_an_ack_leaves_with_the_next_frame_in_one_write_and_alone_after_a_short_wait():
+    """py-libp2p wrote every inbound stream's ACK on its own, the reader waiting for it."""
+    async def run() -> None:
+        conn = YamuxConnection()
+        async with trio.open_nursery() as nursery:
+            conn._nursery = nursery
+            with trio.fail_after(0):  # the reader does not wait for an ACK to be written
+                await yamux_tuning.write_frame(conn, ack(3))
+            assert conn.secured_conn.pieces == []
+            await yamux_tuning.write_frame(conn, b"answer on stream 3..")
+            assert conn.secured_conn.pieces == [ack(3) + b"answer on stream 3.."]  # ACK first, one write
+            await yamux_tuning.write_frame(conn, ack(5))
+            await trio.sleep(yamux_tuning.ACK_DELAY / 2)
+            assert conn.secured_conn.pieces[1:] == []
+            await trio.sleep(yamux_tuning.ACK_DELAY)
+            assert conn.secured_conn.pieces[1:] == [ack(5)]  # nothing else came: it left alone
+        assert trio.current_time() < 2 * yamux_tuning.ACK_DELAY
+
+    trio.run(run, clock=MockClock(autojump_threshold=0))
+
+
+def test_credit_and_flagged_frames_are_not_held_back():
+    credit = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_WINDOW_UPDATE, 2, 3, 1000)  # an ACK with credit
+    reset = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_WINDOW_UPDATE, 2 | 8, 3, 0)
+    assert yamux_tuning.is_bare_ack(ack(3))
+    assert not any(map(yamux_tuning.is_bare_ack, (credit, reset, ack(3) + b"data")))
+
+
+def test_a_free_prompt_lock_is_taken_without_a_checkpoint_and_still_excludes():
+    async def run() -> None:
+        lock = yamux_tuning.PromptLock()
+        with assert_no_checkpoints():  # trio.Lock lets every runnable task go first
+            async with lock:
+                pass
+        inside = most_inside = 0
+
+        async def contender() -> None:
+            nonlocal inside, most_inside
+            async with lock:
+                inside += 1
+                most_inside = max(most_inside, inside)
+                await trio.sleep(0.01)
+                inside -= 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(contender)
+        assert most_inside == 1 and not lock.locked() and trio.current_time() >= 0.2
 
     trio.run(run, clock=MockClock(autojump_threshold=0))
