@@ -67,11 +67,6 @@ class BlockSource(Protocol):
         """Blocking (worker threads only): the block, or None when nobody has it in time."""
         ...
 
-    def get_blocks(self, cids: list[bytes]) -> list[bytes]:
-        """`get_block` of several, with one index lookup for those stored here."""
-        return [data if data is not None else self.get_block(cid)
-                for cid, data in zip(cids, self.store.get_many(cids), strict=True)]
-
     def prefetch(self, cids: list[bytes]) -> None:
         """From any thread: blocks a reader will need next, asked for now."""
         ...
@@ -90,11 +85,6 @@ class NoPeers:
 
     def fetch_block(self, cid: bytes) -> bytes | None:
         return None
-
-    def get_blocks(self, cids: list[bytes]) -> list[bytes]:
-        """`get_block` of several, with one index lookup for those stored here."""
-        return [data if data is not None else self.get_block(cid)
-                for cid, data in zip(cids, self.store.get_many(cids), strict=True)]
 
     def prefetch(self, cids: list[bytes]) -> None:
         return None
