@@ -55,7 +55,7 @@ CLOSED_CHECK = 0.05  # a waiting sender also notices a stream closed under it th
 WRITE_LIMIT = 10.0  # seconds one batch of frames may take to leave before the connection is given up
 ACK_DELAY = 0.005  # seconds a bare ACK waits for another frame to leave with
 HEADER_FORMAT = "!BBHII"  # version, type, flags, stream id, length (the Yamux spec)
-TYPE_WINDOW_UPDATE, FLAG_ACK = 1, 2
+TYPE_DATA, TYPE_WINDOW_UPDATE, FLAG_ACK = 0, 1, 2
 
 
 def frame_length(remaining: int, window: int) -> int:
@@ -103,7 +103,6 @@ async def _cut_frame(stream: Any, view: memoryview, sent: int) -> bytes | None:
     """The next frame from `view[sent:]` as far as the send window allows, the window taken
     (None: no window left)."""
     from libp2p.stream_muxer.exceptions import MuxedStreamError
-    from libp2p.stream_muxer.yamux.yamux import TYPE_DATA, YAMUX_HEADER_FORMAT
 
     async with stream.rw_lock.write_lock():
         if stream.send_closed:
@@ -115,7 +114,7 @@ async def _cut_frame(stream: Any, view: memoryview, sent: int) -> bytes | None:
                 return None
             n = frame_length(len(view) - sent, stream.send_window)
             stream.send_window -= n
-            header = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_DATA, 0, stream.stream_id, n)
+            header = struct.pack(HEADER_FORMAT, 0, TYPE_DATA, 0, stream.stream_id, n)
             return header + view[sent:sent + n]
 
 
