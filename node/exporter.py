@@ -8,7 +8,7 @@ CID always names the same bytes, and only bytes that passed verification get cac
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
@@ -23,6 +23,8 @@ CACHE_ENTRIES = 4096
 CACHE_MAX_BLOCK = 64 * 1024  # directories and inner file nodes; never leaves full of content
 READ_AHEAD = 32  # leaves read ahead of a DAG walk that has a thread pool
 READ_GROUP = 8  # of them read by one task
+# A dag-pb leaf's Tsize is its bytes and ~14 bytes of framing; an inner node's adds its links' (40+ each)
+LEAF_FRAMING = 32
 
 
 class NotFound(Exception):
@@ -45,6 +47,15 @@ class Node:
     @property
     def is_dir(self) -> bool:
         return self.kind in (unixfs.DIRECTORY, unixfs.HAMT_SHARD)
+
+
+def _dag_pb_node(cid: bytes, pb: dagpb.PBNode, meta: unixfs.UnixFSData) -> Node:
+    if meta.type in (unixfs.FILE, unixfs.RAW_TYPE):
+        size = meta.filesize if meta.filesize is not None else len(meta.data or b"")
+        return Node(cid, unixfs.FILE, size, pb, meta)
+    if meta.type in (unixfs.DIRECTORY, unixfs.HAMT_SHARD):
+        return Node(cid, meta.type, 0, pb, meta)
+    raise NotUnixFS(f"UnixFS type {meta.type} is not served")
 
 
 def _decode(block: bytes) -> tuple[dagpb.PBNode, unixfs.UnixFSData]:
@@ -91,17 +102,19 @@ class DagReader:
     def load(self, cid: bytes) -> Node:
         codec = codec_of(cid)
         if codec == RAW:
-            block = self.get_block(cid)
+            return self._node_of(cid, self.get_block(cid))
+        if codec != DAG_PB:
+            raise NotUnixFS("unsupported codec")
+        return _dag_pb_node(cid, *self._decoded(cid))
+
+    def _node_of(self, cid: bytes, block: bytes) -> Node:
+        """`load` of a block already read."""
+        codec = codec_of(cid)
+        if codec == RAW:
             return Node(cid, unixfs.FILE, len(block), None, None, block)
         if codec != DAG_PB:
             raise NotUnixFS("unsupported codec")
-        pb, meta = self._decoded(cid)
-        if meta.type in (unixfs.FILE, unixfs.RAW_TYPE):
-            size = meta.filesize if meta.filesize is not None else len(meta.data or b"")
-            return Node(cid, unixfs.FILE, size, pb, meta)
-        if meta.type in (unixfs.DIRECTORY, unixfs.HAMT_SHARD):
-            return Node(cid, meta.type, 0, pb, meta)
-        raise NotUnixFS(f"UnixFS type {meta.type} is not served")
+        return _dag_pb_node(cid, *_decode(block))
 
     def _decoded(self, cid: bytes) -> tuple[dagpb.PBNode, unixfs.UnixFSData]:
         hit = self._nodes.get(cid)
@@ -185,8 +198,18 @@ class DagReader:
             level = below
         return complete, missing
 
-    def read_range(self, node: Node, start: int, end: int) -> Iterator[bytes]:
-        """Bytes [start, end) of a file, block by block in DAG order, touching only needed blocks."""
+    def read_range(self, node: Node, start: int, end: int, pool: Executor | None = None) -> Iterator[bytes]:
+        """Bytes [start, end) of a file, block by block in DAG order, touching only needed
+        blocks. With `pool`, the next leaves are read (and verified) on its threads while the
+        caller takes the ones before."""
+        if pool is None:
+            yield from self._pieces(node, start, end, leaves_later=False)  # type: ignore[misc]
+        else:
+            yield from self._leaves_read_ahead(self._pieces(node, start, end, leaves_later=True), pool)
+
+    def _pieces(self, node: Node, start: int, end: int, leaves_later: bool) -> Iterator[bytes | _Span]:
+        """The bytes of [start, end) in order; with `leaves_later`, a leaf's bytes as a `_Span`
+        of it, for the caller to read (inner nodes are read here: small, and cached)."""
         if start >= end:
             return
         if node.raw is not None:
@@ -201,10 +224,50 @@ class DagReader:
             offset = len(inline)
         wanted = _links_in_range(node.pb.links, self._child_sizes(node), offset, start, end)
         if self.prefetch is not None and len(node.pb.links) > 1:
-            self.prefetch([cid for cid, _ in wanted])
-        for cid, at in wanted:
-            sub = self.load(cid)
-            yield from self.read_range(sub, max(0, start - at), min(sub.size, end - at))
+            self.prefetch([link.cid for link, _, _ in wanted])
+        for link, at, size in wanted:
+            if leaves_later and _is_leaf(link, size):
+                yield _Span(link.cid, max(0, start - at), min(size, end - at))
+                continue
+            sub = self.load(link.cid)
+            yield from self._pieces(sub, max(0, start - at), min(sub.size, end - at), leaves_later)
+
+    def _leaves_read_ahead(self, pieces: Iterator[bytes | _Span], pool: Executor) -> Iterator[bytes]:
+        """`pieces` with each leaf span read: the next READ_AHEAD leaves in groups of
+        READ_GROUP on `pool` (one index query and one hand-off per group) while the caller takes
+        the ones before. A span whose block is not a leaf after all (its Tsize misled) is read
+        here, in full."""
+        window: deque[_Ahead] = deque()
+        unread: list[_Ahead] = []
+        leaves = 0
+        try:
+            while True:
+                while leaves < READ_AHEAD and (piece := next(pieces, None)) is not None:
+                    window.append(ahead := _Ahead(piece))
+                    if isinstance(piece, _Span):
+                        leaves += 1
+                        unread.append(ahead)
+                while len(unread) >= READ_GROUP or (unread and leaves < READ_AHEAD):  # whole groups
+                    self._read_group(unread[:READ_GROUP], pool)
+                    del unread[:READ_GROUP]
+                if not window:
+                    return
+                ahead = window.popleft()
+                if not isinstance(ahead.piece, _Span):
+                    yield ahead.piece
+                    continue
+                leaves -= 1
+                span, block = ahead.piece, ahead.block()
+                yield from self._pieces(self._node_of(span.cid, block), span.start, span.end, False)  # type: ignore[misc]
+        finally:
+            for ahead in window:
+                if ahead.read is not None:
+                    ahead.read.cancel()
+
+    def _read_group(self, group: list[_Ahead], pool: Executor) -> None:
+        task = pool.submit(self.get_blocks, [ahead.piece.cid for ahead in group])  # type: ignore[union-attr]
+        for index, ahead in enumerate(group):
+            ahead.read, ahead.index = task, index
 
     def path_blocks(self, root: bytes, segments: list[str]) -> tuple[list[tuple[bytes, bytes]], bytes]:
         """The blocks it takes to verify each step of a path below `root` (directories and
@@ -283,7 +346,8 @@ class DagReader:
         start, end = byte_range if byte_range is not None else (0, 1 << 62)
         inline = len(meta.data or b"")
         sizes = self._child_sizes(Node(cid, unixfs.FILE, 0, pb, meta))
-        return _links_in_range(pb.links, sizes, offset + inline, start, end)
+        wanted = _links_in_range(pb.links, sizes, offset + inline, start, end)
+        return [(link.cid, at) for link, at, _ in wanted]
 
     def _read_ahead(self, upcoming: list[bytes], reading: dict[bytes, tuple[Future, int]],
                     pool: Executor) -> None:
@@ -318,14 +382,43 @@ class DagReader:
 
 
 def _links_in_range(
-    links: list[dagpb.Link], sizes: list[int], offset: int, start: int, end: int
-) -> list[tuple[bytes, int]]:
-    """(CID, offset of its first byte) of each link of a file node that holds bytes of [start, end)."""
+    links: tuple[dagpb.Link, ...], sizes: list[int], offset: int, start: int, end: int
+) -> list[tuple[dagpb.Link, int, int]]:
+    """(link, offset of its first byte, its file bytes) of each link of a file node that holds
+    bytes of [start, end)."""
     out = []
     for link, size in zip(links, sizes, strict=True):
         if offset >= end:
             break
         if offset + size > start:
-            out.append((link.cid, offset))
+            out.append((link, offset, size))
         offset += size
     return out
+
+
+def _is_leaf(link: dagpb.Link, size: int) -> bool:
+    """Whether a file node's link points at a leaf, judged without reading it: raw, or a
+    dag-pb node whose Tsize (its whole subtree) is its bytes and a leaf's framing only."""
+    return codec_of(link.cid) == RAW or 0 <= link.tsize - size < LEAF_FRAMING
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """Bytes [start, end) of the leaf `cid`, still to be read."""
+
+    cid: bytes
+    start: int
+    end: int
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """A piece of a read in the read-ahead window, and where its leaf's read is under way."""
+
+    piece: bytes | _Span
+    read: Future | None = None
+    index: int = 0
+
+    def block(self) -> bytes:
+        assert self.read is not None, "a leaf reaches the front of the window after its group started"
+        return self.read.result()[self.index]

@@ -1,5 +1,7 @@
 """Property tests: the path validator, HAMT build/read, byte ranges through the exporter."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import pytest
@@ -74,6 +76,7 @@ def test_hamt_directory_build_and_read(entry_names):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 5000), st.data(), st.sampled_from([KUBO_V1, ACTYX]))
 def test_ranges_read_exactly_the_slice(size, data, base):
+    """With or without leaves read ahead on a pool: the same bytes, the same blocks read."""
     profile = Profile("small", 256, 3, base.raw_leaves, None, base.link_tsize_is_raw_size)
     blocks: dict[bytes, bytes] = {}
     content = bytes((i * 7 + size) % 251 for i in range(size))
@@ -92,7 +95,9 @@ def test_ranges_read_exactly_the_slice(size, data, base):
         return blocks[cid]
 
     announced: list[bytes] = []
-    read = b"".join(exporter.DagReader(get, announced.extend).read_range(node, start, end))
+    with ThreadPoolExecutor(2) as pool:
+        ahead = pool if data.draw(st.booleans()) else None
+        read = b"".join(exporter.DagReader(get, announced.extend).read_range(node, start, end, ahead))
     assert read == content[start:end]
     if size > 256:  # a multi-leaf file: only the leaves holding the range are read
         leaves_needed = (end - 1) // 256 - start // 256 + 1 if end > start else 0
@@ -142,6 +147,56 @@ def test_read_ahead_announces_the_blocks_of_a_range_before_reading_them():
     assert set(leaves) <= set(ahead)  # every parent here has 3 links: all were announced
     assert all(events.index(("ahead", c)) < events.index(("read", c)) for c in leaves)
     assert set(ahead) <= {c for kind, c in events if kind == "read"}  # nothing outside the range
+
+
+def test_a_read_with_a_pool_reads_the_next_leaves_while_the_first_is_taken():
+    profile = Profile("small", 256, 174, True, None)
+    blocks: dict[bytes, bytes] = {}
+    content = b"".join(bytes([i % 256]) * 256 for i in range(200))  # 200 leaves, two levels
+    builder = FileBuilder(profile, blocks.__setitem__)
+    builder.write(content)
+    reader = exporter.DagReader(blocks.__getitem__)
+    node = reader.load(builder.finish().cid)
+    read: list[bytes] = []
+    lock = threading.Lock()
+
+    def get_blocks(cids: list[bytes]) -> list[bytes]:
+        with lock:
+            read.extend(cids)
+        return [blocks[c] for c in cids]
+
+    reader.get_blocks = get_blocks
+    with ThreadPoolExecutor(2) as pool:
+        pieces = reader.read_range(node, 0, len(content), pool)
+        assert next(pieces) == content[:256]
+        pool.submit(lambda: None).result()  # both threads done with what they were given
+        pool.submit(lambda: None).result()
+    first_inner = reader.load(node.pb.links[0].cid)
+    # the first READ_AHEAD leaves, in file order: not the whole file, and no inner node
+    assert read == [link.cid for link in first_inner.pb.links[: exporter.READ_AHEAD]]
+    pieces.close()
+
+
+def test_a_leaf_that_is_not_one_is_still_read_whole_with_a_pool():
+    """A link's Tsize decides, unread, whether a child is a leaf; when it lies (an inner node
+    claiming a leaf's size), the read is still right, the node read in place."""
+    small = Profile("small", 64, 3, False, None)
+    blocks: dict[bytes, bytes] = {}
+    content = bytes(range(256)) * 3
+    inner = FileBuilder(small, blocks.__setitem__)
+    inner.write(content)
+    inner_cid = inner.finish().cid
+    assert dagpb.decode(blocks[inner_cid]).links  # an inner node: its leaves are below it
+    meta = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, filesize=2 * len(content),
+                                           blocksizes=(len(content),) * 2))
+    lying = Link(inner_cid, "", len(content) + 1)  # a leaf's Tsize for an inner node
+    root_block = dagpb.encode([lying, lying], meta)
+    root = make_cid(DAG_PB, root_block)
+    blocks[root] = root_block
+    reader = exporter.DagReader(blocks.__getitem__)
+    with ThreadPoolExecutor(2) as pool:
+        node = reader.load(root)
+        assert b"".join(reader.read_range(node, 5, 2 * len(content) - 3, pool)) == (content * 2)[5:-3]
 
 
 def _is_leaf(cid: bytes, block: bytes) -> bool:
@@ -258,8 +313,6 @@ def _depth_first(blocks: dict[bytes, bytes], root: bytes) -> list[bytes]:
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.binary(max_size=700), min_size=1, max_size=6), st.data())
 def test_a_dag_walk_gives_every_block_once_depth_first_with_or_without_read_ahead(contents, data):
-    from concurrent.futures import ThreadPoolExecutor
-
     small = Profile("small", 64, 3, True, None)
     blocks: dict[bytes, bytes] = {}
     tree = TreeBuilder(small, blocks.__setitem__)

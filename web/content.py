@@ -189,8 +189,9 @@ class ContentServer:
         return StreamingResponse(body, status_code=status, headers=headers, media_type=mtype)
 
     def _stream(self, node: exporter.Node, start: int, end: int) -> Iterator[bytes]:
-        """Reads the first block now, so a corrupt first block becomes a 500 before any header."""
-        pieces = self.reader.read_range(node, start, end)
+        """Reads the first block now, so a corrupt first block becomes a 500 before any header.
+        The next leaves are read on the read pool while the ones before are sent."""
+        pieces = self.reader.read_range(node, start, end, self.core.read_pool)
         first = next(pieces, None)
         if first is None:
             return iter(())
