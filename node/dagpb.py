@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .cid import normalize
-from .protobuf import DecodeError, bytes_field, fields, varint_field
+from .protobuf import DecodeError, bytes_field, fields, read_varint, varint_field
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,20 @@ def decode(buf: bytes) -> PBNode:
         else:
             raise DecodeError(f"unexpected PBNode field {field}")
     return PBNode(tuple(links), data)
+
+
+def has_links(buf: bytes) -> bool:
+    """Whether a dag-pb node links anywhere; a node that is one Data field and nothing else
+    (a file's leaf) is told without decoding it (a copy of its bytes)."""
+    if buf[:1] == b"\x0a":
+        try:
+            size, pos = read_varint(buf, 1)
+        except DecodeError:
+            pass
+        else:
+            if pos + size == len(buf):
+                return False
+    return bool(decode(buf).links)
 
 
 def child_cids_of(buf: bytes) -> list[bytes]:

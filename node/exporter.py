@@ -12,12 +12,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from . import dagpb, hamt, unixfs
 from .cid import DAG_PB, RAW, codec_of, normalize
 from .protobuf import DecodeError
 
 GetBlock = Callable[[bytes], bytes]
+T = TypeVar("T")
 
 CACHE_ENTRIES = 4096
 CACHE_MAX_BLOCK = 64 * 1024  # directories and inner file nodes; never leaves full of content
@@ -56,6 +58,28 @@ def _dag_pb_node(cid: bytes, pb: dagpb.PBNode, meta: unixfs.UnixFSData) -> Node:
     if meta.type in (unixfs.DIRECTORY, unixfs.HAMT_SHARD):
         return Node(cid, meta.type, 0, pb, meta)
     raise NotUnixFS(f"UnixFS type {meta.type} is not served")
+
+
+def _has_links(cid: bytes, block: bytes) -> bool:
+    try:
+        return dagpb.has_links(block)
+    except DecodeError:
+        raise NotUnixFS(f"block {cid.hex()} is not valid dag-pb") from None
+
+
+def _decode_for_walk(cid: bytes, block: bytes, scope: str) -> tuple[dagpb.PBNode, unixfs.UnixFSData | None]:
+    """A dag-pb block and its UnixFS data; a walk of the whole DAG ("all") follows the links
+    of dag-pb blocks that carry no UnixFS data too."""
+    try:
+        pb = dagpb.decode(block)
+    except DecodeError:
+        raise NotUnixFS(f"block {cid.hex()} is not valid dag-pb") from None
+    try:
+        return pb, unixfs.decode(pb.data) if pb.data is not None else None
+    except DecodeError:
+        if scope == "all":
+            return pb, None
+        raise NotUnixFS(f"block {cid.hex()} is not valid UnixFS") from None
 
 
 def _decode(block: bytes) -> tuple[dagpb.PBNode, unixfs.UnixFSData]:
@@ -204,8 +228,14 @@ class DagReader:
         caller takes the ones before."""
         if pool is None:
             yield from self._pieces(node, start, end, leaves_later=False)  # type: ignore[misc]
-        else:
-            yield from self._leaves_read_ahead(self._pieces(node, start, end, leaves_later=True), pool)
+            return
+        for item in _read_ahead(self._pieces(node, start, end, leaves_later=True), self.get_blocks, pool):
+            if isinstance(item, _Ahead):  # the leaf's bytes (all of them, should it not be a leaf)
+                span = item.item
+                leaf = self._node_of(span.cid, item.block())
+                yield from self._pieces(leaf, span.start, span.end, False)  # type: ignore[misc]
+            else:
+                yield item  # type: ignore[misc]
 
     def _pieces(self, node: Node, start: int, end: int, leaves_later: bool) -> Iterator[bytes | _Span]:
         """The bytes of [start, end) in order; with `leaves_later`, a leaf's bytes as a `_Span`
@@ -231,43 +261,6 @@ class DagReader:
                 continue
             sub = self.load(link.cid)
             yield from self._pieces(sub, max(0, start - at), min(sub.size, end - at), leaves_later)
-
-    def _leaves_read_ahead(self, pieces: Iterator[bytes | _Span], pool: Executor) -> Iterator[bytes]:
-        """`pieces` with each leaf span read: the next READ_AHEAD leaves in groups of
-        READ_GROUP on `pool` (one index query and one hand-off per group) while the caller takes
-        the ones before. A span whose block is not a leaf after all (its Tsize misled) is read
-        here, in full."""
-        window: deque[_Ahead] = deque()
-        unread: list[_Ahead] = []
-        leaves = 0
-        try:
-            while True:
-                while leaves < READ_AHEAD and (piece := next(pieces, None)) is not None:
-                    window.append(ahead := _Ahead(piece))
-                    if isinstance(piece, _Span):
-                        leaves += 1
-                        unread.append(ahead)
-                while len(unread) >= READ_GROUP or (unread and leaves < READ_AHEAD):  # whole groups
-                    self._read_group(unread[:READ_GROUP], pool)
-                    del unread[:READ_GROUP]
-                if not window:
-                    return
-                ahead = window.popleft()
-                if not isinstance(ahead.piece, _Span):
-                    yield ahead.piece
-                    continue
-                leaves -= 1
-                span, block = ahead.piece, ahead.block()
-                yield from self._pieces(self._node_of(span.cid, block), span.start, span.end, False)  # type: ignore[misc]
-        finally:
-            for ahead in window:
-                if ahead.read is not None:
-                    ahead.read.cancel()
-
-    def _read_group(self, group: list[_Ahead], pool: Executor) -> None:
-        task = pool.submit(self.get_blocks, [ahead.piece.cid for ahead in group])  # type: ignore[union-attr]
-        for index, ahead in enumerate(group):
-            ahead.read, ahead.index = task, index
 
     def path_blocks(self, root: bytes, segments: list[str]) -> tuple[list[tuple[bytes, bytes]], bytes]:
         """The blocks it takes to verify each step of a path below `root` (directories and
@@ -306,71 +299,58 @@ class DagReader:
         HAMT shards, not its entries). `byte_range` [start, end) of a file: only the blocks
         that hold those bytes. `seen`: blocks already given (by an earlier walk) and skipped."""
         seen = set() if seen is None else seen
-        reading: dict[bytes, tuple[Future, int]] = {}  # leaf -> (its group's read, its place in it)
-        stack: list[tuple[bytes, int]] = [(root, 0)]  # (CID, offset of its bytes in the file)
-        try:
-            while stack:
-                cid, offset = stack.pop()
-                key = normalize(cid)
-                ahead = reading.pop(cid, None)
-                if key in seen:
-                    continue
-                seen.add(key)
-                block = ahead[0].result()[ahead[1]] if ahead is not None else self.get_block(cid)
-                yield cid, block
-                if scope != "block" and codec_of(cid) == DAG_PB:
-                    children = self._below(cid, block, offset, scope, byte_range)
-                    if self.prefetch is not None and len(children) > 1:
-                        self.prefetch([c for c, _ in children])
-                    stack.extend(reversed(children))
-                if pool is not None and len(reading) <= READ_AHEAD - READ_GROUP:  # whole groups
-                    self._read_ahead([c for c, _ in stack[-2 * READ_AHEAD :]], reading, pool)
-        finally:
-            for group, _ in reading.values():
-                group.cancel()
+        walk = self._walk([(root, 0, False)], scope, byte_range, seen, leaves_later=pool is not None)
+        if pool is None:
+            yield from walk  # type: ignore[misc]
+            return
+        for item in _read_ahead(walk, self.get_blocks, pool):
+            if not isinstance(item, _Ahead):
+                yield item  # type: ignore[misc]
+                continue
+            cid, offset, block = item.item.cid, item.item.start, item.block()
+            yield cid, block
+            if scope != "block" and codec_of(cid) == DAG_PB and _has_links(cid, block):  # not a leaf, then
+                below = self._below(cid, block, offset, scope, byte_range)
+                yield from self._walk(below[::-1], scope, byte_range, seen, leaves_later=False)  # type: ignore[misc]
+
+    def _walk(self, stack: list[tuple[bytes, int, bool]], scope: str, byte_range: tuple[int, int] | None,
+              seen: set[bytes], leaves_later: bool) -> Iterator[tuple[bytes, bytes] | _Span]:
+        """`blocks` from a stack of (CID, offset of its bytes in the file, a leaf?), its top
+        last; with `leaves_later`, a leaf as a `_Span` of it, for the caller to read."""
+        while stack:
+            cid, offset, leaf = stack.pop()
+            key = normalize(cid)
+            if key in seen:
+                continue
+            seen.add(key)
+            if leaf and leaves_later:
+                yield _Span(cid, offset, 0)
+                continue
+            block = self.get_block(cid)
+            yield cid, block
+            if scope != "block" and codec_of(cid) == DAG_PB:
+                children = self._below(cid, block, offset, scope, byte_range)
+                if self.prefetch is not None and len(children) > 1:
+                    self.prefetch([c for c, _, _ in children])
+                stack.extend(reversed(children))
 
     def _below(self, cid: bytes, block: bytes, offset: int, scope: str,
-               byte_range: tuple[int, int] | None) -> list[tuple[bytes, int]]:
-        """The links of a dag-pb block a walk of `scope` follows, with their file offsets."""
-        try:
-            pb = dagpb.decode(block)
-            meta = unixfs.decode(pb.data) if pb.data is not None and scope == "entity" else None
-        except DecodeError:
-            raise NotUnixFS(f"block {cid.hex()} is not valid dag-pb") from None
-        if scope == "all":
-            return [(link.cid, 0) for link in pb.links]
+               byte_range: tuple[int, int] | None) -> list[tuple[bytes, int, bool]]:
+        """The links of a dag-pb block a walk of `scope` follows: (CID, file offset, a leaf?)."""
+        pb, meta = _decode_for_walk(cid, block, scope)
+        if scope == "all":  # every link of any dag-pb node
+            sizes = meta.blocksizes if meta is not None else ()  # a file's: each link's bytes
+            if len(sizes) != len(pb.links):
+                return [(link.cid, 0, codec_of(link.cid) == RAW) for link in pb.links]
+            return [(link.cid, 0, _is_leaf(link, size)) for link, size in zip(pb.links, sizes, strict=True)]
         if meta is None or meta.type in (unixfs.DIRECTORY, unixfs.METADATA, unixfs.SYMLINK):
             return []
         if meta.type == unixfs.HAMT_SHARD:  # its sub-shards; its entries are other entities
-            return [(link.cid, 0) for link in pb.links if len(link.name) == 2]
+            return [(link.cid, 0, False) for link in pb.links if len(link.name) == 2]
         start, end = byte_range if byte_range is not None else (0, 1 << 62)
-        inline = len(meta.data or b"")
         sizes = self._child_sizes(Node(cid, unixfs.FILE, 0, pb, meta))
-        wanted = _links_in_range(pb.links, sizes, offset + inline, start, end)
-        return [(link.cid, at) for link, at, _ in wanted]
-
-    def _read_ahead(self, upcoming: list[bytes], reading: dict[bytes, tuple[Future, int]],
-                    pool: Executor) -> None:
-        """Start reading the leaves next to come off the stack (its top is last), a few per
-        task: one index query and one hand-off per group, not per block."""
-        group: list[bytes] = []
-        for cid in reversed(upcoming):
-            if codec_of(cid) != RAW:
-                break
-            if cid in reading or cid in group:
-                continue
-            group.append(cid)
-            if len(group) == READ_GROUP:
-                self._submit_group(group, reading, pool)
-                group = []
-        if group:
-            self._submit_group(group, reading, pool)
-
-    def _submit_group(self, group: list[bytes], reading: dict[bytes, tuple[Future, int]],
-                      pool: Executor) -> None:
-        task = pool.submit(self.get_blocks, group)
-        for index, cid in enumerate(group):
-            reading[cid] = (task, index)
+        wanted = _links_in_range(pb.links, list(sizes), offset + len(meta.data or b""), start, end)
+        return [(link.cid, at, _is_leaf(link, size)) for link, at, size in wanted]
 
     def _child_sizes(self, node: Node) -> list[int]:
         """File bytes below each link, as the node records them; a node that does not record
@@ -402,20 +382,74 @@ def _is_leaf(link: dagpb.Link, size: int) -> bool:
     return codec_of(link.cid) == RAW or 0 <= link.tsize - size < LEAF_FRAMING
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs a microsecond per block to make
 class _Span:
-    """Bytes [start, end) of the leaf `cid`, still to be read."""
+    """Bytes [start, end) of the leaf `cid`, still to be read (a DAG walk's: `start` is where
+    the leaf's bytes begin in its file)."""
 
     cid: bytes
     start: int
     end: int
 
 
+def _read_ahead(items: Iterator[T | _Span], get_blocks: Callable[[list[bytes]], list[bytes]],
+                pool: Executor) -> Iterator[T | _Ahead]:
+    """`items` in order, each `_Span` as the `_Ahead` that reads its leaf: the next READ_AHEAD leaves are
+    read on `pool` in groups of READ_GROUP (one index query and one hand-off per group) while
+    the caller takes the ones before. An error while taking items ahead is raised in its turn."""
+    window: deque[_Ahead] = deque()
+    unread: list[_Ahead] = []
+    leaves, more = 0, True
+    try:
+        while True:
+            while more and leaves < READ_AHEAD:
+                try:
+                    item: object = next(items)
+                except StopIteration:
+                    more = False
+                    break
+                except Exception as exc:  # noqa: BLE001  (raised when its turn comes)
+                    item, more = _Failed(exc), False
+                window.append(ahead := _Ahead(item))
+                if isinstance(item, _Span):
+                    leaves += 1
+                    unread.append(ahead)
+            while len(unread) >= READ_GROUP or (unread and leaves < READ_AHEAD):  # whole groups
+                _read_group(unread[:READ_GROUP], get_blocks, pool)
+                del unread[:READ_GROUP]
+            if not window:
+                return
+            ahead = window.popleft()
+            if isinstance(ahead.item, _Failed):
+                raise ahead.item.error
+            if isinstance(ahead.item, _Span):
+                leaves -= 1
+                yield ahead
+            else:
+                yield ahead.item  # type: ignore[misc]
+    finally:
+        for ahead in window:
+            if ahead.read is not None:
+                ahead.read.cancel()
+
+
+def _read_group(group: list[_Ahead], get_blocks: Callable[[list[bytes]], list[bytes]],
+                pool: Executor) -> None:
+    task = pool.submit(get_blocks, [ahead.item.cid for ahead in group])  # type: ignore[attr-defined]
+    for index, ahead in enumerate(group):
+        ahead.read, ahead.index = task, index
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: Exception
+
+
 @dataclass(slots=True)
 class _Ahead:
-    """A piece of a read in the read-ahead window, and where its leaf's read is under way."""
+    """An item in the read-ahead window, and where its leaf's read is under way."""
 
-    piece: bytes | _Span
+    item: Any
     read: Future | None = None
     index: int = 0
 

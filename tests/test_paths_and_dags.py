@@ -313,7 +313,8 @@ def _depth_first(blocks: dict[bytes, bytes], root: bytes) -> list[bytes]:
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.binary(max_size=700), min_size=1, max_size=6), st.data())
 def test_a_dag_walk_gives_every_block_once_depth_first_with_or_without_read_ahead(contents, data):
-    small = Profile("small", 64, 3, True, None)
+    """A DAG walk's leaves (raw, or dag-pb told by their Tsize) are read ahead on a pool"""
+    small = Profile("small", 64, 3, data.draw(st.booleans()), None)  # raw or dag-pb leaves
     blocks: dict[bytes, bytes] = {}
     tree = TreeBuilder(small, blocks.__setitem__)
     for i, content in enumerate(contents):  # repeated contents share blocks: each comes once
@@ -326,3 +327,22 @@ def test_a_dag_walk_gives_every_block_once_depth_first_with_or_without_read_ahea
     assert list(reader.blocks(root)) == expected
     with ThreadPoolExecutor(2) as pool:
         assert list(reader.blocks(root, pool)) == expected
+
+
+def test_a_walk_with_a_pool_still_gives_the_blocks_below_a_leaf_that_is_not_one():
+    small = Profile("small", 64, 3, False, None)
+    blocks: dict[bytes, bytes] = {}
+    content = bytes(range(256)) * 3
+    inner = FileBuilder(small, blocks.__setitem__)
+    inner.write(content)
+    inner_cid = inner.finish().cid
+    meta = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, filesize=len(content), blocksizes=(len(content),)))
+    root_block = dagpb.encode([Link(inner_cid, "", len(content) + 1)], meta)  # a leaf's Tsize
+    root = make_cid(DAG_PB, root_block)
+    blocks[root] = root_block
+    reader = exporter.DagReader(blocks.__getitem__)
+    expected = [(cid, blocks[cid]) for cid in _depth_first(blocks, root)]
+    assert len(expected) > 2
+    with ThreadPoolExecutor(2) as pool:
+        for scope in ("all", "entity"):
+            assert list(reader.blocks(root, pool, scope)) == expected
