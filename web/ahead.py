@@ -10,6 +10,16 @@ import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 
 _DONE = object()
+# One hand-over per MiB: where Starlette made a worker-thread hop per piece (a block, a
+# sealed segment) and sent it before reading the next (Kubo -> us, read over HTTP as it is
+# fetched: +4 %)
+STREAM_CHUNK = 1 << 20
+
+
+def streamed(pieces: Iterable[bytes], size: int = STREAM_CHUNK) -> AsyncIterator[bytes]:
+    """A streamed answer's body from blocking `pieces`: read ahead on a thread of their own,
+    in chunks of `size`, while the chunk before is sent."""
+    return produced_ahead(in_chunks(pieces, size))
 
 
 def in_chunks(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:

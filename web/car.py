@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from .ahead import in_chunks, produced_ahead
+from .ahead import streamed
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import CarInvalid, InsufficientStorage, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -51,13 +51,9 @@ async def stream(roots: list[bytes], steps: list[Block], walk: Iterator[Block], 
     except CorruptBlock:
         raise NotFound("a block of this DAG fails its hash check here") from None
     blocks = chain(steps, [first] if first is not None else [], walk)
-    return StreamingResponse(produced_ahead(_chunks(roots, blocks)), headers={**CORS_HEADERS, **headers})
-
-
-def _chunks(roots: list[bytes], blocks: Iterator[Block]) -> Iterator[bytes]:
-    """A worker thread: the header and sections."""
     sections = chain.from_iterable(car.section(cid, data) for cid, data in blocks)
-    return in_chunks(chain([car.header(roots)], sections), CHUNK)
+    body = streamed(chain([car.header(roots)], sections), CHUNK)
+    return StreamingResponse(body, headers={**CORS_HEADERS, **headers})
 
 
 class CarSink:

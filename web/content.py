@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from .ahead import in_chunks, produced_ahead
+from .ahead import streamed
 from .cors import CORS_HEADERS
 from .errors import CorruptBlockError, NotFound, RangeNotSatisfiable
 from .listing import render_listing
@@ -28,11 +28,7 @@ log = logging.getLogger("edgefiles.web")
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
-WHOLE_BELOW = 256 << 10  # answers this small are read whole and sent in one piece
-# Larger ones are read on a thread of their own while the chunk before is sent, in chunks of
-# this size: one hand-over per MiB, where Starlette made a worker-thread hop per block and
-# sent it before reading the next (Kubo -> us, read over HTTP as it is fetched: +4 %).
-STREAM_CHUNK = 1 << 20
+WHOLE_BELOW = 256 << 10  # answers this small are read whole and sent in one piece; larger ones `streamed`
 
 
 @dataclass(frozen=True)
@@ -185,7 +181,7 @@ class ContentServer:
             return Response(status_code=status, headers=headers, media_type=mtype)
         if end - start <= WHOLE_BELOW:  # read here, on the worker thread: no streaming hops
             return Response(b"".join(self.reader.read_range(node, start, end)), status, headers, mtype)
-        body = produced_ahead(in_chunks(self._stream(node, start, end), STREAM_CHUNK))
+        body = streamed(self._stream(node, start, end))
         return StreamingResponse(body, status_code=status, headers=headers, media_type=mtype)
 
     def _stream(self, node: exporter.Node, start: int, end: int) -> Iterator[bytes]:

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 
+from ..ahead import streamed
 from ..content import content_disposition, parse_range
 from ..context import AppContext
 from ..cors import CORS_HEADERS
@@ -257,7 +258,7 @@ async def send_object(request: Request, storage: Storage, found: StoredObject) -
         return Response(status_code=status, headers=headers, media_type=media)
     pieces = _plaintext(ctx, node, head, key, size, start, end)
     first = await run_in_threadpool(_first, pieces)
-    return StreamingResponse(chain([first], pieces), status, headers, media)
+    return StreamingResponse(streamed(chain([first], pieces)), status, headers, media)
 
 
 @contextmanager
@@ -280,7 +281,8 @@ def _open(ctx: AppContext, root: bytes) -> tuple[exporter.Node, bytes]:
 def _plaintext(ctx: AppContext, node: exporter.Node, head: bytes, key: bytes, size: int, start: int,
                end: int) -> Iterator[bytes]:
     _, lo, hi = sealed.cipher_span(start, end, size)
-    return sealed.decrypt_range(key, head, size, start, end, ctx.core.reader.read_range(node, lo, hi))
+    cipher = ctx.core.reader.read_range(node, lo, hi, ctx.core.read_pool)
+    return sealed.decrypt_range(key, head, size, start, end, cipher)
 
 
 def _first(pieces: Iterator[bytes]) -> bytes:
