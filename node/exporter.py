@@ -19,12 +19,16 @@ from .cid import DAG_PB, RAW, codec_of, normalize
 from .protobuf import DecodeError
 
 GetBlock = Callable[[bytes], bytes]
+# a walk's child: CID, where its bytes begin in the file, a leaf's bytes (None: not a leaf)
+Child = tuple[bytes, int, "int | None"]
 T = TypeVar("T")
 
 CACHE_ENTRIES = 4096
 CACHE_MAX_BLOCK = 64 * 1024  # directories and inner file nodes; never leaves full of content
-READ_AHEAD = 32  # leaves read ahead of a DAG walk that has a thread pool
-READ_GROUP = 8  # of them read by one task
+READ_AHEAD = 32  # leaves read ahead of a DAG walk that has a thread pool,
+READ_AHEAD_BYTES = 8 << 20  # and of their bytes: what a reader holds at most for a slow client
+READ_GROUP = 8  # leaves read by one task,
+READ_GROUP_BYTES = 2 << 20  # or at least this many bytes of them
 # A dag-pb leaf's Tsize is its bytes and ~14 bytes of framing; an inner node's adds its links' (40+ each)
 LEAF_FRAMING = 32
 
@@ -257,7 +261,7 @@ class DagReader:
             self.prefetch([link.cid for link, _, _ in wanted])
         for link, at, size in wanted:
             if leaves_later and _is_leaf(link, size):
-                yield _Span(link.cid, max(0, start - at), min(size, end - at))
+                yield _Span(link.cid, max(0, start - at), min(size, end - at), link.tsize)
                 continue
             sub = self.load(link.cid)
             yield from self._pieces(sub, max(0, start - at), min(sub.size, end - at), leaves_later)
@@ -299,7 +303,7 @@ class DagReader:
         HAMT shards, not its entries). `byte_range` [start, end) of a file: only the blocks
         that hold those bytes. `seen`: blocks already given (by an earlier walk) and skipped."""
         seen = set() if seen is None else seen
-        walk = self._walk([(root, 0, False)], scope, byte_range, seen, leaves_later=pool is not None)
+        walk = self._walk([(root, 0, None)], scope, byte_range, seen, leaves_later=pool is not None)
         if pool is None:
             yield from walk  # type: ignore[misc]
             return
@@ -313,18 +317,18 @@ class DagReader:
                 below = self._below(cid, block, offset, scope, byte_range)
                 yield from self._walk(below[::-1], scope, byte_range, seen, leaves_later=False)  # type: ignore[misc]
 
-    def _walk(self, stack: list[tuple[bytes, int, bool]], scope: str, byte_range: tuple[int, int] | None,
+    def _walk(self, stack: list[Child], scope: str, byte_range: tuple[int, int] | None,
               seen: set[bytes], leaves_later: bool) -> Iterator[tuple[bytes, bytes] | _Span]:
-        """`blocks` from a stack of (CID, offset of its bytes in the file, a leaf?), its top
-        last; with `leaves_later`, a leaf as a `_Span` of it, for the caller to read."""
+        """`blocks` from a stack of children, its top last; with `leaves_later`, a leaf as a
+        `_Span` of it, for the caller to read."""
         while stack:
             cid, offset, leaf = stack.pop()
             key = normalize(cid)
             if key in seen:
                 continue
             seen.add(key)
-            if leaf and leaves_later:
-                yield _Span(cid, offset, 0)
+            if leaf is not None and leaves_later:
+                yield _Span(cid, offset, 0, leaf)
                 continue
             block = self.get_block(cid)
             yield cid, block
@@ -335,22 +339,22 @@ class DagReader:
                 stack.extend(reversed(children))
 
     def _below(self, cid: bytes, block: bytes, offset: int, scope: str,
-               byte_range: tuple[int, int] | None) -> list[tuple[bytes, int, bool]]:
-        """The links of a dag-pb block a walk of `scope` follows: (CID, file offset, a leaf?)."""
+               byte_range: tuple[int, int] | None) -> list[Child]:
+        """The links of a dag-pb block a walk of `scope` follows."""
         pb, meta = _decode_for_walk(cid, block, scope)
         if scope == "all":  # every link of any dag-pb node
             sizes = meta.blocksizes if meta is not None else ()  # a file's: each link's bytes
             if len(sizes) != len(pb.links):
-                return [(link.cid, 0, codec_of(link.cid) == RAW) for link in pb.links]
-            return [(link.cid, 0, _is_leaf(link, size)) for link, size in zip(pb.links, sizes, strict=True)]
+                return [(link.cid, 0, _leaf(link, None)) for link in pb.links]
+            return [(link.cid, 0, _leaf(link, size)) for link, size in zip(pb.links, sizes, strict=True)]
         if meta is None or meta.type in (unixfs.DIRECTORY, unixfs.METADATA, unixfs.SYMLINK):
             return []
         if meta.type == unixfs.HAMT_SHARD:  # its sub-shards; its entries are other entities
-            return [(link.cid, 0, False) for link in pb.links if len(link.name) == 2]
+            return [(link.cid, 0, None) for link in pb.links if len(link.name) == 2]
         start, end = byte_range if byte_range is not None else (0, 1 << 62)
         sizes = self._child_sizes(Node(cid, unixfs.FILE, 0, pb, meta))
         wanted = _links_in_range(pb.links, list(sizes), offset + len(meta.data or b""), start, end)
-        return [(link.cid, at, _is_leaf(link, size)) for link, at, size in wanted]
+        return [(link.cid, at, _leaf(link, size)) for link, at, size in wanted]
 
     def _child_sizes(self, node: Node) -> list[int]:
         """File bytes below each link, as the node records them; a node that does not record
@@ -376,10 +380,16 @@ def _links_in_range(
     return out
 
 
-def _is_leaf(link: dagpb.Link, size: int) -> bool:
-    """Whether a file node's link points at a leaf, judged without reading it: raw, or a
-    dag-pb node whose Tsize (its whole subtree) is its bytes and a leaf's framing only."""
-    return codec_of(link.cid) == RAW or 0 <= link.tsize - size < LEAF_FRAMING
+def _is_leaf(link: dagpb.Link, size: int | None) -> bool:
+    """Whether a link points at a leaf, judged without reading it: raw, or (`size`: the file
+    bytes below the link) a dag-pb node whose Tsize (its whole subtree) is its bytes and a
+    leaf's framing only."""
+    return codec_of(link.cid) == RAW or (size is not None and 0 <= link.tsize - size < LEAF_FRAMING)
+
+
+def _leaf(link: dagpb.Link, size: int | None) -> int | None:
+    """The bytes a leaf brings (its Tsize), None for a link that is no leaf (see `_is_leaf`)."""
+    return link.tsize if _is_leaf(link, size) else None
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs a microsecond per block to make
@@ -390,19 +400,22 @@ class _Span:
     cid: bytes
     start: int
     end: int
+    weight: int  # the leaf's bytes, as its link's Tsize says: what reading it ahead holds
 
 
 def _read_ahead(items: Iterator[T | _Span], get_blocks: Callable[[list[bytes]], list[bytes]],
                 pool: Executor) -> Iterator[T | _Ahead]:
-    """`items` in order, each `_Span` as the `_Ahead` that reads its leaf: the next READ_AHEAD leaves are
-    read on `pool` in groups of READ_GROUP (one index query and one hand-off per group) while
-    the caller takes the ones before. An error while taking items ahead is raised in its turn."""
+    """`items` in order, each `_Span` as the `_Ahead` that reads its leaf: the next leaves
+    (READ_AHEAD of them, READ_AHEAD_BYTES at most) are read on `pool` in groups (one index
+    query and one hand-off per group) while the caller takes the ones before. An error while
+    taking items ahead is raised in its turn."""
     window: deque[_Ahead] = deque()
     unread: list[_Ahead] = []
-    leaves, more = 0, True
+    leaves = held = 0
+    more = True
     try:
         while True:
-            while more and leaves < READ_AHEAD:
+            while more and leaves < READ_AHEAD and held < READ_AHEAD_BYTES:
                 try:
                     item: object = next(items)
                 except StopIteration:
@@ -412,18 +425,17 @@ def _read_ahead(items: Iterator[T | _Span], get_blocks: Callable[[list[bytes]], 
                     item, more = _Failed(exc), False
                 window.append(ahead := _Ahead(item))
                 if isinstance(item, _Span):
-                    leaves += 1
+                    leaves, held = leaves + 1, held + item.weight
                     unread.append(ahead)
-            while len(unread) >= READ_GROUP or (unread and leaves < READ_AHEAD):  # whole groups
-                _read_group(unread[:READ_GROUP], get_blocks, pool)
-                del unread[:READ_GROUP]
+            for group in _groups(unread, whole_only=more):  # a full window waits for whole groups
+                _read_group(group, get_blocks, pool)
             if not window:
                 return
             ahead = window.popleft()
             if isinstance(ahead.item, _Failed):
                 raise ahead.item.error
             if isinstance(ahead.item, _Span):
-                leaves -= 1
+                leaves, held = leaves - 1, held - ahead.item.weight
                 yield ahead
             else:
                 yield ahead.item  # type: ignore[misc]
@@ -431,6 +443,24 @@ def _read_ahead(items: Iterator[T | _Span], get_blocks: Callable[[list[bytes]], 
         for ahead in window:
             if ahead.read is not None:
                 ahead.read.cancel()
+
+
+def _groups(unread: list[_Ahead], whole_only: bool) -> list[list[_Ahead]]:
+    """Takes the leaves of `unread` that make groups (READ_GROUP leaves, or READ_GROUP_BYTES
+    of them): whole ones only, or (`whole_only` false) the rest too."""
+    groups: list[list[_Ahead]] = []
+    group: list[_Ahead] = []
+    size = 0
+    for ahead in unread:
+        group.append(ahead)
+        size += ahead.item.weight
+        if len(group) == READ_GROUP or size >= READ_GROUP_BYTES:
+            groups.append(group)
+            group, size = [], 0
+    if group and not whole_only:
+        groups.append(group)
+    del unread[: sum(len(g) for g in groups)]
+    return groups
 
 
 def _read_group(group: list[_Ahead], get_blocks: Callable[[list[bytes]], list[bytes]],

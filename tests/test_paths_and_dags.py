@@ -177,6 +177,33 @@ def test_a_read_with_a_pool_reads_the_next_leaves_while_the_first_is_taken():
     pieces.close()
 
 
+def test_a_read_with_a_pool_holds_no_more_than_its_bytes_ahead(monkeypatch):
+    """Big leaves: what a read holds ahead for a slow client is bounded in bytes too."""
+    monkeypatch.setattr(exporter, "READ_AHEAD_BYTES", 10 * 256)
+    monkeypatch.setattr(exporter, "READ_GROUP_BYTES", 3 * 256)
+    profile = Profile("small", 256, 174, True, None)
+    blocks: dict[bytes, bytes] = {}
+    content = b"".join(bytes([i % 256]) * 256 for i in range(100))
+    builder = FileBuilder(profile, blocks.__setitem__)
+    builder.write(content)
+    reader = exporter.DagReader(blocks.__getitem__)
+    node = reader.load(builder.finish().cid)
+    groups: list[list[bytes]] = []
+
+    def get_blocks(cids: list[bytes]) -> list[bytes]:
+        groups.append(cids)
+        return [blocks[c] for c in cids]
+
+    reader.get_blocks = get_blocks
+    with ThreadPoolExecutor(1) as pool:
+        pieces = reader.read_range(node, 0, len(content), pool)
+        assert next(pieces) == content[:256]
+        pool.submit(lambda: None).result()
+        assert [len(g) for g in groups] == [3, 3, 3]  # whole groups of 3 leaves' bytes, 10 leaves held
+        assert b"".join(pieces) == content[256:]
+    assert max(len(g) for g in groups) == 3
+
+
 def test_a_leaf_that_is_not_one_is_still_read_whole_with_a_pool():
     """A link's Tsize decides, unread, whether a child is a leaf; when it lies (an inner node
     claiming a leaf's size), the read is still right, the node read in place."""
