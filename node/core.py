@@ -36,7 +36,7 @@ CACHED_ROOTS = 10_000
 COMPLETE_ROOTS = 100_000  # every named upload marks its root complete: ~10 MB at most
 T = TypeVar("T", dict, set)
 SMALL_IMPORT = 1 << 20  # imported on the event loop: cheaper than a hop to a thread
-READ_THREADS = 2  # blocks read and verified ahead of a whole-DAG walk (hashing releases the GIL)
+READ_THREADS = 2  # stored blocks read and verified ahead of walks and file reads (hashing releases the GIL)
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class Core:
         self.db = db
         self.store = store
         self._blocks = blocks
-        self.reader = exporter.DagReader(self.get_block, self.prefetch, self.get_blocks)
+        self.reader = exporter.DagReader(self.get_block, self.prefetch, self.get_stored)
         self.read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")  # walks' read-ahead
         self._committer = GroupCommitter(store, db)
         self._cache_lock = threading.Lock()
@@ -133,10 +133,11 @@ class Core:
             raise exporter.NotFound("block not stored on this node")
         return data
 
-    def get_blocks(self, cids: list[bytes]) -> list[bytes]:
-        """`get_block` of several, with one index lookup for those stored here."""
-        return [data if data is not None else self.get_block(cid)
-                for cid, data in zip(cids, self.store.get_many(cids), strict=True)]
+    def get_stored(self, cids: list[bytes]) -> list[bytes | None]:
+        """Several blocks stored here, verified, with one index lookup (None: not stored).
+        What a read-ahead reads: blocks still to come from peers are waited for by the reader
+        in its turn, not by the read pool, which every reader shares."""
+        return self.store.get_many(cids)
 
     def prefetch(self, cids: list[bytes]) -> None:
         """Blocks a reader is about to read: those not stored here are asked of peers now."""

@@ -65,18 +65,16 @@ def decode(buf: bytes) -> PBNode:
     return PBNode(tuple(links), data)
 
 
-def has_links(buf: bytes) -> bool:
-    """Whether a dag-pb node links anywhere; a node that is one Data field and nothing else
-    (a file's leaf) is told without decoding it (a copy of its bytes)."""
-    if buf[:1] == b"\x0a":
-        try:
-            size, pos = read_varint(buf, 1)
-        except DecodeError:
-            pass
-        else:
-            if pos + size == len(buf):
-                return False
-    return bool(decode(buf).links)
+def is_data_only(buf: bytes) -> bool:
+    """Whether a block is one Data field and nothing else (a file's leaf, as importers write
+    it): told without decoding it (a copy of its bytes)."""
+    if buf[:1] != b"\x0a":
+        return False
+    try:
+        size, pos = read_varint(buf, 1)
+    except DecodeError:
+        return False
+    return pos + size == len(buf)
 
 
 def child_cids_of(buf: bytes) -> list[bytes]:

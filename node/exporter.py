@@ -12,13 +12,15 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from . import dagpb, hamt, unixfs
 from .cid import DAG_PB, RAW, codec_of, normalize
 from .protobuf import DecodeError
 
 GetBlock = Callable[[bytes], bytes]
+GetStored = Callable[[list[bytes]], "list[bytes | None]"]
+Block = tuple[bytes, bytes]  # (CID, its verified bytes)
 # a walk's child: CID, where its bytes begin in the file, a leaf's bytes (None: not a leaf)
 Child = tuple[bytes, int, "int | None"]
 T = TypeVar("T")
@@ -27,6 +29,7 @@ CACHE_ENTRIES = 4096
 CACHE_MAX_BLOCK = 64 * 1024  # directories and inner file nodes; never leaves full of content
 READ_AHEAD = 32  # leaves read ahead of a DAG walk that has a thread pool,
 READ_AHEAD_BYTES = 8 << 20  # and of their bytes: what a reader holds at most for a slow client
+WINDOW_ITEMS = 4 * READ_AHEAD  # inner nodes, inline bytes and leaves: how far a walk runs ahead
 READ_GROUP = 8  # leaves read by one task,
 READ_GROUP_BYTES = 2 << 20  # or at least this many bytes of them
 # A dag-pb leaf's Tsize is its bytes and ~14 bytes of framing; an inner node's adds its links' (40+ each)
@@ -64,25 +67,24 @@ def _dag_pb_node(cid: bytes, pb: dagpb.PBNode, meta: unixfs.UnixFSData) -> Node:
     raise NotUnixFS(f"UnixFS type {meta.type} is not served")
 
 
-def _has_links(cid: bytes, block: bytes) -> bool:
+def _dag_pb(cid: bytes, block: bytes) -> dagpb.PBNode | None:
+    """A walked block's links and data; None for a leaf told by its shape, undecoded."""
+    if dagpb.is_data_only(block):
+        return None
     try:
-        return dagpb.has_links(block)
+        return dagpb.decode(block)
     except DecodeError:
         raise NotUnixFS(f"block {cid.hex()} is not valid dag-pb") from None
 
 
-def _decode_for_walk(cid: bytes, block: bytes, scope: str) -> tuple[dagpb.PBNode, unixfs.UnixFSData | None]:
-    """A dag-pb block and its UnixFS data; a walk of the whole DAG ("all") follows the links
-    of dag-pb blocks that carry no UnixFS data too."""
+def _unixfs_for_walk(cid: bytes, pb: dagpb.PBNode, scope: str) -> unixfs.UnixFSData | None:
+    """A dag-pb node's UnixFS data; a walk of the whole DAG ("all") follows the links of
+    dag-pb nodes that carry none too."""
     try:
-        pb = dagpb.decode(block)
-    except DecodeError:
-        raise NotUnixFS(f"block {cid.hex()} is not valid dag-pb") from None
-    try:
-        return pb, unixfs.decode(pb.data) if pb.data is not None else None
+        return unixfs.decode(pb.data) if pb.data is not None else None
     except DecodeError:
         if scope == "all":
-            return pb, None
+            return None
         raise NotUnixFS(f"block {cid.hex()} is not valid UnixFS") from None
 
 
@@ -120,10 +122,12 @@ class _Lru:
 
 class DagReader:
     def __init__(self, get_block: GetBlock, prefetch: Callable[[list[bytes]], None] | None = None,
-                 get_blocks: Callable[[list[bytes]], list[bytes]] | None = None):
+                 get_stored: GetStored | None = None):
         self.get_block = get_block
         self.prefetch = prefetch  # told which blocks a read will need next (read-ahead)
-        self.get_blocks = get_blocks or (lambda cids: [get_block(cid) for cid in cids])
+        # what a read-ahead reads: blocks at hand (None: not here; the reader fetches it in its
+        # turn, so the pool's threads never wait for peers)
+        self.get_stored: GetStored = get_stored or (lambda cids: [get_block(cid) for cid in cids])
         self._nodes = _Lru(CACHE_ENTRIES)
         self._dir_sizes = _Lru(CACHE_ENTRIES)
 
@@ -231,15 +235,16 @@ class DagReader:
         blocks. With `pool`, the next leaves are read (and verified) on its threads while the
         caller takes the ones before."""
         if pool is None:
-            yield from self._pieces(node, start, end, leaves_later=False)  # type: ignore[misc]
+            yield from self._pieces(node, start, end, leaves_later=False)  # bytes only
             return
-        for item in _read_ahead(self._pieces(node, start, end, leaves_later=True), self.get_blocks, pool):
+        pieces = self._pieces(node, start, end, leaves_later=True)
+        for item in _read_ahead(pieces, len, self.get_stored, pool):
             if isinstance(item, _Ahead):  # the leaf's bytes (all of them, should it not be a leaf)
-                span = item.item
-                leaf = self._node_of(span.cid, item.block())
-                yield from self._pieces(leaf, span.start, span.end, False)  # type: ignore[misc]
+                span = item.span
+                leaf = self._node_of(span.cid, item.block(self.get_block))
+                yield from self._pieces(leaf, span.start, span.end, leaves_later=False)
             else:
-                yield item  # type: ignore[misc]
+                yield item
 
     def _pieces(self, node: Node, start: int, end: int, leaves_later: bool) -> Iterator[bytes | _Span]:
         """The bytes of [start, end) in order; with `leaves_later`, a leaf's bytes as a `_Span`
@@ -261,7 +266,7 @@ class DagReader:
             self.prefetch([link.cid for link, _, _ in wanted])
         for link, at, size in wanted:
             if leaves_later and _is_leaf(link, size):
-                yield _Span(link.cid, max(0, start - at), min(size, end - at), link.tsize)
+                yield _Span(link.cid, max(0, start - at), min(size, end - at), max(size, link.tsize))
                 continue
             sub = self.load(link.cid)
             yield from self._pieces(sub, max(0, start - at), min(sub.size, end - at), leaves_later)
@@ -292,7 +297,7 @@ class DagReader:
 
     def blocks(self, root: bytes, pool: Executor | None = None, scope: str = "all",
                byte_range: tuple[int, int] | None = None,
-               seen: set[bytes] | None = None) -> Iterator[tuple[bytes, bytes]]:
+               seen: set[bytes] | None = None) -> Iterator[Block]:
         """Blocks of the DAG under `root`, each once, depth first with links in order (the
         order of a CAR): (the CID as it is linked, its verified bytes). The children of each
         node are named to `prefetch` before they are read; with `pool`, the next leaves are
@@ -303,30 +308,35 @@ class DagReader:
         HAMT shards, not its entries). `byte_range` [start, end) of a file: only the blocks
         that hold those bytes. `seen`: blocks already given (by an earlier walk) and skipped."""
         seen = set() if seen is None else seen
-        walk = self._walk([(root, 0, None)], scope, byte_range, seen, leaves_later=pool is not None)
         if pool is None:
-            yield from walk  # type: ignore[misc]
+            yield from self._walk([(root, 0, None)], scope, byte_range, seen, seen, False)  # blocks only
             return
-        for item in _read_ahead(walk, self.get_blocks, pool):
+        # The walk runs ahead of what is given: it marks what it queued, `seen` what was given.
+        walk = self._walk([(root, 0, None)], scope, byte_range, seen, set(seen), leaves_later=True)
+        for item in _read_ahead(walk, _block_size, self.get_stored, pool):
             if not isinstance(item, _Ahead):
-                yield item  # type: ignore[misc]
+                if _first_time(item[0], seen):  # else given already, below a leaf that was none
+                    yield item
                 continue
-            cid, offset, block = item.item.cid, item.item.start, item.block()
-            yield cid, block
-            if scope != "block" and codec_of(cid) == DAG_PB and _has_links(cid, block):  # not a leaf, then
-                below = self._below(cid, block, offset, scope, byte_range)
-                yield from self._walk(below[::-1], scope, byte_range, seen, leaves_later=False)  # type: ignore[misc]
+            span, block = item.span, item.block(self.get_block)
+            if not _first_time(span.cid, seen):
+                continue
+            yield span.cid, block
+            if scope != "block" and codec_of(span.cid) == DAG_PB:  # its Tsize said leaf: was it?
+                below = self._below(span.cid, block, span.start, scope, byte_range)
+                yield from self._walk(below[::-1], scope, byte_range, seen, seen, False)
 
     def _walk(self, stack: list[Child], scope: str, byte_range: tuple[int, int] | None,
-              seen: set[bytes], leaves_later: bool) -> Iterator[tuple[bytes, bytes] | _Span]:
-        """`blocks` from a stack of children, its top last; with `leaves_later`, a leaf as a
-        `_Span` of it, for the caller to read."""
+              seen: set[bytes], queued: set[bytes], leaves_later: bool) -> Iterator[Block | _Span]:
+        """`blocks` from a stack of children, its top last, skipping those `seen` or `queued`
+        (and queuing each it gives); with `leaves_later`, a leaf as a `_Span` of it, for the
+        caller to read."""
         while stack:
             cid, offset, leaf = stack.pop()
             key = normalize(cid)
-            if key in seen:
+            if key in queued or key in seen:
                 continue
-            seen.add(key)
+            queued.add(key)
             if leaf is not None and leaves_later:
                 yield _Span(cid, offset, 0, leaf)
                 continue
@@ -340,8 +350,12 @@ class DagReader:
 
     def _below(self, cid: bytes, block: bytes, offset: int, scope: str,
                byte_range: tuple[int, int] | None) -> list[Child]:
-        """The links of a dag-pb block a walk of `scope` follows."""
-        pb, meta = _decode_for_walk(cid, block, scope)
+        """The links of a dag-pb block a walk of `scope` follows. A block without links has
+        none to follow, whatever its UnixFS data: a leaf's is not decoded."""
+        pb = _dag_pb(cid, block)
+        if pb is None or not pb.links:
+            return []
+        meta = _unixfs_for_walk(cid, pb, scope)
         if scope == "all":  # every link of any dag-pb node
             sizes = meta.blocksizes if meta is not None else ()  # a file's: each link's bytes
             if len(sizes) != len(pb.links):
@@ -353,7 +367,7 @@ class DagReader:
             return [(link.cid, 0, None) for link in pb.links if len(link.name) == 2]
         start, end = byte_range if byte_range is not None else (0, 1 << 62)
         sizes = self._child_sizes(Node(cid, unixfs.FILE, 0, pb, meta))
-        wanted = _links_in_range(pb.links, list(sizes), offset + len(meta.data or b""), start, end)
+        wanted = _links_in_range(pb.links, sizes, offset + len(meta.data or b""), start, end)
         return [(link.cid, at, _leaf(link, size)) for link, at, size in wanted]
 
     def _child_sizes(self, node: Node) -> list[int]:
@@ -388,8 +402,22 @@ def _is_leaf(link: dagpb.Link, size: int | None) -> bool:
 
 
 def _leaf(link: dagpb.Link, size: int | None) -> int | None:
-    """The bytes a leaf brings (its Tsize), None for a link that is no leaf (see `_is_leaf`)."""
-    return link.tsize if _is_leaf(link, size) else None
+    """The bytes a leaf brings, as far as its parent tells (its Tsize, its size); None for a
+    link that is no leaf (see `_is_leaf`)."""
+    return max(link.tsize, size or 0) if _is_leaf(link, size) else None
+
+
+def _first_time(cid: bytes, seen: set[bytes]) -> bool:
+    """Whether a walk gives `cid` now for the first time (marked given, then)."""
+    key = normalize(cid)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
+
+
+def _block_size(item: Block) -> int:
+    return len(item[1])
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs a microsecond per block to make
@@ -400,49 +428,56 @@ class _Span:
     cid: bytes
     start: int
     end: int
-    weight: int  # the leaf's bytes, as its link's Tsize says: what reading it ahead holds
+    weight: int  # the leaf's bytes, as its parent tells: what reading it ahead holds
 
 
-def _read_ahead(items: Iterator[T | _Span], get_blocks: Callable[[list[bytes]], list[bytes]],
+def _read_ahead(items: Iterator[T | _Span], weigh: Callable[[T], int], get_stored: GetStored,
                 pool: Executor) -> Iterator[T | _Ahead]:
-    """`items` in order, each `_Span` as the `_Ahead` that reads its leaf: the next leaves
-    (READ_AHEAD of them, READ_AHEAD_BYTES at most) are read on `pool` in groups (one index
-    query and one hand-off per group) while the caller takes the ones before. An error while
-    taking items ahead is raised in its turn."""
-    window: deque[_Ahead] = deque()
+    """`items` in order, each `_Span` as the `_Ahead` that reads its leaf: the leaves of the
+    next items (READ_AHEAD leaves, READ_AHEAD_BYTES with the other items' bytes, WINDOW_ITEMS
+    items at most) are read on `pool` in groups (one index query and one hand-off per group)
+    while the caller takes the ones before. An error while taking items ahead is raised in its
+    turn."""
+    window: deque[object] = deque()  # items, a leaf's as its _Ahead
     unread: list[_Ahead] = []
     leaves = held = 0
     more = True
     try:
         while True:
-            while more and leaves < READ_AHEAD and held < READ_AHEAD_BYTES:
+            while more and leaves < READ_AHEAD and held < READ_AHEAD_BYTES and len(window) < WINDOW_ITEMS:
                 try:
-                    item: object = next(items)
+                    item = next(items)
                 except StopIteration:
                     more = False
                     break
                 except Exception as exc:  # noqa: BLE001  (raised when its turn comes)
-                    item, more = _Failed(exc), False
-                window.append(ahead := _Ahead(item))
+                    window.append(_Failed(exc))
+                    more = False
+                    break
                 if isinstance(item, _Span):
-                    leaves, held = leaves + 1, held + item.weight
+                    window.append(ahead := _Ahead(item))
                     unread.append(ahead)
-            for group in _groups(unread, whole_only=more):  # a full window waits for whole groups
-                _read_group(group, get_blocks, pool)
+                    leaves, held = leaves + 1, held + item.weight
+                else:
+                    window.append(item)
+                    held += weigh(item)
+            # whole groups while reads are under way in the window; else the next leaf's too
+            for group in _groups(unread, whole_only=more and leaves > len(unread)):
+                _read_group(group, get_stored, pool)
             if not window:
                 return
-            ahead = window.popleft()
-            if isinstance(ahead.item, _Failed):
-                raise ahead.item.error
-            if isinstance(ahead.item, _Span):
-                leaves, held = leaves - 1, held - ahead.item.weight
-                yield ahead
+            entry = window.popleft()
+            if isinstance(entry, _Ahead):
+                leaves, held = leaves - 1, held - entry.span.weight
+            elif isinstance(entry, _Failed):
+                raise entry.error
             else:
-                yield ahead.item  # type: ignore[misc]
+                held -= weigh(entry)
+            yield entry
     finally:
-        for ahead in window:
-            if ahead.read is not None:
-                ahead.read.cancel()
+        for entry in window:
+            if isinstance(entry, _Ahead) and entry.read is not None:
+                entry.read.cancel()
 
 
 def _groups(unread: list[_Ahead], whole_only: bool) -> list[list[_Ahead]]:
@@ -453,7 +488,7 @@ def _groups(unread: list[_Ahead], whole_only: bool) -> list[list[_Ahead]]:
     size = 0
     for ahead in unread:
         group.append(ahead)
-        size += ahead.item.weight
+        size += ahead.span.weight
         if len(group) == READ_GROUP or size >= READ_GROUP_BYTES:
             groups.append(group)
             group, size = [], 0
@@ -463,9 +498,8 @@ def _groups(unread: list[_Ahead], whole_only: bool) -> list[list[_Ahead]]:
     return groups
 
 
-def _read_group(group: list[_Ahead], get_blocks: Callable[[list[bytes]], list[bytes]],
-                pool: Executor) -> None:
-    task = pool.submit(get_blocks, [ahead.item.cid for ahead in group])  # type: ignore[attr-defined]
+def _read_group(group: list[_Ahead], get_stored: GetStored, pool: Executor) -> None:
+    task = pool.submit(get_stored, [ahead.span.cid for ahead in group])
     for index, ahead in enumerate(group):
         ahead.read, ahead.index = task, index
 
@@ -477,12 +511,20 @@ class _Failed:
 
 @dataclass(slots=True)
 class _Ahead:
-    """An item in the read-ahead window, and where its leaf's read is under way."""
+    """A leaf in the read-ahead window, and where its read is under way."""
 
-    item: Any
+    span: _Span
     read: Future | None = None
     index: int = 0
 
-    def block(self) -> bytes:
-        assert self.read is not None, "a leaf reaches the front of the window after its group started"
-        return self.read.result()[self.index]
+    def block(self, get_block: GetBlock) -> bytes:
+        """The leaf's verified bytes: from its group's read, or read here, in its turn, when
+        the group did not bring it (not stored here, or a block of the group failed: whether
+        this one did is found out now, in its turn)."""
+        data = None
+        if self.read is not None:
+            try:
+                data = self.read.result()[self.index]
+            except Exception:  # noqa: BLE001  (read again below: the error, if any, is this leaf's)
+                data = None
+        return data if data is not None else get_block(self.span.cid)

@@ -160,12 +160,12 @@ def test_a_read_with_a_pool_reads_the_next_leaves_while_the_first_is_taken():
     read: list[bytes] = []
     lock = threading.Lock()
 
-    def get_blocks(cids: list[bytes]) -> list[bytes]:
+    def get_stored(cids: list[bytes]) -> list[bytes | None]:
         with lock:
             read.extend(cids)
         return [blocks[c] for c in cids]
 
-    reader.get_blocks = get_blocks
+    reader.get_stored = get_stored
     with ThreadPoolExecutor(2) as pool:
         pieces = reader.read_range(node, 0, len(content), pool)
         assert next(pieces) == content[:256]
@@ -190,16 +190,17 @@ def test_a_read_with_a_pool_holds_no_more_than_its_bytes_ahead(monkeypatch):
     node = reader.load(builder.finish().cid)
     groups: list[list[bytes]] = []
 
-    def get_blocks(cids: list[bytes]) -> list[bytes]:
+    def get_stored(cids: list[bytes]) -> list[bytes | None]:
         groups.append(cids)
         return [blocks[c] for c in cids]
 
-    reader.get_blocks = get_blocks
+    reader.get_stored = get_stored
     with ThreadPoolExecutor(1) as pool:
         pieces = reader.read_range(node, 0, len(content), pool)
         assert next(pieces) == content[:256]
         pool.submit(lambda: None).result()
-        assert [len(g) for g in groups] == [3, 3, 3]  # whole groups of 3 leaves' bytes, 10 leaves held
+        assert sum(len(g) for g in groups) == 10  # the leaves of 10 * 256 bytes, not 32
+        assert max(len(g) for g in groups) == 3  # in groups of 3 * 256 bytes
         assert b"".join(pieces) == content[256:]
     assert max(len(g) for g in groups) == 3
 
@@ -373,3 +374,115 @@ def test_a_walk_with_a_pool_still_gives_the_blocks_below_a_leaf_that_is_not_one(
     with ThreadPoolExecutor(2) as pool:
         for scope in ("all", "entity"):
             assert list(reader.blocks(root, pool, scope)) == expected
+
+
+def _dag_pb_leaf(content: bytes, blocks: dict[bytes, bytes]) -> bytes:
+    meta = unixfs.UnixFSData(unixfs.FILE, data=content, filesize=len(content))
+    block = dagpb.encode([], unixfs.encode(meta))
+    cid = make_cid(DAG_PB, block)
+    blocks[cid] = block
+    return cid
+
+
+def _counting(blocks: dict[bytes, bytes]) -> tuple[exporter.DagReader, list[bytes]]:
+    read: list[bytes] = []
+    lock = threading.Lock()
+
+    def get(cid: bytes) -> bytes:
+        with lock:
+            read.append(cid)
+        return blocks[cid]
+
+    return exporter.DagReader(get), read
+
+
+def test_a_walk_with_a_pool_runs_ahead_a_window_not_a_whole_directory():
+    """A directory of single-block dag-pb files (no sizes tell that they are leaves): the walk
+    reads a window ahead of what it gives, not every block before the first."""
+    small = Profile("small", 256, 3, False, None)
+    blocks: dict[bytes, bytes] = {}
+    tree = TreeBuilder(small, blocks.__setitem__)
+    for i in range(600):
+        tree.add_file([f"f{i}"], import_bytes(small, b"%d" % i, blocks.__setitem__))
+    root = tree.finish().cid
+    reader, read = _counting(blocks)
+    with ThreadPoolExecutor(2) as pool:
+        walk = reader.blocks(root, pool)
+        assert next(walk)[0] == root
+        assert len(read) <= exporter.WINDOW_ITEMS + 1
+        assert [cid for cid, _ in [(root, b"")] + list(walk)] == _depth_first(blocks, root)
+
+
+def test_a_read_with_a_pool_runs_ahead_a_window_when_sizes_do_not_tell_leaves():
+    """Leaves whose links carry no Tsize (0) are read in place, as inner nodes are: still
+    no further ahead than the window."""
+    chunks = [bytes([i % 256, i // 256]) * 32 for i in range(400)]
+    blocks: dict[bytes, bytes] = {}
+    links = [Link(_dag_pb_leaf(c, blocks), "", 0) for c in chunks]
+    content = b"".join(chunks)
+    meta = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, filesize=len(content), blocksizes=(64,) * 400))
+    root_block = dagpb.encode(links, meta)
+    root = make_cid(DAG_PB, root_block)
+    blocks[root] = root_block
+    reader, read = _counting(blocks)
+    with ThreadPoolExecutor(2) as pool:
+        pieces = reader.read_range(reader.load(root), 0, len(content), pool)
+        assert next(pieces) == chunks[0]
+        assert len(read) <= exporter.WINDOW_ITEMS + 1
+        assert b"".join(pieces) == content[64:]
+
+
+def test_a_walk_with_a_pool_keeps_depth_first_order_below_a_leaf_that_is_not_one():
+    """Root -> [A (its Tsize says leaf; it links L3, L1), L2, L3]: L3 comes inside A, as a
+    walk without read-ahead gives it."""
+    blocks: dict[bytes, bytes] = {}
+    leaves = [_dag_pb_leaf(bytes([i]) * 100, blocks) for i in range(4)]
+    l1, l2, l3 = leaves[1], leaves[2], leaves[3]
+    meta_a = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, filesize=200, blocksizes=(100, 100)))
+    a_block = dagpb.encode([Link(l3, "", len(blocks[l3])), Link(l1, "", len(blocks[l1]))], meta_a)
+    a = make_cid(DAG_PB, a_block)
+    blocks[a] = a_block
+    meta_root = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, filesize=400, blocksizes=(200, 100, 100)))
+    root_links = [Link(a, "", 201), Link(l2, "", len(blocks[l2])), Link(l3, "", len(blocks[l3]))]
+    root_block = dagpb.encode(root_links, meta_root)
+    root = make_cid(DAG_PB, root_block)
+    blocks[root] = root_block
+    reader = exporter.DagReader(blocks.__getitem__)
+    expected = [root, a, l3, l1, l2]
+    assert [cid for cid, _ in reader.blocks(root)] == expected == _depth_first(blocks, root)
+    with ThreadPoolExecutor(2) as pool:
+        assert [cid for cid, _ in reader.blocks(root, pool)] == expected
+
+
+@pytest.mark.parametrize("group_fails", [False, True])
+def test_a_missing_leaf_fails_a_read_with_a_pool_in_its_turn(group_fails):
+    """The bytes before a missing leaf are given, with or without read-ahead, whether the
+    group read around it fails or leaves it to the reader."""
+    profile = Profile("small", 256, 174, True, None)
+    blocks: dict[bytes, bytes] = {}
+    content = b"".join(bytes([i]) * 256 for i in range(20))
+    builder = FileBuilder(profile, blocks.__setitem__)
+    builder.write(content)
+    root = builder.finish().cid
+    missing = dagpb.decode(blocks[root]).links[5].cid
+    del blocks[missing]
+
+    def get(cid: bytes) -> bytes:
+        if cid not in blocks:
+            raise exporter.NotFound("block not stored on this node")
+        return blocks[cid]
+
+    def get_stored(cids: list[bytes]) -> list[bytes | None]:
+        if group_fails and missing in cids:
+            raise OSError("a pack could not be read")
+        return [blocks.get(c) for c in cids]
+
+    reader = exporter.DagReader(get, None, get_stored)
+    for pool in (None, ThreadPoolExecutor(2)):
+        given = bytearray()
+        with pytest.raises(exporter.NotFound):
+            for piece in reader.read_range(reader.load(root), 0, len(content), pool):
+                given += piece
+        assert bytes(given) == content[: 5 * 256]
+        if pool is not None:
+            pool.shutdown()
