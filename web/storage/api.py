@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from itertools import chain
 from typing import Any
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 
 from ..ahead import streamed
-from ..content import content_disposition, parse_range
+from ..content import WHOLE_BELOW, content_disposition, parse_range
 from ..context import AppContext
 from ..cors import CORS_HEADERS
 from ..errors import (
@@ -256,7 +257,10 @@ async def send_object(request: Request, storage: Storage, found: StoredObject) -
     media = found.info.content_type or "application/octet-stream"
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media)
-    pieces = _plaintext(ctx, node, head, key, size, start, end)
+    if end - start <= WHOLE_BELOW:  # read here, on a worker thread: no streaming thread
+        body = await run_in_threadpool(_whole, _plaintext(ctx, node, head, key, size, start, end, None))
+        return Response(body, status, headers, media)
+    pieces = _plaintext(ctx, node, head, key, size, start, end, ctx.core.read_pool)
     first = await run_in_threadpool(_first, pieces)
     return StreamingResponse(streamed(chain([first], pieces)), status, headers, media)
 
@@ -279,15 +283,19 @@ def _open(ctx: AppContext, root: bytes) -> tuple[exporter.Node, bytes]:
 
 
 def _plaintext(ctx: AppContext, node: exporter.Node, head: bytes, key: bytes, size: int, start: int,
-               end: int) -> Iterator[bytes]:
+               end: int, pool: Executor | None) -> Iterator[bytes]:
     _, lo, hi = sealed.cipher_span(start, end, size)
-    cipher = ctx.core.reader.read_range(node, lo, hi, ctx.core.read_pool)
-    return sealed.decrypt_range(key, head, size, start, end, cipher)
+    return sealed.decrypt_range(key, head, size, start, end, ctx.core.reader.read_range(node, lo, hi, pool))
 
 
 def _first(pieces: Iterator[bytes]) -> bytes:
     with _read_errors():
         return next(pieces, b"")
+
+
+def _whole(pieces: Iterator[bytes]) -> bytes:
+    with _read_errors():
+        return b"".join(pieces)
 
 
 # usage and quota ------------------------------------------------------------------------------
