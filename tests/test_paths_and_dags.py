@@ -149,23 +149,28 @@ def test_read_ahead_announces_the_blocks_of_a_range_before_reading_them():
     assert set(ahead) <= {c for kind, c in events if kind == "read"}  # nothing outside the range
 
 
-def test_a_read_with_a_pool_reads_the_next_leaves_while_the_first_is_taken():
-    profile = Profile("small", 256, 174, True, None)
+def _leaves_read_in_groups(leaves: int) -> tuple[bytes, exporter.DagReader, exporter.Node, list[list[bytes]]]:
+    """A file of distinct 256-byte raw leaves (174 per node), and a reader that records each
+    group of leaves its read-ahead reads."""
     blocks: dict[bytes, bytes] = {}
-    content = b"".join(bytes([i % 256]) * 256 for i in range(200))  # 200 leaves, two levels
-    builder = FileBuilder(profile, blocks.__setitem__)
+    content = b"".join(bytes([i % 256]) * 256 for i in range(leaves))
+    builder = FileBuilder(Profile("small", 256, 174, True, None), blocks.__setitem__)
     builder.write(content)
     reader = exporter.DagReader(blocks.__getitem__)
-    node = reader.load(builder.finish().cid)
-    read: list[bytes] = []
+    groups: list[list[bytes]] = []
     lock = threading.Lock()
 
     def get_stored(cids: list[bytes]) -> list[bytes | None]:
         with lock:
-            read.extend(cids)
+            groups.append(cids)
         return [blocks[c] for c in cids]
 
     reader.get_stored = get_stored
+    return content, reader, reader.load(builder.finish().cid), groups
+
+
+def test_a_read_with_a_pool_reads_the_next_leaves_while_the_first_is_taken():
+    content, reader, node, groups = _leaves_read_in_groups(200)  # two levels
     with ThreadPoolExecutor(2) as pool:
         pieces = reader.read_range(node, 0, len(content), pool)
         assert next(pieces) == content[:256]
@@ -173,7 +178,7 @@ def test_a_read_with_a_pool_reads_the_next_leaves_while_the_first_is_taken():
         pool.submit(lambda: None).result()
     first_inner = reader.load(node.pb.links[0].cid)
     # the first READ_AHEAD leaves, in file order: not the whole file, and no inner node
-    assert read == [link.cid for link in first_inner.pb.links[: exporter.READ_AHEAD]]
+    assert sum(groups, []) == [link.cid for link in first_inner.pb.links[: exporter.READ_AHEAD]]
     pieces.close()
 
 
@@ -181,20 +186,7 @@ def test_a_read_with_a_pool_holds_no_more_than_its_bytes_ahead(monkeypatch):
     """Big leaves: what a read holds ahead for a slow client is bounded in bytes too."""
     monkeypatch.setattr(exporter, "READ_AHEAD_BYTES", 10 * 256)
     monkeypatch.setattr(exporter, "READ_GROUP_BYTES", 3 * 256)
-    profile = Profile("small", 256, 174, True, None)
-    blocks: dict[bytes, bytes] = {}
-    content = b"".join(bytes([i % 256]) * 256 for i in range(100))
-    builder = FileBuilder(profile, blocks.__setitem__)
-    builder.write(content)
-    reader = exporter.DagReader(blocks.__getitem__)
-    node = reader.load(builder.finish().cid)
-    groups: list[list[bytes]] = []
-
-    def get_stored(cids: list[bytes]) -> list[bytes | None]:
-        groups.append(cids)
-        return [blocks[c] for c in cids]
-
-    reader.get_stored = get_stored
+    content, reader, node, groups = _leaves_read_in_groups(100)
     with ThreadPoolExecutor(1) as pool:
         pieces = reader.read_range(node, 0, len(content), pool)
         assert next(pieces) == content[:256]
@@ -205,26 +197,32 @@ def test_a_read_with_a_pool_holds_no_more_than_its_bytes_ahead(monkeypatch):
     assert max(len(g) for g in groups) == 3
 
 
-def test_a_leaf_that_is_not_one_is_still_read_whole_with_a_pool():
-    """A link's Tsize decides, unread, whether a child is a leaf; when it lies (an inner node
-    claiming a leaf's size), the read is still right, the node read in place."""
-    small = Profile("small", 64, 3, False, None)
+def _root_over_lying_links(copies: int) -> tuple[dict[bytes, bytes], bytes, bytes]:
+    """(blocks, root, its content): a file node linking `copies` times to an inner node
+    (3 levels of 64-byte dag-pb leaves) with a leaf's Tsize."""
     blocks: dict[bytes, bytes] = {}
     content = bytes(range(256)) * 3
-    inner = FileBuilder(small, blocks.__setitem__)
+    inner = FileBuilder(Profile("small", 64, 3, False, None), blocks.__setitem__)
     inner.write(content)
     inner_cid = inner.finish().cid
     assert dagpb.decode(blocks[inner_cid]).links  # an inner node: its leaves are below it
-    meta = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, filesize=2 * len(content),
-                                           blocksizes=(len(content),) * 2))
-    lying = Link(inner_cid, "", len(content) + 1)  # a leaf's Tsize for an inner node
-    root_block = dagpb.encode([lying, lying], meta)
+    meta = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, filesize=copies * len(content),
+                                           blocksizes=(len(content),) * copies))
+    lying = Link(inner_cid, "", len(content) + 1)
+    root_block = dagpb.encode([lying] * copies, meta)
     root = make_cid(DAG_PB, root_block)
     blocks[root] = root_block
+    return blocks, root, content * copies
+
+
+def test_a_leaf_that_is_not_one_is_still_read_whole_with_a_pool():
+    """A link's Tsize decides, unread, whether a child is a leaf; when it lies (an inner node
+    claiming a leaf's size), the read is still right, the node read in place."""
+    blocks, root, content = _root_over_lying_links(2)
     reader = exporter.DagReader(blocks.__getitem__)
     with ThreadPoolExecutor(2) as pool:
         node = reader.load(root)
-        assert b"".join(reader.read_range(node, 5, 2 * len(content) - 3, pool)) == (content * 2)[5:-3]
+        assert b"".join(reader.read_range(node, 5, len(content) - 3, pool)) == content[5:-3]
 
 
 def _is_leaf(cid: bytes, block: bytes) -> bool:
@@ -358,16 +356,7 @@ def test_a_dag_walk_gives_every_block_once_depth_first_with_or_without_read_ahea
 
 
 def test_a_walk_with_a_pool_still_gives_the_blocks_below_a_leaf_that_is_not_one():
-    small = Profile("small", 64, 3, False, None)
-    blocks: dict[bytes, bytes] = {}
-    content = bytes(range(256)) * 3
-    inner = FileBuilder(small, blocks.__setitem__)
-    inner.write(content)
-    inner_cid = inner.finish().cid
-    meta = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, filesize=len(content), blocksizes=(len(content),)))
-    root_block = dagpb.encode([Link(inner_cid, "", len(content) + 1)], meta)  # a leaf's Tsize
-    root = make_cid(DAG_PB, root_block)
-    blocks[root] = root_block
+    blocks, root, _ = _root_over_lying_links(1)
     reader = exporter.DagReader(blocks.__getitem__)
     expected = [(cid, blocks[cid]) for cid in _depth_first(blocks, root)]
     assert len(expected) > 2
