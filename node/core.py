@@ -102,7 +102,9 @@ class Core:
         self.db = db
         self.store = store
         self._blocks = blocks
-        self.reader = exporter.DagReader(self.get_block, self.prefetch, self.get_stored)
+        # a read-ahead reads only blocks stored here: those still to come from peers are waited
+        # for by each reader in its turn, not by the read pool, which every reader shares
+        self.reader = exporter.DagReader(self.get_block, self.prefetch, store.get_many)
         self.read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")  # walks' read-ahead
         self._committer = GroupCommitter(store, db)
         self._cache_lock = threading.Lock()
@@ -132,12 +134,6 @@ class Core:
         if data is None:
             raise exporter.NotFound("block not stored on this node")
         return data
-
-    def get_stored(self, cids: list[bytes]) -> list[bytes | None]:
-        """Several blocks stored here, verified, with one index lookup (None: not stored).
-        What a read-ahead reads: blocks still to come from peers are waited for by the reader
-        in its turn, not by the read pool, which every reader shares."""
-        return self.store.get_many(cids)
 
     def prefetch(self, cids: list[bytes]) -> None:
         """Blocks a reader is about to read: those not stored here are asked of peers now."""
