@@ -47,6 +47,8 @@ from typing import Any
 
 import trio
 
+from . import noise_io
+
 NOISE_PLAINTEXT = 65535 - 16  # one Noise transport message: its length field's limit, less the MAC
 HEADER_SIZE = 12
 FRAME_PAYLOAD = NOISE_PLAINTEXT - HEADER_SIZE
@@ -54,6 +56,7 @@ CREDIT_WAIT = 5.0  # as py-libp2p: a stream given no credit for this long fails 
 CLOSED_CHECK = 0.05  # a waiting sender also notices a stream closed under it this often
 WRITE_LIMIT = 10.0  # seconds one batch of frames may take to leave before the connection is given up
 ACK_DELAY = 0.005  # seconds a bare ACK waits for another frame to leave with
+BATCH_FRAMES = 8  # data frames of one write cut and written together (a 256 KiB block is 5)
 HEADER_FORMAT = "!BBHII"  # version, type, flags, stream id, length (the Yamux spec)
 TYPE_DATA, TYPE_WINDOW_UPDATE, FLAG_ACK = 0, 1, 2
 
@@ -82,8 +85,9 @@ async def credit_after_read(stream: Any, *, bytes_read: int = 0) -> None:
 
 
 async def send(stream: Any, data: bytes | memoryview) -> None:
-    """YamuxStream.write: `data` in frames of at most one Noise message each, waiting for
-    credit whenever the send window is spent."""
+    """YamuxStream.write: `data` in frames of at most one Noise message each, as many as the
+    send window allows (up to BATCH_FRAMES) written together, waiting for credit whenever the
+    window is spent."""
     from libp2p.stream_muxer.exceptions import MuxedStreamError
 
     if stream.send_closed:
@@ -91,31 +95,33 @@ async def send(stream: Any, data: bytes | memoryview) -> None:
     view = memoryview(data).cast("B")
     sent = 0
     while sent < len(view):
-        frame = await _cut_frame(stream, view, sent)
-        while frame is None:
+        frames = await _cut_frames(stream, view, sent)
+        while not frames:
             await _wait_for_credit(stream)
-            frame = await _cut_frame(stream, view, sent)
-        await stream.conn._write_frame(frame)
-        sent += len(frame) - HEADER_SIZE
+            frames = await _cut_frames(stream, view, sent)
+        await stream.conn._write_frames(frames)
+        sent += sum(len(frame) for frame in frames) - HEADER_SIZE * len(frames)
 
 
-async def _cut_frame(stream: Any, view: memoryview, sent: int) -> bytes | None:
-    """The next frame from `view[sent:]` as far as the send window allows, the window taken
-    (None: no window left)."""
+async def _cut_frames(stream: Any, view: memoryview, sent: int) -> list[bytes]:
+    """The next frames from `view[sent:]` as far as the send window allows, the window taken
+    (none: no window left)."""
     from libp2p.stream_muxer.exceptions import MuxedStreamError
 
+    frames: list[bytes] = []
     async with stream.rw_lock.write_lock():
         if stream.send_closed:
             raise MuxedStreamError("Stream is closed for sending")
         async with stream.window_lock:
             if stream.closed:
                 raise MuxedStreamError("Stream is closed")
-            if stream.send_window <= 0:
-                return None
-            n = frame_length(len(view) - sent, stream.send_window)
-            stream.send_window -= n
-            header = struct.pack(HEADER_FORMAT, 0, TYPE_DATA, 0, stream.stream_id, n)
-            return header + view[sent:sent + n]
+            while sent < len(view) and stream.send_window > 0 and len(frames) < BATCH_FRAMES:
+                n = frame_length(len(view) - sent, stream.send_window)
+                stream.send_window -= n
+                header = struct.pack(HEADER_FORMAT, 0, TYPE_DATA, 0, stream.stream_id, n)
+                frames.append(header + view[sent:sent + n])
+                sent += n
+    return frames
 
 
 async def _wait_for_credit(stream: Any) -> None:
@@ -229,26 +235,39 @@ async def write_frame(conn: Any, frame: bytes) -> None:
     """Yamux._write_frame: the frame leaves with every other one queued meanwhile; returns
     once it was handed to the connection, or raises as the write that carried it failed.
     A bare ACK returns at once and leaves with the next frame (`ACK_DELAY` at most)."""
-    queue = conn.__dict__.get("_frame_queue")
-    if queue is None:
-        queue = conn._frame_queue = FrameQueue()
+    queue = _frame_queue(conn)
     if is_bare_ack(frame) and _flush_later(conn, queue):
         queue.add(frame)
         return
-    number = queue.add(frame)
+    await write_frames(conn, [frame])
+
+
+async def write_frames(conn: Any, frames: list[bytes]) -> None:
+    """`write_frame` of several frames, in order, in one write with whatever else is queued."""
+    queue = _frame_queue(conn)
+    for frame in frames:
+        number = queue.add(frame)
     try:
         await conn._write_lock.acquire()
-    except BaseException:  # cancelled while waiting: the frame must not leave later, unasked
-        queue.withdraw(number)
+    except BaseException:  # cancelled while waiting: the frames must not leave later, unasked
+        for withdrawn in range(number - len(frames) + 1, number + 1):
+            queue.withdraw(withdrawn)
         raise
     try:
-        if not queue.written(number):  # nobody took it along yet: this task writes them all
+        if not queue.written(number):  # nobody took them along yet: this task writes them all
             await _write_queued(conn, queue)
         elif (error := queue.lost(number)) is not None:
             raise error
     finally:
         conn._write_lock.release()
     await trio.lowlevel.checkpoint()
+
+
+def _frame_queue(conn: Any) -> FrameQueue:
+    queue = conn.__dict__.get("_frame_queue")
+    if queue is None:
+        queue = conn._frame_queue = FrameQueue()
+    return queue
 
 
 def _flush_later(conn: Any, queue: FrameQueue) -> bool:
@@ -285,8 +304,7 @@ async def _write_queued(conn: Any, queue: FrameQueue) -> None:
     frames = queue.take()
     try:
         with trio.CancelScope(shield=True, deadline=trio.current_time() + WRITE_LIMIT) as scope:
-            for piece in pack_frames(frames):
-                await conn.secured_conn.write(piece)
+            await noise_io.write_sealed(conn.secured_conn, pack_frames(frames))
         if scope.cancelled_caught:
             raise RawConnError(f"the peer read nothing for {WRITE_LIMIT:g} s: connection closed")
     except BaseException as exc:
@@ -346,6 +364,7 @@ def install() -> None:
     YamuxStream.write = send
     YamuxStream.send_window = property(_get_send_window, _set_send_window)
     Yamux._write_frame = write_frame
+    Yamux._write_frames = write_frames
     _with_prompt_locks(Yamux, ("streams_lock",))
     _with_prompt_locks(YamuxStream, ("window_lock", "close_lock"))
     _with_prompt_locks(NetStream, ("_state_lock",))

@@ -42,6 +42,10 @@ class Connection:
         else:
             self.frames.append(bytes(frame))
 
+    async def _write_frames(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            await self._write_frame(frame)
+
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.floats(0.05, 1.0), st.floats(0.05, 1.0)), min_size=1, max_size=120))
