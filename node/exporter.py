@@ -27,6 +27,7 @@ T = TypeVar("T")
 
 CACHE_ENTRIES = 4096
 CACHE_MAX_BLOCK = 64 * 1024  # directories and inner file nodes; never leaves full of content
+LINKLESS_ENTRIES = 1 << 15  # 8 GiB of 256 KiB leaves; a CID each
 READ_AHEAD = 32  # leaves read ahead of a DAG walk that has a thread pool,
 READ_AHEAD_BYTES = 8 << 20  # and of their bytes: what a reader holds at most for a slow client
 WINDOW_ITEMS = 4 * READ_AHEAD  # inner nodes, inline bytes and leaves: how far a walk runs ahead
@@ -130,6 +131,9 @@ class DagReader:
         self.get_stored: GetStored = get_stored or (lambda cids: [get_block(cid) for cid in cids])
         self._nodes = _Lru(CACHE_ENTRIES)
         self._dir_sizes = _Lru(CACHE_ENTRIES)
+        # dag-pb blocks read once and found to have no links: leaves too big for `_nodes`,
+        # which a survey would otherwise read and hash again each time it is asked
+        self._linkless = _Lru(LINKLESS_ENTRIES)
 
     def load(self, cid: bytes) -> Node:
         codec = codec_of(cid)
@@ -214,7 +218,9 @@ class DagReader:
         """(complete, missing bytes) of a DAG: walks every stored node, sums the Tsize of
         subtrees not stored here (a missing root counts 0: its size is not known yet).
 
-        Level by level, so `present` can look a whole level up at once."""
+        Level by level, so `present` can look a whole level up at once. A dag-pb leaf is
+        read once per reader: clients poll a rollout's progress, and content from `ipfs add`
+        has nothing but dag-pb leaves."""
         complete, missing = True, 0
         level: list[tuple[bytes, int]] = [(root, 0)]
         while level:
@@ -225,8 +231,11 @@ class DagReader:
                     complete, missing = False, missing + tsize
                     if first_gap:
                         return complete, missing
-                elif codec_of(cid) == DAG_PB:
-                    below.extend((link.cid, link.tsize) for link in self._decoded(cid)[0].links)
+                elif codec_of(cid) == DAG_PB and self._linkless.get(cid) is None:
+                    links = self._decoded(cid)[0].links
+                    below.extend((link.cid, link.tsize) for link in links)
+                    if not links:
+                        self._linkless.put(cid, True)
             level = below
         return complete, missing
 

@@ -260,6 +260,33 @@ def test_survey_counts_missing_subtrees(size, data):
     assert missing == sum(lk.tsize for lk in links if lk.cid in gone)
 
 
+@settings(max_examples=15, deadline=None)
+@given(st.integers(70_001, 400_000), st.data())
+def test_surveys_repeated_as_a_dag_arrives_agree_with_fresh_ones_and_read_each_leaf_once(size, data):
+    """Clients poll a rollout's progress; `ipfs add` makes dag-pb leaves, which a survey must
+    read to know they have no links (leaves over 64 KiB: smaller blocks are cached anyway)."""
+    profile = Profile("dag-pb", 70_000, 3, False, None)
+    blocks: dict[bytes, bytes] = {}
+    builder = FileBuilder(profile, blocks.__setitem__)
+    builder.write(bytes(i % 251 for i in range(size)))
+    root = builder.finish().cid
+    order = data.draw(st.permutations(sorted(blocks)))  # the order the blocks arrive in
+    arrived: dict[bytes, bytes] = {}
+    reads: list[bytes] = []
+
+    def read(cid: bytes) -> bytes:
+        reads.append(cid)
+        return arrived[cid]
+
+    polled = exporter.DagReader(read)
+    for cid in order:
+        arrived[cid] = blocks[cid]
+        present = lambda cids: {c for c in cids if c in arrived}  # noqa: E731
+        assert polled.survey(root, present) == exporter.DagReader(arrived.__getitem__).survey(root, present)
+    leaves = {c for c, b in blocks.items() if not dagpb.decode(b).links}
+    assert all(reads.count(leaf) <= 1 for leaf in leaves)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=1500), st.binary(max_size=700), st.sampled_from([True, False]))
 def test_appending_to_a_file_gives_the_cid_of_importing_it_whole(head, tail, raw_leaves):
