@@ -38,6 +38,10 @@ per message (Kubo sends each block so) costs us an ACK, protocol replies, credit
 per message, each a Noise message and a system call. Frames queued while the connection is
 busy writing now leave together, packed into as few Noise messages as they fit in
 (`pack_frames`), a full data frame still alone in its own.
+
+Batches: a stream's write cut one frame at a time and wrote each through py-libp2p's layers
+on its own. It now cuts as many frames as the window allows (BATCH_FRAMES at most), and
+whatever leaves together is sealed into one socket write (`noise_io.write_sealed`).
 """
 
 from __future__ import annotations
