@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
-from . import noise_io, stream_negotiation, yamux_tuning
+from . import noise_io, stream_events, stream_negotiation, yamux_tuning
 
 log = logging.getLogger("edgefiles.swarm")
 
@@ -214,6 +214,7 @@ def build_host(seed: bytes):
     quiet_libp2p_logs()
     yamux_tuning.install()
     noise_io.install()
+    stream_events.install()
     key_pair = create_new_key_pair(seed)
     host = libp2p.new_host(
         key_pair=key_pair,
