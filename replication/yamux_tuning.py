@@ -53,7 +53,7 @@ import trio
 
 from . import noise_io
 
-NOISE_PLAINTEXT = 65535 - 16  # one Noise transport message: its length field's limit, less the MAC
+NOISE_PLAINTEXT = noise_io.MAX_PLAINTEXT  # what one Noise transport message carries
 HEADER_SIZE = 12
 FRAME_PAYLOAD = NOISE_PLAINTEXT - HEADER_SIZE
 CREDIT_WAIT = 5.0  # as py-libp2p: a stream given no credit for this long fails its write
