@@ -11,14 +11,13 @@ import contextlib
 import pytest
 import trio
 from edgefiles.replication import noise_io
-from edgefiles.replication.host import build_host
+from hostpair import connected
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from libp2p.custom_types import TProtocol
 from libp2p.io.exceptions import IncompleteReadError
 from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.network.stream.exceptions import StreamEOF
-from multiaddr import Multiaddr
 
 
 def packets(messages: list[bytes]) -> bytes:
@@ -121,7 +120,6 @@ def test_large_writes_on_many_streams_at_once_arrive_whole_in_few_socket_writes(
     got: dict[int, bytes] = {}
 
     async def run() -> None:
-        listener, dialer = build_host(b"l" * 32), build_host(b"d" * 32)
         done = trio.Event()
 
         async def take(stream) -> None:
@@ -133,12 +131,7 @@ def test_large_writes_on_many_streams_at_once_arrive_whole_in_few_socket_writes(
             if len(got) == len(sizes):
                 done.set()
 
-        listener.set_stream_handler(TProtocol("/test/take/1"), take)
-        loopback = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
-        async with listener.run(listen_addrs=loopback), dialer.run(listen_addrs=loopback):
-            dialer.get_peerstore().add_addrs(listener.get_id(), listener.get_addrs(), 600)
-            await dialer.connect(dialer.get_peerstore().peer_info(listener.get_id()))
-
+        async with connected({"/test/take/1": take}) as (listener, dialer):
             async def give(i: int, size: int) -> None:
                 stream = await dialer.new_stream(listener.get_id(), [TProtocol("/test/take/1")])
                 await stream.write(bytes([i]) + PATTERN[:size - 1])

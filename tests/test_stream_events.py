@@ -6,11 +6,8 @@ from __future__ import annotations
 import logging
 
 import trio
-from edgefiles.replication.host import build_host
+from hostpair import ECHO, connected, echo
 from libp2p.custom_types import TProtocol
-from multiaddr import Multiaddr
-
-ECHO = "/test/echo/1"
 
 
 class Recorder:
@@ -47,20 +44,10 @@ def test_stream_events_reach_every_notifee_and_a_failing_one_harms_nothing(caplo
     answers: list[bytes] = []
 
     async def run() -> None:
-        listener, dialer = build_host(b"e" * 32), build_host(b"f" * 32)
-
-        async def echo(stream) -> None:
-            await stream.write(await stream.read(1 << 16))
-            await stream.close()
-
-        listener.set_stream_handler(TProtocol(ECHO), echo)
-        network = dialer.get_network()
-        network.register_notifee(Recorder(failing, fail=True))
-        network.register_notifee(Recorder(seen))
-        loopback = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
-        async with listener.run(listen_addrs=loopback), dialer.run(listen_addrs=loopback):
-            dialer.get_peerstore().add_addrs(listener.get_id(), listener.get_addrs(), 600)
-            await dialer.connect(dialer.get_peerstore().peer_info(listener.get_id()))
+        async with connected({ECHO: echo}) as (listener, dialer):
+            network = dialer.get_network()
+            network.register_notifee(Recorder(failing, fail=True))
+            network.register_notifee(Recorder(seen))
             with trio.fail_after(10):
                 for i in range(3):
                     stream = await dialer.new_stream(listener.get_id(), [TProtocol(ECHO)])

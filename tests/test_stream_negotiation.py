@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import trio
-from edgefiles.replication.host import build_host
 from edgefiles.replication.stream_negotiation import (
     HEADER,
     ListenerNegotiation,
@@ -15,14 +14,13 @@ from edgefiles.replication.stream_negotiation import (
     encode_line,
     next_line,
 )
+from hostpair import ECHO, connected, echo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.network.stream.net_stream import NetStream
-from multiaddr import Multiaddr
 
-ECHO = "/test/echo/1.0.0"
 PROTOCOLS = (ECHO, "/test/other/2.0.0")
 
 
@@ -85,17 +83,7 @@ def test_ls_lists_the_protocols_and_negotiation_goes_on():
 async def with_listener(dialing) -> None:
     """Run `dialing(dialer, listener_id)` against a host that answers ECHO by echoing one
     read back and closing."""
-    listener, dialer = build_host(b"L" * 32), build_host(b"D" * 32)
-
-    async def echo(stream) -> None:
-        await stream.write(await stream.read(1 << 16))
-        await stream.close()
-
-    listener.set_stream_handler(TProtocol(ECHO), echo)
-    loopback = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
-    async with listener.run(listen_addrs=loopback), dialer.run(listen_addrs=loopback):
-        dialer.get_peerstore().add_addrs(listener.get_id(), listener.get_addrs(), 600)
-        await dialer.connect(dialer.get_peerstore().peer_info(listener.get_id()))
+    async with connected({ECHO: echo}) as (listener, dialer):
         with trio.fail_after(10):
             await dialing(dialer, listener.get_id())
 
