@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
-from . import noise_io, stream_events, stream_negotiation, yamux_tuning
+from . import noise_io, stream_events, stream_negotiation, yamux_reader, yamux_tuning
 
 log = logging.getLogger("edgefiles.swarm")
 
@@ -213,6 +213,7 @@ def build_host(seed: bytes):
 
     quiet_libp2p_logs()
     yamux_tuning.install()
+    yamux_reader.install()
     noise_io.install()
     stream_events.install()
     key_pair = create_new_key_pair(seed)

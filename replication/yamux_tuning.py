@@ -84,7 +84,7 @@ async def credit_after_read(stream: Any, *, bytes_read: int = 0) -> None:
     async with stream.window_lock:
         buffered = len(stream.conn.stream_buffers.get(stream.stream_id, b""))
         delta = stream.target_recv_window - (stream.recv_window + buffered)
-        if delta <= 0 or delta < stream._grow_threshold():
+        if delta <= 0 or delta < stream.target_recv_window // 2:  # py-libp2p: half a window
             return
         stream.recv_window += delta
         delta += stream._apply_autotune_epoch(buffered)

@@ -1,0 +1,145 @@
+"""Our Yamux reader: frames come out of the connection's bytes whole and in order however
+the bytes are cut; broken framing closes the connection; on real hosts, streams open,
+carry data and close as a peer's frames say, a FIN on any frame included."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from edgefiles.replication.yamux_reader import (
+    FLAG_ACK,
+    FLAG_FIN,
+    FLAG_RST,
+    FLAG_SYN,
+    HEADER,
+    MAX_DATA_FRAME,
+    TYPE_DATA,
+    TYPE_GO_AWAY,
+    TYPE_PING,
+    TYPE_WINDOW_UPDATE,
+    FrameReader,
+    ProtocolError,
+)
+from hostpair import connected
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+def encode(kind: int, flags: int, stream_id: int, length: int, body: bytes = b"") -> bytes:
+    return HEADER.pack(0, kind, flags, stream_id, len(body) if kind == TYPE_DATA else length) + body
+
+
+frames = st.lists(st.one_of(
+    st.tuples(st.just(TYPE_DATA), st.integers(0, 15), st.integers(1, 2**32 - 1), st.just(0),
+              st.binary(max_size=3000)),
+    st.tuples(st.sampled_from([TYPE_WINDOW_UPDATE, TYPE_PING, TYPE_GO_AWAY]), st.integers(0, 15),
+              st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.just(b"")),
+), max_size=30)
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    edges = sorted({0, len(data), *(p % (len(data) + 1) for p in points)})
+    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames, st.lists(st.integers(0, 10**6), max_size=40))
+def test_frames_come_out_whole_and_in_order_however_the_bytes_are_cut(sent, points):
+    wire = b"".join(encode(*frame) for frame in sent)
+    reader, got = FrameReader(), []
+    for piece in cut(wire, points):
+        got += [(f.type, f.flags, f.stream_id, f.length, bytes(f.body)) for f in reader.feed(piece)]
+    assert got == [(k, fl, sid, len(body) if k == TYPE_DATA else n, body) for k, fl, sid, n, body in sent]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from([
+    HEADER.pack(1, TYPE_DATA, 0, 1, 0),  # a version that does not exist
+    HEADER.pack(0, 4, 0, 1, 0),  # a frame type that does not exist
+    HEADER.pack(0, TYPE_DATA, 0, 1, MAX_DATA_FRAME + 1),  # a body past any window
+]), st.integers(1, 11), st.binary(max_size=100))
+def test_broken_framing_is_refused_once_its_header_is_in(bad, split, before):
+    reader = FrameReader()
+    good = encode(TYPE_DATA, 0, 3, 0, before)
+    assert len(reader.feed(good + bad[:split])) == 1  # the good frame before it comes out
+    with pytest.raises(ProtocolError):
+        reader.feed(bad[split:])
+
+
+PROTO = "/test/drain/1.0.0"
+
+
+def test_a_peer_s_frames_open_fill_and_close_a_stream_with_fin_on_any_frame():
+    """Raw frames from the dialer: SYN with data, more data, then a FIN riding on an ACK
+    frame (py-libp2p's reader ignored flags there: the reader never saw its stream end)."""
+    received: list[bytes] = []
+    ended = trio.Event()
+
+    async def drain(stream) -> None:
+        while data := await _read_or_eof(stream):
+            received.append(data)
+        ended.set()
+
+    async def run() -> None:
+        async with connected({PROTO: drain}) as (listener, dialer):
+            muxed = dialer.get_network().connections[listener.get_id()][0].muxed_conn
+            sid = 1001  # odd: the dialer's own numbering, far past what it used
+            hello = f"/multistream/1.0.0\n{PROTO}\n".encode()
+            lines = b"".join(bytes([len(line) + 1]) + line + b"\n" for line in hello.split(b"\n")[:2])
+            await muxed._write_frame(encode(TYPE_DATA, FLAG_SYN, sid, 0, lines + b"first "))
+            await muxed._write_frame(encode(TYPE_DATA, 0, sid, 0, b"second"))
+            await muxed._write_frame(encode(TYPE_WINDOW_UPDATE, FLAG_ACK | FLAG_FIN, sid, 0))
+            with trio.fail_after(10):
+                await ended.wait()
+
+    trio.run(run)
+    assert b"".join(received) == b"first second"
+
+
+def test_a_reset_on_data_ends_the_stream_for_its_reader():
+    errors: list[str] = []
+    ended = trio.Event()
+
+    async def drain(stream) -> None:
+        try:
+            while await stream.read(1 << 16):
+                pass
+        except Exception as exc:
+            errors.append(type(exc).__name__)
+        ended.set()
+
+    async def run() -> None:
+        async with connected({PROTO: drain}) as (listener, dialer):
+            stream = await dialer.new_stream(listener.get_id(), [PROTO])
+            await stream.write(b"some")
+            muxed = stream.muxed_stream.conn
+            await muxed._write_frame(encode(TYPE_DATA, FLAG_RST, stream.muxed_stream.stream_id, 0, b"x"))
+            with trio.fail_after(10):
+                await ended.wait()
+
+    trio.run(run)
+    assert errors and "Reset" in errors[0]
+
+
+def test_broken_framing_from_a_peer_closes_its_connection_and_a_ping_is_answered():
+    async def run() -> None:
+        async with connected({}) as (listener, dialer):
+            muxed = dialer.get_network().connections[listener.get_id()][0].muxed_conn
+            muxed._ping_sent_time = trio.current_time()
+            await muxed._write_frame(encode(TYPE_PING, FLAG_SYN, 0, 77))
+            with trio.fail_after(10):
+                await muxed._ping_event.wait()  # the listener answered with an ACK
+            await muxed._write_frame(HEADER.pack(7, TYPE_DATA, 0, 1, 0))
+            with trio.fail_after(10):
+                while listener.get_network().connections.get(dialer.get_id()):
+                    await trio.sleep(0.01)
+                await muxed.event_closed.wait()  # the dialer saw it closed too
+
+    trio.run(run)
+
+
+async def _read_or_eof(stream) -> bytes:
+    try:
+        return await stream.read(1 << 16)
+    except Exception:  # py-libp2p ends a stream's reads with an EOF error
+        return b""
