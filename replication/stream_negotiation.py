@@ -8,7 +8,8 @@ Here the lines are parsed where the stream's received bytes already are (`Listen
 pure), consumed at once, and everything owed is answered in one write.
 
 A dialer that sends its header and waits for ours (py-libp2p's own) gets it as soon as that
-header is in: we never wait for a line before answering the ones we have.
+header is in: we never wait for a line before answering the ones we have. A dialer that sent
+its message with its choice did not wait: its answer leaves with our next frame (the FIN).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 import trio
 from edgefiles.node.protobuf import DecodeError, read_varint, varint
+
+from . import yamux_tuning
 
 HEADER = "/multistream/1.0.0"
 NOT_AVAILABLE = "na"
@@ -120,7 +123,9 @@ async def negotiate_inbound(stream: Any, protocols: Collection[str]) -> str:
             del buf[:taken]
             await muxed._auto_tune_and_send_window_update(bytes_read=taken)
         seen = len(buf)
-        if answer:
+        if answer and negotiation.chosen is not None and buf:  # the dialer went on without it
+            await yamux_tuning.send_soon(muxed, answer)
+        elif answer:
             await stream.write(answer)
     return negotiation.chosen
 

@@ -39,6 +39,10 @@ per message, each a Noise message and a system call. Frames queued while the con
 busy writing now leave together, packed into as few Noise messages as they fit in
 (`pack_frames`), a full data frame still alone in its own.
 
+Answers nobody waits for: Kubo and Helia send the protocol they want and their message at
+once, without waiting for our answer, on a stream per message; the answer then leaves with
+the next frame written (mostly the stream's FIN), as a bare ACK does (`send_soon`).
+
 Batches: a stream's write cut one frame at a time and wrote each through py-libp2p's layers
 on its own. It now cuts as many frames as the window allows (BATCH_FRAMES at most), and
 whatever leaves together is sealed into one socket write (`noise_io.write_sealed`).
@@ -108,6 +112,23 @@ async def send(stream: Any, data: bytes | memoryview) -> None:
             frames = await _cut_frames(stream, view, sent)
         await stream.conn._write_frames(frames)
         sent += sum(len(frame) for frame in frames) - HEADER_SIZE * len(frames)
+
+
+async def send_soon(stream: Any, data: bytes) -> None:
+    """`send` of a few bytes nobody waits for (the answer owed to a dialer that went on
+    without it): they leave with the next frame written on the connection, ACK_DELAY at most,
+    not in a Noise message and a socket write of their own."""
+    conn, view = stream.conn, memoryview(data)
+    frames = await _cut_frames(stream, view, 0) if len(data) <= FRAME_PAYLOAD else []
+    cut = sum(len(frame) for frame in frames) - HEADER_SIZE * len(frames)
+    queue = _frame_queue(conn)
+    if frames and cut == len(data) and _flush_later(conn, queue):
+        queue.add(frames[0])
+        return
+    if frames:
+        await write_frames(conn, frames)
+    if cut < len(data):
+        await send(stream, view[cut:])
 
 
 async def _cut_frames(stream: Any, view: memoryview, sent: int) -> list[bytes]:
