@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
-from . import noise_io, stream_events, stream_negotiation, yamux_reader, yamux_tuning
+from . import noise_io, stream_events, stream_negotiation, swarm_tuning, yamux_reader, yamux_tuning
 
 log = logging.getLogger("edgefiles.swarm")
 
@@ -224,4 +224,5 @@ def build_host(seed: bytes):
         connection_config=ConnectionConfig(max_connections_per_peer=1),
     )
     stream_negotiation.install(host)
+    swarm_tuning.install(host)
     return host

@@ -92,8 +92,10 @@ class ListenerNegotiation:
         return encode_line(NOT_AVAILABLE)
 
 
-async def _wait_for_bytes(muxed: Any, seen: int) -> bytearray:
-    """The stream's receive buffer once it holds more than `seen` bytes."""
+async def _wait_for_bytes(muxed: Any, seen: int, deadline: float) -> bytearray:
+    """The stream's receive buffer once it holds more than `seen` bytes (TooSlowError past
+    `deadline`). A timeout scope only when it must wait: Kubo's and Helia's choices arrive
+    with their messages, and a scope per stream was a tenth of accepting one."""
     conn, sid = muxed.conn, muxed.stream_id
     while True:
         buf = conn.stream_buffers.get(sid)
@@ -106,18 +108,20 @@ async def _wait_for_bytes(muxed: Any, seen: int) -> bytearray:
         event = conn.stream_events.get(sid)
         if event is None:
             raise NegotiationError("stream gone during negotiation")
-        await event.wait()
+        with trio.fail_at(deadline):
+            await event.wait()
         if conn.stream_events.get(sid) is event:
             conn.stream_events[sid] = trio.Event()
 
 
-async def negotiate_inbound(stream: Any, protocols: Collection[str]) -> str:
+async def negotiate_inbound(stream: Any, protocols: Collection[str], timeout: float = 30) -> str:
     """Choose the protocol of an inbound Yamux stream; its bytes after the choice stay unread."""
     muxed = stream.muxed_stream
     negotiation = ListenerNegotiation(protocols)
+    deadline = trio.current_time() + timeout
     seen = 0
     while negotiation.chosen is None:
-        buf = await _wait_for_bytes(muxed, seen)
+        buf = await _wait_for_bytes(muxed, seen, deadline)
         taken, answer = negotiation.feed(buf)
         if taken:
             del buf[:taken]
@@ -144,8 +148,7 @@ def install(host: Any) -> None:
             return await upstream(communicator, negotiate_timeout)
         protocols = [p for p in muxer.handlers if p is not None]
         try:
-            with trio.fail_after(negotiate_timeout):
-                chosen = await negotiate_inbound(stream, protocols)
+            chosen = await negotiate_inbound(stream, protocols, negotiate_timeout)
         except (NegotiationError, trio.TooSlowError) as exc:
             raise MultiselectError(str(exc) or "negotiation timed out") from exc
         except Exception as exc:  # the stream broke under the answer

@@ -26,7 +26,7 @@ after taking it, with the lock held). py-libp2p's reader takes the connection's 
 for every frame it receives, so it waited for a whole round of the scheduler per frame, and
 tasks that wanted the lock meanwhile parked behind it: sampled during Kubo -> us, the reader
 spent most of its time off the socket at that yield or parked on that lock. Its locks here
-(`PromptLock`) are taken at once when free.
+(`prompt_sync.PromptLock`) are taken at once when free.
 
 Acknowledgements: py-libp2p's reader wrote the ACK of every inbound stream the moment it
 read its SYN, a Noise message and a system call of their own, with the reader waiting for
@@ -56,6 +56,7 @@ from typing import Any
 import trio
 
 from . import noise_io
+from .prompt_sync import PromptLock
 
 NOISE_PLAINTEXT = noise_io.MAX_PLAINTEXT  # what one Noise transport message carries
 HEADER_SIZE = 12
@@ -116,19 +117,20 @@ async def send(stream: Any, data: bytes | memoryview) -> None:
 
 async def send_soon(stream: Any, data: bytes) -> None:
     """`send` of a few bytes nobody waits for (the answer owed to a dialer that went on
-    without it): they leave with the next frame written on the connection, ACK_DELAY at most,
-    not in a Noise message and a socket write of their own."""
-    conn, view = stream.conn, memoryview(data)
-    frames = await _cut_frames(stream, view, 0) if len(data) <= FRAME_PAYLOAD else []
-    cut = sum(len(frame) for frame in frames) - HEADER_SIZE * len(frames)
-    queue = _frame_queue(conn)
-    if frames and cut == len(data) and _flush_later(conn, queue):
-        queue.add(frames[0])
+    without it) on a stream nobody else writes to yet: they leave with the next frame written
+    on the connection, ACK_DELAY at most, not in a Noise message and a socket write of their
+    own. No lock: with no await between taking the window and queueing the frame, nothing
+    can come between."""
+    from libp2p.stream_muxer.exceptions import MuxedStreamError
+
+    conn, queue = stream.conn, _frame_queue(stream.conn)
+    if stream.send_closed or stream.closed:
+        raise MuxedStreamError("Stream is closed for sending")
+    if len(data) > min(stream.send_window, FRAME_PAYLOAD) or not _flush_later(conn, queue):
+        await send(stream, data)
         return
-    if frames:
-        await write_frames(conn, frames)
-    if cut < len(data):
-        await send(stream, view[cut:])
+    stream.send_window -= len(data)
+    queue.add(struct.pack(HEADER_FORMAT, 0, TYPE_DATA, 0, stream.stream_id, len(data)) + data)
 
 
 async def _cut_frames(stream: Any, view: memoryview, sent: int) -> list[bytes]:
@@ -341,32 +343,6 @@ async def _write_queued(conn: Any, queue: FrameQueue) -> None:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + 1):
                 await conn.secured_conn.close()
         raise
-
-
-class PromptLock:
-    """A trio lock taken at once when it is free (no checkpoint); waits as trio.Lock does
-    when it is not."""
-
-    def __init__(self) -> None:
-        self._lock = trio.Lock()
-
-    async def acquire(self) -> None:
-        try:
-            self._lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._lock.acquire()
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.release()
 
 
 def _with_prompt_locks(cls: type, names: tuple[str, ...]) -> None:

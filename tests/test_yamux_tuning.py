@@ -21,7 +21,7 @@ from libp2p.stream_muxer.yamux.yamux import (
     YAMUX_HEADER_FORMAT,
     YamuxStream,
 )
-from trio.testing import MockClock, assert_no_checkpoints, wait_all_tasks_blocked
+from trio.testing import MockClock, wait_all_tasks_blocked
 
 
 class Connection:
@@ -312,27 +312,3 @@ def test_credit_and_flagged_frames_are_not_held_back():
     reset = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_WINDOW_UPDATE, 2 | 8, 3, 0)
     assert yamux_tuning.is_bare_ack(ack(3))
     assert not any(map(yamux_tuning.is_bare_ack, (credit, reset, ack(3) + b"data")))
-
-
-def test_a_free_prompt_lock_is_taken_without_a_checkpoint_and_still_excludes():
-    async def run() -> None:
-        lock = yamux_tuning.PromptLock()
-        with assert_no_checkpoints():  # trio.Lock lets every runnable task go first
-            async with lock:
-                pass
-        inside = most_inside = 0
-
-        async def contender() -> None:
-            nonlocal inside, most_inside
-            async with lock:
-                inside += 1
-                most_inside = max(most_inside, inside)
-                await trio.sleep(0.01)
-                inside -= 1
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(20):
-                nursery.start_soon(contender)
-        assert most_inside == 1 and not lock.locked() and trio.current_time() >= 0.2
-
-    trio.run(run, clock=MockClock(autojump_threshold=0))
