@@ -9,7 +9,9 @@ pure), consumed at once, and everything owed is answered in one write.
 
 A dialer that sends its header and waits for ours (py-libp2p's own) gets it as soon as that
 header is in: we never wait for a line before answering the ones we have. A dialer that sent
-its message with its choice did not wait: its answer leaves with our next frame (the FIN).
+its message with its choice did not wait for the answer (Kubo closes its side at once): it
+leaves with our next frame, mostly our FIN, or before we wait to read from the dialer, who
+may want it first (js-libp2p waits for it before it closes its side).
 """
 
 from __future__ import annotations

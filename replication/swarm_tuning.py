@@ -23,5 +23,5 @@ def install(host: Any) -> None:
         swarm._stream_semaphore = PromptSemaphore(semaphore.value)
     manager = getattr(swarm, "_resource_manager", None)
     allowlist = getattr(manager, "allowlist", None)
-    if allowlist is not None and not (allowlist.peers or allowlist.multiaddrs or allowlist.peer_multiaddrs):
+    if allowlist is not None and allowlist.is_empty():
         del manager.allowlist

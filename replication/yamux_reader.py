@@ -1,5 +1,5 @@
 """py-libp2p's Yamux (0.8.1) receiving side, lean: frames cut out of whole decrypted Noise
-messages (`FrameReader`, pure) and applied to their streams without a wait in between.
+messages (`yamux_frames.FrameReader`, pure) and applied to their streams without a wait in between.
 
 py-libp2p's reader spent more on bookkeeping than on the bytes. Per frame it made two exact
 reads through the secure session (header, then body), opened a timeout scope for the body,
@@ -16,80 +16,31 @@ there). A frame for a stream we no longer know is dropped, as both do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import struct
-from typing import Any, NamedTuple
+from typing import Any
 
 import trio
 
+from .yamux_frames import (
+    FLAG_ACK,
+    FLAG_FIN,
+    FLAG_RST,
+    FLAG_SYN,
+    GO_AWAY_NORMAL,
+    GO_AWAY_PROTOCOL_ERROR,
+    TYPE_DATA,
+    TYPE_GO_AWAY,
+    TYPE_PING,
+    TYPE_WINDOW_UPDATE,
+    Frame,
+    FrameReader,
+    ProtocolError,
+    header,
+)
+
 log = logging.getLogger("edgefiles.libp2p")
-
-HEADER = struct.Struct("!BBHII")  # version, type, flags, stream id, length (the Yamux spec)
-TYPE_DATA, TYPE_WINDOW_UPDATE, TYPE_PING, TYPE_GO_AWAY = 0, 1, 2, 3
-FLAG_SYN, FLAG_ACK, FLAG_FIN, FLAG_RST = 1, 2, 4, 8
-MAX_DATA_FRAME = 16 << 20  # py-libp2p's largest receive window: a larger frame is an attack
-GO_AWAY_NORMAL = 0
-
-
-class ProtocolError(Exception):
-    """The peer broke Yamux's framing: the connection cannot be read on."""
-
-
-class Frame(NamedTuple):
-    type: int
-    flags: int
-    stream_id: int
-    length: int  # DATA: the body's; WINDOW_UPDATE: the credit; PING: the opaque value; GO_AWAY: the code
-    body: memoryview  # empty but for DATA
-
-
-class FrameReader:
-    """Feed decrypted connection bytes; take whole Yamux frames out, in order (pure)."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []  # the start of a frame whose end has not come yet
-        self._have = 0
-        self._need = 0  # bytes that frame takes (its header's at least)
-
-    def feed(self, data: bytes) -> list[Frame]:
-        """Every frame `data` completes; bodies are views of the bytes fed."""
-        if self._parts:
-            self._parts.append(data)
-            self._have += len(data)
-            if self._have < self._need:
-                return []
-            data = b"".join(self._parts)
-            self._parts, self._have = [], 0
-        frames: list[Frame] = []
-        view, pos, end = memoryview(data), 0, len(data)
-        while end - pos >= HEADER.size:
-            version, kind, flags, stream_id, length = HEADER.unpack_from(data, pos)
-            body = length if kind == TYPE_DATA else 0
-            _check(version, kind, body)
-            if end - pos < HEADER.size + body:
-                break
-            start = pos + HEADER.size
-            frames.append(Frame(kind, flags, stream_id, length, view[start:start + body]))
-            pos = start + body
-        if pos < end:
-            rest = bytes(view[pos:])
-            self._parts, self._have = [rest], len(rest)
-            self._need = HEADER.size + (_body_length(rest) if len(rest) >= HEADER.size else 0)
-        return frames
-
-
-def _check(version: int, kind: int, body: int) -> None:
-    if version != 0:
-        raise ProtocolError(f"Yamux version {version}")
-    if kind > TYPE_GO_AWAY:
-        raise ProtocolError(f"unknown Yamux frame type {kind}")
-    if body > MAX_DATA_FRAME:
-        raise ProtocolError(f"a DATA frame of {body} bytes, over the {MAX_DATA_FRAME}-byte limit")
-
-
-def _body_length(header: bytes) -> int:
-    _, kind, _, _, length = HEADER.unpack_from(header)
-    return length if kind == TYPE_DATA else 0
+GO_AWAY_WAIT = 1.0  # seconds we try to tell a peer that broke the framing why it is cut off
 
 
 async def handle_incoming(conn: Any) -> None:
@@ -105,9 +56,10 @@ async def handle_incoming(conn: Any) -> None:
             log.debug("connection to %s cut inside a message: %s", conn.peer_id, exc)
     except ProtocolError as exc:
         log.warning("closing the connection to %s: %s", conn.peer_id, exc)
+        with trio.move_on_after(GO_AWAY_WAIT), contextlib.suppress(Exception):  # as go-yamux does
+            await conn._write_frame(header(TYPE_GO_AWAY, 0, 0, GO_AWAY_PROTOCOL_ERROR))
     except Exception as exc:  # the connection failed under us: closed, reset, broken
         log.debug("connection to %s ended: %r", conn.peer_id, exc)
-    conn.event_shutting_down.set()
     await conn._cleanup_on_error()
 
 
@@ -134,20 +86,20 @@ async def _apply(conn: Any, frame: Frame) -> bool:
     stream = conn.streams.get(frame.stream_id)
     if frame.flags & FLAG_SYN:
         if stream is not None:  # a stream id in use: refused, as py-libp2p does
-            await conn._write_frame(HEADER.pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, frame.stream_id, 0))
+            await conn._write_frame(header(TYPE_WINDOW_UPDATE, FLAG_RST, frame.stream_id, 0))
             return True
-        stream = _opened(conn, frame.stream_id)
-        _update(conn, stream, frame)
+        stream = _register_inbound(conn, frame.stream_id)
+        _apply_to_stream(conn, stream, frame)
         if not frame.flags & FLAG_RST:  # a reset stream is handed over, but never acknowledged
-            await conn._write_frame(HEADER.pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, frame.stream_id, 0))
+            await conn._write_frame(header(TYPE_WINDOW_UPDATE, FLAG_ACK, frame.stream_id, 0))
         if not conn.event_shutting_down.is_set():
             await conn.new_stream_send_channel.send(stream)
     elif stream is not None:
-        _update(conn, stream, frame)
+        _apply_to_stream(conn, stream, frame)
     return True
 
 
-def _opened(conn: Any, stream_id: int) -> Any:
+def _register_inbound(conn: Any, stream_id: int) -> Any:
     from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
     stream = YamuxStream(stream_id, conn, False)
@@ -157,7 +109,7 @@ def _opened(conn: Any, stream_id: int) -> Any:
     return stream
 
 
-def _update(conn: Any, stream: Any, frame: Frame) -> None:
+def _apply_to_stream(conn: Any, stream: Any, frame: Frame) -> None:
     """A DATA or WINDOW_UPDATE frame's data, credit and flags, applied to its stream."""
     sid = stream.stream_id
     if frame.type == TYPE_DATA:
@@ -183,7 +135,7 @@ def _update(conn: Any, stream: Any, frame: Frame) -> None:
 
 async def _ping(conn: Any, frame: Frame) -> None:
     if frame.flags & FLAG_SYN:
-        await conn._write_frame(HEADER.pack(0, TYPE_PING, FLAG_ACK, 0, frame.length))
+        await conn._write_frame(header(TYPE_PING, FLAG_ACK, 0, frame.length))
     elif frame.flags & FLAG_ACK:  # py-libp2p's own RTT estimate
         rtt = trio.current_time() - conn._ping_sent_time
         conn._rtt = rtt if conn._rtt == 0.0 else (conn._rtt + rtt) / 2

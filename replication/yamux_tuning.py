@@ -22,11 +22,12 @@ of one Noise message, a 256 KiB window ran out before the peer's half-window cre
 and a raw stream fell from 260 to 70 MB/s). Here the credit wakes the sender at once.
 
 Locks: a trio lock yields to every other runnable task even when it is free (a checkpoint
-after taking it, with the lock held). py-libp2p's reader takes the connection's streams lock
-for every frame it receives, so it waited for a whole round of the scheduler per frame, and
+after taking it, with the lock held). py-libp2p's reader took the connection's streams lock
+for every frame it received, so it waited for a whole round of the scheduler per frame, and
 tasks that wanted the lock meanwhile parked behind it: sampled during Kubo -> us, the reader
 spent most of its time off the socket at that yield or parked on that lock. Its locks here
-(`prompt_sync.PromptLock`) are taken at once when free.
+(`prompt_sync.PromptLock`) are taken at once when free; our reader (`yamux_reader`) takes
+none.
 
 Acknowledgements: py-libp2p's reader wrote the ACK of every inbound stream the moment it
 read its SYN, a Noise message and a system call of their own, with the reader waiting for
@@ -39,9 +40,10 @@ per message, each a Noise message and a system call. Frames queued while the con
 busy writing now leave together, packed into as few Noise messages as they fit in
 (`pack_frames`), a full data frame still alone in its own.
 
-Answers nobody waits for: Kubo and Helia send the protocol they want and their message at
-once, without waiting for our answer, on a stream per message; the answer then leaves with
-the next frame written (mostly the stream's FIN), as a bare ACK does (`send_soon`).
+Answers nobody waits for: Kubo sends the protocol it wants, its message and its FIN at once,
+on a stream per message; the answer then leaves with the next frame written (mostly the
+stream's FIN), as a bare ACK does (`send_soon`). Whatever is held back leaves before a read
+waits for the peer (`read_after_flush`): the peer may be waiting for it first.
 
 Batches: a stream's write cut one frame at a time and wrote each through py-libp2p's layers
 on its own. It now cuts as many frames as the window allows (BATCH_FRAMES at most), and
@@ -50,16 +52,15 @@ whatever leaves together is sealed into one socket write (`noise_io.write_sealed
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import trio
 
 from . import noise_io
 from .prompt_sync import PromptLock
+from .yamux_frames import FLAG_ACK, FRAME_HEADER, HEADER_SIZE, TYPE_DATA, TYPE_WINDOW_UPDATE, header
 
 NOISE_PLAINTEXT = noise_io.MAX_PLAINTEXT  # what one Noise transport message carries
-HEADER_SIZE = 12
 FRAME_PAYLOAD = NOISE_PLAINTEXT - HEADER_SIZE
 CREDIT_WAIT = 5.0  # as py-libp2p: a stream given no credit for this long fails its write
 CLOSED_CHECK = 0.05  # a waiting sender also notices a stream closed under it this often
@@ -69,8 +70,6 @@ ACK_DELAY = 0.005  # seconds a bare ACK waits for another frame to leave with
 # node messages are megabytes: in batches of 8 they moved 5-10 % slower (the receiver, busy on
 # its own core, waits longer for each batch), in batches of 1 a block to Kubo took 25 % more CPU
 BATCH_FRAMES = 5
-HEADER_FORMAT = "!BBHII"  # version, type, flags, stream id, length (the Yamux spec)
-TYPE_DATA, TYPE_WINDOW_UPDATE, FLAG_ACK = 0, 1, 2
 
 
 def frame_length(remaining: int, window: int) -> int:
@@ -130,7 +129,7 @@ async def send_soon(stream: Any, data: bytes) -> None:
         await send(stream, data)
         return
     stream.send_window -= len(data)
-    queue.add(struct.pack(HEADER_FORMAT, 0, TYPE_DATA, 0, stream.stream_id, len(data)) + data)
+    queue.add(header(TYPE_DATA, 0, stream.stream_id, len(data)) + data)
 
 
 async def _cut_frames(stream: Any, view: memoryview, sent: int) -> list[bytes]:
@@ -148,8 +147,7 @@ async def _cut_frames(stream: Any, view: memoryview, sent: int) -> list[bytes]:
             while sent < len(view) and stream.send_window > 0 and len(frames) < BATCH_FRAMES:
                 n = frame_length(len(view) - sent, stream.send_window)
                 stream.send_window -= n
-                header = struct.pack(HEADER_FORMAT, 0, TYPE_DATA, 0, stream.stream_id, n)
-                frames.append(header + view[sent:sent + n])
+                frames.append(header(TYPE_DATA, 0, stream.stream_id, n) + view[sent:sent + n])
                 sent += n
     return frames
 
@@ -257,7 +255,7 @@ def is_bare_ack(frame: bytes) -> bool:
     """A window update that only acknowledges a stream (no credit, no other flag)."""
     if len(frame) != HEADER_SIZE:
         return False
-    _, kind, flags, _, length = struct.unpack(HEADER_FORMAT, frame)
+    _, kind, flags, _, length = FRAME_HEADER.unpack(frame)
     return kind == TYPE_WINDOW_UPDATE and flags == FLAG_ACK and length == 0
 
 
@@ -308,20 +306,39 @@ def _flush_later(conn: Any, queue: FrameQueue) -> bool:
     nursery = getattr(conn, "_nursery", None)
     if nursery is None:
         return False
-    conn._flush_due = True
     nursery.start_soon(_flush_after_delay, conn, queue)
+    conn._flush_due = True
     return True
 
 
 async def _flush_after_delay(conn: Any, queue: FrameQueue) -> None:
     await trio.sleep(ACK_DELAY)
     conn._flush_due = False
+    await _flush(conn, queue)
+
+
+async def _flush(conn: Any, queue: FrameQueue) -> None:
     async with conn._write_lock:
         if queue.queued > queue.taken:  # nobody wrote meanwhile
             try:
                 await _write_queued(conn, queue)
             except Exception:  # the connection failed: its reader and writers hear of it
                 pass
+
+
+async def read_after_flush(stream: Any, n: int | None = -1) -> bytes:
+    """YamuxStream.read; but when it would wait for the peer, the frames held back on the
+    connection (ACKs, answers) leave first: the peer may be waiting for them (js-libp2p
+    waits for our protocol answer before it closes its side, and we read until it does)."""
+    conn = stream.conn
+    queue = conn.__dict__.get("_frame_queue")
+    if (queue is not None and queue.queued > queue.taken and not stream.recv_closed
+            and not conn.stream_buffers.get(stream.stream_id)):
+        await _flush(conn, queue)
+    return await _read_waiting(stream, n)
+
+
+_read_waiting: Any = None  # py-libp2p's YamuxStream.read
 
 
 async def _write_queued(conn: Any, queue: FrameQueue) -> None:
@@ -364,6 +381,10 @@ def install() -> None:
     from libp2p.network.stream.net_stream import NetStream
     from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
+    global _read_waiting
+    if YamuxStream.read is not read_after_flush:
+        _read_waiting = YamuxStream.read
+        YamuxStream.read = read_after_flush
     YamuxStream._auto_tune_and_send_window_update = credit_after_read
     YamuxStream.write = send
     YamuxStream.send_window = property(_get_send_window, _set_send_window)

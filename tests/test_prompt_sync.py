@@ -44,21 +44,28 @@ def test_a_held_lock_goes_to_waiters_in_order_past_one_cancelled_in_line():
             async with lock:
                 order.append(name)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(waiter, "first")
-            await wait_all_tasks_blocked()
-            gone = trio.CancelScope()
-            nursery.start_soon(_waiting_in, gone, lock)
-            await wait_all_tasks_blocked()
-            nursery.start_soon(waiter, "third")
-            await wait_all_tasks_blocked()
-            gone.cancel()
-            await wait_all_tasks_blocked()
-            lock.release()
+        with trio.fail_after(10):  # a lock handed to nobody would hang here
+            await _in_line(lock, waiter)
         assert not lock.locked()
 
     trio.run(run)
     assert order == ["first", "third"]
+
+
+async def _in_line(lock: PromptLock, waiter) -> None:
+    """"first" and "third" wait for `lock` (held by the caller), a second waiter between them
+    is cancelled in line, then the caller lets go."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter, "first")
+        await wait_all_tasks_blocked()
+        gone = trio.CancelScope()
+        nursery.start_soon(_waiting_in, gone, lock)
+        await wait_all_tasks_blocked()
+        nursery.start_soon(waiter, "third")
+        await wait_all_tasks_blocked()
+        gone.cancel()
+        await wait_all_tasks_blocked()
+        lock.release()
 
 
 async def _waiting_in(scope: trio.CancelScope, lock: PromptLock) -> None:

@@ -135,6 +135,35 @@ def test_a_dialer_that_sends_everything_at_once_gets_its_answers_with_the_reply(
     trio.run(with_listener, dialing)
 
 
+def test_a_dialer_that_sends_its_message_with_its_choice_then_waits_gets_the_answer_at_once(monkeypatch):
+    """js-libp2p's optimistic dialer waits for our answer before it closes its side; the
+    handler reads until it does: the held-back answer leaves before that read waits."""
+    monkeypatch.setattr(yamux_tuning, "ACK_DELAY", 5.0)  # nothing leaves on a timer meanwhile
+    got: list[bytes] = []
+
+    async def read_to_end(stream) -> None:
+        got.append(await read_all(stream))
+        await stream.close()
+
+    async def run() -> None:
+        async with connected({"/test/drain/1": read_to_end}) as (listener, dialer):
+            await trio.sleep(1)  # identify and the first RTT ping are over: nothing else to ride with
+            stream = await dialer.get_network().new_stream(listener.get_id())
+            with trio.fail_after(2):
+                await stream.write(encode_line(HEADER) + encode_line("/test/drain/1") + b"message")
+                answers = encode_line(HEADER) + encode_line("/test/drain/1")
+                received = b""
+                while len(received) < len(answers):
+                    received += await stream.read(1 << 16)
+                assert received == answers
+                await stream.close()
+                while not got:
+                    await trio.sleep(0.01)
+
+    trio.run(run)
+    assert got == [b"message"]
+
+
 def test_a_dialer_with_a_wrong_header_has_its_stream_reset_and_the_connection_lives_on():
     async def dialing(dialer, listener_id) -> None:
         stream = await dialer.get_network().new_stream(listener_id)

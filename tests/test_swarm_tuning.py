@@ -1,11 +1,13 @@
 """The swarm tuned for a stream per message still counts every stream: on real hosts, the
-tokens of the stream semaphore and the resource manager's count come back once streams end."""
+tokens of the stream semaphore and the resource manager's count come back once streams end,
+and the manager still refuses a stream past its limit."""
 
 from __future__ import annotations
 
 import trio
 from hostpair import ECHO, connected, echo
 from libp2p.custom_types import TProtocol
+from libp2p.rcmgr import Direction
 
 
 def test_streams_opened_at_once_are_all_answered_and_give_their_tokens_back():
@@ -31,7 +33,9 @@ def test_streams_opened_at_once_are_all_answered_and_give_their_tokens_back():
                 while tokens.value != full or manager._current_streams:
                     await trio.sleep(0.01)
             counts.update(missing=full - tokens.value, open=manager._current_streams)
+            manager._current_streams = manager.limits.max_streams  # as if every stream were open
+            counts["one_more_taken"] = manager.acquire_stream(str(dialer.get_id()), Direction.INBOUND)
 
     trio.run(run)
     assert sorted(answers) == sorted(b"ping %d" % i for i in range(50))
-    assert counts == {"missing": 0, "open": 0}, counts
+    assert counts == {"missing": 0, "open": 0, "one_more_taken": False}, counts  # the limit holds

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 import trio
-from edgefiles.replication.yamux_reader import (
+from edgefiles.replication import yamux_reader
+from edgefiles.replication.yamux_frames import (
     FLAG_ACK,
     FLAG_FIN,
     FLAG_RST,
     FLAG_SYN,
-    HEADER,
+    FRAME_HEADER,
     MAX_DATA_FRAME,
     TYPE_DATA,
     TYPE_GO_AWAY,
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 
 
 def encode(kind: int, flags: int, stream_id: int, length: int, body: bytes = b"") -> bytes:
-    return HEADER.pack(0, kind, flags, stream_id, len(body) if kind == TYPE_DATA else length) + body
+    return FRAME_HEADER.pack(0, kind, flags, stream_id, len(body) if kind == TYPE_DATA else length) + body
 
 
 frames = st.lists(st.one_of(
@@ -54,9 +55,9 @@ def test_frames_come_out_whole_and_in_order_however_the_bytes_are_cut(sent, poin
 
 @settings(max_examples=100, deadline=None)
 @given(st.sampled_from([
-    HEADER.pack(1, TYPE_DATA, 0, 1, 0),  # a version that does not exist
-    HEADER.pack(0, 4, 0, 1, 0),  # a frame type that does not exist
-    HEADER.pack(0, TYPE_DATA, 0, 1, MAX_DATA_FRAME + 1),  # a body past any window
+    FRAME_HEADER.pack(1, TYPE_DATA, 0, 1, 0),  # a version that does not exist
+    FRAME_HEADER.pack(0, 4, 0, 1, 0),  # a frame type that does not exist
+    FRAME_HEADER.pack(0, TYPE_DATA, 0, 1, MAX_DATA_FRAME + 1),  # a body past any window
 ]), st.integers(1, 11), st.binary(max_size=100))
 def test_broken_framing_is_refused_once_its_header_is_in(bad, split, before):
     reader = FrameReader()
@@ -121,21 +122,34 @@ def test_a_reset_on_data_ends_the_stream_for_its_reader():
     assert errors and "Reset" in errors[0]
 
 
-def test_broken_framing_from_a_peer_closes_its_connection_and_a_ping_is_answered():
+def test_a_ping_is_answered_with_its_value_and_broken_framing_closes_the_connection(monkeypatch):
+    pongs: list[int] = []
+    answered = trio.Event()
+    ping = yamux_reader._ping
+
+    async def recorded(conn, frame) -> None:
+        if frame.flags & FLAG_ACK and frame.length == 77:
+            pongs.append(frame.length)
+            answered.set()
+        await ping(conn, frame)
+
+    monkeypatch.setattr(yamux_reader, "_ping", recorded)
+
     async def run() -> None:
         async with connected({}) as (listener, dialer):
             muxed = dialer.get_network().connections[listener.get_id()][0].muxed_conn
-            muxed._ping_sent_time = trio.current_time()
             await muxed._write_frame(encode(TYPE_PING, FLAG_SYN, 0, 77))
             with trio.fail_after(10):
-                await muxed._ping_event.wait()  # the listener answered with an ACK
-            await muxed._write_frame(HEADER.pack(7, TYPE_DATA, 0, 1, 0))
+                await answered.wait()  # the listener's ACK came back with our value
+            await muxed._write_frame(FRAME_HEADER.pack(7, TYPE_DATA, 0, 1, 0))
+            with trio.fail_after(10):
+                await muxed.event_closed.wait()  # the listener cut the connection
             with trio.fail_after(10):
                 while listener.get_network().connections.get(dialer.get_id()):
                     await trio.sleep(0.01)
-                await muxed.event_closed.wait()  # the dialer saw it closed too
 
     trio.run(run)
+    assert pongs == [77]
 
 
 async def _read_or_eof(stream) -> bytes:
