@@ -14,6 +14,21 @@ from multiaddr import Multiaddr
 ECHO = "/test/echo/1.0.0"
 
 
+async def read_all(stream: Any) -> bytes:
+    """Everything the peer sends until it closes or resets the stream."""
+    from libp2p.network.stream.exceptions import StreamError
+
+    out = bytearray()
+    while True:
+        try:
+            data = await stream.read(1 << 16)
+        except StreamError:  # py-libp2p ends a stream's reads with an error, EOF included
+            return bytes(out)
+        if not data:
+            return bytes(out)
+        out += data
+
+
 async def echo(stream: Any) -> None:
     """Answers one read with its bytes, then closes."""
     await stream.write(await stream.read(1 << 16))

@@ -6,18 +6,15 @@ many streams at once arrive whole, in fewer socket writes than Noise messages.""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import trio
 from edgefiles.replication import noise_io
-from hostpair import connected
+from hostpair import connected, read_all
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from libp2p.custom_types import TProtocol
 from libp2p.io.exceptions import IncompleteReadError
 from libp2p.network.connection.raw_connection import RawConnection
-from libp2p.network.stream.exceptions import StreamEOF
 
 
 def packets(messages: list[bytes]) -> bytes:
@@ -123,11 +120,8 @@ def test_large_writes_on_many_streams_at_once_arrive_whole_in_few_socket_writes(
         done = trio.Event()
 
         async def take(stream) -> None:
-            data = bytearray()
-            with contextlib.suppress(StreamEOF):  # py-libp2p's end of a stream
-                while chunk := await stream.read(1 << 16):
-                    data += chunk
-            got[data[0]] = bytes(data)
+            data = await read_all(stream)
+            got[data[0]] = data
             if len(got) == len(sizes):
                 done.set()
 

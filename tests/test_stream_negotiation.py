@@ -15,11 +15,10 @@ from edgefiles.replication.stream_negotiation import (
     encode_line,
     next_line,
 )
-from hostpair import ECHO, connected, echo
+from hostpair import ECHO, connected, echo, read_all
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from libp2p.custom_types import TProtocol
-from libp2p.network.stream.exceptions import StreamError
 
 PROTOCOLS = (ECHO, "/test/other/2.0.0")
 
@@ -86,18 +85,6 @@ async def with_listener(dialing) -> None:
     async with connected({ECHO: echo}) as (listener, dialer):
         with trio.fail_after(10):
             await dialing(dialer, listener.get_id())
-
-
-async def read_all(stream) -> bytes:
-    out = bytearray()
-    while True:
-        try:
-            data = await stream.read(1 << 16)
-        except StreamError:
-            return bytes(out)
-        if not data:
-            return bytes(out)
-        out += data
 
 
 def test_a_dialer_that_waits_for_each_answer_gets_its_protocol():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import trio
 from edgefiles.replication import yamux_reader
+from edgefiles.replication.stream_negotiation import HEADER, encode_line
 from edgefiles.replication.yamux_frames import (
     FLAG_ACK,
     FLAG_FIN,
@@ -21,7 +22,7 @@ from edgefiles.replication.yamux_frames import (
     FrameReader,
     ProtocolError,
 )
-from hostpair import connected
+from hostpair import connected, read_all
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,16 +78,14 @@ def test_a_peer_s_frames_open_fill_and_close_a_stream_with_fin_on_any_frame():
     ended = trio.Event()
 
     async def drain(stream) -> None:
-        while data := await _read_or_eof(stream):
-            received.append(data)
+        received.append(await read_all(stream))
         ended.set()
 
     async def run() -> None:
         async with connected({PROTO: drain}) as (listener, dialer):
             muxed = dialer.get_network().connections[listener.get_id()][0].muxed_conn
             sid = 1001  # odd: the dialer's own numbering, far past what it used
-            hello = f"/multistream/1.0.0\n{PROTO}\n".encode()
-            lines = b"".join(bytes([len(line) + 1]) + line + b"\n" for line in hello.split(b"\n")[:2])
+            lines = encode_line(HEADER) + encode_line(PROTO)
             await muxed._write_frame(encode(TYPE_DATA, FLAG_SYN, sid, 0, lines + b"first "))
             await muxed._write_frame(encode(TYPE_DATA, 0, sid, 0, b"second"))
             await muxed._write_frame(encode(TYPE_WINDOW_UPDATE, FLAG_ACK | FLAG_FIN, sid, 0))
@@ -150,10 +149,3 @@ def test_a_ping_is_answered_with_its_value_and_broken_framing_closes_the_connect
 
     trio.run(run)
     assert pongs == [77]
-
-
-async def _read_or_eof(stream) -> bytes:
-    try:
-        return await stream.read(1 << 16)
-    except Exception:  # py-libp2p ends a stream's reads with an EOF error
-        return b""
