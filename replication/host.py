@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
-from . import noise_io, stream_events, stream_negotiation, swarm_tuning, yamux_reader, yamux_tuning
+from . import noise_io, stream_negotiation, swarm_tuning, yamux_reader, yamux_tuning
 
 log = logging.getLogger("edgefiles.swarm")
 
@@ -215,7 +215,6 @@ def build_host(seed: bytes):
     yamux_tuning.install()
     yamux_reader.install()
     noise_io.install()
-    stream_events.install()
     key_pair = create_new_key_pair(seed)
     host = libp2p.new_host(
         key_pair=key_pair,
