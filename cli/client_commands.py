@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _client_flags(get)
     get.add_argument("target", metavar="CID|NAME")
     get.add_argument("-o", "--output", help="where to write (default: ./<CID|NAME>; '-' = stdout)")
+    get.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     get.set_defaults(func=cmd_get)
 
     car = sub.add_parser("car", help="export a DAG as a CAR file, or import one")
@@ -56,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     export = car_sub.add_parser("export", help="the DAG of CID|NAME as a CAR v1 file")
     export.add_argument("target", metavar="CID|NAME")
     export.add_argument("-o", "--output", help="where to write (default: ./<CID|NAME>.car; '-' = stdout)")
+    export.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     import_ = car_sub.add_parser("import", help="store the blocks of a CAR file; prints its roots")
     import_.add_argument("path", metavar="FILE.car")
     import_.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
@@ -216,7 +218,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     with client.http.stream("GET", base, headers={"Accept": "application/json"}) as response:
         check(response)
         if not _is_listing(response):
-            _write_stream(response, out)
+            _write_stream(response, out, not args.no_progress)
             return 0
         response.read()
         listing = response.json()
@@ -248,17 +250,28 @@ def _is_listing(response) -> bool:
     return json_body and "accept-ranges" not in response.headers
 
 
-def _write_stream(response, out: str) -> None:
-    if out == "-":
-        for piece in response.iter_bytes(PIECE):
-            sys.stdout.buffer.write(piece)
-        sys.stdout.buffer.flush()
-        return
+def _write_stream(response, out: str, show_progress: bool = False) -> None:
+    """A download to `out` ('-': stdout), through `out`.part; a progress bar when the node
+    tells the length. An answer cut short leaves no file (nor its .part) behind."""
+    import httpx
+
+    length = response.headers.get("content-length", "")
+    progress = Progress(int(length) if length.isdigit() else 0, show_progress)
     tmp = Path(out + ".part")
-    with open(tmp, "wb") as f:
-        for piece in response.iter_bytes(PIECE):
-            f.write(piece)
-    os.replace(tmp, out)
+    sink = open(sys.stdout.fileno(), "wb", closefd=False) if out == "-" else open(tmp, "wb")
+    try:
+        with sink:
+            for piece in response.iter_bytes(PIECE):
+                sink.write(piece)
+                progress.advance(len(piece))
+    except httpx.HTTPError as exc:
+        if out != "-":
+            tmp.unlink(missing_ok=True)
+        raise CliError(f"the node broke off the download of {out}: {exc}") from None
+    finally:
+        progress.close()
+    if out != "-":
+        os.replace(tmp, out)
 
 
 def cmd_car(args: argparse.Namespace) -> int:
@@ -266,7 +279,7 @@ def cmd_car(args: argparse.Namespace) -> int:
     if args.car_command == "export":
         with client.http.stream("GET", f"/api/v2/files/{quote(args.target)}", params={"format": "car"}) as r:
             check(r)
-            _write_stream(r, args.output or f"{args.target}.car")
+            _write_stream(r, args.output or f"{args.target}.car", not args.no_progress)
         return 0
     path = Path(args.path)
     if not path.is_file():

@@ -160,6 +160,10 @@ class BlockStore:
         """Which of `cids` are stored (as given), in a few queries rather than one per CID."""
         return blockindex.present(self._readers.get(), cids)
 
+    def sizes(self, cids: list[bytes]) -> dict[bytes, int]:
+        """The size of each of `cids` that is stored, keyed as the index keys it (normalized)."""
+        return blockindex.lengths(self._readers.get(), [normalize(cid) for cid in cids])
+
     def get(self, cid: bytes, for_peer: bool = False) -> bytes | None:
         """The verified block, None when absent; CorruptBlock when its bytes are damaged.
 

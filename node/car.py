@@ -41,6 +41,12 @@ def section(cid: bytes, data: bytes) -> list[bytes]:
     return [varint(len(cid) + len(data)), cid, data]
 
 
+def section_size(cid: bytes, size: int) -> int:
+    """Bytes of the section of a block of `size` bytes."""
+    body = len(cid) + size
+    return len(varint(body)) + body
+
+
 def _head(major: int, value: int) -> bytes:
     if value < 24:
         return bytes([major << 5 | value])

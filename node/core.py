@@ -104,7 +104,7 @@ class Core:
         self._blocks = blocks
         # a read-ahead reads only blocks stored here: those still to come from peers are waited
         # for by each reader in its turn, not by the read pool, which every reader shares
-        self.reader = exporter.DagReader(self.get_block, self.prefetch, store.get_many)
+        self.reader = exporter.DagReader(self.get_block, self.prefetch, store.get_many, store.sizes)
         self.read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")  # walks' read-ahead
         self._committer = GroupCommitter(store, db)
         self._cache_lock = threading.Lock()

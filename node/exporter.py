@@ -20,6 +20,8 @@ from .protobuf import DecodeError
 
 GetBlock = Callable[[bytes], bytes]
 GetStored = Callable[[list[bytes]], "list[bytes | None]"]
+StoredSizes = Callable[[list[bytes]], dict[bytes, int]]  # sizes of stored blocks, keyed normalized
+Laid = tuple[bytes, int, bool]  # a block of a layout: its CID, its size, whether a leaf
 Block = tuple[bytes, bytes]  # (CID, its verified bytes)
 # a walk's child: CID, where its bytes begin in the file, a leaf's bytes (None: not a leaf)
 Child = tuple[bytes, int, "int | None"]
@@ -31,6 +33,7 @@ LINKLESS_ENTRIES = 1 << 15  # 8 GiB of 256 KiB leaves; a CID each
 READ_AHEAD = 32  # leaves read ahead of a DAG walk that has a thread pool,
 READ_AHEAD_BYTES = 8 << 20  # and of their bytes: what a reader holds at most for a slow client
 WINDOW_ITEMS = 4 * READ_AHEAD  # inner nodes, inline bytes and leaves: how far a walk runs ahead
+SIZES_BATCH = 500  # leaves looked up at once by `layout`
 READ_GROUP = 8  # leaves read by one task,
 READ_GROUP_BYTES = 2 << 20  # or at least this many bytes of them
 # A dag-pb leaf's Tsize is its bytes and ~14 bytes of framing; an inner node's adds its links' (40+ each)
@@ -43,6 +46,11 @@ class NotFound(Exception):
 
 class NotUnixFS(Exception):
     """A block that is not a UnixFS node we can serve."""
+
+
+class LeafInDoubt(Exception):
+    """A DAG that cannot be laid out without reading its leaves: a parent's Tsize does not
+    tell whether a dag-pb child is a leaf (see `DagReader.layout`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +131,14 @@ class _Lru:
 
 class DagReader:
     def __init__(self, get_block: GetBlock, prefetch: Callable[[list[bytes]], None] | None = None,
-                 get_stored: GetStored | None = None):
+                 get_stored: GetStored | None = None, stored_sizes: StoredSizes | None = None):
         self.get_block = get_block
         self.prefetch = prefetch  # told which blocks a read will need next (read-ahead)
         # what a read-ahead reads: blocks at hand (None: not here; the reader fetches it in its
         # turn, so the pool's threads never wait for peers)
         self.get_stored: GetStored = get_stored or (lambda cids: [get_block(cid) for cid in cids])
+        self.stored_sizes: StoredSizes = stored_sizes or (
+            lambda cids: {normalize(cid): len(self.get_block(cid)) for cid in cids})
         self._nodes = _Lru(CACHE_ENTRIES)
         self._dir_sizes = _Lru(CACHE_ENTRIES)
         # dag-pb blocks read once and found to have no links: leaves too big for `_nodes`,
@@ -335,11 +345,66 @@ class DagReader:
                 below = self._below(span.cid, block, span.start, scope, byte_range)
                 yield from self._walk(below[::-1], scope, byte_range, seen, seen, False)
 
+    def layout(self, root: bytes, scope: str = "all", byte_range: tuple[int, int] | None = None,
+               seen: set[bytes] | None = None) -> Iterator[Laid]:
+        """(CID as linked, its size, whether a leaf) of each block `blocks` gives, in its
+        order, from what is stored here alone (NotFound: a block is not): inner nodes are
+        read, leaves only looked up. A leaf is judged by what its parent says, and a dag-pb
+        leaf must be as large as its parent says (LeafInDoubt: it is not); `read_laid` finds
+        out whether it has links all the same."""
+        leaves: list[_Span] = []
+        walk = self._walk([(root, 0, None)], scope, byte_range, set(), set(seen or ()), True, self._stored)
+        for item in walk:
+            if isinstance(item, _Span):
+                leaves.append(item)
+                if len(leaves) < SIZES_BATCH:
+                    continue
+            yield from self._leaf_sizes(leaves)
+            leaves = []
+            if not isinstance(item, _Span):
+                yield item[0], len(item[1]), False
+        yield from self._leaf_sizes(leaves)
+
+    def read_laid(self, run: list[Laid]) -> list[bytes]:
+        """The verified blocks of `run` (a piece of a `layout`), from what is stored here alone.
+        NotFound: one is gone since; NotUnixFS: a leaf has links, so its parent lied about its
+        size and the layout lacks the blocks below it."""
+        blocks = self.get_stored([cid for cid, _, _ in run])
+        for (cid, _, leaf), block in zip(run, blocks, strict=True):
+            if block is None:
+                raise NotFound("block not stored on this node")
+            if leaf and codec_of(cid) == DAG_PB and (pb := _dag_pb(cid, block)) is not None and pb.links:
+                raise NotUnixFS(f"block {cid.hex()} has links where its parent says it is a leaf")
+        return blocks  # type: ignore[return-value]  (no None left)
+
+    def _stored(self, cid: bytes) -> bytes:
+        block = self.get_stored([cid])[0]
+        if block is None:
+            raise NotFound("block not stored on this node")
+        return block
+
+    def _leaf_sizes(self, leaves: list[_Span]) -> list[Laid]:
+        """The leaves laid out; LeafInDoubt for a dag-pb one whose size is not its parent's
+        Tsize for it (importers write a leaf's size: a node with links would be larger)."""
+        sizes = self.stored_sizes([leaf.cid for leaf in leaves]) if leaves else {}
+        out: list[Laid] = []
+        for leaf in leaves:
+            size = sizes.get(normalize(leaf.cid))
+            if size is None:
+                raise NotFound("block not stored on this node")
+            if codec_of(leaf.cid) == DAG_PB and size != leaf.weight:
+                raise LeafInDoubt(f"block {leaf.cid.hex()} is {size} bytes, its parent says {leaf.weight}")
+            out.append((leaf.cid, size, True))
+        return out
+
     def _walk(self, stack: list[Child], scope: str, byte_range: tuple[int, int] | None,
-              seen: set[bytes], queued: set[bytes], leaves_later: bool) -> Iterator[Block | _Span]:
+              seen: set[bytes], queued: set[bytes], leaves_later: bool,
+              stored_only: GetBlock | None = None) -> Iterator[Block | _Span]:
         """`blocks` from a stack of children, its top last, skipping those `seen` or `queued`
         (and queuing each it gives); with `leaves_later`, a leaf as a `_Span` of it, for the
-        caller to read."""
+        caller to read. `stored_only`: reads blocks with it, and asks peers for none."""
+        get_block = stored_only or self.get_block
+        prefetch = self.prefetch if stored_only is None else None
         while stack:
             cid, offset, leaf = stack.pop()
             key = normalize(cid)
@@ -349,12 +414,12 @@ class DagReader:
             if leaf is not None and leaves_later:
                 yield _Span(cid, offset, 0, leaf)
                 continue
-            block = self.get_block(cid)
+            block = get_block(cid)
             yield cid, block
             if scope != "block" and codec_of(cid) == DAG_PB:
                 children = self._below(cid, block, offset, scope, byte_range)
-                if self.prefetch is not None and len(children) > 1:
-                    self.prefetch([c for c, _, _ in children])
+                if prefetch is not None and len(children) > 1:
+                    prefetch([c for c, _, _ in children])
                 stack.extend(reversed(children))
 
     def _below(self, cid: bytes, block: bytes, offset: int, scope: str,

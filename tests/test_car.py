@@ -8,12 +8,12 @@ import os
 import httpx
 import pytest
 from conftest import gen
-from edgefiles.node import car, dagpb
+from edgefiles.node import car, dagpb, unixfs
 from edgefiles.node.cid import DAG_PB, RAW, codec_of, make_cid, normalize, to_str
 from edgefiles.node.cid import parse as parse_cid
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nodeproc import run_cli
+from nodeproc import run_cli, two_members, wait_until
 
 blocks = st.lists(st.binary(max_size=3000), max_size=12).map(
     lambda datas: [(make_cid(RAW, d), d) for d in datas])
@@ -115,6 +115,7 @@ def test_export_holds_every_block_once_depth_first_and_imports_into_another_node
         r = client.get(f"/api/v2/files/{cid}", params={"format": "car"})
         assert r.status_code == 200
         assert r.headers["content-type"] == "application/vnd.ipld.car; version=1"
+        assert r.headers["content-length"] == str(len(r.content))  # stored here whole: laid out
         roots, pairs = parse_all(r.content, [])
         assert [c for c in roots] == [parse_cid(cid)]
         order = [to_str(c) for c, _ in pairs]
@@ -128,6 +129,56 @@ def test_export_holds_every_block_once_depth_first_and_imports_into_another_node
         for path, data in app:
             assert client.get(f"/api/v2/files/{cid}/{path}").content == data
         assert client.get("/api/v2/node/info").json()["pins"] == 1  # pinned like an upload
+
+
+def test_a_dag_fetched_while_it_is_exported_comes_whole_without_a_length(tmp_path):
+    with two_members(tmp_path) as (a, b):
+        cid = a.upload([("f.bin", os.urandom(3 << 20))]).text
+        with a.client() as client:
+            whole = client.get(f"/api/v2/files/{cid}", params={"format": "car"}).content
+        wait_until(lambda: b.client().get("/api/v2/node/info").json()["peers"], what="B to meet A")
+        with b.client() as client:
+            r = client.get(f"/api/v2/files/{cid}", params={"format": "car"})
+            assert r.status_code == 200 and r.content == whole
+            assert "content-length" not in r.headers and r.headers["transfer-encoding"] == "chunked"
+            wait_until(lambda: client.get("/api/v2/node/info").json()["bytes"] > 3 << 20, what="B to keep it")
+            again = client.get(f"/api/v2/files/{cid}", params={"format": "car"})
+            assert again.content == whole and again.headers["content-length"] == str(len(whole))
+
+
+def file_node(links: list[dagpb.Link], sizes: list[int]) -> bytes:
+    meta = unixfs.UnixFSData(unixfs.FILE, filesize=sum(sizes), blocksizes=tuple(sizes))
+    return dagpb.encode(links, unixfs.encode(meta))
+
+
+def test_a_leaf_in_doubt_is_walked_and_a_leaf_with_links_cuts_the_answer(fresh_node, tmp_path):
+    """A parent's Tsize tells whether a dag-pb child is a leaf. One that does not match the
+    child's size (a careless importer's) has the DAG walked as it is sent, whole; one made to
+    match a child that has links all the same cuts the answer short of its Content-Length."""
+    tail = os.urandom(1000)
+    tail_cid = make_cid(RAW, tail)
+    middle = file_node([dagpb.Link(tail_cid, "", 1000)], [1000])
+    middle_cid = make_cid(DAG_PB, middle)
+    n = fresh_node()
+    with n.client() as client:
+        for tsize, size, whole in ((1010, 1000, True), (len(middle), len(middle) - 10, False)):
+            top = file_node([dagpb.Link(middle_cid, "", tsize)], [size])
+            top_cid = make_cid(DAG_PB, top)
+            pairs = [(top_cid, top), (middle_cid, middle), (tail_cid, tail)]
+            imported = client.post("/api/v2/car", content=archive([top_cid], pairs), headers=CAR)
+            assert imported.status_code == 200
+            if whole:
+                r = client.get(f"/api/v2/files/{to_str(top_cid)}", params={"format": "car"})
+                assert parse_all(r.content, []) == ([top_cid], pairs)
+                assert "content-length" not in r.headers
+            else:
+                with pytest.raises(httpx.RemoteProtocolError):
+                    client.get(f"/api/v2/files/{to_str(top_cid)}", params={"format": "car"})
+                (here := tmp_path / "out").mkdir()
+                done = run_cli("car", "export", to_str(top_cid), "-o", str(here / "cut.car"), "--node", n.url)
+                assert done.returncode == 1 and "broke off the download" in done.stderr, done.stderr
+                assert list(here.iterdir()) == []  # neither the file nor its .part
+        assert client.get("/api/v2/node/info").status_code == 200  # the node goes on
 
 
 def test_bad_archives_store_nothing(fresh_node):

@@ -28,6 +28,7 @@ def car_of(client: httpx.Client, path: str, **params: str) -> tuple[list[str], l
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/vnd.ipld.car; version=1; order=dfs; dups=n"
     assert r.headers["content-disposition"].startswith("attachment")
+    assert r.headers["content-length"] == str(len(r.content))  # stored here whole: laid out
     parser = car.CarParser()
     pairs = list(parser.feed(r.content))
     parser.finish()

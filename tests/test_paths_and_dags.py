@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 import pytest
 from edgefiles.node import dagpb, exporter, hamt, unixfs
-from edgefiles.node.cid import DAG_PB, RAW, codec_of, make_cid
+from edgefiles.node.cid import DAG_PB, RAW, codec_of, make_cid, normalize
 from edgefiles.node.dagpb import Link
 from edgefiles.node.importer import FileBuilder, TreeBuilder, build_directory, import_bytes
 from edgefiles.node.profiles import ACTYX, KUBO_V1, UNIXFS_V1_2025, Profile
@@ -502,3 +502,41 @@ def test_a_missing_leaf_fails_a_read_with_a_pool_in_its_turn(group_fails):
         assert bytes(given) == content[: 5 * 256]
         if pool is not None:
             pool.shutdown()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 2000), min_size=1, max_size=4), st.sampled_from([KUBO_V1, ACTYX]), st.data())
+def test_a_layout_tells_the_blocks_a_walk_gives_without_reading_leaves(sizes, base, data):
+    """Whole DAGs, entities and byte ranges of files, shared leaves given once: the layout
+    names the walk's blocks in its order, with their sizes, and reads no leaf."""
+    profile = Profile("small", 256, 3, base.raw_leaves, None, base.link_tsize_is_raw_size)
+    blocks: dict[bytes, bytes] = {}
+    files = {f"f{i}": import_bytes(profile, bytes([i % 2]) * size, blocks.__setitem__)
+             for i, size in enumerate(sizes)}  # leaves repeat, within files and across them
+    root = build_directory(profile, files, blocks.__setitem__).cid
+    read: list[bytes] = []
+
+    def stored(cids: list[bytes]) -> list[bytes | None]:
+        read.extend(cids)
+        return [blocks.get(cid) for cid in cids]
+
+    def sizes_of(cids: list[bytes]) -> dict[bytes, int]:
+        return {normalize(cid): len(blocks[cid]) for cid in cids if cid in blocks}
+
+    reader = exporter.DagReader(blocks.__getitem__, get_stored=stored, stored_sizes=sizes_of)
+    file = data.draw(st.sampled_from(sorted(files)))
+    start = data.draw(st.integers(0, files[file].size))
+    end = data.draw(st.integers(start, 1 << 12))
+    cases = [(root, "all", None), (files[file].cid, "entity", (start, end))]
+    for top, scope, byte_range in cases:
+        read.clear()
+        laid = list(reader.layout(top, scope, byte_range))
+        assert [(cid, size) for cid, size, _ in laid] == [
+            (cid, len(block)) for cid, block in reader.blocks(top, None, scope, byte_range)]
+        assert not {cid for cid, _, leaf in laid if leaf} & set(read)
+        assert reader.read_laid(laid) == [blocks[cid] for cid, _, _ in laid]
+    leaf = next((cid for cid, _, is_leaf in reader.layout(root) if is_leaf), None)
+    if leaf is not None:
+        del blocks[leaf]
+        with pytest.raises(exporter.NotFound):
+            list(reader.layout(root))

@@ -1,21 +1,24 @@
 """CAR v1 over HTTP: a DAG exported as one archive, and archives imported into the store.
 
-Export streams the blocks as the walk reads them (each verified against its CID on the way),
-in ~1 MiB writes. Import parses the body as it arrives, checks every block against its CID
+Export lays out a DAG stored here whole (a Content-Length, then its blocks read, verified
+against their CIDs and framed in runs on the read pool); a DAG still being fetched is streamed
+as the walk reads it. Import parses the body as it arrives, checks every block against its CID
 on a worker thread, and stores nothing unless the whole archive was well-formed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
-from itertools import chain
+from itertools import chain, islice
 
 from edgefiles.node import car, exporter
 from edgefiles.node.blockstore import CorruptBlock, QueuedWrites, StorageFull
 from edgefiles.node.cid import normalize, to_str
 from edgefiles.node.core import Core
+from edgefiles.node.exporter import Laid
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -28,6 +31,9 @@ from .upload import HANDOFF_BYTES, parse_header_params
 
 CAR_TYPE = "application/vnd.ipld.car"
 CHUNK = 4 << 20  # sections are sent in writes of about this size
+LAID_OUT_BLOCKS = 1 << 16  # blocks laid out at most before an answer starts
+RUN_BYTES = 1 << 20  # block bytes read and framed by one task on the read pool,
+RUNS_AHEAD = 8  # with this many tasks under way ahead of what is sent
 Block = tuple[bytes, bytes]
 
 
@@ -35,25 +41,93 @@ async def export(core: Core, root: bytes, headers: dict[str, str]) -> Response:
     """The DAG under `root` as a CAR (roots = [root]); 404 when its root block is nowhere."""
     headers = {**headers, "Content-Type": f"{CAR_TYPE}; version=1",
                "Content-Disposition": f'attachment; filename="{to_str(root)}.car"'}
-    return await stream([root], [], core.reader.blocks(root, core.read_pool), set(), headers)
+    return await stream(core, [root], [], root, headers)
 
 
-async def stream(roots: list[bytes], steps: list[Block], walk: Iterator[Block], seen: set[bytes],
-                 headers: dict[str, str]) -> Response:
-    """A CAR of `steps` (blocks read already: a path's) and then of the blocks `walk` gives,
-    which skips those in `seen`. Its first block is read before the answer starts, so that a
-    DAG that is nowhere is a 404, not a cut stream."""
-    seen.update(normalize(cid) for cid, _ in steps)
+async def stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes, headers: dict[str, str],
+                 scope: str = "all", byte_range: tuple[int, int] | None = None) -> Response:
+    """A CAR of `steps` (blocks read already: a path's) and then of the DAG under `top` (as
+    `DagReader.blocks` walks it), skipping blocks given already.
+
+    A DAG stored here whole (of up to LAID_OUT_BLOCKS blocks) is laid out first: the answer
+    has a Content-Length (a client can show progress and tell a cut answer from a whole one)
+    and its blocks are read in runs on the read pool. Otherwise the walk fetches what is
+    missing as it goes; its first block is read before the answer starts, so that a DAG that
+    is nowhere is a 404, not a cut stream."""
+    seen = {normalize(cid) for cid, _ in steps}
+    start = b"".join([car.header(roots), *chain.from_iterable(car.section(cid, data) for cid, data in steps)])
+    layout = await run_in_threadpool(_layout, core.reader, top, scope, byte_range, seen)
+    if layout is not None:
+        length = len(start) + sum(car.section_size(cid, size) for cid, size, _ in layout)
+        body = _laid_out(core, start, layout)
+        return StreamingResponse(body, headers={**CORS_HEADERS, **headers, "Content-Length": str(length)})
+    walk = core.reader.blocks(top, core.read_pool, scope, byte_range, seen)
     try:
         first = await run_in_threadpool(next, walk, None)
     except exporter.NotFound:
         raise NotFound("block not stored on this node") from None
     except CorruptBlock:
         raise NotFound("a block of this DAG fails its hash check here") from None
-    blocks = chain(steps, [first] if first is not None else [], walk)
+    blocks = chain([first] if first is not None else [], walk)
     sections = chain.from_iterable(car.section(cid, data) for cid, data in blocks)
-    body = streamed(chain([car.header(roots)], sections), CHUNK)
-    return StreamingResponse(body, headers={**CORS_HEADERS, **headers})
+    return StreamingResponse(streamed(chain([start], sections), CHUNK), headers={**CORS_HEADERS, **headers})
+
+
+def _layout(reader: exporter.DagReader, top: bytes, scope: str, byte_range: tuple[int, int] | None,
+            seen: set[bytes]) -> list[Laid] | None:
+    """Worker thread: the layout of the DAG; None when a block is not stored here, or there
+    are more than LAID_OUT_BLOCKS (the answer would wait too long for its first byte)."""
+    try:
+        layout = list(islice(reader.layout(top, scope, byte_range, seen), LAID_OUT_BLOCKS + 1))
+    except (exporter.NotFound, exporter.NotUnixFS, exporter.LeafInDoubt, CorruptBlock):
+        return None
+    return layout if len(layout) <= LAID_OUT_BLOCKS else None
+
+
+async def _laid_out(core: Core, start: bytes, layout: list[Laid]) -> AsyncIterator[bytes]:
+    """The CAR from `start` on: RUNS_AHEAD runs of its blocks (RUN_BYTES each) read, checked
+    and framed on the read pool while the one before is sent. A block gone or damaged since
+    the layout cuts the answer short of its Content-Length."""
+    loop = asyncio.get_running_loop()
+    runs = _runs(layout)
+    under_way: deque[asyncio.Future[bytes]] = deque()
+
+    def read_next() -> None:
+        run = next(runs, None)
+        if run is not None:
+            under_way.append(loop.run_in_executor(core.read_pool, _framed, core.reader, run))
+
+    yield start
+    try:
+        for _ in range(RUNS_AHEAD):
+            read_next()
+        while under_way:
+            chunk = await under_way.popleft()
+            read_next()
+            yield chunk
+    finally:
+        for future in under_way:
+            future.cancel()
+
+
+def _runs(layout: list[Laid]) -> Iterator[list[Laid]]:
+    run: list[Laid] = []
+    size = 0
+    for laid in layout:
+        run.append(laid)
+        size += laid[1]
+        if size >= RUN_BYTES:
+            yield run
+            run, size = [], 0
+    if run:
+        yield run
+
+
+def _framed(reader: exporter.DagReader, run: list[Laid]) -> bytes:
+    """Worker thread: the sections of a run of blocks."""
+    blocks = reader.read_laid(run)
+    sections = (car.section(cid, block) for (cid, _, _), block in zip(run, blocks, strict=True))
+    return b"".join(chain.from_iterable(sections))
 
 
 class CarSink:

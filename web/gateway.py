@@ -132,10 +132,8 @@ async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], 
         raise NotFound("no such path in this DAG (or a block on the way is nowhere to be found)") from None
     if request.method == "HEAD":
         return Response(b"", headers=headers)
-    seen: set[bytes] = set()
     span = await run_in_threadpool(_file_span, ctx, terminal, byte_range)
-    walk = ctx.core.reader.blocks(terminal, ctx.core.read_pool, scope, span, seen)
-    return await car.stream([root], steps, walk, seen, headers)
+    return await car.stream(ctx.core, [root], steps, terminal, headers, scope, span)
 
 
 def _file_span(ctx: AppContext, cid: bytes, byte_range: EntityBytes | None) -> tuple[int, int] | None:
