@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import fcntl
 import logging
 import os
+import platform
 import secrets
 import signal
 import socket
@@ -21,6 +23,9 @@ from .config import ServeConfig
 from .main import CliError
 
 log = logging.getLogger("edgefiles")
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
+MMAP_THRESHOLD = 8 << 20
+TRIM_THRESHOLD = 64 << 20
 
 
 def lock_data_dir(data_dir: Path) -> int:
@@ -132,10 +137,25 @@ def serve(config: ServeConfig) -> int:
         swarm_key = load_secret(
             config.swarm_key_file or config.data_dir / "swarm.key", create=config.swarm_key_file is None
         )
+        keep_freed_memory()
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(run_node(config, sock, key, swarm_key))
     finally:
         os.close(lock_fd)
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to serve buffers of up to MMAP_THRESHOLD from its heaps, and to keep
+    up to TRIM_THRESHOLD of freed heap; whether it took the settings (False: another libc).
+
+    Its adaptive defaults gave the MiB-sized buffers of a transfer (a CAR's runs of sections)
+    fresh pages over and over, 100,000 page faults per GiB exported: on a VM each first touch
+    of a page costs microseconds. A 1 GiB CAR export: 1.72 -> 1.48 s of CPU, 0.78x -> 0.86x
+    one core of hashlib (in alternation); uploads and Bitswap unchanged."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    mallopt = ctypes.CDLL(None).mallopt
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def _loop_factory():
