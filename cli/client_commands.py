@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -258,16 +259,19 @@ def _write_stream(response, out: str, show_progress: bool = False) -> None:
     length = response.headers.get("content-length", "")
     progress = Progress(int(length) if length.isdigit() else 0, show_progress)
     tmp = Path(out + ".part")
-    sink = open(sys.stdout.fileno(), "wb", closefd=False) if out == "-" else open(tmp, "wb")
     try:
-        with sink:
+        with contextlib.nullcontext(sys.stdout.buffer) if out == "-" else open(tmp, "wb") as sink:
             for piece in response.iter_bytes(PIECE):
                 sink.write(piece)
                 progress.advance(len(piece))
-    except httpx.HTTPError as exc:
+            sink.flush()
+    except BaseException as exc:  # Ctrl-C and a full disk too: no .part left behind
         if out != "-":
             tmp.unlink(missing_ok=True)
-        raise CliError(f"the node broke off the download of {out}: {exc}") from None
+        if isinstance(exc, httpx.HTTPError):
+            where = "to stdout" if out == "-" else f"of {out}"
+            raise CliError(f"the node broke off the download {where}: {exc}") from None
+        raise
     finally:
         progress.close()
     if out != "-":

@@ -157,11 +157,13 @@ def test_exports_reuse_the_nodes_memory(fresh_node):
     def faults() -> int:  # minor page faults of the node so far (proc(5): field 10)
         return int((Path("/proc") / str(n.proc.pid) / "stat").read_text().rsplit(")", 1)[1].split()[7])
 
+    counts = []
     with n.client() as client:
-        for _ in range(3):  # the heap grows to what an export holds, then stays
+        for _ in range(4):  # the heap grows to what an export holds, then stays
             before = faults()
             assert len(client.get(f"/api/v2/files/{cid}", params={"format": "car"}).content) > 32 << 20
-    assert faults() - before < 1000
+            counts.append(faults() - before)
+    assert min(counts[2:]) < 600, counts  # ~3,400 each with malloc's defaults
 
 
 def file_node(links: list[dagpb.Link], sizes: list[int]) -> bytes:
