@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from . import dagpb, hamt, unixfs
-from .cid import DAG_PB, RAW, codec_of, normalize
+from .cid import DAG_PB, RAW, codec_of, normalize, to_str
 from .protobuf import DecodeError
 
 GetBlock = Callable[[bytes], bytes]
@@ -23,8 +23,9 @@ GetStored = Callable[[list[bytes]], "list[bytes | None]"]
 StoredSizes = Callable[[list[bytes]], dict[bytes, int]]  # sizes of stored blocks, keyed normalized
 Laid = tuple[bytes, int, bool]  # a block of a layout: its CID, its size, whether a leaf
 Block = tuple[bytes, bytes]  # (CID, its verified bytes)
-# a walk's child: CID, where its bytes begin in the file, a leaf's bytes (None: not a leaf)
-Child = tuple[bytes, int, "int | None"]
+# a walk's child: CID, where its bytes begin in the file, a leaf's bytes (None: not a leaf),
+# and the Tsize its parent gives it (0: none, the root)
+Child = tuple[bytes, int, "int | None", int]
 T = TypeVar("T")
 
 CACHE_ENTRIES = 4096
@@ -33,7 +34,7 @@ LINKLESS_ENTRIES = 1 << 15  # 8 GiB of 256 KiB leaves; a CID each
 READ_AHEAD = 32  # leaves read ahead of a DAG walk that has a thread pool,
 READ_AHEAD_BYTES = 8 << 20  # and of their bytes: what a reader holds at most for a slow client
 WINDOW_ITEMS = 4 * READ_AHEAD  # inner nodes, inline bytes and leaves: how far a walk runs ahead
-SIZES_BATCH = 500  # leaves looked up at once by `layout`
+LAYOUT_READ_BYTES = 16 << 20  # inner blocks a layout reads at most: a walk streams larger DAGs
 READ_GROUP = 8  # leaves read by one task,
 READ_GROUP_BYTES = 2 << 20  # or at least this many bytes of them
 # A dag-pb leaf's Tsize is its bytes and ~14 bytes of framing; an inner node's adds its links' (40+ each)
@@ -48,9 +49,13 @@ class NotUnixFS(Exception):
     """A block that is not a UnixFS node we can serve."""
 
 
-class LeafInDoubt(Exception):
-    """A DAG that cannot be laid out without reading its leaves: a parent's Tsize does not
-    tell whether a dag-pb child is a leaf (see `DagReader.layout`)."""
+class LayoutTooCostly(Exception):
+    """A DAG whose layout would read too many of its blocks (see `DagReader.layout`)."""
+
+
+class LeafWithLinks(Exception):
+    """A block laid out as a leaf, its parent's Tsize for it saying so, that has links: the
+    layout lacks the blocks below it (see `DagReader.read_laid`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +142,7 @@ class DagReader:
         # what a read-ahead reads: blocks at hand (None: not here; the reader fetches it in its
         # turn, so the pool's threads never wait for peers)
         self.get_stored: GetStored = get_stored or (lambda cids: [get_block(cid) for cid in cids])
-        self.stored_sizes: StoredSizes = stored_sizes or (
-            lambda cids: {normalize(cid): len(self.get_block(cid)) for cid in cids})
+        self.stored_sizes: StoredSizes = stored_sizes or self._sizes_read
         self._nodes = _Lru(CACHE_ENTRIES)
         self._dir_sizes = _Lru(CACHE_ENTRIES)
         # dag-pb blocks read once and found to have no links: leaves too big for `_nodes`,
@@ -328,10 +332,10 @@ class DagReader:
         that hold those bytes. `seen`: blocks already given (by an earlier walk) and skipped."""
         seen = set() if seen is None else seen
         if pool is None:
-            yield from self._walk([(root, 0, None)], scope, byte_range, seen, seen, False)  # blocks only
+            yield from self._walk([(root, 0, None, 0)], scope, byte_range, seen, seen, False)  # blocks only
             return
         # The walk runs ahead of what is given: it marks what it queued, `seen` what was given.
-        walk = self._walk([(root, 0, None)], scope, byte_range, seen, set(seen), leaves_later=True)
+        walk = self._walk([(root, 0, None, 0)], scope, byte_range, seen, set(seen), leaves_later=True)
         for item in _read_ahead(walk, _block_size, self.get_stored, pool):
             if not isinstance(item, _Ahead):
                 if _first_time(item[0], seen):  # else given already, below a leaf that was none
@@ -348,33 +352,50 @@ class DagReader:
     def layout(self, root: bytes, scope: str = "all", byte_range: tuple[int, int] | None = None,
                seen: set[bytes] | None = None) -> Iterator[Laid]:
         """(CID as linked, its size, whether a leaf) of each block `blocks` gives, in its
-        order, from what is stored here alone (NotFound: a block is not): inner nodes are
-        read, leaves only looked up. A leaf is judged by what its parent says, and a dag-pb
-        leaf must be as large as its parent says (LeafInDoubt: it is not); `read_laid` finds
-        out whether it has links all the same."""
-        leaves: list[_Span] = []
-        walk = self._walk([(root, 0, None)], scope, byte_range, set(), set(seen or ()), True, self._stored)
-        for item in walk:
-            if isinstance(item, _Span):
-                leaves.append(item)
-                if len(leaves) < SIZES_BATCH:
-                    continue
-            yield from self._leaf_sizes(leaves)
-            leaves = []
-            if not isinstance(item, _Span):
-                yield item[0], len(item[1]), False
-        yield from self._leaf_sizes(leaves)
+        order, from what is stored here alone (NotFound: a block is not). The sizes of a
+        node's children are looked up at once; a child is read only when it may have links
+        (LayoutTooCostly: more than LAYOUT_READ_BYTES of them). A file's dag-pb leaf, told by
+        its parent, whose size is its parent's Tsize for it, claims none; `read_laid` finds out
+        whether it has some all the same. (A directory's dag-pb child is read: a Tsize equal
+        to its size is no proof, since a directory of empty raw files has one.)"""
+        queued = set(seen or ())
+        budget = LAYOUT_READ_BYTES
+        levels = [iter(self._with_sizes([(root, 0, None, 0)]))]
+        while levels:
+            entry = next(levels[-1], None)
+            if entry is None:
+                levels.pop()
+                continue
+            (cid, offset, leaf, _), size = entry
+            key = normalize(cid)
+            if key in queued:
+                continue
+            queued.add(key)
+            if size is None:
+                raise NotFound("block not stored on this node")
+            if codec_of(cid) == RAW or size == leaf:
+                yield cid, size, True
+                continue
+            budget -= size
+            if budget < 0:
+                raise LayoutTooCostly(f"more than {LAYOUT_READ_BYTES} bytes of inner blocks to read")
+            block = self._stored(cid)
+            yield cid, size, False
+            if scope != "block" and codec_of(cid) == DAG_PB:
+                levels.append(iter(self._with_sizes(self._below(cid, block, offset, scope, byte_range))))
 
-    def read_laid(self, run: list[Laid]) -> list[bytes]:
-        """The verified blocks of `run` (a piece of a `layout`), from what is stored here alone.
-        NotFound: one is gone since; NotUnixFS: a leaf has links, so its parent lied about its
-        size and the layout lacks the blocks below it."""
-        blocks = self.get_stored([cid for cid, _, _ in run])
+    def read_laid(self, run: list[Laid], fetch: bool = False) -> list[bytes]:
+        """The verified blocks of `run` (a piece of a `layout`): from what is stored here
+        alone (NotFound: one is gone since) or, with `fetch`, from peers too (never on a read
+        pool's thread). LeafWithLinks: a leaf has links all the same."""
+        got = self.get_stored([cid for cid, _, _ in run])
+        blocks = [block if block is not None or not fetch else self.get_block(cid)
+                  for (cid, _, _), block in zip(run, got, strict=True)]
         for (cid, _, leaf), block in zip(run, blocks, strict=True):
             if block is None:
                 raise NotFound("block not stored on this node")
             if leaf and codec_of(cid) == DAG_PB and (pb := _dag_pb(cid, block)) is not None and pb.links:
-                raise NotUnixFS(f"block {cid.hex()} has links where its parent says it is a leaf")
+                raise LeafWithLinks(f"block {to_str(cid)} has links where its parent says it is a leaf")
         return blocks  # type: ignore[return-value]  (no None left)
 
     def _stored(self, cid: bytes) -> bytes:
@@ -383,30 +404,24 @@ class DagReader:
             raise NotFound("block not stored on this node")
         return block
 
-    def _leaf_sizes(self, leaves: list[_Span]) -> list[Laid]:
-        """The leaves laid out; LeafInDoubt for a dag-pb one whose size is not its parent's
-        Tsize for it (importers write a leaf's size: a node with links would be larger)."""
-        sizes = self.stored_sizes([leaf.cid for leaf in leaves]) if leaves else {}
-        out: list[Laid] = []
-        for leaf in leaves:
-            size = sizes.get(normalize(leaf.cid))
-            if size is None:
-                raise NotFound("block not stored on this node")
-            if codec_of(leaf.cid) == DAG_PB and size != leaf.weight:
-                raise LeafInDoubt(f"block {leaf.cid.hex()} is {size} bytes, its parent says {leaf.weight}")
-            out.append((leaf.cid, size, True))
-        return out
+    def _sizes_read(self, cids: list[bytes]) -> dict[bytes, int]:
+        """`stored_sizes` for a reader that has no index to look sizes up in."""
+        blocks = self.get_stored(cids)
+        pairs = zip(cids, blocks, strict=True)
+        return {normalize(cid): len(block) for cid, block in pairs if block is not None}
+
+    def _with_sizes(self, children: list[Child]) -> list[tuple[Child, int | None]]:
+        """Each child with the size of its block (None: not stored here)."""
+        sizes = self.stored_sizes([child[0] for child in children])
+        return [(child, sizes.get(normalize(child[0]))) for child in children]
 
     def _walk(self, stack: list[Child], scope: str, byte_range: tuple[int, int] | None,
-              seen: set[bytes], queued: set[bytes], leaves_later: bool,
-              stored_only: GetBlock | None = None) -> Iterator[Block | _Span]:
+              seen: set[bytes], queued: set[bytes], leaves_later: bool) -> Iterator[Block | _Span]:
         """`blocks` from a stack of children, its top last, skipping those `seen` or `queued`
         (and queuing each it gives); with `leaves_later`, a leaf as a `_Span` of it, for the
-        caller to read. `stored_only`: reads blocks with it, and asks peers for none."""
-        get_block = stored_only or self.get_block
-        prefetch = self.prefetch if stored_only is None else None
+        caller to read."""
         while stack:
-            cid, offset, leaf = stack.pop()
+            cid, offset, leaf, _ = stack.pop()
             key = normalize(cid)
             if key in queued or key in seen:
                 continue
@@ -414,12 +429,12 @@ class DagReader:
             if leaf is not None and leaves_later:
                 yield _Span(cid, offset, 0, leaf)
                 continue
-            block = get_block(cid)
+            block = self.get_block(cid)
             yield cid, block
             if scope != "block" and codec_of(cid) == DAG_PB:
                 children = self._below(cid, block, offset, scope, byte_range)
-                if prefetch is not None and len(children) > 1:
-                    prefetch([c for c, _, _ in children])
+                if self.prefetch is not None and len(children) > 1:
+                    self.prefetch([c for c, _, _, _ in children])
                 stack.extend(reversed(children))
 
     def _below(self, cid: bytes, block: bytes, offset: int, scope: str,
@@ -433,16 +448,17 @@ class DagReader:
         if scope == "all":  # every link of any dag-pb node
             sizes = meta.blocksizes if meta is not None else ()  # a file's: each link's bytes
             if len(sizes) != len(pb.links):
-                return [(link.cid, 0, _leaf(link, None)) for link in pb.links]
-            return [(link.cid, 0, _leaf(link, size)) for link, size in zip(pb.links, sizes, strict=True)]
+                return [(link.cid, 0, _leaf(link, None), link.tsize) for link in pb.links]
+            return [(link.cid, 0, _leaf(link, size), link.tsize)
+                    for link, size in zip(pb.links, sizes, strict=True)]
         if meta is None or meta.type in (unixfs.DIRECTORY, unixfs.METADATA, unixfs.SYMLINK):
             return []
         if meta.type == unixfs.HAMT_SHARD:  # its sub-shards; its entries are other entities
-            return [(link.cid, 0, None) for link in pb.links if len(link.name) == 2]
+            return [(link.cid, 0, None, link.tsize) for link in pb.links if len(link.name) == 2]
         start, end = byte_range if byte_range is not None else (0, 1 << 62)
         sizes = self._child_sizes(Node(cid, unixfs.FILE, 0, pb, meta))
         wanted = _links_in_range(pb.links, sizes, offset + len(meta.data or b""), start, end)
-        return [(link.cid, at, _leaf(link, size)) for link, at, size in wanted]
+        return [(link.cid, at, _leaf(link, size), link.tsize) for link, at, size in wanted]
 
     def _child_sizes(self, node: Node) -> list[int]:
         """File bytes below each link, as the node records them; a node that does not record

@@ -171,10 +171,11 @@ def file_node(links: list[dagpb.Link], sizes: list[int]) -> bytes:
     return dagpb.encode(links, unixfs.encode(meta))
 
 
-def test_a_leaf_in_doubt_is_walked_and_a_leaf_with_links_cuts_the_answer(fresh_node, tmp_path):
+def test_a_leaf_in_doubt_is_read_and_a_leaf_with_links_cuts_the_answer(fresh_node, tmp_path):
     """A parent's Tsize tells whether a dag-pb child is a leaf. One that does not match the
-    child's size (a careless importer's) has the DAG walked as it is sent, whole; one made to
-    match a child that has links all the same cuts the answer short of its Content-Length."""
+    child's size (a careless importer's) has the child read to be sure, and the CAR is
+    whole; one made to match a child that has links all the same cuts the answer short of
+    its Content-Length, logged in one line."""
     tail = os.urandom(1000)
     tail_cid = make_cid(RAW, tail)
     middle = file_node([dagpb.Link(tail_cid, "", 1000)], [1000])
@@ -190,15 +191,17 @@ def test_a_leaf_in_doubt_is_walked_and_a_leaf_with_links_cuts_the_answer(fresh_n
             if whole:
                 r = client.get(f"/api/v2/files/{to_str(top_cid)}", params={"format": "car"})
                 assert parse_all(r.content, []) == ([top_cid], pairs)
-                assert "content-length" not in r.headers
-            else:
-                with pytest.raises(httpx.RemoteProtocolError):
-                    client.get(f"/api/v2/files/{to_str(top_cid)}", params={"format": "car"})
-                (here := tmp_path / "out").mkdir()
-                done = run_cli("car", "export", to_str(top_cid), "-o", str(here / "cut.car"), "--node", n.url)
-                assert done.returncode == 1 and "broke off the download" in done.stderr, done.stderr
-                assert list(here.iterdir()) == []  # neither the file nor its .part
+                assert r.headers["content-length"] == str(len(r.content))
+                continue
+            with pytest.raises(httpx.RemoteProtocolError):
+                client.get(f"/api/v2/files/{to_str(top_cid)}", params={"format": "car"})
+            (here := tmp_path / "out").mkdir()
+            done = run_cli("car", "export", to_str(top_cid), "-o", str(here / "cut.car"), "--node", n.url)
+            assert done.returncode == 1 and "broke off the download" in done.stderr, done.stderr
+            assert list(here.iterdir()) == []  # neither the file nor its .part
         assert client.get("/api/v2/node/info").status_code == 200  # the node goes on
+    log = n.output()
+    assert f"CAR of {to_str(top_cid)} cut short" in log and "Traceback" not in log, log
 
 
 def test_bad_archives_store_nothing(fresh_node):

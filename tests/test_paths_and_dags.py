@@ -504,18 +504,8 @@ def test_a_missing_leaf_fails_a_read_with_a_pool_in_its_turn(group_fails):
             pool.shutdown()
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(0, 2000), min_size=1, max_size=4), st.sampled_from([KUBO_V1, ACTYX]), st.data())
-def test_a_layout_tells_the_blocks_a_walk_gives_without_reading_leaves(sizes, base, data):
-    """Whole DAGs, entities and byte ranges of files, shared leaves given once: the layout
-    names the walk's blocks in its order, with their sizes, and reads no leaf."""
-    profile = Profile("small", 256, 3, base.raw_leaves, None, base.link_tsize_is_raw_size)
-    blocks: dict[bytes, bytes] = {}
-    files = {f"f{i}": import_bytes(profile, bytes([i % 2]) * size, blocks.__setitem__)
-             for i, size in enumerate(sizes)}  # leaves repeat, within files and across them
-    root = build_directory(profile, files, blocks.__setitem__).cid
-    read: list[bytes] = []
-
+def _reader_of(blocks: dict[bytes, bytes], read: list[bytes]) -> exporter.DagReader:
+    """A reader of `blocks` alone that notes in `read` each block it reads ahead or whole."""
     def stored(cids: list[bytes]) -> list[bytes | None]:
         read.extend(cids)
         return [blocks.get(cid) for cid in cids]
@@ -523,20 +513,69 @@ def test_a_layout_tells_the_blocks_a_walk_gives_without_reading_leaves(sizes, ba
     def sizes_of(cids: list[bytes]) -> dict[bytes, int]:
         return {normalize(cid): len(blocks[cid]) for cid in cids if cid in blocks}
 
-    reader = exporter.DagReader(blocks.__getitem__, get_stored=stored, stored_sizes=sizes_of)
-    file = data.draw(st.sampled_from(sorted(files)))
-    start = data.draw(st.integers(0, files[file].size))
+    return exporter.DagReader(blocks.__getitem__, get_stored=stored, stored_sizes=sizes_of)
+
+
+def _laid_out_as_walked(reader: exporter.DagReader, read: list[bytes], top: bytes, scope: str = "all",
+                        byte_range: tuple[int, int] | None = None,
+                        seen: frozenset[bytes] = frozenset()) -> None:
+    read.clear()
+    laid = list(reader.layout(top, scope, byte_range, set(seen)))
+    walked = list(reader.blocks(top, None, scope, byte_range, set(seen)))
+    assert [(cid, size) for cid, size, _ in laid] == [(cid, len(block)) for cid, block in walked]
+    assert not {cid for cid, _, leaf in laid if leaf} & set(read)  # leaves only looked up
+    assert reader.read_laid(laid) == [block for _, block in walked]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 2000), min_size=1, max_size=4), st.sampled_from([KUBO_V1, ACTYX]), st.data())
+def test_a_layout_tells_the_blocks_a_walk_gives_without_reading_leaves(sizes, base, data):
+    """Whole DAGs, flat and sharded directories, entities, byte ranges, single blocks, blocks
+    given already, leaves shared: the layout names the walk's blocks in its order, with their
+    sizes, and reads no leaf."""
+    profile = Profile("small", 256, 3, base.raw_leaves, None, base.link_tsize_is_raw_size)
+    blocks: dict[bytes, bytes] = {}
+    files = {f"f{i}": import_bytes(profile, bytes([i % 2]) * size, blocks.__setitem__)
+             for i, size in enumerate(sizes)}  # leaves repeat, within files and across them
+    root = build_directory(profile, files, blocks.__setitem__).cid
+    shards, _ = hamt.build([Link(e.cid, n, e.tsize) for n, e in files.items()], blocks.__setitem__)
+    read: list[bytes] = []
+    reader = _reader_of(blocks, read)
+    file = files[data.draw(st.sampled_from(sorted(files)))]
+    start = data.draw(st.integers(0, file.size))
     end = data.draw(st.integers(start, 1 << 12))
-    cases = [(root, "all", None), (files[file].cid, "entity", (start, end))]
-    for top, scope, byte_range in cases:
-        read.clear()
-        laid = list(reader.layout(top, scope, byte_range))
-        assert [(cid, size) for cid, size, _ in laid] == [
-            (cid, len(block)) for cid, block in reader.blocks(top, None, scope, byte_range)]
-        assert not {cid for cid, _, leaf in laid if leaf} & set(read)
-        assert reader.read_laid(laid) == [blocks[cid] for cid, _, _ in laid]
+    given_already = frozenset(normalize(c) for c in data.draw(st.lists(st.sampled_from(sorted(blocks)))))
+    _laid_out_as_walked(reader, read, root)
+    _laid_out_as_walked(reader, read, shards)
+    _laid_out_as_walked(reader, read, root, seen=given_already)
+    _laid_out_as_walked(reader, read, file.cid, "entity", (start, end))
+    _laid_out_as_walked(reader, read, root, data.draw(st.sampled_from(["block", "entity"])))
     leaf = next((cid for cid, _, is_leaf in reader.layout(root) if is_leaf), None)
     if leaf is not None:
         del blocks[leaf]
         with pytest.raises(exporter.NotFound):
             list(reader.layout(root))
+
+
+def test_a_layout_reads_what_a_lying_tsize_calls_a_leaf_and_fetches_what_went_since():
+    """An inner node with a leaf's Tsize is read (its size is not that Tsize); a block gone
+    from the store after the layout is read from peers when asked (`fetch`), not else."""
+    blocks, root, _ = _root_over_lying_links(2)
+    read: list[bytes] = []
+    reader = _reader_of(blocks, read)
+    _laid_out_as_walked(reader, read, root)
+    laid = list(reader.layout(root))
+    gone = laid[-1][0]
+    peers = {gone: blocks.pop(gone)}
+    reader.get_block = peers.__getitem__  # what is not stored here comes from peers
+    with pytest.raises(exporter.NotFound):
+        reader.read_laid(laid)
+    assert reader.read_laid(laid, fetch=True)[-1] == peers[gone]
+
+
+def test_a_leaf_that_has_links_after_all_is_found_out_when_read():
+    blocks, root, _ = _root_over_lying_links(1)
+    inner = dagpb.decode(blocks[root]).links[0].cid
+    laid = [(inner, len(blocks[inner]), True)]  # as a layout would lay it, its size being its Tsize
+    with pytest.raises(exporter.LeafWithLinks):
+        _reader_of(blocks, []).read_laid(laid)

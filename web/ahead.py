@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import TypeVar
 
 _DONE = object()
+T = TypeVar("T")
 # One hand-over per MiB: where Starlette made a worker-thread hop per piece (a block, a
 # sealed segment) and sent it before reading the next (Kubo -> us, read over HTTP as it is
 # fetched: +4 %)
@@ -25,16 +27,21 @@ def streamed(pieces: Iterable[bytes], size: int = STREAM_CHUNK) -> AsyncIterator
 def in_chunks(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
     """`pieces` joined into chunks of at least `size` bytes (the last one may be smaller):
     one hand-over to the server per chunk, not one per block."""
-    parts: list[bytes] = []
+    return (b"".join(batch) for batch in batches(pieces, len, size))
+
+
+def batches(items: Iterable[T], weigh: Callable[[T], int], size: int) -> Iterator[list[T]]:
+    """`items` in order, in lists that weigh at least `size` (the last one may weigh less)."""
+    batch: list[T] = []
     held = 0
-    for piece in pieces:
-        parts.append(piece)
-        held += len(piece)
+    for item in items:
+        batch.append(item)
+        held += weigh(item)
         if held >= size:
-            yield b"".join(parts)
-            parts, held = [], 0
-    if parts:
-        yield b"".join(parts)
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch
 
 
 async def produced_ahead(chunks: Iterator[bytes], depth: int = 2) -> AsyncIterator[bytes]:

@@ -9,8 +9,9 @@ on a worker thread, and stores nothing unless the whole archive was well-formed.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from itertools import chain, islice
 
@@ -22,8 +23,9 @@ from edgefiles.node.exporter import Laid
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Send
 
-from .ahead import streamed
+from .ahead import batches, streamed
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import CarInvalid, InsufficientStorage, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -35,6 +37,7 @@ LAID_OUT_BLOCKS = 1 << 16  # blocks laid out at most before an answer starts
 RUN_BYTES = 1 << 20  # block bytes read and framed by one task on the read pool,
 RUNS_AHEAD = 8  # with this many tasks under way ahead of what is sent
 Block = tuple[bytes, bytes]
+log = logging.getLogger("edgefiles.web")
 
 
 async def export(core: Core, root: bytes, headers: dict[str, str]) -> Response:
@@ -59,8 +62,8 @@ async def stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes,
     layout = await run_in_threadpool(_layout, core.reader, top, scope, byte_range, seen)
     if layout is not None:
         length = len(start) + sum(car.section_size(cid, size) for cid, size, _ in layout)
-        body = _laid_out(core, start, layout)
-        return StreamingResponse(body, headers={**CORS_HEADERS, **headers, "Content-Length": str(length)})
+        body = _laid_out(core, top, start, layout)
+        return _LaidOutResponse(body, headers={**CORS_HEADERS, **headers, "Content-Length": str(length)})
     walk = core.reader.blocks(top, core.read_pool, scope, byte_range, seen)
     try:
         first = await run_in_threadpool(next, walk, None)
@@ -79,53 +82,61 @@ def _layout(reader: exporter.DagReader, top: bytes, scope: str, byte_range: tupl
     are more than LAID_OUT_BLOCKS (the answer would wait too long for its first byte)."""
     try:
         layout = list(islice(reader.layout(top, scope, byte_range, seen), LAID_OUT_BLOCKS + 1))
-    except (exporter.NotFound, exporter.NotUnixFS, exporter.LeafInDoubt, CorruptBlock):
+    except (exporter.NotFound, exporter.NotUnixFS, exporter.LayoutTooCostly, CorruptBlock):
         return None
     return layout if len(layout) <= LAID_OUT_BLOCKS else None
 
 
-async def _laid_out(core: Core, start: bytes, layout: list[Laid]) -> AsyncIterator[bytes]:
+class CutShort(Exception):
+    """A laid-out CAR that cannot be finished (a block gone from everywhere, damaged, or a
+    leaf with links after all)."""
+
+
+class _LaidOutResponse(StreamingResponse):
+    async def stream_response(self, send: Send) -> None:
+        """A CAR cut short ends without its last message: the server closes the connection,
+        the client sees the answer short of its Content-Length, and the log says why once."""
+        try:
+            await super().stream_response(send)
+        except CutShort as exc:
+            log.warning("%s", exc)
+
+
+async def _laid_out(core: Core, top: bytes, start: bytes, layout: list[Laid]) -> AsyncIterator[bytes]:
     """The CAR from `start` on: RUNS_AHEAD runs of its blocks (RUN_BYTES each) read, checked
-    and framed on the read pool while the one before is sent. A block gone or damaged since
-    the layout cuts the answer short of its Content-Length."""
+    and framed on the read pool while the one before is sent. A block collected since the
+    layout is fetched again (off the pool: perhaps from peers)."""
     loop = asyncio.get_running_loop()
-    runs = _runs(layout)
-    under_way: deque[asyncio.Future[bytes]] = deque()
+    runs = batches(layout, lambda laid: laid[1], RUN_BYTES)
+    under_way: deque[tuple[list[Laid], asyncio.Future[bytes]]] = deque()
 
     def read_next() -> None:
         run = next(runs, None)
         if run is not None:
-            under_way.append(loop.run_in_executor(core.read_pool, _framed, core.reader, run))
+            under_way.append((run, loop.run_in_executor(core.read_pool, _framed, core.reader, run, False)))
 
     yield start
     try:
         for _ in range(RUNS_AHEAD):
             read_next()
         while under_way:
-            chunk = await under_way.popleft()
+            run, future = under_way.popleft()
+            try:
+                chunk = await future
+            except exporter.NotFound:
+                chunk = await run_in_threadpool(_framed, core.reader, run, True)
             read_next()
             yield chunk
+    except (exporter.NotFound, exporter.NotUnixFS, exporter.LeafWithLinks, CorruptBlock) as exc:
+        raise CutShort(f"CAR of {to_str(top)} cut short: {exc}") from exc
     finally:
-        for future in under_way:
+        for _, future in under_way:
             future.cancel()
 
 
-def _runs(layout: list[Laid]) -> Iterator[list[Laid]]:
-    run: list[Laid] = []
-    size = 0
-    for laid in layout:
-        run.append(laid)
-        size += laid[1]
-        if size >= RUN_BYTES:
-            yield run
-            run, size = [], 0
-    if run:
-        yield run
-
-
-def _framed(reader: exporter.DagReader, run: list[Laid]) -> bytes:
+def _framed(reader: exporter.DagReader, run: list[Laid], fetch: bool) -> bytes:
     """Worker thread: the sections of a run of blocks."""
-    blocks = reader.read_laid(run)
+    blocks = reader.read_laid(run, fetch)
     sections = (car.section(cid, block) for (cid, _, _), block in zip(run, blocks, strict=True))
     return b"".join(chain.from_iterable(sections))
 
