@@ -4,9 +4,11 @@ and the `edgefiles car` commands."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from conftest import gen
 from edgefiles.node import car, dagpb, unixfs
@@ -164,6 +166,22 @@ def test_exports_reuse_the_nodes_memory(fresh_node):
             assert len(client.get(f"/api/v2/files/{cid}", params={"format": "car"}).content) > 32 << 20
             counts.append(faults() - before)
     assert min(counts[2:]) < 600, counts  # ~3,400 each with malloc's defaults
+
+
+def test_a_client_that_leaves_mid_export_stops_it(fresh_node):
+    n = fresh_node()
+    cid = n.upload([("big.bin", os.urandom(48 << 20))]).text
+    with n.client() as client:
+        for _ in range(3):
+            with client.stream("GET", f"/api/v2/files/{cid}", params={"format": "car"}) as r:
+                assert int(r.headers["content-length"]) > 48 << 20
+                next(r.iter_bytes(1 << 20))
+        busy = psutil.Process(n.proc.pid).cpu_times()
+        time.sleep(0.5)
+        idle = psutil.Process(n.proc.pid).cpu_times()
+        assert (idle.user + idle.system) - (busy.user + busy.system) < 0.2  # no export reads on
+        assert len(client.get(f"/api/v2/files/{cid}", params={"format": "car"}).content) > 48 << 20
+    assert "Traceback" not in n.output()
 
 
 def file_node(links: list[dagpb.Link], sizes: list[int]) -> bytes:
