@@ -23,9 +23,8 @@ GetStored = Callable[[list[bytes]], "list[bytes | None]"]
 StoredSizes = Callable[[list[bytes]], dict[bytes, int]]  # sizes of stored blocks, keyed normalized
 Laid = tuple[bytes, int, bool]  # a block of a layout: its CID, its size, whether a leaf
 Block = tuple[bytes, bytes]  # (CID, its verified bytes)
-# a walk's child: CID, where its bytes begin in the file, a leaf's bytes (None: not a leaf),
-# and the Tsize its parent gives it (0: none, the root)
-Child = tuple[bytes, int, "int | None", int]
+# a walk's child: CID, where its bytes begin in the file, a leaf's bytes (None: not a leaf)
+Child = tuple[bytes, int, "int | None"]
 T = TypeVar("T")
 
 CACHE_ENTRIES = 4096
@@ -332,10 +331,10 @@ class DagReader:
         that hold those bytes. `seen`: blocks already given (by an earlier walk) and skipped."""
         seen = set() if seen is None else seen
         if pool is None:
-            yield from self._walk([(root, 0, None, 0)], scope, byte_range, seen, seen, False)  # blocks only
+            yield from self._walk([(root, 0, None)], scope, byte_range, seen, seen, False)  # blocks only
             return
         # The walk runs ahead of what is given: it marks what it queued, `seen` what was given.
-        walk = self._walk([(root, 0, None, 0)], scope, byte_range, seen, set(seen), leaves_later=True)
+        walk = self._walk([(root, 0, None)], scope, byte_range, seen, set(seen), leaves_later=True)
         for item in _read_ahead(walk, _block_size, self.get_stored, pool):
             if not isinstance(item, _Ahead):
                 if _first_time(item[0], seen):  # else given already, below a leaf that was none
@@ -360,13 +359,13 @@ class DagReader:
         to its size is no proof, since a directory of empty raw files has one.)"""
         queued = set(seen or ())
         budget = LAYOUT_READ_BYTES
-        levels = [iter(self._with_sizes([(root, 0, None, 0)]))]
+        levels = [iter(self._with_sizes([(root, 0, None)]))]
         while levels:
             entry = next(levels[-1], None)
             if entry is None:
                 levels.pop()
                 continue
-            (cid, offset, leaf, _), size = entry
+            (cid, offset, leaf), size = entry
             key = normalize(cid)
             if key in queued:
                 continue
@@ -421,7 +420,7 @@ class DagReader:
         (and queuing each it gives); with `leaves_later`, a leaf as a `_Span` of it, for the
         caller to read."""
         while stack:
-            cid, offset, leaf, _ = stack.pop()
+            cid, offset, leaf = stack.pop()
             key = normalize(cid)
             if key in queued or key in seen:
                 continue
@@ -434,7 +433,7 @@ class DagReader:
             if scope != "block" and codec_of(cid) == DAG_PB:
                 children = self._below(cid, block, offset, scope, byte_range)
                 if self.prefetch is not None and len(children) > 1:
-                    self.prefetch([c for c, _, _, _ in children])
+                    self.prefetch([c for c, _, _ in children])
                 stack.extend(reversed(children))
 
     def _below(self, cid: bytes, block: bytes, offset: int, scope: str,
@@ -448,17 +447,16 @@ class DagReader:
         if scope == "all":  # every link of any dag-pb node
             sizes = meta.blocksizes if meta is not None else ()  # a file's: each link's bytes
             if len(sizes) != len(pb.links):
-                return [(link.cid, 0, _leaf(link, None), link.tsize) for link in pb.links]
-            return [(link.cid, 0, _leaf(link, size), link.tsize)
-                    for link, size in zip(pb.links, sizes, strict=True)]
+                return [(link.cid, 0, _leaf(link, None)) for link in pb.links]
+            return [(link.cid, 0, _leaf(link, size)) for link, size in zip(pb.links, sizes, strict=True)]
         if meta is None or meta.type in (unixfs.DIRECTORY, unixfs.METADATA, unixfs.SYMLINK):
             return []
         if meta.type == unixfs.HAMT_SHARD:  # its sub-shards; its entries are other entities
-            return [(link.cid, 0, None, link.tsize) for link in pb.links if len(link.name) == 2]
+            return [(link.cid, 0, None) for link in pb.links if len(link.name) == 2]
         start, end = byte_range if byte_range is not None else (0, 1 << 62)
         sizes = self._child_sizes(Node(cid, unixfs.FILE, 0, pb, meta))
         wanted = _links_in_range(pb.links, sizes, offset + len(meta.data or b""), start, end)
-        return [(link.cid, at, _leaf(link, size), link.tsize) for link, at, size in wanted]
+        return [(link.cid, at, _leaf(link, size)) for link, at, size in wanted]
 
     def _child_sizes(self, node: Node) -> list[int]:
         """File bytes below each link, as the node records them; a node that does not record
