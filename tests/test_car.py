@@ -139,8 +139,8 @@ def test_a_dag_fetched_while_it_is_exported_comes_whole_without_a_length(tmp_pat
         cid = a.upload([("f.bin", os.urandom(3 << 20))]).text
         with a.client() as client:
             whole = client.get(f"/api/v2/files/{cid}", params={"format": "car"}).content
-        wait_until(lambda: b.client().get("/api/v2/node/info").json()["peers"], what="B to meet A")
         with b.client() as client:
+            wait_until(lambda: client.get("/api/v2/node/info").json()["peers"], what="B to meet A")
             r = client.get(f"/api/v2/files/{cid}", params={"format": "car"})
             assert r.status_code == 200 and r.content == whole
             assert "content-length" not in r.headers and r.headers["transfer-encoding"] == "chunked"
