@@ -52,6 +52,10 @@ class LayoutTooCostly(Exception):
     """A DAG whose layout would read too many of its blocks (see `DagReader.layout`)."""
 
 
+class WrongSize(Exception):
+    """A file's leaf holding other bytes than its parent says it does."""
+
+
 class LeafWithLinks(Exception):
     """A block laid out as a leaf, its parent's Tsize for it saying so, that has links: the
     layout lacks the blocks below it (see `DagReader.read_laid`)."""
@@ -268,8 +272,39 @@ class DagReader:
             else:
                 yield item
 
-    def _pieces(self, node: Node, start: int, end: int, leaves_later: bool) -> Iterator[bytes | _Span]:
-        """The bytes of [start, end) in order; with `leaves_later`, a leaf's bytes as a `_Span`
+    def spans(self, node: Node, start: int, end: int) -> Iterator[bytes | Span]:
+        """Bytes [start, end) of a file in order, laid out: a leaf as the `Span` of it to read
+        (`read_spans`), bytes held in inner nodes as they are (inner nodes are read here)."""
+        return self._pieces(node, start, end, leaves_later=True)
+
+    def read_spans(self, items: list[bytes | Span], fetch: bool = False) -> bytes:
+        """The bytes of a piece of `spans`, their leaves read and verified: from what is stored
+        here alone or, with `fetch`, from peers too (never on a read pool's thread). NotFound: a
+        leaf is not stored here, or has links after all (then read it with `fetch`, which reads
+        the blocks below it). WrongSize: a leaf holds fewer bytes than its parent says."""
+        spans = [item for item in items if isinstance(item, Span)]
+        got = iter(self.get_stored([span.cid for span in spans]))
+        pieces: list[bytes] = []
+        for item in items:
+            if not isinstance(item, Span):
+                pieces.append(item)
+                continue
+            block = next(got)
+            if block is None and fetch:
+                block = self.get_block(item.cid)
+            if block is None:
+                raise NotFound("block not stored on this node")
+            leaf = self._node_of(item.cid, block)
+            if not fetch and leaf.pb is not None and leaf.pb.links:
+                raise NotFound(f"block {to_str(item.cid)} has links where its parent says it is a leaf")
+            pieces.extend(self._pieces(leaf, item.start, item.end, leaves_later=False))
+        data = b"".join(pieces)
+        if len(data) != sum(map(span_bytes, items)):
+            raise WrongSize("a leaf holds fewer bytes than its parent says")
+        return data
+
+    def _pieces(self, node: Node, start: int, end: int, leaves_later: bool) -> Iterator[bytes | Span]:
+        """The bytes of [start, end) in order; with `leaves_later`, a leaf's bytes as a `Span`
         of it, for the caller to read (inner nodes are read here: small, and cached)."""
         if start >= end:
             return
@@ -288,7 +323,7 @@ class DagReader:
             self.prefetch([link.cid for link, _, _ in wanted])
         for link, at, size in wanted:
             if leaves_later and _is_leaf(link, size):
-                yield _Span(link.cid, max(0, start - at), min(size, end - at), max(size, link.tsize))
+                yield Span(link.cid, max(0, start - at), min(size, end - at), max(size, link.tsize))
                 continue
             sub = self.load(link.cid)
             yield from self._pieces(sub, max(0, start - at), min(sub.size, end - at), leaves_later)
@@ -415,9 +450,9 @@ class DagReader:
         return [(child, sizes.get(normalize(child[0]))) for child in children]
 
     def _walk(self, stack: list[Child], scope: str, byte_range: tuple[int, int] | None,
-              seen: set[bytes], queued: set[bytes], leaves_later: bool) -> Iterator[Block | _Span]:
+              seen: set[bytes], queued: set[bytes], leaves_later: bool) -> Iterator[Block | Span]:
         """`blocks` from a stack of children, its top last, skipping those `seen` or `queued`
-        (and queuing each it gives); with `leaves_later`, a leaf as a `_Span` of it, for the
+        (and queuing each it gives); with `leaves_later`, a leaf as a `Span` of it, for the
         caller to read."""
         while stack:
             cid, offset, leaf = stack.pop()
@@ -426,7 +461,7 @@ class DagReader:
                 continue
             queued.add(key)
             if leaf is not None and leaves_later:
-                yield _Span(cid, offset, 0, leaf)
+                yield Span(cid, offset, 0, leaf)
                 continue
             block = self.get_block(cid)
             yield cid, block
@@ -495,6 +530,11 @@ def _leaf(link: dagpb.Link, size: int | None) -> int | None:
     return max(link.tsize, size or 0) if _is_leaf(link, size) else None
 
 
+def span_bytes(item: bytes | Span) -> int:
+    """The file bytes an item of `spans` brings."""
+    return len(item) if isinstance(item, bytes) else item.end - item.start
+
+
 def _first_time(cid: bytes, seen: set[bytes]) -> bool:
     """Whether a walk gives `cid` now for the first time (marked given, then)."""
     key = normalize(cid)
@@ -509,7 +549,7 @@ def _block_size(item: Block) -> int:
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs a microsecond per block to make
-class _Span:
+class Span:
     """Bytes [start, end) of the leaf `cid`, still to be read (a DAG walk's: `start` is where
     the leaf's bytes begin in its file)."""
 
@@ -519,9 +559,9 @@ class _Span:
     weight: int  # the leaf's bytes, as its parent tells: what reading it ahead holds
 
 
-def _read_ahead(items: Iterator[T | _Span], weigh: Callable[[T], int], get_stored: GetStored,
+def _read_ahead(items: Iterator[T | Span], weigh: Callable[[T], int], get_stored: GetStored,
                 pool: Executor) -> Iterator[T | _Ahead]:
-    """`items` in order, each `_Span` as the `_Ahead` that reads its leaf: the leaves of the
+    """`items` in order, each `Span` as the `_Ahead` that reads its leaf: the leaves of the
     next items (READ_AHEAD leaves, READ_AHEAD_BYTES with the other items' bytes, WINDOW_ITEMS
     items at most) are read on `pool` in groups (one index query and one hand-off per group)
     while the caller takes the ones before. An error while taking items ahead is raised in its
@@ -542,7 +582,7 @@ def _read_ahead(items: Iterator[T | _Span], weigh: Callable[[T], int], get_store
                     window.append(_Failed(exc))
                     more = False
                     break
-                if isinstance(item, _Span):
+                if isinstance(item, Span):
                     window.append(ahead := _Ahead(item))
                     unread.append(ahead)
                     leaves, held = leaves + 1, held + item.weight
@@ -601,7 +641,7 @@ class _Failed:
 class _Ahead:
     """A leaf in the read-ahead window, and where its read is under way."""
 
-    span: _Span
+    span: Span
     read: Future | None = None
     index: int = 0
 

@@ -16,6 +16,7 @@ from edgefiles.node.profiles import KUBO_V1
 from nodeproc import Node
 
 CHUNK = KUBO_V1.chunk_size
+LATER_CHUNKS = 8  # past the first MiB, which is read before the answer starts
 
 
 def corrupt(data_dir, cid: bytes) -> None:
@@ -34,12 +35,12 @@ def corrupt(data_dir, cid: bytes) -> None:
 def damaged(fresh_node):
     n = fresh_node()
     first = gen("corrupt-first", 3 * CHUNK)
-    later = gen("corrupt-later", 3 * CHUNK)
+    later = gen("corrupt-later", LATER_CHUNKS * CHUNK)
     healthy = gen("healthy", 3 * CHUNK)
     cids = {name: n.upload([(f"{name}.bin", data)]).text
             for name, data in [("first", first), ("later", later), ("healthy", healthy)]}
     corrupt(n.data, make_cid(RAW, first[:CHUNK]))
-    corrupt(n.data, make_cid(RAW, later[2 * CHUNK:]))
+    corrupt(n.data, make_cid(RAW, later[(LATER_CHUNKS - 1) * CHUNK:]))
     return n, cids, healthy
 
 
@@ -54,7 +55,7 @@ def test_corrupt_first_block_is_a_500(damaged):
 
 def test_corrupt_later_block_aborts_and_never_sends_wrong_bytes(damaged):
     n, cids, _ = damaged
-    expected = gen("corrupt-later", 3 * CHUNK)
+    expected = gen("corrupt-later", LATER_CHUNKS * CHUNK)
     received = bytearray()
     with n.client() as c, pytest.raises(httpx.HTTPError):
         with c.stream("GET", f"/api/v2/files/{cids['later']}") as r:
@@ -63,6 +64,8 @@ def test_corrupt_later_block_aborts_and_never_sends_wrong_bytes(damaged):
                 received += piece
     assert len(received) < len(expected)
     assert bytes(received) == expected[: len(received)]
+    log = n.output()
+    assert "mid-stream: file " in log and "cut short" in log and "Traceback" not in log, log
 
 
 def test_other_content_still_served(damaged):

@@ -10,6 +10,7 @@ from edgefiles.node.cid import DAG_PB, RAW, codec_of, make_cid, normalize
 from edgefiles.node.dagpb import Link
 from edgefiles.node.importer import FileBuilder, TreeBuilder, build_directory, import_bytes
 from edgefiles.node.profiles import ACTYX, KUBO_V1, UNIXFS_V1_2025, Profile
+from edgefiles.web.ahead import batches
 from edgefiles.web.errors import BadRequest
 from edgefiles.web.paths import upload_segments, url_segments
 from hypothesis import given, settings
@@ -579,3 +580,55 @@ def test_a_leaf_that_has_links_after_all_is_found_out_when_read():
     laid = [(inner, len(blocks[inner]), True)]  # as a layout would lay it, its size being its Tsize
     with pytest.raises(exporter.LeafWithLinks):
         _reader_of(blocks, []).read_laid(laid)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 5000), st.data(), st.sampled_from([KUBO_V1, ACTYX, UNIXFS_V1_2025]))
+def test_a_range_laid_out_in_spans_and_read_in_runs_gives_the_slice(size, data, base):
+    """Runs of any size over a file's spans give its range's bytes; laying it out reads no
+    leaf, and a run reads only the leaves of its spans."""
+    profile = Profile("small", 256, 3, base.raw_leaves, None, base.link_tsize_is_raw_size)
+    blocks: dict[bytes, bytes] = {}
+    content = bytes((i * 7 + size) % 251 for i in range(size))
+    root = import_bytes(profile, content, blocks.__setitem__).cid
+    read: list[bytes] = []
+    reader = _reader_of(blocks, read)
+    start = data.draw(st.integers(0, size))
+    end = data.draw(st.integers(start, size))
+    items = list(reader.spans(reader.load(root), start, end))
+    assert not [cid for cid in read if _is_leaf(cid, blocks[cid])]
+    runs = list(batches(items, exporter.span_bytes, data.draw(st.integers(1, 2000))))
+    got = []
+    for run in runs:
+        read.clear()
+        got.append(reader.read_spans(run))
+        assert read == [item.cid for item in run if isinstance(item, exporter.Span)]
+    assert b"".join(got) == content[start:end]
+
+
+def test_spans_that_are_no_leaves_gone_or_short_are_read_with_fetch_or_fail():
+    """A span whose leaf has links after all, or is not stored here, is NotFound from what is
+    stored alone (the read pool's way) and read whole with `fetch`; a leaf shorter than its
+    parent says is WrongSize."""
+    blocks, root, content = _root_over_lying_links(2)
+    reader = _reader_of(blocks, [])
+    items = list(reader.spans(reader.load(root), 5, len(content) - 3))
+    with pytest.raises(exporter.NotFound):
+        reader.read_spans(items)
+    assert reader.read_spans(items, fetch=True) == content[5:-3]
+
+    chunks = [b"a" * 300, b"b" * 300]
+    blocks = {make_cid(RAW, c): c for c in chunks}
+    meta = unixfs.encode(unixfs.UnixFSData(unixfs.FILE, filesize=700, blocksizes=(400, 300)))
+    root_block = dagpb.encode([Link(make_cid(RAW, c), "", len(c)) for c in chunks], meta)
+    blocks[root := make_cid(DAG_PB, root_block)] = root_block
+    reader = _reader_of(blocks, [])
+    items = list(reader.spans(reader.load(root), 0, 700))
+    with pytest.raises(exporter.WrongSize):
+        reader.read_spans(items)
+    gone = make_cid(RAW, chunks[1])
+    peers = {gone: blocks.pop(gone)}
+    reader.get_block = peers.__getitem__
+    with pytest.raises(exporter.NotFound):
+        reader.read_spans(items[1:])
+    assert reader.read_spans(items[1:], fetch=True) == chunks[1]

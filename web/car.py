@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
+from functools import partial
 from itertools import chain, islice
 
 from edgefiles.node import car, exporter
@@ -23,9 +23,8 @@ from edgefiles.node.exporter import Laid
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Send
 
-from .ahead import batches, streamed
+from .ahead import RUN_BYTES, CutShort, CutShortResponse, batches, read_in_runs, streamed
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import CarInvalid, InsufficientStorage, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -34,8 +33,6 @@ from .upload import HANDOFF_BYTES, parse_header_params
 CAR_TYPE = "application/vnd.ipld.car"
 CHUNK = 4 << 20  # sections are sent in writes of about this size
 LAID_OUT_BLOCKS = 1 << 16  # blocks laid out at most before an answer starts
-RUN_BYTES = 1 << 20  # block bytes read and framed by one task on the read pool,
-RUNS_AHEAD = 8  # with this many tasks under way ahead of what is sent
 Block = tuple[bytes, bytes]
 log = logging.getLogger("edgefiles.web")
 
@@ -63,7 +60,7 @@ async def stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes,
     if layout is not None:
         length = len(start) + sum(car.section_size(cid, size) for cid, size, _ in layout)
         body = _laid_out(core, top, start, layout)
-        return _LaidOutResponse(body, headers={**CORS_HEADERS, **headers, "Content-Length": str(length)})
+        return CutShortResponse(body, headers={**CORS_HEADERS, **headers, "Content-Length": str(length)})
     walk = core.reader.blocks(top, core.read_pool, scope, byte_range, seen)
     try:
         first = await run_in_threadpool(next, walk, None)
@@ -87,51 +84,18 @@ def _layout(reader: exporter.DagReader, top: bytes, scope: str, byte_range: tupl
     return layout if len(layout) <= LAID_OUT_BLOCKS else None
 
 
-class CutShort(Exception):
-    """A laid-out CAR that cannot be finished (a block gone from everywhere, damaged, or a
-    leaf with links after all)."""
-
-
-class _LaidOutResponse(StreamingResponse):
-    async def stream_response(self, send: Send) -> None:
-        """A CAR cut short ends without its last message: the server closes the connection,
-        the client sees the answer short of its Content-Length, and the log says why once."""
-        try:
-            await super().stream_response(send)
-        except CutShort as exc:
-            log.warning("%s", exc)
-
-
 async def _laid_out(core: Core, top: bytes, start: bytes, layout: list[Laid]) -> AsyncIterator[bytes]:
-    """The CAR from `start` on: RUNS_AHEAD runs of its blocks (RUN_BYTES each) read, checked
-    and framed on the read pool while the one before is sent. A block collected since the
-    layout is fetched again (off the pool: perhaps from peers)."""
-    loop = asyncio.get_running_loop()
-    runs = batches(layout, lambda laid: laid[1], RUN_BYTES)
-    under_way: deque[tuple[list[Laid], asyncio.Future[bytes]]] = deque()
-
-    def read_next() -> None:
-        run = next(runs, None)
-        if run is not None:
-            under_way.append((run, loop.run_in_executor(core.read_pool, _framed, core.reader, run, False)))
-
+    """The CAR from `start` on: its blocks read, checked and framed in runs on the read pool
+    while the ones before are sent. A block collected since the layout is fetched again (off
+    the pool: perhaps from peers)."""
     yield start
+    runs = batches(layout, lambda laid: laid[1], RUN_BYTES)
+    framed = partial(_framed, core.reader)
     try:
-        for _ in range(RUNS_AHEAD):
-            read_next()
-        while under_way:
-            run, future = under_way.popleft()
-            try:
-                chunk = await future
-            except exporter.NotFound:
-                chunk = await run_in_threadpool(_framed, core.reader, run, True)
-            read_next()
+        async for chunk in read_in_runs(runs, framed, core.read_pool, exporter.NotFound):
             yield chunk
     except (exporter.NotFound, exporter.NotUnixFS, exporter.LeafWithLinks, CorruptBlock) as exc:
         raise CutShort(f"CAR of {to_str(top)} cut short: {exc}") from exc
-    finally:
-        for _, future in under_way:
-            future.cancel()
 
 
 def _framed(reader: exporter.DagReader, run: list[Laid], fetch: bool) -> bytes:

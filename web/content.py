@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from itertools import chain
 from urllib.parse import quote
 
 from edgefiles.node import exporter
@@ -15,9 +14,9 @@ from edgefiles.node.cid import to_str
 from edgefiles.node.core import Core
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response
 
-from .ahead import streamed
+from .ahead import RUN_BYTES, CutShort, CutShortResponse, batches, read_in_runs
 from .cors import CORS_HEADERS
 from .errors import CorruptBlockError, NotFound, RangeNotSatisfiable
 from .listing import render_listing
@@ -181,22 +180,32 @@ class ContentServer:
             return Response(status_code=status, headers=headers, media_type=mtype)
         if end - start <= WHOLE_BELOW:  # read here, on the worker thread: no streaming hops
             return Response(b"".join(self.reader.read_range(node, start, end)), status, headers, mtype)
-        body = streamed(self._stream(node, start, end))
-        return StreamingResponse(body, status_code=status, headers=headers, media_type=mtype)
+        body = self._body(node, start, end)
+        return CutShortResponse(body, status_code=status, headers=headers, media_type=mtype)
 
-    def _stream(self, node: exporter.Node, start: int, end: int) -> Iterator[bytes]:
-        """Reads the first block now, so a corrupt first block becomes a 500 before any header.
-        The next leaves are read on the read pool while the ones before are sent."""
-        pieces = self.reader.read_range(node, start, end, self.core.read_pool)
-        first = next(pieces, None)
-        if first is None:
-            return iter(())
-        return chain([first], _abort_on_corruption(pieces))
+    def _body(self, node: exporter.Node, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of a file, its leaves read in runs on the read pool while the ones
+        before are sent. The first run is read here, so that a missing or corrupt first block
+        is a 404 or a 500, not a cut answer."""
+        runs = batches(self.reader.spans(node, start, end), exporter.span_bytes, RUN_BYTES)
+        first = self.reader.read_spans(next(runs, []), fetch=True)
+        rest = read_in_runs(runs, self.reader.read_spans, self.core.read_pool, exporter.NotFound)
+        return _whole_or_cut_short(node.cid, end - start, first, rest)
 
 
-def _abort_on_corruption(pieces: Iterator[bytes]) -> Iterator[bytes]:
+async def _whole_or_cut_short(cid: bytes, length: int, first: bytes,
+                              rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`first` and `rest`, raising CutShort when a block is damaged or missing, or when they
+    do not make up `length` (a file node whose sizes disagree with its leaves)."""
+    sent = len(first)
+    yield first
     try:
-        yield from pieces
+        async for chunk in rest:
+            sent += len(chunk)
+            yield chunk
     except CorruptBlock as exc:
-        log.error("corrupt block %s mid-stream: aborting the response", to_str(exc.cid))
-        raise
+        raise CutShort(f"corrupt block {to_str(exc.cid)} mid-stream: file {to_str(cid)} cut short") from exc
+    except (exporter.NotFound, exporter.NotUnixFS, exporter.WrongSize) as exc:
+        raise CutShort(f"file {to_str(cid)} cut short: {exc}") from exc
+    if sent != length:
+        raise CutShort(f"file {to_str(cid)} cut short: its leaves hold {sent} of its {length} bytes")
