@@ -5,7 +5,8 @@
 
 car:   a node exports a file of --mib as a CAR over HTTP (every block read from the store and
        verified against its CID; page cache warm: one uncounted export first), against one core
-       of hashlib.sha256 over the same bytes. Medians of --rounds.
+       of hashlib.sha256 over the same bytes. Medians of --rounds. In turn with it: the same
+       file by a plain GET, and 20 GETs of a 4 MiB file (p50 and p99) against hashlib of it.
 helia: Bitswap over loopback with real Helia peers, a file of --transfer-mib each round, fresh
        content every time: Helia -> Helia (the baseline), Helia -> us (our node reads it over
        HTTP while fetching it) and us -> Helia (Helia cats what we stored). Each leg runs one
@@ -57,6 +58,8 @@ import loadgen  # noqa: E402
 from nodeproc import Node, wait_until  # noqa: E402
 
 MIB = 1 << 20
+SMALL_MIB = 4  # a bundle or an image, read whole
+SMALL_ROUNDS = 20  # of it per round of the large file
 
 
 def write_random(path: Path, mib: int) -> None:
@@ -72,9 +75,9 @@ def upload(node: Node, path: Path) -> str:
     return r.text
 
 
-def time_car_export(node: Node, cid: str) -> tuple[float, int]:
-    """Seconds to receive the whole CAR on a plain socket (a client that costs next to nothing)."""
-    request = (f"GET /api/v2/files/{cid}?format=car HTTP/1.1\r\nHost: bench\r\n"
+def time_get(node: Node, path: str) -> tuple[float, int]:
+    """Seconds to receive a whole answer on a plain socket (a client that costs next to nothing)."""
+    request = (f"GET {path} HTTP/1.1\r\nHost: bench\r\n"
                f"Authorization: Bearer {node.token()}\r\nConnection: close\r\n\r\n").encode()
     buf = bytearray(4 * MIB)
     started = time.perf_counter()
@@ -87,31 +90,54 @@ def time_car_export(node: Node, cid: str) -> tuple[float, int]:
 
 
 def car_export(work: Path, mib: int, rounds: int) -> dict:
-    data_path = work / "car.bin"
+    """CAR export and plain GET of one file of `mib`, and GETs of a 4 MiB one, in turn with
+    hashlib over the same bytes."""
+    data_path, small_path = work / "car.bin", work / "small.bin"
     write_random(data_path, mib)
-    data = data_path.read_bytes()
+    write_random(small_path, SMALL_MIB)
+    data, small = data_path.read_bytes(), small_path.read_bytes()
     node = Node(work / "car-node").start()
+    kinds = ("hashlib", "car", "get", "hashlib_small", "get_small")
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
     try:
-        cid = upload(node, data_path)
-        time_car_export(node, cid)  # warm: blocks written past the page cache are read once
-        hashing, exporting = [], []
+        cid, small_cid = upload(node, data_path), upload(node, small_path)
+        paths = {"car": f"/api/v2/files/{cid}?format=car", "get": f"/api/v2/files/{cid}",
+                 "get_small": f"/api/v2/files/{small_cid}"}
+        for path in paths.values():
+            time_get(node, path)  # warm: blocks written past the page cache are read once
         for _ in range(rounds):
-            started = time.perf_counter()
-            hashlib.sha256(data).digest()
-            hashing.append(time.perf_counter() - started)
-            seconds, got = time_car_export(node, cid)
-            assert got > mib * MIB, got
-            exporting.append(seconds)
+            times["hashlib"].append(timed_hash(data))
+            for kind in ("car", "get"):
+                seconds, got = time_get(node, paths[kind])
+                assert got > mib * MIB, got
+                times[kind].append(seconds)
+            for _ in range(SMALL_ROUNDS):
+                times["hashlib_small"].append(timed_hash(small))
+                seconds, got = time_get(node, paths["get_small"])
+                assert got > SMALL_MIB * MIB, got
+                times["get_small"].append(seconds)
     finally:
         node.stop()
-    hash_s, car_s = statistics.median(hashing), statistics.median(exporting)
+    median = {kind: statistics.median(ts) for kind, ts in times.items()}
+    small_p99 = loadgen.percentile(times["get_small"], 0.99)
+    small_ms = [round(1000 * t, 2) for t in (median["get_small"], small_p99)]
     return {
         "car_mib": mib,
-        "hashlib_one_core_s": round(hash_s, 3),
-        "car_export_s": round(car_s, 3),
-        "car_export_MBps": round(mib * MIB / car_s / 1e6),
-        "car_export_vs_hashlib": round(hash_s / car_s, 2),
+        "hashlib_one_core_s": round(median["hashlib"], 3),
+        "car_export_s": round(median["car"], 3),
+        "car_export_MBps": round(mib * MIB / median["car"] / 1e6),
+        "car_export_vs_hashlib": round(median["hashlib"] / median["car"], 2),
+        "file_get_s": round(median["get"], 3),
+        "file_get_vs_hashlib": round(median["hashlib"] / median["get"], 2),
+        f"file_get_{SMALL_MIB}MiB_ms_p50_p99": small_ms,
+        f"file_get_{SMALL_MIB}MiB_vs_hashlib": round(median["hashlib_small"] / median["get_small"], 2),
     }
+
+
+def timed_hash(data: bytes) -> float:
+    started = time.perf_counter()
+    hashlib.sha256(data).digest()
+    return time.perf_counter() - started
 
 
 def fetch_over_http(node: Node, cid: str, out: Path) -> int:

@@ -1,13 +1,15 @@
 """A streamed answer's chunks produced ahead on a thread: all of them, in order; an error
-reaches the sender; a client that goes away stops the producer and closes its iterator."""
+reaches the sender; a client that goes away stops the producer and closes its iterator. Runs
+read ahead on a pool: in order, a failed one read again, no more than a window ahead."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from edgefiles.web.ahead import in_chunks, produced_ahead
+from edgefiles.web.ahead import RUNS_AHEAD, RunsAhead, in_chunks, produced_ahead
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,3 +78,43 @@ def test_a_consumer_that_stops_early_stops_the_producer_and_closes_the_iterator(
 
     asyncio.run(consume_two())
     assert closed.is_set() and len(produced) <= 6
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 60), st.sets(st.integers(0, 59)))
+def test_runs_read_ahead_arrive_in_order_and_a_run_failed_on_the_pool_is_read_with_fetch(count, failing):
+    """Runs come whole and in order; one whose read fails on the pool is read again with
+    `fetch` (off the pool), the others never are."""
+    fetched: list[int] = []
+
+    def read(run: int, fetch: bool) -> bytes:
+        if fetch:
+            fetched.append(run)
+        elif run in failing:
+            raise LookupError(run)
+        return run.to_bytes(2, "big")
+
+    async def consume() -> list[bytes]:
+        with ThreadPoolExecutor(2) as pool:
+            return [chunk async for chunk in RunsAhead(iter(range(count)), read, pool, LookupError).chunks()]
+
+    assert asyncio.run(consume()) == [run.to_bytes(2, "big") for run in range(count)]
+    assert fetched == sorted(failing & set(range(count)))
+
+
+def test_runs_are_read_no_further_ahead_than_the_window_of_a_consumer_that_stops():
+    started: list[int] = []
+
+    def read(run: int, fetch: bool) -> bytes:
+        started.append(run)
+        return b"x"
+
+    async def take_three() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            chunks = RunsAhead(iter(range(1000)), read, pool, LookupError).chunks()
+            for _ in range(3):
+                await anext(chunks)
+            await chunks.aclose()
+
+    asyncio.run(take_three())
+    assert max(started) < 3 + RUNS_AHEAD

@@ -584,7 +584,7 @@ def test_a_leaf_that_has_links_after_all_is_found_out_when_read():
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 5000), st.data(), st.sampled_from([KUBO_V1, ACTYX, UNIXFS_V1_2025]))
-def test_a_range_laid_out_in_spans_and_read_in_runs_gives_the_slice(size, data, base):
+def test_a_range_laid_out_in_spans_and_read_in_runs_of_any_size_gives_the_slice(size, data, base):
     """Runs of any size over a file's spans give its range's bytes; laying it out reads no
     leaf, and a run reads only the leaves of its spans."""
     profile = Profile("small", 256, 3, base.raw_leaves, None, base.link_tsize_is_raw_size)

@@ -1,6 +1,6 @@
 """Streamed answers' bodies produced ahead of what is sent, two ways.
 
-`read_in_runs`: pieces of known length read in runs on a read pool, several under way while
+`RunsAhead`: pieces of known length read in runs on a read pool, several under way while
 the loop sends the one before; the runs are planned on a worker thread (planning may read).
 
 `streamed`: a blocking iterator run ahead on a thread of its own: the next chunks are
@@ -14,9 +14,9 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from itertools import islice
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
@@ -55,35 +55,53 @@ class CutShortResponse(StreamingResponse):
             log.error("%s", exc)
 
 
-async def read_in_runs(runs: Iterator[R], read: Callable[[R, bool], bytes], pool: Executor,
-                       retry: type[Exception]) -> AsyncIterator[bytes]:
-    """The bytes of each of `runs` in order: `read(run, False)` on `pool`, RUNS_AHEAD runs under
-    way while the one before is sent. A run whose read raises `retry` there is read again by
-    `read(run, True)` on a worker thread of its own (it may wait for peers, which the pool's
-    threads never do). `runs` is advanced on a worker thread, PLANNED_RUNS at a time."""
-    loop = asyncio.get_running_loop()
-    planned: deque[R] = deque()
-    under_way: deque[tuple[R, asyncio.Future[bytes]]] = deque()
-    more = True
-    try:
-        while True:
-            while more and not planned and len(under_way) < RUNS_AHEAD:
-                planned.extend(await run_in_threadpool(lambda: list(islice(runs, PLANNED_RUNS))))
-                more = len(planned) == PLANNED_RUNS
-            while planned and len(under_way) < RUNS_AHEAD:
-                run = planned.popleft()
-                under_way.append((run, loop.run_in_executor(pool, read, run, False)))
-            if not under_way:
-                return
-            run, future = under_way.popleft()
-            try:
-                chunk = await future
-            except retry:
-                chunk = await run_in_threadpool(read, run, True)
-            yield chunk
-    finally:
-        for _, future in under_way:
+class RunsAhead(Generic[R]):
+    """The bytes of each of `runs` in order (`chunks`): `read(run, False)` on `pool`, RUNS_AHEAD
+    runs under way while the one before is sent. A run whose read raises `retry` there is read
+    again by `read(run, True)` on a worker thread of its own (it may wait for peers, which the
+    pool's threads never do). `runs` is advanced on a worker thread (`plan`), PLANNED_RUNS at
+    a time."""
+
+    def __init__(self, runs: Iterator[R], read: Callable[[R, bool], bytes], pool: Executor,
+                 retry: type[Exception]):
+        self._runs, self._read, self._pool, self._retry = runs, read, pool, retry
+        self._planned: deque[R] = deque()
+        self._under_way: deque[tuple[R, Future[bytes]]] = deque()
+        self._more = True
+
+    def plan(self) -> None:
+        """Blocking: the next runs planned, and the first ones set under way. A caller on a
+        worker thread already calls it there, so that the reads start before the answer."""
+        taken = list(islice(self._runs, PLANNED_RUNS))
+        self._more = len(taken) == PLANNED_RUNS
+        self._planned.extend(taken)
+        self._set_under_way()
+
+    def _set_under_way(self) -> None:
+        while self._planned and len(self._under_way) < RUNS_AHEAD:
+            run = self._planned.popleft()
+            self._under_way.append((run, self._pool.submit(self._read, run, False)))
+
+    def cancel(self) -> None:
+        for _, future in self._under_way:
             future.cancel()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                if self._more and not self._planned and len(self._under_way) < RUNS_AHEAD:
+                    await run_in_threadpool(self.plan)
+                self._set_under_way()
+                if not self._under_way:
+                    return
+                run, future = self._under_way.popleft()
+                try:
+                    chunk = await asyncio.wrap_future(future)
+                except self._retry:
+                    chunk = await run_in_threadpool(self._read, run, True)
+                yield chunk
+        finally:
+            self.cancel()
 
 
 def streamed(pieces: Iterable[bytes], size: int = STREAM_CHUNK) -> AsyncIterator[bytes]:

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from .ahead import RUN_BYTES, CutShort, CutShortResponse, batches, read_in_runs, streamed
+from .ahead import RUN_BYTES, CutShort, CutShortResponse, RunsAhead, batches, streamed
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import CarInvalid, InsufficientStorage, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -92,7 +92,7 @@ async def _laid_out(core: Core, top: bytes, start: bytes, layout: list[Laid]) ->
     runs = batches(layout, lambda laid: laid[1], RUN_BYTES)
     framed = partial(_framed, core.reader)
     try:
-        async for chunk in read_in_runs(runs, framed, core.read_pool, exporter.NotFound):
+        async for chunk in RunsAhead(runs, framed, core.read_pool, exporter.NotFound).chunks():
             yield chunk
     except (exporter.NotFound, exporter.NotUnixFS, exporter.LeafWithLinks, CorruptBlock) as exc:
         raise CutShort(f"CAR of {to_str(top)} cut short: {exc}") from exc

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from .ahead import RUN_BYTES, CutShort, CutShortResponse, batches, read_in_runs
+from .ahead import RUN_BYTES, CutShort, CutShortResponse, RunsAhead, batches
 from .cors import CORS_HEADERS
 from .errors import CorruptBlockError, NotFound, RangeNotSatisfiable
 from .listing import render_listing
@@ -188,9 +188,15 @@ class ContentServer:
         before are sent. The first run is read here, so that a missing or corrupt first block
         is a 404 or a 500, not a cut answer."""
         runs = batches(self.reader.spans(node, start, end), exporter.span_bytes, RUN_BYTES)
-        first = self.reader.read_spans(next(runs, []), fetch=True)
-        rest = read_in_runs(runs, self.reader.read_spans, self.core.read_pool, exporter.NotFound)
-        return _whole_or_cut_short(node.cid, end - start, first, rest)
+        first_run = next(runs, [])
+        rest = RunsAhead(runs, self.reader.read_spans, self.core.read_pool, exporter.NotFound)
+        rest.plan()  # the next runs are read on the pool while this thread reads the first
+        try:
+            first = self.reader.read_spans(first_run, fetch=True)
+        except BaseException:
+            rest.cancel()
+            raise
+        return _whole_or_cut_short(node.cid, end - start, first, rest.chunks())
 
 
 async def _whole_or_cut_short(cid: bytes, length: int, first: bytes,
