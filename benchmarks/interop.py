@@ -5,8 +5,10 @@
 
 car:   a node exports a file of --mib as a CAR over HTTP (every block read from the store and
        verified against its CID; page cache warm: one uncounted export first), against one core
-       of hashlib.sha256 over the same bytes. Medians of --rounds. In turn with it: the same
-       file by a plain GET, and 20 GETs of a 4 MiB file (p50 and p99) against hashlib of it.
+       of hashlib.sha256 over the same bytes, and against a raw pipeline (the file read and
+       hashed in MiB pieces on two threads and sent over loopback TCP: the least an export does,
+       with its transport). Medians of --rounds. In turn with it: the same file by a plain GET,
+       and 20 GETs of a 4 MiB file (p50 and p99) against hashlib of it.
 helia: Bitswap over loopback with real Helia peers, a file of --transfer-mib each round, fresh
        content every time: Helia -> Helia (the baseline), Helia -> us (our node reads it over
        HTTP while fetching it) and us -> Helia (Helia cats what we stored). Each leg runs one
@@ -43,8 +45,12 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +95,47 @@ def time_get(node: Node, path: str) -> tuple[float, int]:
     return time.perf_counter() - started, got
 
 
+def time_raw_pipeline(path: Path) -> float:
+    """Seconds for the least an export does, in plain Python with no HTTP, no CAR framing and
+    no block store: the file read in 1 MiB pieces and each hashed on two threads (as many as
+    the node's read pool), eight pieces ahead, and sent in order over loopback TCP to a
+    receiver like `time_get`'s."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: list[int] = []
+
+    def receive() -> None:
+        conn, _ = listener.accept()
+        buf, got = bytearray(4 * MIB), 0
+        with conn:
+            while n := conn.recv_into(buf):
+                got += n
+        received.append(got)
+
+    def read_and_hash(fd: int, offset: int) -> bytes:
+        piece = os.pread(fd, MIB, offset)
+        hashlib.sha256(piece).digest()
+        return piece
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    fd = os.open(path, os.O_RDONLY)
+    started = time.perf_counter()
+    try:
+        with socket.create_connection(listener.getsockname()) as out, ThreadPoolExecutor(2) as pool:
+            offsets = iter(range(0, path.stat().st_size, MIB))
+            ahead = deque(pool.submit(read_and_hash, fd, offset) for offset in islice(offsets, 8))
+            while ahead:
+                out.sendall(ahead.popleft().result())
+                ahead.extend(pool.submit(read_and_hash, fd, offset) for offset in islice(offsets, 1))
+        receiver.join()
+        seconds = time.perf_counter() - started
+        assert received == [path.stat().st_size], received
+        return seconds
+    finally:
+        os.close(fd)
+        listener.close()
+
+
 def car_export(work: Path, mib: int, rounds: int) -> dict:
     """CAR export and plain GET of one file of `mib`, and GETs of a 4 MiB one, in turn with
     hashlib over the same bytes."""
@@ -97,7 +144,7 @@ def car_export(work: Path, mib: int, rounds: int) -> dict:
     write_random(small_path, SMALL_MIB)
     data, small = data_path.read_bytes(), small_path.read_bytes()
     node = Node(work / "car-node").start()
-    kinds = ("hashlib", "car", "get", "hashlib_small", "get_small")
+    kinds = ("hashlib", "raw", "car", "get", "hashlib_small", "get_small")
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     try:
         cid, small_cid = upload(node, data_path), upload(node, small_path)
@@ -107,6 +154,7 @@ def car_export(work: Path, mib: int, rounds: int) -> dict:
             time_get(node, path)  # warm: blocks written past the page cache are read once
         for _ in range(rounds):
             times["hashlib"].append(timed_hash(data))
+            times["raw"].append(time_raw_pipeline(data_path))
             for kind in ("car", "get"):
                 seconds, got = time_get(node, paths[kind])
                 assert got > mib * MIB, got
@@ -127,6 +175,8 @@ def car_export(work: Path, mib: int, rounds: int) -> dict:
         "car_export_s": round(median["car"], 3),
         "car_export_MBps": round(mib * MIB / median["car"] / 1e6),
         "car_export_vs_hashlib": round(median["hashlib"] / median["car"], 2),
+        "raw_pipeline_s": round(median["raw"], 3),
+        "car_export_vs_raw_pipeline": round(median["raw"] / median["car"], 2),
         "file_get_s": round(median["get"], 3),
         "file_get_vs_hashlib": round(median["hashlib"] / median["get"], 2),
         f"file_get_{SMALL_MIB}MiB_ms_p50_p99": small_ms,
