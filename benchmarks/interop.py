@@ -116,7 +116,7 @@ def time_raw_pipeline(path: Path) -> float:
         hashlib.sha256(piece).digest()
         return piece
 
-    receiver = threading.Thread(target=receive)
+    receiver = threading.Thread(target=receive, daemon=True)  # a failed send must not hang the exit
     receiver.start()
     fd = os.open(path, os.O_RDONLY)
     started = time.perf_counter()

@@ -532,7 +532,7 @@ def _leaf(link: dagpb.Link, size: int | None) -> int | None:
 
 def span_bytes(item: bytes | Span) -> int:
     """The file bytes an item of `spans` brings."""
-    return len(item) if isinstance(item, bytes) else item.end - item.start
+    return item.end - item.start if isinstance(item, Span) else len(item)
 
 
 def _first_time(cid: bytes, seen: set[bytes]) -> bool:

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from edgefiles.web.ahead import RUNS_AHEAD, RunsAhead, in_chunks, produced_ahead
+from edgefiles.web.content import _whole_or_cut_short
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -118,3 +119,27 @@ def test_runs_are_read_no_further_ahead_than_the_window_of_a_consumer_that_stops
 
     asyncio.run(take_three())
     assert max(started) < 3 + RUNS_AHEAD
+
+
+def test_a_file_answer_left_after_its_first_run_reads_no_further():
+    """The runs set under way before a file's answer starts are dropped when the client goes
+    away after the first: only those already being read finish."""
+    started: list[int] = []
+    gate = threading.Event()
+
+    def read(run: int, fetch: bool) -> bytes:
+        started.append(run)
+        gate.wait(5)
+        return b"x"
+
+    async def leave_after_the_first_run() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            rest = RunsAhead(iter(range(100)), read, pool, LookupError)
+            rest.plan()  # runs 0-7 under way: two being read, six waiting for a thread
+            body = _whole_or_cut_short(b"", 101, b"first", rest)
+            assert await anext(body) == b"first"
+            await body.aclose()
+            gate.set()
+
+    asyncio.run(leave_after_the_first_run())
+    assert sorted(started) == [0, 1]

@@ -10,7 +10,8 @@ import time
 import httpx
 import pytest
 from conftest import gen
-from edgefiles.node.cid import RAW, make_cid, to_str
+from edgefiles.node import car, dagpb, unixfs
+from edgefiles.node.cid import DAG_PB, RAW, make_cid, to_str
 from edgefiles.node.importer import import_bytes
 from edgefiles.node.profiles import KUBO_V1
 from nodeproc import Node
@@ -150,3 +151,32 @@ def test_kill_9_keeps_acknowledged_uploads_and_drops_unfinished_ones(tmp_path):
             assert c.get(f"/api/v2/files/{new_cid}").content == again
     finally:
         n.stop()
+
+
+def test_a_file_whose_leaves_hold_less_than_it_says_is_a_500_early_and_cut_short_later(fresh_node):
+    """A damaged file DAG (its last leaf shorter than its node says): within the first MiB,
+    which is read before the answer starts, a 500; further on, the answer is cut short of its
+    Content-Length. Each time one line in the log, no traceback, and the node goes on."""
+    leaf = os.urandom(300 << 10)
+    leaf_cid = make_cid(RAW, leaf)
+    n = fresh_node()
+    with n.client() as client:
+        for count in (2, 8):
+            sizes = [len(leaf)] * (count - 1) + [400 << 10]
+            meta = unixfs.UnixFSData(unixfs.FILE, filesize=sum(sizes), blocksizes=tuple(sizes))
+            top = dagpb.encode([dagpb.Link(leaf_cid, "", len(leaf))] * count, unixfs.encode(meta))
+            top_cid = make_cid(DAG_PB, top)
+            body = car.header([top_cid]) + b"".join(
+                part for cid, data in ((top_cid, top), (leaf_cid, leaf)) for part in car.section(cid, data))
+            headers = {"Content-Type": "application/vnd.ipld.car"}
+            assert client.post("/api/v2/car", content=body, headers=headers).status_code == 200
+            if count == 2:
+                r = client.get(f"/api/v2/files/{to_str(top_cid)}")
+                assert r.status_code == 500 and r.json()["code"] == "ERR_CORRUPT_BLOCK"
+                continue
+            with pytest.raises(httpx.RemoteProtocolError):
+                client.get(f"/api/v2/files/{to_str(top_cid)}")
+        assert client.get(f"/api/v2/files/{to_str(leaf_cid)}").content == leaf
+    log = n.output()
+    assert "damaged file DAG" in log and f"file {to_str(top_cid)} cut short" in log, log
+    assert "Traceback" not in log, log

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
+from contextlib import aclosing
 from functools import partial
 from itertools import chain, islice
 
@@ -92,8 +93,9 @@ async def _laid_out(core: Core, top: bytes, start: bytes, layout: list[Laid]) ->
     runs = batches(layout, lambda laid: laid[1], RUN_BYTES)
     framed = partial(_framed, core.reader)
     try:
-        async for chunk in RunsAhead(runs, framed, core.read_pool, exporter.NotFound).chunks():
-            yield chunk
+        async with aclosing(RunsAhead(runs, framed, core.read_pool, exporter.NotFound).chunks()) as chunks:
+            async for chunk in chunks:
+                yield chunk
     except (exporter.NotFound, exporter.NotUnixFS, exporter.LeafWithLinks, CorruptBlock) as exc:
         raise CutShort(f"CAR of {to_str(top)} cut short: {exc}") from exc
 

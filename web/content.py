@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -124,6 +125,9 @@ class ContentServer:
         except CorruptBlock as exc:
             log.error("corrupt block %s while serving %s", to_str(exc.cid), request.url.path)
             raise CorruptBlockError() from None
+        except exporter.WrongSize as exc:
+            log.error("damaged file DAG while serving %s: %s", request.url.path, exc)
+            raise CorruptBlockError(f"the file's blocks disagree on its size: {exc}") from None
 
     def _headers(self, target: Target, etag: str) -> dict[str, str]:
         cache = REVALIDATE if target.by_name else IMMUTABLE
@@ -196,22 +200,26 @@ class ContentServer:
         except BaseException:
             rest.cancel()
             raise
-        return _whole_or_cut_short(node.cid, end - start, first, rest.chunks())
+        return _whole_or_cut_short(node.cid, end - start, first, rest)
 
 
-async def _whole_or_cut_short(cid: bytes, length: int, first: bytes,
-                              rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """`first` and `rest`, raising CutShort when a block is damaged or missing, or when they
-    do not make up `length` (a file node whose sizes disagree with its leaves)."""
+async def _whole_or_cut_short(cid: bytes, length: int, first: bytes, rest: RunsAhead) -> AsyncIterator[bytes]:
+    """`first` and the runs of `rest`, raising CutShort when a block is damaged or missing, or
+    when they do not make up `length` (a file node whose sizes disagree with its leaves). The
+    runs under way are dropped however the answer ends: a client gone after the first run
+    leaves nothing to read."""
     sent = len(first)
-    yield first
     try:
-        async for chunk in rest:
-            sent += len(chunk)
-            yield chunk
+        yield first
+        async with aclosing(rest.chunks()) as chunks:
+            async for chunk in chunks:
+                sent += len(chunk)
+                yield chunk
     except CorruptBlock as exc:
         raise CutShort(f"corrupt block {to_str(exc.cid)} mid-stream: file {to_str(cid)} cut short") from exc
     except (exporter.NotFound, exporter.NotUnixFS, exporter.WrongSize) as exc:
         raise CutShort(f"file {to_str(cid)} cut short: {exc}") from exc
+    finally:
+        rest.cancel()
     if sent != length:
         raise CutShort(f"file {to_str(cid)} cut short: its leaves hold {sent} of its {length} bytes")
