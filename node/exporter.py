@@ -282,19 +282,13 @@ class DagReader:
         here alone or, with `fetch`, from peers too (never on a read pool's thread). NotFound: a
         leaf is not stored here, or has links after all (then read it with `fetch`, which reads
         the blocks below it). WrongSize: a leaf holds fewer bytes than its parent says."""
-        spans = [item for item in items if isinstance(item, Span)]
-        got = iter(self.get_stored([span.cid for span in spans]))
+        blocks = iter(self._blocks([item.cid for item in items if isinstance(item, Span)], fetch))
         pieces: list[bytes] = []
         for item in items:
             if not isinstance(item, Span):
                 pieces.append(item)
                 continue
-            block = next(got)
-            if block is None and fetch:
-                block = self.get_block(item.cid)
-            if block is None:
-                raise NotFound("block not stored on this node")
-            leaf = self._node_of(item.cid, block)
+            leaf = self._node_of(item.cid, next(blocks))
             if not fetch and leaf.pb is not None and leaf.pb.links:
                 raise NotFound(f"block {to_str(item.cid)} has links where its parent says it is a leaf")
             pieces.extend(self._pieces(leaf, item.start, item.end, leaves_later=False))
@@ -413,7 +407,7 @@ class DagReader:
             budget -= size
             if budget < 0:
                 raise LayoutTooCostly(f"more than {LAYOUT_READ_BYTES} bytes of inner blocks to read")
-            block = self._stored(cid)
+            block = self._blocks([cid])[0]
             yield cid, size, False
             if scope != "block" and codec_of(cid) == DAG_PB:
                 levels.append(iter(self._with_sizes(self._below(cid, block, offset, scope, byte_range))))
@@ -422,21 +416,22 @@ class DagReader:
         """The verified blocks of `run` (a piece of a `layout`): from what is stored here
         alone (NotFound: one is gone since) or, with `fetch`, from peers too (never on a read
         pool's thread). LeafWithLinks: a leaf has links all the same."""
-        got = self.get_stored([cid for cid, _, _ in run])
-        blocks = [block if block is not None or not fetch else self.get_block(cid)
-                  for (cid, _, _), block in zip(run, got, strict=True)]
+        blocks = self._blocks([cid for cid, _, _ in run], fetch)
         for (cid, _, leaf), block in zip(run, blocks, strict=True):
-            if block is None:
-                raise NotFound("block not stored on this node")
             if leaf and codec_of(cid) == DAG_PB and (pb := _dag_pb(cid, block)) is not None and pb.links:
                 raise LeafWithLinks(f"block {to_str(cid)} has links where its parent says it is a leaf")
-        return blocks  # type: ignore[return-value]  (no None left)
+        return blocks
 
-    def _stored(self, cid: bytes) -> bytes:
-        block = self.get_stored([cid])[0]
-        if block is None:
+    def _blocks(self, cids: list[bytes], fetch: bool = False) -> list[bytes]:
+        """The verified blocks of `cids`, in one trip to the store: from what is stored here
+        alone (NotFound: one is not) or, with `fetch`, what is not from peers (never on a read
+        pool's thread)."""
+        got = self.get_stored(cids)
+        blocks = [block if block is not None or not fetch else self.get_block(cid)
+                  for cid, block in zip(cids, got, strict=True)]
+        if None in blocks:
             raise NotFound("block not stored on this node")
-        return block
+        return blocks  # type: ignore[return-value]  (no None left)
 
     def _sizes_read(self, cids: list[bytes]) -> dict[bytes, int]:
         """`stored_sizes` for a reader that has no index to look sizes up in."""

@@ -48,7 +48,8 @@ class CutShortResponse(StreamingResponse):
     async def stream_response(self, send: Send) -> None:
         """A body that raises CutShort ends without its last message: the server closes the
         connection, the client sees the answer short of its Content-Length, and the log says
-        why in one line."""
+        why in a line of ours, no traceback (uvicorn adds one that the answer was not
+        completed)."""
         try:
             await super().stream_response(send)
         except CutShort as exc:
