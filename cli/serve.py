@@ -179,6 +179,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
     from edgefiles.web.app import create_app
     from edgefiles.web.auth import TokenAuthority
     from edgefiles.web.context import AppContext
+    from edgefiles.web.http_protocol import HttpProtocol
 
     settings = CoreSettings(
         config.data_dir, get_profile(config.profile), config.pin_uploads_for, config.store_quota
@@ -214,7 +215,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         debug = config.log_level == "debug"
         server = _Server(
             uvicorn.Config(
-                create_app(ctx), http="httptools", lifespan="off", log_level="debug" if debug else "warning",
+                create_app(ctx), http=HttpProtocol, lifespan="off", log_level="debug" if debug else "warning",
                 timeout_graceful_shutdown=10, access_log=debug, server_header=False,
             )
         )

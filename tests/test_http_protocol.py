@@ -1,0 +1,62 @@
+"""The node's HTTP protocol: a client on this machine gets a send buffer of one run (where the
+kernel allows it); a client across a network keeps the kernel's sizing."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import uvicorn
+from edgefiles.web.http_protocol import (
+    LOOPBACK_SEND_BUFFER,
+    HttpProtocol,
+    kernel_allows_send_buffer,
+    on_loopback,
+)
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    ("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("::ffff:127.0.0.1", True),
+    ("10.0.0.7", False), ("192.0.2.1", False), ("::ffff:10.0.0.7", False), ("2001:db8::1", False),
+    ("", False), ("/run/edgefiles.sock", False),
+])
+def test_loopback_is_told_from_other_peers(host: str, expected: bool) -> None:
+    assert on_loopback(host) is expected
+
+
+async def _hello(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _served_send_buffer(http: object) -> int:
+    """SO_SNDBUF of the server's side of a loopback connection, after an answer went out on it."""
+    async def main() -> int:
+        server = uvicorn.Server(uvicorn.Config(_hello, http=http, lifespan="off", log_config=None))
+        listener = socket.create_server(("127.0.0.1", 0))
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
+        try:
+            while not server.started:
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection(*listener.getsockname())
+            writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            [protocol] = server.server_state.connections
+            size = protocol.transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            writer.close()
+            return size
+        finally:
+            server.should_exit = True
+            await serving
+
+    return asyncio.run(main())
+
+
+def test_a_loopback_client_gets_a_send_buffer_of_one_run() -> None:
+    ours, plain = _served_send_buffer(HttpProtocol), _served_send_buffer("httptools")
+    if kernel_allows_send_buffer():
+        assert ours == 2 * LOOPBACK_SEND_BUFFER  # Linux reports twice what it was asked for
+        assert plain != ours
+    else:
+        assert ours == plain  # the kernel's own sizing
