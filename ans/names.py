@@ -57,11 +57,17 @@ class Names:
         """Whether `cid` is the root of a facade's file (a thing's, a group's, a FlowFuse
         project's) that no app name targets and no Files API upload made: apps may not read it
         by CID. Its inner blocks need no such guard: their CIDs are only known from the root
-        block, or to whoever holds the content already. Blocking when a pin must be looked up."""
-        key = normalize(cid)
-        if not self._targets[False][key] or self._targets[True][key]:
+        block, or to whoever holds the content already. Blocking when a pin must be looked up
+        (only when `facade_only`)."""
+        if not self.facade_only(cid):
             return False
-        return not pins.uploaded_through_files_api(self.core.store.read_connection(), key)
+        return not pins.uploaded_through_files_api(self.core.store.read_connection(), normalize(cid))
+
+    def facade_only(self, cid: bytes) -> bool:
+        """Whether facades' names target `cid` and no app name does (never blocks): the one case
+        where `hidden_from_apps` must look up a pin."""
+        key = normalize(cid)
+        return bool(self._targets[False][key]) and not self._targets[True][key]
 
     def _target_moved(self, record: NameRecord, previous: NameRecord | None) -> None:
         if previous is not None:
