@@ -53,6 +53,12 @@ class Names:
             return record.cid
         return self._serving.get((namespace, name), record.cid)
 
+    def resolved_at_hand(self, name: str, namespace: str = API_NAMESPACE) -> bytes | None:
+        """`resolve` when it needs no reading (never blocks): the name's target when it is
+        known complete; None when `resolve` must find out."""
+        record = self.registry.get(name, namespace)
+        return record.cid if record is not None and self.core.known_complete(record.cid) else None
+
     def hidden_from_apps(self, cid: bytes) -> bool:
         """Whether `cid` is the root of a facade's file (a thing's, a group's, a FlowFuse
         project's) that no app name targets and no Files API upload made: apps may not read it

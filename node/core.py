@@ -163,7 +163,12 @@ class Core:
     def is_complete(self, root: bytes) -> bool:
         """Whether every block of the DAG under `root` is stored here (an identity CID is its
         own block: complete everywhere)."""
-        return root in self._complete or is_identity(root) or self._survey(root, first_gap=True)[0]
+        return self.known_complete(root) or self._survey(root, first_gap=True)[0]
+
+    def known_complete(self, root: bytes) -> bool:
+        """`is_complete` as far as it is known without reading (never blocks): a DAG found
+        complete before, or an identity CID."""
+        return root in self._complete or is_identity(root)
 
     def progress(self, root: bytes) -> tuple[bool, int]:
         """(complete, bytes still to fetch) of a DAG for status pages. The missing figure of

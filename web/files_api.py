@@ -76,7 +76,7 @@ async def read(request: Request, ctx: AppContext, segments: list[str], trailing:
     root_text, path = segments[0], segments[1:]
     by_name = ctx.names.registry.get(root_text) is not None
     if by_name:
-        root = await run_in_threadpool(ctx.names.resolve, root_text)
+        root = await resolve_app_name(ctx, root_text)
     else:
         try:
             root = cids.parse(root_text)
@@ -88,6 +88,12 @@ async def read(request: Request, ctx: AppContext, segments: list[str], trailing:
     if request.query_params.get("format") == "car":
         return await _car_of(ctx, root, path, by_name)
     return await ctx.content.serve(request, Target(root, path, trailing, by_name))
+
+
+async def resolve_app_name(ctx: AppContext, name: str) -> bytes | None:
+    """`Names.resolve` of an app name; on the loop when its target is known complete (a
+    rolled-out app's every asset), without a worker thread's hop."""
+    return ctx.names.resolved_at_hand(name) or await run_in_threadpool(ctx.names.resolve, name)
 
 
 async def refuse_facade_files(ctx: AppContext, cid: bytes) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from edgefiles.node import cid as cids
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -11,7 +10,7 @@ from .auth import COOKIE
 from .content import Target
 from .context import AppContext
 from .errors import MethodNotAllowed, NotFound
-from .files_api import split_tail
+from .files_api import resolve_app_name, split_tail
 from .paths import raw_path
 
 
@@ -38,7 +37,7 @@ async def serve_host(request: Request, name: str, ctx: AppContext) -> Response:
     set_cookie = None
     record = ctx.names.registry.get(name)
     if record is not None:
-        root = await run_in_threadpool(ctx.names.resolve, name)
+        root = await resolve_app_name(ctx, name)
         by_name = True
     elif cids.is_cid(name):
         token = ctx.tokens.token_of(request, allow_cookie=True)
