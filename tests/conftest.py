@@ -3,8 +3,12 @@ import json
 from pathlib import Path
 
 import pytest
+from edgefiles.ans.names import Names
 from edgefiles.node.blockstore import BlockStore
+from edgefiles.node.core import Core, CoreSettings
 from edgefiles.node.db import migrate
+from edgefiles.node.identity import NodeKey
+from edgefiles.node.profiles import get_profile
 
 # The project's own byte-identical copy of the published CID vectors: tests read nothing
 # outside the repository.
@@ -15,6 +19,18 @@ def open_store(folder: Path) -> BlockStore:
     """A bare block store on a real SQLite file in `folder`, as a node opens it."""
     migrate(folder / "state.sqlite")
     return BlockStore(folder / "blocks", folder / "state.sqlite")
+
+
+async def open_names(folder: Path, count: int = 2) -> list[Names]:
+    """`count` nodes' names over cores of their own in sub-folders of `folder` (no swarm: a
+    test hands records and blocks across itself). Close each with `names.core.close()`."""
+    opened = []
+    for i in range(1, count + 1):
+        data = folder / f"node{i}"
+        data.mkdir()
+        core = await Core.open(CoreSettings(data, get_profile("kubo-v1")), NodeKey(bytes([i]) * 32))
+        opened.append(await Names.open(core))
+    return opened
 
 
 def gen(seed: str, size: int) -> bytes:

@@ -9,12 +9,8 @@ import threading
 
 import httpx
 import pytest
-from conftest import gen
+from conftest import gen, open_names
 from edgefiles.ans.files import NamedFiles
-from edgefiles.ans.names import Names
-from edgefiles.node.core import Core, CoreSettings
-from edgefiles.node.identity import NodeKey
-from edgefiles.node.profiles import get_profile
 from edgefiles.web.flowfuse.files import namespace
 from fake_platform import FakePlatform
 from nodeproc import Node, free_port, run_cli, wait_until
@@ -272,12 +268,7 @@ def test_a_file_from_a_peer_is_listed_and_counted_with_its_metadata(tmp_path):
     ns, body = namespace("rt", "rp"), b'{"v":1}'
 
     async def scenario() -> None:
-        cores = []
-        for i, folder in ((1, "a"), (2, "b")):
-            (tmp_path / folder).mkdir()
-            cores.append(await Core.open(CoreSettings(tmp_path / folder, get_profile("kubo-v1")),
-                                         NodeKey(bytes([i]) * 32)))
-        a, b = [await Names.open(core) for core in cores]
+        a, b = await open_names(tmp_path)
         files_a, files_b = NamedFiles(a.core, a), NamedFiles(b.core, b)
         try:
             assert files_b.used(ns) == 0
@@ -305,8 +296,8 @@ def test_a_file_from_a_peer_is_listed_and_counted_with_its_metadata(tmp_path):
         finally:
             files_a.close()
             files_b.close()
-            for core in cores:
-                await core.close()
+            for names in (a, b):
+                await names.core.close()
 
     asyncio.run(scenario())
 

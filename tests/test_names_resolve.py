@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from edgefiles.ans.names import Names
-from edgefiles.node.core import Core, CoreSettings
-from edgefiles.node.identity import NodeKey
-from edgefiles.node.profiles import get_profile
+from conftest import open_names
 
 
 def test_a_target_is_at_hand_only_once_known_complete_here(tmp_path):
     async def scenario() -> None:
-        cores = []
-        for i, folder in ((1, "a"), (2, "b")):
-            (tmp_path / folder).mkdir()
-            cores.append(await Core.open(CoreSettings(tmp_path / folder, get_profile("kubo-v1")),
-                                         NodeKey(bytes([i]) * 32)))
-        a, b = [await Names.open(core) for core in cores]
+        a, b = await open_names(tmp_path)
         try:
             app = await a.core.import_bytes(b"<h1>app</h1>")
             await a.core.commit(app.batch, [app.root])
@@ -40,7 +32,7 @@ def test_a_target_is_at_hand_only_once_known_complete_here(tmp_path):
             await a.delete("app")
             assert a.resolved_at_hand("app") is None and await asyncio.to_thread(a.resolve, "app") is None
         finally:
-            for core in cores:
-                await core.close()
+            for names in (a, b):
+                await names.core.close()
 
     asyncio.run(scenario())
