@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
+from contextlib import aclosing
 from itertools import islice
 from typing import Generic, TypeVar
 
@@ -103,6 +104,22 @@ class RunsAhead(Generic[R]):
                 yield chunk
         finally:
             self.cancel()
+
+
+async def first_then_runs(first: bytes, rest: RunsAhead, errors: tuple[type[Exception], ...],
+                          cut_short: Callable[[Exception], str]) -> AsyncIterator[bytes]:
+    """`first`, then the chunks of `rest`. One of `errors` while they are read ends the answer
+    as CutShort(`cut_short(error)`). The runs under way are dropped however the answer ends:
+    a client gone after `first` leaves nothing to read."""
+    try:
+        yield first
+        async with aclosing(rest.chunks()) as chunks:
+            async for chunk in chunks:
+                yield chunk
+    except errors as exc:
+        raise CutShort(cut_short(exc)) from exc
+    finally:
+        rest.cancel()
 
 
 def streamed(pieces: Iterable[bytes], size: int = STREAM_CHUNK) -> AsyncIterator[bytes]:

@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
-from contextlib import aclosing
 from functools import partial
 from itertools import chain, islice
 
@@ -25,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from .ahead import RUN_BYTES, CutShort, CutShortResponse, RunsAhead, batches, streamed
+from .ahead import RUN_BYTES, CutShortResponse, RunsAhead, batches, first_then_runs, streamed
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import CarInvalid, InsufficientStorage, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -36,6 +35,7 @@ CHUNK = 4 << 20  # sections are sent in writes of about this size
 LAID_OUT_BLOCKS = 1 << 16  # blocks laid out at most before an answer starts
 Block = tuple[bytes, bytes]
 log = logging.getLogger("edgefiles.web")
+CAR_READ_ERRORS = (exporter.NotFound, exporter.NotUnixFS, exporter.LeafWithLinks, CorruptBlock)
 
 
 async def export(core: Core, root: bytes, headers: dict[str, str]) -> Response:
@@ -85,19 +85,13 @@ def _layout(reader: exporter.DagReader, top: bytes, scope: str, byte_range: tupl
     return layout if len(layout) <= LAID_OUT_BLOCKS else None
 
 
-async def _laid_out(core: Core, top: bytes, start: bytes, layout: list[Laid]) -> AsyncIterator[bytes]:
+def _laid_out(core: Core, top: bytes, start: bytes, layout: list[Laid]) -> AsyncIterator[bytes]:
     """The CAR from `start` on: its blocks read, checked and framed in runs on the read pool
     while the ones before are sent. A block collected since the layout is fetched again (off
     the pool: perhaps from peers)."""
-    yield start
     runs = batches(layout, lambda laid: laid[1], RUN_BYTES)
-    framed = partial(_framed, core.reader)
-    try:
-        async with aclosing(RunsAhead(runs, framed, core.read_pool, exporter.NotFound).chunks()) as chunks:
-            async for chunk in chunks:
-                yield chunk
-    except (exporter.NotFound, exporter.NotUnixFS, exporter.LeafWithLinks, CorruptBlock) as exc:
-        raise CutShort(f"CAR of {to_str(top)} cut short: {exc}") from exc
+    rest = RunsAhead(runs, partial(_framed, core.reader), core.read_pool, exporter.NotFound)
+    return first_then_runs(start, rest, CAR_READ_ERRORS, lambda exc: f"CAR of {to_str(top)} cut short: {exc}")
 
 
 def _framed(reader: exporter.DagReader, run: list[Laid], fetch: bool) -> bytes:

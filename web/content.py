@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import quote
 
 from edgefiles.node import exporter
@@ -17,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from .ahead import RUN_BYTES, CutShort, CutShortResponse, RunsAhead, batches
+from .ahead import RUN_BYTES, CutShort, CutShortResponse, RunsAhead, batches, first_then_runs
 from .cors import CORS_HEADERS
 from .errors import CorruptBlockError, NotFound, RangeNotSatisfiable
 from .listing import render_listing
@@ -25,6 +26,7 @@ from .mime import media_type
 from .paths import raw_path
 
 log = logging.getLogger("edgefiles.web")
+FILE_READ_ERRORS = (CorruptBlock, exporter.NotFound, exporter.NotUnixFS, exporter.WrongSize)
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
@@ -205,21 +207,18 @@ class ContentServer:
 
 async def _whole_or_cut_short(cid: bytes, length: int, first: bytes, rest: RunsAhead) -> AsyncIterator[bytes]:
     """`first` and the runs of `rest`, raising CutShort when a block is damaged or missing, or
-    when they do not make up `length` (a file node whose sizes disagree with its leaves). The
-    runs under way are dropped however the answer ends: a client gone after the first run
-    leaves nothing to read."""
-    sent = len(first)
-    try:
-        yield first
-        async with aclosing(rest.chunks()) as chunks:
-            async for chunk in chunks:
-                sent += len(chunk)
-                yield chunk
-    except CorruptBlock as exc:
-        raise CutShort(f"corrupt block {to_str(exc.cid)} mid-stream: file {to_str(cid)} cut short") from exc
-    except (exporter.NotFound, exporter.NotUnixFS, exporter.WrongSize) as exc:
-        raise CutShort(f"file {to_str(cid)} cut short: {exc}") from exc
-    finally:
-        rest.cancel()
+    when they do not make up `length` (a file node whose sizes disagree with its leaves)."""
+    sent = 0
+    body = first_then_runs(first, rest, FILE_READ_ERRORS, partial(_cut_short, cid))
+    async with aclosing(body) as chunks:
+        async for chunk in chunks:
+            sent += len(chunk)
+            yield chunk
     if sent != length:
         raise CutShort(f"file {to_str(cid)} cut short: its leaves hold {sent} of its {length} bytes")
+
+
+def _cut_short(cid: bytes, exc: Exception) -> str:
+    if isinstance(exc, CorruptBlock):
+        return f"corrupt block {to_str(exc.cid)} mid-stream: file {to_str(cid)} cut short"
+    return f"file {to_str(cid)} cut short: {exc}"
