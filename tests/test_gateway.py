@@ -109,3 +109,25 @@ def test_the_probe_and_what_is_refused(node, site, fresh_node):
         assert client.get(f"/ipfs/{site}", params={"format": "raw"}).status_code == 404
         cached = {"Cache-Control": "only-if-cached"}
         assert client.get(f"/ipfs/{site}", params={"format": "car"}, headers=cached).status_code == 412
+
+
+def test_every_car_answer_has_a_valid_etag_of_its_own(node, site):
+    """A CAR's Etag names its scope, and its path and range by digest: a path outside Latin-1
+    still makes a header (it was a 500), and every shape of request gets a tag of its own. The
+    answers vary by Accept and by token, which a shared cache must heed."""
+    folder = node.upload([("日本語/ファイル.txt", b"names outside Latin-1"), ("index.html", b"<p>")]).text
+    big = f"/ipfs/{site}/assets/big.bin"
+    asks = [(f"/ipfs/{folder}/日本語/ファイル.txt", {}), (f"/ipfs/{folder}", {}),
+            (f"/ipfs/{folder}", {"dag-scope": "block"}), (big, {"entity-bytes": "0:999"}),
+            (big, {"entity-bytes": "0:1999"})]
+    tags = set()
+    with node.client() as client:
+        for path, params in asks:
+            r = client.get(path, params={"format": "car", **params})
+            assert r.status_code == 200, (path, params, r.text)
+            assert r.headers["vary"] == "Accept, Authorization"
+            tags.add(r.headers["etag"])
+        raw = client.get(f"/ipfs/{site}", params={"format": "raw"})
+        assert raw.headers["vary"] == "Accept, Authorization"
+    assert len(tags) == len(asks)
+    assert all(tag.startswith('"') and tag.endswith('"') and tag.count('"') == 2 for tag in tags)

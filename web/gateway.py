@@ -5,6 +5,9 @@ gateway. Like the Files API it needs a token.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from edgefiles.node import car as car_format
 from edgefiles.node import cid as cids
 from edgefiles.node import exporter
@@ -24,7 +27,10 @@ from .paths import raw_path, url_segments
 PREFIX = "/ipfs/"
 RAW_TYPE = "application/vnd.ipld.raw"
 CAR_RESPONSE_TYPE = f"{car.CAR_TYPE}; version=1; order=dfs; dups=n"
-IMMUTABLE = "public, max-age=29030400, immutable"
+IMMUTABLE = "public, max-age=29030400, immutable"  # as the path gateway specification asks
+# the answer depends on Accept (raw or CAR); and a shared cache, which `public` lets keep an
+# answer to a request with a token, must not give it to a request without that token
+VARY = "Accept, Authorization"
 SCOPES = ("all", "entity", "block")
 EntityBytes = tuple[int, int | None]  # entity-bytes from:to as given (to None: '*')
 
@@ -45,7 +51,7 @@ async def ipfs(request: Request) -> Response:
         raise BadRequest(f"{segments[0]!r} is not a valid CID") from None
     wanted = response_format(request)
     await refuse_facade_files(ctx, root)
-    headers = {**CORS_HEADERS, "X-Content-Type-Options": "nosniff", "Cache-Control": IMMUTABLE}
+    headers = {**CORS_HEADERS, "X-Content-Type-Options": "nosniff", "Cache-Control": IMMUTABLE, "Vary": VARY}
     cached_only = "only-if-cached" in request.headers.get("cache-control", "")
     if wanted == "raw":
         if len(segments) > 1:
@@ -119,8 +125,7 @@ def _car_options(request: Request) -> tuple[str, EntityBytes | None]:
 async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], scope: str,
                byte_range: EntityBytes | None, cached_only: bool,
                headers: dict[str, str]) -> Response:
-    etag = f'"{to_str(root)}.car.{scope}.{"/".join(path)}.{byte_range}"'
-    headers = {**headers, "Content-Type": CAR_RESPONSE_TYPE, "Etag": etag,
+    headers = {**headers, "Content-Type": CAR_RESPONSE_TYPE, "Etag": car_etag(root, path, scope, byte_range),
                "Content-Disposition": f'attachment; filename="{to_str(root)}.car"'}
     if cids.is_identity(root):  # the probe: a CAR of no blocks (an identity block is virtual)
         return Response(b"" if request.method == "HEAD" else car_format.header([root]), headers=headers)
@@ -134,6 +139,13 @@ async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], 
         return Response(b"", headers=headers)
     span = await run_in_threadpool(_file_span, ctx, terminal, byte_range)
     return await car.stream(ctx.core, [root], steps, terminal, headers, scope, span)
+
+
+def car_etag(root: bytes, path: list[str], scope: str, byte_range: EntityBytes | None) -> str:
+    """The Etag of a CAR answer: the CID, the scope, and a digest of the path and entity-bytes
+    (a path may hold any character; a header only Latin-1, and no bare quote)."""
+    shape = json.dumps([path, byte_range]).encode()
+    return f'"{to_str(root)}.car.{scope}.{hashlib.sha256(shape).hexdigest()[:16]}"'
 
 
 def _file_span(ctx: AppContext, cid: bytes, byte_range: EntityBytes | None) -> tuple[int, int] | None:
