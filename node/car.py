@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from .cid import SHA2_256
+from .cid import SHA2_256, to_str
 from .protobuf import DecodeError, read_varint, varint
 
 VERSION = 1
@@ -151,7 +151,7 @@ def split_cid(buf: bytes | memoryview) -> int:
 
 def check_block(cid: bytes, data: bytes | memoryview) -> None:
     if hashlib.sha256(data).digest() != cid[-32:]:
-        raise CarInvalid(f"a CAR block does not match its CID ({cid.hex()})")
+        raise CarInvalid(f"a CAR block does not match its CID {to_str(cid)}")
 
 
 class CarParser:

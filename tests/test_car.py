@@ -64,8 +64,9 @@ def test_a_block_that_does_not_match_its_cid_is_refused(pairs, data):
     sections = sum(len(b"".join(car.section(c, d))) for c, d in pairs[: index + 1])
     end = len(car.header([pairs[0][0]])) + sections
     whole[end - 1 - data.draw(st.integers(0, len(pairs[index][1]) - 1))] ^= 0x01
-    with pytest.raises(car.CarInvalid):
+    with pytest.raises(car.CarInvalid) as refused:
         parse_all(bytes(whole), [])
+    assert str(refused.value).endswith(to_str(pairs[index][0]))  # the CID as the user knows it
 
 
 @given(st.binary(max_size=200))
