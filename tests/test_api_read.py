@@ -1,10 +1,16 @@
 """Reads by CID and by name: bodies, headers, ranges, listings, errors."""
 
 import hashlib
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
 from conftest import gen
+from edgefiles.node import car, dagpb, unixfs
+from edgefiles.node.cid import DAG_PB, RAW, make_cid, to_str
+from edgefiles.web.content import content_disposition
+from hypothesis import given
+from hypothesis import strategies as st
 
 BIG = gen("read-big", 21 * 262144 + 1000)  # several of the MiB runs a file is read in
 SITE = [("index.html", b"<h1>home</h1>"), ("assets/app.js", b"console.log(1)"),
@@ -40,6 +46,37 @@ def test_non_ascii_content_disposition(client, site):
     r = client.get(f"/api/v2/files/{site}/docs/caf%C3%A9%20menu.txt")
     assert r.content == b"menu"
     assert "filename*=UTF-8''caf%C3%A9%20menu.txt" in r.headers["content-disposition"]
+
+
+@given(st.text(max_size=60))
+def test_any_name_makes_a_header_that_carries_it(name):
+    """Whatever a file is called, its Content-Disposition is printable ASCII (a control
+    character made the server drop the connection) and carries the name itself."""
+    value = content_disposition(name)
+    assert all(" " <= c <= "~" for c in value)
+    plain, _, star = value.removeprefix('inline; filename="').partition('"')
+    assert len(plain) == len(name)
+    if not star:
+        assert plain == name
+    elif not any("\ud800" <= c <= "\udfff" for c in name):  # a lone surrogate has no UTF-8
+        assert unquote(star.removeprefix("; filename*=UTF-8''")) == name
+
+
+def test_files_of_any_name_are_read(node, client):
+    """A directory made elsewhere (imported as a CAR) may name files with control characters
+    or quotes; each is read like any other."""
+    leaf = b"oddly named"
+    names = ["a\rb.txt", "tab\there.txt", 'q"uote.txt', "caf\u00e9.txt"]
+    links = sorted((dagpb.Link(make_cid(RAW, leaf), n, len(leaf)) for n in names), key=lambda k: k.name)
+    folder = dagpb.encode(links, unixfs.encode(unixfs.UnixFSData(type=1)))
+    root = make_cid(DAG_PB, folder)
+    body = car.header([root]) + b"".join(car.section(root, folder) + car.section(make_cid(RAW, leaf), leaf))
+    r = client.post("/api/v2/car", content=body, headers={"Content-Type": "application/vnd.ipld.car"})
+    assert r.status_code == 200, r.text
+    for name in names:
+        r = client.get(f"/api/v2/files/{to_str(root)}/{quote(name, safe='')}")
+        assert r.status_code == 200 and r.content == leaf, (name, r.text)
+        assert f"filename*=UTF-8''{quote(name, safe='')}" in r.headers["content-disposition"]
 
 
 def test_multi_block_file_streams_whole(client, site):

@@ -92,10 +92,13 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def content_disposition(filename: str, kind: str = "inline") -> str:
-    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
-    value = f'{kind}; filename="{ascii_name}"'
-    if not filename.isascii():
-        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    """The header for a file of any name: `filename` in printable ASCII (anything else, and a
+    quote or backslash, an underscore; a control character in a header is refused by the server,
+    which drops the connection), and the name itself percent-encoded when that differs."""
+    plain = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    value = f'{kind}; filename="{plain}"'
+    if plain != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='', errors='replace')}"
     return value
 
 
