@@ -112,6 +112,19 @@ def test_hostile_names_in_an_upload_are_400_and_store_nothing(world, name):
         assert http.get("/filestore/files", params={"limit": 200}).json()["total"] == before
 
 
+@pytest.mark.parametrize("ctype", ["text/csv; charset=\u65e5\u672c", "text/plain\x7f", "x/" + "y" * 300])
+def test_a_file_whose_content_type_is_no_media_type_is_400_and_stores_nothing(world, ctype):
+    """The part's Content-Type is sent back with the file: one a header cannot carry made
+    every download of it a 500."""
+    with world.as_thing() as http:
+        body = (b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="typed.csv"\r\n'
+                b"Content-Type: " + ctype.encode() + b"\r\n\r\nx\r\n--bnd--\r\n")
+        multipart = {"Content-Type": "multipart/form-data; boundary=bnd"}
+        r = http.post("/filestore/files", content=body, headers=multipart)
+        assert r.status_code == 400 and "Content-Type" in r.json()["error"], r.text
+        assert http.get("/filestore/files/typed.csv").status_code == 404
+
+
 def test_bad_bodies_are_400(world):
     with world.as_thing() as http:
         for metadata in ("[1, 2]", "{not json", json.dumps({"k": "v" * (65 << 10)})):

@@ -26,6 +26,7 @@ MAX_FIELD = 64 << 10
 FORM_ALLOWANCE = 4 * MAX_FIELD  # what a form may hold besides its file
 WHOLE_BODY = 1 << 20  # smaller bodies are read whole and imported in one piece
 HEAD_BYTES = 8192
+MAX_MEDIA_TYPE = 255  # characters of a Content-Type kept with a file
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class FormFile(PartCollector):
             if self.filename is not None:
                 raise BadRequest("the upload holds one part named `file`")
             self.filename = check_file_name(params["filename"])
-            self.content_type = self._headers.get("content-type", "")
+            self.content_type = _media_type_given(self._headers.get("content-type", ""))
             if not self.buffer:
                 self.events.append(("begin", [self.filename]))
         else:
@@ -108,6 +109,15 @@ class FormFile(PartCollector):
         if not given or given.split(";")[0].strip().lower() == DEFAULT:
             return media_type(self.filename or "").split(";")[0]
         return given
+
+
+def _media_type_given(value: str) -> str:
+    """The file part's Content-Type, kept to be sent back with the file: printable ASCII, as
+    a header must be (one outside Latin-1 made every later download of the file a 500)."""
+    if len(value) > MAX_MEDIA_TYPE or not all(" " <= c <= "~" for c in value):
+        raise BadRequest(f"the file's Content-Type {value[:80]!r} is not a media type "
+                         f"(printable ASCII, at most {MAX_MEDIA_TYPE} characters)")
+    return value
 
 
 class _SealedFile:
