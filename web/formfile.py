@@ -18,7 +18,7 @@ from starlette.requests import Request
 
 from .context import AppContext
 from .errors import BadRequest, PayloadTooLarge
-from .mime import DEFAULT, media_type
+from .mime import DEFAULT, media_type, sendable
 from .paths import check_file_name
 from .upload import PartCollector, UploadSink, import_upload, parse_form, parse_header_params
 
@@ -112,9 +112,9 @@ class FormFile(PartCollector):
 
 
 def _media_type_given(value: str) -> str:
-    """The file part's Content-Type, kept to be sent back with the file: printable ASCII, as
-    a header must be (one outside Latin-1 made every later download of the file a 500)."""
-    if len(value) > MAX_MEDIA_TYPE or not all(" " <= c <= "~" for c in value):
+    """The file part's Content-Type, kept to be sent back with the file (one outside Latin-1
+    made every later download of the file a 500)."""
+    if value and not sendable(value, MAX_MEDIA_TYPE):
         raise BadRequest(f"the file's Content-Type {value[:80]!r} is not a media type "
                          f"(printable ASCII, at most {MAX_MEDIA_TYPE} characters)")
     return value

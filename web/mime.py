@@ -24,3 +24,11 @@ def media_type(filename: str | None) -> str:
     if not filename or "." not in filename:
         return DEFAULT
     return TYPES.get(filename.rsplit(".", 1)[1].lower(), DEFAULT)
+
+
+def sendable(content_type: str | None, limit: int = 255) -> bool:
+    """Whether a stored Content-Type can go back in a header: some printable ASCII (a server
+    refuses anything else, and the answer fails)."""
+    if not content_type or len(content_type) > limit:
+        return False
+    return all(" " <= c <= "~" for c in content_type)

@@ -40,6 +40,7 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..formfile import FORM_ALLOWANCE, FieldLimit, FormFile, abandon, parse_metadata, receive_form_file
+from ..mime import DEFAULT, sendable
 from ..paths import name_in_path, raw_path
 from ..tokens import bearer_user
 from . import presign
@@ -254,7 +255,7 @@ async def send_object(request: Request, storage: Storage, found: StoredObject) -
         (start, end), status = byte_range, 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
-    media = found.info.content_type or "application/octet-stream"
+    media = found.info.content_type if sendable(found.info.content_type) else DEFAULT
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media)
     if end - start <= WHOLE_BELOW:  # read here, on a worker thread: no streaming thread
