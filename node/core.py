@@ -17,6 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -105,6 +106,10 @@ class Core:
         # a read-ahead reads only blocks stored here: those still to come from peers are waited
         # for by each reader in its turn, not by the read pool, which every reader shares
         self.reader = exporter.DagReader(self.get_block, self.prefetch, store.get_many, store.sizes)
+        # for sealed objects: their leaves are ciphertext the caller authenticates segment by
+        # segment (AES-GCM), which any changed byte fails, so they are not hashed here too
+        self.sealed_reader = exporter.DagReader(self.get_block, self.prefetch,
+                                                partial(store.get_many, authenticated=True), store.sizes)
         self.read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")  # walks' read-ahead
         self._committer = GroupCommitter(store, db)
         self._cache_lock = threading.Lock()

@@ -286,7 +286,8 @@ def _open(ctx: AppContext, root: bytes) -> tuple[exporter.Node, bytes]:
 def _plaintext(ctx: AppContext, node: exporter.Node, head: bytes, key: bytes, size: int, start: int,
                end: int, pool: Executor | None) -> Iterator[bytes]:
     _, lo, hi = sealed.cipher_span(start, end, size)
-    return sealed.decrypt_range(key, head, size, start, end, ctx.core.reader.read_range(node, lo, hi, pool))
+    cipher = ctx.core.sealed_reader.read_range(node, lo, hi, pool)
+    return sealed.decrypt_range(key, head, size, start, end, cipher)
 
 
 def _first(pieces: Iterator[bytes]) -> bytes:
