@@ -92,9 +92,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def content_disposition(filename: str, kind: str = "inline") -> str:
-    """The header for a file of any name: `filename` in printable ASCII (anything else, and a
-    quote or backslash, an underscore; a control character in a header is refused by the server,
-    which drops the connection), and the name itself percent-encoded when that differs."""
+    """The header for a file of any name. `filename=` holds printable ASCII only: any other
+    character, a quote and a backslash become `_` (with a control character in a header, the
+    server refuses it and drops the connection). The real name follows as `filename*=` when
+    the two differ."""
     plain = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
     value = f'{kind}; filename="{plain}"'
     if plain != filename:
