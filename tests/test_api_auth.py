@@ -1,5 +1,6 @@
 """Auth: tokens, their errors, and what needs them."""
 
+import json
 import time
 
 import httpx
@@ -56,6 +57,22 @@ def test_untrusted_app_and_malformed_body(node):
         r = httpx.post(f"{node.url}/api/v2/auth", content=body)
         assert r.status_code == 400, body
         assert r.json()["code"] == "ERR_BAD_REQUEST"
+
+
+def test_bodies_read_whole_are_capped(node):
+    """Bodies the node reads whole are refused past a few KiB, declared or streamed, before
+    it holds them: the token route needs no token, and megabytes there cost memory."""
+    manifest = json.dumps({**APP, "displayName": "x" * (100 << 10)}).encode()
+    for send in (manifest, iter([manifest])):  # with a Content-Length, and chunked
+        r = httpx.post(f"{node.url}/api/v2/auth", content=send)
+        assert r.status_code == 413 and r.json()["code"] == "ERR_PAYLOAD_TOO_LARGE", r.text
+    long_id = httpx.post(f"{node.url}/api/v2/auth", json={**APP, "appId": "com.example." + "a" * 300})
+    assert long_id.status_code == 400 and "appId" in long_id.json()["message"]
+    with node.client() as client:
+        big = client.put("/api/v2/files/capped", content=b" " * (8 << 10))
+        assert big.status_code == 413 and big.json()["code"] == "ERR_PAYLOAD_TOO_LARGE"
+        assert client.get("/api/v2/names").status_code == 200
+    assert httpx.post(f"{node.url}/api/v2/auth", json=APP).status_code == 200
 
 
 def test_expired_token_and_other_nodes_token(fresh_node, node):

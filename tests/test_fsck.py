@@ -153,6 +153,8 @@ def test_fsck_over_http_is_for_admin_users_and_reports_progress(fresh_node):
         for token in (node.token(), bob["token"]):  # an app's token, a user who is no admin
             refused = http.post("/api/v2/node/fsck", headers=_bearer(token), json={"repair": False})
             assert refused.status_code == 403 and refused.json()["code"] == "ERR_FORBIDDEN"
+        huge = http.post("/api/v2/node/fsck", headers=_bearer(ada["token"]), content=b" " * (1 << 20))
+        assert huge.status_code == 413, huge.text
         bad = http.post("/api/v2/node/fsck", headers=_bearer(ada["token"]), json={"repair": "yes"})
         assert bad.status_code == 400 and bad.json()["code"] == "ERR_BAD_REQUEST"
 

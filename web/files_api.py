@@ -13,26 +13,34 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import car
+from .body import read_capped
 from .content import IMMUTABLE, REVALIDATE, Target
 from .context import AppContext
 from .cors import CORS_HEADERS
-from .errors import BadRequest, ManifestInvalid, MethodNotAllowed, NotFound
+from .errors import BadRequest, ManifestInvalid, MethodNotAllowed, NotFound, PayloadTooLarge
 from .paths import raw_path, url_segments
 from .upload import receive_upload
 
 PREFIX = "/api/v2/files"
+AUTH_BODY = 64 << 10  # an app manifest; read whole, before any token is checked
+APP_ID_CHARS = 255  # every token carries its app id: one of megabytes made tokens no header could hold
+NAME_BODY = 4 << 10  # a CID
 
 
 async def auth(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
+    too_large = PayloadTooLarge(f"an app manifest is at most {AUTH_BODY} bytes")
+    raw = await read_capped(request, AUTH_BODY, lambda: too_large)
     try:
-        body = json.loads(await request.body())
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("body must be JSON: {appId, displayName, version}") from None
     if not isinstance(body, dict) or not all(
         isinstance(body.get(k), str) and body.get(k) for k in ("appId", "displayName", "version")
     ):
         raise BadRequest("body must be JSON with string fields appId, displayName and version")
+    if len(body["appId"]) > APP_ID_CHARS:
+        raise BadRequest(f"appId is at most {APP_ID_CHARS} characters")
     if not ctx.tokens.is_trusted(body["appId"]):
         raise ManifestInvalid(f"app id {body['appId']!r} is not trusted by this node (see --trust-app)")
     return JSONResponse({"token": ctx.tokens.issue(body["appId"])}, headers=CORS_HEADERS)
@@ -122,7 +130,9 @@ async def put_name(request: Request, ctx: AppContext, name: str) -> Response:
         raise BadRequest(
             f"{name!r} is not a valid name: lower-case DNS labels [a-z0-9-] joined by dots, <= 237 chars"
         )
-    text = (await request.body()).decode("utf-8", "replace").strip()
+    too_large = PayloadTooLarge(f"the body is a CID, at most {NAME_BODY} bytes")
+    body = await read_capped(request, NAME_BODY, lambda: too_large)
+    text = body.decode("utf-8", "replace").strip()
     try:
         target = cids.parse(text)
     except cids.InvalidCid:

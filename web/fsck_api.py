@@ -19,13 +19,15 @@ from edgefiles.node.fsck import Progress, Report
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .body import read_capped
 from .cors import CORS_HEADERS
-from .errors import BadRequest, Forbidden, NotFound
+from .errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 
 if TYPE_CHECKING:
     from .context import AppContext
 
 KEPT_JOBS = 20  # finished jobs remembered for GET
+START_BODY = 4 << 10  # {"repair": bool}
 RunFsck = Callable[[bool, Progress], Awaitable[Report]]
 log = logging.getLogger("edgefiles")
 
@@ -104,7 +106,8 @@ def _admin_only(request: Request) -> None:
 async def start(request: Request) -> Response:
     """Start checking (and with `repair`, mending) the node's store: 202 with the job's id."""
     _admin_only(request)
-    body = await request.body()
+    too_large = PayloadTooLarge(f"the body is at most {START_BODY} bytes")
+    body = await read_capped(request, START_BODY, lambda: too_large)
     try:
         fields = json.loads(body) if body.strip() else {}
     except ValueError:
