@@ -180,6 +180,8 @@ class TreeBuilder:
 
     def add_file(self, segments: list[str], entry: Entry) -> None:
         parent = self._parent(segments)
+        if isinstance(parent.get(segments[-1]), dict):
+            raise PathConflict(f"{'/'.join(segments)!r} is both a file and a directory")
         if segments[-1] in parent:
             raise PathConflict(f"duplicate path {'/'.join(segments)!r}")
         parent[segments[-1]] = entry

@@ -97,6 +97,8 @@ def test_path_conflicts(node, files):
     r = node.upload(files)
     assert r.status_code == 400
     assert r.json()["code"] == "ERR_BAD_REQUEST"
+    said = "duplicate path 'a.txt'" if files[0][0] == files[1][0] else "'a' is both a file and a directory"
+    assert r.json()["message"] == said  # whichever of the two came first
 
 
 def _raw_post(node, body: bytes, content_type: str, length: int | None = None) -> httpx.Response:
