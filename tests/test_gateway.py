@@ -109,6 +109,20 @@ def test_the_probe_and_what_is_refused(node, site, fresh_node):
         assert client.get(f"/ipfs/{site}", params={"format": "raw"}).status_code == 404
         cached = {"Cache-Control": "only-if-cached"}
         assert client.get(f"/ipfs/{site}", params={"format": "car"}, headers=cached).status_code == 412
+        for wanted in ("raw", "car"):  # the specification: a HEAD for a root that is nowhere is a 404
+            assert client.head(f"/ipfs/{site}", params={"format": wanted}).status_code == 404, wanted
+
+
+def test_a_client_holding_the_etag_gets_a_304(node, site):
+    with node.client() as client:
+        for params in ({"format": "raw"}, {"format": "car"}, {"format": "car", "dag-scope": "entity"}):
+            first = client.get(f"/ipfs/{site}", params=params)
+            tag = first.headers["etag"]
+            again = client.get(f"/ipfs/{site}", params=params, headers={"If-None-Match": tag})
+            assert again.status_code == 304 and again.content == b"", params
+            assert again.headers["etag"] == tag and again.headers["vary"] == first.headers["vary"]
+            other = client.get(f"/ipfs/{site}", params=params, headers={"If-None-Match": '"another"'})
+            assert other.status_code == 200 and other.content == first.content
 
 
 def test_every_car_answer_has_a_valid_etag_of_its_own(node, site):

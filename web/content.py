@@ -103,7 +103,7 @@ def content_disposition(filename: str, kind: str = "inline") -> str:
     return value
 
 
-def _etag_matches(header: str | None, etag: str) -> bool:
+def etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
     tags = [t.strip().removeprefix("W/") for t in header.split(",")]
@@ -155,7 +155,7 @@ class ContentServer:
                 return self._file(request, target, index, "index.html")
         etag = f'"{to_str(node.cid)}"'
         headers = self._headers(target, etag)
-        if _etag_matches(request.headers.get("if-none-match"), etag):
+        if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         entries = self.reader.listing(node)
         dirname = target.segments[-1] if target.segments else "/"
@@ -174,7 +174,7 @@ class ContentServer:
         headers["X-Content-Type-Options"] = "nosniff"
         if name is not None and (target.segments or name == "index.html"):
             headers["Content-Disposition"] = content_disposition(name)
-        if _etag_matches(request.headers.get("if-none-match"), etag):
+        if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         size = node.size
         status = 200

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import car
+from .content import etag_matches
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, NotFound
@@ -83,11 +84,12 @@ async def _raw(ctx: AppContext, request: Request, root: bytes, cached_only: bool
         data = digest_of(root)[1]
     else:
         data = await run_in_threadpool(_block, ctx, root, cached_only)
-    return Response(b"" if request.method == "HEAD" else data, headers={
-        **headers, "Content-Type": RAW_TYPE, "Etag": f'"{to_str(root)}.raw"',
-        "Content-Disposition": f'attachment; filename="{to_str(root)}.bin"',
-        "Content-Length": str(len(data)),
-    })
+    headers = {**headers, "Content-Type": RAW_TYPE, "Etag": f'"{to_str(root)}.raw"',
+               "Content-Disposition": f'attachment; filename="{to_str(root)}.bin"'}
+    if etag_matches(request.headers.get("if-none-match"), headers["Etag"]):
+        return Response(status_code=304, headers=headers)
+    body = b"" if request.method == "HEAD" else data
+    return Response(body, headers={**headers, "Content-Length": str(len(data))})
 
 
 def _block(ctx: AppContext, cid: bytes, cached_only: bool) -> bytes:
@@ -135,8 +137,9 @@ async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], 
         steps, terminal = await run_in_threadpool(ctx.core.reader.path_blocks, root, path)
     except (exporter.NotFound, exporter.NotUnixFS):
         raise NotFound("no such path in this DAG (or a block on the way is nowhere to be found)") from None
-    if request.method == "HEAD":
-        return Response(b"", headers=headers)
+    if request.method == "HEAD" or etag_matches(request.headers.get("if-none-match"), headers["Etag"]):
+        await run_in_threadpool(_block, ctx, terminal, cached_only)  # 404 when it is nowhere
+        return Response(status_code=200 if request.method == "HEAD" else 304, headers=headers)
     span = await run_in_threadpool(_file_span, ctx, terminal, byte_range)
     return await car.stream(ctx.core, [root], steps, terminal, headers, scope, span)
 
