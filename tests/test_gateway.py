@@ -113,6 +113,20 @@ def test_the_probe_and_what_is_refused(node, site, fresh_node):
             assert client.head(f"/ipfs/{site}", params={"format": wanted}).status_code == 404, wanted
 
 
+def test_accept_weights_choose_the_answer(node, site):
+    raw_type, car_type = "application/vnd.ipld.raw", "application/vnd.ipld.car"
+    asks = {f"{raw_type};q=0.5, {car_type}; version=1; order=dfs": car_type,
+            f"{car_type};q=0.2, {raw_type};q=0.9": raw_type, f"{raw_type}, {car_type}": raw_type,
+            f"{raw_type};q=0": None, "text/html, */*;q=0.8": None}
+    with node.client() as client:
+        for accept, expected in asks.items():
+            r = client.get(f"/ipfs/{site}", headers={"Accept": accept})
+            if expected is None:
+                assert r.status_code == 400, accept
+            else:
+                assert r.status_code == 200 and r.headers["content-type"].startswith(expected), accept
+
+
 def test_a_client_holding_the_etag_gets_a_304(node, site):
     with node.client() as client:
         for params in ({"format": "raw"}, {"format": "car"}, {"format": "car", "dag-scope": "entity"}):

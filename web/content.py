@@ -43,7 +43,9 @@ class Target:
     content_type: str | None = None  # the type stored with a facade's file, when it has one
 
 
-def _q_values(accept: str) -> dict[str, float]:
+def q_values(accept: str) -> dict[str, float]:
+    """Each media type of an Accept header with its weight (1 when none is given; 0 for one
+    that is no number from 0 to 1)."""
     out: dict[str, float] = {}
     for item in accept.split(","):
         kind, *params = [p.strip() for p in item.split(";")]
@@ -54,6 +56,7 @@ def _q_values(accept: str) -> dict[str, float]:
                     q = float(p[2:])
                 except ValueError:
                     q = 0.0
+                q = q if 0.0 <= q <= 1.0 else 0.0  # nan, too
         if kind:
             out[kind.lower()] = q
     return out
@@ -62,7 +65,7 @@ def _q_values(accept: str) -> dict[str, float]:
 def wants_html(accept: str | None) -> bool:
     if not accept:
         return False
-    q = _q_values(accept)
+    q = q_values(accept)
     html = q.get("text/html", 0.0)
     json_q = q.get("application/json", q.get("application/*", q.get("*/*", 0.0)))
     return html > 0 and html >= json_q

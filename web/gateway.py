@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import car
-from .content import etag_matches
+from .content import etag_matches, q_values
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, NotFound
@@ -70,10 +70,10 @@ def response_format(request: Request) -> str:
         return given
     if given is not None:
         raise BadRequest(f"format={given!r}: this trustless gateway serves format=raw and format=car")
-    accept = request.headers.get("accept", "").lower()
-    for kind, name in ((RAW_TYPE, "raw"), (car.CAR_TYPE, "car")):
-        if kind in accept:
-            return name
+    weights = q_values(request.headers.get("accept", ""))
+    raw, car_weight = weights.get(RAW_TYPE, 0.0), weights.get(car.CAR_TYPE, 0.0)
+    if raw > 0 or car_weight > 0:  # the heavier; a tie goes to the block
+        return "raw" if raw >= car_weight else "car"
     raise BadRequest("this trustless gateway serves blocks and CARs: ask with format=raw or format=car "
                      f"(or Accept: {RAW_TYPE} / {car.CAR_TYPE})")
 
