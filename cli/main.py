@@ -22,9 +22,13 @@ def cmd_cid(args: argparse.Namespace) -> int:
     try:
         for raw in args.paths:
             path = Path(raw)
-            if not path.exists():
+            if raw == "-":  # as `ipfs add` reads standard input
+                entry = importer.stream(sys.stdin.buffer)
+            elif not path.exists():
                 raise CliError(f"{raw}: no such file or directory")
-            print(to_str(importer.path(path, hidden=args.hidden).cid), flush=True)
+            else:
+                entry = importer.path(path, hidden=args.hidden)
+            print(to_str(entry.cid), flush=True)
     finally:
         importer.close()
     for note in importer.scanned.notes():
@@ -43,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     cid = sub.add_parser("cid", help="print the CID of files or folders, offline")
     cid.add_argument("--profile", default="kubo-v1", choices=["kubo-v1", "actyx", "unixfs-v1-2025"])
     cid.add_argument("--hidden", action="store_true", help="include dotfiles")
-    cid.add_argument("paths", nargs="+", metavar="PATH")
+    cid.add_argument("paths", nargs="+", metavar="PATH", help="a file or folder; '-' for standard input")
     cid.set_defaults(func=cmd_cid)
 
     from . import admin, fsck

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from .importer import Emit, Entry, FileBuilder, TreeBuilder, pooled_hasher
 from .profiles import Profile
@@ -78,10 +79,9 @@ def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestor
         scan.empty_dirs.append(rel)
 
 
-def read_pieces(path: Path) -> Iterator[bytes]:
-    with open(path, "rb", buffering=0) as f:
-        while piece := f.read(READ_SIZE):
-            yield piece
+def read_pieces(stream: BinaryIO) -> Iterator[bytes]:
+    while piece := stream.read(READ_SIZE):
+        yield piece
 
 
 class LocalImporter:
@@ -97,8 +97,13 @@ class LocalImporter:
         self._pool.shutdown()
 
     def file(self, path: Path) -> Entry:
+        with open(path, "rb", buffering=0) as f:
+            return self.stream(f)
+
+    def stream(self, stream: BinaryIO) -> Entry:
+        """The file whose bytes `stream` gives until its end (standard input, say)."""
         builder = FileBuilder(self.profile, self.emit, pooled_hasher(self._pool))
-        for piece in read_pieces(path):
+        for piece in read_pieces(stream):
             builder.write(piece)
         return builder.finish()
 

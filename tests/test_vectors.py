@@ -45,6 +45,14 @@ def test_cid_command_prints_one_cid_per_path(vectors_dir):
     assert out.stdout.split() == [c["cid"]["kubo-v1"] for c in chosen]
 
 
+def test_cid_command_reads_standard_input_for_a_dash(vectors_dir):
+    case = {c["id"]: c for c in load_cases("cid-vectors.json")}["file-174-chunks-plus-1"]
+    data = materialize(case, vectors_dir).read_bytes()
+    out = subprocess.run([sys.executable, "-m", "edgefiles", "cid", "-"], input=data, capture_output=True,
+                         check=True)
+    assert out.stdout.decode().strip() == case["cid"]["kubo-v1"]
+
+
 def test_cid_command_actyx_profile(vectors_dir):
     case = load_cases("actyx-vectors.json")[2]
     path = materialize(case, vectors_dir)
