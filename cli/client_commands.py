@@ -223,6 +223,9 @@ def cmd_get(args: argparse.Namespace) -> int:
             return 0
         response.read()
         listing = response.json()
+    if out == "-":
+        raise CliError(f"{args.target} is a folder: give -o a folder to write it to, or take it as one file "
+                       "with `edgefiles car export`")
     root = Path(out)
     stack = [(listing["directory"], root, base)]
     while stack:

@@ -53,6 +53,9 @@ def test_get_directory_tree_by_name(node, tmp_path):
     assert got.returncode == 0, got.stderr
     assert (out / "a" / "b" / "deep.txt").read_text() == "deep"
     assert (out / "top.json").read_text() == '{"k": 1}'
+    to_stdout = run_cli("get", "tree-app", "-o", "-", env=_env(node), cwd=tmp_path)
+    assert to_stdout.returncode == 1 and "is a folder" in to_stdout.stderr and to_stdout.stdout == ""
+    assert not (tmp_path / "-").exists()  # no folder named '-' made instead
 
 
 def test_name_set_rm(node, tmp_path):
