@@ -163,11 +163,24 @@ def multipart_body(files: list[tuple[str, Path]], progress: Progress) -> tuple[i
     return length, pieces()
 
 
+def _check_name(name: str) -> None:
+    """The node's own rules for a name (the same functions), told here before anything is sent."""
+    from edgefiles.ans.registry import NAME_RULE, is_valid_name
+    from edgefiles.node.cid import is_cid
+
+    if is_cid(name):
+        raise CliError(f"{name!r} is a CID and cannot be used as a name")
+    if not is_valid_name(name):
+        raise CliError(f"{name!r} is not a valid name: {NAME_RULE}")
+
+
 def cmd_add(args: argparse.Namespace) -> int:
     from edgefiles.node.localfs import scan_folder
 
     if args.name and len(args.paths) != 1:
         raise CliError("--name needs exactly one PATH")
+    if args.name:
+        _check_name(args.name)  # before the upload, which may be gigabytes
     client = NodeClient(args.node, args.token)
     for raw in args.paths:
         path = Path(raw)

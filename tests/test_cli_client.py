@@ -58,6 +58,15 @@ def test_get_directory_tree_by_name(node, tmp_path):
     assert not (tmp_path / "-").exists()  # no folder named '-' made instead
 
 
+def test_add_refuses_a_bad_name_before_uploading(node, tmp_path):
+    f = tmp_path / "never-sent.txt"
+    f.write_text("never sent")
+    for name in ("Bad_Name", "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"):
+        added = run_cli("add", "--name", name, str(f), env=_env(node))
+        assert added.returncode == 1 and added.stdout == "" and name in added.stderr, added
+    assert run_cli("get", run_cli("cid", str(f)).stdout.strip(), "-o", "-", env=_env(node)).returncode == 1
+
+
 def test_name_set_rm(node, tmp_path):
     f = tmp_path / "x.txt"
     f.write_text("x")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from edgefiles.ans.registry import is_valid_name
+from edgefiles.ans.registry import NAME_RULE, is_valid_name
 from edgefiles.node import cid as cids
 from edgefiles.node import exporter
 from starlette.concurrency import run_in_threadpool
@@ -127,9 +127,7 @@ async def put_name(request: Request, ctx: AppContext, name: str) -> Response:
     if cids.is_cid(name):
         raise MethodNotAllowed(f"{name!r} is a CID and cannot be used as a name")
     if not is_valid_name(name):
-        raise BadRequest(
-            f"{name!r} is not a valid name: lower-case DNS labels [a-z0-9-] joined by dots, <= 237 chars"
-        )
+        raise BadRequest(f"{name!r} is not a valid name: {NAME_RULE}")
     too_large = PayloadTooLarge(f"the body is a CID, at most {NAME_BODY} bytes")
     body = await read_capped(request, NAME_BODY, lambda: too_large)
     text = body.decode("utf-8", "replace").strip()
