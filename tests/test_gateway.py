@@ -117,6 +117,7 @@ def test_accept_weights_choose_the_answer(node, site):
     raw_type, car_type = "application/vnd.ipld.raw", "application/vnd.ipld.car"
     asks = {f"{raw_type};q=0.5, {car_type}; version=1; order=dfs": car_type,
             f"{car_type};q=0.2, {raw_type};q=0.9": raw_type, f"{raw_type}, {car_type}": raw_type,
+            f"{car_type}; Q = 0.1, {raw_type};q=0.5": raw_type,
             f"{raw_type};q=0": None, "text/html, */*;q=0.8": None}
     with node.client() as client:
         for accept, expected in asks.items():
@@ -137,6 +138,8 @@ def test_a_client_holding_the_etag_gets_a_304(node, site):
             assert again.headers["etag"] == tag and again.headers["vary"] == first.headers["vary"]
             other = client.get(f"/ipfs/{site}", params=params, headers={"If-None-Match": '"another"'})
             assert other.status_code == 200 and other.content == first.content
+            head = client.head(f"/ipfs/{site}", params=params, headers={"If-None-Match": tag})
+            assert head.status_code == 304, params
 
 
 def test_every_car_answer_has_a_valid_etag_of_its_own(node, site):

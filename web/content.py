@@ -51,9 +51,10 @@ def q_values(accept: str) -> dict[str, float]:
         kind, *params = [p.strip() for p in item.split(";")]
         q = 1.0
         for p in params:
-            if p.startswith("q="):
+            key, _, value = p.partition("=")
+            if key.strip().lower() == "q":
                 try:
-                    q = float(p[2:])
+                    q = float(value.strip())
                 except ValueError:
                     q = 0.0
                 q = q if 0.0 <= q <= 1.0 else 0.0  # nan, too
