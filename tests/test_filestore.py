@@ -125,6 +125,16 @@ def test_a_file_whose_content_type_is_no_media_type_is_400_and_stores_nothing(wo
         assert http.get("/filestore/files/typed.csv").status_code == 404
 
 
+def test_a_content_type_padded_with_whitespace_is_taken_without_it(world):
+    with world.as_thing() as http:
+        body = (b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="padded.csv"\r\n'
+                b"Content-Type: \ttext/csv;\tcharset=utf-8 \r\n\r\nx\r\n--bnd--\r\n")
+        multipart = {"Content-Type": "multipart/form-data; boundary=bnd"}
+        r = http.post("/filestore/files", content=body, headers=multipart)
+        assert r.status_code == 201 and r.json()["content_type"] == "text/csv;\tcharset=utf-8", r.text
+        assert http.get("/filestore/files/padded.csv").headers["content-type"].startswith("text/csv")
+
+
 def test_bad_bodies_are_400(world):
     with world.as_thing() as http:
         for metadata in ("[1, 2]", "{not json", json.dumps({"k": "v" * (65 << 10)})):

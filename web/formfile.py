@@ -18,7 +18,7 @@ from starlette.requests import Request
 
 from .context import AppContext
 from .errors import BadRequest, PayloadTooLarge
-from .mime import DEFAULT, media_type, sendable
+from .mime import DEFAULT, MAX_MEDIA_TYPE, media_type, sendable
 from .paths import check_file_name
 from .upload import PartCollector, UploadSink, import_upload, parse_form, parse_header_params
 
@@ -26,7 +26,6 @@ MAX_FIELD = 64 << 10
 FORM_ALLOWANCE = 4 * MAX_FIELD  # what a form may hold besides its file
 WHOLE_BODY = 1 << 20  # smaller bodies are read whole and imported in one piece
 HEAD_BYTES = 8192
-MAX_MEDIA_TYPE = 255  # characters of a Content-Type kept with a file
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,8 @@ class FormFile(PartCollector):
 def _media_type_given(value: str) -> str:
     """The file part's Content-Type, kept to be sent back with the file (one outside Latin-1
     made every later download of the file a 500)."""
-    if value and not sendable(value, MAX_MEDIA_TYPE):
+    value = value.strip(" \t")  # whitespace around a header's value is no part of it
+    if value and not sendable(value):
         raise BadRequest(f"the file's Content-Type {value[:80]!r} is not a media type "
                          f"(printable ASCII, at most {MAX_MEDIA_TYPE} characters)")
     return value

@@ -26,9 +26,12 @@ def media_type(filename: str | None) -> str:
     return TYPES.get(filename.rsplit(".", 1)[1].lower(), DEFAULT)
 
 
-def sendable(content_type: str | None, limit: int = 255) -> bool:
-    """Whether a stored Content-Type can go back in a header: some printable ASCII (a server
-    refuses anything else, and the answer fails)."""
-    if not content_type or len(content_type) > limit:
+MAX_MEDIA_TYPE = 255  # characters of a Content-Type kept with a file
+
+
+def sendable(content_type: str | None) -> bool:
+    """Whether a stored Content-Type can go back in a header: some printable ASCII or tabs, at
+    most MAX_MEDIA_TYPE characters (a server refuses other characters, and the answer fails)."""
+    if not content_type or len(content_type) > MAX_MEDIA_TYPE:
         return False
-    return all(" " <= c <= "~" for c in content_type)
+    return all(" " <= c <= "~" or c == "\t" for c in content_type)

@@ -40,7 +40,7 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..formfile import FORM_ALLOWANCE, FieldLimit, FormFile, abandon, parse_metadata, receive_form_file
-from ..mime import DEFAULT, sendable
+from ..mime import media_type, sendable
 from ..paths import name_in_path, raw_path
 from ..tokens import bearer_user
 from . import presign
@@ -255,7 +255,7 @@ async def send_object(request: Request, storage: Storage, found: StoredObject) -
         (start, end), status = byte_range, 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
-    media = found.info.content_type if sendable(found.info.content_type) else DEFAULT
+    media = found.info.content_type if sendable(found.info.content_type) else media_type(found.original_name)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media)
     if end - start <= WHOLE_BELOW:  # read here, on a worker thread: no streaming thread
@@ -286,7 +286,10 @@ def _open(ctx: AppContext, root: bytes) -> tuple[exporter.Node, bytes]:
 def _plaintext(ctx: AppContext, node: exporter.Node, head: bytes, key: bytes, size: int, start: int,
                end: int, pool: Executor | None) -> Iterator[bytes]:
     _, lo, hi = sealed.cipher_span(start, end, size)
-    cipher = ctx.core.sealed_reader.read_range(node, lo, hi, pool)
+    if pool is None:  # small: read here, every block hashed
+        cipher = ctx.core.reader.read_range(node, lo, hi)
+    else:
+        cipher = ctx.core.read_sealed(node, lo, hi, pool)
     return sealed.decrypt_range(key, head, size, start, end, cipher)
 
 
