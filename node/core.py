@@ -15,7 +15,8 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -106,16 +107,21 @@ class Core:
         # a read-ahead reads only blocks stored here: those still to come from peers are waited
         # for by each reader in its turn, not by the read pool, which every reader shares
         self.reader = exporter.DagReader(self.get_block, self.prefetch, store.get_many, store.sizes)
-        # for sealed objects: their leaves are ciphertext the caller authenticates segment by
-        # segment (AES-GCM), which any changed byte fails, so they are not hashed here too
-        self.sealed_reader = exporter.DagReader(self.get_block, self.prefetch,
-                                                partial(store.get_many, authenticated=True), store.sizes)
+        self._sealed_reader = exporter.DagReader(self.get_block, self.prefetch,
+                                                 partial(store.get_many, authenticated=True), store.sizes)
         self.read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")  # walks' read-ahead
         self._committer = GroupCommitter(store, db)
         self._cache_lock = threading.Lock()
         self._complete: set[bytes] = set()
         self._progress: dict[bytes, tuple[float, int]] = {}  # root -> (when surveyed, missing)
         self._sizes: dict[bytes, int] = {}  # file sizes of roots stored here lately
+
+    def read_sealed(self, node: exporter.Node, start: int, end: int, pool: Executor) -> Iterator[bytes]:
+        """Bytes [start, end) of a sealed object's ciphertext, its leaves read ahead on `pool`
+        and NOT hashed against their CIDs: the caller authenticates every byte itself, segment
+        by segment (AES-GCM, which any other byte fails), before any plaintext leaves. For any
+        other read, `reader`."""
+        return self._sealed_reader.read_range(node, start, end, pool)
 
     @classmethod
     async def open(cls, settings: CoreSettings, key: NodeKey, blocks: BlockSource | None = None) -> Core:
