@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiosqlite
+from edgefiles.node.cid import is_cid
 from edgefiles.node.db import Database
 from edgefiles.node.events import Listeners
 from edgefiles.node.identity import NodeKey
@@ -30,6 +31,22 @@ NAME_RULE = f"lower-case DNS labels [a-z0-9-] joined by dots, <= {MAX_NAME} char
 def is_valid_name(name: str) -> bool:
     """Lower-case DNS labels joined by dots, so `<name>.actyx.localhost` is a host name."""
     return 0 < len(name) <= MAX_NAME and all(_LABEL.match(label) for label in name.split("."))
+
+
+class NameRefused(ValueError):
+    """A name no one may set; `is_cid`: it is a CID, which as a name would hide that content."""
+
+    def __init__(self, message: str, is_cid: bool):
+        super().__init__(message)
+        self.is_cid = is_cid
+
+
+def check_name(name: str) -> None:
+    """NameRefused when `name` cannot be set: the node's rule, told by the command line too."""
+    if is_cid(name):
+        raise NameRefused(f"{name!r} is a CID and cannot be used as a name", True)
+    if not is_valid_name(name):
+        raise NameRefused(f"{name!r} is not a valid name: {NAME_RULE}", False)
 
 
 class Registry:

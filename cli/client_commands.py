@@ -164,14 +164,13 @@ def multipart_body(files: list[tuple[str, Path]], progress: Progress) -> tuple[i
 
 
 def _check_name(name: str) -> None:
-    """The node's own rules for a name (the same functions), told here before anything is sent."""
-    from edgefiles.ans.registry import NAME_RULE, is_valid_name
-    from edgefiles.node.cid import is_cid
+    """The node's own rule for a name, told here before anything is sent."""
+    from edgefiles.ans.registry import NameRefused, check_name
 
-    if is_cid(name):
-        raise CliError(f"{name!r} is a CID and cannot be used as a name")
-    if not is_valid_name(name):
-        raise CliError(f"{name!r} is not a valid name: {NAME_RULE}")
+    try:
+        check_name(name)
+    except NameRefused as refused:
+        raise CliError(str(refused)) from None
 
 
 def cmd_add(args: argparse.Namespace) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 
-from edgefiles.ans.registry import NAME_RULE, is_valid_name
+from edgefiles.ans.registry import NameRefused, check_name
 from edgefiles.node import cid as cids
 from edgefiles.node import exporter
 from starlette.concurrency import run_in_threadpool
@@ -29,8 +30,8 @@ NAME_BODY = 4 << 10  # a CID
 
 async def auth(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    too_large = PayloadTooLarge(f"an app manifest is at most {AUTH_BODY} bytes")
-    raw = await read_capped(request, AUTH_BODY, lambda: too_large)
+    too_large = partial(PayloadTooLarge, f"an app manifest is at most {AUTH_BODY} bytes")
+    raw = await read_capped(request, AUTH_BODY, too_large)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -124,12 +125,12 @@ async def _car_of(ctx: AppContext, root: bytes, path: list[str], by_name: bool) 
 
 
 async def put_name(request: Request, ctx: AppContext, name: str) -> Response:
-    if cids.is_cid(name):
-        raise MethodNotAllowed(f"{name!r} is a CID and cannot be used as a name")
-    if not is_valid_name(name):
-        raise BadRequest(f"{name!r} is not a valid name: {NAME_RULE}")
-    too_large = PayloadTooLarge(f"the body is a CID, at most {NAME_BODY} bytes")
-    body = await read_capped(request, NAME_BODY, lambda: too_large)
+    try:
+        check_name(name)
+    except NameRefused as refused:
+        raise (MethodNotAllowed if refused.is_cid else BadRequest)(str(refused)) from None
+    too_large = partial(PayloadTooLarge, f"the body is a CID, at most {NAME_BODY} bytes")
+    body = await read_capped(request, NAME_BODY, too_large)
     text = body.decode("utf-8", "replace").strip()
     try:
         target = cids.parse(text)
