@@ -27,7 +27,7 @@ from pathlib import Path
 import msgpack
 
 from . import blockindex
-from .cid import normalize, verify_block
+from .cid import normalize, to_str, verify_block
 from .db import Readers, open_writer, write_transaction
 from .packs import STORAGE_ERRNOS, Packs, Place, record_span
 
@@ -40,7 +40,7 @@ class CorruptBlock(Exception):
     """A stored block no longer matches its CID."""
 
     def __init__(self, cid: bytes):
-        super().__init__(f"block {cid.hex()} fails its hash check")
+        super().__init__(f"block {to_str(cid)} fails its hash check")
         self.cid = cid
 
 

@@ -154,8 +154,8 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.05, what: str
         time.sleep(interval)
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd: Path | None = None,
-            ) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "edgefiles", *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})}, cwd=cwd,

@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from edgefiles.node.fsck import Progress, Report
@@ -106,8 +107,8 @@ def _admin_only(request: Request) -> None:
 async def start(request: Request) -> Response:
     """Start checking (and with `repair`, mending) the node's store: 202 with the job's id."""
     _admin_only(request)
-    too_large = PayloadTooLarge(f"the body is at most {START_BODY} bytes")
-    body = await read_capped(request, START_BODY, lambda: too_large)
+    too_large = partial(PayloadTooLarge, f"the body is at most {START_BODY} bytes")
+    body = await read_capped(request, START_BODY, too_large)
     try:
         fields = json.loads(body) if body.strip() else {}
     except ValueError:
