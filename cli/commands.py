@@ -39,7 +39,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                    choices=["kubo-v1", "actyx", "unixfs-v1-2025"],
                    help="how uploads become DAGs: kubo-v1 (ipfs add --cid-version=1), actyx (an Actyx "
                         "node's CIDs) or unixfs-v1-2025 (IPIP-499, 1 MiB chunks: Helia's defaults)")
-    p.add_argument("--max-upload", default=_env("MAX_UPLOAD", "10GiB"), metavar="BYTES")
+    p.add_argument("--max-upload", default=_env("MAX_UPLOAD", "10GiB"), metavar="BYTES",
+                   help="largest request body an upload or CAR import may send (413 past it; default 10GiB)")
     p.add_argument("--filestore-max-file", default=_env("FILESTORE_MAX_FILE", "1GiB"), metavar="BYTES",
                    help="largest file the Filestore facade takes (default 1GiB)")
     p.add_argument("--storage-bucket", action="append", default=None, metavar="NAME",
@@ -51,13 +52,19 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--storage-max-{category}", metavar="BYTES",
                        default=_env(f"STORAGE_MAX_{category.upper().replace('-', '_')}", default),
                        help=f"largest {category.replace('-', '_')} file of the Storage API ({default})")
-    p.add_argument("--host-suffix", default=_env("HOST_SUFFIX", "actyx.localhost"))
-    p.add_argument("--token-ttl", default=_env("TOKEN_TTL", "24h"), metavar="DURATION")
+    p.add_argument("--host-suffix", default=_env("HOST_SUFFIX", "actyx.localhost"),
+                   help="names are served at http://<name>.<suffix>/ (default actyx.localhost)")
+    p.add_argument("--token-ttl", default=_env("TOKEN_TTL", "24h"), metavar="DURATION",
+                   help="how long an app token from /api/v2/auth is valid (default 24h)")
     p.add_argument("--trust-app", action="append", default=None, metavar="APPID",
                    help="trust an unsigned app id besides com.example.* (repeatable)")
-    p.add_argument("--pin-uploads-for", default=_env("PIN_UPLOADS_FOR", "12h"), metavar="DURATION")
-    p.add_argument("--fetch-timeout", default=_env("FETCH_TIMEOUT", "15"), metavar="SECONDS")
-    p.add_argument("--gc-above", default=_env("GC_ABOVE"), metavar="BYTES")
+    p.add_argument("--pin-uploads-for", default=_env("PIN_UPLOADS_FOR", "12h"), metavar="DURATION",
+                   help="how long an upload is kept before garbage collection may free it, unless a "
+                        "name points at it (default 12h, as Actyx)")
+    p.add_argument("--fetch-timeout", default=_env("FETCH_TIMEOUT", "15"), metavar="SECONDS",
+                   help="how long a read waits for blocks from the swarm before it is a 404 (default 15)")
+    p.add_argument("--gc-above", default=_env("GC_ABOVE"), metavar="BYTES",
+                   help="free unpinned blocks once the store holds more than this (default: never)")
     p.add_argument("--store-quota", default=_env("STORE_QUOTA"), metavar="BYTES",
                    help="refuse uploads (507) once the store holds this many bytes")
     limits = p.add_argument_group(
@@ -73,7 +80,7 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="serve the FlowFuse file server API (/v1) as set in this flowforge-storage.yml"
                    " (default $FLOWFORGE_HOME/etc/flowforge-storage.yml when that exists)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"])
+                   choices=["debug", "info", "warning", "error"], help="default info")
     p.set_defaults(func=cmd_serve)
 
 
