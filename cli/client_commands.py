@@ -20,7 +20,7 @@ BOUNDARY = "edgefiles-upload-boundary-7f3a9c"
 
 def _client_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node", default=os.environ.get("EDGEFILES_NODE", "http://127.0.0.1:4454"),
-                   help="node URL (EDGEFILES_NODE)")
+                   help="node URL (EDGEFILES_NODE; default http://127.0.0.1:4454)")
     p.add_argument("--token", default=os.environ.get("EDGEFILES_TOKEN"),
                    help="bearer token (EDGEFILES_TOKEN); fetched from /api/v2/auth when absent")
 

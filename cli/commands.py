@@ -24,7 +24,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
         help="run a node: Files API, host route and swarm",
         description="Run a node. Every flag also reads EDGEFILES_<FLAG> (e.g. EDGEFILES_DATA).",
     )
-    p.add_argument("--data", default=_env("DATA", "./edgefiles-data"), help="data directory")
+    p.add_argument("--data", default=_env("DATA", "./edgefiles-data"),
+                   help="data directory: blocks, names, keys (default ./edgefiles-data)")
     p.add_argument("--api", default=_env("API"),
                    help="HTTP listen HOST:PORT (default 127.0.0.1:4454, or a FlowFuse config's host:port)")
     p.add_argument("--swarm", action="append", default=None, metavar="MULTIADDR",
