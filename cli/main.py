@@ -20,6 +20,8 @@ def cmd_cid(args: argparse.Namespace) -> int:
 
     importer = LocalImporter(get_profile(args.profile))
     try:
+        if args.paths.count("-") > 1:
+            raise CliError("'-' (standard input) can be given once")
         for raw in args.paths:
             path = Path(raw)
             if raw == "-":  # as `ipfs add` reads standard input

@@ -86,7 +86,10 @@ def test_entity_bytes_sends_only_the_blocks_of_the_range(node, site):
         assert car_of(client, path, **{"entity-bytes": "262144:524288"})[1][3:] == leaves[1:3]
         assert car_of(client, path, **{"entity-bytes": "-1000:*"})[1][3:] == leaves[3:]
         assert car_of(client, path, **{"entity-bytes": "0:*"})[1] == whole
-        assert client.get(path, params={"format": "car", "entity-bytes": "2000000:*"}).status_code == 400
+        past_the_end = {"format": "car", "entity-bytes": "2000000:*"}
+        assert client.get(path, params=past_the_end).status_code == 400
+        assert client.head(path, params=past_the_end).status_code == 400
+        assert client.get(path, params=past_the_end, headers={"If-None-Match": "*"}).status_code == 400
 
 
 def test_the_probe_and_what_is_refused(node, site, fresh_node):

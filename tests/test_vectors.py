@@ -51,6 +51,9 @@ def test_cid_command_reads_standard_input_for_a_dash(vectors_dir):
     out = subprocess.run([sys.executable, "-m", "edgefiles", "cid", "-"], input=data, capture_output=True,
                          check=True)
     assert out.stdout.decode().strip() == case["cid"]["kubo-v1"]
+    twice = subprocess.run([sys.executable, "-m", "edgefiles", "cid", "-", "-"], input=data,
+                           capture_output=True)
+    assert twice.returncode == 1 and twice.stdout == b"" and b"once" in twice.stderr
 
 
 def test_cid_command_actyx_profile(vectors_dir):

@@ -138,12 +138,14 @@ async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], 
     except (exporter.NotFound, exporter.NotUnixFS):
         raise NotFound("no such path in this DAG (or a block on the way is nowhere to be found)") from None
     unchanged = etag_matches(request.headers.get("if-none-match"), headers["Etag"])
-    if request.method == "HEAD" or unchanged:
+    no_body = request.method == "HEAD" or unchanged
+    if no_body:
         await run_in_threadpool(_block, ctx, terminal, cached_only)  # 404 when it is nowhere
+    span = await run_in_threadpool(_file_span, ctx, terminal, byte_range)  # 400 when out of the file
+    if no_body:
         head = Response(status_code=304 if unchanged else 200, headers=headers)
         del head.headers["content-length"]  # not 0: a CAR's length is known only once it is laid out
         return head
-    span = await run_in_threadpool(_file_span, ctx, terminal, byte_range)
     return await car.stream(ctx.core, [root], steps, terminal, headers, scope, span)
 
 
