@@ -129,6 +129,11 @@ def test_accept_weights_choose_the_answer(node, site):
                 assert r.status_code == 400, accept
             else:
                 assert r.status_code == 200 and r.headers["content-type"].startswith(expected), accept
+                wanted = "raw" if expected == raw_type else "car"  # the URL that gives it without Accept
+                assert r.headers["content-location"] == f"/ipfs/{site}?format={wanted}"
+        scoped = client.get(f"/ipfs/{site}", params={"dag-scope": "block"}, headers={"Accept": car_type})
+        assert scoped.headers["content-location"] == f"/ipfs/{site}?dag-scope=block&format=car"
+        assert "content-location" not in client.get(f"/ipfs/{site}", params={"format": "raw"}).headers
 
 
 def test_a_client_holding_the_etag_gets_a_304(node, site):

@@ -53,6 +53,8 @@ async def ipfs(request: Request) -> Response:
     wanted = response_format(request)
     await refuse_facade_files(ctx, root)
     headers = {**CORS_HEADERS, "X-Content-Type-Options": "nosniff", "Cache-Control": IMMUTABLE, "Vary": VARY}
+    if "format" not in request.query_params:  # chosen by Accept: where the same answer is by URL alone
+        headers["Content-Location"] = _with_format(request, wanted)
     cached_only = "only-if-cached" in request.headers.get("cache-control", "")
     if wanted == "raw":
         if len(segments) > 1:
@@ -60,6 +62,12 @@ async def ipfs(request: Request) -> Response:
         return await _raw(ctx, request, root, cached_only, headers)
     scope, byte_range = _car_options(request)
     return await _car(ctx, request, root, segments[1:], scope, byte_range, cached_only, headers)
+
+
+def _with_format(request: Request, wanted: str) -> str:
+    """This request's path and query, as sent, with `format=` added."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"{raw_path(request)}?{query + '&' if query else ''}format={wanted}"
 
 
 def response_format(request: Request) -> str:
