@@ -23,7 +23,7 @@ from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .formfile import FormFile, abandon, parse_metadata, receive_form_file
-from .mime import DEFAULT
+from .mime import DEFAULT, media_type, sendable
 from .paths import raw_path
 
 DEFAULT_LIMIT, MAX_LIMIT = 10, 200
@@ -181,7 +181,9 @@ async def _one(request: Request, ns: str, name: str, owner: tuple[str, str]) -> 
         raise FsNotFound(f"no file named {name!r}")
     if request.method in ("GET", "HEAD"):
         root = files.resolve(ns, name) or info.cid
-        return await ctx.content.serve(request, Target(root, [], False, True, content_type=info.content_type))
+        # a type a header cannot carry (kept by an older node): the guess from the name
+        ctype = info.content_type if sendable(info.content_type) else media_type(name)
+        return await ctx.content.serve(request, Target(root, [], False, True, content_type=ctype))
     if request.method == "DELETE":
         await files.delete(ns, name)
         return Response(status_code=204, headers=CORS_HEADERS)
