@@ -198,14 +198,11 @@ class BlockStore:
     def _read_verified(self, cid: bytes, where: Place, for_peer: bool, authenticated: bool = False) -> bytes:
         data = self._packs.read(where)
         key = normalize(cid)
-        if len(data) != where[2]:
+        hash_skipped = authenticated or (for_peer and key in self._verified)
+        if len(data) != where[2] or not (hash_skipped or verify_block(cid, data)):
             raise CorruptBlock(cid)
-        if authenticated:
-            self._recency.read(key)
-            return data
-        if not ((for_peer and key in self._verified) or verify_block(cid, data)):
-            raise CorruptBlock(cid)
-        _remember(self._verified, key, True)
+        if not authenticated:  # only a block hashed here, now or before, counts as verified
+            _remember(self._verified, key, True)
         self._recency.read(key)
         return data
 
