@@ -22,7 +22,7 @@ from .ahead import RUN_BYTES, CutShort, CutShortResponse, RunsAhead, batches, fi
 from .cors import CORS_HEADERS
 from .errors import CorruptBlockError, NotFound, RangeNotSatisfiable
 from .listing import render_listing
-from .mime import media_type, sendable
+from .mime import type_to_send
 from .paths import raw_path
 
 log = logging.getLogger("edgefiles.web")
@@ -189,7 +189,7 @@ class ContentServer:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         headers["Content-Length"] = str(end - start)
-        mtype = target.content_type if sendable(target.content_type) else media_type(name)
+        mtype = type_to_send(target.content_type, name)
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers, media_type=mtype)
         if end - start <= WHOLE_BELOW:  # read here, on the worker thread: no streaming hops

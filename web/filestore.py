@@ -23,7 +23,7 @@ from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .formfile import FormFile, abandon, parse_metadata, receive_form_file
-from .mime import DEFAULT, media_type, sendable
+from .mime import DEFAULT, type_to_send
 from .paths import raw_path
 
 DEFAULT_LIMIT, MAX_LIMIT = 10, 200
@@ -181,8 +181,7 @@ async def _one(request: Request, ns: str, name: str, owner: tuple[str, str]) -> 
         raise FsNotFound(f"no file named {name!r}")
     if request.method in ("GET", "HEAD"):
         root = files.resolve(ns, name) or info.cid
-        # a type a header cannot carry (kept by an older node): the guess from the name
-        ctype = info.content_type if sendable(info.content_type) else media_type(name)
+        ctype = type_to_send(info.content_type, name)  # the file's name: the answer's path has none
         return await ctx.content.serve(request, Target(root, [], False, True, content_type=ctype))
     if request.method == "DELETE":
         await files.delete(ns, name)

@@ -35,3 +35,9 @@ def sendable(content_type: str | None) -> bool:
     if not content_type or len(content_type) > MAX_MEDIA_TYPE:
         return False
     return all(" " <= c <= "~" or c == "\t" for c in content_type)
+
+
+def type_to_send(stored: str | None, name: str | None) -> str:
+    """The Content-Type to answer with for a file: the one stored with it when a header can
+    carry it (an older node kept any), else the guess from its name."""
+    return stored if stored is not None and sendable(stored) else media_type(name)

@@ -40,7 +40,7 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..formfile import FORM_ALLOWANCE, FieldLimit, FormFile, abandon, parse_metadata, receive_form_file
-from ..mime import media_type, sendable
+from ..mime import type_to_send
 from ..paths import name_in_path, raw_path
 from ..tokens import bearer_user
 from . import presign
@@ -255,7 +255,7 @@ async def send_object(request: Request, storage: Storage, found: StoredObject) -
         (start, end), status = byte_range, 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
-    media = found.info.content_type if sendable(found.info.content_type) else media_type(found.original_name)
+    media = type_to_send(found.info.content_type, found.original_name)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media)
     if end - start <= WHOLE_BELOW:  # read here, on a worker thread: no streaming thread
