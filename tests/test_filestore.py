@@ -53,6 +53,15 @@ def upload(client: httpx.Client, path: str, name: str, data: bytes, ctype: str |
     return client.request(method, path, files=files, data=form)
 
 
+def post_one_part(http: httpx.Client, filename: bytes, ctype: bytes) -> httpx.Response:
+    """An upload of one file part whose name and type go as the bytes given (httpx would
+    escape or refuse them)."""
+    body = (b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="' + filename
+            + b'"\r\nContent-Type: ' + ctype + b"\r\n\r\nx\r\n--bnd--\r\n")
+    multipart = {"Content-Type": "multipart/form-data; boundary=bnd"}
+    return http.post("/filestore/files", content=body, headers=multipart)
+
+
 def test_a_thing_uploads_lists_reads_replaces_and_deletes_its_files(world):
     with world.as_thing() as http:
         r = upload(http, "/filestore/files", "sensor-data.csv", b"t,v\n1,2\n",
@@ -104,10 +113,7 @@ def test_hostile_names_in_the_path_are_400(world, raw):
 def test_hostile_names_in_an_upload_are_400_and_store_nothing(world, name):
     with world.as_thing() as http:
         before = http.get("/filestore/files", params={"limit": 200}).json()["total"]
-        body = (b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="' + name.encode()
-                + b'"\r\nContent-Type: text/plain\r\n\r\nx\r\n--bnd--\r\n')  # the name's bytes as they are
-        multipart = {"Content-Type": "multipart/form-data; boundary=bnd"}
-        r = http.post("/filestore/files", content=body, headers=multipart)
+        r = post_one_part(http, name.encode(), b"text/plain")
         assert r.status_code == 400 and r.json()["error"]
         assert http.get("/filestore/files", params={"limit": 200}).json()["total"] == before
 
@@ -117,20 +123,14 @@ def test_a_file_whose_content_type_is_no_media_type_is_400_and_stores_nothing(wo
     """The part's Content-Type is sent back with the file: one a header cannot carry made
     every download of it a 500."""
     with world.as_thing() as http:
-        body = (b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="typed.csv"\r\n'
-                b"Content-Type: " + ctype.encode() + b"\r\n\r\nx\r\n--bnd--\r\n")
-        multipart = {"Content-Type": "multipart/form-data; boundary=bnd"}
-        r = http.post("/filestore/files", content=body, headers=multipart)
+        r = post_one_part(http, b"typed.csv", ctype.encode())
         assert r.status_code == 400 and "Content-Type" in r.json()["error"], r.text
         assert http.get("/filestore/files/typed.csv").status_code == 404
 
 
 def test_a_content_type_padded_with_whitespace_is_taken_without_it(world):
     with world.as_thing() as http:
-        body = (b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="padded.csv"\r\n'
-                b"Content-Type: \ttext/csv;\tcharset=utf-8 \r\n\r\nx\r\n--bnd--\r\n")
-        multipart = {"Content-Type": "multipart/form-data; boundary=bnd"}
-        r = http.post("/filestore/files", content=body, headers=multipart)
+        r = post_one_part(http, b"padded.csv", b"\ttext/csv;\tcharset=utf-8 ")
         assert r.status_code == 201 and r.json()["content_type"] == "text/csv;\tcharset=utf-8", r.text
         assert http.get("/filestore/files/padded.csv").headers["content-type"].startswith("text/csv")
 
