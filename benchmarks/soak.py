@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,7 +158,12 @@ class Soak:
             time.sleep(0.2)  # its client notices before the node goes
             self.nodes[victim].stop(signal.SIGKILL)
             self.faults += 1
-            self.nodes[victim].start()
+            try:
+                self.nodes[victim].start()
+            except RuntimeError as exc:  # stays down: agree() then reports what it could not reach
+                with self.lock:
+                    self.errors.append(f"node {victim} did not come back after SIGKILL: {str(exc)[-2000:]}")
+                return
             self.down.discard(victim)
 
 
@@ -256,7 +262,10 @@ def main() -> int:
             for t in threads:
                 t.join()
             print(file=sys.stderr)
-        problems = agree(soak)
+        try:
+            problems = agree(soak)
+        except Exception:  # an answer the check could not read is a failure too, and the report still due
+            problems = [f"checking the nodes failed:\n{traceback.format_exc()[-3000:]}"]
         for n in nodes:
             n.stop()
         platform.close()

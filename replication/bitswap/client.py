@@ -37,7 +37,7 @@ DAG_WINDOW = 96  # blocks of one DAG asked for at once
 SHARED_DAG_BYTES = 16 << 20  # larger DAGs are fetched in shares when several nodes fetch them
 PREFETCH_LIMIT = 512  # blocks asked ahead of readers at once (at 256 KiB: 128 MiB)
 HASHING_BYTES = 16 << 20  # received block bytes waiting to be hashed; a sender past it waits
-RECENT_BLOCKS = 4096  # blocks met lately: a second copy of one is not a lie
+RECENT_BLOCKS = 4096  # blocks met or given up lately: a copy of one arriving late is not a lie
 HOLDERS_REMEMBERED = 1 << 16  # blocks whose likely holder we remember (children of received nodes)
 
 
@@ -106,6 +106,7 @@ class BitswapClient:
             waiter.users -= 1
             if waiter.users == 0 and not waiter.done.is_set():
                 del self._waiters[cid]
+                self._recent.append(cid)  # its peer may have sent it already
                 self.planner.cancel(cid)
                 self._send_planned()
         assert waiter.data is not None
