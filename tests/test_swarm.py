@@ -271,6 +271,25 @@ def limit_hits(node: Node, kind: str) -> float:
     return 0.0
 
 
+def test_blocks_still_on_the_way_when_a_rollout_is_called_off_do_not_brand_their_peer_a_liar(swarm):
+    """A name moved away from a DAG mid-rollout cancels the rollout's wants; the blocks already
+    sent for them arrive all the same. They were asked for: the peer that sent them is no liar."""
+    a, b = swarm(2)
+    big = upload(a, [("data.bin", gen("called off", 64 << 20))])
+    small = upload(a, [("index.html", b"<p>small</p>")])
+    wait_until(lambda: peers_of(b), what="B to meet A")
+    for name in ("app0", "app1", "app2"):
+        under_way = metric(b, "edgefiles_bitswap_received_bytes") + (4 << 20)
+        set_name(a, name, big)
+        wait_until(lambda: metric(b, "edgefiles_bitswap_received_bytes") > under_way,  # noqa: B023
+                   interval=0.01, what="B's rollout to be under way")
+        set_name(a, name, small)
+        wait_until(lambda: complete_on(b, name, small), what="B to roll out the small app")  # noqa: B023
+    time.sleep(1)  # the blocks in flight land
+    assert metric(b, "edgefiles_bitswap_rejected_blocks") == 0
+    assert "matches no CID we asked for" not in b.output()
+
+
 def test_blocks_from_a_lying_peer_are_dropped_and_fetched_elsewhere(swarm, tmp_path):
     (a,) = swarm(1)
     payload = gen("truth", 24 << 20)
