@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--hidden", action="store_true", help="include dotfiles")
     add.add_argument("--name", help="point this name at the uploaded CID (one PATH only)")
     add.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
-    add.add_argument("paths", nargs="+", metavar="PATH")
+    add.add_argument("paths", nargs="+", metavar="PATH", help="a file or folder; '-' for standard input")
     add.set_defaults(func=cmd_add)
 
     name = sub.add_parser("name", help="set, remove or list names")
@@ -174,39 +176,60 @@ def _check_name(name: str) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from edgefiles.node.localfs import scan_folder
-
     if args.name and len(args.paths) != 1:
         raise CliError("--name needs exactly one PATH")
     if args.name:
         _check_name(args.name)  # before the upload, which may be gigabytes
+    if args.paths.count("-") > 1:
+        raise CliError("'-' (standard input) can be given once")
     client = NodeClient(args.node, args.token)
-    for raw in args.paths:
-        path = Path(raw)
-        if not path.exists():
-            raise CliError(f"{raw}: no such file or directory")
-        if path.is_dir():
-            scan = scan_folder(path, args.hidden)
-            for note in scan.notes():
-                print(f"{raw}: {note}", file=sys.stderr)
-            if scan.empty_dirs:
-                count = len(scan.empty_dirs)
-                print(f"note: {count} empty folders in {raw} are not uploaded", file=sys.stderr)
-            files = [("/".join(segments), p) for segments, p in scan.files]
-            if not files:
-                raise CliError(f"{raw}: no files to upload")
-        else:
-            files = [(path.name, path)]
-        progress = Progress(sum(p.stat().st_size for _, p in files), not args.no_progress)
-        length, body = multipart_body(files, progress)
-        headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Content-Length": str(length)}
-        cid = client.request("POST", "/api/v2/files", content=body, headers=headers).text
-        progress.close()
-        print(cid, flush=True)
-        if args.name:
-            client.request("PUT", f"/api/v2/files/{quote(args.name)}", content=cid)
-            print(f"{args.name} -> {cid}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="edgefiles-add-") as spool:
+        for raw in args.paths:
+            files = _stdin_spooled(Path(spool)) if raw == "-" else _files_of(raw, args.hidden)
+            _add_one(client, files, args)
     return 0
+
+
+def _stdin_spooled(spool: Path) -> list[tuple[str, Path]]:
+    """Standard input as one file (as `ipfs add` reads it): written to `spool` first, since an
+    upload states its length before its bytes."""
+    path = spool / "stdin"
+    with open(path, "wb") as out:
+        shutil.copyfileobj(sys.stdin.buffer, out, PIECE)
+    return [(path.name, path)]
+
+
+def _files_of(raw: str, hidden: bool) -> list[tuple[str, Path]]:
+    """(name in the upload, local path) of each file to upload for PATH `raw`."""
+    from edgefiles.node.localfs import scan_folder
+
+    path = Path(raw)
+    if not path.exists():
+        raise CliError(f"{raw}: no such file or directory")
+    if not path.is_dir():
+        return [(path.name, path)]
+    scan = scan_folder(path, hidden)
+    for note in scan.notes():
+        print(f"{raw}: {note}", file=sys.stderr)
+    if scan.empty_dirs:
+        print(f"note: {len(scan.empty_dirs)} empty folders in {raw} are not uploaded", file=sys.stderr)
+    files = [("/".join(segments), p) for segments, p in scan.files]
+    if not files:
+        raise CliError(f"{raw}: no files to upload")
+    return files
+
+
+def _add_one(client: NodeClient, files: list[tuple[str, Path]], args: argparse.Namespace) -> None:
+    """One PATH's upload; its CID printed, and named with --name."""
+    progress = Progress(sum(p.stat().st_size for _, p in files), not args.no_progress)
+    length, body = multipart_body(files, progress)
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Content-Length": str(length)}
+    cid = client.request("POST", "/api/v2/files", content=body, headers=headers).text
+    progress.close()
+    print(cid, flush=True)
+    if args.name:
+        client.request("PUT", f"/api/v2/files/{quote(args.name)}", content=cid)
+        print(f"{args.name} -> {cid}", file=sys.stderr)
 
 
 def cmd_name(args: argparse.Namespace) -> int:

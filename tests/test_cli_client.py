@@ -42,6 +42,24 @@ def test_add_large_file_and_get_it_back(node, tmp_path):
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
 
 
+def test_add_reads_standard_input_for_a_dash_as_cid_does(node, tmp_path):
+    data = gen("cli-stdin", 3 << 20)
+
+    def edgefiles(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edgefiles", *args], input=data, capture_output=True,
+                              env={**os.environ, **_env(node)}, timeout=120)
+
+    added = edgefiles("add", "-")
+    assert added.returncode == 0, added.stderr
+    cid = added.stdout.decode().strip()
+    assert cid == edgefiles("cid", "-").stdout.decode().strip()
+    out = tmp_path / "copy.bin"
+    assert run_cli("get", cid, "-o", str(out), env=_env(node)).returncode == 0
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
+    twice = edgefiles("add", "-", "-")
+    assert twice.returncode == 1 and b"can be given once" in twice.stderr and twice.stdout == b""
+
+
 def test_get_directory_tree_by_name(node, tmp_path):
     site = tmp_path / "tree"
     (site / "a" / "b").mkdir(parents=True)
