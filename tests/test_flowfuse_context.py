@@ -95,6 +95,7 @@ def ff(request, tmp_path_factory, platform):
         server.stop()
 
 
+JSON = {"Content-Type": "application/json"}
 _projects = itertools.count(1)
 
 
@@ -216,3 +217,50 @@ def test_hostile_scopes_are_refused_and_change_nothing(ff, ctx, scope):
     assert status == 400
     assert json.loads(body)["code"] == "FST_ERR_VALIDATION"
     assert c.get(f"{base}/global", params={"key": "kept"}).json() == [{"key": "kept", "value": 1}]
+    for method, path in (("GET", f"{base}/{scope}?key=a"), ("GET", f"{base}/{scope}/keys"),
+                         ("DELETE", f"{base}/{scope}")):
+        status, body = ff.raw_request(method, path, b"", headers)
+        assert (status, json.loads(body)["code"]) == (400, "FST_ERR_VALIDATION"), (method, path)
+
+
+def test_paging_past_any_number_is_an_empty_page(ctx):
+    c, base = ctx
+    c.post(f"{base}/s", json=[{"key": "i", "value": 1}])
+    for huge in ("99999999999999999999999", "9223372036854775808"):
+        r = c.get(f"{base}/cache", params={"cursor": huge})
+        assert (r.status_code, r.json()["data"]) == (200, [])
+        r = c.get(f"{base}/cache", params={"limit": huge})
+        assert (r.status_code, [d["scope"] for d in r.json()["data"]]) == (200, ["s"])
+
+
+def test_json_nested_too_deeply_is_a_400_and_stores_nothing(ctx):
+    c, base = ctx
+    deep_key = ".".join(["a"] * 2000)
+    deep_value = "[" * 100_000 + "]" * 100_000
+    answers = [
+        c.post(f"{base}/d", json=[{"key": deep_key, "value": 1}]),
+        c.post(f"{base}/d", content=f'[{{"key":"k","value":{deep_value}}}]', headers=JSON),
+        c.post(f"{base}/cache/d", content=f'{{"k":{deep_value}}}', headers=JSON),
+        c.post(f"{base}/clean", content=deep_value, headers=JSON),
+    ]
+    assert [(r.status_code, r.json()["code"]) for r in answers] == [(400, "FST_ERR_VALIDATION")] * 4
+    assert c.get(f"{base}/d/keys").json() == []
+
+
+def test_a_lone_surrogate_is_stored_and_read_back_as_upstream_does(ctx):
+    c, base = ctx
+    body = '[{"key":"odd","value":"a\\ud800b"},{"key":"pair","value":"\\ud83d\\ude00"}]'
+    assert c.post(f"{base}/global", content=body, headers=JSON).status_code == 200
+    r = c.get(f"{base}/global", params=[("key", "odd"), ("key", "pair")])
+    assert r.status_code == 200
+    assert json.loads(r.text) == [{"key": "odd", "value": "a\ud800b"}, {"key": "pair", "value": "\U0001F600"}]
+
+
+def test_an_array_index_past_the_quota_is_refused_before_anything_is_padded(ff, platform):
+    token = platform.issue("tok-sparse", "sparse", context=1000)
+    with httpx.Client(base_url=ff.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+        r = c.post("/v1/context/sparse/global", json=[{"key": "yy[20000000]", "value": "x"}])
+        assert (r.status_code, r.json()["code"]) == (413, "over_quota")
+        assert c.post("/v1/context/sparse/global", json=[{"key": "yy[3]", "value": "x"}]).status_code == 200
+        r = c.get("/v1/context/sparse/global", params={"key": "yy"})
+        assert r.json() == [{"key": "yy", "value": [None, None, None, "x"]}]

@@ -238,6 +238,47 @@ def test_security_headers_only_on_v1(ff, team):
     assert "x-frame-options" not in health.headers
 
 
+def test_error_answers_on_v1_carry_the_security_headers_too(ff, team):
+    t, p, token = team
+    with client(ff, token) as c:
+        answers = [c.get(f"/v1/files/{t}/{p}/nope"), c.post(f"/v1/files/{t}/{p}/x", content=b"x"),
+                   c.post(f"/v1/files/{t}/{p}/x", content=b"x" * (10 << 20 | 1), headers=OCTET)]
+    with client(ff, "garbage") as c:
+        answers.append(c.get(f"/v1/files/{t}/{p}/x"))
+    assert [r.status_code for r in answers] == [404, 415, 413, 401]
+    assert all(r.headers.get("x-frame-options") == "DENY" for r in answers)
+    assert all(r.headers.get_list("x-content-type-options") == ["nosniff"] for r in answers)  # once
+
+
+def test_head_answers_as_get_without_a_body_and_writes_nothing(ff, team):
+    t, p, token = team
+    with client(ff, token) as c:
+        assert c.post(f"/v1/files/{t}/{p}/h.txt", content=b"precious", headers=OCTET).status_code == 200
+        head = c.head(f"/v1/files/{t}/{p}/h.txt", headers={"Content-Type": "text/plain"})
+        assert (head.status_code, head.headers["content-length"], head.content) == (200, "8", b"")
+        assert c.head(f"/v1/files/{t}/{p}/new.txt", headers=OCTET).status_code == 404
+        assert c.get(f"/v1/files/{t}/{p}/h.txt").content == b"precious"
+        assert c.get(f"/v1/files/{t}/{p}/new.txt").status_code == 404
+        assert c.get(f"/v1/quota/{t}/{p}").json() == {"used": 8}
+
+
+def test_parallel_writes_stay_within_the_file_quota(ff, platform, team):
+    t, p, _ = team
+    token = platform.issue(f"tok-{p}-race", p, file=100)
+
+    async def write_all() -> list[int]:
+        async with httpx.AsyncClient(base_url=ff.url, headers={"Authorization": f"Bearer {token}"},
+                                     limits=httpx.Limits(max_connections=16), timeout=30) as c:
+            sent = [c.post(f"/v1/files/{t}/{p}/f{i}", content=b"0123456789", headers=OCTET)
+                    for i in range(40)]
+            return [r.status_code for r in await asyncio.gather(*sent)]
+
+    statuses = asyncio.run(write_all())
+    assert statuses.count(200) == 9 and statuses.count(413) == 31  # 9 * 10 + 10 is not < 100
+    with client(ff, token) as c:
+        assert c.get(f"/v1/quota/{t}/{p}").json() == {"used": 90}
+
+
 def test_files_replicate_to_another_node(tmp_path, platform):
     key = tmp_path / "swarm.key"
     key.write_text("7e" * 32)

@@ -155,4 +155,9 @@ def create_app(ctx: AppContext) -> ASGIApp:
     app.router.redirect_slashes = False
     app.state.ctx = ctx
     app.state.metrics = Metrics(ctx.core, ctx.names.registry, ctx.swarm.counters)
-    return MetricsMiddleware(EdgeMiddleware(app, ctx), app.state.metrics)
+    inner: ASGIApp = app
+    if ctx.flowfuse is not None:
+        from .flowfuse.facade import with_security_headers
+
+        inner = with_security_headers(app)
+    return MetricsMiddleware(EdgeMiddleware(inner, ctx), app.state.metrics)

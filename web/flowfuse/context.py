@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from ..errors import BadRequest
 from ..paths import check_segment
 from . import properties
 from .errors import FFBadRequest, FFOverQuota, FlowFuseError
-from .facade import FlowFuse, read_body, security_headers
+from .facade import BODY_LIMIT, FlowFuse, read_body
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS context (
@@ -28,6 +31,10 @@ CREATE TABLE IF NOT EXISTS context (
     value TEXT NOT NULL, UNIQUE (project, scope)
 );
 """
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+SQL_INTEGER_MAX = (1 << 63) - 1
 
 
 class InvalidExpr(FlowFuseError):
@@ -38,8 +45,10 @@ class InvalidExpr(FlowFuseError):
 
 
 def json_text(value: Any) -> str:
-    """JSON as JavaScript's JSON.stringify writes it (what upstream measures)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """JSON as JavaScript's JSON.stringify writes it (what upstream measures): a lone surrogate
+    (valid JSON, no UTF-8) escaped as `\\udXXX`, which either database then takes."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def item_size(value: Any) -> int:
@@ -49,6 +58,13 @@ def item_size(value: Any) -> int:
     if value is None:
         return 1
     return len(json_text(value))
+
+
+class ContextJSON(JSONResponse):
+    """An answer of context values, as upstream writes them (a lone surrogate escaped)."""
+
+    def render(self, content: Any) -> bytes:
+        return json_text(content).encode()
 
 
 class ContextStore:
@@ -129,10 +145,13 @@ def _ff(request: Request) -> FlowFuse:
 
 
 async def _authorized(request: Request) -> tuple[FlowFuse, str, Any]:
+    """(facade, project, grant); the project and the scope, if the route has one, checked."""
     ff = _ff(request)
     FlowFuse.require_bearer(request)
     project = request.path_params["project"]
     _check_segment(project)
+    if "scope" in request.path_params:
+        _check_segment(request.path_params["scope"])
     grant = await ff.authorize(request, project)
     return ff, project, grant
 
@@ -153,13 +172,43 @@ async def _json_body(request: Request) -> Any:
         return json.loads(raw)
     except ValueError:
         raise FFBadRequest("body is not valid JSON") from None
+    except RecursionError:
+        raise FFBadRequest(TOO_DEEP) from None
+
+
+TOO_DEEP = "JSON nested too deeply"
+
+
+@contextmanager
+def _nesting_checked() -> Iterator[None]:
+    """A value nested too deeply for JSON text here (a deep key, or a deep value set deep
+    inside a scope) is a 400; the change is not saved."""
+    try:
+        yield
+    except RecursionError:
+        raise FFBadRequest(TOO_DEEP) from None
+
+
+def _limit(ff: FlowFuse, grant: Any) -> int | None:
+    return grant.context_quota or ff.config.context_quota
 
 
 async def _check_quota(ff: FlowFuse, grant: Any, store: Any, project: str, delta: int) -> None:
     """Upstream's rule: a change that does not shrink the project may not pass its quota."""
-    limit = grant.context_quota or ff.config.context_quota
+    limit = _limit(ff, grant)
     if limit is not None and delta >= 0 and await store.used(project) + delta > limit:
         raise FFOverQuota(limit)
+
+
+def _check_indices(paths: list[properties.Path], limit: int | None) -> None:
+    """An array index pads the array with nulls up to it, which the quota's measure (the
+    value) does not see: `[20000000]` would store 100 MB. No index may pass the quota (an
+    array that long could never have been stored under it), nor, without one, the body limit."""
+    bound = limit or BODY_LIMIT
+    if any(isinstance(key, int) and key >= bound for path in paths for key in path):
+        if limit is not None:
+            raise FFOverQuota(limit)
+        raise FFBadRequest(f"an array index must be below {bound}")
 
 
 def _path(key: Any) -> properties.Path:
@@ -172,26 +221,33 @@ def _path(key: Any) -> properties.Path:
 async def set_values(request: Request) -> Response:
     ff, project, grant = await _authorized(request)
     scope = request.path_params["scope"]
-    _check_segment(scope)
     items = await _json_body(request)
     if not isinstance(items, list) or not all(isinstance(i, dict) and "key" in i for i in items):
         raise FFBadRequest("body must be an array of {key, value}")
     paths = [_path(item["key"]) for item in items]
+    _check_indices(paths, _limit(ff, grant))
     store: ContextStore = ff.context
-    async with store.lock(project):
-        value = copy.deepcopy(await store.scope(project, scope) or {})
-        delta = 0
-        for item, path in zip(items, paths, strict=True):
-            found, old = properties.get(value, path)
-            if "value" in item:
-                delta += item_size(item["value"]) - (item_size(old) if found else 0)
-                properties.set_value(value, path, item["value"])
-            elif found:
-                delta -= item_size(old)
-                properties.delete(value, path)
-        await _check_quota(ff, grant, store, project, delta)
-        await store.save(project, {scope: value})
-    return JSONResponse({}, headers=security_headers())
+    with _nesting_checked():
+        async with store.lock(project):
+            value, delta = _changed(await store.scope(project, scope), items, paths)
+            await _check_quota(ff, grant, store, project, delta)
+            await store.save(project, {scope: value})
+    return ContextJSON({})
+
+
+def _changed(stored: dict | None, items: list[dict], paths: list[properties.Path]) -> tuple[dict, int]:
+    """(the scope after the sets and deletes of `items`, the change in the quota's measure)."""
+    value = copy.deepcopy(stored or {})
+    delta = 0
+    for item, path in zip(items, paths, strict=True):
+        found, old = properties.get(value, path)
+        if "value" in item:
+            delta += item_size(item["value"]) - (item_size(old) if found else 0)
+            properties.set_value(value, path, item["value"])
+        elif found:
+            delta -= item_size(old)
+            properties.delete(value, path)
+    return value, delta
 
 
 async def get_values(request: Request) -> Response:
@@ -203,25 +259,25 @@ async def get_values(request: Request) -> Response:
     paths = [_path(k) for k in keys]
     value = await ff.context.scope(project, scope)
     if value is None:
-        return JSONResponse([], headers=security_headers())
+        return ContextJSON([])
     out = []
     for key, path in zip(keys, paths, strict=True):
         found, got = properties.get(value, path)
         out.append({"key": key, "value": got} if found else {"key": key})
-    return JSONResponse(out, headers=security_headers())
+    return ContextJSON(out)
 
 
 async def keys(request: Request) -> Response:
     ff, project, _ = await _authorized(request)
     value = await ff.context.scope(project, request.path_params["scope"]) or {}
-    return JSONResponse(list(value), headers=security_headers())
+    return ContextJSON(list(value))
 
 
 async def delete_scope(request: Request) -> Response:
     ff, project, _ = await _authorized(request)
     async with ff.context.lock(project):
         await ff.context.save(project, {request.path_params["scope"]: None})
-    return JSONResponse({}, headers=security_headers())
+    return ContextJSON({})
 
 
 async def clean(request: Request) -> Response:
@@ -234,7 +290,7 @@ async def clean(request: Request) -> Response:
         names = await ff.context.scope_names(project)
         doomed = {s: None for s in names if s != "global" and s.split(":")[0] not in keep}
         await ff.context.save(project, doomed)
-    return JSONResponse({}, headers=security_headers())
+    return ContextJSON({})
 
 
 async def cache_page(request: Request) -> Response:
@@ -244,22 +300,23 @@ async def cache_page(request: Request) -> Response:
         cursor = int(request.query_params.get("cursor", 0))
     except ValueError:
         raise FFBadRequest("limit and cursor must be numbers") from None
-    data, count, next_cursor = await ff.context.page(project, max(1, limit), cursor)
+    limit, cursor = (min(max(low, n), SQL_INTEGER_MAX) for low, n in ((1, limit), (0, cursor)))
+    data, count, next_cursor = await ff.context.page(project, limit, cursor)
     meta = {"next_cursor": next_cursor} if next_cursor is not None else {}
-    return JSONResponse({"meta": meta, "count": count, "data": data}, headers=security_headers())
+    return ContextJSON({"meta": meta, "count": count, "data": data})
 
 
 async def cache_replace(request: Request) -> Response:
     ff, project, grant = await _authorized(request)
     scope = request.path_params["scope"]
-    _check_segment(scope)
     value = await _json_body(request)
     if not isinstance(value, dict):
         raise FFBadRequest("body must be an object")
     store: ContextStore = ff.context
-    async with store.lock(project):
-        old = await store.scope(project, scope)
-        delta = (len(json_text(value)) if value else 0) - (len(json_text(old)) if old else 0)
-        await _check_quota(ff, grant, store, project, delta)
-        await store.save(project, {scope: value})
-    return JSONResponse({}, headers=security_headers())
+    with _nesting_checked():
+        async with store.lock(project):
+            old = await store.scope(project, scope)
+            delta = (len(json_text(value)) if value else 0) - (len(json_text(old)) if old else 0)
+            await _check_quota(ff, grant, store, project, delta)
+            await store.save(project, {scope: value})
+    return ContextJSON({})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from edgefiles.ans.files import NamedFiles
 from edgefiles.ans.names import Names
 from edgefiles.node.core import Core
 from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..body import read_capped
 from .config import FlowFuseConfig
@@ -15,7 +18,8 @@ from .platform import Grant, Platform
 NAMESPACE_PREFIX = "flowfuse/"
 
 # helmet as upstream configures it (defaults, frameguard deny, no HSTS), on /v1/* only: the
-# host route serves SPAs, which these would break
+# host route serves SPAs, which these would break. Upstream's hook adds them to every reply,
+# errors included.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self';base-uri 'self';font-src 'self' https: data:;"
     "form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';"
@@ -37,8 +41,23 @@ SECURITY_HEADERS = {
 BODY_LIMIT = 10 * 1024 * 1024  # upstream's fastify bodyLimit
 
 
-def security_headers() -> dict[str, str]:
-    return dict(SECURITY_HEADERS)
+def with_security_headers(app: ASGIApp) -> ASGIApp:
+    """`app`, with SECURITY_HEADERS on every answer to a path under /v1/."""
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in SECURITY_HEADERS.items()]
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *headers]}
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    return wrapped
 
 
 async def read_body(request: Request) -> bytes:
@@ -54,6 +73,11 @@ class FlowFuse:
         self.platform = Platform(config.base_url)
         self.files = NamedFiles(core, names)
         self.context = None
+        self._writing: dict[str, asyncio.Lock] = {}
+
+    def writing(self, namespace: str) -> asyncio.Lock:
+        """Held by a file write of `namespace` from its quota check until it is stored."""
+        return self._writing.setdefault(namespace, asyncio.Lock())
 
     async def open(self) -> None:
         """Open the context store: SQLite by default (upstream's `storage` file, relative paths

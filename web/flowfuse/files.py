@@ -23,7 +23,7 @@ from .errors import (
     FFUnauthorized,
     FFUnsupportedMedia,
 )
-from .facade import FlowFuse, read_body, security_headers
+from .facade import FlowFuse, read_body
 
 TEXT_TYPES = {"application/octet-stream", "text/plain"}
 
@@ -55,7 +55,7 @@ async def files(request: Request) -> Response:
         raise FFBadRequest("a file path is required")
     ns, name = namespace(team, project), "/".join(segments)
     store = ff.files
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):  # HEAD is GET's answer without its body (RFC 9110)
         _refuse_below_file(store, ns, segments)
         cid = store.resolve(ns, name)
         if cid is None:
@@ -63,26 +63,27 @@ async def files(request: Request) -> Response:
                 raise FFIsDirectory(f"{name} is a directory")
             raise FFNoEntry(f"no such file: {name}")
         data = await run_in_threadpool(ff.core.read_bytes, cid)
-        return Response(data, media_type="application/octet-stream", headers=security_headers())
+        return Response(data, media_type="application/octet-stream")
     if request.method == "DELETE":
         if store.is_dir(ns, name):
             raise FFIsDirectory(f"{name} is a directory")
         if not await store.delete(ns, name):
             raise FFNoEntryToDelete(f"no such file: {name}")
-        return Response(b"", headers=security_headers())
+        return Response(b"")
     body = await _body(request)
     mode = request.headers.get("ff_mode")
     if mode == "ensureDir":
-        return Response(b"", headers=security_headers())
-    _refuse_below_file(store, ns, segments)
-    if store.is_dir(ns, name):
-        raise FFIsDirectory(f"{name} is a directory")
-    quota = grant.file_quota or ff.config.file_quota
-    if quota is not None and store.used(ns) + len(body) >= quota:
-        raise FFOverQuota(quota)
-    content_type = request.headers.get("content-type")
-    await store.write(ns, name, body, append=mode == "append", content_type=content_type)
-    return Response(b"", headers=security_headers())
+        return Response(b"")
+    async with ff.writing(ns):  # the quota is checked against what the writes before left
+        _refuse_below_file(store, ns, segments)
+        if store.is_dir(ns, name):
+            raise FFIsDirectory(f"{name} is a directory")
+        quota = grant.file_quota or ff.config.file_quota
+        if quota is not None and store.used(ns) + len(body) >= quota:
+            raise FFOverQuota(quota)
+        content_type = request.headers.get("content-type")
+        await store.write(ns, name, body, append=mode == "append", content_type=content_type)
+    return Response(b"")
 
 
 async def quota(request: Request) -> Response:
@@ -91,7 +92,7 @@ async def quota(request: Request) -> Response:
     await ff.authorize(request, project)
     if segments:
         raise FFUnauthorized()  # no such route upstream
-    return JSONResponse({"used": ff.files.used(namespace(team, project))}, headers=security_headers())
+    return JSONResponse({"used": ff.files.used(namespace(team, project))})
 
 
 def _refuse_below_file(store, ns: str, segments: list[str]) -> None:
