@@ -107,11 +107,21 @@ def content_disposition(filename: str, kind: str = "inline") -> str:
     return value
 
 
+VARY = {"Vary": "Accept"}  # a directory's answer: a listing in JSON or HTML, or its index.html
+
+
 def etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
     tags = [t.strip().removeprefix("W/") for t in header.split(",")]
     return "*" in tags or etag in tags
+
+
+def range_still_applies(if_range: str | None, etag: str) -> bool:
+    """RFC 9110 13.1.5: a Range with `If-Range` holds only while the representation is the one
+    the client has part of: its strong entity tag. A date never matches (there is no
+    Last-Modified to compare it with), so the whole file is sent, never a splice of two."""
+    return if_range is None or if_range.strip() == etag
 
 
 class ContentServer:
@@ -144,11 +154,13 @@ class ContentServer:
         return {**CORS_HEADERS, "ETag": etag, "Cache-Control": cache}
 
     def _directory(self, request: Request, target: Target, node: exporter.Node) -> Response:
+        """A redirect to the slashed URL, index.html, or a listing (HTML or JSON): which one
+        depends on Accept, and says so (Vary) to caches."""
         html = wants_html(request.headers.get("accept"))
         if (html or target.host_route) and not target.trailing_slash:
             url = request.url
             return RedirectResponse(
-                str(url.replace(path=url.path + "/")), status_code=301, headers=CORS_HEADERS
+                str(url.replace(path=url.path + "/")), status_code=301, headers={**CORS_HEADERS, **VARY}
             )
         if html or target.host_route:
             try:
@@ -156,9 +168,11 @@ class ContentServer:
             except exporter.NotFound:
                 index = None
             if index is not None and not index.is_dir:
-                return self._file(request, target, index, "index.html")
-        etag = f'"{to_str(node.cid)}"'
-        headers = self._headers(target, etag)
+                response = self._file(request, target, index, "index.html")
+                response.headers.update(VARY)
+                return response
+        etag = f'"{to_str(node.cid)}.html"' if html else f'"{to_str(node.cid)}"'
+        headers = {**self._headers(target, etag), **VARY}
         if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         entries = self.reader.listing(node)
@@ -183,7 +197,9 @@ class ContentServer:
         size = node.size
         status = 200
         start, end = 0, size
-        byte_range = parse_range(request.headers.get("range"), size)
+        byte_range = None
+        if range_still_applies(request.headers.get("if-range"), etag):
+            byte_range = parse_range(request.headers.get("range"), size)
         if byte_range is not None:
             start, end = byte_range
             status = 206
