@@ -120,6 +120,48 @@ def test_invalid_range_is_ignored(client, site, header):
     assert r.content == b"<h1>home</h1>"
 
 
+def test_if_range_resumes_only_the_file_the_client_has_part_of(client, site, node):
+    first = client.get(f"/api/v2/files/{site}/big.bin", headers={"Range": "bytes=0-99"})
+    etag = first.headers["etag"]
+    same = client.get(f"/api/v2/files/{site}/big.bin", headers={"Range": "bytes=100-199", "If-Range": etag})
+    assert (same.status_code, same.content) == (206, BIG[100:200])
+    other = node.upload([("other.bin", gen("other", 300_000))]).text
+    for if_range in (etag, "Wed, 21 Oct 2015 07:28:00 GMT", f"W/{etag}"):  # a name repointed meanwhile
+        r = client.get(f"/api/v2/files/{other}", headers={"Range": "bytes=100-", "If-Range": if_range})
+        assert (r.status_code, len(r.content)) == (200, 300_000), if_range
+        assert "content-range" not in r.headers
+
+
+def test_a_directory_answer_varies_by_accept_and_each_listing_has_its_own_tag(client, site):
+    as_json = client.get(f"/api/v2/files/{site}/docs/", headers={"Accept": "application/json"})
+    as_html = client.get(f"/api/v2/files/{site}/docs/", headers={"Accept": "text/html"})
+    assert as_json.headers["vary"] == as_html.headers["vary"] == "Accept"
+    assert as_json.headers["etag"] != as_html.headers["etag"]
+    stale = client.get(f"/api/v2/files/{site}/docs/",
+                       headers={"Accept": "text/html", "If-None-Match": as_json.headers["etag"]})
+    assert stale.status_code == 200 and stale.headers["content-type"].startswith("text/html")
+    fresh = client.get(f"/api/v2/files/{site}/docs/",
+                       headers={"Accept": "text/html", "If-None-Match": as_html.headers["etag"]})
+    assert fresh.status_code == 304
+    for r in (client.get(f"/api/v2/files/{site}", headers={"Accept": "text/html"}),  # 301 to the slash
+              client.get(f"/api/v2/files/{site}/", headers={"Accept": "text/html"})):  # its index.html
+        assert r.headers["vary"] == "Accept", r.status_code
+
+
+def test_a_file_named_with_a_line_break_is_reached_as_percent_0a(node):
+    parts = [(b"a\nb.txt", b"odd name"), (b"c.txt", b"plain")]  # as sent raw (httpx would escape it)
+    body = b"".join(b'--B\r\nContent-Disposition: form-data; name="f"; filename="%s"\r\n\r\n%s\r\n' % part
+                    for part in parts) + b"--B--\r\n"
+    headers = {"Authorization": f"Bearer {node.token()}", "Content-Type": "multipart/form-data; boundary=B"}
+    status, site = node.raw_request("POST", "/api/v2/files", body, headers)
+    assert status == 200, site
+    with node.client() as c:
+        r = c.get(f"/api/v2/files/{site}/a%0Ab.txt")
+        assert (r.status_code, r.content) == (200, b"odd name")
+        names = [child["name"] for child in c.get(f"/api/v2/files/{site}").json()["directory"]["children"]]
+        assert "a\nb.txt" in names
+
+
 def test_etag_revalidation(client, site):
     etag = client.get(f"/api/v2/files/{site}/index.html").headers["etag"]
     r = client.get(f"/api/v2/files/{site}/index.html", headers={"If-None-Match": etag})

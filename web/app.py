@@ -54,8 +54,9 @@ async def api_error(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        return MethodNotAllowed().response()
+    if exc.status_code == 405:  # Starlette says which methods the route takes; OPTIONS is ours
+        allow = (exc.headers or {}).get("Allow")
+        return MethodNotAllowed(headers={"Allow": f"{allow}, OPTIONS"} if allow else None).response()
     if exc.status_code == 404:
         return route_not_found(request.url.path)
     return JSONResponse({"code": "ERR_HTTP", "message": str(exc.detail)}, exc.status_code, CORS_HEADERS)
@@ -118,10 +119,10 @@ def create_app(ctx: AppContext) -> ASGIApp:
     routes = [
         Route("/api/v2/auth", files_api.auth, methods=["POST"]),
         Route("/api/v2/files", files_api.files, methods=FILE_METHODS),
-        Route("/api/v2/files/{tail:path}", files_api.files, methods=FILE_METHODS),
+        Route("/api/v2/files/{tail:anypath}", files_api.files, methods=FILE_METHODS),
         Route("/api/v2/names", files_api.names, methods=["GET"]),
         Route("/api/v2/car", car.receive, methods=["POST"]),
-        Route("/ipfs/{tail:path}", gateway.ipfs, methods=["GET", "HEAD"]),
+        Route("/ipfs/{tail:anypath}", gateway.ipfs, methods=["GET", "HEAD"]),
         *[Route(path, admin_api.admin, methods=[method]) for method, path in admin_api.COMMANDS],
         *[Route(path, endpoint, methods=methods) for path, endpoint, methods in filestore.ROUTES],
         *storage_api.ROUTES,

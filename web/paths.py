@@ -4,11 +4,29 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 
 from .errors import BadRequest
 
 MAX_SEGMENT_BYTES = 255
+
+
+class AnyPath(Convertor[str]):
+    """Starlette's `path`, line breaks included: a file whose name holds one (a multipart
+    filename takes it, a CAR or a peer's DAG may hold it) is reached as `%0A`, not a 404 of
+    no route. Routes take their tails from `raw_path` and check them there."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", AnyPath())
 
 
 def check_segment(seg: str) -> str:

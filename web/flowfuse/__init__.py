@@ -29,7 +29,7 @@ def routes() -> list[Route]:
         Route(f"{c}/{{scope}}", context.set_values, methods=["POST"]),
         Route(f"{c}/{{scope}}", context.get_values, methods=["GET"]),
         Route(f"{c}/{{scope}}", context.delete_scope, methods=["DELETE"]),
-        Route("/v1/files/{tail:path}", files.files, methods=methods),
-        Route("/v1/quota/{tail:path}", files.quota, methods=["GET"]),
-        Route("/v1/{tail:path}", unknown, methods=["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]),
+        Route("/v1/files/{tail:anypath}", files.files, methods=methods),
+        Route("/v1/quota/{tail:anypath}", files.quota, methods=["GET"]),
+        Route("/v1/{tail:anypath}", unknown, methods=["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]),
     ]

@@ -359,6 +359,6 @@ ROUTES = [
     Route(f"{PREFIX}/quota/recalculate", wrapped(recalculate), methods=["POST"]),
     Route(f"{PREFIX}/presigned/{{token}}", wrapped(presigned), methods=["GET", "HEAD"]),
     # what the routes above leave (an encoded '/' in a name, another method): answered here
-    Route(f"{PREFIX}/objects/{{tail:path}}", wrapped(object_routes), methods=ANY, include_in_schema=False),
+    Route(f"{PREFIX}/objects/{{tail:anypath}}", wrapped(object_routes), methods=ANY, include_in_schema=False),
     Route(f"{PREFIX}/{{rest:path}}", wrapped(unknown), methods=ANY, include_in_schema=False),
 ]
