@@ -141,3 +141,14 @@ def test_cors_preflight(node):
     assert "DELETE" in r.headers["access-control-allow-methods"]
     assert "Authorization" in r.headers["access-control-allow-headers"]
     assert "ETag" in r.headers["access-control-expose-headers"]
+
+
+def test_a_405_names_the_methods_of_the_route_it_came_from(node):
+    allowed = {"/api/v2/auth": "POST, OPTIONS", "/api/v2/names": "GET, HEAD, OPTIONS",
+               "/api/v2/node/id": "GET, HEAD, OPTIONS"}
+    for path, allow in allowed.items():
+        r = httpx.request("PATCH", f"{node.url}{path}")
+        assert (r.status_code, r.json()["code"]) == (405, "ERR_METHOD_NOT_ALLOWED")
+        assert sorted(r.headers["allow"].split(", ")) == sorted(allow.split(", ")), path
+    r = httpx.request("PATCH", f"{node.url}/api/v2/files")
+    assert "POST" in r.headers["allow"].split(", ")

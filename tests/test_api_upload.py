@@ -149,6 +149,12 @@ def test_malformed_multipart(node):
     no_boundary = _raw_post(node, b"--B--\r\n", "multipart/form-data")
     assert no_boundary.status_code == 400
     assert "boundary" in no_boundary.json()["message"]
+    with httpx.Client(base_url=node.url, headers={"Authorization": f"Bearer {node.token()}"}) as c:
+        long_boundary = "b" * 300  # past what the parser takes (RFC 2046 allows 70)
+        r = c.post("/api/v2/files", content=f"--{long_boundary}--\r\n",
+                   headers={"Content-Type": f"multipart/form-data; boundary={long_boundary}"})
+        assert (r.status_code, r.json()["code"]) == (400, "ERR_BAD_REQUEST")
+        assert c.get("/api/v2/names").status_code == 200  # on the same connection: still open
 
 
 def test_truncated_multipart_pins_nothing(node):

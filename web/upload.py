@@ -13,7 +13,7 @@ from concurrent.futures import Executor
 from edgefiles.node.blockstore import QueuedWrites, StorageFull
 from edgefiles.node.core import Core
 from edgefiles.node.importer import FileBuilder, PathConflict, TreeBuilder, pooled_hasher
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser
 from starlette.requests import Request
 
@@ -181,7 +181,10 @@ def _parser(request: Request, collector: PartCollector) -> MultipartParser:
         raise UnsupportedMediaType()
     if not params.get("boundary"):
         raise BadRequest("multipart/form-data without a boundary parameter")
-    return MultipartParser(params["boundary"], collector.callbacks(), max_header_count=32)
+    try:
+        return MultipartParser(params["boundary"], collector.callbacks(), max_header_count=32)
+    except FormParserError as exc:  # a boundary too long (RFC 2046: 70 characters at most)
+        raise BadRequest(f"malformed multipart header: {exc}") from None
 
 
 def _check_ended(collector: PartCollector) -> None:
