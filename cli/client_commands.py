@@ -228,16 +228,18 @@ def _add_one(client: NodeClient, files: list[tuple[str, Path]], args: argparse.N
     progress.close()
     print(cid, flush=True)
     if args.name:
-        client.request("PUT", f"/api/v2/files/{quote(args.name)}", content=cid)
+        client.request("PUT", f"/api/v2/files/{quote(args.name, safe='')}", content=cid)
         print(f"{args.name} -> {cid}", file=sys.stderr)
 
 
 def cmd_name(args: argparse.Namespace) -> int:
     client = NodeClient(args.node, args.token)
+    if args.name_command in ("set", "rm"):
+        _check_name(args.name)  # '..' would otherwise be a path the URL climbs out of
     if args.name_command == "set":
-        client.request("PUT", f"/api/v2/files/{quote(args.name)}", content=args.cid)
+        client.request("PUT", f"/api/v2/files/{quote(args.name, safe='')}", content=args.cid)
     elif args.name_command == "rm":
-        print(client.request("DELETE", f"/api/v2/files/{quote(args.name)}").text)
+        print(client.request("DELETE", f"/api/v2/files/{quote(args.name, safe='')}").text)
     else:
         for entry in client.request("GET", "/api/v2/names").json():
             state = "complete" if entry["complete"] else f"fetching, {entry['missing']} bytes missing"
@@ -265,6 +267,8 @@ def cmd_get(args: argparse.Namespace) -> int:
     stack = [(listing["directory"], root, base)]
     while stack:
         directory, local, remote = stack.pop()
+        if local.exists() and not local.is_dir():
+            raise CliError(f"{local} is a file, where the folder {remote.rsplit('/', 1)[-1]} would go")
         local.mkdir(parents=True, exist_ok=True)
         for child in directory["children"]:
             try:
@@ -294,6 +298,8 @@ def _write_stream(response, out: str, show_progress: bool = False) -> None:
     tells the length. An answer cut short leaves no file (nor its .part) behind."""
     import httpx
 
+    if out != "-" and Path(out).is_dir():
+        raise CliError(f"{out} is a folder: give -o the file to write")
     length = response.headers.get("content-length", "")
     progress = Progress(int(length) if length.isdigit() else 0, show_progress)
     tmp = Path(out + ".part")

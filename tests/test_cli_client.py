@@ -133,3 +133,29 @@ def test_add_draws_a_progress_bar_on_a_terminal(node, tmp_path):
     assert proc.returncode == 0
     assert out.decode().strip() == run_cli("cid", str(big)).stdout.strip()
     assert b"100.0%" in drawn and b"MiB/s" in drawn and b"#" * 30 in drawn
+
+
+def test_get_onto_what_is_in_the_way_is_a_clear_error_and_leaves_nothing(node, tmp_path):
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").write_text("mine")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "one.txt").write_text("1")
+    (site / "two.txt").write_text("2")
+    folder_cid = run_cli("add", str(site), env=_env(node)).stdout.strip()
+    file_cid = run_cli("add", str(site / "one.txt"), env=_env(node)).stdout.strip()
+    file_into_folder = run_cli("get", file_cid, "-o", str(tmp_path / "a-folder"), env=_env(node))
+    assert file_into_folder.returncode == 1 and "is a folder" in file_into_folder.stderr
+    assert "Traceback" not in file_into_folder.stderr and not (tmp_path / "a-folder.part").exists()
+    folder_onto_file = run_cli("get", folder_cid, "-o", str(tmp_path / "a-file"), env=_env(node))
+    assert folder_onto_file.returncode == 1 and "is a file" in folder_onto_file.stderr
+    assert "Traceback" not in folder_onto_file.stderr and (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_name_set_checks_the_name_before_asking_the_node(node, tmp_path):
+    src = tmp_path / "x.txt"
+    src.write_text("x")
+    cid = run_cli("add", str(src), env=_env(node)).stdout.strip()
+    for bad in ("..", "a/b", "UPPER"):
+        out = run_cli("name", "set", bad, cid, env=_env(node))
+        assert out.returncode == 1 and "not a valid name" in out.stderr and "404" not in out.stderr, bad
