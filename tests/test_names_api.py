@@ -127,3 +127,18 @@ def test_names_survive_restart(fresh_node):
     n.start()
     with n.client() as c:
         assert c.get("/api/v2/files/keep/a").content == b"1"
+
+
+def test_an_identity_cid_is_read_from_itself_by_cid_and_by_name(node, client):
+    """An identity CID holds its bytes (Kubo's --inline makes them): listed as complete, and
+    readable too, without a block stored anywhere."""
+    from edgefiles.node.cid import IDENTITY, RAW, to_str
+
+    data = b"hello world\n"
+    inline = to_str(bytes([1, RAW, IDENTITY, len(data)]) + data)  # CIDv1, raw, identity multihash
+    assert client.put("/api/v2/files/inline", content=inline).status_code == 200
+    assert next(e for e in client.get("/api/v2/names").json() if e["name"] == "inline")["complete"] is True
+    for path in (f"/api/v2/files/{inline}", "/api/v2/files/inline"):
+        r = client.get(path)
+        assert (r.status_code, r.content) == (200, b"hello world\n"), path
+    assert host_get(node, "inline.actyx.localhost").content == b"hello world\n"
