@@ -216,6 +216,9 @@ def _files_of(raw: str, hidden: bool) -> list[tuple[str, Path]]:
     files = [("/".join(segments), p) for segments, p in scan.files]
     if not files:
         raise CliError(f"{raw}: no files to upload")
+    if len(files) == 1:  # the Files API answers one part with the file's CID
+        print(f"note: {raw} holds one file to upload, so the CID is that file's "
+              "(`edgefiles cid` gives the folder's)", file=sys.stderr)
     return files
 
 

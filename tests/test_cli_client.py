@@ -159,3 +159,13 @@ def test_name_set_checks_the_name_before_asking_the_node(node, tmp_path):
     for bad in ("..", "a/b", "UPPER"):
         out = run_cli("name", "set", bad, cid, env=_env(node))
         assert out.returncode == 1 and "not a valid name" in out.stderr and "404" not in out.stderr, bad
+
+
+def test_add_of_a_folder_left_with_one_file_says_its_cid_is_the_files(node, tmp_path):
+    site = tmp_path / "dotted"
+    site.mkdir()
+    (site / "a.txt").write_text("a")
+    (site / ".hidden").write_text("b")
+    added = run_cli("add", str(site), env=_env(node))
+    assert added.returncode == 0 and "holds one file" in added.stderr
+    assert added.stdout.strip() == run_cli("cid", str(site / "a.txt")).stdout.strip()
