@@ -12,6 +12,7 @@ from pathlib import Path
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .ahead import RUN_BYTES
+from .errors import BadRequest
 
 # What the kernel keeps for a loopback connection's unsent bytes: one run (it doubles what it
 # is asked for). A run then never fits whole into the free buffer, so uvloop writes what fits
@@ -29,6 +30,15 @@ class HttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         if self.client is not None and on_loopback(self.client[0]) and kernel_allows_send_buffer():
             size_send_buffer(transport.get_extra_info("socket"))
+
+    def send_400_response(self, msg: str) -> None:
+        """A request that is not HTTP (a raw byte in its path, a bad header line) gets the
+        JSON error body and CORS headers every other error has; uvicorn's is plain text."""
+        response = BadRequest(f"malformed HTTP request: {msg}").response()
+        head = [b"HTTP/1.1 400 Bad Request\r\n", *(b"%s: %s\r\n" % pair for pair in response.raw_headers),
+                b"connection: close\r\n\r\n"]
+        self.transport.write(b"".join([*head, response.body]))
+        self.transport.close()
 
 
 def on_loopback(host: str) -> bool:
