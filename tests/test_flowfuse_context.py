@@ -139,6 +139,13 @@ def test_bad_requests(ctx):
     assert c.get(f"{base}/global").status_code == 400  # no key
     assert c.get(f"{base}/global", params={"key": ".{}"}).json()["code"] == "INVALID_EXPR"
     assert c.post(f"{base}/global", json=[]).status_code == 200
+    items = b'[{"key":"f","value":1}]'
+    form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+    form = c.post(f"{base}/global", content=items, headers=form_type)
+    assert (form.status_code, form.json()["code"]) == (415, "FST_ERR_CTP_INVALID_MEDIA_TYPE")
+    text = c.post(f"{base}/global", content=items, headers={"Content-Type": "text/plain"})
+    assert text.status_code == 400  # a string to upstream's handler, not an array
+    assert c.get(f"{base}/global", params={"key": "f"}).json() in ([], [{"key": "f"}])
 
 
 def test_clean_keeps_global_and_listed_flows_and_nodes(ctx):

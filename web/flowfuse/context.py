@@ -22,8 +22,9 @@ from starlette.responses import JSONResponse, Response
 from ..errors import BadRequest
 from ..paths import check_segment
 from . import properties
-from .errors import FFBadRequest, FFOverQuota, FlowFuseError
+from .errors import FFBadRequest, FFOverQuota, FFUnsupportedMedia, FlowFuseError
 from .facade import BODY_LIMIT, FlowFuse, read_body
+from .files import TEXT_TYPES
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS context (
@@ -165,9 +166,16 @@ def _check_segment(value: str) -> None:
 
 
 async def _json_body(request: Request) -> Any:
+    """The body as fastify's parsers give it to upstream's handlers: JSON parsed, a text or
+    octet body as its string (which no route takes), another type with a body a 415."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     raw = await read_body(request)
     if not raw.strip():
         return None
+    if media in TEXT_TYPES:
+        return raw.decode(errors="replace")
+    if media != "application/json":
+        raise FFUnsupportedMedia()
     try:
         return json.loads(raw)
     except ValueError:
