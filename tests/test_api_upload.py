@@ -229,3 +229,11 @@ def test_a_node_with_the_ipip_499_profile_gives_helias_cids(fresh_node):
         (entry,) = case["entries"]
         got = n.upload([(entry["path"], entry_bytes(entry))]).text
         assert got == case["cid"]["unixfs-v1-2025"], case["id"]
+
+
+def test_a_filename_that_is_not_utf8_is_a_400(node):
+    before = node.pins()
+    body = b'--B\r\nContent-Disposition: form-data; name="f"; filename="\xff\xfe.txt"\r\n\r\nx\r\n--B--\r\n'
+    r = _raw_post(node, body, "multipart/form-data; boundary=B")
+    assert (r.status_code, r.json()["code"]) == (400, "ERR_BAD_REQUEST")
+    assert node.pins() == before

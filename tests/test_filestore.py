@@ -286,3 +286,29 @@ def test_viewers_and_things_may_not_replace_or_delete_group_files_and_ranges_wor
     with world.as_user() as user:
         assert user.get(f"/filestore/groups/{g}/files/shared.txt").content == b"0123456789"
         assert user.delete(f"/filestore/groups/{g}/files/shared.txt").status_code == 204
+
+
+def test_head_lists_and_never_uploads_even_where_post_is_refused(world):
+    """Starlette answers HEAD on a GET route: it took the upload path, past the write check."""
+    v = world.viewed["id"]
+    with world.as_user() as user:
+        sneaked = upload(user, f"/filestore/groups/{v}/files", "planted.bin", b"pwned", method="HEAD")
+        assert sneaked.status_code == 200  # the listing's answer, without its body
+        assert upload(user, f"/filestore/groups/{v}/files", "planted.bin", b"x").status_code == 403
+        names = [f["name"] for f in user.get(f"/filestore/groups/{v}/files").json()["files"]]
+        assert "planted.bin" not in names
+    with world.as_thing() as thing:
+        head = thing.head("/filestore/files")
+        assert (head.status_code, head.content) == (200, b"")
+        assert upload(thing, "/filestore/files", "by-head.bin", b"x", method="HEAD").status_code == 200
+        assert thing.get("/filestore/files/by-head.bin").status_code == 404
+
+
+def test_a_file_name_that_is_not_utf8_or_metadata_nested_too_deeply_is_a_400(world):
+    with world.as_thing() as thing:
+        r = post_one_part(thing, b"\xff\xfe.txt", b"text/plain")
+        assert r.status_code == 400 and "error" in r.json(), r.text
+        deep = "[" * 5000 + "]" * 5000
+        r = upload(thing, "/filestore/files", "deep.json", b"{}", metadata=f'{{"a":{deep}}}')
+        assert r.status_code == 400 and "error" in r.json(), r.text
+        assert thing.get("/filestore/files/deep.json").status_code == 404

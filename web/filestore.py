@@ -155,10 +155,10 @@ def _paging(request: Request) -> tuple[int, int]:
 
 
 async def _collection(request: Request, ns: str, owner: tuple[str, str]) -> Response:
-    """GET (list) or POST (upload) on a scope's files."""
+    """GET or HEAD (list) or POST (upload) on a scope's files."""
     ctx: AppContext = request.app.state.ctx
     files = ctx.named_files
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         offset, limit = _paging(request)
         everything = sorted(files.list(ns), key=lambda f: f.name.encode())
         page = [file_object(f, owner) for f in everything[offset:offset + limit]]
@@ -208,7 +208,7 @@ async def thing_file(request: Request) -> Response:
 
 async def group_files(request: Request) -> Response:
     group_id = request.path_params["group_id"]
-    group_access(request, group_id, write=request.method == "POST")
+    group_access(request, group_id, write=request.method not in ("GET", "HEAD"))
     return await _collection(request, group_ns(group_id), ("group_id", group_id))
 
 
@@ -237,8 +237,8 @@ async def groupfile(request: Request) -> Response:
 
 ROUTES = [
     ("/filestore/files", thing_files, ["GET", "POST"]),
-    ("/filestore/files/{name:path}", thing_file, ["GET", "HEAD", "PUT", "DELETE"]),
-    ("/filestore/groupfiles/{name:path}", groupfile, ["GET", "HEAD"]),
+    ("/filestore/files/{name:anypath}", thing_file, ["GET", "HEAD", "PUT", "DELETE"]),
+    ("/filestore/groupfiles/{name:anypath}", groupfile, ["GET", "HEAD"]),
     ("/filestore/groups/{group_id}/files", group_files, ["GET", "POST"]),
-    ("/filestore/groups/{group_id}/files/{name:path}", group_file, ["GET", "HEAD", "PUT", "DELETE"]),
+    ("/filestore/groups/{group_id}/files/{name:anypath}", group_file, ["GET", "HEAD", "PUT", "DELETE"]),
 ]

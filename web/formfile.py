@@ -188,13 +188,16 @@ def parse_metadata(raw: str | None) -> dict[str, Any] | None:
         value = json.loads(raw, parse_constant=_no_constant)
     except ValueError:
         raise BadRequest("metadata is not JSON (NaN and Infinity are not JSON either)") from None
+    except RecursionError:
+        raise BadRequest("metadata is nested too deeply") from None
     if not isinstance(value, dict):
         raise BadRequest("metadata is a JSON object")
     try:  # what the name record carries: finite numbers, integers of at most 64 bits
         json.dumps(value, allow_nan=False)
         msgpack.packb(value)
-    except (ValueError, OverflowError, TypeError):
-        raise BadRequest("metadata numbers are finite and integers fit in 64 bits") from None
+    except (ValueError, OverflowError, TypeError, RecursionError):
+        raise BadRequest("metadata holds numbers that are not finite or past 64 bits, text that is not "
+                         "UTF-8, or nesting too deep") from None
     return value
 
 

@@ -29,12 +29,21 @@ class AnyPath(Convertor[str]):
 register_url_convertor("anypath", AnyPath())
 
 
+def utf8_size(text: str) -> int:
+    """Bytes of `text` in UTF-8; a 400 for text that has none (bytes a header carried that are
+    not UTF-8 arrive as lone surrogates)."""
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        raise BadRequest("a name must be UTF-8") from None
+
+
 def check_segment(seg: str) -> str:
     if seg in ("", ".", ".."):
         raise BadRequest(f"unsafe or empty path segment {seg!r}")
     if "\\" in seg or "\x00" in seg or "/" in seg:
         raise BadRequest(f"path segment {seg!r} holds a backslash, slash or NUL")
-    if len(seg.encode()) > MAX_SEGMENT_BYTES:
+    if utf8_size(seg) > MAX_SEGMENT_BYTES:
         raise BadRequest("path segment longer than 255 bytes")
     return seg
 
@@ -42,7 +51,7 @@ def check_segment(seg: str) -> str:
 def check_file_name(name: str) -> str:
     """A facade's file name: one path segment with nothing that could climb or hide (no '/',
     '\\', '..' anywhere, no control characters), 1 to 255 bytes."""
-    if not name or name == "." or len(name.encode()) > MAX_SEGMENT_BYTES:
+    if not name or name == "." or utf8_size(name) > MAX_SEGMENT_BYTES:
         raise BadRequest(f"a file name is 1 to {MAX_SEGMENT_BYTES} bytes, and not '.'")
     if "/" in name or "\\" in name or ".." in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise BadRequest("a file name has no '/', '\\', '..' or control characters")
