@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from .cid import SHA2_256, to_str
+from .cid import IDENTITY, SHA2_256, digest_of, to_str
 from .protobuf import DecodeError, read_varint, varint
 
 VERSION = 1
@@ -72,6 +72,9 @@ def decode_header(body: bytes) -> list[bytes]:
     roots = value.get("roots")
     if not isinstance(roots, list) or not all(isinstance(r, _Link) for r in roots):
         raise CarInvalid("the CAR header's roots are not a list of CIDs")
+    for root in roots:
+        if split_cid(root.cid) != len(root.cid):
+            raise CarInvalid("a root in the CAR header has bytes after its CID")
     return [r.cid for r in roots]
 
 
@@ -133,24 +136,30 @@ def _item(buf: memoryview, pos: int, depth: int) -> tuple[object, int]:
 
 
 def split_cid(buf: bytes | memoryview) -> int:
-    """The length of the binary CID at the start of a section; CarInvalid when it is not
-    one whose block we can check (CIDv0, or CIDv1 hashed with sha2-256)."""
+    """The length of the binary CID at the start of `buf`; CarInvalid unless it is one this
+    node can check and serve: CIDv0, or CIDv1 with a codec of one byte, hashed with sha2-256
+    or identity (a digest of at most 127 bytes: the block itself)."""
     try:
         if len(buf) >= 34 and buf[0] == 0x12 and buf[1] == 0x20:
             return 34
         version, pos = read_varint(buf, 0)
+        codec_at = pos
         _, pos = read_varint(buf, pos)
+        codec_bytes = pos - codec_at
         code, pos = read_varint(buf, pos)
         size, pos = read_varint(buf, pos)
     except DecodeError:
         raise CarInvalid("a CAR section does not start with a CID") from None
-    if version != 1 or code != SHA2_256 or size != 32 or pos + size > len(buf):
-        raise CarInvalid("a CAR block's CID is not a sha2-256 CID")
+    hashed = (code == SHA2_256 and size == 32) or (code == IDENTITY and size < 0x80)
+    if version != 1 or codec_bytes != 1 or not hashed or pos + size > len(buf):
+        raise CarInvalid("a CID in the CAR is not one this node serves: CIDv0, or CIDv1 with a "
+                         "one-byte codec, hashed with sha2-256 or identity")
     return pos + size
 
 
 def check_block(cid: bytes, data: bytes | memoryview) -> None:
-    if hashlib.sha256(data).digest() != cid[-32:]:
+    code, digest = digest_of(cid)
+    if (bytes(data) != digest) if code == IDENTITY else (hashlib.sha256(data).digest() != digest):
         raise CarInvalid(f"a CAR block does not match its CID {to_str(cid)}")
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from . import dagpb, hamt, unixfs
-from .cid import DAG_PB, RAW, codec_of, normalize, to_str
+from .cid import DAG_PB, RAW, codec_of, digest_of, is_identity, normalize, to_str
 from .protobuf import DecodeError
 
 GetBlock = Callable[[bytes], bytes]
@@ -399,6 +399,11 @@ class DagReader:
             if key in queued:
                 continue
             queued.add(key)
+            if is_identity(cid):  # virtual: never a block of a CAR, but an inline node's links are
+                if scope != "block" and codec_of(cid) == DAG_PB:
+                    below = self._below(cid, digest_of(cid)[1], offset, scope, byte_range)
+                    levels.append(iter(self._with_sizes(below)))
+                continue
             if size is None:
                 raise NotFound("block not stored on this node")
             if codec_of(cid) == RAW or size == leaf:
@@ -459,7 +464,8 @@ class DagReader:
                 yield Span(cid, offset, 0, leaf)
                 continue
             block = self.get_block(cid)
-            yield cid, block
+            if not is_identity(cid):  # a virtual block, which its CID holds: no CAR carries one
+                yield cid, block
             if scope != "block" and codec_of(cid) == DAG_PB:
                 children = self._below(cid, block, offset, scope, byte_range)
                 if self.prefetch is not None and len(children) > 1:

@@ -3,6 +3,7 @@ and the `edgefiles car` commands."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -256,3 +257,53 @@ def test_car_commands_export_and_import(node, fresh_node, tmp_path):
         assert client.get(f"/api/v2/files/{cid}/page.html").content == b"<p>by car</p>"
     missing = run_cli("car", "import", str(tmp_path / "nope.car"), "--node", other.url)
     assert missing.returncode != 0 and "no such file" in missing.stderr
+
+
+def identity_cid(codec: int, data: bytes) -> bytes:
+    return bytes([1, codec, 0x00, len(data)]) + data  # CIDv1, identity multihash: the block itself
+
+
+def test_identity_blocks_are_never_in_a_car_and_are_taken_from_one_without_being_stored(fresh_node):
+    """The trustless gateway specification: a CAR MUST NOT include virtual blocks identified by
+    identity CIDs. One that holds them all the same is checked, and nothing of it stored."""
+    n = fresh_node()
+    stored = gen("beside an inline leaf", 1000)
+    inline = identity_cid(RAW, b"tiny")
+    folder_meta = unixfs.encode(unixfs.UnixFSData(unixfs.DIRECTORY))
+    stored_cid = make_cid(RAW, stored)
+    links = [dagpb.Link(inline, "inline.txt", 4), dagpb.Link(stored_cid, "f.bin", 1000)]
+    folder = dagpb.encode(links, folder_meta)
+    folder_cid = make_cid(DAG_PB, folder)
+    with n.client() as client:
+        body = archive([folder_cid], [(folder_cid, folder), (inline, b"tiny"), (stored_cid, stored)])
+        r = client.post("/api/v2/car", content=body, headers=CAR)
+        assert r.status_code == 200, r.text
+        assert client.get("/api/v2/node/info").json()["blocks"] == 2
+        assert client.get(f"/api/v2/files/{to_str(folder_cid)}/inline.txt").content == b"tiny"
+        folder_text = to_str(folder_cid)
+        for url, params in ((f"/api/v2/files/{folder_text}", {"format": "car"}),
+                            (f"/ipfs/{folder_text}", {"format": "car"}),
+                            (f"/ipfs/{folder_text}/inline.txt", {"format": "car", "dag-scope": "block"})):
+            exported = client.get(url, params=params).content
+            _, pairs = parse_all(exported, [])
+            assert inline not in [cid for cid, _ in pairs], url
+            assert client.post("/api/v2/car", content=exported, headers=CAR).status_code == 200  # ours again
+        assert client.get("/ipfs/bafkqaaa/nope", params={"format": "car"}).status_code == 404
+
+
+def test_roots_and_blocks_this_node_could_not_serve_are_refused(fresh_node):
+    n = fresh_node()
+    block = b'{"a":1}'
+    dag_json = bytes([1, 0xA9, 0x02, 0x12, 0x20]) + hashlib.sha256(block).digest()  # codec 0x0129
+    good = make_cid(RAW, b"x")
+    bodies = {
+        "a root with no digest": archive([bytes.fromhex("01551220")], [(good, b"x")]),
+        "a root with a short digest": archive([bytes.fromhex("015512050102030405")], [(good, b"x")]),
+        "a codec of two bytes": archive([dag_json], [(dag_json, block)]),
+    }
+    with n.client() as client:
+        for what, body in bodies.items():
+            r = client.post("/api/v2/car", content=body, headers=CAR)
+            assert (r.status_code, r.json()["code"]) == (400, "ERR_CAR_INVALID"), what
+        info = client.get("/api/v2/node/info").json()
+        assert (info["blocks"], info["pins"]) == (0, 0)

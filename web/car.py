@@ -17,7 +17,7 @@ from itertools import chain, islice
 
 from edgefiles.node import car, exporter
 from edgefiles.node.blockstore import CorruptBlock, QueuedWrites, StorageFull
-from edgefiles.node.cid import normalize, to_str
+from edgefiles.node.cid import is_identity, normalize, to_str
 from edgefiles.node.core import Core
 from edgefiles.node.exporter import Laid
 from starlette.concurrency import run_in_threadpool
@@ -112,7 +112,8 @@ class CarSink:
 
     def feed(self, data: bytes) -> None:
         for cid, block in self.parser.feed(data):
-            self.writes.put(cid, block)
+            if not is_identity(cid):  # checked, and held by its CID: nothing to store
+                self.writes.put(cid, block)
             self.blocks += 1
 
     def finish(self) -> list[bytes]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-from edgefiles.node import car as car_format
 from edgefiles.node import cid as cids
 from edgefiles.node import exporter
 from edgefiles.node.blockstore import CorruptBlock
@@ -137,9 +136,7 @@ async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], 
                headers: dict[str, str]) -> Response:
     headers = {**headers, "Content-Type": CAR_RESPONSE_TYPE, "Etag": car_etag(root, path, scope, byte_range),
                "Content-Disposition": f'attachment; filename="{to_str(root)}.car"'}
-    if cids.is_identity(root):  # the probe: a CAR of no blocks (an identity block is virtual)
-        return Response(b"" if request.method == "HEAD" else car_format.header([root]), headers=headers)
-    if cached_only and not ctx.core.store.has(root):
+    if cached_only and not (cids.is_identity(root) or ctx.core.store.has(root)):
         raise NotCached()
     try:
         steps, terminal = await run_in_threadpool(ctx.core.reader.path_blocks, root, path)
