@@ -40,6 +40,20 @@ def test_pieces_are_joined_whole_into_chunks_of_at_least_the_size(pieces, size):
     assert not any(rest)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=40), st.integers(1, 1000))
+def test_pieces_given_before_a_failure_are_all_sent_before_it(pieces, size):
+    def failing():
+        yield from pieces
+        raise OSError("block gone")
+
+    chunks = []
+    with pytest.raises(OSError, match="block gone"):
+        for chunk in in_chunks(failing(), size):
+            chunks.append(chunk)
+    assert b"".join(chunks) == b"".join(pieces)
+
+
 def test_an_error_while_producing_reaches_the_consumer_after_what_came_before():
     def failing():
         yield b"first"

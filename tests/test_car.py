@@ -307,3 +307,25 @@ def test_roots_and_blocks_this_node_could_not_serve_are_refused(fresh_node):
             assert (r.status_code, r.json()["code"]) == (400, "ERR_CAR_INVALID"), what
         info = client.get("/api/v2/node/info").json()
         assert (info["blocks"], info["pins"]) == (0, 0)
+
+
+def test_a_car_of_a_dag_with_a_block_nowhere_holds_what_was_found_and_logs_one_line(fresh_node):
+    n = fresh_node("--fetch-timeout", "1")
+    here, gone = b"here", b"nowhere to be found"
+    links = [dagpb.Link(make_cid(RAW, here), "a.txt", 4), dagpb.Link(make_cid(RAW, gone), "b.txt", len(gone))]
+    folder = dagpb.encode(links, unixfs.encode(unixfs.UnixFSData(unixfs.DIRECTORY)))
+    folder_cid = make_cid(DAG_PB, folder)
+    with n.client() as client:
+        body = archive([folder_cid], [(folder_cid, folder), (make_cid(RAW, here), here)])
+        assert client.post("/api/v2/car", content=body, headers=CAR).status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):  # cut short: no clean end of the answer
+            client.get(f"/ipfs/{to_str(folder_cid)}", params={"format": "car"})
+        with client.stream("GET", f"/ipfs/{to_str(folder_cid)}", params={"format": "car"}) as r:
+            got = b""
+            with pytest.raises(httpx.RemoteProtocolError):
+                for piece in r.iter_raw():
+                    got += piece
+    roots, pairs = parse_all(got, [])
+    assert roots == [folder_cid] and pairs == [(folder_cid, folder), (make_cid(RAW, here), here)]
+    log = n.output()
+    assert f"CAR of {to_str(folder_cid)} cut short" in log and "Traceback" not in log

@@ -108,18 +108,27 @@ class RunsAhead(Generic[R]):
 
 async def first_then_runs(first: bytes, rest: RunsAhead, errors: tuple[type[Exception], ...],
                           cut_short: Callable[[Exception], str]) -> AsyncIterator[bytes]:
-    """`first`, then the chunks of `rest`. One of `errors` while they are read ends the answer
-    as CutShort(`cut_short(error)`). The runs under way are dropped however the answer ends:
-    a client gone after `first` leaves nothing to read."""
+    """`first`, then the chunks of `rest`, ended as `cut_short_by` says. The runs under way are
+    dropped however the answer ends: a client gone after `first` leaves nothing to read."""
     try:
         yield first
-        async with aclosing(rest.chunks()) as chunks:
+        async with aclosing(cut_short_by(rest.chunks(), errors, cut_short)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+    finally:
+        rest.cancel()
+
+
+async def cut_short_by(body: AsyncIterator[bytes], errors: tuple[type[Exception], ...],
+                       cut_short: Callable[[Exception], str]) -> AsyncIterator[bytes]:
+    """`body`, ended as CutShort(`cut_short(error)`) by one of `errors` while it is read (the
+    log's one line, where the server would log a traceback)."""
+    try:
+        async with aclosing(body) as chunks:
             async for chunk in chunks:
                 yield chunk
     except errors as exc:
         raise CutShort(cut_short(exc)) from exc
-    finally:
-        rest.cancel()
 
 
 def streamed(pieces: Iterable[bytes], size: int = STREAM_CHUNK) -> AsyncIterator[bytes]:
@@ -130,20 +139,27 @@ def streamed(pieces: Iterable[bytes], size: int = STREAM_CHUNK) -> AsyncIterator
 
 def in_chunks(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
     """`pieces` joined into chunks of at least `size` bytes (the last one may be smaller):
-    one hand-over to the server per chunk, not one per block."""
+    one hand-over to the server per chunk, not one per block. When `pieces` fails, what it
+    gave is sent before the error is (a CAR cut short still holds the blocks found)."""
     return (b"".join(batch) for batch in batches(pieces, len, size))
 
 
 def batches(items: Iterable[T], weigh: Callable[[T], int], size: int) -> Iterator[list[T]]:
-    """`items` in order, in lists that weigh at least `size` (the last one may weigh less)."""
+    """`items` in order, in lists that weigh at least `size` (the last one may weigh less).
+    When `items` fails, the list gathered so far comes out before the error."""
     batch: list[T] = []
     held = 0
-    for item in items:
-        batch.append(item)
-        held += weigh(item)
-        if held >= size:
+    try:
+        for item in items:
+            batch.append(item)
+            held += weigh(item)
+            if held >= size:
+                yield batch
+                batch, held = [], 0
+    except Exception:
+        if batch:
             yield batch
-            batch, held = [], 0
+        raise
     if batch:
         yield batch
 

@@ -22,9 +22,9 @@ from edgefiles.node.core import Core
 from edgefiles.node.exporter import Laid
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
-from .ahead import RUN_BYTES, CutShortResponse, RunsAhead, batches, first_then_runs, streamed
+from .ahead import RUN_BYTES, CutShortResponse, RunsAhead, batches, cut_short_by, first_then_runs, streamed
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import CarInvalid, InsufficientStorage, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -71,7 +71,9 @@ async def stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes,
         raise NotFound("a block of this DAG fails its hash check here") from None
     blocks = chain([first] if first is not None else [], walk)
     sections = chain.from_iterable(car.section(cid, data) for cid, data in blocks)
-    return StreamingResponse(streamed(chain([start], sections), CHUNK), headers={**CORS_HEADERS, **headers})
+    body = cut_short_by(streamed(chain([start], sections), CHUNK), CAR_READ_ERRORS,
+                        lambda exc: f"CAR of {to_str(top)} cut short: {exc}")
+    return CutShortResponse(body, headers={**CORS_HEADERS, **headers})
 
 
 def _layout(reader: exporter.DagReader, top: bytes, scope: str, byte_range: tuple[int, int] | None,
