@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from edgefiles.node import cid as cids
 from edgefiles.node import exporter
@@ -114,6 +115,10 @@ def _block(ctx: AppContext, cid: bytes, cached_only: bool) -> bytes:
     return data
 
 
+# the specification's grammar, and none of what int() takes besides ('+1', ' 1', '1_000', '１')
+ENTITY_BYTES = re.compile(r"(-?[0-9]+):(-?[0-9]+|\*)", re.ASCII)
+
+
 def _car_options(request: Request) -> tuple[str, EntityBytes | None]:
     scope = request.query_params.get("dag-scope", "all")
     if scope not in SCOPES:
@@ -121,14 +126,11 @@ def _car_options(request: Request) -> tuple[str, EntityBytes | None]:
     raw = request.query_params.get("entity-bytes")
     if raw is None:
         return scope, None
-    first, sep, last = raw.partition(":")
-    try:
-        start, end = int(first), (None if last == "*" else int(last))
-    except ValueError:
-        raise BadRequest(f"entity-bytes={raw!r}: from:to, integers or '*' for the end") from None
-    if not sep:
-        raise BadRequest(f"entity-bytes={raw!r}: from:to")
-    return "entity", (start, end)  # resolved against the file's size once it is known
+    match = ENTITY_BYTES.fullmatch(raw)
+    if match is None:
+        raise BadRequest(f"entity-bytes={raw!r}: from:to, integers (negative: from the end), '*' for the end")
+    first, last = match.groups()
+    return "entity", (int(first), None if last == "*" else int(last))  # resolved once the size is known
 
 
 async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], scope: str,
