@@ -87,6 +87,13 @@ def test_upload_read_metadata_range_and_delete(world):
         tail = http.get(f"{S}/objects/{name}", headers={"Range": "bytes=-10"})
         assert tail.status_code == 206 and tail.content == plain[-10:]
         assert http.get(f"{S}/objects/{name}", headers={"Range": f"bytes={len(plain)}-"}).status_code == 416
+        etag = part.headers["etag"]
+        same = http.get(f"{S}/objects/{name}", headers={"Range": "bytes=0-9", "If-Range": etag})
+        assert (same.status_code, same.content) == (206, plain[:10])
+        other = http.get(f"{S}/objects/{name}", headers={"Range": "bytes=0-9", "If-Range": '"nope"'})
+        assert (other.status_code, other.content) == (200, plain)
+        unchanged = http.get(f"{S}/objects/{name}", headers={"If-None-Match": etag})
+        assert (unchanged.status_code, unchanged.content, unchanged.headers["etag"]) == (304, b"", etag)
         head = http.head(f"{S}/objects/{name}")
         assert head.status_code == 200 and head.headers["content-length"] == str(len(plain))
         assert wrapped(http.get(f"{S}/objects/{name}/metadata"), 200) == made

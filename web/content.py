@@ -117,11 +117,16 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-def range_still_applies(if_range: str | None, etag: str) -> bool:
-    """RFC 9110 13.1.5: a Range with `If-Range` holds only while the representation is the one
-    the client has part of: its strong entity tag. A date never matches (there is no
-    Last-Modified to compare it with), so the whole file is sent, never a splice of two."""
-    return if_range is None or if_range.strip() == etag
+def requested_range(request: Request, etag: str, size: int) -> tuple[int, int] | None:
+    """[start, end) the request's Range asks of a representation of `size` bytes tagged `etag`;
+    None for the whole. RFC 9110 13.1.5: with `If-Range`, the Range holds only while the
+    representation is the one the client has part of (its strong entity tag). A date never
+    matches (there is no Last-Modified to compare it with): the whole is sent, never a splice
+    of two."""
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range.strip() != etag:
+        return None
+    return parse_range(request.headers.get("range"), size)
 
 
 class ContentServer:
@@ -197,9 +202,7 @@ class ContentServer:
         size = node.size
         status = 200
         start, end = 0, size
-        byte_range = None
-        if range_still_applies(request.headers.get("if-range"), etag):
-            byte_range = parse_range(request.headers.get("range"), size)
+        byte_range = requested_range(request, etag, size)
         if byte_range is not None:
             start, end = byte_range
             status = 206

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 
 from ..ahead import streamed
-from ..content import WHOLE_BELOW, content_disposition, parse_range
+from ..content import WHOLE_BELOW, content_disposition, etag_matches, requested_range
 from ..context import AppContext
 from ..cors import CORS_HEADERS
 from ..errors import (
@@ -249,8 +249,10 @@ async def send_object(request: Request, storage: Storage, found: StoredObject) -
     headers = {**CORS_HEADERS, "ETag": f'"{to_str(found.info.cid)}"', "Accept-Ranges": "bytes",
                "Cache-Control": "private, no-cache", "X-Content-Type-Options": "nosniff",
                "Content-Disposition": content_disposition(found.original_name, "attachment")}
+    if etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
     start, end, status = 0, size, 200
-    byte_range = parse_range(request.headers.get("range"), size)
+    byte_range = requested_range(request, headers["ETag"], size)
     if byte_range is not None:
         (start, end), status = byte_range, 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
