@@ -312,3 +312,14 @@ def test_a_file_name_that_is_not_utf8_or_metadata_nested_too_deeply_is_a_400(wor
         r = upload(thing, "/filestore/files", "deep.json", b"{}", metadata=f'{{"a":{deep}}}')
         assert r.status_code == 400 and "error" in r.json(), r.text
         assert thing.get("/filestore/files/deep.json").status_code == 404
+
+
+def test_a_form_of_many_fields_is_refused_early_and_stores_nothing(world):
+    with world.as_thing() as thing:
+        fields = {f"f{i}": "x" for i in range(33)}
+        r = thing.post("/filestore/files", files={"file": ("many.txt", b"x")}, data=fields)
+        assert r.status_code == 400 and "at most 32 fields" in r.json()["error"], r.text
+        assert thing.get("/filestore/files/many.txt").status_code == 404
+        fine = {f"f{i}": "x" for i in range(31)}
+        r = thing.post("/filestore/files", files={"file": ("some.txt", b"x")}, data=fine)
+        assert r.status_code == 201

@@ -23,6 +23,7 @@ from .paths import check_file_name
 from .upload import PartCollector, UploadSink, import_upload, parse_form, parse_header_params
 
 MAX_FIELD = 64 << 10
+MAX_FIELDS = 32  # text fields of a form besides its file (the forms name a handful)
 FORM_ALLOWANCE = 4 * MAX_FIELD  # what a form may hold besides its file
 WHOLE_BODY = 1 << 20  # smaller bodies are read whole and imported in one piece
 HEAD_BYTES = 8192
@@ -52,6 +53,7 @@ class FormFile(PartCollector):
         self.buffer = False  # keep the file's bytes here rather than stream them to an import
         self.data: list[bytes] = []
         self.head = bytearray()
+        self.field_count = 0
         self.filename: str | None = None
         self.content_type = ""
         self.size = 0
@@ -95,6 +97,9 @@ class FormFile(PartCollector):
             if not self.buffer:
                 super()._part_end()
         elif self._field_name is not None:
+            self.field_count += 1
+            if self.field_count > MAX_FIELDS:  # each costs a parse: a form of 50,000 took seconds
+                raise BadRequest(f"a form holds at most {MAX_FIELDS} fields besides its file")
             value = self.fields[self._field_name] = self._field_data.decode("utf-8", "replace")
             lowered = self.field_limit(self._field_name, value) if self.field_limit else None
             if lowered is not None and lowered[0] < self.limit:
