@@ -323,3 +323,14 @@ def test_a_form_of_many_fields_is_refused_early_and_stores_nothing(world):
         fine = {f"f{i}": "x" for i in range(31)}
         r = thing.post("/filestore/files", files={"file": ("some.txt", b"x")}, data=fine)
         assert r.status_code == 201
+
+
+def test_errors_of_every_layer_come_in_the_filestores_shape(world):
+    with world.as_thing() as thing:
+        assert upload(thing, "/filestore/files", "eight.txt", b"12345678").status_code == 201
+        refused = thing.request("PATCH", "/filestore/files/eight.txt")
+        assert refused.status_code == 405 and set(refused.json()) == {"error"}
+        assert "GET" in refused.headers["allow"]
+        past = thing.get("/filestore/files/eight.txt", headers={"Range": "bytes=8-"})
+        assert past.status_code == 416 and set(past.json()) == {"error"}
+        assert past.headers["content-range"] == "bytes */8"

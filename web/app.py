@@ -15,7 +15,7 @@ from . import admin_api, car, files_api, filestore, fsck_api, gateway, openapi, 
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, MethodNotAllowed, NotFound
-from .filestore import FsNotFound
+from .filestore import FilestoreError, FsNotFound
 from .flowfuse.errors import FFRouteNotFound, PlatformNotFound
 from .host_route import host_name, serve_host
 from .metrics import Metrics, MetricsMiddleware
@@ -49,6 +49,20 @@ async def metrics(request: Request) -> Response:
 
 async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    return in_facade_shape(request.url.path, exc)
+
+
+def in_facade_shape(path: str, exc: ApiError) -> Response:
+    """`exc` in the error body of the facade `path` belongs to, which is the shape its clients
+    read (a Filestore client reads `error`, a Storage API client the wrapper), whichever layer
+    raised it: the router's 405, the reader's 416, an unexpected 500."""
+    tag = openapi.tag_of(path)
+    if tag == "filestore" and not isinstance(exc, FilestoreError):
+        shaped = FilestoreError(exc.message, {**exc.extra_headers(), **exc.headers})
+        shaped.status = exc.status
+        return shaped.response()
+    if tag == "storage":
+        return storage_api.failure(exc)
     return exc.response()
 
 
@@ -56,7 +70,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:  # Starlette says which methods the route takes; OPTIONS is ours
         allow = (exc.headers or {}).get("Allow")
-        return MethodNotAllowed(headers={"Allow": f"{allow}, OPTIONS"} if allow else None).response()
+        refused = MethodNotAllowed(headers={"Allow": f"{allow}, OPTIONS"} if allow else None)
+        return in_facade_shape(request.url.path, refused)
     if exc.status_code == 404:
         return route_not_found(request.url.path)
     return JSONResponse({"code": "ERR_HTTP", "message": str(exc.detail)}, exc.status_code, CORS_HEADERS)
@@ -85,7 +100,7 @@ async def client_gone(request: Request, exc: Exception) -> Response:
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return ApiError(f"internal error: {type(exc).__name__}").response()
+    return in_facade_shape(request.url.path, ApiError(f"internal error: {type(exc).__name__}"))
 
 
 class EdgeMiddleware:
