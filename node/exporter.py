@@ -14,8 +14,8 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import TypeVar
 
-from . import dagpb, hamt, unixfs
-from .cid import DAG_PB, RAW, codec_of, digest_of, is_identity, normalize, to_str
+from . import dagcbor, dagpb, hamt, unixfs
+from .cid import DAG_CBOR, DAG_PB, RAW, codec_of, digest_of, is_identity, normalize, to_str
 from .protobuf import DecodeError
 
 GetBlock = Callable[[bytes], bytes]
@@ -253,6 +253,8 @@ class DagReader:
                     below.extend((link.cid, link.tsize) for link in links)
                     if not links:
                         self._linkless.put(cid, True)
+                elif codec_of(cid) == DAG_CBOR:  # its links carry no sizes
+                    below.extend((link, 0) for link in dagcbor.links_of(self.get_block(cid)))
             level = below
         return complete, missing
 
@@ -414,7 +416,7 @@ class DagReader:
                 raise LayoutTooCostly(f"more than {LAYOUT_READ_BYTES} bytes of inner blocks to read")
             block = self._blocks([cid])[0]
             yield cid, size, False
-            if scope != "block" and codec_of(cid) == DAG_PB:
+            if scope != "block":
                 levels.append(iter(self._with_sizes(self._below(cid, block, offset, scope, byte_range))))
 
     def read_laid(self, run: list[Laid], fetch: bool = False) -> list[bytes]:
@@ -466,7 +468,7 @@ class DagReader:
             block = self.get_block(cid)
             if not is_identity(cid):  # a virtual block, which its CID holds: no CAR carries one
                 yield cid, block
-            if scope != "block" and codec_of(cid) == DAG_PB:
+            if scope != "block":
                 children = self._below(cid, block, offset, scope, byte_range)
                 if self.prefetch is not None and len(children) > 1:
                     self.prefetch([c for c, _, _ in children])
@@ -474,8 +476,14 @@ class DagReader:
 
     def _below(self, cid: bytes, block: bytes, offset: int, scope: str,
                byte_range: tuple[int, int] | None) -> list[Child]:
-        """The links of a dag-pb block a walk of `scope` follows. A block without links has
-        none to follow, whatever its UnixFS data: a leaf's is not decoded."""
+        """The links of a block a walk of `scope` follows: a dag-pb node's, or (all of the DAG
+        asked for) a dag-cbor node's. A block without links has none to follow, whatever its
+        UnixFS data: a leaf's is not decoded."""
+        codec = codec_of(cid)
+        if codec == DAG_CBOR:
+            return [(link, 0, None) for link in dagcbor.links_of(block)] if scope == "all" else []
+        if codec != DAG_PB:
+            return []
         pb = _dag_pb(cid, block)
         if pb is None or not pb.links:
             return []

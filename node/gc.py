@@ -14,9 +14,9 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from . import pins
+from . import dagcbor, pins
 from .blockstore import BlockStore, CorruptBlock
-from .cid import DAG_PB, codec_of, normalize
+from .cid import DAG_CBOR, DAG_PB, codec_of, normalize
 from .dagpb import child_cids_of
 
 log = logging.getLogger("edgefiles.gc")
@@ -50,12 +50,16 @@ def reachable(store: BlockStore, roots: list[bytes], into: set[bytes] | None = N
 
 def child_cids(store: BlockStore, cid: bytes) -> list[bytes]:
     """The blocks a stored block links to (normalized): none for a leaf, an absent block or
-    one that hashes right but is no dag-pb node; CorruptBlock when its bytes are damaged."""
-    if codec_of(cid) != DAG_PB:
+    one that hashes right but is no dag-pb (or dag-cbor) node; CorruptBlock when its bytes
+    are damaged."""
+    codec = codec_of(cid)
+    if codec not in (DAG_PB, DAG_CBOR):
         return []
     data = store.get(cid)
     if data is None:
         return []
+    if codec == DAG_CBOR:
+        return [normalize(link) for link in dagcbor.links_of(data)]
     return child_cids_of(data)
 
 

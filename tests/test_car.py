@@ -329,3 +329,28 @@ def test_a_car_of_a_dag_with_a_block_nowhere_holds_what_was_found_and_logs_one_l
     assert roots == [folder_cid] and pairs == [(folder_cid, folder), (make_cid(RAW, here), here)]
     log = n.output()
     assert f"CAR of {to_str(folder_cid)} cut short" in log and "Traceback" not in log
+
+
+def test_a_dag_cbor_dag_is_exported_whole(fresh_node):
+    import cbor2
+
+    def cbor_cid(block: bytes) -> bytes:
+        return bytes([1, 0x71, 0x12, 0x20]) + hashlib.sha256(block).digest()
+
+    leaf_a, leaf_b = b"leaf a", b"leaf b"
+    child = cbor2.dumps({"b": cbor2.CBORTag(42, b"\x00" + make_cid(RAW, leaf_b))})
+    root = cbor2.dumps({"a": cbor2.CBORTag(42, b"\x00" + make_cid(RAW, leaf_a)),
+                        "child": cbor2.CBORTag(42, b"\x00" + cbor_cid(child))})
+    depth_first = [(cbor_cid(root), root), (make_cid(RAW, leaf_a), leaf_a), (cbor_cid(child), child),
+                   (make_cid(RAW, leaf_b), leaf_b)]
+    n = fresh_node()
+    top = to_str(cbor_cid(root))
+    with n.client() as client:
+        shuffled = [depth_first[i] for i in (3, 1, 2, 0)]
+        imported = client.post("/api/v2/car", content=archive([cbor_cid(root)], shuffled), headers=CAR)
+        assert imported.json() == {"roots": [top], "blocks": 4}
+        for url in (f"/api/v2/files/{top}", f"/ipfs/{top}"):
+            roots, pairs = parse_all(client.get(url, params={"format": "car"}).content, [])
+            assert roots == [cbor_cid(root)] and pairs == depth_first, url
+        block_only = client.get(f"/ipfs/{top}", params={"format": "car", "dag-scope": "block"})
+        assert parse_all(block_only.content, [])[1] == depth_first[:1]

@@ -147,3 +147,23 @@ def test_unreadable_recency_hints_are_ignored(tmp_path):
         assert all(store.get(c) is not None for c in cids)
     finally:
         store.close()
+
+
+def test_what_a_pinned_dag_cbor_node_links_to_is_kept(store, tmp_path):
+    import hashlib
+
+    import cbor2
+
+    def cbor_cid(block: bytes) -> bytes:
+        return bytes([1, 0x71, 0x12, 0x20]) + hashlib.sha256(block).digest()
+
+    leaf_root, leaf_blocks = add_file(store, b"a file below a dag-cbor node" * 10)
+    child = cbor2.dumps({"file": cbor2.CBORTag(42, b"\x00" + leaf_root)})
+    root = cbor2.dumps({"child": cbor2.CBORTag(42, b"\x00" + cbor_cid(child)), "n": 1.5})
+    batch = store.batch()
+    batch.put(cbor_cid(child), child)
+    batch.put(cbor_cid(root), root)
+    store.commit(batch)
+    pin(tmp_path, cbor_cid(root))
+    gc.collect(store, limit=0)
+    assert all(store.has(cid) for cid in {cbor_cid(root), cbor_cid(child), *leaf_blocks})

@@ -1,0 +1,77 @@
+"""The links of a DAG-CBOR block (tag 42: the bytes 0x00 + a binary CID), pure: what a CAR
+export, a survey and garbage collection follow below a dag-cbor node, as they follow a
+dag-pb node's links. Nothing else of the block is decoded."""
+
+from __future__ import annotations
+
+CID_TAG = 42
+_FLOAT_BYTES = {25: 2, 26: 4, 27: 8}
+
+
+class _Malformed(Exception):
+    pass
+
+
+def links_of(block: bytes) -> list[bytes]:
+    """The binary CIDs `block` links to, in the order they appear; none for bytes that are
+    no DAG-CBOR item (the block hashed right: what it holds is its author's business)."""
+    try:
+        return _links(memoryview(block))
+    except _Malformed:
+        return []
+
+
+def _links(buf: memoryview) -> list[bytes]:
+    links: list[bytes] = []
+    pos, unread = 0, 1  # items still to read, of every container open at once
+    while unread:
+        if unread > len(buf) - pos:  # every item takes a byte at least
+            raise _Malformed
+        unread -= 1
+        major, value, pos = _head(buf, pos)
+        if major in (2, 3):
+            pos = _skip(buf, pos, value)
+        elif major == 4:
+            unread += value
+        elif major == 5:
+            unread += 2 * value
+        elif major == 6 and value == CID_TAG:
+            link_major, size, pos = _head(buf, pos)
+            if link_major != 2 or size < 2 or buf[pos] != 0:
+                raise _Malformed
+            links.append(bytes(buf[pos + 1 : _skip(buf, pos, size)]))
+            pos += size
+        elif major == 6:
+            unread += 1
+    if pos != len(buf):
+        raise _Malformed
+    return links
+
+
+def _head(buf: memoryview, pos: int) -> tuple[int, int, int]:
+    """(major type, argument, position after the head) of the item at `pos`; a float's
+    argument is 0 (its bytes are skipped)."""
+    if pos >= len(buf):
+        raise _Malformed
+    major, extra = buf[pos] >> 5, buf[pos] & 0x1F
+    pos += 1
+    if major == 7:
+        if extra in _FLOAT_BYTES:
+            return major, 0, _skip(buf, pos, _FLOAT_BYTES[extra])
+        if extra < 24:
+            return major, extra, pos
+        raise _Malformed
+    if extra < 24:
+        return major, extra, pos
+    if extra > 27:  # indefinite lengths: DAG-CBOR has none
+        raise _Malformed
+    size = 1 << (extra - 24)
+    end = _skip(buf, pos, size)
+    return major, int.from_bytes(buf[pos:end], "big"), end
+
+
+def _skip(buf: memoryview, pos: int, size: int) -> int:
+    end = pos + size
+    if end > len(buf):
+        raise _Malformed
+    return end
