@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from .cid import IDENTITY, SHA2_256, digest_of, to_str
+from .cid import IDENTITY, digest_of, servable_length, to_str
 from .protobuf import DecodeError, read_varint, varint
 
 VERSION = 1
@@ -137,24 +137,12 @@ def _item(buf: memoryview, pos: int, depth: int) -> tuple[object, int]:
 
 def split_cid(buf: bytes | memoryview) -> int:
     """The length of the binary CID at the start of `buf`; CarInvalid unless it is one this
-    node can check and serve: CIDv0, or CIDv1 with a codec of one byte, hashed with sha2-256
-    or identity (a digest of at most 127 bytes: the block itself)."""
-    try:
-        if len(buf) >= 34 and buf[0] == 0x12 and buf[1] == 0x20:
-            return 34
-        version, pos = read_varint(buf, 0)
-        codec_at = pos
-        _, pos = read_varint(buf, pos)
-        codec_bytes = pos - codec_at
-        code, pos = read_varint(buf, pos)
-        size, pos = read_varint(buf, pos)
-    except DecodeError:
-        raise CarInvalid("a CAR section does not start with a CID") from None
-    hashed = (code == SHA2_256 and size == 32) or (code == IDENTITY and size < 0x80)
-    if version != 1 or codec_bytes != 1 or not hashed or pos + size > len(buf):
+    node can check and serve (`cid.servable_length`)."""
+    length = servable_length(buf)
+    if length is None:
         raise CarInvalid("a CID in the CAR is not one this node serves: CIDv0, or CIDv1 with a "
                          "one-byte codec, hashed with sha2-256 or identity")
-    return pos + size
+    return length
 
 
 def check_block(cid: bytes, data: bytes | memoryview) -> None:

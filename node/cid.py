@@ -46,9 +46,32 @@ def normalize(cid: bytes) -> bytes:
     return cid
 
 
+def servable_length(buf: bytes | memoryview) -> int | None:
+    """The length of the binary CID at the start of `buf` when it is one this node can check
+    and serve: CIDv0, or CIDv1 with a codec of one byte, hashed with sha2-256 or identity (a
+    digest of at most 127 bytes: the block itself). None for anything else."""
+    from .protobuf import DecodeError, read_varint
+
+    if len(buf) >= 34 and buf[0] == 0x12 and buf[1] == 0x20:
+        return 34
+    try:
+        version, pos = read_varint(buf, 0)
+        codec_at = pos
+        _, pos = read_varint(buf, pos)
+        codec_bytes = pos - codec_at
+        code, pos = read_varint(buf, pos)
+        size, pos = read_varint(buf, pos)
+    except DecodeError:
+        return None
+    hashed = (code == SHA2_256 and size == 32) or (code == IDENTITY and size < 0x80)
+    if version != 1 or codec_bytes != 1 or not hashed or pos + size > len(buf):
+        return None
+    return pos + size
+
+
 def is_identity(cid: bytes) -> bool:
     """Whether the CID holds its block itself (identity hash): no store is needed to have it."""
-    return digest_of(cid)[0] == IDENTITY
+    return len(cid) > 3 and digest_of(cid)[0] == IDENTITY
 
 
 def verify_block(cid: bytes, data: bytes) -> bool:

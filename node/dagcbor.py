@@ -4,6 +4,8 @@ dag-pb node's links. Nothing else of the block is decoded."""
 
 from __future__ import annotations
 
+from .cid import servable_length
+
 CID_TAG = 42
 _FLOAT_BYTES = {25: 2, 26: 4, 27: 8}
 
@@ -37,10 +39,13 @@ def _links(buf: memoryview) -> list[bytes]:
             unread += 2 * value
         elif major == 6 and value == CID_TAG:
             link_major, size, pos = _head(buf, pos)
+            end = _skip(buf, pos, size)
             if link_major != 2 or size < 2 or buf[pos] != 0:
                 raise _Malformed
-            links.append(bytes(buf[pos + 1 : _skip(buf, pos, size)]))
-            pos += size
+            link = bytes(buf[pos + 1 : end])
+            if servable_length(link) == len(link):  # a link to what no node here could hold: not followed
+                links.append(link)
+            pos = end
         elif major == 6:
             unread += 1
     if pos != len(buf):

@@ -240,11 +240,13 @@ class DagReader:
         has nothing but dag-pb leaves."""
         complete, missing = True, 0
         level: list[tuple[bytes, int]] = [(root, 0)]
+        surveyed: set[bytes] = set()  # a block linked twice is walked once
         while level:
+            level = [(cid, tsize) for cid, tsize in level if not _seen_before(normalize(cid), surveyed)]
             here = present([cid for cid, _ in level])
             below: list[tuple[bytes, int]] = []
             for cid, tsize in level:
-                if cid not in here:
+                if cid not in here and not is_identity(cid):  # an identity CID holds its block
                     complete, missing = False, missing + tsize
                     if first_gap:
                         return complete, missing
@@ -402,7 +404,7 @@ class DagReader:
                 continue
             queued.add(key)
             if is_identity(cid):  # virtual: never a block of a CAR, but an inline node's links are
-                if scope != "block" and codec_of(cid) == DAG_PB:
+                if scope != "block":
                     below = self._below(cid, digest_of(cid)[1], offset, scope, byte_range)
                     levels.append(iter(self._with_sizes(below)))
                 continue
@@ -509,6 +511,14 @@ class DagReader:
         if len(node.meta.blocksizes) == len(node.pb.links):
             return list(node.meta.blocksizes)
         return [self.load(link.cid).size for link in node.pb.links]
+
+
+def _seen_before(key: bytes, seen: set[bytes]) -> bool:
+    """Whether `key` is in `seen`; added to it if not."""
+    if key in seen:
+        return True
+    seen.add(key)
+    return False
 
 
 def _links_in_range(

@@ -354,3 +354,32 @@ def test_a_dag_cbor_dag_is_exported_whole(fresh_node):
             assert roots == [cbor_cid(root)] and pairs == depth_first, url
         block_only = client.get(f"/ipfs/{top}", params={"format": "car", "dag-scope": "block"})
         assert parse_all(block_only.content, [])[1] == depth_first[:1]
+
+
+def test_a_dag_cbor_block_whose_link_is_no_cid_is_exported_named_and_kept_whole(fresh_node):
+    broken = bytes.fromhex("d82a43000171")  # tag 42 around the bytes of no whole CID
+    root = bytes([1, 0x71, 0x12, 0x20]) + hashlib.sha256(broken).digest()
+    n = fresh_node()
+    with n.client() as client:
+        imported = client.post("/api/v2/car", content=archive([root], [(root, broken)]), headers=CAR)
+        assert imported.status_code == 200
+        for url in (f"/ipfs/{to_str(root)}", f"/api/v2/files/{to_str(root)}"):
+            r = client.get(url, params={"format": "car"})
+            assert r.status_code == 200 and parse_all(r.content, [])[1] == [(root, broken)], url
+        assert client.put("/api/v2/files/odd", content=to_str(root)).status_code == 200
+        assert next(e for e in client.get("/api/v2/names").json() if e["name"] == "odd")["complete"] is True
+
+
+def test_a_dag_with_an_inline_child_is_complete_once_its_other_blocks_are_here(fresh_node):
+    n = fresh_node()
+    stored = gen("next to an inline file", 500)
+    inline = identity_cid(RAW, b"tiny")
+    links = [dagpb.Link(inline, "inline.txt", 4), dagpb.Link(make_cid(RAW, stored), "f", 500)]
+    folder = dagpb.encode(links, unixfs.encode(unixfs.UnixFSData(unixfs.DIRECTORY)))
+    folder_cid = make_cid(DAG_PB, folder)
+    with n.client() as client:
+        body = archive([folder_cid], [(folder_cid, folder), (make_cid(RAW, stored), stored)])
+        assert client.post("/api/v2/car", content=body, headers=CAR).status_code == 200
+        assert client.put("/api/v2/files/inline-app", content=to_str(folder_cid)).status_code == 200
+        entry = next(e for e in client.get("/api/v2/names").json() if e["name"] == "inline-app")
+        assert (entry["complete"], entry["missing"]) == (True, 0)

@@ -51,3 +51,11 @@ def test_bytes_cut_short_or_with_more_after_them_have_no_links(document, data):
 def test_garbage_and_indefinite_lengths_have_no_links():
     for block in (b"", b"\xff", b"\x9f\x01\xff", b"\xd8\x2a\x41\x01", b"\x9b" + b"\xff" * 8):
         assert links_of(block) == []
+
+
+def test_a_link_that_is_no_cid_this_node_could_hold_is_not_followed():
+    short = cbor2.dumps(cbor2.CBORTag(42, b"\x00\x01\x71"))
+    good = make_cid(RAW, b"x")
+    both = cbor2.dumps([cbor2.CBORTag(42, b"\x00" + good), cbor2.CBORTag(42, b"\x00\x01\x71")])
+    assert links_of(short) == [] and links_of(both) == [good]
+    assert links_of(bytes.fromhex("d82a42")) == []  # cut short right after the tag's head

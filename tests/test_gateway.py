@@ -90,7 +90,7 @@ def test_entity_bytes_sends_only_the_blocks_of_the_range(node, site):
         assert client.get(path, params=past_the_end).status_code == 400
         assert client.head(path, params=past_the_end).status_code == 400
         assert client.get(path, params=past_the_end, headers={"If-None-Match": "*"}).status_code == 400
-        for loose in ("+1:2", " 1:2", "1_000:*", "\uff11:2", "1:", ":2", "1:2:3", "a:b"):  # int() takes some
+        for loose in ("+1:2", " 1:2", "1_000:*", "\uff11:2", "1:", ":2", "1:2:3", "a:b", "1" * 5000 + ":*"):
             r = client.get(path, params={"format": "car", "entity-bytes": loose})
             assert (r.status_code, r.json()["code"]) == (400, "ERR_BAD_REQUEST"), loose
 

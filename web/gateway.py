@@ -116,7 +116,7 @@ def _block(ctx: AppContext, cid: bytes, cached_only: bool) -> bytes:
 
 
 # the specification's grammar, and none of what int() takes besides ('+1', ' 1', '1_000', '１')
-ENTITY_BYTES = re.compile(r"(-?[0-9]+):(-?[0-9]+|\*)", re.ASCII)
+ENTITY_BYTES = re.compile(r"(-?[0-9]{1,19}):(-?[0-9]{1,19}|\*)", re.ASCII)  # 19 digits: any 64-bit offset
 
 
 def _car_options(request: Request) -> tuple[str, EntityBytes | None]:
