@@ -268,6 +268,12 @@ def test_an_array_index_past_the_quota_is_refused_before_anything_is_padded(ff, 
     with httpx.Client(base_url=ff.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
         r = c.post("/v1/context/sparse/global", json=[{"key": "yy[20000000]", "value": "x"}])
         assert (r.status_code, r.json()["code"]) == (413, "over_quota")
+        many = [{"key": f"k{i}[999]", "value": 1} for i in range(50)]  # each index below the quota
+        assert c.post("/v1/context/sparse/global", json=many).status_code == 413
+        assert c.get("/v1/context/sparse/global/keys").json() == []
         assert c.post("/v1/context/sparse/global", json=[{"key": "yy[3]", "value": "x"}]).status_code == 200
         r = c.get("/v1/context/sparse/global", params={"key": "yy"})
         assert r.json() == [{"key": "yy", "value": [None, None, None, "x"]}]
+        assert c.post("/v1/context/sparse/global", json=[{"key": "p[150]", "value": 1}]).status_code == 200
+        padded = c.post("/v1/context/sparse/global", json=[{"key": "q[100]", "value": 1}])  # 500 B of nulls
+        assert padded.status_code == 413

@@ -23,7 +23,7 @@ from ..errors import BadRequest
 from ..paths import check_segment
 from . import properties
 from .errors import FFBadRequest, FFOverQuota, FFUnsupportedMedia, FlowFuseError
-from .facade import BODY_LIMIT, FlowFuse, read_body
+from .facade import FlowFuse, read_body
 from .files import TEXT_TYPES
 
 SCHEMA = """
@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS context (
 
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 SQL_INTEGER_MAX = (1 << 63) - 1
+MAX_PADDING = 1 << 20  # nulls one request may pad arrays with, in a project without a quota
 
 
 class InvalidExpr(FlowFuseError):
@@ -209,14 +210,15 @@ async def _check_quota(ff: FlowFuse, grant: Any, store: Any, project: str, delta
 
 
 def _check_indices(paths: list[properties.Path], limit: int | None) -> None:
-    """An array index pads the array with nulls up to it, which the quota's measure (the
-    value) does not see: `[20000000]` would store 100 MB. No index may pass the quota (an
-    array that long could never have been stored under it), nor, without one, the body limit."""
-    bound = limit or BODY_LIMIT
-    if any(isinstance(key, int) and key >= bound for path in paths for key in path):
+    """An array index pads the array with nulls up to it, which JSON stores: `[20000000]`
+    would be 100 MB. The indices of one request may not add up past the quota (an array that
+    long could never have been stored under it), nor, without one, past MAX_PADDING; the
+    padding a set makes counts in the quota's measure too (`_changed`)."""
+    bound = limit or MAX_PADDING
+    if sum(key for path in paths for key in path if isinstance(key, int)) >= bound:
         if limit is not None:
             raise FFOverQuota(limit)
-        raise FFBadRequest(f"an array index must be below {bound}")
+        raise FFBadRequest(f"the array indices of a request add up to less than {bound}")
 
 
 def _path(key: Any) -> properties.Path:
@@ -251,7 +253,7 @@ def _changed(stored: dict | None, items: list[dict], paths: list[properties.Path
         found, old = properties.get(value, path)
         if "value" in item:
             delta += item_size(item["value"]) - (item_size(old) if found else 0)
-            properties.set_value(value, path, item["value"])
+            delta += len("null,") * properties.set_value(value, path, item["value"])
         elif found:
             delta -= item_size(old)
             properties.delete(value, path)

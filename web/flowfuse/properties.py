@@ -86,16 +86,18 @@ def get(obj: Any, path: Path) -> tuple[bool, Any]:
     return True, obj
 
 
-def set_value(root: dict, path: Path, value: Any) -> None:
-    """Set `value` at `path`, creating objects (or arrays, for an index) on the way."""
+def set_value(root: dict, path: Path, value: Any) -> int:
+    """Set `value` at `path`, creating objects (or arrays, for an index) on the way; the nulls
+    an index past an array's end padded it with."""
     obj: Any = root
+    padded = 0
     for key, following in zip(path, path[1:], strict=False):
         child = _child(obj, key)
         if not isinstance(child, (dict, list)):
             child = [] if isinstance(following, int) else {}
-            _put(obj, key, child)
+            padded += _put(obj, key, child)
         obj = child
-    _put(obj, path[-1], value)
+    return padded + _put(obj, path[-1], value)
 
 
 def delete(root: dict, path: Path) -> None:
@@ -117,11 +119,15 @@ def _child(obj: Any, key: str | int) -> Any:
     return None
 
 
-def _put(obj: Any, key: str | int, value: Any) -> None:
+def _put(obj: Any, key: str | int, value: Any) -> int:
+    """Put `value` under `key`; the nulls an index past the end padded the array with."""
     if isinstance(obj, list):
         if isinstance(key, int):
+            padding = max(0, key - len(obj))
             obj.extend([None] * (key + 1 - len(obj)))
             obj[key] = value
+            return padding
         # a named property of an array: JavaScript keeps it, JSON drops it
     else:
         obj[str(key)] = value
+    return 0
