@@ -8,10 +8,9 @@ bytes 0x00 + the binary CID).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
-from .cid import IDENTITY, digest_of, servable_length, to_str
+from .cid import servable_length, to_str, verify_block
 from .protobuf import DecodeError, read_varint, varint
 
 VERSION = 1
@@ -145,9 +144,8 @@ def split_cid(buf: bytes | memoryview) -> int:
     return length
 
 
-def check_block(cid: bytes, data: bytes | memoryview) -> None:
-    code, digest = digest_of(cid)
-    if (bytes(data) != digest) if code == IDENTITY else (hashlib.sha256(data).digest() != digest):
+def check_block(cid: bytes, data: bytes) -> None:
+    if not verify_block(cid, data):
         raise CarInvalid(f"a CAR block does not match its CID {to_str(cid)}")
 
 

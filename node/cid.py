@@ -6,6 +6,8 @@ import base64
 import hashlib
 from functools import lru_cache
 
+from .protobuf import DecodeError, read_varint
+
 RAW = 0x55
 DAG_PB = 0x70
 DAG_CBOR = 0x71
@@ -50,8 +52,6 @@ def servable_length(buf: bytes | memoryview) -> int | None:
     """The length of the binary CID at the start of `buf` when it is one this node can check
     and serve: CIDv0, or CIDv1 with a codec of one byte, hashed with sha2-256 or identity (a
     digest of at most 127 bytes: the block itself). None for anything else."""
-    from .protobuf import DecodeError, read_varint
-
     if len(buf) >= 34 and buf[0] == 0x12 and buf[1] == 0x20:
         return 34
     try:

@@ -12,7 +12,7 @@ import re
 from edgefiles.node import cid as cids
 from edgefiles.node import exporter
 from edgefiles.node.blockstore import CorruptBlock
-from edgefiles.node.cid import digest_of, to_str
+from edgefiles.node.cid import to_str
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -88,10 +88,7 @@ def response_format(request: Request) -> str:
 
 async def _raw(ctx: AppContext, request: Request, root: bytes, cached_only: bool,
                headers: dict[str, str]) -> Response:
-    if cids.is_identity(root):  # the block is in its CID (bafkqaaa, the probe, is the empty one)
-        data = digest_of(root)[1]
-    else:
-        data = await run_in_threadpool(_block, ctx, root, cached_only)
+    data = await run_in_threadpool(_block, ctx, root, cached_only)  # an identity CID's is in it
     headers = {**headers, "Content-Type": RAW_TYPE, "Etag": f'"{to_str(root)}.raw"',
                "Content-Disposition": f'attachment; filename="{to_str(root)}.bin"'}
     if etag_matches(request.headers.get("if-none-match"), headers["Etag"]):

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import BadRequest
 from ..paths import check_segment
+from ..upload import parse_header_params
 from . import properties
 from .errors import FFBadRequest, FFOverQuota, FFUnsupportedMedia, FlowFuseError
 from .facade import FlowFuse, read_body
@@ -169,7 +170,7 @@ def _check_segment(value: str) -> None:
 async def _json_body(request: Request) -> Any:
     """The body as fastify's parsers give it to upstream's handlers: JSON parsed, a text or
     octet body as its string (which no route takes), another type with a body a 415."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media, _ = parse_header_params(request.headers.get("content-type", ""))
     raw = await read_body(request)
     if not raw.strip():
         return None

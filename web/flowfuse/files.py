@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import BadRequest
 from ..paths import check_segment, raw_path, url_segments
+from ..upload import parse_header_params
 from .errors import (
     FFBadRequest,
     FFIsDirectory,
@@ -103,7 +104,7 @@ def _refuse_below_file(store, ns: str, segments: list[str]) -> None:
 
 async def _body(request: Request) -> bytes:
     """The body, after the checks upstream makes before reading it: content type, then size."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media, _ = parse_header_params(request.headers.get("content-type", ""))
     declared = request.headers.get("content-length")
     has_body = (declared not in (None, "0")) or "transfer-encoding" in request.headers
     if media not in TEXT_TYPES:
