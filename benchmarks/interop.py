@@ -14,7 +14,9 @@ helia: Bitswap over loopback with real Helia peers, a file of --transfer-mib eac
        HTTP while fetching it) and us -> Helia (Helia cats what we stored). Each leg runs one
        uncounted warm-up transfer first (a Helia process runs its first big transfer at half
        speed), then --rounds; medians (and p99: the slowest round) of each leg, and each of our
-       legs' median as a ratio of the baseline's.
+       legs' median as a ratio of the baseline's, with a 90 % bootstrap interval of that ratio
+       (rounds resampled turn by turn): a leg whose interval holds 1.0 is at parity within
+       what these rounds can tell apart.
        The legs take turns round by round, and the Helia peers drop their blocks after each
        transfer: Helia keeps blocks in memory, and a peer holding a gigabyte more runs its
        transfers up to a fifth slower, whichever peer sends (run one leg after the other,
@@ -328,6 +330,9 @@ def leg_figures(part: str, kind: str, mib: int, times: dict[str, list[float]],
         **{f"{part}:{legs[leg]}_MiBps": speed[leg] for leg in legs},
         f"{part}:{name}->us_vs_{name}->{name}": round(base / median["theirs_to_us"], 2),
         f"{part}:us->{name}_vs_{name}->{name}": round(base / median["us_to_theirs"], 2),
+        f"{part}_ratios_90pct_interval": {
+            f"{legs[leg]}_vs_{name}->{name}": loadgen.ratio_interval(times["theirs_to_theirs"], times[leg])
+            for leg in ("theirs_to_us", "us_to_theirs")},
         f"{part}_cpu_ms_per_MiB_sender_receiver": per_mib,
         f"{part}_p99_s": {legs[leg]: round(t, 2) for leg, t in slowest.items()},
         f"{part}_rounds_s": {legs[leg]: [round(t, 2) for t in ts] for leg, ts in times.items()},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import statistics
 import time
@@ -20,6 +21,16 @@ def percentile(values: list[float], p: float) -> float:
     """The value at fraction `p` of the sorted values (0.99 of fewer than 100: the largest)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def ratio_interval(base: list[float], ours: list[float], draws: int = 4000) -> tuple[float, float]:
+    """A 90 % bootstrap interval of median(base) / median(ours), rounds resampled in pairs
+    (round i of each leg ran in the same turn, so a slow spell of the machine stays paired).
+    The seed is fixed: the same rounds give the same interval."""
+    rng, pairs = random.Random(0), list(zip(base, ours, strict=True))
+    ratios = sorted(statistics.median(b for b, _ in sample) / statistics.median(o for _, o in sample)
+                    for sample in ([rng.choice(pairs) for _ in pairs] for _ in range(draws)))
+    return round(ratios[int(draws * 0.05)], 2), round(ratios[int(draws * 0.95) - 1], 2)
 
 
 def request_bytes(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
