@@ -53,7 +53,9 @@ def test_untrusted_app_and_malformed_body(node):
     r = httpx.post(f"{node.url}/api/v2/auth", json={**APP, "appId": "com.acme.app"})
     assert r.status_code == 400
     assert r.json()["code"] == "ERR_MANIFEST_INVALID"
-    for body in [b"not json", b"{}", b'{"appId": 5, "displayName": "x", "version": "1"}', b"[]"]:
+    too_deep = b'{"appId": "com.example.app", "displayName": "x", "version": "1", "n": %s}' % (
+        b"[" * 30000 + b"]" * 30000)  # past Python's recursion limit, under the 64 KiB cap
+    for body in [b"not json", b"{}", b'{"appId": 5, "displayName": "x", "version": "1"}', b"[]", too_deep]:
         r = httpx.post(f"{node.url}/api/v2/auth", content=body)
         assert r.status_code == 400, body
         assert r.json()["code"] == "ERR_BAD_REQUEST"

@@ -71,6 +71,14 @@ def test_a_bad_token_request_is_a_400_and_makes_nothing(fresh_node, body):
         assert http.get("/api/v1/user/tokens", headers=bearer(ada["token"])).json()["count"] == 1
 
 
+def test_a_token_request_nested_too_deeply_is_a_400(fresh_node):
+    node = fresh_node()
+    ada = first_user(node)
+    r = httpx.post(f"{node.url}/api/v1/user/tokens", headers=bearer(ada["token"]),
+                   content=b"[" * 30000 + b"]" * 30000)
+    assert r.status_code == 400 and r.json()["code"] == "invalid_request", r.text
+
+
 def test_an_expired_token_is_refused_at_once_and_gone_from_the_list(fresh_node):
     node = fresh_node()
     ada = first_user(node)

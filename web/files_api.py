@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from functools import partial
 
@@ -14,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import car
-from .body import read_capped
+from .body import parse_json, read_capped
 from .content import IMMUTABLE, REVALIDATE, Target
 from .context import AppContext
 from .cors import CORS_HEADERS
@@ -32,10 +31,7 @@ async def auth(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     too_large = partial(PayloadTooLarge, f"an app manifest is at most {AUTH_BODY} bytes")
     raw = await read_capped(request, AUTH_BODY, too_large)
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("body must be JSON: {appId, displayName, version}") from None
+    body = parse_json(raw, partial(BadRequest, "body must be JSON: {appId, displayName, version}"))
     if not isinstance(body, dict) or not all(
         isinstance(body.get(k), str) and body.get(k) for k in ("appId", "displayName", "version")
     ):

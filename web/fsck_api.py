@@ -6,7 +6,6 @@ admin socket. Jobs run one at a time, in the order they were asked for."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
@@ -20,7 +19,7 @@ from edgefiles.node.fsck import Progress, Report
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .body import read_capped
+from .body import parse_json, read_capped
 from .cors import CORS_HEADERS
 from .errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 
@@ -109,10 +108,8 @@ async def start(request: Request) -> Response:
     _admin_only(request)
     too_large = partial(PayloadTooLarge, f"the body is at most {START_BODY} bytes")
     body = await read_capped(request, START_BODY, too_large)
-    try:
-        fields = json.loads(body) if body.strip() else {}
-    except ValueError:
-        raise BadRequest("the body is a JSON object: {\"repair\": false}") from None
+    fields = parse_json(body, partial(BadRequest, "the body is a JSON object: {\"repair\": false}")) \
+        if body.strip() else {}
     if not isinstance(fields, dict) or not isinstance(fields.get("repair", False), bool):
         raise BadRequest("the body is a JSON object whose \"repair\" is true or false")
     ctx: AppContext = request.app.state.ctx

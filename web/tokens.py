@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from edgefiles.ans.accounts import Token, User, iso
@@ -12,7 +12,7 @@ from edgefiles.ans.clock import now_ms
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .body import read_capped
+from .body import parse_json, read_capped
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .flowfuse.errors import FFUnauthorized, PlatformBadRequest, PlatformNotFound
@@ -96,10 +96,7 @@ def _token_view(t: Token) -> dict[str, Any]:
 
 async def read_json(request: Request) -> Any:
     raw = await read_capped(request, MAX_BODY, lambda: PlatformBadRequest("the body is over 64 KiB"))
-    try:
-        return json.loads(raw or b"null")
-    except ValueError:
-        raise PlatformBadRequest("the body is not JSON") from None
+    return parse_json(raw or b"null", partial(PlatformBadRequest, "the body is not JSON"))
 
 
 def _json(body: Any, status: int = 200) -> Response:

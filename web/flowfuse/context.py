@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from edgefiles.node.db import Database, connect
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..body import parse_json
 from ..errors import BadRequest
 from ..paths import check_segment
 from ..upload import parse_header_params
@@ -178,12 +180,7 @@ async def _json_body(request: Request) -> Any:
         return raw.decode(errors="replace")
     if media != "application/json":
         raise FFUnsupportedMedia()
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise FFBadRequest("body is not valid JSON") from None
-    except RecursionError:
-        raise FFBadRequest(TOO_DEEP) from None
+    return parse_json(raw, partial(FFBadRequest, "body is not valid JSON"), partial(FFBadRequest, TOO_DEEP))
 
 
 TOO_DEEP = "JSON nested too deeply"
