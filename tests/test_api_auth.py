@@ -43,6 +43,26 @@ def test_tampered_token(node):
     assert r.json()["code"] == "ERR_TOKEN_INVALID"
 
 
+def test_a_token_has_one_spelling(node):
+    """Base64url text whose last character carries stray bits, or padding, decodes to the same
+    bytes: such a second spelling of a token is refused, so a token is one string."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    token = node.token()
+    payload, sig = token.split(".")
+    stray = alphabet[alphabet.index(sig[-1]) ^ 1]  # a 64-byte signature leaves 4 bits unused
+    for spelling in (f"{payload}.{sig[:-1]}{stray}", f"{payload}.{sig}==", f"{payload}=.{sig}", token + " x"):
+        r = httpx.get(f"{node.url}/api/v2/names", headers={"Authorization": f"Bearer {spelling}"})
+        assert r.status_code == 401 and r.json()["code"] == "ERR_TOKEN_INVALID", spelling
+    r = httpx.get(f"{node.url}/api/v2/names", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200
+
+
+def test_app_ids_that_are_not_names_are_not_trusted(node):
+    for app_id in ("com.example.", "com.example.app\n", "com.example.a\x00b", "com.example.my app"):
+        r = httpx.post(f"{node.url}/api/v2/auth", json={**APP, "appId": app_id})
+        assert r.status_code == 400 and r.json()["code"] == "ERR_MANIFEST_INVALID", app_id
+
+
 def test_other_scheme(node):
     r = httpx.get(f"{node.url}/api/v2/names", headers={"Authorization": "Basic dXNlcjpwYXNz"})
     assert r.status_code == 401

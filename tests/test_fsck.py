@@ -157,7 +157,8 @@ def test_fsck_over_http_is_for_admin_users_and_reports_progress(fresh_node):
         assert huge.status_code == 413, huge.text
         bad = http.post("/api/v2/node/fsck", headers=_bearer(ada["token"]), json={"repair": "yes"})
         assert bad.status_code == 400 and bad.json()["code"] == "ERR_BAD_REQUEST"
-        deep = http.post("/api/v2/node/fsck", headers=_bearer(ada["token"]), content=b"[" * 2000 + b"]" * 2000)
+        nested = b"[" * 2000 + b"]" * 2000
+        deep = http.post("/api/v2/node/fsck", headers=_bearer(ada["token"]), content=nested)
         assert deep.status_code == 400 and deep.json()["code"] == "ERR_BAD_REQUEST"
 
         started = http.post("/api/v2/node/fsck", headers=_bearer(ada["token"]), json={"repair": False})

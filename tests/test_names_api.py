@@ -1,5 +1,8 @@
 """Names over HTTP (PUT/DELETE/list) and the host route."""
 
+import json
+import socket
+
 import httpx
 import pytest
 
@@ -87,8 +90,14 @@ def test_host_route(node, client, app_cid):
     assert r.headers["content-type"].startswith("text/html")
     assert host_get(node, "MY.APP.Actyx.LocalHost:99999").content == b"<h1>v1</h1>"
     assert host_get(node, "my.app.actyx.localhost", "/js/app.js").content == b"v1()"
-    r = host_get(node, "my.app.actyx.localhost", "/js")
-    assert r.status_code == 301 and r.headers["location"].endswith("/js/")
+    r = host_get(node, "my.app.actyx.localhost", "/js", params={"v": "2"})
+    # the path alone (a proxy's scheme and host stay the browser's), revalidated: a later version
+    # of the name may hold a file at /js, and browsers keep a 301 for good
+    assert r.status_code == 301 and r.headers["location"] == "/js/?v=2"
+    assert r.headers["cache-control"] == "no-cache"
+    for file_as_dir in ("/js/app.js/", "/index.html/"):  # its relative links would resolve below it
+        assert host_get(node, "my.app.actyx.localhost", file_as_dir).status_code == 404, file_as_dir
+    assert client.get(f"/api/v2/files/{app_cid}/js/app.js/").status_code == 404
     listing = host_get(node, "my.app.actyx.localhost", "/js/", headers={"Accept": BROWSER})
     assert 'href="app.js"' in listing.text
     assert host_get(node, "my.app.actyx.localhost", "/js/").json()["directory"]["name"] == "js"
@@ -106,7 +115,46 @@ def test_cid_host_needs_token_and_sets_cookie(node, app_cid):
         assert r.status_code == 200 and r.content == b"<h1>v1</h1>"
         cookie = r.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=lax" in cookie and "domain" not in cookie
+        max_age = int(cookie.split("max-age=")[1].split(";")[0])  # as long as its token lasts
+        assert 24 * 3600 - 60 < max_age <= 24 * 3600
         assert c.get("/js/app.js").content == b"v1()"  # the cookie carries the token
+
+
+def test_a_good_cookie_is_taken_beside_a_bad_one_of_the_same_name(node, app_cid, fresh_node):
+    """Another host of the site (a public app) can set a cookie of the same name for the whole
+    domain; the browser then sends both, in an order of its own."""
+    host, good = f"{app_cid}.actyx.localhost", node.token()
+    foreign = fresh_node().token()  # another node's: invalid here
+    for pair in ((good, "junk"), ("junk", good)):
+        cookies = "; ".join(f"edgefiles_token={token}" for token in pair)
+        r = host_get(node, host, "/js/app.js", headers={"Cookie": cookies})
+        assert r.status_code == 200 and r.content == b"v1()", cookies
+    cookies = f"edgefiles_token=junk; edgefiles_token={foreign}"
+    r = host_get(node, host, "/js/app.js", headers={"Cookie": cookies})
+    assert r.status_code == 401 and r.json()["code"] == "ERR_TOKEN_INVALID"
+
+
+def test_one_host_per_request(node, client, app_cid):
+    """RFC 9112 3.2: two Host headers are a 400 (a proxy reading the first would route the
+    request elsewhere than the node reading the last); an absolute-form target names its host."""
+    client.put("/api/v2/files/hosted", content=app_cid)
+    two = (b"GET /js/app.js HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: hosted.actyx.localhost\r\n"
+           b"Connection: close\r\n\r\n")
+    status, body = raw_exchange(node, two)
+    assert status == 400 and json.loads(body)["code"] == "ERR_BAD_REQUEST"
+    absolute = (b"GET http://hosted.actyx.localhost:4454/js/app.js HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Connection: close\r\n\r\n")
+    assert raw_exchange(node, absolute) == (200, b"v1()")
+
+
+def raw_exchange(node, request: bytes) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", node.port), timeout=30) as s:
+        s.sendall(request)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
 
 
 def test_host_suffix_flag(fresh_node):

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import admin_api, car, files_api, filestore, fsck_api, gateway, openapi, tokens
 from .context import AppContext
 from .cors import CORS_HEADERS
-from .errors import ApiError, MethodNotAllowed, NotFound
+from .errors import ApiError, BadRequest, MethodNotAllowed, NotFound
 from .filestore import FilestoreError, FsNotFound
 from .flowfuse.errors import FFRouteNotFound, PlatformNotFound
 from .host_route import host_name, serve_host
@@ -117,8 +117,12 @@ class EdgeMiddleware:
         if scope["method"] == "OPTIONS":
             await Response(status_code=204, headers=CORS_HEADERS)(scope, receive, send)
             return
-        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-        name = host_name(host, self.ctx.host_suffix)
+        hosts = [value for key, value in scope["headers"] if key == b"host"]
+        if len(hosts) > 1:  # RFC 9112 3.2: a proxy that reads the first could route it elsewhere
+            refused = in_facade_shape(scope["path"], BadRequest("a request has one Host header"))
+            await refused(scope, receive, send)
+            return
+        name = host_name(hosts[0].decode("latin-1") if hosts else "", self.ctx.host_suffix)
         if name is None:
             await self.app(scope, receive, send)
             return

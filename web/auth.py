@@ -20,7 +20,24 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """The bytes of unpadded base64url text in its one canonical spelling: a padded copy, or
+    one whose last character carries stray bits, would be a second spelling of one token."""
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
+
+
+def cookie_values(headers: list[str], name: str) -> list[str]:
+    """Every value the Cookie headers give `name`, in order: a browser sends a second cookie of
+    the same name when another host of the site set one for the whole domain."""
+    values = []
+    for header in headers:
+        for pair in header.split(";"):
+            key, sep, value = pair.strip().partition("=")
+            if sep and key.strip() == name:
+                values.append(value.strip().strip('"'))
+    return values
 
 
 class TokenAuthority:
@@ -32,7 +49,9 @@ class TokenAuthority:
         self._verified: dict[str, dict] = {}
 
     def is_trusted(self, app_id: str) -> bool:
-        return app_id.startswith("com.example.") or app_id in self.trusted_apps
+        if not app_id.isprintable() or " " in app_id:  # it travels in every token, and in logs
+            return False
+        return (app_id.startswith("com.example.") and app_id != "com.example.") or app_id in self.trusted_apps
 
     def issue(self, app_id: str, now: float | None = None) -> str:
         now = time.time() if now is None else now
@@ -67,7 +86,7 @@ class TokenAuthority:
             raise invalid
         return json.loads(payload)
 
-    def token_of(self, request: Request, allow_cookie: bool = False) -> str:
+    def token_of(self, request: Request) -> str:
         header = request.headers.get("authorization")
         if header is not None:
             scheme, _, value = header.strip().partition(" ")
@@ -77,9 +96,21 @@ class TokenAuthority:
         query = request.query_params.get("access_token")
         if query is not None:
             return query
-        if allow_cookie and COOKIE in request.cookies:
-            return request.cookies[COOKIE]
         raise MissingAuth()
 
     def require(self, request: Request, allow_cookie: bool = False) -> dict:
-        return self.check(self.token_of(request, allow_cookie))
+        """The claims of the request's token: its header's, else its query's, else (with
+        `allow_cookie`) the first of its cookies that checks out."""
+        try:
+            return self.check(self.token_of(request))
+        except MissingAuth:
+            cookies = cookie_values(request.headers.getlist("cookie"), COOKIE) if allow_cookie else []
+            if not cookies:
+                raise
+        refusals: list[Exception] = []
+        for token in cookies:
+            try:
+                return self.check(token)
+            except (TokenInvalid, TokenExpired) as exc:
+                refusals.append(exc)
+        raise refusals[0]

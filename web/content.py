@@ -143,6 +143,8 @@ class ContentServer:
             node = self.reader.resolve(target.root, target.segments)
             if node.is_dir:
                 return self._directory(request, target, node)
+            if target.segments and target.trailing_slash:  # `a.txt/`: its links would resolve below it
+                raise NotFound(f"{target.segments[-1]!r} is a file, not a directory")
             name = target.segments[-1] if target.segments else None
             return self._file(request, target, node, name)
         except (exporter.NotFound, exporter.NotUnixFS):
@@ -163,10 +165,7 @@ class ContentServer:
         depends on Accept, and says so (Vary) to caches."""
         html = wants_html(request.headers.get("accept"))
         if (html or target.host_route) and not target.trailing_slash:
-            url = request.url
-            return RedirectResponse(
-                str(url.replace(path=url.path + "/")), status_code=301, headers={**CORS_HEADERS, **VARY}
-            )
+            return self._to_slashed(request, target)
         if html or target.host_route:
             try:
                 index = self.reader.child(node, "index.html")
@@ -189,6 +188,16 @@ class ContentServer:
         children = [{"name": n, "size": size, "cid": to_str(c)} for n, c, size, _ in entries]
         body = json.dumps({"directory": {"name": dirname, "cid": to_str(node.cid), "children": children}})
         return Response(body, headers=headers, media_type="application/json")
+
+    def _to_slashed(self, request: Request, target: Target) -> Response:
+        """A 301 to the directory's URL with its slash. The Location is the path alone (RFC
+        9110 10.2.2), so that a proxy's scheme and host stay the browser's; a name's redirect is
+        revalidated, as its files are: a browser keeps a 301 for good, and a later version of
+        the name may hold a file at that path."""
+        query = request.url.query
+        location = "/" + raw_path(request).lstrip("/") + "/" + (f"?{query}" if query else "")
+        cache = REVALIDATE if target.by_name else IMMUTABLE
+        return RedirectResponse(location, 301, headers={**CORS_HEADERS, **VARY, "Cache-Control": cache})
 
     def _file(self, request: Request, target: Target, node: exporter.Node, name: str | None) -> Response:
         etag = f'"{to_str(node.cid)}"'

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from edgefiles.node import cid as cids
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,20 +36,21 @@ async def serve_host(request: Request, name: str, ctx: AppContext) -> Response:
         raise MethodNotAllowed("the host route is read-only", headers={"Allow": "GET, HEAD, OPTIONS"})
     segments, trailing = split_tail(raw_path(request).removeprefix("/"))
     trailing = trailing or not segments
-    set_cookie = None
+    cookie = None
     record = ctx.names.registry.get(name)
     if record is not None:
         root = await resolve_app_name(ctx, name)
         by_name = True
     elif cids.is_cid(name):
-        token = ctx.tokens.token_of(request, allow_cookie=True)
-        ctx.tokens.check(token)
-        if request.query_params.get("access_token") is not None:
-            set_cookie = token
+        claims = ctx.tokens.require(request, allow_cookie=True)
+        query = request.query_params.get("access_token")
+        if query is not None and "authorization" not in request.headers:  # the query's token was checked
+            cookie = query, max(0, int(claims["exp"] - time.time()))
         root, by_name = cids.parse(name), False
     else:
         raise NotFound(f"name {name!r} is not set")
     response = await ctx.content.serve(request, Target(root, segments, trailing, by_name, host_route=True))
-    if set_cookie is not None:
-        response.set_cookie(COOKIE, set_cookie, httponly=True, samesite="lax", path="/")
+    if cookie is not None:  # it lasts as long as its token: an expired one would only get 401s
+        token, max_age = cookie
+        response.set_cookie(COOKIE, token, max_age=max_age, httponly=True, samesite="lax", path="/")
     return response

@@ -31,6 +31,14 @@ class HttpProtocol(HttpToolsProtocol):
         if self.client is not None and on_loopback(self.client[0]) and kernel_allows_send_buffer():
             size_send_buffer(transport.get_extra_info("socket"))
 
+    def on_headers_complete(self) -> None:
+        """RFC 9112 3.2.2: a request whose target is in absolute form is for the target's host,
+        whatever its Host header says (the host decides between the host route and the API)."""
+        authority = absolute_form_authority(self.url)
+        if authority is not None:
+            self.headers[:] = [(k, v) for k, v in self.headers if k != b"host"] + [(b"host", authority)]
+        super().on_headers_complete()
+
     def send_400_response(self, msg: str) -> None:
         """A request that is not HTTP (a raw byte in its path, a bad header line) gets the
         JSON error body and CORS headers every other error has; uvicorn's is plain text."""
@@ -39,6 +47,16 @@ class HttpProtocol(HttpToolsProtocol):
                 b"connection: close\r\n\r\n"]
         self.transport.write(b"".join([*head, response.body]))
         self.transport.close()
+
+
+def absolute_form_authority(target: bytes) -> bytes | None:
+    """The host[:port] of an absolute-form request target (`http://host:port/path`), or None
+    for the origin form (`/path`) and every other one."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    authority = rest.split(b"/", 1)[0].split(b"?", 1)[0].split(b"#", 1)[0]
+    return authority.rpartition(b"@")[2]
 
 
 def on_loopback(host: str) -> bool:
