@@ -162,7 +162,7 @@ class Registry:
             if not signed_here and not rec_mod.is_valid(r):
                 self._forged(r)
                 continue
-            if too_far_ahead(r, now):
+            if not signed_here and too_far_ahead(r, now):  # our own clock may be ahead of our wall clock
                 log.warning("dropping name record for %r: its clock is >5 min ahead of ours", r.name)
                 continue
             self.clock.observe(r.clock, now)

@@ -62,3 +62,27 @@ def test_remote_records_merge_and_bad_ones_are_dropped(tmp_path, caplog):
         await db.close()
 
     run(scenario())
+
+
+def test_writes_hold_after_the_wall_clock_steps_back(tmp_path):
+    """An NTP step back leaves the node's clock (which never goes back) ahead of its wall clock:
+    its own writes carry that clock and must still land, before and after a restart. They were
+    acknowledged and then dropped as "a record from a clock >5 min ahead"."""
+    async def scenario():
+        db, reg = await _open(tmp_path / "s.sqlite")
+        try:
+            await reg.write("app", CID)
+            reg.clock.last = (now_ms() + 10 * 60_000, 0)  # as if the wall clock had just stepped back
+            await reg.write("new", CID)
+            await reg.write("app", None)
+            assert reg.get("new") is not None and reg.get("app") is None
+        finally:
+            await db.close()
+        db, reg = await _open(tmp_path / "s.sqlite")
+        try:
+            await reg.write("later", CID)
+            assert [reg.get(n) is not None for n in ("later", "new", "app")] == [True, True, False]
+        finally:
+            await db.close()
+
+    run(scenario())
