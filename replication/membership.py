@@ -28,6 +28,8 @@ HANDSHAKE = "/edgefiles/swarm-key/1.0.0"
 NONCE = 32
 HANDSHAKE_TIMEOUT = 10.0
 _LABEL = b"edgefiles swarm-key proof v1"
+REFUSED_BACKOFF = 60.0  # longest wait before redialling a peer whose handshake failed
+REFUSAL_LOG_EVERY = 600.0  # a refused peer is logged at WARNING once per this many seconds
 MEMBER, IPFS_PEER = "member", "ipfs-peer"
 
 
@@ -53,6 +55,8 @@ class Membership:
         self._settled: dict[Any, trio.Event] = {}
         self._dialing: dict[str, trio.Event] = {}  # peer id text -> wake-up for its dial loop
         self._addrs: dict[str, list[Any]] = {}  # peer id text -> addresses to dial, in turn
+        self._refusals_logged: dict[Any, float] = {}  # refused peer -> when it was last warned of
+        self.refusals = 0  # handshakes failed, all told (the log has one line per peer now and then)
         self.on_admitted: Listeners[Callable[[Any], Awaitable[None]]] = Listeners()
         self.on_left: Listeners[Callable[[Any], None]] = Listeners()
 
@@ -122,7 +126,7 @@ class Membership:
         elif str(peer) in self._allowed:
             self._status[peer] = IPFS_PEER
         else:
-            log.warning("refused peer %s: it did not prove it holds the swarm key", peer)
+            self._log_refusal(peer)
             self._status.pop(peer, None)
             self._settled.setdefault(peer, trio.Event()).set()
             self._settled.pop(peer, None)
@@ -133,6 +137,20 @@ class Membership:
         log.info("peer %s joined as %s", peer, self._status[peer])
         for callback in self.on_admitted:
             self._nursery.start_soon(callback, peer)
+
+    def _log_refusal(self, peer: Any) -> None:
+        """A warning per refused peer now and then, not per attempt: a node started with the
+        wrong key keeps coming back, and each of its dials was a warning on both sides."""
+        self.refusals += 1
+        now, last = trio.current_time(), self._refusals_logged.get(peer)
+        if last is not None and now - last < REFUSAL_LOG_EVERY:
+            log.debug("refused peer %s again", peer)
+            return
+        if len(self._refusals_logged) >= 1024:  # peer ids cost nothing to make
+            self._refusals_logged.clear()
+        self._refusals_logged[peer] = now
+        log.warning("refused peer %s: it did not prove it holds the swarm key (is its swarm.key ours? "
+                    "an IPFS peer needs --allow-peer)", peer)
 
     def _connected(self, peer: Any) -> None:
         if peer not in self._status:
@@ -190,6 +208,12 @@ class Membership:
                     self.host.get_network().unblock_peer(peer_id)
                     with trio.fail_after(10):
                         await self.host.connect(PeerInfo(peer_id, [addr]))
+                    if not await self.admitted(peer_id, IPFS_PEER):
+                        # the swarm keys differ: a mistake to mend, not a network to wait for
+                        # (redialled at once, it was refused four times a second)
+                        delay = min(max(delay, 1.0) * 2, REFUSED_BACKOFF)
+                        await trio.sleep(delay)
+                        continue
                     delay, failing = 0.2, False
                 except Exception as exc:
                     if not failing:

@@ -98,7 +98,8 @@ class Swarm:
         hits = {f"limit_hits_{kind}": self.limiter.hits[kind] for kind in LIMIT_KINDS}
         hits["limit_hits_bad_records"] = self.names.registry.bad_records if self.names else 0  # forgeries
         return {**self.bitswap.counters(), "table_records_sent": sync.records_sent if sync else 0,
-                "table_exchanges": sync.exchanges if sync else 0, **hits}
+                "table_exchanges": sync.exchanges if sync else 0,
+                "peers_refused": self.members.refusals if self.members else 0, **hits}
 
     # reads of content that is not here yet (the core's BlockSource) ------------------------
     def reachable(self) -> bool:

@@ -370,6 +370,27 @@ def test_a_peer_without_the_swarm_key_gets_nothing(swarm, tmp_path):
         assert client.get("/api/v2/node/info").json()["peers"] == []
 
 
+def test_a_peer_with_another_key_is_redialled_with_backoff_and_logged_once(swarm, tmp_path):
+    """A node started with the wrong swarm key is a mistake to mend, not a network to wait for:
+    it was redialled four times a second, each refusal a warning on both sides."""
+    (a,) = swarm(1)
+    other_key = tmp_path / "other.key"
+    other_key.write_text("cd" * 32 + "\n")
+    (outsider,) = swarm(1, key_file=other_key)
+    wait_until(lambda: refused(a) >= 1, what="A to refuse the outsider")
+    first = refused(a)
+    time.sleep(8)
+    assert refused(a) - first <= 3  # dials 2, 4, 8 s apart (was ~30 in 8 s)
+    for node in (a, outsider):
+        assert node.output().count("refused peer") == 1, node.output()
+
+
+def refused(node) -> int:
+    text = httpx.get(f"{node.url}/metrics").text
+    return int(float(next(line.split()[-1] for line in text.splitlines()
+                          if line.startswith("edgefiles_peers_refused_total"))))
+
+
 def test_allowed_peer_exchanges_blocks_but_never_names(tmp_path):
     key_a, key_e = tmp_path / "a.key", tmp_path / "e.key"
     key_a.write_text("01" * 32)

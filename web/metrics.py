@@ -58,6 +58,11 @@ class SwarmCollector:
             "edgefiles_names_table_exchanges", "Name table exchanges with members finished (either side)",
             value=c["table_exchanges"],
         )
+        yield CounterMetricFamily(
+            "edgefiles_peers_refused",
+            "Connections refused because the peer did not prove it holds the swarm key",
+            value=c["peers_refused"],
+        )
         hits = CounterMetricFamily(
             "edgefiles_peer_limit_hits", "Times a peer went over a --peer-max-* limit (bad_records: forged)",
             labels=["limit"],
