@@ -119,6 +119,19 @@ def load_secret(path: Path, create: bool, what: str = "swarm key") -> bytes:
     return bytes.fromhex(text)
 
 
+def load_swarm_key(config: ServeConfig, new_dir: bool) -> bytes:
+    """The --swarm-key file's key, else the data directory's, made when the directory is new.
+    A data directory that lost its key gets no new one: the node would quietly leave its swarm
+    (and its old peers would be refused from then on)."""
+    if config.swarm_key_file is not None:
+        return load_secret(config.swarm_key_file, create=False)
+    path = config.data_dir / "swarm.key"
+    if not new_dir and not path.exists():
+        raise CliError(f"{path} is missing from this data directory: restore it (a copy from any node of "
+                       "the swarm), or give one with --swarm-key FILE")
+    return load_secret(path, create=new_dir)
+
+
 def serve(config: ServeConfig) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -134,10 +147,9 @@ def serve(config: ServeConfig) -> int:
         sock = bind_api(*config.api)
         from edgefiles.node.identity import load_or_create
 
+        new_dir = not (config.data_dir / "node.key").exists()
         key = load_or_create(config.data_dir / "node.key")
-        swarm_key = load_secret(
-            config.swarm_key_file or config.data_dir / "swarm.key", create=config.swarm_key_file is None
-        )
+        swarm_key = load_swarm_key(config, new_dir)
         keep_freed_memory()
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(run_node(config, sock, key, swarm_key))

@@ -96,6 +96,17 @@ def test_peer_id_is_stable_and_swarm_key_created(tmp_path):
     n.stop()
 
 
+def test_a_data_dir_that_lost_its_swarm_key_is_refused(tmp_path):
+    """A fresh key would have the node quietly leave its swarm."""
+    n = Node(tmp_path / "d").start()
+    n.stop()
+    (tmp_path / "d" / "swarm.key").unlink()
+    out = run_cli("serve", "--data", str(tmp_path / "d"), "--api", f"127.0.0.1:{free_port()}",
+                  "--swarm", "/ip4/127.0.0.1/tcp/0", timeout=30)
+    assert out.returncode != 0 and "swarm.key is missing" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "d" / "swarm.key").exists()
+
+
 def test_swarm_port_speaks_noise_only(fresh_node):
     """A plaintext dialer that proposes /plaintext/2.0.0 is refused by multistream-select."""
     n = fresh_node()
