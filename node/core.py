@@ -193,6 +193,9 @@ class Core:
         complete, missing = self._survey(root, first_gap=False)
         if complete:
             return True, 0
+        # a root that never arrived has no size to estimate from; 0 would read as "done" to a
+        # script that waits for it, so the estimate is at least a byte
+        missing = max(missing, 1)
         with self._cache_lock:
             _bounded(self._progress)[root] = (now, missing)
         return False, missing
