@@ -287,6 +287,9 @@ async def _flowfuse(config: ServeConfig, core, names):
     return facade
 
 
+CANCELLED_REQUESTS_WAIT = 5.0
+
+
 class _Server(uvicorn.Server):
     """uvicorn re-raises a captured SIGTERM after shutdown (exit 143); we want exit 0."""
 
@@ -298,6 +301,15 @@ class _Server(uvicorn.Server):
         if self.should_exit:
             self.force_exit = True
         self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn cancels the requests still running at its graceful timeout (an upload whose
+        client stalled) and returns at once; their cleanup needs the import threads and the
+        store, which close after this, so it runs first (it failed with "cannot schedule new
+        futures after shutdown", and the upload's abort never ran)."""
+        await super().shutdown(sockets)
+        if self.server_state.tasks:
+            await asyncio.wait(list(self.server_state.tasks), timeout=CANCELLED_REQUESTS_WAIT)
 
 
 async def _announce(server, config: ServeConfig, swarm) -> None:

@@ -139,8 +139,11 @@ def test_swarm_port_speaks_noise_only(fresh_node):
 def test_sigterm_during_upload_exits_cleanly_and_pins_nothing(fresh_node):
     n = fresh_node()
     pins = n.pins()
-    with n.start_unfinished_upload(2_000_000):
+    with n.start_unfinished_upload(2_000_000) as stalled:
         assert n.stop(signal.SIGTERM) == 0
+        stalled.settimeout(5)
+        assert stalled.recv(65536).startswith(b"HTTP/1.1 503 ")  # told, not left hanging
+    assert "stopped cleanly" in n.output() and "Traceback" not in n.output(), n.output()
     n.start()
     assert n.pins() == pins
     assert n.upload([("ok.txt", b"fine")]).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.applications import Starlette
@@ -14,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import admin_api, car, files_api, filestore, fsck_api, gateway, openapi, tokens
 from .context import AppContext
 from .cors import CORS_HEADERS
-from .errors import ApiError, BadRequest, MethodNotAllowed, NotFound
+from .errors import ApiError, BadRequest, MethodNotAllowed, NotFound, ShuttingDown
 from .filestore import FilestoreError, FsNotFound
 from .flowfuse.errors import FFRouteNotFound, PlatformNotFound
 from .host_route import host_name, serve_host
@@ -134,6 +135,33 @@ class EdgeMiddleware:
         await response(scope, receive, send)
 
 
+class CutOffAtShutdown:
+    """A request still running when the server stops waiting for it (an upload whose client
+    stalled) is cancelled; it ends here with a 503 and one log line, rather than with
+    uvicorn's traceback. Its own cleanup has run by then: an upload aborted, nothing stored."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def noting_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_send)
+        except asyncio.CancelledError:
+            log.info("%s %s cut off: the node is stopping", scope["method"], scope["path"])
+            if not started:
+                await in_facade_shape(scope["path"], ShuttingDown())(scope, receive, send)
+
+
 def create_app(ctx: AppContext) -> ASGIApp:
     routes = [
         Route("/api/v2/auth", files_api.auth, methods=["POST"]),
@@ -180,4 +208,4 @@ def create_app(ctx: AppContext) -> ASGIApp:
         from .flowfuse.facade import with_security_headers
 
         inner = with_security_headers(app)
-    return MetricsMiddleware(EdgeMiddleware(inner, ctx), app.state.metrics)
+    return CutOffAtShutdown(MetricsMiddleware(EdgeMiddleware(inner, ctx), app.state.metrics))

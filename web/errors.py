@@ -96,5 +96,10 @@ class CorruptBlockError(ApiError):
     status, code, default_message = 500, "ERR_CORRUPT_BLOCK", "a stored block fails its hash check"
 
 
+class ShuttingDown(ApiError):
+    status, code = 503, "ERR_SHUTTING_DOWN"
+    default_message = "the node is stopping; nothing of this request was kept"
+
+
 class InsufficientStorage(ApiError):
     status, code, default_message = 507, "ERR_INSUFFICIENT_STORAGE", "no space left for this upload"
