@@ -176,6 +176,8 @@ def _check_name(name: str) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    from edgefiles.node.localfs import InputRefused
+
     if args.name and len(args.paths) != 1:
         raise CliError("--name needs exactly one PATH")
     if args.name:
@@ -184,8 +186,12 @@ def cmd_add(args: argparse.Namespace) -> int:
         raise CliError("'-' (standard input) can be given once")
     client = NodeClient(args.node, args.token)
     with tempfile.TemporaryDirectory(prefix="edgefiles-add-") as spool:
-        for raw in args.paths:
-            files = _stdin_spooled(Path(spool)) if raw == "-" else _files_of(raw, args.hidden)
+        try:  # every PATH read before the first upload: a refused one leaves nothing uploaded
+            uploads = [_stdin_spooled(Path(spool)) if raw == "-" else _files_of(raw, args.hidden)
+                       for raw in args.paths]
+        except InputRefused as refused:
+            raise CliError(str(refused)) from None
+        for files in uploads:
             _add_one(client, files, args)
     return 0
 

@@ -15,7 +15,7 @@ class CliError(Exception):
 
 def cmd_cid(args: argparse.Namespace) -> int:
     from edgefiles.node.cid import to_str
-    from edgefiles.node.localfs import LocalImporter
+    from edgefiles.node.localfs import InputRefused, LocalImporter
     from edgefiles.node.profiles import get_profile
 
     importer = LocalImporter(get_profile(args.profile))
@@ -31,6 +31,8 @@ def cmd_cid(args: argparse.Namespace) -> int:
             else:
                 entry = importer.path(path, hidden=args.hidden)
             print(to_str(entry.cid), flush=True)
+    except InputRefused as refused:
+        raise CliError(str(refused)) from None
     finally:
         importer.close()
     for note in importer.scanned.notes():

@@ -15,6 +15,11 @@ from .profiles import Profile
 READ_SIZE = 4 << 20
 
 
+class InputRefused(Exception):
+    """A PATH that is not imported as given (a link out of its folder, say): the one-line
+    reason, naming what is at fault. Nothing of that PATH is imported."""
+
+
 @dataclass
 class FolderScan:
     files: list[tuple[list[str], Path]]
@@ -41,15 +46,29 @@ class FolderScan:
 def scan_folder(root: Path, hidden: bool) -> FolderScan:
     """Files and empty directories under `root` as path segments, dotfiles skipped unless `hidden`.
 
-    Symbolic links are followed (their content is stored, as `cp -L` would copy it); a link
-    back into a folder being walked, a dangling link or a special file is skipped and reported.
+    Symbolic links are followed: their target's content is stored, as `cp -L` would copy it,
+    where Kubo stores a link as a symlink node, which a browser asking the gateway for it gets
+    no content from. A link to something outside `root` is refused (InputRefused): what is
+    added is the folder given, never /etc or a home folder a link points to. A link back into
+    a folder being walked, a dangling link or a special file is skipped and reported.
     """
     scan = FolderScan([], [])
-    _walk(root, [], scan, hidden, {os.path.realpath(root)})
+    top = os.path.realpath(root)
+    _walk(root, [], scan, hidden, {top}, top)
     return scan
 
 
-def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestors: set[str]) -> None:
+def _check_link(link: Path, top: str) -> None:
+    """Refuse a link to something that is neither `top` nor inside it (a dangling link gives
+    nothing away: it is skipped as the walk finds it)."""
+    target = os.path.realpath(link)
+    outside = target != top and not target.startswith(top.rstrip(os.sep) + os.sep)
+    if outside and os.path.exists(target):
+        raise InputRefused(f"{link}: a symbolic link to {target}, outside the folder being added")
+
+
+def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestors: set[str],
+          top: str) -> None:
     try:
         names = sorted(os.listdir(folder))
     except OSError as exc:
@@ -62,13 +81,14 @@ def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestor
     for name in names:
         path = folder / name
         if path.is_symlink():
+            _check_link(path, top)
             scan.followed_links += 1
         if path.is_dir():
             real = os.path.realpath(path)
             if real in ancestors:
                 scan.skipped.append(f"{path}: link back into a parent folder")
                 continue
-            _walk(path, [*rel, name], scan, hidden, ancestors | {real})
+            _walk(path, [*rel, name], scan, hidden, ancestors | {real}, top)
             kept += 1
         elif path.is_file():
             scan.files.append(([*rel, name], path))

@@ -1,0 +1,56 @@
+"""What `edgefiles cid` and `add` read from the local file system, and what they refuse."""
+
+from pathlib import Path
+
+from nodeproc import run_cli
+
+
+def _env(node):
+    return {"EDGEFILES_NODE": node.url}
+
+
+def _refused(out, names: str) -> None:
+    """One line on stderr naming what is at fault, exit 1, no CID."""
+    assert out.returncode == 1, out
+    assert out.stdout == "", out.stdout
+    assert out.stderr.startswith("edgefiles: ") and names in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def _both_refuse(node, path: Path, names: str) -> None:
+    pins = node.pins()
+    _refused(run_cli("cid", str(path)), names)
+    _refused(run_cli("add", str(path), env=_env(node)), names)
+    assert node.pins() == pins  # nothing was uploaded
+
+
+def test_links_inside_the_folder_are_followed_and_links_out_of_it_refused(node, tmp_path):
+    site = tmp_path / "site"
+    (site / "real").mkdir(parents=True)
+    (site / "real" / "page.html").write_text("inside")
+    (site / "alias").symlink_to("real")
+    (site / "page-link.html").symlink_to(site / "real" / "page.html")
+    inside = run_cli("cid", str(site))
+    assert inside.returncode == 0 and "followed 2 symbolic links" in inside.stderr, inside.stderr
+    added = run_cli("add", str(site), env=_env(node))
+    assert added.returncode == 0 and added.stdout == inside.stdout, added.stderr
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not part of the site")
+    for name, target in (("etc", Path("/etc")), ("up", Path("..")), ("home", Path.home()),
+                         ("file", outside)):
+        link = site / name
+        link.symlink_to(target)
+        _both_refuse(node, site, str(link))
+        link.unlink()
+    assert run_cli("cid", str(site)).stdout == inside.stdout
+
+
+def test_a_refused_path_uploads_none_of_the_paths_given_with_it(node, tmp_path):
+    fine = tmp_path / "fine.txt"
+    fine.write_text("would be uploaded first")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "etc").symlink_to("/etc")
+    pins = node.pins()
+    _refused(run_cli("add", str(fine), str(site), env=_env(node)), str(site / "etc"))
+    assert node.pins() == pins
