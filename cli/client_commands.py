@@ -207,12 +207,10 @@ def _stdin_spooled(spool: Path) -> list[tuple[str, Path]]:
 
 def _files_of(raw: str, hidden: bool) -> list[tuple[str, Path]]:
     """(name in the upload, local path) of each file to upload for PATH `raw`."""
-    from edgefiles.node.localfs import scan_folder
+    from edgefiles.node.localfs import FILE, input_kind, scan_folder
 
     path = Path(raw)
-    if not path.exists():
-        raise CliError(f"{raw}: no such file or directory")
-    if not path.is_dir():
+    if input_kind(path) == FILE:
         return [(path.name, path)]
     scan = scan_folder(path, hidden)
     for note in scan.notes():

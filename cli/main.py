@@ -23,13 +23,10 @@ def cmd_cid(args: argparse.Namespace) -> int:
         if args.paths.count("-") > 1:
             raise CliError("'-' (standard input) can be given once")
         for raw in args.paths:
-            path = Path(raw)
             if raw == "-":  # as `ipfs add` reads standard input
                 entry = importer.stream(sys.stdin.buffer)
-            elif not path.exists():
-                raise CliError(f"{raw}: no such file or directory")
             else:
-                entry = importer.path(path, hidden=args.hidden)
+                entry = importer.path(Path(raw), hidden=args.hidden)
             print(to_str(entry.cid), flush=True)
     except InputRefused as refused:
         raise CliError(str(refused)) from None

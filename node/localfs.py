@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from .importer import Emit, Entry, FileBuilder, TreeBuilder, pooled_hasher
 from .profiles import Profile
 
 READ_SIZE = 4 << 20
+FOLDER, FILE = "folder", "file"
 
 
 class InputRefused(Exception):
@@ -67,13 +69,36 @@ def _check_link(link: Path, top: str) -> None:
         raise InputRefused(f"{link}: a symbolic link to {target}, outside the folder being added")
 
 
+def input_kind(path: Path) -> str:
+    """What a PATH given on the command line is read as: FOLDER or FILE. InputRefused when it
+    cannot be read: Kubo fails the whole add then, and so do we, rather than leave it out."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputRefused(f"{path}: no such file or directory") from None
+    except OSError as exc:
+        raise InputRefused(f"{path}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        return FOLDER
+    _check_readable(path)
+    return FILE
+
+
+def _check_readable(path: Path) -> None:
+    if not os.access(path, os.R_OK):
+        raise InputRefused(f"{path}: cannot read this file: permission denied")
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(folder))
+    except OSError as exc:
+        raise InputRefused(f"{folder}: cannot list this folder: {exc.strerror}") from None
+
+
 def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestors: set[str],
           top: str) -> None:
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError as exc:
-        scan.skipped.append(f"{folder}: {exc.strerror}")
-        return
+    names = _listing(folder)
     if not hidden:
         scan.skipped_hidden += sum(1 for n in names if n.startswith("."))
         names = [n for n in names if not n.startswith(".")]
@@ -91,6 +116,7 @@ def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestor
             _walk(path, [*rel, name], scan, hidden, ancestors | {real}, top)
             kept += 1
         elif path.is_file():
+            _check_readable(path)
             scan.files.append(([*rel, name], path))
             kept += 1
         else:
@@ -117,8 +143,11 @@ class LocalImporter:
         self._pool.shutdown()
 
     def file(self, path: Path) -> Entry:
-        with open(path, "rb", buffering=0) as f:
-            return self.stream(f)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                return self.stream(f)
+        except OSError as exc:  # unreadable since it was looked at, or a failing disk
+            raise InputRefused(f"{path}: cannot read this file: {exc.strerror}") from None
 
     def stream(self, stream: BinaryIO) -> Entry:
         """The file whose bytes `stream` gives until its end (standard input, say)."""
@@ -128,7 +157,7 @@ class LocalImporter:
         return builder.finish()
 
     def path(self, path: Path, hidden: bool = False) -> Entry:
-        if not path.is_dir():
+        if input_kind(path) == FILE:
             return self.file(path)
         scan = scan_folder(path, hidden)
         self.scanned.add_counts(scan)

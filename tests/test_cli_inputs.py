@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from nodeproc import run_cli
+from nodeproc import bound_by_file_modes, run_cli
 
 
 def _env(node):
@@ -17,10 +17,10 @@ def _refused(out, names: str) -> None:
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
-def _both_refuse(node, path: Path, names: str) -> None:
+def _both_refuse(node, path: Path, names: str, preexec=None) -> None:
     pins = node.pins()
-    _refused(run_cli("cid", str(path)), names)
-    _refused(run_cli("add", str(path), env=_env(node)), names)
+    _refused(run_cli("cid", str(path), preexec=preexec), names)
+    _refused(run_cli("add", str(path), env=_env(node), preexec=preexec), names)
     assert node.pins() == pins  # nothing was uploaded
 
 
@@ -54,3 +54,18 @@ def test_a_refused_path_uploads_none_of_the_paths_given_with_it(node, tmp_path):
     pins = node.pins()
     _refused(run_cli("add", str(fine), str(site), env=_env(node)), str(site / "etc"))
     assert node.pins() == pins
+
+
+def test_an_unreadable_folder_or_file_is_refused_not_left_out(node, tmp_path):
+    site = tmp_path / "site"
+    (site / "locked").mkdir(parents=True)
+    (site / "a.txt").write_text("a")
+    (site / "locked" / "b.txt").write_text("b")
+    (site / "locked").chmod(0)
+    _both_refuse(node, site, str(site / "locked"), preexec=bound_by_file_modes)
+    (site / "locked").chmod(0o755)
+    secret = site / "secret.txt"
+    secret.write_text("s")
+    secret.chmod(0)
+    for path in (site, secret):
+        _both_refuse(node, path, str(secret), preexec=bound_by_file_modes)
