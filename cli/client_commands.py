@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote
 
 from .main import CliError
@@ -187,8 +188,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     client = NodeClient(args.node, args.token)
     with tempfile.TemporaryDirectory(prefix="edgefiles-add-") as spool:
         try:  # every PATH read before the first upload: a refused one leaves nothing uploaded
-            uploads = [_stdin_spooled(Path(spool)) if raw == "-" else _files_of(raw, args.hidden)
-                       for raw in args.paths]
+            uploads = [_files_of(raw, args.hidden, Path(spool)) for raw in args.paths]
         except InputRefused as refused:
             raise CliError(str(refused)) from None
         for files in uploads:
@@ -196,21 +196,28 @@ def cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stdin_spooled(spool: Path) -> list[tuple[str, Path]]:
-    """Standard input as one file (as `ipfs add` reads it): written to `spool` first, since an
-    upload states its length before its bytes."""
-    path = spool / "stdin"
-    with open(path, "wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, PIECE)
-    return [(path.name, path)]
+def _spooled(source: BinaryIO, spool: Path) -> list[tuple[str, Path]]:
+    """A stream (standard input, a pipe) as one file, as `ipfs add` reads it: written to a file
+    of its own in `spool` first, since an upload states its length before its bytes."""
+    fd, name = tempfile.mkstemp(dir=spool)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(source, out, PIECE)
+    return [(Path(name).name, Path(name))]
 
 
-def _files_of(raw: str, hidden: bool) -> list[tuple[str, Path]]:
-    """(name in the upload, local path) of each file to upload for PATH `raw`."""
-    from edgefiles.node.localfs import FILE, input_kind, scan_folder
+def _files_of(raw: str, hidden: bool, spool: Path) -> list[tuple[str, Path]]:
+    """(name in the upload, local path) of each file to upload for PATH `raw` ('-': standard
+    input); a stream is spooled to a file in `spool`."""
+    from edgefiles.node.localfs import FILE, STREAM, input_kind, scan_folder
 
+    if raw == "-":
+        return _spooled(sys.stdin.buffer, spool)
     path = Path(raw)
-    if input_kind(path) == FILE:
+    kind = input_kind(path)
+    if kind == STREAM:
+        with open(path, "rb") as source:
+            return _spooled(source, spool)
+    if kind == FILE:
         return [(path.name, path)]
     scan = scan_folder(path, hidden)
     for note in scan.notes():

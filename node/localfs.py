@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from .importer import Emit, Entry, FileBuilder, TreeBuilder, pooled_hasher
 from .profiles import Profile
 
 READ_SIZE = 4 << 20
-FOLDER, FILE = "folder", "file"
+FOLDER, FILE, STREAM = "folder", "file", "stream"
 
 
 class InputRefused(Exception):
@@ -70,8 +71,9 @@ def _check_link(link: Path, top: str) -> None:
 
 
 def input_kind(path: Path) -> str:
-    """What a PATH given on the command line is read as: FOLDER or FILE. InputRefused when it
-    cannot be read: Kubo fails the whole add then, and so do we, rather than leave it out."""
+    """What a PATH given on the command line is read as: FOLDER, FILE or STREAM (a pipe, such
+    as `<(...)`, read to its end). InputRefused when it cannot be read, or is a device or a
+    socket: Kubo fails the whole add then, and so do we, rather than leave it out."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -80,8 +82,10 @@ def input_kind(path: Path) -> str:
         raise InputRefused(f"{path}: {exc.strerror}") from None
     if stat.S_ISDIR(mode):
         return FOLDER
+    if not stat.S_ISREG(mode) and not stat.S_ISFIFO(mode):
+        raise InputRefused(f"{path}: not a regular file or folder")
     _check_readable(path)
-    return FILE
+    return STREAM if stat.S_ISFIFO(mode) else FILE
 
 
 def _check_readable(path: Path) -> None:
@@ -96,6 +100,16 @@ def _listing(folder: Path) -> list[str]:
         raise InputRefused(f"{folder}: cannot list this folder: {exc.strerror}") from None
 
 
+def _mode_in_folder(path: Path) -> int | None:
+    """The mode of what `path` is or links to; None for a dangling link or a loop of links."""
+    try:
+        return path.stat().st_mode
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) or exc.errno == errno.ELOOP:
+            return None
+        raise InputRefused(f"{path}: {exc.strerror}") from None
+
+
 def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestors: set[str],
           top: str) -> None:
     names = _listing(folder)
@@ -108,18 +122,21 @@ def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestor
         if path.is_symlink():
             _check_link(path, top)
             scan.followed_links += 1
-        if path.is_dir():
+        mode = _mode_in_folder(path)
+        if mode is not None and stat.S_ISDIR(mode):
             real = os.path.realpath(path)
             if real in ancestors:
                 scan.skipped.append(f"{path}: link back into a parent folder")
                 continue
             _walk(path, [*rel, name], scan, hidden, ancestors | {real}, top)
             kept += 1
-        elif path.is_file():
+        elif mode is not None and stat.S_ISREG(mode):
             _check_readable(path)
             scan.files.append(([*rel, name], path))
             kept += 1
-        else:
+        elif mode is not None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
+            raise InputRefused(f"{path}: not a regular file or folder (a device)")
+        else:  # a socket or a pipe holds nothing of the folder's; a dangling link, nothing at all
             scan.skipped.append(f"{path}: not a regular file or folder (or a dangling link)")
     if kept == 0 and rel:
         scan.empty_dirs.append(rel)
@@ -157,7 +174,7 @@ class LocalImporter:
         return builder.finish()
 
     def path(self, path: Path, hidden: bool = False) -> Entry:
-        if input_kind(path) == FILE:
+        if input_kind(path) != FOLDER:  # a file, or a pipe: either is read to its end
             return self.file(path)
         scan = scan_folder(path, hidden)
         self.scanned.add_counts(scan)

@@ -1,5 +1,10 @@
 """What `edgefiles cid` and `add` read from the local file system, and what they refuse."""
 
+import os
+import socket
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 from nodeproc import bound_by_file_modes, run_cli
@@ -69,3 +74,36 @@ def test_an_unreadable_folder_or_file_is_refused_not_left_out(node, tmp_path):
     secret.chmod(0)
     for path in (site, secret):
         _both_refuse(node, path, str(secret), preexec=bound_by_file_modes)
+
+
+def test_devices_and_sockets_are_refused_as_not_regular_files(node, tmp_path):
+    _both_refuse(node, Path("/dev/zero"), "/dev/zero: not a regular file")  # read forever before
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(tmp_path / "app.sock"))
+    _both_refuse(node, tmp_path / "app.sock", "not a regular file")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.txt").write_text("a")
+    listening.close()
+    (tmp_path / "app.sock").rename(site / "app.sock")
+    kept = run_cli("cid", str(site))  # a socket holds nothing of the folder's: left out, and said so
+    assert kept.returncode == 0 and "app.sock: not a regular file" in kept.stderr, kept.stderr
+    os.mknod(site / "zero", stat.S_IFCHR | 0o666, os.makedev(1, 5))  # /dev/zero's numbers
+    _both_refuse(node, site, f"{site / 'zero'}: not a regular file")
+
+
+def test_a_pipe_is_read_to_its_end_by_cid_and_add(node, tmp_path):
+    (tmp_path / "x.txt").write_bytes(b"piped bytes")
+    expected = run_cli("cid", str(tmp_path / "x.txt")).stdout.strip()
+
+    def through_a_pipe(command: str, *extra: str) -> subprocess.CompletedProcess:
+        script = (f'printf "piped bytes" | "{sys.executable}" -m edgefiles {command} '
+                  f'<(printf "piped bytes") {" ".join(extra)}')
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **_env(node)})
+
+    for command in ("cid", "add"):
+        out = through_a_pipe(command)
+        assert out.returncode == 0 and out.stdout.strip() == expected, out.stderr
+    both = through_a_pipe("add", str(tmp_path / "x.txt"), "-")  # a pipe, a file and standard input
+    assert both.returncode == 0 and both.stdout.split() == [expected] * 3, both.stderr
