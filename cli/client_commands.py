@@ -147,23 +147,48 @@ def _part_header(filename: str) -> bytes:
             "Content-Type: application/octet-stream\r\n\r\n").encode()
 
 
-def multipart_body(files: list[tuple[str, Path]], progress: Progress) -> tuple[int, Iterator[bytes]]:
-    """(Content-Length, body pieces): files are read as the body is sent, never held whole."""
-    sizes = [p.stat().st_size for _, p in files]
+def multipart_body(files: list[tuple[str, Path]], looks: list[os.stat_result],
+                   progress: Progress) -> tuple[int, Iterator[bytes]]:
+    """(Content-Length, body pieces) of `files` as `looks` (their stat) found them: files are
+    read as the body is sent, never held whole."""
     closing = f"--{BOUNDARY}--\r\n".encode()
-    length = sum(len(_part_header(n)) + s + 2 for (n, _), s in zip(files, sizes, strict=True)) + len(closing)
+    length = sum(len(_part_header(name)) + look.st_size + 2
+                 for (name, _), look in zip(files, looks, strict=True)) + len(closing)
 
     def pieces() -> Iterator[bytes]:
-        for name, path in files:
+        for (name, path), look in zip(files, looks, strict=True):
             yield _part_header(name)
-            with open(path, "rb") as f:
-                while piece := f.read(PIECE):
-                    progress.advance(len(piece))
-                    yield piece
+            yield from _read_unchanged(path, look, progress)
             yield b"\r\n"
         yield closing
 
     return length, pieces()
+
+
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror}") from None
+
+
+def _read_unchanged(path: Path, look: os.stat_result, progress: Progress) -> Iterator[bytes]:
+    """The bytes of `path` as it was when `look` was taken, which the body's length counted.
+    Raised before the last of them is sent when the file has changed (a growing log), so the
+    upload stays unfinished and the node stores nothing of it."""
+    try:
+        f = open(path, "rb")
+    except OSError as exc:  # gone or locked away since it was looked at
+        raise CliError(f"{path}: {exc.strerror}") from None
+    with f:
+        left = look.st_size
+        while left and (piece := f.read(min(PIECE, left))):
+            left -= len(piece)
+            progress.advance(len(piece))
+            yield piece
+        after = os.fstat(f.fileno())
+        if left or f.read(1) or (after.st_size, after.st_mtime_ns) != (look.st_size, look.st_mtime_ns):
+            raise CliError(f"{path} changed while it was being uploaded; nothing was stored")
 
 
 def _check_name(name: str) -> None:
@@ -235,8 +260,9 @@ def _files_of(raw: str, hidden: bool, spool: Path) -> list[tuple[str, Path]]:
 
 def _add_one(client: NodeClient, files: list[tuple[str, Path]], args: argparse.Namespace) -> None:
     """One PATH's upload; its CID printed, and named with --name."""
-    progress = Progress(sum(p.stat().st_size for _, p in files), not args.no_progress)
-    length, body = multipart_body(files, progress)
+    looks = [_stat(path) for _, path in files]
+    progress = Progress(sum(look.st_size for look in looks), not args.no_progress)
+    length, body = multipart_body(files, looks, progress)
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Content-Length": str(length)}
     cid = client.request("POST", "/api/v2/files", content=body, headers=headers).text
     progress.close()

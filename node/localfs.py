@@ -71,21 +71,22 @@ def _check_link(link: Path, top: str) -> None:
 
 
 def input_kind(path: Path) -> str:
-    """What a PATH given on the command line is read as: FOLDER, FILE or STREAM (a pipe, such
-    as `<(...)`, read to its end). InputRefused when it cannot be read, or is a device or a
-    socket: Kubo fails the whole add then, and so do we, rather than leave it out."""
+    """What a PATH given on the command line is read as: FOLDER, FILE or STREAM (read to its
+    end: a pipe, such as `<(...)`, or a file whose size says 0, as those of /proc do while
+    they hold bytes). InputRefused when it cannot be read, or is a device or a socket: Kubo
+    fails the whole add then, and so do we, rather than leave it out."""
     try:
-        mode = path.stat().st_mode
+        look = path.stat()
     except FileNotFoundError:
         raise InputRefused(f"{path}: no such file or directory") from None
     except OSError as exc:
         raise InputRefused(f"{path}: {exc.strerror}") from None
-    if stat.S_ISDIR(mode):
+    if stat.S_ISDIR(look.st_mode):
         return FOLDER
-    if not stat.S_ISREG(mode) and not stat.S_ISFIFO(mode):
+    if not stat.S_ISREG(look.st_mode) and not stat.S_ISFIFO(look.st_mode):
         raise InputRefused(f"{path}: not a regular file or folder")
     _check_readable(path)
-    return STREAM if stat.S_ISFIFO(mode) else FILE
+    return FILE if stat.S_ISREG(look.st_mode) and look.st_size else STREAM
 
 
 def _check_readable(path: Path) -> None:

@@ -107,3 +107,28 @@ def test_a_pipe_is_read_to_its_end_by_cid_and_add(node, tmp_path):
         assert out.returncode == 0 and out.stdout.strip() == expected, out.stderr
     both = through_a_pipe("add", str(tmp_path / "x.txt"), "-")  # a pipe, a file and standard input
     assert both.returncode == 0 and both.stdout.split() == [expected] * 3, both.stderr
+
+
+def test_a_file_that_grows_while_it_is_uploaded_is_an_error_and_stores_nothing(node, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a-big.bin").write_bytes(os.urandom(32 << 20))  # sent first: the log grows meanwhile
+    (logs / "z.log").write_text("started\n")
+    writer = subprocess.Popen(["sh", "-c", f"while :; do echo more >> '{logs / 'z.log'}'; done"])
+    try:
+        pins = node.pins()
+        out = run_cli("add", "--name", "growing-log", str(logs), env=_env(node))
+    finally:
+        writer.kill()
+        writer.wait()
+    _refused(out, f"{logs / 'z.log'} changed while it was being uploaded; nothing was stored")
+    assert node.pins() == pins
+    assert "growing-log" not in run_cli("name", "ls", env=_env(node)).stdout
+
+
+def test_a_file_whose_size_says_0_is_read_to_its_end(node, tmp_path):
+    offline = run_cli("cid", "/proc/version")  # /proc's files say 0 bytes and hold more
+    added = run_cli("add", "/proc/version", env=_env(node))
+    assert added.returncode == 0 and added.stdout == offline.stdout, added.stderr
+    (tmp_path / "empty").touch()
+    assert added.stdout != run_cli("cid", str(tmp_path / "empty")).stdout
