@@ -19,6 +19,10 @@ from .main import CliError
 CLI_APP = {"appId": "com.example.edgefiles-cli", "displayName": "edgefiles CLI", "version": "1.0"}
 PIECE = 1 << 20
 BOUNDARY = "edgefiles-upload-boundary-7f3a9c"
+# The part name a PATH that is one file is sent under: the node answers such an upload with
+# that file's CID, which no name is part of, so the file's own (which the node may refuse: not
+# UTF-8, a backslash) plays no part.
+LONE_FILE = "file"
 
 
 def _client_flags(p: argparse.ArgumentParser) -> None:
@@ -227,7 +231,7 @@ def _spooled(source: BinaryIO, spool: Path) -> list[tuple[str, Path]]:
     fd, name = tempfile.mkstemp(dir=spool)
     with os.fdopen(fd, "wb") as out:
         shutil.copyfileobj(source, out, PIECE)
-    return [(Path(name).name, Path(name))]
+    return [(LONE_FILE, Path(name))]
 
 
 def _files_of(raw: str, hidden: bool, spool: Path) -> list[tuple[str, Path]]:
@@ -243,7 +247,7 @@ def _files_of(raw: str, hidden: bool, spool: Path) -> list[tuple[str, Path]]:
         with open(path, "rb") as source:
             return _spooled(source, spool)
     if kind == FILE:
-        return [(path.name, path)]
+        return [(LONE_FILE, path)]
     scan = scan_folder(path, hidden)
     for note in scan.notes():
         print(f"{raw}: {note}", file=sys.stderr)

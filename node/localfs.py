@@ -94,6 +94,15 @@ def _check_readable(path: Path) -> None:
         raise InputRefused(f"{path}: cannot read this file: permission denied")
 
 
+def _check_utf8(path: Path) -> None:
+    """A folder's DAG names its entries in UTF-8: a name of other bytes has no name there."""
+    try:
+        path.name.encode()
+    except UnicodeEncodeError:
+        raise InputRefused(f"{os.fsencode(path)!r}: the name is not UTF-8, as names in a folder's "
+                           "CID must be") from None
+
+
 def _listing(folder: Path) -> list[str]:
     try:
         return sorted(os.listdir(folder))
@@ -120,6 +129,7 @@ def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestor
     kept = 0
     for name in names:
         path = folder / name
+        _check_utf8(path)
         if path.is_symlink():
             _check_link(path, top)
             scan.followed_links += 1

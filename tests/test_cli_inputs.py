@@ -132,3 +132,15 @@ def test_a_file_whose_size_says_0_is_read_to_its_end(node, tmp_path):
     assert added.returncode == 0 and added.stdout == offline.stdout, added.stderr
     (tmp_path / "empty").touch()
     assert added.stdout != run_cli("cid", str(tmp_path / "empty")).stdout
+
+
+def test_a_name_that_is_not_utf8_in_a_folder_is_refused_and_a_lone_file_so_named_is_added(node, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.txt").write_text("a")
+    odd = os.fsdecode(bytes(site) + b"/\xff\xfe")
+    Path(odd).write_text("b")
+    _both_refuse(node, site, repr(os.fsencode(odd)))
+    offline = run_cli("cid", odd)  # a lone file's CID holds no name
+    added = run_cli("add", odd, env=_env(node))
+    assert added.returncode == 0 and added.stdout == offline.stdout != "", added.stderr
