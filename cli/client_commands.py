@@ -146,8 +146,13 @@ class Progress:
 
 
 def _part_header(filename: str) -> bytes:
-    escaped = filename.replace("\\", "\\\\").replace('"', '\\"')
-    return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{escaped}"\r\n'
+    """A part's head. A line feed may stand in its quoted filename, where the node's parser
+    looks for the carriage return that ends a header line; so a name with a carriage return
+    also goes as `filename*` (RFC 8187), which the node takes first, and has it as %0D, as
+    browsers write it, in `filename`."""
+    escaped = filename.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "%0D")
+    extended = f"; filename*=UTF-8''{quote(filename, safe='')}" if "\r" in filename else ""
+    return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{escaped}"{extended}\r\n'
             "Content-Type: application/octet-stream\r\n\r\n").encode()
 
 

@@ -144,3 +144,13 @@ def test_a_name_that_is_not_utf8_in_a_folder_is_refused_and_a_lone_file_so_named
     offline = run_cli("cid", odd)  # a lone file's CID holds no name
     added = run_cli("add", odd, env=_env(node))
     assert added.returncode == 0 and added.stdout == offline.stdout != "", added.stderr
+
+
+def test_names_with_a_carriage_return_or_a_line_feed_are_added_as_cid_reads_them(node, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in ("cr\rx", "lf\nx", "both\r\n.txt", 'a "quote"'):
+        (site / name).write_text(name)
+    offline = run_cli("cid", str(site))
+    added = run_cli("add", str(site), env=_env(node))
+    assert added.returncode == 0 and added.stdout == offline.stdout != "", added.stderr
