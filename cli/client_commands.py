@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -297,8 +298,6 @@ def cmd_name(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from edgefiles.web.paths import check_segment
-
     client = NodeClient(args.node, args.token)
     base = f"/api/v2/files/{quote(args.target)}"
     out = args.output or args.target
@@ -313,12 +312,28 @@ def cmd_get(args: argparse.Namespace) -> int:
         raise CliError(f"{args.target} is a folder: give -o a folder to write it to, or take it as one file "
                        "with `edgefiles car export`")
     root = Path(out)
-    stack = [(listing["directory"], root, base)]
+    if root.is_dir():  # what the folder holds is added to it, each file whole or not at all
+        _write_tree(client, listing["directory"], root, base)
+    else:
+        with _built_beside(root) as building:
+            _write_tree(client, listing["directory"], building, base)
+    print(str(root), file=sys.stderr)
+    return 0
+
+
+def _write_tree(client: NodeClient, directory: dict, root: Path, base: str) -> None:
+    """The folder the node listed as `directory` (at URL path `base`), written into `root`."""
+    from edgefiles.web.paths import check_segment
+
+    stack = [(directory, root, base)]
     while stack:
         directory, local, remote = stack.pop()
         if local.exists() and not local.is_dir():
             raise CliError(f"{local} is a file, where the folder {remote.rsplit('/', 1)[-1]} would go")
-        local.mkdir(parents=True, exist_ok=True)
+        try:
+            local.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise _cannot_write(local, exc) from None
         for child in directory["children"]:
             try:
                 name = check_segment(child["name"])
@@ -332,8 +347,41 @@ def cmd_get(args: argparse.Namespace) -> int:
                     stack.append((r.json()["directory"], local / name, child_remote))
                 else:
                     _write_stream(r, str(local / name))
-    print(str(root), file=sys.stderr)
-    return 0
+
+
+def _beside(out: Path) -> Path:
+    """A name to write `out` under until it is whole: hidden, in the same folder (so a rename
+    puts it in place), and short, where `out` plus a suffix could pass the 255 bytes a file
+    name may have."""
+    return out.parent / f".edgefiles-{secrets.token_hex(4)}.part"
+
+
+def _cannot_write(out: Path, exc: OSError) -> CliError:
+    if isinstance(exc, FileNotFoundError) and not out.parent.is_dir():
+        return CliError(f"{out}: there is no folder {out.parent} to write it in")
+    return CliError(f"cannot write {out}: {exc.strerror}")
+
+
+@contextlib.contextmanager
+def _built_beside(final: Path) -> Iterator[Path]:
+    """A new folder, filled by the with-block under a name _beside `final` and renamed to it
+    at the end; when the block fails, removed with all it holds."""
+    if final.exists() or final.is_symlink():
+        raise CliError(f"{final} is a file, where the folder would go")
+    building = _beside(final)
+    try:
+        building.mkdir()
+    except OSError as exc:
+        raise _cannot_write(final, exc) from None
+    try:
+        yield building
+        try:
+            os.rename(building, final)
+        except OSError as exc:  # something took its place meanwhile
+            raise _cannot_write(final, exc) from None
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
 
 
 def _is_listing(response) -> bool:
@@ -343,32 +391,40 @@ def _is_listing(response) -> bool:
 
 
 def _write_stream(response, out: str, show_progress: bool = False) -> None:
-    """A download to `out` ('-': stdout), through `out`.part; a progress bar when the node
-    tells the length. An answer cut short leaves no file (nor its .part) behind."""
+    """A download to `out` ('-': stdout), through a file _beside it; a progress bar when the
+    node tells the length. An answer cut short, or a place that cannot be written, leaves no
+    file behind."""
     import httpx
 
     if out != "-" and Path(out).is_dir():
         raise CliError(f"{out} is a folder: give -o the file to write")
     length = response.headers.get("content-length", "")
     progress = Progress(int(length) if length.isdigit() else 0, show_progress)
-    tmp = Path(out + ".part")
+    tmp = None if out == "-" else _beside(Path(out))
     try:
-        with contextlib.nullcontext(sys.stdout.buffer) if out == "-" else open(tmp, "wb") as sink:
+        with contextlib.nullcontext(sys.stdout.buffer) if tmp is None else _created(tmp) as sink:
             for piece in response.iter_bytes(PIECE):
                 sink.write(piece)
                 progress.advance(len(piece))
             sink.flush()
-    except BaseException as exc:  # Ctrl-C and a full disk too: no .part left behind
-        if out != "-":
+        if tmp is not None:
+            os.replace(tmp, out)
+    except BaseException as exc:  # Ctrl-C and a full disk too: nothing left behind
+        if tmp is not None:
             tmp.unlink(missing_ok=True)
         if isinstance(exc, httpx.HTTPError):
             where = "to stdout" if out == "-" else f"of {out}"
             raise CliError(f"the node broke off the download {where}: {exc}") from None
+        if isinstance(exc, OSError) and tmp is not None:
+            raise _cannot_write(Path(out), exc) from None
         raise
     finally:
         progress.close()
-    if out != "-":
-        os.replace(tmp, out)
+
+
+def _created(path: Path) -> BinaryIO:
+    """A new file at `path`, made with the modes the umask gives (as `open` would)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
 
 
 def cmd_car(args: argparse.Namespace) -> int:
