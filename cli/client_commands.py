@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("-o", "--output", help="where to write (default: ./<CID|NAME>.car; '-' = stdout)")
     export.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     import_ = car_sub.add_parser("import", help="store the blocks of a CAR file; prints its roots")
-    import_.add_argument("path", metavar="FILE.car")
+    import_.add_argument("path", metavar="FILE.car", help="the CAR file; '-' for standard input")
     import_.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     for p in (export, import_):
         _client_flags(p)
@@ -231,27 +231,36 @@ def cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spooled(source: BinaryIO, spool: Path) -> list[tuple[str, Path]]:
+def _spooled(source: BinaryIO, spool: Path) -> Path:
     """A stream (standard input, a pipe) as one file, as `ipfs add` reads it: written to a file
     of its own in `spool` first, since an upload states its length before its bytes."""
     fd, name = tempfile.mkstemp(dir=spool)
     with os.fdopen(fd, "wb") as out:
         shutil.copyfileobj(source, out, PIECE)
-    return [(LONE_FILE, Path(name))]
+    return Path(name)
+
+
+def _local(raw: str, spool: Path) -> tuple[str, Path]:
+    """PATH `raw` ('-': standard input) as FOLDER or FILE and the path to read it at, a stream
+    spooled to a file in `spool`. InputRefused for what cannot be read."""
+    from edgefiles.node.localfs import FILE, STREAM, input_kind
+
+    if raw == "-":
+        return FILE, _spooled(sys.stdin.buffer, spool)
+    path = Path(raw)
+    kind = input_kind(path)
+    if kind == STREAM:
+        with open(path, "rb") as source:
+            return FILE, _spooled(source, spool)
+    return kind, path
 
 
 def _files_of(raw: str, hidden: bool, spool: Path) -> list[tuple[str, Path]]:
     """(name in the upload, local path) of each file to upload for PATH `raw` ('-': standard
     input); a stream is spooled to a file in `spool`."""
-    from edgefiles.node.localfs import FILE, STREAM, input_kind, scan_folder
+    from edgefiles.node.localfs import FILE, scan_folder
 
-    if raw == "-":
-        return _spooled(sys.stdin.buffer, spool)
-    path = Path(raw)
-    kind = input_kind(path)
-    if kind == STREAM:
-        with open(path, "rb") as source:
-            return _spooled(source, spool)
+    kind, path = _local(raw, spool)
     if kind == FILE:
         return [(LONE_FILE, path)]
     scan = scan_folder(path, hidden)
@@ -428,26 +437,27 @@ def _created(path: Path) -> BinaryIO:
 
 
 def cmd_car(args: argparse.Namespace) -> int:
+    from edgefiles.node.localfs import FOLDER, InputRefused
+
     client = NodeClient(args.node, args.token)
     if args.car_command == "export":
         with client.http.stream("GET", f"/api/v2/files/{quote(args.target)}", params={"format": "car"}) as r:
             check(r)
             _write_stream(r, args.output or f"{args.target}.car", not args.no_progress)
         return 0
-    path = Path(args.path)
-    if not path.is_file():
-        raise CliError(f"{args.path}: no such file")
-    progress = Progress(path.stat().st_size, not args.no_progress)
-
-    def body() -> Iterator[bytes]:
-        with open(path, "rb") as f:
-            while piece := f.read(PIECE):
-                progress.advance(len(piece))
-                yield piece
-
-    headers = {"Content-Type": "application/vnd.ipld.car", "Content-Length": str(path.stat().st_size)}
-    answer = client.request("POST", "/api/v2/car", content=body(), headers=headers).json()
-    progress.close()
+    with tempfile.TemporaryDirectory(prefix="edgefiles-car-") as spool:
+        try:
+            kind, path = _local(args.path, Path(spool))
+        except InputRefused as refused:
+            raise CliError(str(refused)) from None
+        if kind == FOLDER:
+            raise CliError(f"{args.path} is a folder: give the CAR file to import ('-': standard input)")
+        look = _stat(path)
+        progress = Progress(look.st_size, not args.no_progress)
+        headers = {"Content-Type": "application/vnd.ipld.car", "Content-Length": str(look.st_size)}
+        body = _read_unchanged(path, look, progress)
+        answer = client.request("POST", "/api/v2/car", content=body, headers=headers).json()
+        progress.close()
     for root in answer["roots"]:
         print(root)
     print(f"{answer['blocks']} blocks stored", file=sys.stderr)
