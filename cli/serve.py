@@ -225,7 +225,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         swarm.host.on_failure = server.request_exit  # a node cut off from its swarm must not go on
         ctx.storage = await _storage(config, ctx, swarm_key)
         admin_socket = await serve_admin_socket(config.data_dir, ctx.accounts, ctx.fsck)
-        background = [asyncio.create_task(_announce(server, config, swarm))]
+        background = [asyncio.create_task(_announce(server, sock, swarm))]
         if config.gc_above is not None:
             background.append(asyncio.create_task(core.keep_below(config.gc_above)))
         await server.serve(sockets=[sock])
@@ -288,8 +288,14 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-async def _announce(server, config: ServeConfig, swarm) -> None:
+async def _announce(server, sock: socket.socket, swarm) -> None:
     while not server.started:
         await asyncio.sleep(0.02)
-    host, port = config.api
-    log.info("edgefiles ready: api http://%s:%d swarm %s", host, port, " ".join(swarm.addrs()))
+    log.info("edgefiles ready: api %s swarm %s", api_url(sock), " ".join(swarm.addrs()))
+
+
+def api_url(sock: socket.socket) -> str:
+    """Where the API answers: the port bound (--api HOST:0 asks for any free one), an IPv6
+    host in brackets as URLs write it."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

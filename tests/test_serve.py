@@ -154,3 +154,19 @@ def test_flags_from_environment(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(20) == 0
+
+
+def test_the_ready_line_names_the_port_bound_and_brackets_an_ipv6_host(tmp_path):
+    for host in ("127.0.0.1", "[::1]"):
+        data = tmp_path / f"d{host}"
+        proc = subprocess.Popen([sys.executable, "-m", "edgefiles", "serve", "--data", str(data), "--api",
+                                 f"{host}:0", "--swarm", "/ip4/127.0.0.1/tcp/0"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            line = next(line for line in proc.stdout if "edgefiles ready" in line)
+            url = line.split(" api ", 1)[1].split()[0]
+            assert url.startswith(f"http://{host}:") and not url.endswith(":0"), line
+            assert httpx.get(f"{url}/health").json()["status"] == "ok"
+        finally:
+            proc.terminate()
+            assert proc.wait(20) == 0
