@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import uvicorn
+from edgefiles.node.identity import NodeKey, load_or_create
 
 from .admin import SOCKET_NAME, serve_admin_socket
 from .config import ServeConfig
@@ -119,6 +120,16 @@ def load_secret(path: Path, create: bool, what: str = "swarm key") -> bytes:
     return bytes.fromhex(text)
 
 
+def node_key(data_dir: Path) -> NodeKey:
+    """The node's key from <data>/node.key, made there when missing."""
+    try:
+        return load_or_create(data_dir / "node.key")
+    except ValueError as exc:
+        raise CliError(f"{exc}: move it away to have a new key made (the node's peer id changes)") from None
+    except OSError as exc:
+        raise CliError(f"cannot read the node key {data_dir / 'node.key'}: {exc.strerror}") from None
+
+
 def serve(config: ServeConfig) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -132,9 +143,7 @@ def serve(config: ServeConfig) -> int:
         check_swarm_ports(config.swarm)
         check_peer_addrs(config.peers)
         sock = bind_api(*config.api)
-        from edgefiles.node.identity import load_or_create
-
-        key = load_or_create(config.data_dir / "node.key")
+        key = node_key(config.data_dir)
         swarm_key = load_secret(
             config.swarm_key_file or config.data_dir / "swarm.key", create=config.swarm_key_file is None
         )
