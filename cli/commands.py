@@ -112,7 +112,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-STORAGE_CATEGORIES = {"profile-image": "5MiB", "data-source": "500MiB", "general": "1GiB"}  # largest file
+# the Storage API's file categories, each with the default size of its largest file
+STORAGE_CATEGORIES = {"profile-image": "5MiB", "data-source": "500MiB", "general": "1GiB"}
 PEER_LIMIT_FLAGS = (
     ("connections", "4", "connections open at once"),
     ("streams", "256", "inbound Bitswap streams open at once"),
