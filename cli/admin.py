@@ -111,6 +111,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not (data / "state.sqlite").exists():
         raise CliError(f"{data} is not a node's data directory (no state.sqlite); start a node on it once")
+    from edgefiles.node.db import SchemaTooNew
+
     from .serve import try_lock_data_dir
 
     lock = try_lock_data_dir(data)  # held while we write: no node may start on it meanwhile
@@ -119,6 +121,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
     else:
         try:
             reply = asyncio.run(_offline(data, args))
+        except SchemaTooNew as exc:
+            raise CliError(str(exc)) from None
         finally:
             os.close(lock)
     if "error" in reply:
@@ -136,11 +140,12 @@ async def _offline(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     from edgefiles.ans.accounts import Accounts
     from edgefiles.ans.registry import Registry
     from edgefiles.node.db import open_db
-    from edgefiles.node.identity import load_or_create
+
+    from .serve import node_key
 
     db = await open_db(data / "state.sqlite")
     try:
-        registry = Registry(db, load_or_create(data / "node.key"))
+        registry = Registry(db, node_key(data))
         await registry.load()
         return await answer(Accounts(registry), vars(args))
     finally:

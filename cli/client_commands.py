@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote
 
 from .main import CliError
@@ -18,6 +20,10 @@ from .main import CliError
 CLI_APP = {"appId": "com.example.edgefiles-cli", "displayName": "edgefiles CLI", "version": "1.0"}
 PIECE = 1 << 20
 BOUNDARY = "edgefiles-upload-boundary-7f3a9c"
+# The part name a PATH that is one file is sent under: the node answers such an upload with
+# that file's CID, which no name is part of, so the file's own (which the node may refuse: not
+# UTF-8, a backslash) plays no part.
+LONE_FILE = "file"
 
 
 def _client_flags(p: argparse.ArgumentParser) -> None:
@@ -62,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("-o", "--output", help="where to write (default: ./<CID|NAME>.car; '-' = stdout)")
     export.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     import_ = car_sub.add_parser("import", help="store the blocks of a CAR file; prints its roots")
-    import_.add_argument("path", metavar="FILE.car")
+    import_.add_argument("path", metavar="FILE.car", help="the CAR file; '-' for standard input")
     import_.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     for p in (export, import_):
         _client_flags(p)
@@ -141,28 +147,58 @@ class Progress:
 
 
 def _part_header(filename: str) -> bytes:
-    escaped = filename.replace("\\", "\\\\").replace('"', '\\"')
-    return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{escaped}"\r\n'
+    """A part's head. A line feed may stand in its quoted filename, where the node's parser
+    looks for the carriage return that ends a header line; so a name with a carriage return
+    also goes as `filename*` (RFC 8187), which the node takes first, and has it as %0D, as
+    browsers write it, in `filename`."""
+    escaped = filename.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "%0D")
+    extended = f"; filename*=UTF-8''{quote(filename, safe='')}" if "\r" in filename else ""
+    return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{escaped}"{extended}\r\n'
             "Content-Type: application/octet-stream\r\n\r\n").encode()
 
 
-def multipart_body(files: list[tuple[str, Path]], progress: Progress) -> tuple[int, Iterator[bytes]]:
-    """(Content-Length, body pieces): files are read as the body is sent, never held whole."""
-    sizes = [p.stat().st_size for _, p in files]
+def multipart_body(files: list[tuple[str, Path]], looks: list[os.stat_result],
+                   progress: Progress) -> tuple[int, Iterator[bytes]]:
+    """(Content-Length, body pieces) of `files` as `looks` (their stat) found them: files are
+    read as the body is sent, never held whole."""
     closing = f"--{BOUNDARY}--\r\n".encode()
-    length = sum(len(_part_header(n)) + s + 2 for (n, _), s in zip(files, sizes, strict=True)) + len(closing)
+    length = sum(len(_part_header(name)) + look.st_size + 2
+                 for (name, _), look in zip(files, looks, strict=True)) + len(closing)
 
     def pieces() -> Iterator[bytes]:
-        for name, path in files:
+        for (name, path), look in zip(files, looks, strict=True):
             yield _part_header(name)
-            with open(path, "rb") as f:
-                while piece := f.read(PIECE):
-                    progress.advance(len(piece))
-                    yield piece
+            yield from _read_unchanged(path, look, progress)
             yield b"\r\n"
         yield closing
 
     return length, pieces()
+
+
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror}") from None
+
+
+def _read_unchanged(path: Path, look: os.stat_result, progress: Progress) -> Iterator[bytes]:
+    """The bytes of `path` as it was when `look` was taken, which the body's length counted.
+    Raised before the last of them is sent when the file has changed (a growing log), so the
+    upload stays unfinished and the node stores nothing of it."""
+    try:
+        f = open(path, "rb")
+    except OSError as exc:  # gone or locked away since it was looked at
+        raise CliError(f"{path}: {exc.strerror}") from None
+    with f:
+        left = look.st_size
+        while left and (piece := f.read(min(PIECE, left))):
+            left -= len(piece)
+            progress.advance(len(piece))
+            yield piece
+        after = os.fstat(f.fileno())
+        if left or f.read(1) or (after.st_size, after.st_mtime_ns) != (look.st_size, look.st_mtime_ns):
+            raise CliError(f"{path} changed while it was being uploaded; nothing was stored")
 
 
 def _check_name(name: str) -> None:
@@ -176,6 +212,8 @@ def _check_name(name: str) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    from edgefiles.node.localfs import InputRefused
+
     if args.name and len(args.paths) != 1:
         raise CliError("--name needs exactly one PATH")
     if args.name:
@@ -184,30 +222,47 @@ def cmd_add(args: argparse.Namespace) -> int:
         raise CliError("'-' (standard input) can be given once")
     client = NodeClient(args.node, args.token)
     with tempfile.TemporaryDirectory(prefix="edgefiles-add-") as spool:
-        for raw in args.paths:
-            files = _stdin_spooled(Path(spool)) if raw == "-" else _files_of(raw, args.hidden)
+        try:  # every PATH read before the first upload: a refused one leaves nothing uploaded
+            uploads = [_files_of(raw, args.hidden, Path(spool)) for raw in args.paths]
+        except InputRefused as refused:
+            raise CliError(str(refused)) from None
+        for files in uploads:
             _add_one(client, files, args)
     return 0
 
 
-def _stdin_spooled(spool: Path) -> list[tuple[str, Path]]:
-    """Standard input as one file (as `ipfs add` reads it): written to `spool` first, since an
-    upload states its length before its bytes."""
-    path = spool / "stdin"
-    with open(path, "wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, PIECE)
-    return [(path.name, path)]
+def _spooled(source: BinaryIO, spool: Path) -> Path:
+    """A stream (standard input, a pipe) as one file, as `ipfs add` reads it: written to a file
+    of its own in `spool` first, since an upload states its length before its bytes."""
+    fd, name = tempfile.mkstemp(dir=spool)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(source, out, PIECE)
+    return Path(name)
 
 
-def _files_of(raw: str, hidden: bool) -> list[tuple[str, Path]]:
-    """(name in the upload, local path) of each file to upload for PATH `raw`."""
-    from edgefiles.node.localfs import scan_folder
+def _local(raw: str, spool: Path) -> tuple[str, Path]:
+    """PATH `raw` ('-': standard input) as FOLDER or FILE and the path to read it at, a stream
+    spooled to a file in `spool`. InputRefused for what cannot be read."""
+    from edgefiles.node.localfs import FILE, STREAM, input_kind
 
+    if raw == "-":
+        return FILE, _spooled(sys.stdin.buffer, spool)
     path = Path(raw)
-    if not path.exists():
-        raise CliError(f"{raw}: no such file or directory")
-    if not path.is_dir():
-        return [(path.name, path)]
+    kind = input_kind(path)
+    if kind == STREAM:
+        with open(path, "rb") as source:
+            return FILE, _spooled(source, spool)
+    return kind, path
+
+
+def _files_of(raw: str, hidden: bool, spool: Path) -> list[tuple[str, Path]]:
+    """(name in the upload, local path) of each file to upload for PATH `raw` ('-': standard
+    input); a stream is spooled to a file in `spool`."""
+    from edgefiles.node.localfs import FILE, scan_folder
+
+    kind, path = _local(raw, spool)
+    if kind == FILE:
+        return [(LONE_FILE, path)]
     scan = scan_folder(path, hidden)
     for note in scan.notes():
         print(f"{raw}: {note}", file=sys.stderr)
@@ -224,8 +279,9 @@ def _files_of(raw: str, hidden: bool) -> list[tuple[str, Path]]:
 
 def _add_one(client: NodeClient, files: list[tuple[str, Path]], args: argparse.Namespace) -> None:
     """One PATH's upload; its CID printed, and named with --name."""
-    progress = Progress(sum(p.stat().st_size for _, p in files), not args.no_progress)
-    length, body = multipart_body(files, progress)
+    looks = [_stat(path) for _, path in files]
+    progress = Progress(sum(look.st_size for look in looks), not args.no_progress)
+    length, body = multipart_body(files, looks, progress)
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Content-Length": str(length)}
     cid = client.request("POST", "/api/v2/files", content=body, headers=headers).text
     progress.close()
@@ -251,8 +307,6 @@ def cmd_name(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from edgefiles.web.paths import check_segment
-
     client = NodeClient(args.node, args.token)
     base = f"/api/v2/files/{quote(args.target)}"
     out = args.output or args.target
@@ -267,12 +321,28 @@ def cmd_get(args: argparse.Namespace) -> int:
         raise CliError(f"{args.target} is a folder: give -o a folder to write it to, or take it as one file "
                        "with `edgefiles car export`")
     root = Path(out)
-    stack = [(listing["directory"], root, base)]
+    if root.is_dir():  # what the folder holds is added to it, each file whole or not at all
+        _write_tree(client, listing["directory"], root, base)
+    else:
+        with _built_beside(root) as building:
+            _write_tree(client, listing["directory"], building, base)
+    print(str(root), file=sys.stderr)
+    return 0
+
+
+def _write_tree(client: NodeClient, directory: dict, root: Path, base: str) -> None:
+    """The folder the node listed as `directory` (at URL path `base`), written into `root`."""
+    from edgefiles.web.paths import check_segment
+
+    stack = [(directory, root, base)]
     while stack:
         directory, local, remote = stack.pop()
         if local.exists() and not local.is_dir():
             raise CliError(f"{local} is a file, where the folder {remote.rsplit('/', 1)[-1]} would go")
-        local.mkdir(parents=True, exist_ok=True)
+        try:
+            local.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise _cannot_write(local, exc) from None
         for child in directory["children"]:
             try:
                 name = check_segment(child["name"])
@@ -286,8 +356,41 @@ def cmd_get(args: argparse.Namespace) -> int:
                     stack.append((r.json()["directory"], local / name, child_remote))
                 else:
                     _write_stream(r, str(local / name))
-    print(str(root), file=sys.stderr)
-    return 0
+
+
+def _beside(out: Path) -> Path:
+    """A name to write `out` under until it is whole: hidden, in the same folder (so a rename
+    puts it in place), and short, where `out` plus a suffix could pass the 255 bytes a file
+    name may have."""
+    return out.parent / f".edgefiles-{secrets.token_hex(4)}.part"
+
+
+def _cannot_write(out: Path, exc: OSError) -> CliError:
+    if isinstance(exc, FileNotFoundError) and not out.parent.is_dir():
+        return CliError(f"{out}: there is no folder {out.parent} to write it in")
+    return CliError(f"cannot write {out}: {exc.strerror}")
+
+
+@contextlib.contextmanager
+def _built_beside(final: Path) -> Iterator[Path]:
+    """A new folder, filled by the with-block under a name _beside `final` and renamed to it
+    at the end; when the block fails, removed with all it holds."""
+    if final.exists() or final.is_symlink():
+        raise CliError(f"{final} is a file, where the folder would go")
+    building = _beside(final)
+    try:
+        building.mkdir()
+    except OSError as exc:
+        raise _cannot_write(final, exc) from None
+    try:
+        yield building
+        try:
+            os.rename(building, final)
+        except OSError as exc:  # something took its place meanwhile
+            raise _cannot_write(final, exc) from None
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
 
 
 def _is_listing(response) -> bool:
@@ -297,55 +400,64 @@ def _is_listing(response) -> bool:
 
 
 def _write_stream(response, out: str, show_progress: bool = False) -> None:
-    """A download to `out` ('-': stdout), through `out`.part; a progress bar when the node
-    tells the length. An answer cut short leaves no file (nor its .part) behind."""
+    """A download to `out` ('-': stdout), through a file _beside it; a progress bar when the
+    node tells the length. An answer cut short, or a place that cannot be written, leaves no
+    file behind."""
     import httpx
 
     if out != "-" and Path(out).is_dir():
         raise CliError(f"{out} is a folder: give -o the file to write")
     length = response.headers.get("content-length", "")
     progress = Progress(int(length) if length.isdigit() else 0, show_progress)
-    tmp = Path(out + ".part")
+    tmp = None if out == "-" else _beside(Path(out))
     try:
-        with contextlib.nullcontext(sys.stdout.buffer) if out == "-" else open(tmp, "wb") as sink:
+        with contextlib.nullcontext(sys.stdout.buffer) if tmp is None else _created(tmp) as sink:
             for piece in response.iter_bytes(PIECE):
                 sink.write(piece)
                 progress.advance(len(piece))
             sink.flush()
-    except BaseException as exc:  # Ctrl-C and a full disk too: no .part left behind
-        if out != "-":
+        if tmp is not None:
+            os.replace(tmp, out)
+    except BaseException as exc:  # Ctrl-C and a full disk too: nothing left behind
+        if tmp is not None:
             tmp.unlink(missing_ok=True)
         if isinstance(exc, httpx.HTTPError):
             where = "to stdout" if out == "-" else f"of {out}"
             raise CliError(f"the node broke off the download {where}: {exc}") from None
+        if isinstance(exc, OSError) and tmp is not None:
+            raise _cannot_write(Path(out), exc) from None
         raise
     finally:
         progress.close()
-    if out != "-":
-        os.replace(tmp, out)
+
+
+def _created(path: Path) -> BinaryIO:
+    """A new file at `path`, made with the modes the umask gives (as `open` would)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
 
 
 def cmd_car(args: argparse.Namespace) -> int:
+    from edgefiles.node.localfs import FOLDER, InputRefused
+
     client = NodeClient(args.node, args.token)
     if args.car_command == "export":
         with client.http.stream("GET", f"/api/v2/files/{quote(args.target)}", params={"format": "car"}) as r:
             check(r)
             _write_stream(r, args.output or f"{args.target}.car", not args.no_progress)
         return 0
-    path = Path(args.path)
-    if not path.is_file():
-        raise CliError(f"{args.path}: no such file")
-    progress = Progress(path.stat().st_size, not args.no_progress)
-
-    def body() -> Iterator[bytes]:
-        with open(path, "rb") as f:
-            while piece := f.read(PIECE):
-                progress.advance(len(piece))
-                yield piece
-
-    headers = {"Content-Type": "application/vnd.ipld.car", "Content-Length": str(path.stat().st_size)}
-    answer = client.request("POST", "/api/v2/car", content=body(), headers=headers).json()
-    progress.close()
+    with tempfile.TemporaryDirectory(prefix="edgefiles-car-") as spool:
+        try:
+            kind, path = _local(args.path, Path(spool))
+        except InputRefused as refused:
+            raise CliError(str(refused)) from None
+        if kind == FOLDER:
+            raise CliError(f"{args.path} is a folder: give the CAR file to import ('-': standard input)")
+        look = _stat(path)
+        progress = Progress(look.st_size, not args.no_progress)
+        headers = {"Content-Type": "application/vnd.ipld.car", "Content-Length": str(look.st_size)}
+        body = _read_unchanged(path, look, progress)
+        answer = client.request("POST", "/api/v2/car", content=body, headers=headers).json()
+        progress.close()
     for root in answer["roots"]:
         print(root)
     print(f"{answer['blocks']} blocks stored", file=sys.stderr)

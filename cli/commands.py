@@ -5,12 +5,39 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
-from .config import ServeConfig, parse_duration, parse_hostport, parse_size
+from .config import ServeConfig, parse_duration, parse_hostport, parse_log_level, parse_size
+from .main import CliError
+
+T = TypeVar("T")
+
+
+class FromEnvironment(str):
+    """A flag's value taken from its EDGEFILES_<FLAG> variable, which an error then names."""
+
+    variable: str
 
 
 def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"EDGEFILES_{name}", default)
+    value = os.environ.get(f"EDGEFILES_{name}")
+    if value is None:
+        return default
+    taken = FromEnvironment(value)
+    taken.variable = f"EDGEFILES_{name}"
+    return taken
+
+
+def setting(args: argparse.Namespace, flag: str, convert: Callable[[str], T]) -> T:
+    """serve's --`flag` as `convert` reads it: the one check its value gets, whether given as
+    the flag or as its variable; a one-line error naming which of them holds a bad value."""
+    text = getattr(args, flag.replace("-", "_"))
+    try:
+        return convert(text)
+    except ValueError as exc:
+        where = text.variable if isinstance(text, FromEnvironment) else f"--{flag}"
+        raise CliError(f"{where}: {exc}") from None
 
 
 def _env_list(name: str) -> list[str]:
@@ -37,7 +64,6 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-peer", action="append", default=None, metavar="PEERID",
                    help="admit a peer without the swarm key, for blocks only (repeatable)")
     p.add_argument("--profile", default=_env("PROFILE", "kubo-v1"),
-                   choices=["kubo-v1", "actyx", "unixfs-v1-2025"],
                    help="how uploads become DAGs: kubo-v1 (ipfs add --cid-version=1), actyx (an Actyx "
                         "node's CIDs) or unixfs-v1-2025 (IPIP-499, 1 MiB chunks: Helia's defaults)")
     p.add_argument("--max-upload", default=_env("MAX_UPLOAD", "10GiB"), metavar="BYTES",
@@ -49,7 +75,7 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                         " default: one named files)")
     p.add_argument("--storage-org-quota", default=_env("STORAGE_ORG_QUOTA", "1GiB"), metavar="BYTES",
                    help="an organization's Storage API quota unless `edgefiles admin org quota` sets one")
-    for category, default in (("profile-image", "5MiB"), ("data-source", "500MiB"), ("general", "1GiB")):
+    for category, default in STORAGE_CATEGORIES.items():
         p.add_argument(f"--storage-max-{category}", metavar="BYTES",
                        default=_env(f"STORAGE_MAX_{category.upper().replace('-', '_')}", default),
                        help=f"largest {category.replace('-', '_')} file of the Storage API ({default})")
@@ -63,7 +89,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="how long an upload is kept before garbage collection may free it, unless a "
                         "name points at it (default 12h, as Actyx)")
     p.add_argument("--fetch-timeout", default=_env("FETCH_TIMEOUT", "15"), metavar="SECONDS",
-                   help="how long a read waits for blocks from the swarm before it is a 404 (default 15)")
+                   help="how long a read waits for blocks from the swarm before it is a 404 (default 15;"
+                        " also e.g. 500ms, 1m)")
     p.add_argument("--gc-above", default=_env("GC_ABOVE"), metavar="BYTES",
                    help="free unpinned blocks once the store holds more than this (default: never)")
     p.add_argument("--store-quota", default=_env("STORE_QUOTA"), metavar="BYTES",
@@ -81,10 +108,12 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="serve the FlowFuse file server API (/v1) as set in this flowforge-storage.yml"
                    " (default $FLOWFORGE_HOME/etc/flowforge-storage.yml when that exists)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"], help="default info")
+                   help="debug, info, warning or error (default info)")
     p.set_defaults(func=cmd_serve)
 
 
+# the Storage API's file categories, each with the default size of its largest file
+STORAGE_CATEGORIES = {"profile-image": "5MiB", "data-source": "500MiB", "general": "1GiB"}
 PEER_LIMIT_FLAGS = (
     ("connections", "4", "connections open at once"),
     ("streams", "256", "inbound Bitswap streams open at once"),
@@ -100,48 +129,52 @@ def peer_limits(args: argparse.Namespace):
 
     values = {}
     for flag, _, _ in PEER_LIMIT_FLAGS:
-        text = getattr(args, f"peer_max_{flag}")
-        try:
-            value = parse_size(text) if flag == "inflight" else float(text)
-        except ValueError:
-            value = 0
-        if not value > 0:
-            raise ValueError(f"--peer-max-{flag} is a number above 0, not {text!r}")
+        value = setting(args, f"peer-max-{flag}", _above_zero(parse_size if flag == "inflight" else float))
         values[flag] = value if flag in ("messages", "records") else int(value)
     return PeerLimits(**values)
+
+
+def _above_zero(convert: Callable[[str], float]) -> Callable[[str], float]:
+    def checked(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = 0
+        if not value > 0:  # nan too
+            raise ValueError(f"a number above 0, not {text!r}")
+        return value
+
+    return checked
 
 
 def build_config(args: argparse.Namespace) -> ServeConfig:
     from pathlib import Path
 
-    from .main import CliError
+    from edgefiles.node.profiles import get_profile
 
-    try:
-        flowfuse = load_flowfuse(args.flowfuse_config)
-        return ServeConfig(
-            data_dir=Path(args.data),
-            api=parse_hostport(args.api) if args.api else default_api(flowfuse),
-            swarm=args.swarm or _env_list("SWARM") or ["/ip4/0.0.0.0/tcp/4001"],
-            peers=args.peer or _env_list("PEER"),
-            swarm_key_file=Path(args.swarm_key) if args.swarm_key else None,
-            profile=args.profile,
-            max_upload=parse_size(args.max_upload),
-            filestore_max_file=parse_size(args.filestore_max_file),
-            host_suffix=args.host_suffix.strip(".").lower(),
-            token_ttl=parse_duration(args.token_ttl),
-            trusted_apps=frozenset(args.trust_app or _env_list("TRUST_APP")),
-            allowed_peers=frozenset(args.allow_peer or _env_list("ALLOW_PEER")),
-            pin_uploads_for=parse_duration(args.pin_uploads_for),
-            fetch_timeout=float(args.fetch_timeout),
-            gc_above=parse_size(args.gc_above) if args.gc_above else None,
-            store_quota=parse_size(args.store_quota) if args.store_quota else None,
-            flowfuse=flowfuse,
-            storage=storage_settings(args),
-            peer_limits=peer_limits(args),
-            log_level=args.log_level,
-        )
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    flowfuse = load_flowfuse(args.flowfuse_config)
+    return ServeConfig(
+        data_dir=Path(args.data),
+        api=setting(args, "api", parse_hostport) if args.api else default_api(flowfuse),
+        swarm=args.swarm or _env_list("SWARM") or ["/ip4/0.0.0.0/tcp/4001"],
+        peers=args.peer or _env_list("PEER"),
+        swarm_key_file=Path(args.swarm_key) if args.swarm_key else None,
+        profile=setting(args, "profile", lambda text: get_profile(text).name),
+        max_upload=setting(args, "max-upload", parse_size),
+        filestore_max_file=setting(args, "filestore-max-file", parse_size),
+        host_suffix=args.host_suffix.strip(".").lower(),
+        token_ttl=setting(args, "token-ttl", parse_duration),
+        trusted_apps=frozenset(args.trust_app or _env_list("TRUST_APP")),
+        allowed_peers=frozenset(args.allow_peer or _env_list("ALLOW_PEER")),
+        pin_uploads_for=setting(args, "pin-uploads-for", parse_duration),
+        fetch_timeout=setting(args, "fetch-timeout", parse_duration),
+        gc_above=setting(args, "gc-above", parse_size) if args.gc_above else None,
+        store_quota=setting(args, "store-quota", parse_size) if args.store_quota else None,
+        flowfuse=flowfuse,
+        storage=storage_settings(args),
+        peer_limits=peer_limits(args),
+        log_level=setting(args, "log-level", parse_log_level),
+    )
 
 
 def storage_settings(args: argparse.Namespace):
@@ -150,11 +183,10 @@ def storage_settings(args: argparse.Namespace):
     buckets = tuple(args.storage_bucket or _env_list("STORAGE_BUCKET") or ["files"])
     for bucket in buckets:
         if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket):
-            raise ValueError(f"--storage-bucket {bucket!r}: 3 to 63 lower-case letters, digits, '.' or '-'")
-    limits = {"profile_image": parse_size(args.storage_max_profile_image),
-              "data_source": parse_size(args.storage_max_data_source),
-              "general": parse_size(args.storage_max_general)}
-    return StorageSettings(buckets, parse_size(args.storage_org_quota), limits)
+            raise CliError(f"--storage-bucket {bucket!r}: 3 to 63 lower-case letters, digits, '.' or '-'")
+    limits = {category.replace("-", "_"): setting(args, f"storage-max-{category}", parse_size)
+              for category in STORAGE_CATEGORIES}
+    return StorageSettings(buckets, setting(args, "storage-org-quota", parse_size), limits)
 
 
 def load_flowfuse(path: str | None):
@@ -163,8 +195,6 @@ def load_flowfuse(path: str | None):
     from pathlib import Path
 
     from edgefiles.web.flowfuse.config import ConfigError, parse
-
-    from .main import CliError
 
     if path is None:
         home = os.environ.get("FLOWFORGE_HOME")
@@ -187,7 +217,12 @@ def default_api(flowfuse) -> tuple[str, int]:
     if flowfuse is None:
         return "127.0.0.1", 4454
     port = os.environ.get("PORT")
-    return flowfuse.host, parse_hostport(f"x:{port}")[1] if port else flowfuse.port
+    if not port:
+        return flowfuse.host, flowfuse.port
+    try:
+        return flowfuse.host, parse_hostport(f"x:{port}")[1]
+    except ValueError:
+        raise CliError(f"PORT: not a port number: {port!r}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

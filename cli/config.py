@@ -24,6 +24,15 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * (1024**power))
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def parse_log_level(text: str) -> str:
+    if text not in LOG_LEVELS:
+        raise ValueError(f"not a log level: {text!r} (one of {', '.join(LOG_LEVELS)})")
+    return text
+
+
 def parse_hostport(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:

@@ -15,7 +15,7 @@ class CliError(Exception):
 
 def cmd_cid(args: argparse.Namespace) -> int:
     from edgefiles.node.cid import to_str
-    from edgefiles.node.localfs import LocalImporter
+    from edgefiles.node.localfs import InputRefused, LocalImporter
     from edgefiles.node.profiles import get_profile
 
     importer = LocalImporter(get_profile(args.profile))
@@ -23,14 +23,13 @@ def cmd_cid(args: argparse.Namespace) -> int:
         if args.paths.count("-") > 1:
             raise CliError("'-' (standard input) can be given once")
         for raw in args.paths:
-            path = Path(raw)
             if raw == "-":  # as `ipfs add` reads standard input
                 entry = importer.stream(sys.stdin.buffer)
-            elif not path.exists():
-                raise CliError(f"{raw}: no such file or directory")
             else:
-                entry = importer.path(path, hidden=args.hidden)
+                entry = importer.path(Path(raw), hidden=args.hidden)
             print(to_str(entry.cid), flush=True)
+    except InputRefused as refused:
+        raise CliError(str(refused)) from None
     finally:
         importer.close()
     for note in importer.scanned.notes():

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import uvicorn
+from edgefiles.node.identity import NodeKey, load_or_create
 
 from .admin import SOCKET_NAME, serve_admin_socket
 from .config import ServeConfig
@@ -132,6 +133,16 @@ def load_swarm_key(config: ServeConfig, new_dir: bool) -> bytes:
     return load_secret(path, create=new_dir)
 
 
+def node_key(data_dir: Path) -> NodeKey:
+    """The node's key from <data>/node.key, made there when missing."""
+    try:
+        return load_or_create(data_dir / "node.key")
+    except ValueError as exc:
+        raise CliError(f"{exc}: move it away to have a new key made (the node's peer id changes)") from None
+    except OSError as exc:
+        raise CliError(f"cannot read the node key {data_dir / 'node.key'}: {exc.strerror}") from None
+
+
 def serve(config: ServeConfig) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -145,10 +156,8 @@ def serve(config: ServeConfig) -> int:
         check_swarm_ports(config.swarm)
         check_peer_addrs(config.peers)
         sock = bind_api(*config.api)
-        from edgefiles.node.identity import load_or_create
-
         new_dir = not (config.data_dir / "node.key").exists()
-        key = load_or_create(config.data_dir / "node.key")
+        key = node_key(config.data_dir)
         swarm_key = load_swarm_key(config, new_dir)
         keep_freed_memory()
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -237,7 +246,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         swarm.host.on_failure = server.request_exit  # a node cut off from its swarm must not go on
         ctx.storage = await _storage(config, ctx, swarm_key)
         admin_socket = await serve_admin_socket(config.data_dir, ctx.accounts, ctx.fsck)
-        background = [asyncio.create_task(_announce(server, config, swarm))]
+        background = [asyncio.create_task(_announce(server, sock, swarm))]
         if config.gc_above is not None:
             background.append(asyncio.create_task(core.keep_below(config.gc_above)))
         await server.serve(sockets=[sock])
@@ -312,8 +321,13 @@ class _Server(uvicorn.Server):
             await asyncio.wait(list(self.server_state.tasks), timeout=CANCELLED_REQUESTS_WAIT)
 
 
-async def _announce(server, config: ServeConfig, swarm) -> None:
+async def _announce(server, sock: socket.socket, swarm) -> None:
     while not server.started:
         await asyncio.sleep(0.02)
-    host, port = config.api
-    log.info("edgefiles ready: api http://%s:%d swarm %s", host, port, " ".join(swarm.addrs()))
+    host, port = sock.getsockname()[:2]  # the port bound: --api HOST:0 asks for any free one
+    log.info("edgefiles ready: api %s swarm %s", api_url(host, port), " ".join(swarm.addrs()))
+
+
+def api_url(host: str, port: int) -> str:
+    """Where the API answers, an IPv6 host in brackets as URLs write it."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,6 +15,12 @@ from .importer import Emit, Entry, FileBuilder, TreeBuilder, pooled_hasher
 from .profiles import Profile
 
 READ_SIZE = 4 << 20
+FOLDER, FILE, STREAM = "folder", "file", "stream"
+
+
+class InputRefused(Exception):
+    """A PATH that is not imported as given (a link out of its folder, say): the one-line
+    reason, naming what is at fault. Nothing of that PATH is imported."""
 
 
 @dataclass
@@ -41,39 +49,105 @@ class FolderScan:
 def scan_folder(root: Path, hidden: bool) -> FolderScan:
     """Files and empty directories under `root` as path segments, dotfiles skipped unless `hidden`.
 
-    Symbolic links are followed (their content is stored, as `cp -L` would copy it); a link
-    back into a folder being walked, a dangling link or a special file is skipped and reported.
+    Symbolic links are followed: their target's content is stored, as `cp -L` would copy it,
+    where Kubo stores a link as a symlink node, which a browser asking the gateway for it gets
+    no content from. A link to something outside `root` is refused (InputRefused): what is
+    added is the folder given, never /etc or a home folder a link points to. A link back into
+    a folder being walked, a dangling link or a special file is skipped and reported.
     """
     scan = FolderScan([], [])
-    _walk(root, [], scan, hidden, {os.path.realpath(root)})
+    top = os.path.realpath(root)
+    _walk(root, [], scan, hidden, {top}, top)
     return scan
 
 
-def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestors: set[str]) -> None:
+def _check_link(link: Path, top: str) -> None:
+    """Refuse a link to something that is neither `top` nor inside it (a dangling link gives
+    nothing away: it is skipped as the walk finds it)."""
+    target = os.path.realpath(link)
+    outside = target != top and not target.startswith(top.rstrip(os.sep) + os.sep)
+    if outside and os.path.exists(target):
+        raise InputRefused(f"{link}: a symbolic link to {target}, outside the folder being added")
+
+
+def input_kind(path: Path) -> str:
+    """What a PATH given on the command line is read as: FOLDER, FILE or STREAM (read to its
+    end: a pipe, such as `<(...)`, or a file whose size says 0, as those of /proc do while
+    they hold bytes). InputRefused when it cannot be read, or is a device or a socket: Kubo
+    fails the whole add then, and so do we, rather than leave it out."""
     try:
-        names = sorted(os.listdir(folder))
+        look = path.stat()
+    except FileNotFoundError:
+        raise InputRefused(f"{path}: no such file or directory") from None
     except OSError as exc:
-        scan.skipped.append(f"{folder}: {exc.strerror}")
-        return
+        raise InputRefused(f"{path}: {exc.strerror}") from None
+    if stat.S_ISDIR(look.st_mode):
+        return FOLDER
+    if not stat.S_ISREG(look.st_mode) and not stat.S_ISFIFO(look.st_mode):
+        raise InputRefused(f"{path}: not a regular file or folder")
+    _check_readable(path)
+    return FILE if stat.S_ISREG(look.st_mode) and look.st_size else STREAM
+
+
+def _check_readable(path: Path) -> None:
+    if not os.access(path, os.R_OK):
+        raise InputRefused(f"{path}: cannot read this file: permission denied")
+
+
+def _check_utf8(path: Path) -> None:
+    """A folder's DAG names its entries in UTF-8: a name of other bytes has no name there."""
+    try:
+        path.name.encode()
+    except UnicodeEncodeError:
+        raise InputRefused(f"{os.fsencode(path)!r}: the name is not UTF-8, as names in a folder's "
+                           "CID must be") from None
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(folder))
+    except OSError as exc:
+        raise InputRefused(f"{folder}: cannot list this folder: {exc.strerror}") from None
+
+
+def _mode_in_folder(path: Path) -> int | None:
+    """The mode of what `path` is or links to; None for a dangling link or a loop of links."""
+    try:
+        return path.stat().st_mode
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) or exc.errno == errno.ELOOP:
+            return None
+        raise InputRefused(f"{path}: {exc.strerror}") from None
+
+
+def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestors: set[str],
+          top: str) -> None:
+    names = _listing(folder)
     if not hidden:
         scan.skipped_hidden += sum(1 for n in names if n.startswith("."))
         names = [n for n in names if not n.startswith(".")]
     kept = 0
     for name in names:
         path = folder / name
+        _check_utf8(path)
         if path.is_symlink():
+            _check_link(path, top)
             scan.followed_links += 1
-        if path.is_dir():
+        mode = _mode_in_folder(path)
+        if mode is not None and stat.S_ISDIR(mode):
             real = os.path.realpath(path)
             if real in ancestors:
                 scan.skipped.append(f"{path}: link back into a parent folder")
                 continue
-            _walk(path, [*rel, name], scan, hidden, ancestors | {real})
+            _walk(path, [*rel, name], scan, hidden, ancestors | {real}, top)
             kept += 1
-        elif path.is_file():
+        elif mode is not None and stat.S_ISREG(mode):
+            _check_readable(path)
             scan.files.append(([*rel, name], path))
             kept += 1
-        else:
+        elif mode is not None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
+            raise InputRefused(f"{path}: not a regular file or folder (a device)")
+        else:  # a socket or a pipe holds nothing of the folder's; a dangling link, nothing at all
             scan.skipped.append(f"{path}: not a regular file or folder (or a dangling link)")
     if kept == 0 and rel:
         scan.empty_dirs.append(rel)
@@ -97,8 +171,11 @@ class LocalImporter:
         self._pool.shutdown()
 
     def file(self, path: Path) -> Entry:
-        with open(path, "rb", buffering=0) as f:
-            return self.stream(f)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                return self.stream(f)
+        except OSError as exc:  # unreadable since it was looked at, or a failing disk
+            raise InputRefused(f"{path}: cannot read this file: {exc.strerror}") from None
 
     def stream(self, stream: BinaryIO) -> Entry:
         """The file whose bytes `stream` gives until its end (standard input, say)."""
@@ -108,7 +185,7 @@ class LocalImporter:
         return builder.finish()
 
     def path(self, path: Path, hidden: bool = False) -> Entry:
-        if not path.is_dir():
+        if input_kind(path) != FOLDER:  # a file, or a pipe: either is read to its end
             return self.file(path)
         scan = scan_folder(path, hidden)
         self.scanned.add_counts(scan)

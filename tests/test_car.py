@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -257,6 +259,19 @@ def test_car_commands_export_and_import(node, fresh_node, tmp_path):
         assert client.get(f"/api/v2/files/{cid}/page.html").content == b"<p>by car</p>"
     missing = run_cli("car", "import", str(tmp_path / "nope.car"), "--node", other.url)
     assert missing.returncode != 0 and "no such file" in missing.stderr
+
+
+def test_car_import_reads_standard_input_and_says_a_folder_is_one(node, fresh_node, tmp_path):
+    cid = node.upload([("piped.html", b"<p>through a pipe</p>"), ("b.txt", b"b")]).text
+    assert run_cli("car", "export", cid, "-o", str(tmp_path / "a.car"), "--node", node.url).returncode == 0
+    other = fresh_node()
+    piped = subprocess.run([sys.executable, "-m", "edgefiles", "car", "import", "-", "--node", other.url],
+                           input=(tmp_path / "a.car").read_bytes(), capture_output=True, timeout=60)
+    assert piped.returncode == 0 and piped.stdout.split() == [cid.encode()], piped.stderr
+    with other.client() as client:
+        assert client.get(f"/api/v2/files/{cid}/piped.html").content == b"<p>through a pipe</p>"
+    folder = run_cli("car", "import", str(tmp_path), "--node", other.url)
+    assert folder.returncode == 1 and folder.stderr.startswith(f"edgefiles: {tmp_path} is a folder"), folder
 
 
 def identity_cid(codec: int, data: bytes) -> bytes:

@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 from conftest import gen
-from nodeproc import run_cli
+from edgefiles.node import car, dagpb, unixfs
+from edgefiles.node.cid import DAG_PB, RAW, make_cid, to_str
+from nodeproc import bound_by_file_modes, run_cli
 
 
 def _env(node):
@@ -169,3 +171,48 @@ def test_add_of_a_folder_left_with_one_file_says_its_cid_is_the_files(node, tmp_
     added = run_cli("add", str(site), env=_env(node))
     assert added.returncode == 0 and "holds one file" in added.stderr
     assert added.stdout.strip() == run_cli("cid", str(site / "a.txt")).stdout.strip()
+
+
+def test_get_writes_names_of_255_bytes_and_a_failed_folder_leaves_nothing(node, tmp_path):
+    site = tmp_path / "long"
+    (site / ("d" * 255)).mkdir(parents=True)
+    for name in ("f" * 255, "e" * 252, "d" * 255 + "/" + "g" * 254):
+        (site / name).write_text(name[-1])
+    cid = run_cli("add", str(site), env=_env(node)).stdout.strip()
+    out = tmp_path / "copy"
+    got = run_cli("get", cid, "-o", str(out), env=_env(node))
+    assert got.returncode == 0, got.stderr
+    written = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert written == sorted(p.relative_to(site) for p in site.rglob("*"))
+    single = run_cli("get", f"{cid}/{'f' * 255}", "-o", str(tmp_path / ("h" * 255)), env=_env(node))
+    assert single.returncode == 0 and (tmp_path / ("h" * 255)).read_text() == "f", single.stderr
+    # a folder the client refuses a name of, after it has written the file before it
+    leaf = b"written first"
+    links = [dagpb.Link(make_cid(RAW, leaf), name, len(leaf)) for name in ("a.txt", "b\\c")]
+    folder = dagpb.encode(links, unixfs.encode(unixfs.UnixFSData(type=1)))
+    root = make_cid(DAG_PB, folder)
+    body = car.header([root]) + b"".join(car.section(root, folder) + car.section(make_cid(RAW, leaf), leaf))
+    (tmp_path / "odd.car").write_bytes(body)
+    assert run_cli("car", "import", str(tmp_path / "odd.car"), env=_env(node)).returncode == 0
+    before = set(os.listdir(tmp_path))
+    failed = run_cli("get", to_str(root), "-o", str(tmp_path / "half"), env=_env(node))
+    assert failed.returncode == 1 and "refusing unsafe name" in failed.stderr, failed.stderr
+    assert set(os.listdir(tmp_path)) == before  # neither the folder nor its temporary name
+
+
+def test_get_and_car_export_into_a_missing_or_unwritable_folder_are_one_line_errors(node, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "one.txt").write_text("1")
+    (site / "two.txt").write_text("2")
+    folder_cid = run_cli("add", str(site), env=_env(node)).stdout.strip()
+    file_cid = run_cli("add", str(site / "one.txt"), env=_env(node)).stdout.strip()
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    for out, says in ((tmp_path / "missing" / "deeper" / "out", "{out}: there is no folder"),
+                      (locked / "out", "cannot write {out}")):
+        for command in (["get", file_cid], ["get", folder_cid], ["car", "export", folder_cid]):
+            got = run_cli(*command, "-o", str(out), env=_env(node), preexec=bound_by_file_modes)
+            assert got.returncode == 1 and got.stderr.startswith("edgefiles: " + says.format(out=out)), got
+            assert len(got.stderr.splitlines()) == 1, got.stderr
+    assert not (tmp_path / "missing").exists() and os.listdir(locked) == []

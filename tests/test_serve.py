@@ -168,3 +168,62 @@ def test_flags_from_environment(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(20) == 0
+
+
+def test_the_ready_line_names_the_port_bound(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "edgefiles", "serve", "--data", str(tmp_path / "d"),
+                             "--api", "127.0.0.1:0", "--swarm", "/ip4/127.0.0.1/tcp/0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = next(line for line in proc.stdout if "edgefiles ready" in line)
+        url = line.split(" api ", 1)[1].split()[0]
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0"), line
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
+
+
+def test_an_ipv6_api_url_has_its_host_in_brackets():
+    from edgefiles.serve import api_url
+
+    assert api_url("::1", 4454) == "http://[::1]:4454" and api_url("127.0.0.1", 80) == "http://127.0.0.1:80"
+
+
+def test_bad_settings_are_one_line_errors_naming_the_flag_or_variable(tmp_path):
+    def serve(*flags: str, env: dict | None = None):
+        return run_cli("serve", "--data", str(tmp_path / "d"), "--api", "127.0.0.1:0",
+                       "--swarm", "/ip4/127.0.0.1/tcp/0", *flags, env=env, timeout=30)
+
+    for variable, value in (("PROFILE", "bogus"), ("LOG_LEVEL", "loud"), ("FETCH_TIMEOUT", "abc"),
+                            ("MAX_UPLOAD", "lots"), ("PEER_MAX_STREAMS", "nan")):
+        out = serve(env={f"EDGEFILES_{variable}": value})
+        assert out.returncode == 1 and out.stderr.startswith(f"edgefiles: EDGEFILES_{variable}: "), out.stderr
+        assert len(out.stderr.splitlines()) == 1 and value in out.stderr, out.stderr
+        flag = f"--{variable.lower().replace('_', '-')}"
+        out = serve(flag, value)
+        assert out.returncode == 1 and out.stderr.startswith(f"edgefiles: {flag}: "), out.stderr
+    for value in ("-1", "nan", "inf", "abc"):
+        out = serve(f"--fetch-timeout={value}")
+        assert out.returncode == 1 and out.stderr.startswith("edgefiles: --fetch-timeout: "), out.stderr
+
+
+def test_a_damaged_node_key_and_a_newer_schema_are_one_line_errors_for_serve_and_admin(fresh_node):
+    n = fresh_node()
+    n.stop()
+    key = n.data / "node.key"
+    kept = key.read_bytes()
+    key.write_bytes(b"garbage")
+    serve = ["serve", "--api", "127.0.0.1:0", "--swarm", "/ip4/127.0.0.1/tcp/0"]
+    for command in (serve, ["admin", "org", "ls"]):
+        out = run_cli(*command, "--data", str(n.data), timeout=30)
+        assert out.returncode == 1 and out.stderr.startswith(f"edgefiles: {key} is not an Ed25519 node key")
+        assert len(out.stderr.splitlines()) == 1, out.stderr
+    key.write_bytes(kept)
+    db = sqlite3.connect(n.data / "state.sqlite")
+    db.execute("PRAGMA user_version=99")
+    db.commit()
+    db.close()
+    out = run_cli("admin", "org", "ls", "--data", str(n.data), timeout=30)
+    assert out.returncode == 1 and "schema version 99" in out.stderr, out.stderr
+    assert len(out.stderr.splitlines()) == 1, out.stderr

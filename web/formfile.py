@@ -20,7 +20,7 @@ from .context import AppContext
 from .errors import BadRequest, PayloadTooLarge
 from .mime import DEFAULT, MAX_MEDIA_TYPE, media_type, sendable
 from .paths import check_file_name
-from .upload import PartCollector, UploadSink, import_upload, parse_form, parse_header_params
+from .upload import PartCollector, UploadSink, import_upload, parse_form, parse_header_params, part_filename
 
 MAX_FIELD = 64 << 10
 MAX_FIELDS = 32  # text fields of a form besides its file (the forms name a handful)
@@ -64,11 +64,12 @@ class FormFile(PartCollector):
 
     def _headers_finished(self) -> None:
         _, params = parse_header_params(self._headers.get("content-disposition", ""))
-        self._in_file = params.get("name") == "file" and "filename" in params
+        filename = part_filename(params)
+        self._in_file = params.get("name") == "file" and filename is not None
         if self._in_file:
             if self.filename is not None:
                 raise BadRequest("the upload holds one part named `file`")
-            self.filename = check_file_name(params["filename"])
+            self.filename = check_file_name(filename)
             self.content_type = _media_type_given(self._headers.get("content-type", ""))
             if not self.buffer:
                 self.events.append(("begin", [self.filename]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Executor
+from urllib.parse import unquote_to_bytes
 
 from edgefiles.node.blockstore import QueuedWrites, StorageFull
 from edgefiles.node.core import Core
@@ -51,6 +52,23 @@ def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
             params[key] = rest[i:end].strip()
             i = end + 1
     return main.strip().lower(), params
+
+
+def part_filename(params: dict[str, str]) -> str | None:
+    """A part's file name: its `filename*` (RFC 8187: UTF-8, percent-encoded) when it gives
+    one, since only that spelling carries a carriage return, which no header line can hold;
+    else its `filename` as sent."""
+    extended = params.get("filename*")
+    if extended is None:
+        return params.get("filename")
+    charset, _, rest = extended.partition("'")
+    _language, _, encoded = rest.partition("'")
+    try:
+        if charset.lower() != "utf-8":
+            raise UnicodeError
+        return unquote_to_bytes(encoded).decode()
+    except UnicodeError:
+        raise BadRequest("filename* is UTF-8 and percent-encoded: UTF-8''<name>") from None
 
 
 class UploadSink:
@@ -124,7 +142,7 @@ class PartCollector:
 
     def _headers_finished(self) -> None:
         _, params = parse_header_params(self._headers.get("content-disposition", ""))
-        filename = params.get("filename")
+        filename = part_filename(params)
         if not filename:
             raise BadRequest("every part needs a filename")
         try:
