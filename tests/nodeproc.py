@@ -125,6 +125,17 @@ class Node:
         finally:
             conn.close()
 
+    def raw_exchange(self, request: bytes) -> tuple[bytes, bytes]:
+        """(head, body) of the answer to `request`, bytes sent exactly as given (a request no
+        HTTP client would send), read until the node closes the connection."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as conn:
+            conn.sendall(request)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return head, body
+
     def pins(self) -> int:
         with self.client() as c:
             return c.get("/api/v2/node/info").json()["pins"]

@@ -137,15 +137,21 @@ def test_add_draws_a_progress_bar_on_a_terminal(node, tmp_path):
     assert b"100.0%" in drawn and b"MiB/s" in drawn and b"#" * 30 in drawn
 
 
-def test_get_onto_what_is_in_the_way_is_a_clear_error_and_leaves_nothing(node, tmp_path):
-    (tmp_path / "a-folder").mkdir()
-    (tmp_path / "a-file").write_text("mine")
+def _two_files_added(node, tmp_path) -> tuple[str, str]:
+    """The CIDs of a folder of two files, and of its first file, as `add` gives them."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "one.txt").write_text("1")
     (site / "two.txt").write_text("2")
     folder_cid = run_cli("add", str(site), env=_env(node)).stdout.strip()
     file_cid = run_cli("add", str(site / "one.txt"), env=_env(node)).stdout.strip()
+    return folder_cid, file_cid
+
+
+def test_get_onto_what_is_in_the_way_is_a_clear_error_and_leaves_nothing(node, tmp_path):
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").write_text("mine")
+    folder_cid, file_cid = _two_files_added(node, tmp_path)
     file_into_folder = run_cli("get", file_cid, "-o", str(tmp_path / "a-folder"), env=_env(node))
     assert file_into_folder.returncode == 1 and "is a folder" in file_into_folder.stderr
     assert "Traceback" not in file_into_folder.stderr and not (tmp_path / "a-folder.part").exists()
@@ -201,12 +207,7 @@ def test_get_writes_names_of_255_bytes_and_a_failed_folder_leaves_nothing(node, 
 
 
 def test_get_and_car_export_into_a_missing_or_unwritable_folder_are_one_line_errors(node, tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "one.txt").write_text("1")
-    (site / "two.txt").write_text("2")
-    folder_cid = run_cli("add", str(site), env=_env(node)).stdout.strip()
-    file_cid = run_cli("add", str(site / "one.txt"), env=_env(node)).stdout.strip()
+    folder_cid, file_cid = _two_files_added(node, tmp_path)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
     for out, says in ((tmp_path / "missing" / "deeper" / "out", "{out}: there is no folder"),

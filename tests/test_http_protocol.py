@@ -66,12 +66,7 @@ def test_a_loopback_client_gets_a_send_buffer_of_one_run() -> None:
 def test_a_request_that_is_not_http_gets_a_json_error_with_cors(node) -> None:
     not_http = (b"GET /api/v2/names\xff HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
     for request in not_http:
-        with socket.create_connection(("127.0.0.1", node.port), timeout=10) as conn:
-            conn.sendall(request)
-            answer = b""
-            while chunk := conn.recv(65536):
-                answer += chunk
-        head, _, body = answer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 400 "), answer
+        head, body = node.raw_exchange(request)
+        assert head.startswith(b"HTTP/1.1 400 "), head
         assert b"access-control-allow-origin: *" in head.lower() and b"application/json" in head
         assert json.loads(body)["code"] == "ERR_BAD_REQUEST"
