@@ -184,21 +184,27 @@ def _stat(path: Path) -> os.stat_result:
 
 def _read_unchanged(path: Path, look: os.stat_result, progress: Progress) -> Iterator[bytes]:
     """The bytes of `path` as it was when `look` was taken, which the body's length counted.
-    Raised before the last of them is sent when the file has changed (a growing log), so the
-    upload stays unfinished and the node stores nothing of it."""
+    Raised before the last piece is sent when the file has changed (a growing log), so the body
+    stays short of its length and the node stores nothing of it, whether the file is a part of
+    a form (`add`) or the whole body (`car import`)."""
     try:
         f = open(path, "rb")
     except OSError as exc:  # gone or locked away since it was looked at
         raise CliError(f"{path}: {exc.strerror}") from None
     with f:
-        left = look.st_size
+        left, held = look.st_size, b""
         while left and (piece := f.read(min(PIECE, left))):
             left -= len(piece)
-            progress.advance(len(piece))
-            yield piece
+            if held:
+                progress.advance(len(held))
+                yield held
+            held = piece
         after = os.fstat(f.fileno())
         if left or f.read(1) or (after.st_size, after.st_mtime_ns) != (look.st_size, look.st_mtime_ns):
             raise CliError(f"{path} changed while it was being uploaded; nothing was stored")
+        if held:
+            progress.advance(len(held))
+            yield held
 
 
 def _check_name(name: str) -> None:

@@ -241,9 +241,14 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
             )
         )
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            ctx.stopping = True
+            server.request_exit()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, server.request_exit)
-        swarm.host.on_failure = server.request_exit  # a node cut off from its swarm must not go on
+            loop.add_signal_handler(sig, stop)
+        swarm.host.on_failure = stop  # a node cut off from its swarm must not go on
         ctx.storage = await _storage(config, ctx, swarm_key)
         admin_socket = await serve_admin_socket(config.data_dir, ctx.accounts, ctx.fsck)
         background = [asyncio.create_task(_announce(server, sock, swarm))]

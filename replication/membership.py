@@ -75,6 +75,8 @@ class Membership:
 
     async def admitted(self, peer: Any, level: str = MEMBER) -> bool:
         """Wait until the handshake with `peer` has settled; whether it reached `level`."""
+        if peer not in self._status and peer not in self.host.get_connected_peers():
+            return False  # refused and gone already: no handshake is coming to settle
         event = self._settled.setdefault(peer, trio.Event())
         with trio.move_on_after(HANDSHAKE_TIMEOUT + 1):
             await event.wait()

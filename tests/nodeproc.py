@@ -174,19 +174,31 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120,
     )
 
 
-PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # linux/prctl.h, capability.h
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4  # linux/prctl.h
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2  # linux/capability.h
+CAPABILITY_V3 = 0x20080522
 
 
 def bound_by_file_modes() -> None:
     """As preexec of a child process: file modes bind it even when it runs as root (tests do,
     in CI), so a file of mode 000 is unreadable to it as it would be to any user. Root's
-    override of them is dropped from the capabilities the child's program starts with."""
+    override of them is dropped from the capabilities the child's program can start with: root
+    gets its bounding and its inheritable set at exec, so both lose it (and the ambient set
+    is emptied)."""
     if os.geteuid() != 0:
         return
     libc = ctypes.CDLL(None, use_errno=True)
     for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
         if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "cannot drop root's override of file modes")
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(CAPABILITY_V3, 0)
+    sets = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable; twice (bits 0-31, 32-63)
+    if libc.capget(header, sets) != 0:
+        raise OSError(ctypes.get_errno(), "cannot read the capabilities")
+    sets[2] = sets[5] = 0  # no inheritable capabilities
+    if libc.capset(header, sets) != 0:
+        raise OSError(ctypes.get_errno(), "cannot clear the inheritable capabilities")
 
 
 def admin(node: Node, *args: str) -> dict | list:

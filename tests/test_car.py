@@ -274,6 +274,28 @@ def test_car_import_reads_standard_input_and_says_a_folder_is_one(node, fresh_no
     assert folder.returncode == 1 and folder.stderr.startswith(f"edgefiles: {tmp_path} is a folder"), folder
 
 
+def test_a_car_that_grows_while_it_is_imported_stores_nothing(node, fresh_node, tmp_path):
+    """The file is the whole body: the check that it is unchanged comes before its last piece
+    leaves, or the node would have every byte it was promised and keep them."""
+    cid = node.upload([("big.bin", os.urandom(24 << 20))]).text
+    grown = tmp_path / "a.car"
+    assert run_cli("car", "export", cid, "-o", str(grown), "--node", node.url).returncode == 0
+    more = b"".join(car.section(make_cid(RAW, b"more"), b"more"))  # the archive stays valid as it grows
+    appender = subprocess.Popen([sys.executable, "-c", f"import sys\nwhile True:\n"
+                                 f"    with open({str(grown)!r}, 'ab') as f: f.write({more!r})"])
+    other = fresh_node()
+    try:
+        time.sleep(0.2)
+        out = run_cli("car", "import", str(grown), "--node", other.url)
+    finally:
+        appender.kill()
+        appender.wait()
+    assert out.returncode == 1 and "changed while it was being uploaded" in out.stderr, out
+    assert other.pins() == 0
+    with other.client() as client:
+        assert client.get(f"/api/v2/files/{cid}").status_code == 404
+
+
 def identity_cid(codec: int, data: bytes) -> bytes:
     return bytes([1, codec, 0x00, len(data)]) + data  # CIDv1, identity multihash: the block itself
 

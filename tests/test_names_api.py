@@ -145,6 +145,8 @@ def test_one_host_per_request(node, client, app_cid):
                 b"Connection: close\r\n\r\n")
     head, body = node.raw_exchange(absolute)
     assert head.startswith(b"HTTP/1.1 200 ") and body == b"v1()"
+    head, _ = node.raw_exchange(absolute.replace(b"Host: 127.0.0.1\r\n", b"Host: a\r\nHost: b\r\n"))
+    assert head.startswith(b"HTTP/1.1 400 ")
 
 
 def test_host_suffix_flag(fresh_node):

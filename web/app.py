@@ -138,10 +138,12 @@ class EdgeMiddleware:
 class CutOffAtShutdown:
     """A request still running when the server stops waiting for it (an upload whose client
     stalled) is cancelled; it ends here with a 503 and one log line, rather than with
-    uvicorn's traceback. Its own cleanup has run by then: an upload aborted, nothing stored."""
+    uvicorn's traceback. Its own cleanup has run by then: an upload aborted, nothing stored.
+    A cancellation at any other time is none of this wrapper's business."""
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, ctx: AppContext):
         self.app = app
+        self.ctx = ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,6 +159,8 @@ class CutOffAtShutdown:
         try:
             await self.app(scope, receive, noting_send)
         except asyncio.CancelledError:
+            if not self.ctx.stopping:
+                raise
             log.info("%s %s cut off: the node is stopping", scope["method"], scope["path"])
             if not started:
                 await in_facade_shape(scope["path"], ShuttingDown())(scope, receive, send)
@@ -208,4 +212,4 @@ def create_app(ctx: AppContext) -> ASGIApp:
         from .flowfuse.facade import with_security_headers
 
         inner = with_security_headers(app)
-    return CutOffAtShutdown(MetricsMiddleware(EdgeMiddleware(inner, ctx), app.state.metrics))
+    return CutOffAtShutdown(MetricsMiddleware(EdgeMiddleware(inner, ctx), app.state.metrics), ctx)

@@ -47,6 +47,7 @@ class AppContext:
     hash_pool: Executor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="hash"))
     flowfuse: Any = None  # the FlowFuse facade, when --flowfuse-config is given
     storage: Any = None  # the Storage API (web/storage), set up by `serve`
+    stopping: bool = False  # set by `serve` once asked to stop
 
     def __post_init__(self) -> None:
         self.content = ContentServer(self.core)

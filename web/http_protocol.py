@@ -35,7 +35,8 @@ class HttpProtocol(HttpToolsProtocol):
         """RFC 9112 3.2.2: a request whose target is in absolute form is for the target's host,
         whatever its Host header says (the host decides between the host route and the API)."""
         authority = absolute_form_authority(self.url)
-        if authority is not None:
+        hosts = sum(1 for key, _ in self.headers if key == b"host")
+        if authority is not None and hosts <= 1:  # two are a 400 whatever the target (app.py)
             self.headers[:] = [(k, v) for k, v in self.headers if k != b"host"] + [(b"host", authority)]
         super().on_headers_complete()
 
