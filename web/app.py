@@ -105,7 +105,11 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 class EdgeMiddleware:
-    """CORS preflight for every path, and the host route before any API routing."""
+    """CORS preflight for every path, the host route before any API routing, and the end of a
+    request cut off by the node stopping: uvicorn cancels one still running when it stops
+    waiting (an upload whose client stalled), whose own cleanup has run by then (an upload
+    aborted, nothing stored); it ends here with a 503 and one log line, not uvicorn's
+    traceback. A cancellation at any other time is re-raised."""
 
     def __init__(self, app: ASGIApp, ctx: AppContext):
         self.app = app
@@ -115,6 +119,23 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = False
+
+        async def noting_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._route(scope, receive, noting_send)
+        except asyncio.CancelledError:
+            if not self.ctx.stopping:
+                raise
+            log.info("%s %s cut off: the node is stopping", scope["method"], scope["path"])
+            if not started:
+                await in_facade_shape(scope["path"], ShuttingDown())(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "OPTIONS":
             await Response(status_code=204, headers=CORS_HEADERS)(scope, receive, send)
             return
@@ -133,37 +154,6 @@ class EdgeMiddleware:
         except ApiError as exc:
             response = exc.response()
         await response(scope, receive, send)
-
-
-class CutOffAtShutdown:
-    """A request still running when the server stops waiting for it (an upload whose client
-    stalled) is cancelled; it ends here with a 503 and one log line, rather than with
-    uvicorn's traceback. Its own cleanup has run by then: an upload aborted, nothing stored.
-    A cancellation at any other time is none of this wrapper's business."""
-
-    def __init__(self, app: ASGIApp, ctx: AppContext):
-        self.app = app
-        self.ctx = ctx
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def noting_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, noting_send)
-        except asyncio.CancelledError:
-            if not self.ctx.stopping:
-                raise
-            log.info("%s %s cut off: the node is stopping", scope["method"], scope["path"])
-            if not started:
-                await in_facade_shape(scope["path"], ShuttingDown())(scope, receive, send)
 
 
 def create_app(ctx: AppContext) -> ASGIApp:
@@ -212,4 +202,4 @@ def create_app(ctx: AppContext) -> ASGIApp:
         from .flowfuse.facade import with_security_headers
 
         inner = with_security_headers(app)
-    return CutOffAtShutdown(MetricsMiddleware(EdgeMiddleware(inner, ctx), app.state.metrics), ctx)
+    return MetricsMiddleware(EdgeMiddleware(inner, ctx), app.state.metrics)
