@@ -104,11 +104,15 @@ def test_the_probe_and_what_is_refused(node, site, fresh_node):
             (f"/ipfs/{site}", {}), (f"/ipfs/{site}", {"format": "tar"}),
             ("/ipfs/not-a-cid", {"format": "raw"}), (f"/ipfs/{site}/index.html", {"format": "raw"}),
             (f"/ipfs/{site}", {"format": "car", "dag-scope": "most"}),
+            *[(f"/ipfs/{site}", {"format": "car", name: value})  # a CAR variant not served
+              for name, value in (("car-version", "2"), ("car-dups", "y"), ("car-order", "bfs"))],
             (f"/ipfs/{site}/%2e%2e/x", {"format": "car"}), ("/ipfs/", {"format": "raw"}),
         ]
         for path, params in refused:
             assert client.get(path, params=params).status_code == 400, (path, params)
         assert client.get(f"/ipfs/{site}/nope", params={"format": "car"}).status_code == 404
+        served = {"format": "car", "car-version": "1", "car-order": "dfs", "car-dups": "n"}
+        assert client.get(f"/ipfs/{site}", params=served).status_code == 200
     assert httpx.get(f"{node.url}/ipfs/{site}", params={"format": "raw"}).status_code == 401
     empty = fresh_node()
     with empty.client() as client:

@@ -33,6 +33,10 @@ IMMUTABLE = "public, max-age=29030400, immutable"  # as the path gateway specifi
 # answer to a request with a token, must not give it to a request without that token
 VARY = "Accept, Authorization"
 SCOPES = ("all", "entity", "block")
+# the one CAR variant served: (query parameter, values that ask for it); the specification
+# lets a gateway answer 400 to a variant it does not serve, where sending another would be
+# taken for the one asked for (a v1 CAR read as v2, duplicates counted on that are not there)
+CAR_VARIANT = (("car-version", ("1",)), ("car-order", ("dfs", "unk")), ("car-dups", ("n",)))
 EntityBytes = tuple[int, int | None]  # entity-bytes from:to as given (to None: '*')
 
 
@@ -117,6 +121,10 @@ ENTITY_BYTES = re.compile(r"(-?[0-9]{1,19}):(-?[0-9]{1,19}|\*)", re.ASCII)  # 19
 
 
 def _car_options(request: Request) -> tuple[str, EntityBytes | None]:
+    for parameter, served in CAR_VARIANT:
+        given = request.query_params.get(parameter)
+        if given is not None and given not in served:
+            raise BadRequest(f"{parameter}={given!r}: this gateway sends {CAR_RESPONSE_TYPE}")
     scope = request.query_params.get("dag-scope", "all")
     if scope not in SCOPES:
         raise BadRequest(f"dag-scope={scope!r}: one of {', '.join(SCOPES)}")
