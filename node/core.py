@@ -219,10 +219,14 @@ class Core:
     async def import_bytes(self, data: bytes) -> Imported:
         """`data` as one file, written but not committed."""
         batch = self.store.batch()
-        if len(data) <= SMALL_IMPORT:
-            entry = import_bytes(self.settings.profile, data, batch.put)
-        else:
-            entry = await asyncio.to_thread(import_bytes, self.settings.profile, data, batch.put)
+        try:
+            if len(data) <= SMALL_IMPORT:
+                entry = import_bytes(self.settings.profile, data, batch.put)
+            else:
+                entry = await asyncio.to_thread(import_bytes, self.settings.profile, data, batch.put)
+        except Exception:  # the quota or the disk ran out: nothing of it stays
+            self.store.abandon(batch)
+            raise
         self._remember_size(entry.cid, entry.size)
         return Imported(batch, entry.cid, entry.size)
 
@@ -240,7 +244,11 @@ class Core:
             builder.write(data)
             return builder.finish()
 
-        entry = await asyncio.to_thread(build)  # may read blocks from peers
+        try:
+            entry = await asyncio.to_thread(build)  # may read blocks from peers
+        except Exception:
+            self.store.abandon(batch)
+            raise
         self._remember_size(entry.cid, entry.size)
         return Imported(batch, entry.cid, entry.size)
 

@@ -5,6 +5,7 @@ things, groups and the Files API, and a file written on one node read on another
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import httpx
@@ -248,6 +249,11 @@ def test_a_facade_file_is_no_apps_to_read_by_cid_until_an_app_uploads_the_same(w
         for path in (f"/api/v2/files/{cid}", f"/api/v2/files/{cid}?format=car", f"/ipfs/{cid}?format=raw",
                      f"/ipfs/{cid}?format=car"):
             assert http.get(path).status_code == 404, path
+        # nor by its CID's host, nor by a name an app points at it (which would serve it to all)
+        assert http.get("/", headers={"Host": f"{cid}.actyx.localhost"}).status_code == 404
+        assert http.put("/api/v2/files/leak", content=cid).status_code == 404
+        assert http.get("/", headers={"Host": "leak.actyx.localhost"}).status_code == 404
+        assert "leak" not in {n["name"] for n in http.get("/api/v2/names").json()}
         assert world.node.upload([("cal.bin", secret)]).status_code == 200  # an app has it too now
         file_cid = http.post("/api/v2/files", files=[("f", ("x.bin", secret))]).text
         assert file_cid == cid and http.get(f"/api/v2/files/{cid}").content == secret
@@ -334,3 +340,54 @@ def test_errors_of_every_layer_come_in_the_filestores_shape(world):
         past = thing.get("/filestore/files/eight.txt", headers={"Range": "bytes=8-"})
         assert past.status_code == 416 and set(past.json()) == {"error"}
         assert past.headers["content-range"] == "bytes */8"
+
+
+@pytest.mark.parametrize("spelled", ["/filestore/%66iles/{name}", "/filestore/files/%63{rest}"])
+def test_a_path_with_percent_encoded_characters_names_the_same_file(world, spelled):
+    with world.as_thing() as http:
+        assert upload(http, "/filestore/files", "coded.txt", b"same").status_code in (201, 409)
+        path = spelled.format(name="coded.txt", rest="oded.txt")
+        status, body = raw_request(world, "GET", path, f"Thing {world.thing['key']}")
+        assert (status, body) == (200, "same")
+
+
+def test_a_401_names_the_schemes_the_route_takes(world):
+    node = world.node.url
+    assert httpx.get(f"{node}/filestore/files").headers["www-authenticate"] == "Thing"
+    r = httpx.get(f"{node}/filestore/groups/{world.group['id']}/files")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer, Thing"
+
+
+def test_a_small_upload_past_the_store_quota_is_a_507_that_keeps_nothing(tmp_path):
+    node = Node(tmp_path / "n", "--store-quota", "1MiB").start()
+    try:
+        world = World(node)
+        with world.as_thing() as http:
+            assert upload(http, "/filestore/files", "a.bin", os.urandom(900_000)).status_code == 201
+            for name, size in (("b.bin", 300_000), ("c.bin", 3 << 20)):  # read whole, then streamed
+                r = upload(http, "/filestore/files", name, os.urandom(size))
+                assert r.status_code == 507 and r.json()["error"], name
+            assert http.get("/filestore/files").json()["total"] == 1
+            assert upload(http, "/filestore/files", "d.bin", os.urandom(50_000)).status_code == 201
+        assert "Traceback" not in node.output()
+    finally:
+        node.stop()
+
+
+def test_of_concurrent_deletes_of_one_file_one_succeeds(world):
+    import threading
+
+    with world.as_thing() as http:
+        assert upload(http, "/filestore/files", "race.bin", b"once").status_code == 201
+    results: list[int] = []
+
+    def delete() -> None:
+        with world.as_thing() as own:
+            results.append(own.delete("/filestore/files/race.bin").status_code)
+
+    threads = [threading.Thread(target=delete) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [204] + [404] * 5

@@ -463,3 +463,69 @@ def test_an_upload_replicates_and_a_second_node_serves_it_and_its_presigned_url(
         known = _windows(plain[:100_000])
         stored = _store_bytes(b.data)
         assert not any(stored[i:i + 32] in known for i in range(0, len(stored) - 31))
+
+
+def test_a_presigned_url_ends_with_its_user(world):
+    temp = admin(world.node, "user", "add", "--email", "temp@acme.test", "--org", "acme")
+    with client(world.node, temp) as http:
+        name = wrapped(put(http, "handover.txt", b"for a day"), 201)["object_name"]
+        url = wrapped(http.get(f"{S}/objects/{name}/presigned-url", params={"expires_in": 3600}), 200)["url"]
+    path = urlsplit(url).path
+    assert httpx.get(f"{world.node.url}{path}").content == b"for a day"
+    admin(world.node, "user", "rm", temp["id"])
+    r = httpx.get(f"{world.node.url}{path}")
+    wrapped(r, 403)
+    assert "no access" in r.json()["message"]
+
+
+def test_of_two_deletes_of_one_object_one_succeeds_and_a_prefix_may_be_percent_encoded(world):
+    with client(world.node, world.ada) as http:
+        name = wrapped(put(http, "twice.txt", b"once"), 201)["object_name"]
+        status, body = _raw_get(world.node, f"/api/v1/storage/%6Fbjects/{name}", world.ada["token"])
+        assert (status, body) == (200, b"once")
+        results: list[int] = []
+
+        def delete() -> None:
+            with client(world.node, world.ada) as own:
+                results.append(own.delete(f"{S}/objects/{name}").status_code)
+
+        threads = [threading.Thread(target=delete) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == [200] + [404] * 5
+
+
+def _raw_get(node: Node, path: str, token: str) -> tuple[int, bytes]:
+    """A GET whose path goes out byte for byte as written (no client normalizes it)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", node.port)) as s:
+        head = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n"
+        s.sendall(head.encode() + b"\r\n")
+        reply = b"".join(iter(lambda: s.recv(65536), b""))
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_a_client_gone_mid_upload_is_no_error_and_a_full_store_a_507(tmp_path):
+    import socket
+
+    node = Node(tmp_path / "n", "--store-quota", "1MiB").start()
+    try:
+        user = admin(node, "user", "add", "--email", "full@acme.test", "--org", "acme")
+        with client(node, user) as http:
+            wrapped(put(http, "a.bin", os.urandom(900_000)), 201)
+            for size in (300_000, 3 << 20):  # read whole (under 1 MiB), then streamed
+                wrapped(put(http, "b.bin", os.urandom(size)), 507)
+            assert wrapped(http.get(f"{S}/usage"), 200)["used_bytes"] < 1_000_000
+            with socket.create_connection(("127.0.0.1", node.port)) as s:  # 9000 bytes said, 100 sent
+                s.sendall(f"POST {S}/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user['token']}\r\n"
+                          "Content-Type: multipart/form-data; boundary=bnd\r\nContent-Length: 9000\r\n\r\n"
+                          .encode() + b"--bnd\r\n" + b"x" * 93)
+            wait_until(lambda: "client went away" in node.output(), what="the node to see the client go")
+            wrapped(put(http, "c.bin", os.urandom(1000)), 201)
+        assert "Traceback" not in node.output() and "unexpected error" not in node.output()
+    finally:
+        node.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from edgefiles.node.blockstore import StorageFull
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -15,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import admin_api, car, files_api, filestore, fsck_api, gateway, openapi, tokens
 from .context import AppContext
 from .cors import CORS_HEADERS
-from .errors import ApiError, BadRequest, MethodNotAllowed, NotFound, ShuttingDown
+from .errors import ApiError, BadRequest, InsufficientStorage, MethodNotAllowed, NotFound, ShuttingDown
 from .filestore import FilestoreError, FsNotFound
 from .flowfuse.errors import FFRouteNotFound, PlatformNotFound
 from .host_route import host_name, serve_host
@@ -97,6 +98,12 @@ def route_not_found(path: str) -> Response:
 async def client_gone(request: Request, exc: Exception) -> Response:
     log.info("client went away during %s %s; nothing was stored", request.method, request.url.path)
     return Response(status_code=400)
+
+
+async def storage_full(request: Request, exc: Exception) -> Response:
+    """The store's quota or its disk ran out under a write that no route turned into a 507 of
+    its own (a facade's small upload, read whole): nothing of it was kept."""
+    return in_facade_shape(request.url.path, InsufficientStorage(f"not stored: {exc}"))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
@@ -191,7 +198,7 @@ def create_app(ctx: AppContext) -> ASGIApp:
         routes=routes,
         exception_handlers={
             ApiError: api_error, HTTPException: http_error, ClientDisconnect: client_gone,
-            Exception: unexpected_error,
+            StorageFull: storage_full, Exception: unexpected_error,
         },
     )
     app.router.redirect_slashes = False

@@ -18,7 +18,7 @@ from .content import IMMUTABLE, REVALIDATE, Target
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import BadRequest, ManifestInvalid, MethodNotAllowed, NotFound, PayloadTooLarge
-from .paths import raw_path, url_segments
+from .paths import raw_tail, url_segments
 from .upload import receive_upload
 
 PREFIX = "/api/v2/files"
@@ -58,7 +58,7 @@ def split_tail(raw_tail: str) -> tuple[list[str], bool]:
 async def files(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     ctx.tokens.require(request)
-    tail = raw_path(request)[len(PREFIX) :].removeprefix("/")
+    tail = raw_tail(request, PREFIX + "/")
     method = request.method
     if method == "POST":
         if tail:
@@ -132,6 +132,7 @@ async def put_name(request: Request, ctx: AppContext, name: str) -> Response:
         target = cids.parse(text)
     except cids.InvalidCid:
         raise MethodNotAllowed(f"body {text[:100]!r} is not a valid CID") from None
+    await refuse_facade_files(ctx, target)  # a name would publish it: to everyone, with no token
     await ctx.names.set(name, target)
     return Response(b"", headers=CORS_HEADERS)
 

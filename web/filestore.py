@@ -24,7 +24,7 @@ from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .formfile import FormFile, abandon, parse_metadata, receive_form_file
 from .mime import DEFAULT, type_to_send
-from .paths import raw_path
+from .paths import raw_tail
 
 DEFAULT_LIMIT, MAX_LIMIT = 10, 200
 
@@ -39,7 +39,12 @@ class FsBadRequest(FilestoreError):
 
 
 class FsUnauthorized(FilestoreError):
+    """A 401 names the schemes a route takes (RFC 9110 requires the header)."""
+
     status, default_message = 401, "missing or unknown credentials"
+
+    def __init__(self, message: str | None = None, schemes: str = "Bearer, Thing"):
+        super().__init__(message, {"WWW-Authenticate": schemes})
 
 
 class FsForbidden(FilestoreError):
@@ -70,7 +75,7 @@ def thing_of(request: Request) -> Thing:
     scheme, secret = _credentials(request)
     thing = ctx.accounts.thing_with_key(secret) if scheme == "thing" else None
     if thing is None:
-        raise FsUnauthorized("a thing route needs `Authorization: Thing <key>` with a known key")
+        raise FsUnauthorized("a thing route needs `Authorization: Thing <key>` with a known key", "Thing")
     return thing
 
 
@@ -100,7 +105,7 @@ def group_access(request: Request, group_id: str, write: bool) -> None:
 def name_in_path(request: Request, prefix: str) -> str:
     """The file name after `prefix` in the raw path, percent-decoded once and checked."""
     try:
-        return paths.name_in_path(raw_path(request)[len(prefix):])
+        return paths.name_in_path(raw_tail(request, prefix))
     except BadRequest as exc:
         raise FsBadRequest(exc.message) from None
 
@@ -184,7 +189,8 @@ async def _one(request: Request, ns: str, name: str, owner: tuple[str, str]) -> 
         ctype = type_to_send(info.content_type, name)  # the file's name: the answer's path has none
         return await ctx.content.serve(request, Target(root, [], False, True, content_type=ctype))
     if request.method == "DELETE":
-        await files.delete(ns, name)
+        if not await files.delete(ns, name):  # another DELETE came first
+            raise FsNotFound(f"no file named {name!r}")
         return Response(status_code=204, headers=CORS_HEADERS)
     imported, _, content_type, metadata = await receive_file(request)  # the path names the file
     try:

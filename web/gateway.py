@@ -23,7 +23,7 @@ from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, NotFound
 from .files_api import refuse_facade_files
-from .paths import raw_path, url_segments
+from .paths import raw_path, raw_tail, url_segments
 
 PREFIX = "/ipfs/"
 RAW_TYPE = "application/vnd.ipld.raw"
@@ -47,7 +47,7 @@ class NotCached(ApiError):
 async def ipfs(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     ctx.tokens.require(request)
-    segments = url_segments(raw_path(request)[len(PREFIX) :].rstrip("/"))
+    segments = url_segments(raw_tail(request, PREFIX).rstrip("/"))
     if not segments:
         raise BadRequest("a CID is needed after /ipfs/")
     try:

@@ -12,7 +12,7 @@ from .auth import COOKIE
 from .content import Target
 from .context import AppContext
 from .errors import MethodNotAllowed, NotFound
-from .files_api import resolve_app_name, split_tail
+from .files_api import refuse_facade_files, resolve_app_name, split_tail
 from .paths import raw_path
 
 
@@ -47,6 +47,7 @@ async def serve_host(request: Request, name: str, ctx: AppContext) -> Response:
         if query is not None and "authorization" not in request.headers:  # the query's token was checked
             cookie = query, max(0, int(claims["exp"] - time.time()))
         root, by_name = cids.parse(name), False
+        await refuse_facade_files(ctx, root)
     else:
         raise NotFound(f"name {name!r} is not set")
     response = await ctx.content.serve(request, Target(root, segments, trailing, by_name, host_route=True))

@@ -82,6 +82,17 @@ def raw_path(request: Request) -> str:
     return request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?")[0]
 
 
+def raw_tail(request: Request, prefix: str) -> str:
+    """What follows `prefix` (a path ending in '/', as the route matched it: decoded) in the
+    raw path. A client may percent-encode any character of the prefix (`/filestore/%66iles/`),
+    so the prefix's segments are counted, not its characters; "" when the raw path has no
+    more segments than the prefix."""
+    assert prefix.endswith("/")
+    skipped = prefix.count("/")
+    parts = raw_path(request).split("/", skipped)
+    return parts[skipped] if len(parts) > skipped else ""
+
+
 def url_segments(raw_path: str) -> list[str]:
     """Percent-decoded segments of a URL path tail (no leading '/'); empty tail → []."""
     if raw_path == "":

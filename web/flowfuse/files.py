@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..errors import BadRequest
-from ..paths import check_segment, raw_path, url_segments
+from ..paths import check_segment, raw_tail, url_segments
 from ..upload import parse_header_params
 from .errors import (
     FFBadRequest,
@@ -37,7 +37,7 @@ def _target(request: Request, prefix: str) -> tuple[str, str, list[str]]:
     """(team, project, path segments) of `/v1/<prefix>/team/project[/path]`, all checked.
     Without a token the answer is 401 whatever the path (upstream authenticates first)."""
     FlowFuse.require_bearer(request)
-    parts = raw_path(request).removeprefix(f"/v1/{prefix}/").split("/", 2)
+    parts = raw_tail(request, f"/v1/{prefix}/").split("/", 2)
     if len(parts) < 2 or not parts[1]:
         raise FFUnauthorized()  # no such route upstream: its auth check fails first
     try:

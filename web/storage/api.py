@@ -17,10 +17,10 @@ from typing import Any
 
 from edgefiles.ans.accounts import User, iso
 from edgefiles.node import exporter, sealed
-from edgefiles.node.blockstore import CorruptBlock
+from edgefiles.node.blockstore import CorruptBlock, StorageFull
 from edgefiles.node.cid import to_str
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 
@@ -41,7 +41,7 @@ from ..errors import (
 )
 from ..formfile import FORM_ALLOWANCE, FieldLimit, FormFile, abandon, parse_metadata, receive_form_file
 from ..mime import type_to_send
-from ..paths import name_in_path, raw_path
+from ..paths import name_in_path, raw_tail
 from ..tokens import bearer_user
 from . import presign
 from .objects import Storage, StoredObject
@@ -75,6 +75,8 @@ def wrapped(endpoint: Endpoint) -> Endpoint:
             return failure(exc)
         except RuleBroken as exc:
             return failure(RULE_ERRORS[exc.status](exc.message))
+        except (ClientDisconnect, StorageFull):
+            raise  # the app's own answers: a client gone is no error of ours, a full store a 507
         except Exception as exc:  # noqa: BLE001  (still an answer in the API's own shape)
             log.exception("unexpected error on %s %s", request.method, request.url.path)
             return failure(ApiError(f"internal error: {type(exc).__name__}"))
@@ -185,7 +187,7 @@ SUBROUTES = {"": ("GET", "HEAD", "DELETE"), "metadata": ("GET",), "presigned-url
 async def object_routes(request: Request) -> Response:
     """An object (GET: its bytes, DELETE), its `metadata`, or a `presigned-url` for it."""
     user, storage = caller(request), storage_of(request)
-    tail = raw_path(request)[len(PREFIX + "/objects/"):]
+    tail = raw_tail(request, PREFIX + "/objects/")
     raw_name, _, sub = tail.partition("/")
     if sub not in SUBROUTES:
         raise BadRequest("an object name has no '/'")
@@ -197,7 +199,8 @@ async def object_routes(request: Request) -> Response:
     if sub == "presigned-url":
         return _presigned_url(request, storage, found)
     if request.method == "DELETE":
-        await storage.delete(found)
+        if not await storage.delete(found):
+            raise NotFound(f"no object named {found.object_name!r}")
         return ok({"object_name": found.object_name, "deleted": True}, "File deleted")
     return await send_object(request, storage, found)
 
@@ -220,8 +223,8 @@ def _presigned_url(request: Request, storage: Storage, found: StoredObject) -> R
 
 
 async def presigned(request: Request) -> Response:
-    """An object's bytes through a presigned URL (no token): 403 when it expired or was
-    changed, 404 when the object is gone."""
+    """An object's bytes through a presigned URL (no token): 403 when it expired, was changed
+    or its user was removed (or moved to another organization), 404 when the object is gone."""
     storage = storage_of(request)
     try:
         grant = presign.verify(storage.presign_secret, request.path_params["token"])
@@ -229,6 +232,9 @@ async def presigned(request: Request) -> Response:
         raise Forbidden(f"this presigned URL is not valid: {exc}") from None
     if grant.expires_at <= time.time():
         raise Forbidden(f"this presigned URL expired at {iso(grant.expires_at * 1000)}")
+    signer = storage.accounts.user(grant.user_id)
+    if signer is None or signer.org_id != grant.org_id:  # the grant lived as long as its user
+        raise Forbidden("the user who made this presigned URL has no access any more")
     found = storage.get(grant.org_id, grant.user_id, grant.object_name)
     if found is None:
         raise NotFound("the object of this URL is gone")

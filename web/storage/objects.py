@@ -151,8 +151,9 @@ class Storage:
         """The root to read for an object (while a newer version is fetched, the previous one)."""
         return self.files.resolve(namespace(found.org_id), found.file_name) or found.info.cid
 
-    async def delete(self, found: StoredObject) -> None:
-        await self.files.delete(namespace(found.org_id), found.file_name)
+    async def delete(self, found: StoredObject) -> bool:
+        """False when the object was gone already (a delete that came first)."""
+        return await self.files.delete(namespace(found.org_id), found.file_name)
 
 
 def abandon_and_refuse(storage: Storage, imported: Imported, org_id: str, size: int) -> None:
