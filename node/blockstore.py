@@ -150,6 +150,7 @@ class BlockStore:
         self._recency = _ReadRecency(root / RECENT_READS)
         self._verified: dict[bytes, bool] = {}  # blocks hashed in this process
         self._in_flight = 0  # bytes written by batches not settled yet
+        self.abandoned = 0  # bytes of failed uploads written since the last compaction
         self._stored = blockindex.totals(self._readers.get())[1]
 
     # reading --------------------------------------------------------------------------
@@ -303,6 +304,8 @@ class BlockStore:
             self._in_flight -= batch.bytes
             if committed:
                 self._stored += batch.bytes
+            else:
+                self.abandoned += batch.bytes
             self._open.discard(batch)
 
     # collection ------------------------------------------------------------------------
@@ -333,6 +336,8 @@ class BlockStore:
         just freed): the pack being appended to is sealed first when it qualifies. Packs an
         open batch writes to are left for later."""
         with self._compact_lock:
+            with self._lock:
+                self.abandoned = 0  # what is dead now is judged by the packs themselves
             return self._compact(dead_ratio, seal_current)
 
     def _compact(self, dead_ratio: float, seal_current: bool) -> tuple[int, int]:

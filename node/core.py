@@ -34,6 +34,7 @@ from .profiles import Profile
 log = logging.getLogger("edgefiles")
 PROGRESS_FRESH = 0.25  # seconds a survey of an incomplete DAG answers status requests
 SAVE_RECENCY_EVERY = 60.0  # seconds: a crash loses at most this much of the GC's read order
+RECLAIM_ABANDONED = 16 << 20  # bytes of failed uploads in the packs before they are given back
 CACHED_ROOTS = 10_000
 COMPLETE_ROOTS = 100_000  # every named upload marks its root complete: ~10 MB at most
 T = TypeVar("T", dict, set)
@@ -286,17 +287,22 @@ class Core:
             )
         return report
 
-    async def keep_below(self, limit: int, every: float = 5.0) -> None:
-        """The garbage collector's loop: runs whenever the store holds more than `limit` bytes.
+    async def keep_below(self, limit: int | None, every: float = 5.0) -> None:
+        """The garbage collector's loop: runs whenever the store holds more than `limit` bytes
+        (None: never), and whenever failed uploads left RECLAIM_ABANDONED in the packs.
         Every `SAVE_RECENCY_EVERY` it also saves what was read lately, the order it frees in."""
         saved = time.monotonic()
         while True:
-            if self.store.size > limit:
-                try:
+            try:
+                if limit is not None and self.store.size > limit:
                     await self.collect_garbage(limit)
-                except Exception:
-                    log.exception("garbage collection failed; retrying later")
-            if time.monotonic() - saved >= SAVE_RECENCY_EVERY:
+                elif self.store.abandoned >= RECLAIM_ABANDONED:
+                    report = await asyncio.to_thread(gc.reclaim_abandoned, self.store)
+                    log.info("gc: %.1f MiB of failed uploads given back to the disk (%d packs compacted)",
+                             report.reclaimed_bytes / 2**20, report.compacted_packs)
+            except Exception:
+                log.exception("garbage collection failed; retrying later")
+            if limit is not None and time.monotonic() - saved >= SAVE_RECENCY_EVERY:
                 await asyncio.to_thread(self.store.save_recency)
                 saved = time.monotonic()
             await asyncio.sleep(every)

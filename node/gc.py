@@ -93,5 +93,14 @@ def collect(store: BlockStore, limit: int) -> GcReport:
     return report
 
 
+def reclaim_abandoned(store: BlockStore) -> GcReport:
+    """Give the disk back the bytes failed uploads left in the packs (nothing points to them,
+    and the store's size and quota never counted them): the packs mostly dead now are
+    compacted, the one being written included."""
+    report = GcReport()
+    report.compacted_packs, report.reclaimed_bytes = store.compact(COMPACT_DEAD_RATIO, True)
+    return report
+
+
 def pinned_roots(store: BlockStore, now: int) -> set[bytes]:
     return {normalize(root) for root in pins.live_roots(store.read_connection(), now)}

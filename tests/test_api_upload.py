@@ -1,10 +1,11 @@
 """Uploads: CIDs equal to Kubo's vectors, directories, hostile filenames, limits, truncation."""
 
+import os
 
 import httpx
 import pytest
 from conftest import entry_bytes, load_cases, materialize
-from nodeproc import run_cli
+from nodeproc import run_cli, wait_until
 
 CASES = {c["id"]: c for c in load_cases("cid-vectors.json")}
 
@@ -237,3 +238,26 @@ def test_a_filename_that_is_not_utf8_is_a_400(node):
     r = _raw_post(node, body, "multipart/form-data; boundary=B")
     assert (r.status_code, r.json()["code"]) == (400, "ERR_BAD_REQUEST")
     assert node.pins() == before
+
+
+def test_the_bytes_failed_uploads_wrote_go_back_to_the_disk(fresh_node):
+    n = fresh_node("--store-quota", "50MiB")
+    assert n.upload([("kept.txt", b"kept")]).status_code == 200
+
+    def pack_bytes() -> int:
+        return sum(p.stat().st_size for p in (n.data / "blocks").rglob("*") if p.is_file())
+
+    def failing_upload() -> httpx.Response:
+        """24 MiB of fresh bytes (imported as they arrive), then a part no upload may hold."""
+        part = b'--B\r\nContent-Disposition: form-data; name="f"; filename="%s"\r\n\r\n'
+        body = [part % b"big.bin", os.urandom(24 << 20), b"\r\n", part % b"../x", b"x\r\n--B--\r\n"]
+        return httpx.post(f"{n.url}/api/v2/files", content=iter(body), timeout=60,
+                          headers={"Authorization": f"Bearer {n.token()}",
+                                   "Content-Type": "multipart/form-data; boundary=B"})
+
+    for _ in range(3):
+        assert failing_upload().status_code == 400
+    wait_until(lambda: pack_bytes() < 8 << 20, timeout=30, what="the failed uploads' bytes to be given back")
+    assert "given back to the disk" in n.output()
+    assert httpx.get(f"{n.url}/api/v2/files/{n.upload([('k.txt', b'kept')]).text}",
+                     headers={"Authorization": f"Bearer {n.token()}"}).content == b"kept"
