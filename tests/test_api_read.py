@@ -8,7 +8,8 @@ import pytest
 from conftest import gen
 from edgefiles.node import car, dagpb, unixfs
 from edgefiles.node.cid import DAG_PB, RAW, make_cid, to_str
-from edgefiles.web.content import content_disposition
+from edgefiles.web.content import content_disposition, parse_range
+from edgefiles.web.errors import RangeNotSatisfiable
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -96,7 +97,8 @@ def test_head_has_headers_and_no_body(client, site):
     ("header", "start", "end"),
     [("bytes=0-9", 0, 10), ("bytes=262140-262150", 262140, 262151), ("bytes=-100", len(BIG) - 100, len(BIG)),
      (f"bytes={len(BIG) - 5}-", len(BIG) - 5, len(BIG)), ("bytes=10-999999999", 10, len(BIG)),
-     ("bytes=1048000-3146000", 1048000, 3146001), ("bytes=-2097152", len(BIG) - 2097152, len(BIG))],
+     ("bytes=1048000-3146000", 1048000, 3146001), ("bytes=-2097152", len(BIG) - 2097152, len(BIG)),
+     ("Bytes=0-9", 0, 10), ("BYTES=0-9", 0, 10), ("bytes=0-9,", 0, 10), ("bytes=, 0-9 ,,", 0, 10)],
 )
 def test_ranges(client, site, header, start, end):
     r = client.get(f"/api/v2/files/{site}/big.bin", headers={"Range": header})
@@ -113,11 +115,20 @@ def test_unsatisfiable_range(client, site, header):
     assert r.headers["content-range"] == f"bytes */{len(BIG)}"
 
 
-@pytest.mark.parametrize("header", ["bytes=abc", "items=0-5", "bytes=5-1", "bytes", "bytes=0-1,5-6"])
+@pytest.mark.parametrize("header", ["bytes=abc", "items=0-5", "bytes=5-1", "bytes", "bytes=0-1,5-6",
+                                    b"bytes=\xb2-3", b"bytes=0-\xb9", b"bytes=-\xb3"])
 def test_invalid_range_is_ignored(client, site, header):
     r = client.get(f"/api/v2/files/{site}/index.html", headers={"Range": header})
     assert r.status_code == 200
     assert r.content == b"<h1>home</h1>"
+
+
+def test_a_suffix_range_of_an_empty_file_gets_the_empty_file(client, node):
+    empty = node.upload([("empty.txt", b"")]).text
+    for method in ("GET", "HEAD"):
+        r = client.request(method, f"/api/v2/files/{empty}", headers={"Range": "bytes=-5"})
+        assert (r.status_code, r.content, r.headers["content-length"]) == (200, b"", "0")
+        assert "content-range" not in r.headers
 
 
 def test_if_range_resumes_only_the_file_the_client_has_part_of(client, site, node):
@@ -249,3 +260,14 @@ def test_html_listing_carries_a_url_token_into_its_links(node, site):
     assert f'href="readme.txt?access_token={token}"' in page.text
     follow = httpx.get(f"{node.url}/api/v2/files/{site}/docs/readme.txt", params={"access_token": token})
     assert follow.content == b"read me"
+
+
+@given(header=st.text(alphabet=st.sampled_from("bytesBYTES=-,0123456789 ²³¹½\t"), max_size=24),
+       size=st.integers(min_value=0, max_value=10**6))
+def test_a_range_header_of_any_text_is_a_range_within_the_file_ignored_or_a_416(header, size):
+    try:
+        got = parse_range(header, size)
+    except RangeNotSatisfiable as refused:
+        assert refused.headers == {"Content-Range": f"bytes */{size}"}
+        return
+    assert got is None or 0 <= got[0] < got[1] <= size

@@ -73,14 +73,18 @@ def wants_html(accept: str | None) -> bool:
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """[start, end) of a single `bytes=` range; None when absent or invalid (ignored)."""
-    if not header or not header.startswith("bytes=") or "," in header:
+    """[start, end) of a single `bytes=` range; None when absent, invalid or of several
+    ranges (ignored: the whole is sent). RFC 9110 14.1: the unit is case-insensitive, empty
+    list elements do not count, positions are ASCII digits (`isdigit` takes "²" too)."""
+    unit, sep, listed = (header or "").partition("=")
+    specs = [spec.strip() for spec in listed.split(",") if spec.strip()]
+    if not sep or unit.strip().lower() != "bytes" or len(specs) != 1:
         return None
-    first, sep, last = header[6:].strip().partition("-")
-    if not sep or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    first, sep, last = specs[0].partition("-")
+    if not sep or not all(part == "" or part.isascii() and part.isdigit() for part in (first, last)):
         return None
     if first == "":
-        if last == "":
+        if last == "" or size == 0:  # a suffix of nothing: the whole (empty) representation
             return None
         suffix = int(last)
         if suffix == 0:
