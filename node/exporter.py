@@ -74,6 +74,18 @@ class Node:
     def is_dir(self) -> bool:
         return self.kind in (unixfs.DIRECTORY, unixfs.HAMT_SHARD)
 
+    def size_disagreement(self) -> str | None:
+        """How a file node's own fields contradict the size it claims (its data and its
+        children's sizes must add up to it), None when they agree: such a file is damaged
+        before a byte of it is read."""
+        meta, pb = self.meta, self.pb
+        if self.kind != unixfs.FILE or pb is None or meta is None or meta.filesize is None:
+            return None
+        if pb.links and len(meta.blocksizes) != len(pb.links):
+            return None  # the leaves' sizes are not told here: they are checked as they are read
+        held = len(meta.data or b"") + sum(meta.blocksizes if pb.links else ())
+        return None if held == self.size else f"it claims {self.size} bytes and holds {held}"
+
 
 def _dag_pb_node(cid: bytes, pb: dagpb.PBNode, meta: unixfs.UnixFSData) -> Node:
     if meta.type in (unixfs.FILE, unixfs.RAW_TYPE):

@@ -271,3 +271,30 @@ def test_a_range_header_of_any_text_is_a_range_within_the_file_ignored_or_a_416(
         assert refused.headers == {"Content-Range": f"bytes */{size}"}
         return
     assert got is None or 0 <= got[0] < got[1] <= size
+
+
+def _import_blocks(client: httpx.Client, root: bytes, blocks: list[tuple[bytes, bytes]]) -> None:
+    body = car.header([root]) + b"".join(b"".join(car.section(cid, data)) for cid, data in blocks)
+    r = client.post("/api/v2/car", content=body, headers={"Content-Type": "application/vnd.ipld.car"})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("shape", ["claims more than its children", "claims bytes it has not",
+                                   "holds more than its children"])
+def test_a_file_node_whose_sizes_lie_is_a_500_before_any_byte(client, node, shape):
+    """Made elsewhere (a CAR, a peer): the answer never promises bytes it cannot send."""
+    leaf = b"abc"
+    link = [dagpb.Link(make_cid(RAW, leaf), "", len(leaf))]
+    fields, links = {
+        "claims more than its children": (dict(filesize=1000, blocksizes=(1000,)), link),
+        "claims bytes it has not": (dict(filesize=10**15), []),
+        "holds more than its children": (dict(filesize=3, blocksizes=(1000,)), link),
+    }[shape]
+    block = dagpb.encode(links, unixfs.encode(unixfs.UnixFSData(type=unixfs.FILE, **fields)))
+    root = make_cid(DAG_PB, block)
+    _import_blocks(client, root, [(root, block), (make_cid(RAW, leaf), leaf)])
+    r = client.get(f"/api/v2/files/{to_str(root)}")
+    assert (r.status_code, r.json()["code"]) == (500, "ERR_CORRUPT_BLOCK")
+    if shape != "claims more than its children":  # told by the node itself: HEAD reads no leaf
+        assert client.head(f"/api/v2/files/{to_str(root)}").status_code == 500
+    assert "Traceback" not in node.output()

@@ -204,6 +204,8 @@ class ContentServer:
         return RedirectResponse(location, 301, headers={**CORS_HEADERS, **VARY, "Cache-Control": cache})
 
     def _file(self, request: Request, target: Target, node: exporter.Node, name: str | None) -> Response:
+        if (disagreement := node.size_disagreement()) is not None:
+            raise exporter.WrongSize(disagreement)
         etag = f'"{to_str(node.cid)}"'
         headers = self._headers(target, etag)
         headers["Accept-Ranges"] = "bytes"
@@ -225,7 +227,10 @@ class ContentServer:
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers, media_type=mtype)
         if end - start <= WHOLE_BELOW:  # read here, on the worker thread: no streaming hops
-            return Response(b"".join(self.reader.read_range(node, start, end)), status, headers, mtype)
+            data = b"".join(self.reader.read_range(node, start, end))
+            if len(data) != end - start:  # its leaves hold less than their parents say
+                raise exporter.WrongSize(f"its leaves hold {len(data)} of the {end - start} bytes asked")
+            return Response(data, status, headers, mtype)
         body = self._body(node, start, end)
         return CutShortResponse(body, status_code=status, headers=headers, media_type=mtype)
 
