@@ -105,12 +105,15 @@ class Names:
         await self.registry.write(name, cid, namespace, also=self._repin)
 
     async def delete(self, name: str, namespace: str = API_NAMESPACE) -> bytes | None:
-        """Delete a name; the target it had, None when there was no such name."""
-        record = self.registry.get(name, namespace)
-        if record is None:
-            return None
-        await self.registry.write(name, None, namespace, also=self._repin)
-        return record.cid
+        """Delete a name; the target it had, None when there was no such name. Looked up
+        inside the write transaction: of deletes at once, one finds the name, the others find
+        it gone (they all found it, and all said they deleted it)."""
+        async with self.core.db.transaction() as conn:
+            record = self.registry.get(name, namespace)
+            if record is None:
+                return None
+            await self.registry.write_many_in(conn, [(namespace, name, None, None)], self._repin)
+            return record.cid
 
     async def apply_remote(self, records: list[NameRecord]) -> None:
         """Merge records from peers; winners are pinned (and their DAGs rolled out) like local writes."""

@@ -182,3 +182,17 @@ def test_an_identity_cid_is_read_from_itself_by_cid_and_by_name(node, client):
         r = client.get(path)
         assert (r.status_code, r.content) == (200, b"hello world\n"), path
     assert host_get(node, "inline.actyx.localhost").content == b"hello world\n"
+
+
+def test_of_deletes_of_a_name_at_once_one_is_a_200_and_the_others_find_it_gone(node, client, app_cid):
+    import asyncio
+
+    async def deletes_at_once(count: int) -> list[int]:
+        headers = {"Authorization": f"Bearer {node.token()}"}
+        async with httpx.AsyncClient(base_url=node.url, headers=headers) as http:
+            answers = await asyncio.gather(*(http.delete("/api/v2/files/racer") for _ in range(count)))
+        return sorted(r.status_code for r in answers)
+
+    for _ in range(10):
+        assert client.put("/api/v2/files/racer", content=app_cid).status_code == 200
+        assert asyncio.run(deletes_at_once(10)) == [200] + [405] * 9
