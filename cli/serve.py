@@ -213,8 +213,12 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         core = await Core.open(settings, key, blocks=swarm)
     except SchemaTooNew as exc:
         raise CliError(str(exc)) from None
-    names = await Names.open(core)
-    flowfuse = await _flowfuse(config, core, names)
+    try:
+        names = await Names.open(core)
+        flowfuse = await _flowfuse(config, core, names)
+    except BaseException:  # a context store that cannot open: the node must end, not hang
+        await core.close()
+        raise
     executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="import")
     try:
         try:
@@ -294,8 +298,11 @@ async def _flowfuse(config: ServeConfig, core, names):
     facade = FlowFuse(config.flowfuse, core, names)
     try:
         await facade.open()
-    except ValueError as exc:
-        raise CliError(f"FlowFuse config: {exc}") from None
+    except BaseException as exc:
+        await facade.close()
+        if isinstance(exc, ValueError):
+            raise CliError(f"FlowFuse config: {exc}") from None
+        raise
     log.info("serving the FlowFuse file server API (/v1) for platform %s", config.flowfuse.base_url)
     return facade
 

@@ -227,3 +227,16 @@ def test_a_damaged_node_key_and_a_newer_schema_are_one_line_errors_for_serve_and
     out = run_cli("admin", "org", "ls", "--data", str(n.data), timeout=30)
     assert out.returncode == 1 and "schema version 99" in out.stderr, out.stderr
     assert len(out.stderr.splitlines()) == 1, out.stderr
+
+
+def test_a_flowfuse_context_store_that_cannot_open_ends_the_node_with_one_line(tmp_path):
+    """The node must not live on without serving (a supervisor sees its process, clients hang)."""
+    (tmp_path / "file").write_text("a file, not a folder")
+    for context in ("type: mysql", "storage: file/below/a/file.db", "type: postgres\n    port: 1"):
+        config = tmp_path / "ff.yml"
+        config.write_text(f"base_url: http://127.0.0.1:1\ncontext:\n  options:\n    {context}\n")
+        out = run_cli("serve", "--data", str(tmp_path / "data"), "--api", f"127.0.0.1:{free_port()}",
+                      "--swarm", "/ip4/127.0.0.1/tcp/0", "--flowfuse-config", str(config), timeout=30)
+        assert out.returncode == 1, (context, out.stderr)
+        errors = [line for line in out.stderr.splitlines() if "edgefiles:" in line]
+        assert len(errors) == 1 and "context store" in errors[0] and "Traceback" not in out.stderr, out.stderr

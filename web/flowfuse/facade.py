@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 from edgefiles.ans.files import NamedFiles
 from edgefiles.ans.names import Names
@@ -100,7 +101,10 @@ class FlowFuse:
         if kind != "sqlite":
             raise ValueError(f"context store type {kind!r} is not supported (sqlite or postgres)")
         path = self.core.settings.data_dir / str(options.get("storage", "flowfuse-context.sqlite"))
-        self.context = await ContextStore.open(path)
+        try:
+            self.context = await ContextStore.open(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise ValueError(f"cannot open the SQLite context store {path}: {exc}") from None
 
     @staticmethod
     def require_bearer(request: Request) -> str:
