@@ -277,3 +277,32 @@ def test_an_array_index_past_the_quota_is_refused_before_anything_is_padded(ff, 
         assert c.post("/v1/context/sparse/global", json=[{"key": "p[150]", "value": 1}]).status_code == 200
         padded = c.post("/v1/context/sparse/global", json=[{"key": "q[100]", "value": 1}])  # 500 B of nulls
         assert padded.status_code == 413
+
+
+def test_a_scope_nests_at_most_200_levels_and_what_is_stored_reads_back(ctx):
+    """Nested near Python's recursion limit, a scope was stored, then could not be read back:
+    every context request of its project a 500."""
+    c, base = ctx
+    r = c.post(f"{base}/deep", json=[{"key": ".".join(["a"] * 970), "value": 1}])
+    assert (r.status_code, r.json()["code"]) == (400, "FST_ERR_VALIDATION")
+    nested: object = 1
+    for _ in range(200):
+        nested = [nested]
+    assert c.post(f"{base}/cache/deep", json={"k": nested}).status_code == 400  # 201 levels
+    assert c.post(f"{base}/deep", json=[{"key": ".".join(["a"] * 200), "value": 1}]).status_code == 200
+    assert c.post(f"{base}/deep", json=[{"key": ".".join(["a"] * 200), "value": [1]}]).status_code == 400
+    assert c.get(f"{base}/deep/keys").json() == ["a"]
+    assert c.get(f"{base}/cache").status_code == 200
+
+
+def test_the_quota_counts_a_string_as_javascript_does(ff, platform):
+    """Upstream measures in UTF-16 code units: an emoji counts 2."""
+    token = platform.issue("tok-emoji", "emoji")  # the default quota: 1000
+    with httpx.Client(base_url=ff.url, headers={"Authorization": f"Bearer {token}"}) as c:
+        r = c.post("/v1/context/emoji/global", json=[{"key": "e", "value": "\U0001F600" * 600}])
+        assert (r.status_code, r.json()["code"]) == (413, "over_quota")
+        smile = "\U0001F600"
+        r = c.post("/v1/context/emoji/global", json=[{"key": "e", "value": smile * 400}])
+        assert r.status_code == 200
+        r = c.post("/v1/context/emoji/global", json=[{"key": "f", "value": "\U0001F600" * 100}])
+        assert r.status_code == 413  # 800 + 200 + the JSON around them, measured back from the store

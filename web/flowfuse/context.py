@@ -56,13 +56,36 @@ def json_text(value: Any) -> str:
     return LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+def js_length(text: str) -> int:
+    """A string's length as JavaScript counts it, in UTF-16 code units (upstream's `.length`):
+    a character past U+FFFF, an emoji, counts 2."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def json_size(value: Any) -> int:
+    """The length of a value's JSON text, as upstream measures a project's context."""
+    return js_length(json_text(value))
+
+
 def item_size(value: Any) -> int:
     """Upstream's measure of one value: a string counts its length, null 1, else its JSON."""
     if isinstance(value, str):
-        return len(value)
+        return js_length(value)
     if value is None:
         return 1
-    return len(json_text(value))
+    return json_size(value)
+
+
+def nesting(value: Any) -> int:
+    """How deeply arrays and objects nest in `value` (iteratively: no recursion limit)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 class ContextJSON(JSONResponse):
@@ -99,7 +122,7 @@ class ContextStore:
             )
             table = {scope: json.loads(value) for scope, value in rows}
             self._scopes[project] = table
-            self._used[project] = sum(len(json_text(v)) for v in table.values())
+            self._used[project] = sum(json_size(v) for v in table.values())
         return table
 
     async def scope(self, project: str, scope: str) -> dict | None:
@@ -129,10 +152,10 @@ class ContextStore:
         for scope, value in changed.items():
             old = table.pop(scope, None) if not value else table.get(scope)
             if old:
-                self._used[project] -= len(json_text(old))
+                self._used[project] -= json_size(old)
             if value:
                 table[scope] = value
-                self._used[project] += len(json_text(value))
+                self._used[project] += json_size(value)
 
     async def page(self, project: str, limit: int, cursor: int) -> tuple[list, int, int | None]:
         rows = await self.db.fetchall(
@@ -184,6 +207,15 @@ async def _json_body(request: Request) -> Any:
 
 
 TOO_DEEP = "JSON nested too deeply"
+MAX_NESTING = 200  # of a stored scope: read back whole by json.loads, at any request's depth
+
+
+def _shallow_enough(scope: dict) -> None:
+    """A scope nested deeper than MAX_NESTING is a 400, before it is stored: one nested near
+    Python's recursion limit was written, then could not be read back (every context request
+    of its project a 500, for good)."""
+    if nesting(scope) > MAX_NESTING:
+        raise FFBadRequest(f"{TOO_DEEP}: a scope nests at most {MAX_NESTING} levels")
 
 
 @contextmanager
@@ -238,6 +270,7 @@ async def set_values(request: Request) -> Response:
     with _nesting_checked():
         async with store.lock(project):
             value, delta = _changed(await store.scope(project, scope), items, paths)
+            _shallow_enough(value)
             await _check_quota(ff, grant, store, project, delta)
             await store.save(project, {scope: value})
     return ContextJSON({})
@@ -320,11 +353,12 @@ async def cache_replace(request: Request) -> Response:
     value = await _json_body(request)
     if not isinstance(value, dict):
         raise FFBadRequest("body must be an object")
+    _shallow_enough(value)
     store: ContextStore = ff.context
     with _nesting_checked():
         async with store.lock(project):
             old = await store.scope(project, scope)
-            delta = (len(json_text(value)) if value else 0) - (len(json_text(old)) if old else 0)
+            delta = (json_size(value) if value else 0) - (json_size(old) if old else 0)
             await _check_quota(ff, grant, store, project, delta)
             await store.save(project, {scope: value})
     return ContextJSON({})

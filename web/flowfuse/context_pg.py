@@ -56,7 +56,10 @@ class PostgresContextStore:
         return [row["scope"] for row in await self._pool.fetch(sql, project)]
 
     async def used(self, project: str) -> int:
-        sql = "SELECT COALESCE(SUM(char_length(value)), 0) FROM edgefiles_context WHERE project = $1"
+        # JavaScript's length: a character past U+FFFF counts twice (context.js_length)
+        astral = r"char_length(regexp_replace(value, '[^\U00010000-\U0010FFFF]+', '', 'g'))"
+        sql = f"SELECT COALESCE(SUM(char_length(value) + {astral}), 0) FROM edgefiles_context"
+        sql += " WHERE project = $1"
         return int(await self._pool.fetchval(sql, project))
 
     async def save(self, project: str, changed: dict[str, dict | None]) -> None:
