@@ -17,6 +17,7 @@ class FakePlatform:
         self.tokens: dict[str, tuple[str, dict]] = {}  # token -> (project, quota)
         self.requests: list[dict] = []
         self.delay = 0.0  # seconds before each answer, for tests of a slow platform
+        self.trickle = 0.0  # seconds between the bytes of an answer's body (each read is quick)
         platform = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,7 +38,12 @@ class FakePlatform:
                     self.send_response(401)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not platform.trickle:
+                    self.wfile.write(body)
+                for byte in body if platform.trickle else b"":
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(platform.trickle)
 
             def log_message(self, *args) -> None:
                 pass

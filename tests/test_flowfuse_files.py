@@ -429,3 +429,17 @@ def test_requests_arriving_together_ask_the_platform_once(ff, platform):
             c.close()
     assert statuses == [200] * len(clients)
     assert len([q for q in platform.requests if q["path"] == "/account/check/project/burst"]) == 1
+
+
+def test_a_platform_answer_that_trickles_past_half_a_second_is_a_401(ff, platform):
+    """The 500 ms bound the whole exchange: each of its reads came quickly enough."""
+    token = platform.issue("tok-trickle", "trickle")
+    platform.trickle = 0.1  # a body of ~40 bytes over ~4 s
+    try:
+        with client(ff, token) as c:
+            r = c.get("/v1/quota/t/trickle")
+    finally:
+        platform.trickle = 0.0
+    assert r.status_code == 401
+    with client(ff, token) as c:  # not cached as refused: asked again, and granted
+        assert c.get("/v1/quota/t/trickle").status_code == 200

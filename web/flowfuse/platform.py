@@ -58,12 +58,13 @@ class Platform:
         headers = {
             "Authorization": authorization, "ff-quota": "true", "user-agent": "FlowFuse Storage Server",
         }
-        try:
-            r = await self._client.get(url, headers=headers)
+        try:  # the whole exchange within the timeout: httpx's bounds each read, not their sum
+            async with asyncio.timeout(TIMEOUT_SECONDS):
+                r = await self._client.get(url, headers=headers)
             if not 200 <= r.status_code < 300:
                 return None
             body = r.json()
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, ValueError, TimeoutError):
             return None
         quota = body.get("quota") if isinstance(body, dict) else None
         quota = quota if isinstance(quota, dict) else {}
