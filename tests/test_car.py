@@ -326,6 +326,18 @@ def test_identity_blocks_are_never_in_a_car_and_are_taken_from_one_without_being
             assert inline not in [cid for cid, _ in pairs], url
             assert client.post("/api/v2/car", content=exported, headers=CAR).status_code == 200  # ours again
         assert client.get("/ipfs/bafkqaaa/nope", params={"format": "car"}).status_code == 404
+        # an inline folder on the way to a file: a path step, and still no section of its own
+        mid = dagpb.encode([dagpb.Link(stored_cid, "s.txt", 1000)], folder_meta)
+        mid_cid = identity_cid(DAG_PB, mid)
+        outer = dagpb.encode([dagpb.Link(mid_cid, "mid", len(mid))], folder_meta)
+        outer_cid = make_cid(DAG_PB, outer)
+        assert client.post("/api/v2/car", content=archive([outer_cid], [(outer_cid, outer)]),
+                           headers=CAR).status_code == 200
+        for path in (f"{to_str(outer_cid)}/mid/s.txt", f"{to_str(mid_cid)}/s.txt"):
+            for scope in ("all", "entity", "block"):
+                r = client.get(f"/ipfs/{path}", params={"format": "car", "dag-scope": scope})
+                _, pairs = parse_all(r.content, [])
+                assert mid_cid not in [cid for cid, _ in pairs] and stored_cid in [c for c, _ in pairs], path
 
 
 def test_roots_and_blocks_this_node_could_not_serve_are_refused(fresh_node):

@@ -177,3 +177,51 @@ def test_every_car_answer_has_a_valid_etag_of_its_own(node, site):
         assert raw.headers["vary"] == "Accept, Authorization"
     assert len(tags) == len(asks)
     assert all(tag.startswith('"') and tag.endswith('"') and tag.count('"') == 2 for tag in tags)
+
+
+def test_a_raw_block_takes_a_range_and_a_filename(node, site):
+    with node.client() as client:
+        whole = client.get(f"/ipfs/{site}", params={"format": "raw"}).content
+        r = client.get(f"/ipfs/{site}", params={"format": "raw"}, headers={"Range": "bytes=2-6"})
+        assert (r.status_code, r.content) == (206, whole[2:7])
+        assert r.headers["content-range"] == f"bytes 2-6/{len(whole)}"
+        assert r.headers["accept-ranges"] == "bytes"
+        for wanted, name in (("raw", "page.bin"), ("car", "site.car")):
+            r = client.get(f"/ipfs/{site}", params={"format": wanted, "filename": name})
+            assert r.headers["content-disposition"] == f'attachment; filename="{name}"', wanted
+
+
+def test_a_car_variant_accept_asks_for_and_we_do_not_send_is_a_400_as_by_url(node, site):
+    car_type = "application/vnd.ipld.car"
+    with node.client() as client:
+        for params in ("version=2", "dups=y", "order=bfs", 'version="2"'):
+            r = client.get(f"/ipfs/{site}", headers={"Accept": f"{car_type}; {params}"})
+            assert r.status_code == 400, params
+        for accept in (f"{car_type}; version=1; dups=n", f"{car_type}; order=unk",
+                       f"{car_type}; version=2, {car_type}; version=1;q=0.5"):
+            assert client.get(f"/ipfs/{site}", headers={"Accept": accept}).status_code == 200, accept
+        # the URL's format wins over Accept, its parameters too
+        version_2 = {"Accept": f"{car_type}; version=2"}
+        assert client.get(f"/ipfs/{site}", params={"format": "car"}, headers=version_2).status_code == 200
+
+
+def test_a_cid_whose_blocks_no_node_here_could_verify_is_a_400_at_once(node):
+    from multiformats import CID, multihash
+
+    with node.client() as client:
+        for hashed, codec in (("sha2-512", "raw"), ("blake2b-256", "raw"), ("sha2-256", "dag-json")):
+            cid = CID("base32", 1, codec, multihash.digest(b"x", hashed))
+            r = client.get(f"/ipfs/{cid}", params={"format": "raw"}, timeout=5)
+            assert r.status_code == 400, (hashed, codec)
+
+
+def test_a_car_of_the_files_api_has_an_etag_to_revalidate_with(node, site):
+    with node.client() as client:
+        assert client.put("/api/v2/files/car-site", content=site).status_code == 200
+        for root in ("car-site", site):
+            first = client.get(f"/api/v2/files/{root}", params={"format": "car"})
+            tag = first.headers["etag"]
+            assert tag == f'"{site}.car"' and first.headers["x-content-type-options"] == "nosniff"
+            held = {"If-None-Match": tag}
+            again = client.get(f"/api/v2/files/{root}", params={"format": "car"}, headers=held)
+            assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", tag)

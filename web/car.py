@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .ahead import RUN_BYTES, CutShortResponse, RunsAhead, batches, cut_short_by, first_then_runs, streamed
+from .content import etag_matches
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import CarInvalid, InsufficientStorage, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -38,10 +39,15 @@ log = logging.getLogger("edgefiles.web")
 CAR_READ_ERRORS = (exporter.NotFound, exporter.NotUnixFS, exporter.LeafWithLinks, CorruptBlock)
 
 
-async def export(core: Core, root: bytes, headers: dict[str, str]) -> Response:
-    """The DAG under `root` as a CAR (roots = [root]); 404 when its root block is nowhere."""
-    headers = {**headers, "Content-Type": f"{CAR_TYPE}; version=1",
+async def export(core: Core, root: bytes, headers: dict[str, str],
+                 if_none_match: str | None = None) -> Response:
+    """The DAG under `root` as a CAR (roots = [root]); 404 when its root block is nowhere,
+    304 when `if_none_match` names its ETag (a name's CAR revalidates as its files do)."""
+    headers = {**headers, "Content-Type": f"{CAR_TYPE}; version=1", "ETag": f'"{to_str(root)}.car"',
+               "X-Content-Type-Options": "nosniff",
                "Content-Disposition": f'attachment; filename="{to_str(root)}.car"'}
+    if etag_matches(if_none_match, headers["ETag"]):
+        return Response(status_code=304, headers={**CORS_HEADERS, **headers})
     return await stream(core, [root], [], root, headers)
 
 
@@ -56,7 +62,9 @@ async def stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes,
     missing as it goes; its first block is read before the answer starts, so that a DAG that
     is nowhere is a 404, not a cut stream."""
     seen = {normalize(cid) for cid, _ in steps}
-    start = b"".join([car.header(roots), *chain.from_iterable(car.section(cid, data) for cid, data in steps)])
+    # an identity CID's block is in the CID: the specification forbids it in a CAR, path steps too
+    start = b"".join([car.header(roots), *chain.from_iterable(
+        car.section(cid, data) for cid, data in steps if not is_identity(cid))])
     layout = await run_in_threadpool(_layout, core.reader, top, scope, byte_range, seen)
     if layout is not None:
         length = len(start) + sum(car.section_size(cid, size) for cid, size, _ in layout)

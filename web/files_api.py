@@ -91,7 +91,7 @@ async def read(request: Request, ctx: AppContext, segments: list[str], trailing:
     if root is None:
         raise NotFound(f"name {root_text!r} is not set")
     if request.query_params.get("format") == "car":
-        return await _car_of(ctx, root, path, by_name)
+        return await _car_of(request, ctx, root, path, by_name)
     return await ctx.content.serve(request, Target(root, path, trailing, by_name))
 
 
@@ -110,14 +110,15 @@ async def refuse_facade_files(ctx: AppContext, cid: bytes) -> None:
         raise NotFound("no such file or directory")
 
 
-async def _car_of(ctx: AppContext, root: bytes, path: list[str], by_name: bool) -> Response:
+async def _car_of(request: Request, ctx: AppContext, root: bytes, path: list[str], by_name: bool) -> Response:
     """The DAG at `path` below `root` as a CAR whose root is that DAG's CID."""
     if path:
         try:
             root = (await run_in_threadpool(ctx.core.reader.resolve, root, path)).cid
         except (exporter.NotFound, exporter.NotUnixFS):
             raise NotFound("no such file or directory") from None
-    return await car.export(ctx.core, root, {"Cache-Control": REVALIDATE if by_name else IMMUTABLE})
+    return await car.export(ctx.core, root, {"Cache-Control": REVALIDATE if by_name else IMMUTABLE},
+                            request.headers.get("if-none-match"))
 
 
 async def put_name(request: Request, ctx: AppContext, name: str) -> Response:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import car
-from .content import etag_matches, q_values
+from .content import content_disposition, etag_matches, q_values, requested_range
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, NotFound
@@ -54,6 +54,9 @@ async def ipfs(request: Request) -> Response:
         root = cids.parse(segments[0])
     except cids.InvalidCid:
         raise BadRequest(f"{segments[0]!r} is not a valid CID") from None
+    if cids.servable_length(root) != len(root):  # the specification's 400 for an unsupported codec
+        raise BadRequest(f"{segments[0]!r}: this node verifies and serves CIDv0, and CIDv1 with a "
+                         "one-byte codec hashed with sha2-256 or identity")
     wanted = response_format(request)
     await refuse_facade_files(ctx, root)
     headers = {**CORS_HEADERS, "X-Content-Type-Options": "nosniff", "Cache-Control": IMMUTABLE, "Vary": VARY}
@@ -93,12 +96,21 @@ def response_format(request: Request) -> str:
 async def _raw(ctx: AppContext, request: Request, root: bytes, cached_only: bool,
                headers: dict[str, str]) -> Response:
     data = await run_in_threadpool(_block, ctx, root, cached_only)  # an identity CID's is in it
-    headers = {**headers, "Content-Type": RAW_TYPE, "Etag": f'"{to_str(root)}.raw"',
-               "Content-Disposition": f'attachment; filename="{to_str(root)}.bin"'}
+    headers = {**headers, "Content-Type": RAW_TYPE, "Etag": f'"{to_str(root)}.raw"', "Accept-Ranges": "bytes",
+               "Content-Disposition": _attachment(request, f"{to_str(root)}.bin")}
     if etag_matches(request.headers.get("if-none-match"), headers["Etag"]):
         return Response(status_code=304, headers=headers)
-    body = b"" if request.method == "HEAD" else data
-    return Response(body, headers={**headers, "Content-Length": str(len(data))})
+    status, (start, end) = 200, (0, len(data))
+    if (byte_range := requested_range(request, headers["Etag"], len(data))) is not None:
+        status, (start, end) = 206, byte_range
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+    body = b"" if request.method == "HEAD" else data[start:end]
+    return Response(body, status, headers={**headers, "Content-Length": str(end - start)})
+
+
+def _attachment(request: Request, default: str) -> str:
+    """Content-Disposition of a block or a CAR: the `filename` the URL gives, else `default`."""
+    return content_disposition(request.query_params.get("filename") or default, "attachment")
 
 
 def _block(ctx: AppContext, cid: bytes, cached_only: bool) -> bytes:
@@ -125,6 +137,10 @@ def _car_options(request: Request) -> tuple[str, EntityBytes | None]:
         given = request.query_params.get(parameter)
         if given is not None and given not in served:
             raise BadRequest(f"{parameter}={given!r}: this gateway sends {CAR_RESPONSE_TYPE}")
+    # chosen by Accept (the URL's format wins): a variant we do not send is refused as by URL
+    asked = [] if "format" in request.query_params else _accepted_cars(request.headers.get("accept", ""))
+    if asked and not any(_variant_served(params) for params in asked):
+        raise BadRequest(f"Accept asks for CAR variants this gateway does not send ({CAR_RESPONSE_TYPE})")
     scope = request.query_params.get("dag-scope", "all")
     if scope not in SCOPES:
         raise BadRequest(f"dag-scope={scope!r}: one of {', '.join(SCOPES)}")
@@ -138,11 +154,27 @@ def _car_options(request: Request) -> tuple[str, EntityBytes | None]:
     return "entity", (int(first), None if last == "*" else int(last))  # resolved once the size is known
 
 
+def _accepted_cars(accept: str) -> list[dict[str, str]]:
+    """The parameters (q left out) of each CAR media range Accept takes (q above 0)."""
+    found = []
+    for item in accept.split(","):
+        kind, *pairs = [p.strip() for p in item.split(";")]
+        params = {k.strip().lower(): v.strip().strip('"') for k, _, v in (p.partition("=") for p in pairs)}
+        if kind.lower() == car.CAR_TYPE and q_values(item).get(car.CAR_TYPE, 0.0) > 0:
+            found.append({k: v for k, v in params.items() if k != "q"})
+    return found
+
+
+def _variant_served(params: dict[str, str]) -> bool:
+    """Whether Accept's `version`, `order` and `dups` (each optional) name the CAR we send."""
+    return all(params.get(name.removeprefix("car-"), served[0]) in served for name, served in CAR_VARIANT)
+
+
 async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], scope: str,
                byte_range: EntityBytes | None, cached_only: bool,
                headers: dict[str, str]) -> Response:
     headers = {**headers, "Content-Type": CAR_RESPONSE_TYPE, "Etag": car_etag(root, path, scope, byte_range),
-               "Content-Disposition": f'attachment; filename="{to_str(root)}.car"'}
+               "Content-Disposition": _attachment(request, f"{to_str(root)}.car")}
     if cached_only and not (cids.is_identity(root) or ctx.core.store.has(root)):
         raise NotCached()
     try:
