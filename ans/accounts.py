@@ -361,9 +361,12 @@ class Accounts:
         return group
 
     async def add_member(self, group_id: str, kind: str, member_id: str, role: str = "member") -> Member:
-        """Put a user or a thing into a group (or change its role there)."""
-        self._existing("group", group_id)
-        self._existing(kind, member_id)
+        """Put a user or a thing into a group (or change its role there); both of one
+        organization: a group is its organization's, and so are the files it shares."""
+        group = self._existing("group", group_id)
+        joining = self._existing(kind, member_id)
+        if joining.org_id != group.org_id:
+            raise AccountError(f"{kind} {member_id} is of another organization than group {group_id}")
         if role not in ROLES:
             raise AccountError(f"role {role!r}: one of {', '.join(ROLES)}")
         member = Member(group_id, kind, member_id, role)

@@ -106,8 +106,11 @@ def test_things_keys_groups_and_roles(tmp_path):
         assert accounts.role(group.id, "user", user.id) == "viewer"
         assert accounts.role(group.id, "thing", sensor.id) == "member"
         assert accounts.groups_of("thing", sensor.id) == [group]
+        stranger, _, _ = await accounts.add_user("eve@example.com", "evil")  # of another organization
+        outsider, _ = await accounts.add_thing("sensor-9", "evil")
         for bad in (("nogroup", "user", user.id, "member"), (group.id, "user", "nobody", "member"),
-                    (group.id, "user", user.id, "owner")):
+                    (group.id, "user", user.id, "owner"), (group.id, "user", stranger.id, "member"),
+                    (group.id, "thing", outsider.id, "member")):
             try:
                 await accounts.add_member(*bad)
                 raise AssertionError(f"accepted {bad}")
