@@ -261,3 +261,22 @@ def test_the_bytes_failed_uploads_wrote_go_back_to_the_disk(fresh_node):
     assert "given back to the disk" in n.output()
     assert httpx.get(f"{n.url}/api/v2/files/{n.upload([('k.txt', b'kept')]).text}",
                      headers={"Authorization": f"Bearer {n.token()}"}).content == b"kept"
+
+
+@pytest.mark.parametrize(("disposition", "stored"), [
+    (b'form-data; name="f"; filename="a"b.txt"', None),  # an unescaped quote: malformed, not `a`
+    (b'form-data; name="f"; filename="open.txt', None),
+    (b'form-data; name="f"; filename="q\\"x.txt"', 'q"x.txt'),
+    (b'form-data; name="f"; filename="sp.txt" ; x=1', "sp.txt"),
+])
+def test_a_quote_in_a_filename_is_escaped_or_the_part_is_refused(node, disposition, stored):
+    body = (b"--B\r\nContent-Disposition: " + disposition + b"\r\n\r\nq\r\n"
+            b'--B\r\nContent-Disposition: form-data; name="g"; filename="other.txt"\r\n\r\no\r\n--B--\r\n')
+    r = _raw_post(node, body, "multipart/form-data; boundary=B")
+    if stored is None:
+        assert (r.status_code, r.json()["code"]) == (400, "ERR_BAD_REQUEST")
+    else:
+        assert r.status_code == 200, r.text
+        with node.client() as c:
+            names = [e["name"] for e in c.get(f"/api/v2/files/{r.text}").json()["directory"]["children"]]
+        assert stored in names

@@ -20,7 +20,7 @@ from .context import AppContext
 from .errors import BadRequest, PayloadTooLarge
 from .mime import DEFAULT, MAX_MEDIA_TYPE, media_type, sendable
 from .paths import check_file_name
-from .upload import PartCollector, UploadSink, import_upload, parse_form, parse_header_params, part_filename
+from .upload import PartCollector, UploadSink, import_upload, parse_form, part_filename
 
 MAX_FIELD = 64 << 10
 MAX_FIELDS = 32  # text fields of a form besides its file (the forms name a handful)
@@ -63,7 +63,7 @@ class FormFile(PartCollector):
         self._field_data = bytearray()
 
     def _headers_finished(self) -> None:
-        _, params = parse_header_params(self._headers.get("content-disposition", ""))
+        params = self.disposition()
         filename = part_filename(params)
         self._in_file = params.get("name") == "file" and filename is not None
         if self._in_file:

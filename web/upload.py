@@ -24,8 +24,11 @@ from .paths import upload_segments
 HANDOFF_BYTES = 1 << 20
 
 
-def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
-    """`type; k=v; k="quoted"` → (type, params); quoted-string escapes honoured, nothing else."""
+def parse_header_params(value: str, strict: bool = False) -> tuple[str, dict[str, str]]:
+    """`type; k=v; k="quoted"` → (type, params); quoted-string escapes honoured, nothing else.
+    `strict`: a quoted string left open, or followed by more than space before its `;`, is a
+    400 (`filename="a"b"`, an unescaped quote, was taken as `a`: the file stored under another
+    name, silently)."""
     main, _, rest = value.partition(";")
     params: dict[str, str] = {}
     i = 0
@@ -44,8 +47,12 @@ def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
                 out.append(rest[i])
                 i += 1
             params[key] = "".join(out)
-            i = rest.find(";", i)
-            i = len(rest) if i < 0 else i + 1
+            end = rest.find(";", i + 1)
+            end = len(rest) if end < 0 else end
+            if strict and (i >= len(rest) or rest[i + 1:end].strip()):
+                raise BadRequest(f"malformed header parameter {key!r}: a quote inside a quoted "
+                                 'string is written \\" (or %22)')
+            i = end + 1
         else:
             end = rest.find(";", i)
             end = len(rest) if end < 0 else end
@@ -141,8 +148,7 @@ class PartCollector:
         self._value.clear()
 
     def _headers_finished(self) -> None:
-        _, params = parse_header_params(self._headers.get("content-disposition", ""))
-        filename = part_filename(params)
+        filename = part_filename(self.disposition())
         if not filename:
             raise BadRequest("every part needs a filename")
         try:
@@ -151,6 +157,10 @@ class PartCollector:
             raise BadRequest("filename is not UTF-8") from None
         segments = upload_segments(filename)
         self.events.append(("begin", segments))
+
+    def disposition(self) -> dict[str, str]:
+        """The parameters of this part's Content-Disposition (a malformed one is a 400)."""
+        return parse_header_params(self._headers.get("content-disposition", ""), strict=True)[1]
 
     def _data(self, data: bytes, start: int, end: int) -> None:
         # uvicorn hands us immutable bytes per read: a view avoids copying every byte again
