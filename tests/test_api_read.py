@@ -298,3 +298,13 @@ def test_a_file_node_whose_sizes_lie_is_a_500_before_any_byte(client, node, shap
     if shape != "claims more than its children":  # told by the node itself: HEAD reads no leaf
         assert client.head(f"/api/v2/files/{to_str(root)}").status_code == 500
     assert "Traceback" not in node.output()
+
+
+def test_media_types_browsers_show_rather_than_download(node, client):
+    expected = {"page.xhtml": "application/xhtml+xml", "lib.cjs": "text/javascript; charset=utf-8",
+                "anim.apng": "image/apng", "data.jsonld": "application/ld+json", "scan.tiff": "image/tiff",
+                "model.glb": "model/gltf-binary", "app.js": "text/javascript; charset=utf-8",
+                "notes.unknownext": "application/octet-stream"}
+    folder = node.upload([(name, b"x") for name in expected]).text
+    for name, media in expected.items():
+        assert client.get(f"/api/v2/files/{folder}/{name}").headers["content-type"] == media, name

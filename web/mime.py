@@ -16,6 +16,10 @@ TYPES = {
     "pdf": "application/pdf", "zip": "application/zip", "gz": "application/gzip",
     "tar": "application/x-tar", "mp4": "video/mp4", "webm": "video/webm", "mp3": "audio/mpeg",
     "ogg": "audio/ogg", "wav": "audio/wav", "yaml": "application/yaml", "yml": "application/yaml",
+    "xhtml": "application/xhtml+xml", "cjs": "text/javascript; charset=utf-8", "apng": "image/apng",
+    "jsonld": "application/ld+json", "heic": "image/heic", "tif": "image/tiff", "tiff": "image/tiff",
+    "glb": "model/gltf-binary", "gltf": "model/gltf+json", "flac": "audio/flac", "m4a": "audio/mp4",
+    "mov": "video/quicktime", "ics": "text/calendar; charset=utf-8",
 }
 DEFAULT = "application/octet-stream"
 
