@@ -308,3 +308,13 @@ def test_media_types_browsers_show_rather_than_download(node, client):
     folder = node.upload([(name, b"x") for name in expected]).text
     for name, media in expected.items():
         assert client.get(f"/api/v2/files/{folder}/{name}").headers["content-type"] == media, name
+
+
+def test_if_match_serves_only_the_versions_it_names(client, site):
+    path = f"/api/v2/files/{site}/index.html"
+    tag = client.get(path).headers["etag"]
+    for header in (tag, "*", f'"other", {tag}'):
+        assert client.get(path, headers={"If-Match": header}).status_code == 200, header
+    for header in ('"other"', f"W/{tag}"):  # compared strongly: a weak tag never matches
+        r = client.get(path, headers={"If-Match": header})
+        assert (r.status_code, r.json()["code"]) == (412, "ERR_PRECONDITION_FAILED"), header

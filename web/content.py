@@ -20,7 +20,7 @@ from starlette.responses import RedirectResponse, Response
 
 from .ahead import RUN_BYTES, CutShort, CutShortResponse, RunsAhead, batches, first_then_runs
 from .cors import CORS_HEADERS
-from .errors import CorruptBlockError, NotFound, RangeNotSatisfiable
+from .errors import CorruptBlockError, NotFound, PreconditionFailed, RangeNotSatisfiable
 from .listing import render_listing
 from .mime import type_to_send
 from .paths import raw_path
@@ -121,6 +121,16 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+def require_if_match(header: str | None, etag: str) -> None:
+    """RFC 9110 13.1.1: with If-Match, the answer is for the versions it names only (compared
+    strongly: a weak tag never matches); 412 for any other."""
+    if header is None:
+        return
+    tags = [t.strip() for t in header.split(",")]
+    if "*" not in tags and etag not in tags:
+        raise PreconditionFailed(f"If-Match names other versions than {etag}")
+
+
 def requested_range(request: Request, etag: str, size: int) -> tuple[int, int] | None:
     """[start, end) the request's Range asks of a representation of `size` bytes tagged `etag`;
     None for the whole. RFC 9110 13.1.5: with `If-Range`, the Range holds only while the
@@ -212,6 +222,7 @@ class ContentServer:
         headers["X-Content-Type-Options"] = "nosniff"
         if name is not None and (target.segments or name == "index.html"):
             headers["Content-Disposition"] = content_disposition(name)
+        require_if_match(request.headers.get("if-match"), etag)
         if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         size = node.size

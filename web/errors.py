@@ -88,6 +88,10 @@ class UnsupportedMediaType(ApiError):
     default_message = "Content-Type must be multipart/form-data"
 
 
+class PreconditionFailed(ApiError):
+    status, code, default_message = 412, "ERR_PRECONDITION_FAILED", "If-Match names another version"
+
+
 class RangeNotSatisfiable(ApiError):
     status, code, default_message = 416, "ERR_RANGE_NOT_SATISFIABLE", "range not satisfiable"
 
