@@ -11,8 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -153,6 +154,22 @@ class Node:
     def upload(self, files: list[tuple[str, bytes]]) -> httpx.Response:
         with self.client() as c:
             return c.post("/api/v2/files", files=[("file", (name, data)) for name, data in files])
+
+
+def at_once(action: Callable[[], int], count: int) -> list[int]:
+    """What `action` returns, run by `count` threads let go at the same moment (a race)."""
+    start, results = threading.Barrier(count), []
+
+    def run() -> None:
+        start.wait()
+        results.append(action())
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
 
 
 def wait_until(predicate, timeout: float = 30, interval: float = 0.05, what: str = "condition"):

@@ -10,7 +10,7 @@ import socket
 
 import httpx
 import pytest
-from nodeproc import Node, admin, two_members, wait_until
+from nodeproc import Node, admin, at_once, two_members, wait_until
 
 
 class World:
@@ -375,19 +375,11 @@ def test_a_small_upload_past_the_store_quota_is_a_507_that_keeps_nothing(tmp_pat
 
 
 def test_of_concurrent_deletes_of_one_file_one_succeeds(world):
-    import threading
-
     with world.as_thing() as http:
         assert upload(http, "/filestore/files", "race.bin", b"once").status_code == 201
-    results: list[int] = []
 
-    def delete() -> None:
+    def delete() -> int:
         with world.as_thing() as own:
-            results.append(own.delete("/filestore/files/race.bin").status_code)
+            return own.delete("/filestore/files/race.bin").status_code
 
-    threads = [threading.Thread(target=delete) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(results) == [204] + [404] * 5
+    assert sorted(at_once(delete, 6)) == [204] + [404] * 5

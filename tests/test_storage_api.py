@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from nodeproc import Node, admin, run_cli, two_members, wait_until
+from nodeproc import Node, admin, at_once, run_cli, two_members, wait_until
 
 S = "/api/v1/storage"
 FORM = {"Content-Type": "multipart/form-data; boundary=bnd"}
@@ -483,18 +483,12 @@ def test_of_two_deletes_of_one_object_one_succeeds_and_a_prefix_may_be_percent_e
         name = wrapped(put(http, "twice.txt", b"once"), 201)["object_name"]
         status, body = _raw_get(world.node, f"/api/v1/storage/%6Fbjects/{name}", world.ada["token"])
         assert (status, body) == (200, b"once")
-        results: list[int] = []
 
-        def delete() -> None:
+        def delete() -> int:
             with client(world.node, world.ada) as own:
-                results.append(own.delete(f"{S}/objects/{name}").status_code)
+                return own.delete(f"{S}/objects/{name}").status_code
 
-        threads = [threading.Thread(target=delete) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert sorted(results) == [200] + [404] * 5
+        assert sorted(at_once(delete, 6)) == [200] + [404] * 5
 
 
 def _raw_get(node: Node, path: str, token: str) -> tuple[int, bytes]:
