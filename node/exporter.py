@@ -498,7 +498,12 @@ class DagReader:
             return [(link, 0, None) for link in dagcbor.links_of(block)] if scope == "all" else []
         if codec != DAG_PB:
             return []
-        pb = _dag_pb(cid, block)
+        try:
+            pb = _dag_pb(cid, block)
+        except NotUnixFS:
+            if scope == "all":  # as a dag-cbor block that is no CBOR: hashed right, linking nothing
+                return []
+            raise
         if pb is None or not pb.links:
             return []
         meta = _unixfs_for_walk(cid, pb, scope)

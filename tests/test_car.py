@@ -432,3 +432,19 @@ def test_a_dag_with_an_inline_child_is_complete_once_its_other_blocks_are_here(f
         assert client.put("/api/v2/files/inline-app", content=to_str(folder_cid)).status_code == 200
         entry = next(e for e in client.get("/api/v2/names").json() if e["name"] == "inline-app")
         assert (entry["complete"], entry["missing"]) == (True, 0)
+
+
+def test_a_block_that_is_no_dag_pb_under_a_dag_pb_cid_is_exported_whole_as_one(fresh_node):
+    """Hashed right, it is what its author made: linking nothing, as a dag-cbor block that is
+    no CBOR (the answer was a 200 cut after its first section, and two ERROR lines)."""
+    n = fresh_node()
+    garbage = b"\xff\xfe this is not protobuf at all"
+    cid = make_cid(DAG_PB, garbage)
+    with n.client() as client:
+        imported = client.post("/api/v2/car", content=archive([cid], [(cid, garbage)]), headers=CAR)
+        assert imported.status_code == 200
+        for url in (f"/api/v2/files/{to_str(cid)}", f"/ipfs/{to_str(cid)}"):
+            r = client.get(url, params={"format": "car"})
+            assert r.status_code == 200 and r.headers["content-length"] == str(len(r.content)), url
+            assert parse_all(r.content, []) == ([cid], [(cid, garbage)]), url
+    assert "ERROR" not in n.output()
