@@ -225,3 +225,14 @@ def test_a_car_of_the_files_api_has_an_etag_to_revalidate_with(node, site):
             held = {"If-None-Match": tag}
             again = client.get(f"/api/v2/files/{root}", params={"format": "car"}, headers=held)
             assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", tag)
+
+
+def test_a_head_of_a_car_says_the_length_its_get_sends(node, site):
+    asks = [(f"/ipfs/{site}", {}), (f"/ipfs/{site}", {"dag-scope": "block"}),
+            (f"/ipfs/{site}/assets/big.bin", {"entity-bytes": "0:999"}), (f"/ipfs/{site}/assets", {})]
+    with node.client() as client:
+        for path, params in asks:
+            got = client.get(path, params={"format": "car", **params})
+            head = client.head(path, params={"format": "car", **params})
+            assert head.status_code == 200 and head.content == b"", (path, params)
+            assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content))

@@ -61,13 +61,10 @@ async def stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes,
     and its blocks are read in runs on the read pool. Otherwise the walk fetches what is
     missing as it goes; its first block is read before the answer starts, so that a DAG that
     is nowhere is a 404, not a cut stream."""
-    seen = {normalize(cid) for cid, _ in steps}
-    # an identity CID's block is in the CID: the specification forbids it in a CAR, path steps too
-    start = b"".join([car.header(roots), *chain.from_iterable(
-        car.section(cid, data) for cid, data in steps if not is_identity(cid))])
+    start, seen = _start(roots, steps)
     layout = await run_in_threadpool(_layout, core.reader, top, scope, byte_range, seen)
     if layout is not None:
-        length = len(start) + sum(car.section_size(cid, size) for cid, size, _ in layout)
+        length = _length(start, layout)
         body = _laid_out(core, top, start, layout)
         return CutShortResponse(body, headers={**CORS_HEADERS, **headers, "Content-Length": str(length)})
     walk = core.reader.blocks(top, core.read_pool, scope, byte_range, seen)
@@ -82,6 +79,26 @@ async def stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes,
     body = cut_short_by(streamed(chain([start], sections), CHUNK), CAR_READ_ERRORS,
                         lambda exc: f"CAR of {to_str(top)} cut short: {exc}")
     return CutShortResponse(body, headers={**CORS_HEADERS, **headers})
+
+
+async def length(core: Core, roots: list[bytes], steps: list[Block], top: bytes, scope: str = "all",
+                 byte_range: tuple[int, int] | None = None) -> int | None:
+    """The bytes `stream` would send (a HEAD's Content-Length); None when it would not know
+    them before it starts (a DAG not stored here whole)."""
+    start, seen = _start(roots, steps)
+    layout = await run_in_threadpool(_layout, core.reader, top, scope, byte_range, seen)
+    return None if layout is None else _length(start, layout)
+
+
+def _start(roots: list[bytes], steps: list[Block]) -> tuple[bytes, set[bytes]]:
+    """The CAR's header and the sections of the blocks on the path to it; the blocks given."""
+    # an identity CID's block is in the CID: the specification forbids it in a CAR, path steps too
+    sections = (car.section(cid, data) for cid, data in steps if not is_identity(cid))
+    return b"".join([car.header(roots), *chain.from_iterable(sections)]), {normalize(cid) for cid, _ in steps}
+
+
+def _length(start: bytes, layout: list[Laid]) -> int:
+    return len(start) + sum(car.section_size(cid, size) for cid, size, _ in layout)
 
 
 def _layout(reader: exporter.DagReader, top: bytes, scope: str, byte_range: tuple[int, int] | None,

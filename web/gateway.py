@@ -188,7 +188,11 @@ async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], 
     span = await run_in_threadpool(_file_span, ctx, terminal, byte_range)  # 400 when out of the file
     if no_body:
         head = Response(status_code=304 if unchanged else 200, headers=headers)
-        del head.headers["content-length"]  # not 0: a CAR's length is known only once it is laid out
+        size = None if unchanged else await car.length(ctx.core, [root], steps, terminal, scope, span)
+        if size is None:  # not 0: unknown until the DAG is here whole, or no body at all (304)
+            del head.headers["content-length"]
+        else:
+            head.headers["content-length"] = str(size)
         return head
     return await car.stream(ctx.core, [root], steps, terminal, headers, scope, span)
 
