@@ -161,6 +161,8 @@ def test_hostile_paths_are_refused(ff, team, hostile):
         status, body = raw_request(ff, method, f"/v1/files/{t}/{p}/{hostile}", token)
         assert status == 400, (method, hostile)
         assert str(ff.data) not in body  # error messages never show server paths
+        # upstream authenticates first: a token the platform refuses is a 401, whatever the path
+        assert raw_request(ff, method, f"/v1/files/{t}/{p}/{hostile}", "garbage")[0] == 401, (method, hostile)
 
 
 def raw_request(node: Node, method: str, path: str, token: str) -> tuple[int, str]:
@@ -171,6 +173,9 @@ def raw_request(node: Node, method: str, path: str, token: str) -> tuple[int, st
 def test_hostile_team_ids_are_refused(ff, team, team_id):
     _, p, token = team
     assert raw_request(ff, "POST", f"/v1/files/{team_id}/{p}/x", token)[0] == 400
+    assert raw_request(ff, "POST", f"/v1/files/{team_id}/{p}/x", "garbage")[0] == 401
+    assert raw_request(ff, "GET", f"/v1/context/{p}/%2e%2e?key=a", "garbage")[0] == 401
+    assert raw_request(ff, "GET", f"/v1/context/{p}/%2e%2e?key=a", token)[0] == 400
 
 
 def test_projects_and_teams_are_isolated(ff, platform, team):

@@ -173,14 +173,15 @@ def _ff(request: Request) -> FlowFuse:
 
 
 async def _authorized(request: Request) -> tuple[FlowFuse, str, Any]:
-    """(facade, project, grant); the project and the scope, if the route has one, checked."""
+    """(facade, project, grant); the project and the scope, if the route has one, checked once
+    the platform took the token (upstream authenticates first: 401 whatever the path)."""
     ff = _ff(request)
     FlowFuse.require_bearer(request)
     project = request.path_params["project"]
+    grant = await ff.authorize(request, project)
     _check_segment(project)
     if "scope" in request.path_params:
         _check_segment(request.path_params["scope"])
-    grant = await ff.authorize(request, project)
     return ff, project, grant
 
 

@@ -7,6 +7,8 @@ can reach another project, another team or the disk.
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,6 +27,7 @@ from .errors import (
     FFUnsupportedMedia,
 )
 from .facade import FlowFuse, read_body
+from .platform import Grant
 
 TEXT_TYPES = {"application/octet-stream", "text/plain"}
 
@@ -33,25 +36,26 @@ def namespace(team: str, project: str) -> str:
     return f"flowfuse/{team}/{project}"
 
 
-def _target(request: Request, prefix: str) -> tuple[str, str, list[str]]:
-    """(team, project, path segments) of `/v1/<prefix>/team/project[/path]`, all checked.
-    Without a token the answer is 401 whatever the path (upstream authenticates first)."""
+async def _target(request: Request, ff: FlowFuse, prefix: str) -> tuple[str, str, list[str], Grant]:
+    """(team, project, path segments, the platform's grant) of `/v1/<prefix>/team/project[/path]`,
+    all checked. Without a token the platform takes, the answer is 401 whatever the path:
+    upstream authenticates first, and so a path is judged for its caller only."""
     FlowFuse.require_bearer(request)
     parts = raw_tail(request, f"/v1/{prefix}/").split("/", 2)
     if len(parts) < 2 or not parts[1]:
         raise FFUnauthorized()  # no such route upstream: its auth check fails first
+    grant = await ff.authorize(request, unquote(parts[1], errors="replace"))
     try:
         team, project = (check_segment(seg) for seg in url_segments("/".join(parts[:2])))
         segments = url_segments(parts[2]) if len(parts) > 2 else []
     except (BadRequest, ValueError) as exc:
         raise FFBadRequest(str(exc).replace("ERR_BAD_REQUEST", "")) from None
-    return team, project, segments
+    return team, project, segments, grant
 
 
 async def files(request: Request) -> Response:
     ff: FlowFuse = request.app.state.ctx.flowfuse
-    team, project, segments = _target(request, "files")
-    grant = await ff.authorize(request, project)
+    team, project, segments, grant = await _target(request, ff, "files")
     if not segments:
         raise FFBadRequest("a file path is required")
     ns, name = namespace(team, project), "/".join(segments)
@@ -89,8 +93,7 @@ async def files(request: Request) -> Response:
 
 async def quota(request: Request) -> Response:
     ff: FlowFuse = request.app.state.ctx.flowfuse
-    team, project, segments = _target(request, "quota")
-    await ff.authorize(request, project)
+    team, project, segments, _ = await _target(request, ff, "quota")
     if segments:
         raise FFUnauthorized()  # no such route upstream
     return JSONResponse({"used": ff.files.used(namespace(team, project))})
