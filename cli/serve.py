@@ -255,8 +255,8 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         swarm.host.on_failure = stop  # a node cut off from its swarm must not go on
         ctx.storage = await _storage(config, ctx, swarm_key)
         admin_socket = await serve_admin_socket(config.data_dir, ctx.accounts, ctx.fsck)
-        background = [asyncio.create_task(_announce(server, sock, swarm))]
-        background.append(asyncio.create_task(core.keep_below(config.gc_above)))
+        background = [asyncio.create_task(_announce(server, sock, swarm)),
+                      asyncio.create_task(core.keep_below(config.gc_above))]
         await server.serve(sockets=[sock])
         for task in background:
             task.cancel()

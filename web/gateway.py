@@ -24,6 +24,7 @@ from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, NotFound
 from .files_api import refuse_facade_files
 from .paths import raw_path, raw_tail, url_segments
+from .upload import parse_header_params
 
 PREFIX = "/ipfs/"
 RAW_TYPE = "application/vnd.ipld.raw"
@@ -158,9 +159,8 @@ def _accepted_cars(accept: str) -> list[dict[str, str]]:
     """The parameters (q left out) of each CAR media range Accept takes (q above 0)."""
     found = []
     for item in accept.split(","):
-        kind, *pairs = [p.strip() for p in item.split(";")]
-        params = {k.strip().lower(): v.strip().strip('"') for k, _, v in (p.partition("=") for p in pairs)}
-        if kind.lower() == car.CAR_TYPE and q_values(item).get(car.CAR_TYPE, 0.0) > 0:
+        kind, params = parse_header_params(item)
+        if kind == car.CAR_TYPE and q_values(item).get(car.CAR_TYPE, 0.0) > 0:
             found.append({k: v for k, v in params.items() if k != "q"})
     return found
 
