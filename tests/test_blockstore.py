@@ -213,3 +213,41 @@ def test_queued_writes_store_every_block_or_none(sizes, abandon):
             assert store.size == sum(len(d) for d in {bytes(b) for b in blocks})
         finally:
             store.close()
+
+
+def cached_everywhere(folder: Path) -> bool:
+    """Whether every byte of every file under `folder` is in the page cache (a read that
+    would wait for the disk fails with EAGAIN under RWF_NOWAIT)."""
+    buf = bytearray(1 << 20)
+    for path in (p for p in folder.rglob("*") if p.is_file()):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for offset in range(0, os.fstat(fd).st_size, len(buf)):
+                try:
+                    os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
+                except BlockingIOError:
+                    return False
+        finally:
+            os.close(fd)
+    return True
+
+
+def test_an_upload_stays_in_the_page_cache_for_the_peers_and_browsers_that_read_it_next(tmp_path):
+    """An import's groups are written through the page cache (a transfer's go past it): the
+    node serves what it was just given without reading it back from the disk."""
+    (tmp_path / "store").mkdir()
+    store = open_store(tmp_path / "store")
+    try:
+        batch = store.batch()
+        writes = QueuedWrites(batch)
+        for _ in range(24):
+            data = os.urandom(1 << 20)
+            writes.put(make_cid(RAW, data), data)
+        writes.flush()
+        store.commit(batch)
+        assert cached_everywhere(tmp_path / "store")
+        if takes_direct_io(tmp_path):  # the contrast: a transfer's megabytes are not kept there
+            commit_blocks(store, [os.urandom(1 << 20) for _ in range(4)], bulk=True)
+            assert not cached_everywhere(tmp_path / "store")
+    finally:
+        store.close()
