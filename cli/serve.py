@@ -240,8 +240,9 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         debug = config.log_level == "debug"
         server = _Server(
             uvicorn.Config(
-                create_app(ctx), http=HttpProtocol, lifespan="off", log_level="debug" if debug else "warning",
-                timeout_graceful_shutdown=10, access_log=debug, server_header=False,
+                create_app(ctx), http=HttpProtocol, ws="none", lifespan="off",
+                log_level="debug" if debug else "warning", timeout_graceful_shutdown=10, access_log=debug,
+                server_header=False,
             )
         )
         loop = asyncio.get_running_loop()

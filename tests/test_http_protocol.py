@@ -70,3 +70,42 @@ def test_a_request_that_is_not_http_gets_a_json_error_with_cors(node) -> None:
         assert head.startswith(b"HTTP/1.1 400 "), head
         assert b"access-control-allow-origin: *" in head.lower() and b"application/json" in head
         assert json.loads(body)["code"] == "ERR_BAD_REQUEST"
+
+
+def test_a_method_the_node_does_not_know_is_a_501_in_json_with_cors(node) -> None:
+    for method in (b"FOO", b"get"):  # methods are case-sensitive (RFC 9110 9.1)
+        head, body = node.raw_exchange(method + b" /api/v2/names HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 501 "), head
+        assert b"access-control-allow-origin: *" in head.lower()
+        assert json.loads(body)["code"] == "ERR_NOT_IMPLEMENTED"
+
+
+def test_a_websocket_upgrade_is_ignored_and_the_request_answered(node) -> None:
+    """The node speaks no WebSocket: RFC 9110 7.8 lets it answer the request as it stands (it
+    was a bare 403 in plain text, with no CORS headers)."""
+    head, body = node.raw_exchange(
+        b"GET /api/v2/names HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + node.token().encode()
+        + b"\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert isinstance(json.loads(body), list)
+
+
+@pytest.mark.parametrize("host_lines", [b"", b"Host: app.actyx.localhost:abc\r\n", b"Host: a b\r\n",
+                                        b"Host: x:1:2\r\n"])
+def test_an_http_1_1_request_without_a_good_host_is_a_400(node, host_lines: bytes) -> None:
+    """RFC 9112 3.2: no Host, or one that is no host[:port], is a 400 (the host route served
+    `app.actyx.localhost:abc`; the API answered a request with no Host at all)."""
+    auth = b"Authorization: Bearer " + node.token().encode() + b"\r\nConnection: close\r\n"
+    head, body = node.raw_exchange(b"GET /api/v2/names HTTP/1.1\r\n" + host_lines + auth + b"\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert json.loads(body)["code"] == "ERR_BAD_REQUEST"
+
+
+def test_hosts_that_http_allows_are_served(node) -> None:
+    auth = b"Authorization: Bearer " + node.token().encode() + b"\r\nConnection: close\r\n"
+    for start in (b"GET /api/v2/names HTTP/1.0\r\n", b"GET /api/v2/names HTTP/1.1\r\nHost: \r\n",
+                  b"GET /api/v2/names HTTP/1.1\r\nHost: [::1]:4454\r\n",
+                  b"GET /api/v2/names HTTP/1.1\r\nHost: Node.Example.:4454\r\n"):
+        head, _ = node.raw_exchange(start + auth + b"\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), (start, head)

@@ -196,3 +196,30 @@ def test_of_deletes_of_a_name_at_once_one_is_a_200_and_the_others_find_it_gone(n
     for _ in range(10):
         assert client.put("/api/v2/files/racer", content=app_cid).status_code == 200
         assert asyncio.run(deletes_at_once(10)) == [200] + [405] * 9
+
+
+def test_a_file_or_name_says_in_one_order_that_it_takes_no_post(node, app_cid):
+    """A CID or a name takes GET, HEAD, PUT and DELETE: a 405 says so in the same words
+    every time (one order, not a set's), and so does OPTIONS (RFC 9110 9.3.7)."""
+    item = "GET, HEAD, PUT, DELETE, OPTIONS"
+    auth = {"Authorization": f"Bearer {node.token()}"}
+    for method in ("POST", "PATCH", "TRACE"):
+        r = httpx.request(method, f"{node.url}/api/v2/files/{app_cid}", headers=auth)
+        assert (r.status_code, r.json()["code"], r.headers["allow"]) == (405, "ERR_METHOD_NOT_ALLOWED", item)
+    assert httpx.options(f"{node.url}/api/v2/files/{app_cid}/js").headers["allow"] == item
+    collection = httpx.options(f"{node.url}/api/v2/files").headers["allow"]
+    assert collection == "GET, HEAD, POST, PUT, DELETE, OPTIONS"
+    assert "allow" not in httpx.options(f"{node.url}/no/such/route").headers
+    host = httpx.options(f"{node.url}/js/app.js", headers={"Host": "my.app.actyx.localhost"})
+    assert host.headers["allow"] == "GET, HEAD, OPTIONS"
+
+
+def test_a_cid_host_gives_its_cookie_with_a_404_and_keeps_the_token_out_of_redirects(node, app_cid):
+    """A first visit to a missing path (a stale deep link) still leaves the page its token; a
+    directory's 301 comes with the cookie, so its Location holds no copy of the token."""
+    host, token = f"{app_cid}.actyx.localhost", node.token()
+    missing = host_get(node, host, "/nope", params={"access_token": token})
+    assert missing.status_code == 404 and "httponly" in missing.headers["set-cookie"].lower()
+    moved = host_get(node, host, "/js", params={"access_token": token, "v": "2"}, follow_redirects=False)
+    assert (moved.status_code, moved.headers["location"]) == (301, "/js/?v=2")
+    assert token in moved.headers["set-cookie"]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections.abc import Iterable
 
 from edgefiles.node.blockstore import StorageFull
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import admin_api, car, files_api, filestore, fsck_api, gateway, openapi, tokens
@@ -25,7 +27,11 @@ from .storage import api as storage_api
 
 log = logging.getLogger("edgefiles.web")
 
-FILE_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+FILE_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE"]  # the collection: uploads, and 400s that name it
+ITEM_METHODS = ["GET", "HEAD", "PUT", "DELETE"]  # a CID or a name
+METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+# RFC 9112 3.2 / RFC 3986 3.2.2: an IP literal or a registered name (possibly empty), then an optional port
+HOST_VALUE = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]*)?")
 
 
 async def health(request: Request) -> Response:
@@ -72,11 +78,46 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:  # Starlette says which methods the route takes; OPTIONS is ours
         allow = (exc.headers or {}).get("Allow")
-        refused = MethodNotAllowed(headers={"Allow": f"{allow}, OPTIONS"} if allow else None)
+        methods = allow_header(allow.split(",")) if allow else None
+        message = f"{request.method} is not allowed on {request.url.path}"
+        message += f"; it takes {methods}" if methods else ""
+        refused = MethodNotAllowed(message, headers={"Allow": methods} if methods else None)
         return in_facade_shape(request.url.path, refused)
     if exc.status_code == 404:
         return route_not_found(request.url.path)
     return JSONResponse({"code": "ERR_HTTP", "message": str(exc.detail)}, exc.status_code, CORS_HEADERS)
+
+
+def allow_header(methods: Iterable[str]) -> str:
+    """An `Allow` value: `methods` and OPTIONS, in one order whatever set they come from."""
+    taken = {method.strip() for method in methods} - {"OPTIONS", ""}
+    rank = {method: i for i, method in enumerate(METHOD_ORDER)}
+    order = sorted(taken, key=lambda method: (rank.get(method, len(rank)), method))
+    return ", ".join([*order, "OPTIONS"])
+
+
+def route_methods(router: Router, scope: Scope) -> str | None:
+    """The `Allow` of the path of `scope`: the methods of every route whose pattern takes it
+    (None: none does, or only a mount, whose methods its routes know)."""
+    methods: set[str] = set()
+    for route in router.routes:
+        if route.matches(scope)[0] != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return allow_header(methods) if methods else None
+
+
+def host_refusal(scope: Scope) -> str | None:
+    """Why the Host of `scope` makes it a 400 (RFC 9112 3.2): none in an HTTP/1.1 request, two
+    of them (a proxy that reads the first could route it elsewhere), or a value that is no
+    host[:port]; None when it is fine."""
+    hosts = [value for key, value in scope["headers"] if key == b"host"]
+    if len(hosts) > 1:
+        return "a request has one Host header"
+    if not hosts:
+        return "an HTTP/1.1 request has a Host header" if scope.get("http_version") == "1.1" else None
+    if not HOST_VALUE.fullmatch(hosts[0]):
+        return f"Host {hosts[0].decode('latin-1')[:100]!r} is not host[:port]"
+    return None
 
 
 def route_not_found(path: str) -> Response:
@@ -118,9 +159,10 @@ class EdgeMiddleware:
     aborted, nothing stored); it ends here with a 503 and one log line, not uvicorn's
     traceback. A cancellation at any other time is re-raised."""
 
-    def __init__(self, app: ASGIApp, ctx: AppContext):
+    def __init__(self, app: ASGIApp, ctx: AppContext, router: Router):
         self.app = app
         self.ctx = ctx
+        self.router = router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,15 +185,17 @@ class EdgeMiddleware:
                 await in_facade_shape(scope["path"], ShuttingDown())(scope, receive, send)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] == "OPTIONS":
-            await Response(status_code=204, headers=CORS_HEADERS)(scope, receive, send)
+        refusal = host_refusal(scope)
+        if refusal is not None:
+            await in_facade_shape(scope["path"], BadRequest(refusal))(scope, receive, send)
             return
         hosts = [value for key, value in scope["headers"] if key == b"host"]
-        if len(hosts) > 1:  # RFC 9112 3.2: a proxy that reads the first could route it elsewhere
-            refused = in_facade_shape(scope["path"], BadRequest("a request has one Host header"))
-            await refused(scope, receive, send)
-            return
         name = host_name(hosts[0].decode("latin-1") if hosts else "", self.ctx.host_suffix)
+        if scope["method"] == "OPTIONS":  # a preflight, or a client asking what a path takes
+            allow = "GET, HEAD, OPTIONS" if name is not None else route_methods(self.router, scope)
+            await Response(status_code=204, headers={**CORS_HEADERS, **({"Allow": allow} if allow else {})})(
+                scope, receive, send)
+            return
         if name is None:
             await self.app(scope, receive, send)
             return
@@ -167,7 +211,8 @@ def create_app(ctx: AppContext) -> ASGIApp:
     routes = [
         Route("/api/v2/auth", files_api.auth, methods=["POST"]),
         Route("/api/v2/files", files_api.files, methods=FILE_METHODS),
-        Route("/api/v2/files/{tail:anypath}", files_api.files, methods=FILE_METHODS),
+        Route("/api/v2/files/", files_api.files, methods=FILE_METHODS),
+        Route("/api/v2/files/{tail:anypath}", files_api.files, methods=ITEM_METHODS),
         Route("/api/v2/names", files_api.names, methods=["GET"]),
         Route("/api/v2/car", car.receive, methods=["POST"]),
         Route("/ipfs/{tail:anypath}", gateway.ipfs, methods=["GET", "HEAD"]),
@@ -209,4 +254,4 @@ def create_app(ctx: AppContext) -> ASGIApp:
         from .flowfuse.facade import with_security_headers
 
         inner = with_security_headers(app)
-    return MetricsMiddleware(EdgeMiddleware(inner, ctx), app.state.metrics)
+    return MetricsMiddleware(EdgeMiddleware(inner, ctx, app.router), app.state.metrics)

@@ -209,6 +209,8 @@ class ContentServer:
         revalidated, as its files are: a browser keeps a 301 for good, and a later version of
         the name may hold a file at that path."""
         query = request.url.query
+        if target.host_route:  # the token's cookie comes with this answer: no copy of it in a URL
+            query = "&".join(p for p in query.split("&") if p.partition("=")[0] != "access_token")
         location = "/" + raw_path(request).lstrip("/") + "/" + (f"?{query}" if query else "")
         cache = REVALIDATE if target.by_name else IMMUTABLE
         return RedirectResponse(location, 301, headers={**CORS_HEADERS, **VARY, "Cache-Control": cache})

@@ -79,6 +79,10 @@ class MethodNotAllowed(ApiError):
         return {"Allow": self.allow}
 
 
+class MethodNotImplemented(ApiError):
+    status, code, default_message = 501, "ERR_NOT_IMPLEMENTED", "this method is not implemented here"
+
+
 class PayloadTooLarge(ApiError):
     status, code, default_message = 413, "ERR_PAYLOAD_TOO_LARGE", "request body too large"
 

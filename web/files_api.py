@@ -60,9 +60,7 @@ async def files(request: Request) -> Response:
     ctx.tokens.require(request)
     tail = raw_tail(request, PREFIX + "/")
     method = request.method
-    if method == "POST":
-        if tail:
-            raise MethodNotAllowed("POST goes to /api/v2/files")
+    if method == "POST":  # only the collection's routes take it
         root = await receive_upload(request, ctx.core, ctx.executor, ctx.hash_pool, ctx.max_upload)
         return plain_text(cids.to_str(root))
     segments, trailing = split_tail(tail)

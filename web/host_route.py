@@ -11,7 +11,7 @@ from starlette.responses import Response
 from .auth import COOKIE
 from .content import Target
 from .context import AppContext
-from .errors import MethodNotAllowed, NotFound
+from .errors import ApiError, MethodNotAllowed, NotFound
 from .files_api import refuse_facade_files, resolve_app_name, split_tail
 from .paths import raw_path
 
@@ -50,7 +50,11 @@ async def serve_host(request: Request, name: str, ctx: AppContext) -> Response:
         await refuse_facade_files(ctx, root)
     else:
         raise NotFound(f"name {name!r} is not set")
-    response = await ctx.content.serve(request, Target(root, segments, trailing, by_name, host_route=True))
+    target = Target(root, segments, trailing, by_name, host_route=True)
+    try:
+        response = await ctx.content.serve(request, target)
+    except ApiError as exc:  # a first visit to a missing path still leaves the page its token
+        response = exc.response()
     if cookie is not None:  # it lasts as long as its token: an expired one would only get 401s
         token, max_age = cookie
         response.set_cookie(COOKIE, token, max_age=max_age, httponly=True, samesite="lax", path="/")

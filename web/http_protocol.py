@@ -7,12 +7,14 @@ import asyncio
 import functools
 import ipaddress
 import socket
+from http import HTTPStatus
 from pathlib import Path
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .ahead import RUN_BYTES
-from .errors import BadRequest
+from .errors import ApiError, BadRequest, MethodNotImplemented
 
 # What the kernel keeps for a loopback connection's unsent bytes: one run (it doubles what it
 # is asked for). A run then never fits whole into the free buffer, so uvloop writes what fits
@@ -26,6 +28,10 @@ WMEM_MAX = Path("/proc/sys/net/core/wmem_max")
 
 
 class HttpProtocol(HttpToolsProtocol):
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.parser = MethodWatch(self.parser)  # type: ignore[assignment]
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if self.client is not None and on_loopback(self.client[0]) and kernel_allows_send_buffer():
@@ -42,12 +48,40 @@ class HttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """A request that is not HTTP (a raw byte in its path, a bad header line) gets the
-        JSON error body and CORS headers every other error has; uvicorn's is plain text."""
-        response = BadRequest(f"malformed HTTP request: {msg}").response()
-        head = [b"HTTP/1.1 400 Bad Request\r\n", *(b"%s: %s\r\n" % pair for pair in response.raw_headers),
-                b"connection: close\r\n\r\n"]
+        JSON error body and CORS headers every other error has; uvicorn's is plain text. A
+        method the parser does not know is a 501 (RFC 9110 9.1), not a malformed request."""
+        error: ApiError = BadRequest(f"malformed HTTP request: {msg}")
+        if self.parser.unknown_method:
+            error = MethodNotImplemented("this node implements GET, HEAD, POST, PUT, DELETE and OPTIONS")
+        response = error.response()
+        status = f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n".encode()
+        fields = [b"%s: %s\r\n" % pair for pair in response.raw_headers]
+        head = [status, *fields, b"connection: close\r\n\r\n"]
         self.transport.write(b"".join([*head, response.body]))
         self.transport.close()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """An Upgrade this node does not speak (it speaks no WebSocket) is ignored, as RFC 9110
+        7.8 lets a server do: the request is answered as it stands, with no warning logged."""
+
+
+class MethodWatch:
+    """The request parser, noting a request whose method it does not know (it raises the same
+    error class for that as for a malformed request)."""
+
+    def __init__(self, parser: httptools.HttpRequestParser):
+        self._parser = parser
+        self.unknown_method = False
+
+    def feed_data(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserInvalidMethodError:
+            self.unknown_method = True
+            raise
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._parser, name)
 
 
 def absolute_form_authority(target: bytes) -> bytes | None:
