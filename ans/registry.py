@@ -25,7 +25,8 @@ AlsoInTx = Callable[[aiosqlite.Connection, list[NameRecord]], Awaitable[None]]
 API_NAMESPACE = ""
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_NAME = 237
-NAME_RULE = f"lower-case DNS labels [a-z0-9-] joined by dots, <= {MAX_NAME} chars"
+NAME_RULE = (f"lower-case DNS labels [a-z0-9-] of 1-63 chars, no '-' at either end, joined by dots, "
+             f"<= {MAX_NAME} chars")
 
 
 def is_valid_name(name: str) -> bool:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import struct
 import sys
 from collections.abc import Iterator
@@ -143,7 +144,10 @@ async def _offline(data: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     from .serve import node_key
 
-    db = await open_db(data / "state.sqlite")
+    try:
+        db = await open_db(data / "state.sqlite")
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise CliError(f"cannot open the node's database in {data}: {exc}") from None
     try:
         registry = Registry(db, node_key(data))
         await registry.load()

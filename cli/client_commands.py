@@ -45,10 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     name = sub.add_parser("name", help="set, remove or list names")
     name_sub = name.add_subparsers(dest="name_command", required=True, metavar="ACTION")
     set_ = name_sub.add_parser("set", help="point NAME at CID")
-    set_.add_argument("name")
-    set_.add_argument("cid")
+    set_.add_argument("name", help="lower-case DNS labels joined by dots, e.g. my-app or shop.eu")
+    set_.add_argument("cid", help="the CID the name points at (its blocks need not be here yet)")
     rm = name_sub.add_parser("rm", help="remove NAME")
-    rm.add_argument("name")
+    rm.add_argument("name", help="the name to remove (every node of the swarm forgets it)")
     ls = name_sub.add_parser("ls", help="list names")
     for p in (set_, rm, ls):
         _client_flags(p)
@@ -56,15 +56,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     get = sub.add_parser("get", help="download a file or a folder by CID or name")
     _client_flags(get)
-    get.add_argument("target", metavar="CID|NAME")
-    get.add_argument("-o", "--output", help="where to write (default: ./<CID|NAME>; '-' = stdout)")
+    get.add_argument("target", metavar="CID|NAME", help="what to download; a path may follow: CID/a/b")
+    get.add_argument("-o", "--output", help="where to write (default: ./<CID|NAME>, or ./<its last segment> "
+                     "when a path follows; '-' = stdout)")
     get.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     get.set_defaults(func=cmd_get)
 
     car = sub.add_parser("car", help="export a DAG as a CAR file, or import one")
     car_sub = car.add_subparsers(dest="car_command", required=True, metavar="ACTION")
     export = car_sub.add_parser("export", help="the DAG of CID|NAME as a CAR v1 file")
-    export.add_argument("target", metavar="CID|NAME")
+    export.add_argument("target", metavar="CID|NAME", help="the root of the DAG to export")
     export.add_argument("-o", "--output", help="where to write (default: ./<CID|NAME>.car; '-' = stdout)")
     export.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     import_ = car_sub.add_parser("import", help="store the blocks of a CAR file; prints its roots")
@@ -79,10 +80,12 @@ class NodeClient:
     def __init__(self, url: str, token: str | None):
         import httpx
 
-        self.url = url.rstrip("/")
+        self.url = url.rstrip("/") if "://" in url else f"http://{url.rstrip('/')}"  # as curl takes host:port
         self._httpx = httpx
         self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(60, read=600))
         self.token = token or self._fetch_token()
+        if not self.token.isascii() or not self.token.isprintable() or " " in self.token:
+            raise CliError("the token is not one a node gives (it holds spaces or control characters)")
         self.http.headers["Authorization"] = f"Bearer {self.token}"
 
     def _fetch_token(self) -> str:
@@ -315,7 +318,7 @@ def cmd_name(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     client = NodeClient(args.node, args.token)
     base = f"/api/v2/files/{quote(args.target)}"
-    out = args.output or args.target
+    out = args.output or args.target.rstrip("/").rsplit("/", 1)[-1]  # CID/a/b.txt lands as ./b.txt
     with client.http.stream("GET", base, headers={"Accept": "application/json"}) as response:
         check(response)
         if not _is_listing(response):

@@ -163,7 +163,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         max_upload=setting(args, "max-upload", parse_size),
         filestore_max_file=setting(args, "filestore-max-file", parse_size),
         host_suffix=args.host_suffix.strip(".").lower(),
-        token_ttl=setting(args, "token-ttl", parse_duration),
+        token_ttl=setting(args, "token-ttl", _above_zero(parse_duration)),  # 0: every token born expired
         trusted_apps=frozenset(args.trust_app or _env_list("TRUST_APP")),
         allowed_peers=frozenset(args.allow_peer or _env_list("ALLOW_PEER")),
         pin_uploads_for=setting(args, "pin-uploads-for", parse_duration),

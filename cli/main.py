@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -15,13 +16,16 @@ class CliError(Exception):
 
 def cmd_cid(args: argparse.Namespace) -> int:
     from edgefiles.node.cid import to_str
-    from edgefiles.node.localfs import InputRefused, LocalImporter
+    from edgefiles.node.localfs import InputRefused, LocalImporter, input_kind
     from edgefiles.node.profiles import get_profile
 
     importer = LocalImporter(get_profile(args.profile))
     try:
         if args.paths.count("-") > 1:
             raise CliError("'-' (standard input) can be given once")
+        for raw in args.paths:  # every PATH looked at before any CID is printed, as `add` does
+            if raw != "-":
+                input_kind(Path(raw))
         for raw in args.paths:
             if raw == "-":  # as `ipfs add` reads standard input
                 entry = importer.stream(sys.stdin.buffer)
@@ -46,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     cid = sub.add_parser("cid", help="print the CID of files or folders, offline")
-    cid.add_argument("--profile", default="kubo-v1", choices=["kubo-v1", "actyx", "unixfs-v1-2025"])
+    cid.add_argument("--profile", default="kubo-v1", choices=["kubo-v1", "actyx", "unixfs-v1-2025"],
+                     help="kubo-v1 (default: ipfs add --cid-version=1), actyx (an Actyx node's CIDs) or "
+                     "unixfs-v1-2025 (IPIP-499, 1 MiB chunks)")
     cid.add_argument("--hidden", action="store_true", help="include dotfiles")
     cid.add_argument("paths", nargs="+", metavar="PATH", help="a file or folder; '-' for standard input")
     cid.set_defaults(func=cmd_cid)
@@ -70,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop as quietly as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit
+        return 141  # 128 + SIGPIPE, what a shell shows for a command ended by a closed pipe
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import platform
 import secrets
 import signal
 import socket
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,7 +43,10 @@ def lock_data_dir(data_dir: Path) -> int:
 def try_lock_data_dir(data_dir: Path) -> int | None:
     """The exclusive lock on <data>/lock (this process's pid written in), or None while
     another process holds it (a running node)."""
-    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CliError(f"cannot open the lock file {data_dir / 'lock'}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -69,13 +73,16 @@ def bind_api(host: str, port: int) -> socket.socket:
     return sock
 
 
-def check_swarm_ports(addrs: list[str]) -> None:
-    """libp2p listens with SO_REUSEPORT and would share a taken port silently: bind plainly first."""
+def check_swarm_ports(addrs: list[str], api_port: int) -> None:
+    """libp2p listens with SO_REUSEPORT and would share a taken port silently: bind plainly
+    first (after the API's bind: a swarm address on the API's port is taken, and says so)."""
     for addr in addrs:
         parts = addr.strip("/").split("/")
         if len(parts) < 4 or parts[2] != "tcp" or parts[0] not in ("ip4", "ip6"):
             raise CliError(f"--swarm {addr}: expected /ip4/HOST/tcp/PORT or /ip6/HOST/tcp/PORT")
-        host, port = parts[1], int(parts[3])
+        host, port = parts[1], int(parts[3]) if parts[3].isdigit() else -1
+        if not 0 <= port <= 65535:
+            raise CliError(f"--swarm {addr}: the port must be a number from 0 to 65535")
         if port == 0:
             continue
         family = socket.AF_INET6 if parts[0] == "ip6" else socket.AF_INET
@@ -86,7 +93,19 @@ def check_swarm_ports(addrs: list[str]) -> None:
             try:
                 probe.bind((host, port))
             except OSError as exc:
-                raise CliError(f"swarm address {addr} is not available: {exc.strerror}") from None
+                hint = " (it is the API's port, --api)" if port == api_port else ""
+                raise CliError(f"swarm address {addr} is not available: {exc.strerror}{hint}") from None
+
+
+def check_allowed_peers(peer_ids: frozenset[str]) -> None:
+    from multiaddr import Multiaddr
+
+    for peer_id in peer_ids:
+        try:
+            Multiaddr(f"/p2p/{peer_id}")
+        except Exception:
+            raise CliError(f"--allow-peer {peer_id}: not a peer id (the peer's own ready line or `ipfs id` "
+                           "shows it)") from None
 
 
 def check_peer_addrs(addrs: list[str]) -> None:
@@ -114,7 +133,11 @@ def load_secret(path: Path, create: bool, what: str = "swarm key") -> bytes:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
-    text = path.read_text().strip()
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise CliError(f"cannot read the {what} file {path}: {reason}") from None
     if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
         raise CliError(f"{what} file {path} must hold 64 hex characters")
     return bytes.fromhex(text)
@@ -153,9 +176,10 @@ def serve(config: ServeConfig) -> int:
         raise CliError(f"cannot create data directory {config.data_dir}: {exc.strerror}") from None
     lock_fd = lock_data_dir(config.data_dir)
     try:
-        check_swarm_ports(config.swarm)
         check_peer_addrs(config.peers)
+        check_allowed_peers(config.allowed_peers)
         sock = bind_api(*config.api)
+        check_swarm_ports(config.swarm, sock.getsockname()[1])
         new_dir = not (config.data_dir / "node.key").exists()
         key = node_key(config.data_dir)
         swarm_key = load_swarm_key(config, new_dir)
@@ -213,6 +237,10 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         core = await Core.open(settings, key, blocks=swarm)
     except SchemaTooNew as exc:
         raise CliError(str(exc)) from None
+    except (OSError, sqlite3.DatabaseError) as exc:  # a damaged database, a blocks folder it cannot use
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+        raise CliError(f"cannot open the store in {config.data_dir}{where}: {reason}") from None
     try:
         names = await Names.open(core)
         flowfuse = await _flowfuse(config, core, names)

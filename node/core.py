@@ -130,7 +130,11 @@ class Core:
         stored here come from (none: a node alone)."""
         db_path = settings.data_dir / "state.sqlite"
         db = await open_db(db_path)
-        store = BlockStore(settings.data_dir / "blocks", db_path, settings.store_quota)
+        try:
+            store = BlockStore(settings.data_dir / "blocks", db_path, settings.store_quota)
+        except BaseException:  # the database's thread would keep the process alive
+            await db.close()
+            raise
         return cls(settings, key, db, store, blocks or NoPeers())
 
     async def close(self) -> None:

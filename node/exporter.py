@@ -64,7 +64,7 @@ class LeafWithLinks(Exception):
 @dataclass(frozen=True, slots=True)
 class Node:
     cid: bytes
-    kind: int  # unixfs.FILE, DIRECTORY or HAMT_SHARD (raw leaves are FILE)
+    kind: int  # unixfs.FILE, DIRECTORY or HAMT_SHARD (raw leaves and symlinks are FILE)
     size: int  # content bytes for files; 0 for directories (see DagReader.dir_size)
     pb: dagpb.PBNode | None
     meta: unixfs.UnixFSData | None
@@ -91,6 +91,8 @@ def _dag_pb_node(cid: bytes, pb: dagpb.PBNode, meta: unixfs.UnixFSData) -> Node:
     if meta.type in (unixfs.FILE, unixfs.RAW_TYPE):
         size = meta.filesize if meta.filesize is not None else len(meta.data or b"")
         return Node(cid, unixfs.FILE, size, pb, meta)
+    if meta.type == unixfs.SYMLINK and not pb.links:  # `ipfs add -r` keeps a link as its target path:
+        return Node(cid, unixfs.FILE, len(meta.data or b""), pb, meta)  # served as those bytes
     if meta.type in (unixfs.DIRECTORY, unixfs.HAMT_SHARD):
         return Node(cid, meta.type, 0, pb, meta)
     raise NotUnixFS(f"UnixFS type {meta.type} is not served")

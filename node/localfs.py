@@ -42,7 +42,8 @@ class FolderScan:
         if self.skipped_hidden:
             out.append(f"skipped {self.skipped_hidden} hidden entries (use --hidden to include them)")
         if self.followed_links:
-            out.append(f"followed {self.followed_links} symbolic links (their targets' content is stored)")
+            links = "1 symbolic link" if self.followed_links == 1 else f"{self.followed_links} symbolic links"
+            out.append(f"followed {links} (their targets' content is stored)")
         return out
 
 
@@ -99,8 +100,8 @@ def _check_utf8(path: Path) -> None:
     try:
         path.name.encode()
     except UnicodeEncodeError:
-        raise InputRefused(f"{os.fsencode(path)!r}: the name is not UTF-8, as names in a folder's "
-                           "CID must be") from None
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise InputRefused(f"{shown}: the name is not UTF-8, as names in a folder's CID must be") from None
 
 
 def _listing(folder: Path) -> list[str]:
@@ -130,9 +131,9 @@ def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestor
     for name in names:
         path = folder / name
         _check_utf8(path)
-        if path.is_symlink():
+        linked = path.is_symlink()
+        if linked:
             _check_link(path, top)
-            scan.followed_links += 1
         mode = _mode_in_folder(path)
         if mode is not None and stat.S_ISDIR(mode):
             real = os.path.realpath(path)
@@ -140,15 +141,16 @@ def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestor
                 scan.skipped.append(f"{path}: link back into a parent folder")
                 continue
             _walk(path, [*rel, name], scan, hidden, ancestors | {real}, top)
-            kept += 1
         elif mode is not None and stat.S_ISREG(mode):
             _check_readable(path)
             scan.files.append(([*rel, name], path))
-            kept += 1
         elif mode is not None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
             raise InputRefused(f"{path}: not a regular file or folder (a device)")
         else:  # a socket or a pipe holds nothing of the folder's; a dangling link, nothing at all
             scan.skipped.append(f"{path}: not a regular file or folder (or a dangling link)")
+            continue
+        kept += 1
+        scan.followed_links += linked  # a link skipped above was not followed
     if kept == 0 and rel:
         scan.empty_dirs.append(rel)
 

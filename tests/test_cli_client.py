@@ -217,3 +217,47 @@ def test_get_and_car_export_into_a_missing_or_unwritable_folder_are_one_line_err
             assert got.returncode == 1 and got.stderr.startswith("edgefiles: " + says.format(out=out)), got
             assert len(got.stderr.splitlines()) == 1, got.stderr
     assert not (tmp_path / "missing").exists() and os.listdir(locked) == []
+
+
+def test_get_of_a_path_inside_a_cid_writes_its_last_segment_and_node_takes_host_port(node, tmp_path):
+    """`get CID/a/b.txt` lands as ./b.txt (it looked for a folder named after the CID), and
+    --node takes host:port without a scheme, as curl does."""
+    site = tmp_path / "site"
+    (site / "a").mkdir(parents=True)
+    (site / "a" / "b.txt").write_text("inner")
+    (site / "c.txt").write_text("other")
+    cid = run_cli("add", str(site), env=_env(node)).stdout.strip()
+    work = tmp_path / "work"
+    work.mkdir()
+    got = run_cli("get", f"{cid}/a/b.txt", "--node", f"127.0.0.1:{node.port}", cwd=work)
+    assert got.returncode == 0 and (work / "b.txt").read_text() == "inner", got.stderr
+
+
+def test_a_closed_pipe_ends_a_command_quietly(tmp_path):
+    (tmp_path / "f").write_text("x")
+    paths = " ".join(["f"] * 5000)  # more CIDs than a pipe holds once its reader has gone
+    pipe = subprocess.run(f"{sys.executable} -m edgefiles cid {paths} | head -1", shell=True, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert pipe.stdout.startswith("bafk") and pipe.stderr == "", pipe.stderr  # no BrokenPipeError traceback
+
+
+def test_a_kubo_folder_holding_a_symlink_is_listed_and_read(node, tmp_path):
+    """`ipfs add -r` keeps a link as a UnixFS symlink node: a folder holding one (from a CAR, or
+    a Kubo peer) was a 404 as a whole. The link is served as its target path."""
+    text = make_cid(RAW, b"ok\n")
+    link = dagpb.encode([], unixfs.encode(unixfs.UnixFSData(unixfs.SYMLINK, b"/etc/passwd")))
+    link_cid = make_cid(DAG_PB, link)
+    links = [dagpb.Link(text, "a.txt", 3), dagpb.Link(link_cid, "link", len(link))]
+    folder = dagpb.encode(links, unixfs.encode(unixfs.UnixFSData(unixfs.DIRECTORY)))
+    root = make_cid(DAG_PB, folder)
+    archive = tmp_path / "sym.car"
+    archive.write_bytes(b"".join([car.header([root]), *car.section(root, folder), *car.section(text, b"ok\n"),
+                                  *car.section(link_cid, link)]))
+    assert run_cli("car", "import", str(archive), env=_env(node)).returncode == 0
+    with node.client() as c:
+        children = c.get(f"/api/v2/files/{to_str(root)}").json()["directory"]["children"]
+        assert {(e["name"], e["size"]) for e in children} == {("a.txt", 3), ("link", 11)}
+        assert c.get(f"/api/v2/files/{to_str(root)}/link").content == b"/etc/passwd"
+    got = run_cli("get", to_str(root), "-o", str(tmp_path / "out"), env=_env(node))
+    assert got.returncode == 0 and (tmp_path / "out" / "a.txt").read_text() == "ok\n", got.stderr
+    assert not (tmp_path / "out" / "link").is_symlink()  # a file holding the path, never a link made here

@@ -156,7 +156,7 @@ def test_a_name_that_is_not_utf8_in_a_folder_is_refused_and_a_lone_file_so_named
     (site / "a.txt").write_text("a")
     odd = os.fsdecode(bytes(site) + b"/\xff\xfe")
     Path(odd).write_text("b")
-    _both_refuse(node, site, repr(os.fsencode(odd)))
+    _both_refuse(node, site, f"{site}/\\xff\\xfe")  # escaped as Python shows a byte, not as b'...'
     offline = run_cli("cid", odd)  # a lone file's CID holds no name
     added = run_cli("add", odd, env=_env(node))
     assert added.returncode == 0 and added.stdout == offline.stdout != "", added.stderr
@@ -170,3 +170,23 @@ def test_names_with_a_carriage_return_or_a_line_feed_are_added_as_cid_reads_them
     offline = run_cli("cid", str(site))
     added = run_cli("add", str(site), env=_env(node))
     assert added.returncode == 0 and added.stdout == offline.stdout != "", added.stderr
+
+
+def test_cid_looks_at_every_path_before_it_prints_a_cid(tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    out = run_cli("cid", str(tmp_path / "a.txt"), str(tmp_path / "nope"), str(tmp_path / "a.txt"))
+    assert out.returncode == 1 and out.stdout == "" and "nope: no such file or directory" in out.stderr
+
+
+def test_only_the_links_followed_are_counted_as_followed(tmp_path):
+    site = tmp_path / "site"
+    (site / "a").mkdir(parents=True)
+    (site / "f.txt").write_text("f")
+    (site / "a" / "g.txt").write_text("g")
+    (site / "a" / "back").symlink_to("..")  # a loop: skipped
+    (site / "gone").symlink_to("nowhere")  # dangling: skipped
+    out = run_cli("cid", str(site))
+    assert out.returncode == 0 and out.stderr.count("skipped:") == 2, out.stderr
+    assert "symbolic link" not in out.stderr, out.stderr
+    (site / "alias.txt").symlink_to("f.txt")
+    assert "followed 1 symbolic link (" in run_cli("cid", str(site)).stderr

@@ -240,3 +240,38 @@ def test_a_flowfuse_context_store_that_cannot_open_ends_the_node_with_one_line(t
         assert out.returncode == 1, (context, out.stderr)
         errors = [line for line in out.stderr.splitlines() if "edgefiles:" in line]
         assert len(errors) == 1 and "context store" in errors[0] and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_store_that_cannot_open_ends_serve_and_admin_with_one_line(tmp_path):
+    """A blocks folder that is a file, or a database that is none: one line and exit 1, where
+    serve printed a traceback and then lived on, its API port taken and never answering."""
+    def serve(data):
+        return run_cli("serve", "--data", str(data), "--api", f"127.0.0.1:{free_port()}",
+                       "--swarm", "/ip4/127.0.0.1/tcp/0", timeout=30)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "blocks").write_text("a file where the blocks folder goes")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "state.sqlite").write_bytes(os.urandom(4096))
+    for out in (serve(tmp_path / "a"), serve(tmp_path / "b"),
+                run_cli("admin", "org", "ls", "--data", str(tmp_path / "b"), timeout=30)):
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert len(out.stderr.splitlines()) == 1 and "cannot open" in out.stderr, out.stderr
+
+
+def test_swarm_addresses_keys_and_peers_that_cannot_work_are_one_line_errors(tmp_path):
+    api = free_port()
+    (tmp_path / "folder").mkdir()
+    cases = {
+        ("--swarm", "/ip4/127.0.0.1/tcp/99999"): "port must be a number from 0 to 65535",
+        ("--swarm", f"/ip4/127.0.0.1/tcp/{api}"): "it is the API's port",
+        ("--swarm-key", str(tmp_path / "folder")): "cannot read the swarm key file",
+        ("--allow-peer", "notapeer"): "not a peer id",
+        ("--token-ttl", "0"): "--token-ttl",
+    }
+    for flags, words in cases.items():
+        swarm = () if "--swarm" in flags else ("--swarm", "/ip4/127.0.0.1/tcp/0")
+        out = run_cli("serve", "--data", str(tmp_path / "d"), "--api", f"127.0.0.1:{api}", *swarm, *flags,
+                      timeout=30)
+        assert out.returncode == 1 and len(out.stderr.splitlines()) == 1, (flags, out.stderr)
+        assert words in out.stderr and "Traceback" not in out.stderr, (flags, out.stderr)
