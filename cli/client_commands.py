@@ -278,12 +278,26 @@ def _files_of(raw: str, hidden: bool, spool: Path) -> list[tuple[str, Path]]:
     if scan.empty_dirs:
         print(f"note: {len(scan.empty_dirs)} empty folders in {raw} are not uploaded", file=sys.stderr)
     files = [("/".join(segments), p) for segments, p in scan.files]
+    _check_upload_names(raw, [name for name, _ in files])
     if not files:
         raise CliError(f"{raw}: no files to upload")
     if len(files) == 1:  # the Files API answers one part with the file's CID
         print(f"note: {raw} holds one file to upload, so the CID is that file's "
               "(`edgefiles cid` gives the folder's)", file=sys.stderr)
     return files
+
+
+def _check_upload_names(raw: str, names: list[str]) -> None:
+    """A name the node would refuse (a backslash, `%2e%2e`...), told before the upload, by the
+    node's own check: it used to be a 400 once every byte had been sent."""
+    from edgefiles.web.errors import BadRequest
+    from edgefiles.web.paths import upload_segments
+
+    for name in names:
+        try:
+            upload_segments(name)
+        except BadRequest as refused:
+            raise CliError(f"{raw}/{name}: a node takes no such name ({refused.message})") from None
 
 
 def _add_one(client: NodeClient, files: list[tuple[str, Path]], args: argparse.Namespace) -> None:

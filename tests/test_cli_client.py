@@ -261,3 +261,14 @@ def test_a_kubo_folder_holding_a_symlink_is_listed_and_read(node, tmp_path):
     got = run_cli("get", to_str(root), "-o", str(tmp_path / "out"), env=_env(node))
     assert got.returncode == 0 and (tmp_path / "out" / "a.txt").read_text() == "ok\n", got.stderr
     assert not (tmp_path / "out" / "link").is_symlink()  # a file holding the path, never a link made here
+
+
+def test_add_refuses_a_name_the_node_would_refuse_before_sending_a_byte(node, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "ok.txt").write_text("ok")
+    (site / "back\\slash.txt").write_text("x")
+    pins = node.pins()
+    out = run_cli("add", str(site), env=_env(node))
+    assert out.returncode == 1 and "back\\slash.txt: a node takes no such name" in out.stderr, out.stderr
+    assert node.pins() == pins  # nothing was uploaded
