@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -149,6 +150,7 @@ class BlockStore:
         self._lock = threading.Lock()  # byte counts
         self._write_lock = threading.Lock()  # the writer connection: one transaction at a time
         self._gc_lock = threading.Lock()  # a block deduped against is not deleted meanwhile
+        self._in_use: Counter[bytes] = Counter()  # roots of DAGs being read out (under _lock)
         self._compact_lock = threading.Lock()  # one compaction at a time (collection, fsck --repair)
         self._open: weakref.WeakSet[Batch] = weakref.WeakSet()
         self._recency = _ReadRecency(root / RECENT_READS)
@@ -320,6 +322,29 @@ class BlockStore:
     def last_read(self, cid: bytes) -> float:
         """When the block was last read (seconds since the epoch); 0 when not lately."""
         return self._recency.last(normalize(cid))
+
+    def hold(self, root: bytes) -> Callable[[], None]:
+        """Mark the DAG under `root` in use (a file or a CAR being sent) until the function
+        returned is called: collection spares it as it spares a pinned one."""
+        key = normalize(root)
+        with self._lock:
+            self._in_use[key] += 1
+        released = threading.Event()
+
+        def release() -> None:
+            if released.is_set():
+                return
+            released.set()
+            with self._lock:
+                self._in_use[key] -= 1
+                if not self._in_use[key]:
+                    del self._in_use[key]
+
+        return release
+
+    def roots_in_use(self) -> set[bytes]:
+        with self._lock:
+            return set(self._in_use)
 
     def delete(self, cids: list[bytes], keep: Callable[[sqlite3.Connection], set[bytes]]) -> tuple[int, int]:
         """Delete blocks; (count, bytes) freed. Spared: those `keep` names, asked inside the

@@ -2,8 +2,9 @@
 and reclaim the space by compacting packs that are mostly dead. Runs on a worker thread.
 
 Never collected: blocks reachable from an unexpired pin (names, uploads in their grace
-period, a name's previous target while the new one is fetched), and blocks an open batch
-(an upload or transfer in progress) relies on. Pins made while we mark are caught by a
+period, a name's previous target while the new one is fetched) or from a DAG being read out
+(`BlockStore.hold`: a file or a CAR on its way to a client), and blocks an open batch (an
+upload or transfer in progress) relies on. Pins made while we mark are caught by a
 second look inside the deleting transaction, which no other writer can interleave with.
 """
 
@@ -67,7 +68,7 @@ def collect(store: BlockStore, limit: int) -> GcReport:
     """Free unpinned blocks until the store holds at most `limit` bytes, then compact."""
     report = GcReport()
     now = int(time.time())
-    roots = pinned_roots(store, now)
+    roots = pinned_roots(store, now) | store.roots_in_use()
     live = reachable(store, list(roots))
     blocks = store.in_storage_order()
     excess = sum(length for _, length in blocks) - limit
@@ -84,7 +85,7 @@ def collect(store: BlockStore, limit: int) -> GcReport:
         def keep(conn: sqlite3.Connection) -> set[bytes]:
             """Inside the deleting transaction: what was pinned since we marked is kept too,
             and expired pins go."""
-            pinned_since = {normalize(r) for r in pins.live_roots(conn, now)} - roots
+            pinned_since = ({normalize(r) for r in pins.live_roots(conn, now)} | store.roots_in_use()) - roots
             pins.drop_expired(conn, now)
             return reachable(store, list(pinned_since), into=live)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 from conftest import gen
 from nodeproc import wait_until
@@ -46,3 +49,36 @@ def test_without_gc_above_nothing_is_collected(fresh_node):
         cid = c.post("/api/v2/files", files=[("f", ("s.bin", data))]).text
         wait_until(lambda: c.get("/api/v2/node/info").json()["pins"] == 0, what="the upload pin to expire")
         assert c.get("/api/v2/files/" + cid).content == data
+
+
+@pytest.mark.parametrize("as_car", [False, True])
+def test_a_file_read_slowly_is_not_collected_under_its_reader(fresh_node, as_car):
+    """Its pin expires and collection runs while a client reads it: the answer still ends
+    whole (it was a 200 cut short, its blocks freed under it), and once it is sent the
+    blocks are free to go."""
+    n = fresh_node("--gc-above", "1", "--pin-uploads-for", "1s")
+    data = gen("slow", 24 * MIB)
+    with n.client() as c:
+        cid = c.post("/api/v2/files", files=[("f", ("slow.bin", data))]).text
+    path = f"/api/v2/files/{cid}" + ("?format=car" if as_car else "")
+    auth = f"Authorization: Bearer {n.token()}"
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", n.port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        s.sendall(request.encode())
+        answer = bytearray()
+        started = time.monotonic()
+        while chunk := s.recv(64 << 10):
+            answer += chunk
+            if time.monotonic() - started < 8:  # across a collection (every 5 s) after the pin's end
+                time.sleep(0.02)
+    head, _, body = bytes(answer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    assert len(body) == length, (len(body), length)
+    pieces = [data[i:i + 262144] for i in range(0, len(data), 262144)]  # its raw leaves
+    assert all(piece in body for piece in pieces) if as_car else body == data
+    assert "cut short" not in n.output()
+    with n.client() as c:
+        wait_until(lambda: c.get("/api/v2/node/info").json()["bytes"] == 0, timeout=30,
+                   what="the blocks to go once nothing reads them")

@@ -20,7 +20,7 @@ from itertools import islice
 from typing import Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
 log = logging.getLogger("edgefiles.web")
@@ -104,6 +104,26 @@ class RunsAhead(Generic[R]):
                 yield chunk
         finally:
             self.cancel()
+
+
+def held_while_sent(response: Response, release: Callable[[], None]) -> Response:
+    """`response`, with `release` called once its body is sent or given up: at once for a body
+    held whole, after the last chunk of a streamed one (what a client reads slowly must not be
+    collected under it)."""
+    if not isinstance(response, StreamingResponse):
+        release()
+        return response
+    response.body_iterator = _then(response.body_iterator, release)
+    return response
+
+
+async def _then(body: AsyncIterator[bytes], release: Callable[[], None]) -> AsyncIterator[bytes]:
+    try:
+        async with aclosing(body) as chunks:  # type: ignore[type-var]
+            async for chunk in chunks:
+                yield chunk
+    finally:
+        release()
 
 
 async def first_then_runs(first: bytes, rest: RunsAhead, errors: tuple[type[Exception], ...],

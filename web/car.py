@@ -24,7 +24,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .ahead import RUN_BYTES, CutShortResponse, RunsAhead, batches, cut_short_by, first_then_runs, streamed
+from .ahead import (
+    RUN_BYTES,
+    CutShortResponse,
+    RunsAhead,
+    batches,
+    cut_short_by,
+    first_then_runs,
+    held_while_sent,
+    streamed,
+)
 from .content import etag_matches
 from .context import AppContext
 from .cors import CORS_HEADERS
@@ -53,6 +62,18 @@ async def export(core: Core, root: bytes, headers: dict[str, str],
 
 async def stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes, headers: dict[str, str],
                  scope: str = "all", byte_range: tuple[int, int] | None = None) -> Response:
+    """`_stream`, the DAG under `top` held against collection until the CAR is sent."""
+    release = core.store.hold(top)
+    try:
+        response = await _stream(core, roots, steps, top, headers, scope, byte_range)
+    except BaseException:
+        release()
+        raise
+    return held_while_sent(response, release)
+
+
+async def _stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes, headers: dict[str, str],
+                  scope: str, byte_range: tuple[int, int] | None) -> Response:
     """A CAR of `steps` (blocks read already: a path's) and then of the DAG under `top` (as
     `DagReader.blocks` walks it), skipping blocks given already.
 

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from .ahead import RUN_BYTES, CutShort, CutShortResponse, RunsAhead, batches, first_then_runs
+from .ahead import RUN_BYTES, CutShort, CutShortResponse, RunsAhead, batches, first_then_runs, held_while_sent
 from .cors import CORS_HEADERS
 from .errors import CorruptBlockError, NotFound, PreconditionFailed, RangeNotSatisfiable
 from .listing import render_listing
@@ -149,8 +149,15 @@ class ContentServer:
         self.reader = core.reader
 
     async def serve(self, request: Request, target: Target) -> Response:
-        """Resolve and prepare the answer on a worker thread: big listings must not stall the loop."""
-        return await run_in_threadpool(self._serve, request, target)
+        """Resolve and prepare the answer on a worker thread: big listings must not stall the
+        loop. The DAG is held against collection until the answer is sent."""
+        release = self.core.store.hold(target.root)
+        try:
+            response = await run_in_threadpool(self._serve, request, target)
+        except BaseException:
+            release()
+            raise
+        return held_while_sent(response, release)
 
     def _serve(self, request: Request, target: Target) -> Response:
         try:
