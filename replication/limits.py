@@ -64,10 +64,20 @@ class PeerLimiter:
         last = self._logged.get((kind, peer))
         if last is None or now - last >= LOG_EVERY:
             self._logged[(kind, peer)] = now
-            log.warning("peer %s is over its %s limit (%s); the excess is %s", peer, kind,
+            log.warning("peer %s is over its %s limit (%s); the excess is %s", peer_text(peer), kind,
                         getattr(self.limits, kind), FATE.get(kind, "dropped"))
 
     def forget(self, peer: Any) -> None:
         for table in (self._buckets, self._logged):
             for key in [k for k in table if k[1] == peer]:
                 del table[key]
+
+
+def peer_text(peer: Any) -> str:
+    """A peer as its ready line and every other log line show it (12D3KooW...): gossip names a
+    message's origin by the raw bytes of its id."""
+    if isinstance(peer, bytes):
+        from libp2p.peer.id import ID
+
+        return ID(peer).to_base58()
+    return str(peer)

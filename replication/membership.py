@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -206,6 +207,7 @@ class Membership:
                 addrs = self._addrs[key]
                 addr = addrs[attempt % len(addrs)]
                 try:
+                    addr = await resolved(addr)
                     # libp2p refuses to redial a peer for 60 s after a failure; our backoff rules
                     self.host.get_network().unblock_peer(peer_id)
                     with trio.fail_after(10):
@@ -230,6 +232,21 @@ class Membership:
             with trio.move_on_after(delay if peer_id not in self.host.get_connected_peers() else 30):
                 await wake.wait()
             await trio.sleep(0.05)
+
+
+async def resolved(addr: Any) -> Any:
+    """A /dns, /dns4 or /dns6 address as the /ip4 or /ip6 one its host name resolves to now
+    (the libp2p here dials IP addresses only, and an edge box is often known by its name);
+    any other address as it is. socket.gaierror when the name does not resolve."""
+    from multiaddr import Multiaddr
+
+    parts = str(addr).split("/")
+    if len(parts) < 3 or parts[1] not in ("dns", "dns4", "dns6"):
+        return addr
+    family = {"dns4": socket.AF_INET, "dns6": socket.AF_INET6}.get(parts[1], socket.AF_UNSPEC)
+    infos = await trio.to_thread.run_sync(socket.getaddrinfo, parts[2], None, family, socket.SOCK_STREAM)
+    ip = infos[0][4][0]
+    return Multiaddr("/".join(["", "ip6" if ":" in ip else "ip4", ip, *parts[3:]]))
 
 
 async def _reset(stream: Any) -> None:

@@ -38,3 +38,15 @@ def test_hits_are_counted_each_time_and_logged_once_a_minute_per_peer(caplog):
         limiter.over("wants", "a", 101, 61.0)
     assert limiter.hits["wants"] == 52
     assert [r.getMessage().split()[1] for r in caplog.records] == ["a", "b", "a"]
+
+
+def test_a_gossip_origin_is_logged_as_the_peer_id_every_other_line_shows(caplog):
+    """Gossip names a message's origin by the raw bytes of its id: the warning showed them as
+    b'\\x00$\\x08...', where every other line shows 12D3KooW..."""
+    from libp2p.peer.id import ID
+
+    peer = ID.from_base58("12D3KooWBWB59PG57qS5GQ3qnBf8pGf9WKqgpFjZmqc9KaeKSQ68")
+    limiter = PeerLimiter(PeerLimits(records=1))
+    with caplog.at_level(logging.WARNING, logger="edgefiles.limits"):
+        limiter.take("records", peer.to_bytes(), 1000, 0.0)
+    assert f"peer {peer.to_base58()} is over its records limit" in caplog.text

@@ -645,3 +645,19 @@ def test_a_small_app_follows_repoints_rollback_and_delete_on_a_star_started_swar
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_a_peer_given_by_host_name_is_joined(tmp_path):
+    """`--peer /dns4/<host>/tcp/<port>/p2p/<id>`: an edge box is often known by its name. The
+    node resolves it when it dials (it was taken, then dialled as it was and never reached)."""
+    key = tmp_path / "swarm.key"
+    key.write_text("ab" * 32 + "\n")
+    a = Node(tmp_path / "a", "--swarm-key", str(key)).start()
+    port = a.swarm_addr.split("/tcp/")[1].split("/")[0]
+    b = Node(tmp_path / "b", "--swarm-key", str(key), "--peer", f"/dns4/localhost/tcp/{port}/p2p/{a.peer_id}")
+    try:
+        b.start()
+        wait_until(lambda: peers_of(b) == [a.peer_id], what="B to join A by its host name")
+    finally:
+        b.stop()
+        a.stop()
