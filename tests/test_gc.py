@@ -82,3 +82,22 @@ def test_a_file_read_slowly_is_not_collected_under_its_reader(fresh_node, as_car
     with n.client() as c:
         wait_until(lambda: c.get("/api/v2/node/info").json()["bytes"] == 0, timeout=30,
                    what="the blocks to go once nothing reads them")
+
+
+def test_what_a_crash_left_in_the_packs_is_given_back_after_a_restart(fresh_node):
+    """An upload cut off by a crash leaves bytes past the index, counted nowhere: after the
+    restart they are reclaimed as a failed upload's are (they stayed until `fsck --repair`)."""
+    n = fresh_node()
+    data = gen("kept", 2 * MIB)
+    with n.client() as c:
+        cid = c.post("/api/v2/files", files=[("f", ("kept.bin", data))]).text
+        assert c.put("/api/v2/files/kept", content=cid).status_code == 200
+    n.stop()
+    (pack,) = (n.data / "blocks").glob("pack-*.dat")
+    with open(pack, "ab") as tail:  # what a crash mid-upload leaves: written, never indexed
+        tail.write(gen("cut off", 24 * MIB))
+    n.start()
+    wait_until(lambda: pack_bytes(n) < 8 * MIB, timeout=30, what="the crash's leftovers to be given back")
+    assert "given back to the disk" in n.output()
+    with n.client() as c:
+        assert c.get("/api/v2/files/kept").content == data
