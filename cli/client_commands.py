@@ -329,10 +329,17 @@ def cmd_name(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_output(target: str) -> str:
+    """Where `get` writes without -o: ./<CID|NAME>, or the last segment of a path after it
+    (CID/a/b.txt lands as ./b.txt); never `.` or `..`, which would write into a folder here."""
+    last = target.rstrip("/").rsplit("/", 1)[-1]
+    return target.split("/", 1)[0] if last in ("", ".", "..") else last
+
+
 def cmd_get(args: argparse.Namespace) -> int:
     client = NodeClient(args.node, args.token)
     base = f"/api/v2/files/{quote(args.target)}"
-    out = args.output or args.target.rstrip("/").rsplit("/", 1)[-1]  # CID/a/b.txt lands as ./b.txt
+    out = args.output or _default_output(args.target)
     with client.http.stream("GET", base, headers={"Accept": "application/json"}) as response:
         check(response)
         if not _is_listing(response):

@@ -147,6 +147,15 @@ def _above_zero(convert: Callable[[str], float]) -> Callable[[str], float]:
     return checked
 
 
+def _positive_duration(text: str) -> float:
+    """A duration above 0 (a token valid 0 s is born expired); parse_duration's own words for
+    text that is no duration."""
+    seconds = parse_duration(text)
+    if not seconds > 0:
+        raise ValueError(f"a duration above 0, not {text!r}")
+    return seconds
+
+
 def build_config(args: argparse.Namespace) -> ServeConfig:
     from pathlib import Path
 
@@ -163,7 +172,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         max_upload=setting(args, "max-upload", parse_size),
         filestore_max_file=setting(args, "filestore-max-file", parse_size),
         host_suffix=args.host_suffix.strip(".").lower(),
-        token_ttl=setting(args, "token-ttl", _above_zero(parse_duration)),  # 0: every token born expired
+        token_ttl=setting(args, "token-ttl", _positive_duration),
         trusted_apps=frozenset(args.trust_app or _env_list("TRUST_APP")),
         allowed_peers=frozenset(args.allow_peer or _env_list("ALLOW_PEER")),
         pin_uploads_for=setting(args, "pin-uploads-for", parse_duration),

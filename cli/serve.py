@@ -80,7 +80,7 @@ def check_swarm_ports(addrs: list[str], api_port: int) -> None:
         parts = addr.strip("/").split("/")
         if len(parts) < 4 or parts[2] != "tcp" or parts[0] not in ("ip4", "ip6"):
             raise CliError(f"--swarm {addr}: expected /ip4/HOST/tcp/PORT or /ip6/HOST/tcp/PORT")
-        host, port = parts[1], int(parts[3]) if parts[3].isdigit() else -1
+        host, port = parts[1], int(parts[3]) if parts[3].isascii() and parts[3].isdigit() else -1
         if not 0 <= port <= 65535:
             raise CliError(f"--swarm {addr}: the port must be a number from 0 to 65535")
         if port == 0:
@@ -98,12 +98,17 @@ def check_swarm_ports(addrs: list[str], api_port: int) -> None:
 
 
 def check_allowed_peers(peer_ids: frozenset[str]) -> None:
+    """Each --allow-peer a peer id as peers show theirs: any other spelling would never match."""
+    from libp2p.peer.id import ID
     from multiaddr import Multiaddr
 
     for peer_id in peer_ids:
-        try:
-            Multiaddr(f"/p2p/{peer_id}")
+        try:  # a multihash (the multiaddr checks it), spelled as peers spell theirs
+            same = str(Multiaddr(f"/p2p/{peer_id}")) == f"/p2p/{peer_id}"
+            same = same and ID.from_base58(peer_id).to_base58() == peer_id
         except Exception:
+            same = False
+        if not same:
             raise CliError(f"--allow-peer {peer_id}: not a peer id (the peer's own ready line or `ipfs id` "
                            "shows it)") from None
 

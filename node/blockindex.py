@@ -87,6 +87,11 @@ def live_bytes_per_pack(conn: sqlite3.Connection) -> dict[int, int]:
     return dict(conn.execute("SELECT pack, SUM(length) FROM blocks GROUP BY pack").fetchall())
 
 
+def indexed_ends(conn: sqlite3.Connection) -> dict[int, int]:
+    """Where the last indexed record of each pack ends (past it: what no row points to)."""
+    return dict(conn.execute("SELECT pack, MAX(offset + length) FROM blocks GROUP BY pack").fetchall())
+
+
 def rows_in_pack(conn: sqlite3.Connection, pack: int) -> list[tuple[bytes, int, int]]:
     """(cid, offset, length) of every block indexed in `pack`."""
     return conn.execute("SELECT cid, offset, length FROM blocks WHERE pack = ?", (pack,)).fetchall()

@@ -30,12 +30,11 @@ import msgpack
 from . import blockindex
 from .cid import digest_of, is_identity, normalize, to_str, verify_block
 from .db import Readers, open_writer, write_transaction
-from .packs import HEADER, STORAGE_ERRNOS, Packs, Place, record_span
+from .packs import STORAGE_ERRNOS, Packs, Place, record_span
 
 RECENT_READS = "recent-reads.msgpack"  # next to the packs: read recency kept across restarts
 HINTS_KEPT = 200_000  # entries of each in-memory hint table
 COMPACT_CHUNK = 32 << 20  # bytes copied per write while compacting
-RECORD_OVERHEAD = HEADER.size + 36  # a pack record's bytes besides its data: header, a CIDv1's 36 bytes
 
 
 class CorruptBlock(Exception):
@@ -157,10 +156,11 @@ class BlockStore:
         self._recency = _ReadRecency(root / RECENT_READS)
         self._verified: dict[bytes, bool] = {}  # blocks hashed in this process
         self._in_flight = 0  # bytes written by batches not settled yet
-        count, self._stored = blockindex.totals(self._readers.get())
+        self._stored = blockindex.totals(self._readers.get())[1]
         # bytes of failed uploads written since the last compaction; at start, what a crash left
-        # past the index (an upload cut off) is counted too, so that it is given back as well
-        self.abandoned = max(0, sum(self._packs.sizes().values()) - self._stored - count * RECORD_OVERHEAD)
+        # past each pack's last indexed record (an upload cut off) too, so that it is given back
+        ends = blockindex.indexed_ends(self._readers.get())
+        self.abandoned = sum(max(0, size - ends.get(pack, 0)) for pack, size in self._packs.sizes().items())
 
     # reading --------------------------------------------------------------------------
     def has(self, cid: bytes) -> bool:

@@ -207,11 +207,10 @@ class Membership:
                 addrs = self._addrs[key]
                 addr = addrs[attempt % len(addrs)]
                 try:
-                    addr = await resolved(addr)
                     # libp2p refuses to redial a peer for 60 s after a failure; our backoff rules
                     self.host.get_network().unblock_peer(peer_id)
                     with trio.fail_after(10):
-                        await self.host.connect(PeerInfo(peer_id, [addr]))
+                        await self.host.connect(PeerInfo(peer_id, [await resolved(addr)]))
                     if not await self.admitted(peer_id, IPFS_PEER):
                         # the swarm keys differ: a mistake to mend, not a network to wait for
                         # (redialled at once, it was refused four times a second)
@@ -244,7 +243,7 @@ async def resolved(addr: Any) -> Any:
     if len(parts) < 3 or parts[1] not in ("dns", "dns4", "dns6"):
         return addr
     family = {"dns4": socket.AF_INET, "dns6": socket.AF_INET6}.get(parts[1], socket.AF_UNSPEC)
-    infos = await trio.to_thread.run_sync(socket.getaddrinfo, parts[2], None, family, socket.SOCK_STREAM)
+    infos = await trio.socket.getaddrinfo(parts[2], None, family, socket.SOCK_STREAM)  # cancellable
     ip = infos[0][4][0]
     return Multiaddr("/".join(["", "ip6" if ":" in ip else "ip4", ip, *parts[3:]]))
 

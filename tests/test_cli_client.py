@@ -272,3 +272,18 @@ def test_add_refuses_a_name_the_node_would_refuse_before_sending_a_byte(node, tm
     out = run_cli("add", str(site), env=_env(node))
     assert out.returncode == 1 and "back\\slash.txt: a node takes no such name" in out.stderr, out.stderr
     assert node.pins() == pins  # nothing was uploaded
+
+
+def test_get_of_a_dot_segment_never_writes_into_a_folder_here(node, tmp_path):
+    """`get CID/..` (a client removes the dot segment: the CID's root) lands as ./<CID>, not
+    spread over the parent folder."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (site / name).write_text(name)
+    cid = run_cli("add", str(site), env=_env(node)).stdout.strip()
+    work = tmp_path / "deep" / "work"
+    work.mkdir(parents=True)
+    got = run_cli("get", f"{cid}/sub/..", env=_env(node), cwd=work)
+    assert got.returncode == 0 and (work / cid / "a.txt").read_text() == "a.txt", got.stderr
+    assert not (tmp_path / "deep" / "a.txt").exists()

@@ -223,3 +223,5 @@ def test_a_cid_host_gives_its_cookie_with_a_404_and_keeps_the_token_out_of_redir
     moved = host_get(node, host, "/js", params={"access_token": token, "v": "2"}, follow_redirects=False)
     assert (moved.status_code, moved.headers["location"]) == (301, "/js/?v=2")
     assert token in moved.headers["set-cookie"]
+    listing = host_get(node, host, "/js/", params={"access_token": token}, headers={"Accept": BROWSER})
+    assert 'href="app.js"' in listing.text and token not in listing.text  # the cookie carries it

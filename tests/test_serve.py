@@ -267,11 +267,12 @@ def test_swarm_addresses_keys_and_peers_that_cannot_work_are_one_line_errors(tmp
         ("--swarm", f"/ip4/127.0.0.1/tcp/{api}"): "it is the API's port",
         ("--swarm-key", str(tmp_path / "folder")): "cannot read the swarm key file",
         ("--allow-peer", "notapeer"): "not a peer id",
+        ("--allow-peer", "12D3KooWBWB59PG57qS5GQ3qnBf8pGf9WKqgpFjZmqc9KaeKSQ68/tcp/80"): "not a peer id",
         ("--token-ttl", "0"): "--token-ttl",
     }
-    for flags, words in cases.items():
+    for i, (flags, words) in enumerate(cases.items()):
         swarm = () if "--swarm" in flags else ("--swarm", "/ip4/127.0.0.1/tcp/0")
-        out = run_cli("serve", "--data", str(tmp_path / "d"), "--api", f"127.0.0.1:{api}", *swarm, *flags,
+        out = run_cli("serve", "--data", str(tmp_path / f"d{i}"), "--api", f"127.0.0.1:{api}", *swarm, *flags,
                       timeout=30)
         assert out.returncode == 1 and len(out.stderr.splitlines()) == 1, (flags, out.stderr)
         assert words in out.stderr and "Traceback" not in out.stderr, (flags, out.stderr)

@@ -211,7 +211,7 @@ def create_app(ctx: AppContext) -> ASGIApp:
     routes = [
         Route("/api/v2/auth", files_api.auth, methods=["POST"]),
         Route("/api/v2/files", files_api.files, methods=FILE_METHODS),
-        Route("/api/v2/files/", files_api.files, methods=FILE_METHODS),
+        Route("/api/v2/files/", files_api.files, methods=FILE_METHODS, include_in_schema=False),
         Route("/api/v2/files/{tail:anypath}", files_api.files, methods=ITEM_METHODS),
         Route("/api/v2/names", files_api.names, methods=["GET"]),
         Route("/api/v2/car", car.receive, methods=["POST"]),

@@ -203,7 +203,8 @@ class ContentServer:
         entries = self.reader.listing(node)
         dirname = target.segments[-1] if target.segments else "/"
         if html:
-            token = request.query_params.get("access_token")
+            # the host route's cookie carries the token: no copy of it in every link of the page
+            token = None if target.host_route else request.query_params.get("access_token")
             body = render_listing(dirname, raw_path(request), entries, token, len(target.segments))
             return Response(body, headers=headers, media_type="text/html; charset=utf-8")
         children = [{"name": n, "size": size, "cid": to_str(c)} for n, c, size, _ in entries]

@@ -52,7 +52,8 @@ class HttpProtocol(HttpToolsProtocol):
         method the parser does not know is a 501 (RFC 9110 9.1), not a malformed request."""
         error: ApiError = BadRequest(f"malformed HTTP request: {msg}")
         if self.parser.unknown_method:
-            error = MethodNotImplemented("this node implements GET, HEAD, POST, PUT, DELETE and OPTIONS")
+            error = MethodNotImplemented("a method this node does not implement; it takes GET, HEAD, "
+                                         "POST, PUT, PATCH, DELETE and OPTIONS")
         response = error.response()
         status = f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n".encode()
         fields = [b"%s: %s\r\n" % pair for pair in response.raw_headers]
