@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from contextlib import aclosing
 from itertools import islice
@@ -106,10 +106,20 @@ class RunsAhead(Generic[R]):
             self.cancel()
 
 
-def held_while_sent(response: Response, release: Callable[[], None]) -> Response:
-    """`response`, with `release` called once its body is sent or given up: at once for a body
-    held whole, after the last chunk of a streamed one (what a client reads slowly must not be
-    collected under it)."""
+async def held_while_sent(release: Callable[[], None], answer: Awaitable[Response]) -> Response:
+    """The response `answer` gives, with `release` (of a DAG held against collection) called
+    once its body is sent or given up, or at once when `answer` fails: what a client reads
+    slowly must not be collected under it."""
+    try:
+        response = await answer
+    except BaseException:
+        release()
+        raise
+    return _released_after(response, release)
+
+
+def _released_after(response: Response, release: Callable[[], None]) -> Response:
+    """At once for a body held whole, after the last chunk of a streamed one."""
     if not isinstance(response, StreamingResponse):
         release()
         return response

@@ -63,13 +63,8 @@ async def export(core: Core, root: bytes, headers: dict[str, str],
 async def stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes, headers: dict[str, str],
                  scope: str = "all", byte_range: tuple[int, int] | None = None) -> Response:
     """`_stream`, the DAG under `top` held against collection until the CAR is sent."""
-    release = core.store.hold(top)
-    try:
-        response = await _stream(core, roots, steps, top, headers, scope, byte_range)
-    except BaseException:
-        release()
-        raise
-    return held_while_sent(response, release)
+    answer = _stream(core, roots, steps, top, headers, scope, byte_range)
+    return await held_while_sent(core.store.hold(top), answer)
 
 
 async def _stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes, headers: dict[str, str],

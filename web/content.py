@@ -151,13 +151,8 @@ class ContentServer:
     async def serve(self, request: Request, target: Target) -> Response:
         """Resolve and prepare the answer on a worker thread: big listings must not stall the
         loop. The DAG is held against collection until the answer is sent."""
-        release = self.core.store.hold(target.root)
-        try:
-            response = await run_in_threadpool(self._serve, request, target)
-        except BaseException:
-            release()
-            raise
-        return held_while_sent(response, release)
+        return await held_while_sent(self.core.store.hold(target.root),
+                                     run_in_threadpool(self._serve, request, target))
 
     def _serve(self, request: Request, target: Target) -> Response:
         try:

@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 
-from ..ahead import streamed
+from ..ahead import held_while_sent, streamed
 from ..content import WHOLE_BELOW, content_disposition, etag_matches, requested_range
 from ..context import AppContext
 from ..cors import CORS_HEADERS
@@ -244,7 +244,14 @@ async def presigned(request: Request) -> Response:
 # downloads ------------------------------------------------------------------------------------
 async def send_object(request: Request, storage: Storage, found: StoredObject) -> Response:
     """The plaintext of an object (a range of it), decrypted while it streams; an object that
-    fails its checks before the first byte is a 500, after it the connection is cut."""
+    fails its checks before the first byte is a 500, after it the connection is cut. Its DAG
+    is held against collection until it is sent (an object deleted meanwhile included)."""
+    ctx: AppContext = request.app.state.ctx
+    answer = _plaintext_answer(request, storage, found)
+    return await held_while_sent(ctx.core.store.hold(storage.root(found)), answer)
+
+
+async def _plaintext_answer(request: Request, storage: Storage, found: StoredObject) -> Response:
     ctx: AppContext = request.app.state.ctx
     node, head = await run_in_threadpool(_open, ctx, storage.root(found))
     with _read_errors():
