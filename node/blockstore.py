@@ -332,13 +332,14 @@ class BlockStore:
         key = normalize(root)
         with self._lock:
             self._in_use[key] += 1
-        released = threading.Event()
+        released = False
 
         def release() -> None:
-            if released.is_set():
-                return
-            released.set()
+            nonlocal released
             with self._lock:
+                if released:
+                    return
+                released = True
                 self._in_use[key] -= 1
                 if not self._in_use[key]:
                     del self._in_use[key]

@@ -68,7 +68,7 @@ def collect(store: BlockStore, limit: int) -> GcReport:
     """Free unpinned blocks until the store holds at most `limit` bytes, then compact."""
     report = GcReport()
     now = int(time.time())
-    roots = pinned_roots(store, now) | store.roots_in_use()
+    roots = spared_roots(store, store.read_connection(), now)
     live = reachable(store, list(roots))
     blocks = store.in_storage_order()
     excess = sum(length for _, length in blocks) - limit
@@ -85,7 +85,7 @@ def collect(store: BlockStore, limit: int) -> GcReport:
         def keep(conn: sqlite3.Connection) -> set[bytes]:
             """Inside the deleting transaction: what was pinned since we marked is kept too,
             and expired pins go."""
-            pinned_since = ({normalize(r) for r in pins.live_roots(conn, now)} | store.roots_in_use()) - roots
+            pinned_since = spared_roots(store, conn, now) - roots
             pins.drop_expired(conn, now)
             return reachable(store, list(pinned_since), into=live)
 
@@ -103,5 +103,6 @@ def reclaim_abandoned(store: BlockStore) -> GcReport:
     return report
 
 
-def pinned_roots(store: BlockStore, now: int) -> set[bytes]:
-    return {normalize(root) for root in pins.live_roots(store.read_connection(), now)}
+def spared_roots(store: BlockStore, conn: sqlite3.Connection, now: int) -> set[bytes]:
+    """Roots whose DAGs are never collected: pinned ones, and those being read out."""
+    return {normalize(root) for root in pins.live_roots(conn, now)} | store.roots_in_use()

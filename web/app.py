@@ -21,7 +21,7 @@ from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, InsufficientStorage, MethodNotAllowed, NotFound, ShuttingDown
 from .filestore import FilestoreError, FsNotFound
 from .flowfuse.errors import FFRouteNotFound, PlatformNotFound
-from .host_route import host_name, serve_host
+from .host_route import HOST_ROUTE_ALLOW, host_name, serve_host
 from .metrics import Metrics, MetricsMiddleware
 from .storage import api as storage_api
 
@@ -106,11 +106,10 @@ def route_methods(router: Router, scope: Scope) -> str | None:
     return allow_header(methods) if methods else None
 
 
-def host_refusal(scope: Scope) -> str | None:
-    """Why the Host of `scope` makes it a 400 (RFC 9112 3.2): none in an HTTP/1.1 request, two
-    of them (a proxy that reads the first could route it elsewhere), or a value that is no
-    host[:port]; None when it is fine."""
-    hosts = [value for key, value in scope["headers"] if key == b"host"]
+def host_refusal(scope: Scope, hosts: list[bytes]) -> str | None:
+    """Why the Host headers `hosts` of `scope` make it a 400 (RFC 9112 3.2): none in an HTTP/1.1
+    request, two of them (a proxy that reads the first could route it elsewhere), or a value
+    that is no host[:port]; None when they are fine."""
     if len(hosts) > 1:
         return "a request has one Host header"
     if not hosts:
@@ -185,14 +184,14 @@ class EdgeMiddleware:
                 await in_facade_shape(scope["path"], ShuttingDown())(scope, receive, send)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
-        refusal = host_refusal(scope)
+        hosts = [value for key, value in scope["headers"] if key == b"host"]
+        refusal = host_refusal(scope, hosts)
         if refusal is not None:
             await in_facade_shape(scope["path"], BadRequest(refusal))(scope, receive, send)
             return
-        hosts = [value for key, value in scope["headers"] if key == b"host"]
         name = host_name(hosts[0].decode("latin-1") if hosts else "", self.ctx.host_suffix)
         if scope["method"] == "OPTIONS":  # a preflight, or a client asking what a path takes
-            allow = "GET, HEAD, OPTIONS" if name is not None else route_methods(self.router, scope)
+            allow = HOST_ROUTE_ALLOW if name is not None else route_methods(self.router, scope)
             await Response(status_code=204, headers={**CORS_HEADERS, **({"Allow": allow} if allow else {})})(
                 scope, receive, send)
             return

@@ -15,6 +15,8 @@ from .errors import ApiError, MethodNotAllowed, NotFound
 from .files_api import refuse_facade_files, resolve_app_name, split_tail
 from .paths import raw_path
 
+HOST_ROUTE_ALLOW = "GET, HEAD, OPTIONS"  # read-only
+
 
 def host_name(host_header: str | None, suffix: str) -> str | None:
     """The name part of a Host header ending in the suffix (port ignored, case folded)."""
@@ -33,7 +35,7 @@ def host_name(host_header: str | None, suffix: str) -> str | None:
 
 async def serve_host(request: Request, name: str, ctx: AppContext) -> Response:
     if request.method not in ("GET", "HEAD"):
-        raise MethodNotAllowed("the host route is read-only", headers={"Allow": "GET, HEAD, OPTIONS"})
+        raise MethodNotAllowed("the host route is read-only", headers={"Allow": HOST_ROUTE_ALLOW})
     segments, trailing = split_tail(raw_path(request).removeprefix("/"))
     trailing = trailing or not segments
     cookie = None
