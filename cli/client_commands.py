@@ -351,17 +351,24 @@ def cmd_get(args: argparse.Namespace) -> int:
         raise CliError(f"{args.target} is a folder: give -o a folder to write it to, or take it as one file "
                        "with `edgefiles car export`")
     root = Path(out)
-    if root.is_dir():  # what the folder holds is added to it, each file whole or not at all
-        _write_tree(client, listing["directory"], root, base)
-    else:
-        with _built_beside(root) as building:
-            _write_tree(client, listing["directory"], building, base)
+    # a folder's size is the sum of its files' (the listing says so): one bar for all of them
+    total = sum(child["size"] for child in listing["directory"]["children"])
+    progress = Progress(total, not args.no_progress)
+    try:
+        if root.is_dir():  # what the folder holds is added to it, each file whole or not at all
+            _write_tree(client, listing["directory"], root, base, progress)
+        else:
+            with _built_beside(root) as building:
+                _write_tree(client, listing["directory"], building, base, progress)
+    finally:
+        progress.close()
     print(str(root), file=sys.stderr)
     return 0
 
 
-def _write_tree(client: NodeClient, directory: dict, root: Path, base: str) -> None:
-    """The folder the node listed as `directory` (at URL path `base`), written into `root`."""
+def _write_tree(client: NodeClient, directory: dict, root: Path, base: str, progress: Progress) -> None:
+    """The folder the node listed as `directory` (at URL path `base`), written into `root`;
+    `progress` advances by each file's bytes."""
     from edgefiles.web.paths import check_segment
 
     stack = [(directory, root, base)]
@@ -385,7 +392,7 @@ def _write_tree(client: NodeClient, directory: dict, root: Path, base: str) -> N
                     r.read()
                     stack.append((r.json()["directory"], local / name, child_remote))
                 else:
-                    _write_stream(r, str(local / name))
+                    _write_stream(r, str(local / name), progress=progress)
 
 
 def _beside(out: Path) -> Path:
@@ -429,16 +436,19 @@ def _is_listing(response) -> bool:
     return json_body and "accept-ranges" not in response.headers
 
 
-def _write_stream(response, out: str, show_progress: bool = False) -> None:
-    """A download to `out` ('-': stdout), through a file _beside it; a progress bar when the
-    node tells the length. An answer cut short, or a place that cannot be written, leaves no
-    file behind."""
+def _write_stream(response, out: str, show_progress: bool = False, progress: Progress | None = None) -> None:
+    """A download to `out` ('-': stdout), through a file _beside it; a progress bar of its
+    own when the node tells the length (`show_progress`), or `progress` advanced (a folder's,
+    which its caller closes). An answer cut short, or a place that cannot be written, leaves
+    no file behind."""
     import httpx
 
     if out != "-" and Path(out).is_dir():
         raise CliError(f"{out} is a folder: give -o the file to write")
     length = response.headers.get("content-length", "")
-    progress = Progress(int(length) if length.isdigit() else 0, show_progress)
+    own = progress is None
+    if progress is None:
+        progress = Progress(int(length) if length.isdigit() else 0, show_progress)
     tmp = None if out == "-" else _beside(Path(out))
     try:
         with contextlib.nullcontext(sys.stdout.buffer) if tmp is None else _created(tmp) as sink:
@@ -458,7 +468,8 @@ def _write_stream(response, out: str, show_progress: bool = False) -> None:
             raise _cannot_write(Path(out), exc) from None
         raise
     finally:
-        progress.close()
+        if own:
+            progress.close()
 
 
 def _created(path: Path) -> BinaryIO:

@@ -114,11 +114,10 @@ def test_help_lists_commands():
         assert command in out.stdout
 
 
-def test_add_draws_a_progress_bar_on_a_terminal(node, tmp_path):
-    big = tmp_path / "big.bin"
-    big.write_bytes(gen("progress", 24 << 20))
+def _on_a_terminal(node, *args: str) -> tuple[subprocess.CompletedProcess, bytes]:
+    """A client command run with its stderr on a terminal; what it drew there."""
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "edgefiles", "add", str(big)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "edgefiles", *args], stdout=subprocess.PIPE,
                             stderr=follower, env={**os.environ, **_env(node)})
     os.close(follower)
     drawn = b""
@@ -132,9 +131,28 @@ def test_add_draws_a_progress_bar_on_a_terminal(node, tmp_path):
         drawn += chunk
     out, _ = proc.communicate(timeout=60)
     os.close(leader)
-    assert proc.returncode == 0
-    assert out.decode().strip() == run_cli("cid", str(big)).stdout.strip()
+    return subprocess.CompletedProcess(args, proc.returncode, out), drawn
+
+
+def test_add_draws_a_progress_bar_on_a_terminal(node, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(gen("progress", 24 << 20))
+    done, drawn = _on_a_terminal(node, "add", str(big))
+    assert done.returncode == 0
+    assert done.stdout.decode().strip() == run_cli("cid", str(big)).stdout.strip()
     assert b"100.0%" in drawn and b"MiB/s" in drawn and b"#" * 30 in drawn
+
+
+def test_get_of_a_folder_draws_one_progress_bar_for_all_its_files(node, tmp_path):
+    site = tmp_path / "site"
+    (site / "media").mkdir(parents=True)
+    (site / "a.bin").write_bytes(gen("folder progress a", 9 << 20))
+    (site / "media" / "b.bin").write_bytes(gen("folder progress b", 9 << 20))
+    cid = run_cli("add", str(site), env=_env(node)).stdout.strip()
+    done, drawn = _on_a_terminal(node, "get", cid, "-o", str(tmp_path / "copy"))
+    assert done.returncode == 0
+    assert (tmp_path / "copy" / "media" / "b.bin").read_bytes() == (site / "media" / "b.bin").read_bytes()
+    assert b"/18 MiB" in drawn and b"100.0%" in drawn and b"#" * 30 in drawn
 
 
 def _two_files_added(node, tmp_path) -> tuple[str, str]:
