@@ -6,9 +6,9 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from edgefiles.node import exporter
 from edgefiles.node.blockstore import CorruptBlock
@@ -18,12 +18,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from . import redirects
 from .ahead import RUN_BYTES, CutShort, CutShortResponse, RunsAhead, batches, first_then_runs, held_while_sent
 from .cors import CORS_HEADERS
-from .errors import CorruptBlockError, NotFound, PreconditionFailed, RangeNotSatisfiable
+from .errors import (
+    ApiError,
+    CorruptBlockError,
+    NotFound,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+    RedirectsInvalid,
+)
 from .listing import render_listing
 from .mime import type_to_send
-from .paths import raw_path
+from .paths import raw_path, url_segments
 
 log = logging.getLogger("edgefiles.web")
 FILE_READ_ERRORS = (CorruptBlock, exporter.NotFound, exporter.NotUnixFS, exporter.WrongSize)
@@ -31,6 +39,7 @@ FILE_READ_ERRORS = (CorruptBlock, exporter.NotFound, exporter.NotUnixFS, exporte
 IMMUTABLE = "private, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 WHOLE_BELOW = 256 << 10  # answers this small are read whole and sent in one piece; larger ones `streamed`
+SITES_RULES_KEPT = 64  # sites whose parsed _redirects are kept
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class Target:
     by_name: bool
     host_route: bool = False
     content_type: str | None = None  # the type stored with a facade's file, when it has one
+    rule_status: int | None = None  # served for a rule of the site's _redirects, with this status
 
 
 def q_values(accept: str) -> dict[str, float]:
@@ -147,12 +157,68 @@ class ContentServer:
     def __init__(self, core: Core):
         self.core = core
         self.reader = core.reader
+        self._rules: dict[bytes, list[redirects.Rule]] = {}  # by the CID of a _redirects file
 
     async def serve(self, request: Request, target: Target) -> Response:
         """Resolve and prepare the answer on a worker thread: big listings must not stall the
         loop. The DAG is held against collection until the answer is sent."""
         return await held_while_sent(self.core.store.hold(target.root),
-                                     run_in_threadpool(self._serve, request, target))
+                                     run_in_threadpool(self._serve_or_redirected, request, target))
+
+    def _serve_or_redirected(self, request: Request, target: Target) -> Response:
+        """On the host route (where a site has an origin of its own, as on a subdomain
+        gateway) a path that is not in the DAG meets the rules of the site's _redirects."""
+        try:
+            return self._serve(request, target)
+        except NotFound:
+            if not target.host_route or target.rule_status is not None:
+                raise
+            response = self._redirected(request, target)
+            if response is None:
+                raise
+            return response
+
+    def _redirected(self, request: Request, target: Target) -> Response | None:
+        """The answer of the first rule the path meets; None when there is none (no rule
+        matches, no _redirects, or the site's root is not here to look in)."""
+        if not self.core.store.has(target.root):  # not fetched yet: no second wait for peers
+            return None
+        found = redirects.match(self._site_rules(target.root), target.segments)
+        if found is None:
+            return None
+        to, status = found
+        if status in redirects.REDIRECTS:
+            cache = REVALIDATE if target.by_name else IMMUTABLE
+            return RedirectResponse(to, status, headers={**CORS_HEADERS, "Cache-Control": cache})
+        path = urlsplit(to).path
+        try:
+            segments = url_segments(path.strip("/"))
+        except ApiError:
+            raise RedirectsInvalid(f"a rule's target {to!r} is not a path of the site") from None
+        response = self._serve(request, replace(target, segments=segments, trailing_slash=path.endswith("/"),
+                                                rule_status=status))
+        response.status_code = status
+        return response
+
+    def _site_rules(self, root: bytes) -> list[redirects.Rule]:
+        """The rules of the _redirects file at the root of the site (none when it has none)."""
+        try:
+            node = self.reader.resolve(root, [redirects.FILE_NAME])
+        except (exporter.NotFound, exporter.NotUnixFS):
+            return []
+        if node.is_dir:
+            return []
+        rules = self._rules.get(node.cid)
+        if rules is None:
+            try:
+                redirects.check_size(node.size)  # before reading it
+                rules = redirects.parse(b"".join(self.reader.read_range(node, 0, node.size)))
+            except redirects.RedirectsInvalid as exc:
+                raise RedirectsInvalid(str(exc)) from None
+            if len(self._rules) >= SITES_RULES_KEPT:
+                self._rules.clear()
+            self._rules[node.cid] = rules
+        return rules
 
     def _serve(self, request: Request, target: Target) -> Response:
         try:
@@ -180,7 +246,7 @@ class ContentServer:
         """A redirect to the slashed URL, index.html, or a listing (HTML or JSON): which one
         depends on Accept, and says so (Vary) to caches."""
         html = wants_html(request.headers.get("accept"))
-        if (html or target.host_route) and not target.trailing_slash:
+        if (html or target.host_route) and not target.trailing_slash and target.rule_status is None:
             return self._to_slashed(request, target)
         if html or target.host_route:
             try:
@@ -193,7 +259,7 @@ class ContentServer:
                 return response
         etag = f'"{to_str(node.cid)}.html"' if html else f'"{to_str(node.cid)}"'
         headers = {**self._headers(target, etag), **VARY}
-        if etag_matches(request.headers.get("if-none-match"), etag):
+        if _conditional(target) and etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         entries = self.reader.listing(node)
         dirname = target.segments[-1] if target.segments else "/"
@@ -227,13 +293,15 @@ class ContentServer:
         headers["X-Content-Type-Options"] = "nosniff"
         if name is not None and (target.segments or name == "index.html"):
             headers["Content-Disposition"] = content_disposition(name)
-        require_if_match(request.headers.get("if-match"), etag)
-        if etag_matches(request.headers.get("if-none-match"), etag):
+        conditional = _conditional(target)
+        if conditional:
+            require_if_match(request.headers.get("if-match"), etag)
+        if conditional and etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         size = node.size
         status = 200
         start, end = 0, size
-        byte_range = requested_range(request, etag, size)
+        byte_range = requested_range(request, etag, size) if conditional else None
         if byte_range is not None:
             start, end = byte_range
             status = 206
@@ -264,6 +332,12 @@ class ContentServer:
             rest.cancel()
             raise
         return _whole_or_cut_short(node.cid, end - start, first, rest)
+
+
+def _conditional(target: Target) -> bool:
+    """Whether conditions and ranges apply: only to a 200 (RFC 9110 13.2.1, 14.2), not to a
+    page a rule serves as its 404, 410 or 451."""
+    return target.rule_status in (None, 200)
 
 
 async def _whole_or_cut_short(cid: bytes, length: int, first: bytes, rest: RunsAhead) -> AsyncIterator[bytes]:

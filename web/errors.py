@@ -104,6 +104,11 @@ class CorruptBlockError(ApiError):
     status, code, default_message = 500, "ERR_CORRUPT_BLOCK", "a stored block fails its hash check"
 
 
+class RedirectsInvalid(ApiError):
+    """A site's _redirects cannot be read as rules (the specification asks for a 500)."""
+    status, code = 500, "ERR_REDIRECTS_INVALID"
+
+
 class ShuttingDown(ApiError):
     status, code = 503, "ERR_SHUTTING_DOWN"
     default_message = "the node is stopping; nothing of this request was kept"
