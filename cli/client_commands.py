@@ -76,11 +76,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=cmd_car)
 
 
+def node_url(text: str) -> str:
+    """--node as the base URL of requests: `host:port` taken as curl takes it (http); a URL
+    that names no node's API (a bad port, a query, another scheme) is a CliError."""
+    import httpx
+
+    url = text.rstrip("/") if "://" in text else f"http://{text.rstrip('/')}"
+    try:
+        parsed = httpx.URL(url)
+        reason = ("it is not http or https" if parsed.scheme not in ("http", "https")
+                  else "it has no host" if not parsed.host
+                  else "a node's URL has no query or fragment" if parsed.query or parsed.fragment
+                  else f"port {parsed.port} is out of range" if (parsed.port or 0) > 65535
+                  else None)
+    except (httpx.InvalidURL, ValueError) as exc:
+        reason = str(exc)
+    if reason is not None:
+        raise CliError(f"--node {text!r} is not a node's URL ({reason}); for example http://127.0.0.1:4454")
+    return url
+
+
 class NodeClient:
     def __init__(self, url: str, token: str | None):
         import httpx
 
-        self.url = url.rstrip("/") if "://" in url else f"http://{url.rstrip('/')}"  # as curl takes host:port
+        self.url = node_url(url)
         self._httpx = httpx
         self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(60, read=600))
         self.token = token or self._fetch_token()
@@ -223,9 +243,9 @@ def _check_name(name: str) -> None:
 def cmd_add(args: argparse.Namespace) -> int:
     from edgefiles.node.localfs import InputRefused
 
-    if args.name and len(args.paths) != 1:
+    if args.name is not None and len(args.paths) != 1:
         raise CliError("--name needs exactly one PATH")
-    if args.name:
+    if args.name is not None:  # '' too: an unset $NAME must not upload unnamed in silence
         _check_name(args.name)  # before the upload, which may be gigabytes
     if args.paths.count("-") > 1:
         raise CliError("'-' (standard input) can be given once")
@@ -235,8 +255,8 @@ def cmd_add(args: argparse.Namespace) -> int:
             uploads = [_files_of(raw, args.hidden, Path(spool)) for raw in args.paths]
         except InputRefused as refused:
             raise CliError(str(refused)) from None
-        for files in uploads:
-            _add_one(client, files, args)
+        for files, folder in uploads:
+            _add_one(client, files, folder, args)
     return 0
 
 
@@ -264,14 +284,14 @@ def _local(raw: str, spool: Path) -> tuple[str, Path]:
     return kind, path
 
 
-def _files_of(raw: str, hidden: bool, spool: Path) -> list[tuple[str, Path]]:
+def _files_of(raw: str, hidden: bool, spool: Path) -> tuple[list[tuple[str, Path]], bool]:
     """(name in the upload, local path) of each file to upload for PATH `raw` ('-': standard
-    input); a stream is spooled to a file in `spool`."""
+    input), and whether `raw` is a folder; a stream is spooled to a file in `spool`."""
     from edgefiles.node.localfs import FILE, scan_folder
 
     kind, path = _local(raw, spool)
     if kind == FILE:
-        return [(LONE_FILE, path)]
+        return [(LONE_FILE, path)], False
     scan = scan_folder(path, hidden)
     for note in scan.notes():
         print(f"{raw}: {note}", file=sys.stderr)
@@ -281,10 +301,7 @@ def _files_of(raw: str, hidden: bool, spool: Path) -> list[tuple[str, Path]]:
     _check_upload_names(raw, [name for name, _ in files])
     if not files:
         raise CliError(f"{raw}: no files to upload")
-    if len(files) == 1:  # the Files API answers one part with the file's CID
-        print(f"note: {raw} holds one file to upload, so the CID is that file's "
-              "(`edgefiles cid` gives the folder's)", file=sys.stderr)
-    return files
+    return files, True
 
 
 def _check_upload_names(raw: str, names: list[str]) -> None:
@@ -300,16 +317,20 @@ def _check_upload_names(raw: str, names: list[str]) -> None:
             raise CliError(f"{raw}/{name}: a node takes no such name ({refused.message})") from None
 
 
-def _add_one(client: NodeClient, files: list[tuple[str, Path]], args: argparse.Namespace) -> None:
-    """One PATH's upload; its CID printed, and named with --name."""
+def _add_one(client: NodeClient, files: list[tuple[str, Path]], folder: bool,
+             args: argparse.Namespace) -> None:
+    """One PATH's upload; its CID printed, and named with --name. A folder's CID is a
+    folder's even when it holds one file (the node wraps it), as `edgefiles cid` gives it: a
+    one-page app named must be served as a page, not as a download."""
     looks = [_stat(path) for _, path in files]
     progress = Progress(sum(look.st_size for look in looks), not args.no_progress)
     length, body = multipart_body(files, looks, progress)
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Content-Length": str(length)}
-    cid = client.request("POST", "/api/v2/files", content=body, headers=headers).text
+    params = {"wrap-with-directory": "true"} if folder else {}
+    cid = client.request("POST", "/api/v2/files", content=body, headers=headers, params=params).text
     progress.close()
     print(cid, flush=True)
-    if args.name:
+    if args.name is not None:
         client.request("PUT", f"/api/v2/files/{quote(args.name, safe='')}", content=cid)
         print(f"{args.name} -> {cid}", file=sys.stderr)
 
@@ -329,6 +350,13 @@ def cmd_name(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output(given: str | None) -> str | None:
+    """-o as given; an empty one (`-o "$OUT"` with OUT unset) is an error, not the default."""
+    if given == "":
+        raise CliError("-o is empty: give a path, or '-' for standard output")
+    return given
+
+
 def _default_output(target: str) -> str:
     """Where `get` writes without -o: ./<CID|NAME>, or the last segment of a path after it
     (CID/a/b.txt lands as ./b.txt); never `.` or `..`, which would write into a folder here."""
@@ -337,9 +365,9 @@ def _default_output(target: str) -> str:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    out = _output(args.output) or _default_output(args.target)
     client = NodeClient(args.node, args.token)
     base = f"/api/v2/files/{quote(args.target)}"
-    out = args.output or _default_output(args.target)
     with client.http.stream("GET", base, headers={"Accept": "application/json"}) as response:
         check(response)
         if not _is_listing(response):
@@ -480,12 +508,14 @@ def _created(path: Path) -> BinaryIO:
 def cmd_car(args: argparse.Namespace) -> int:
     from edgefiles.node.localfs import FOLDER, InputRefused
 
-    client = NodeClient(args.node, args.token)
     if args.car_command == "export":
+        out = _output(args.output) or f"{args.target}.car"
+        client = NodeClient(args.node, args.token)
         with client.http.stream("GET", f"/api/v2/files/{quote(args.target)}", params={"format": "car"}) as r:
             check(r)
-            _write_stream(r, args.output or f"{args.target}.car", not args.no_progress)
+            _write_stream(r, out, not args.no_progress)
         return 0
+    client = NodeClient(args.node, args.token)
     with tempfile.TemporaryDirectory(prefix="edgefiles-car-") as spool:
         try:
             kind, path = _local(args.path, Path(spool))

@@ -280,3 +280,23 @@ def test_a_quote_in_a_filename_is_escaped_or_the_part_is_refused(node, dispositi
         with node.client() as c:
             names = [e["name"] for e in c.get(f"/api/v2/files/{r.text}").json()["directory"]["children"]]
         assert stored in names
+
+
+def test_wrap_with_directory_makes_one_part_a_folder_as_kubo_does(node):
+    case = CASES["file-hello-world"]
+    data = entry_bytes(case["entries"][0])
+    with node.client() as client:
+        for value in ("true", "1", "True"):
+            wrapped = client.post("/api/v2/files", params={"wrap-with-directory": value},
+                                  files=[("file", ("site/hello.txt", data))])
+            assert wrapped.status_code == 200, wrapped.text
+            listing = client.get(f"/api/v2/files/{wrapped.text}").json()["directory"]
+            assert [c["name"] for c in listing["children"]] == ["site"]
+            inner = client.get(f"/api/v2/files/{wrapped.text}/site").json()["directory"]["children"]
+            assert inner == [{"name": "hello.txt", "size": len(data), "cid": case["cid"]["kubo-v1"]}]
+        plain = client.post("/api/v2/files", params={"wrap-with-directory": "false"},
+                            files=[("file", ("hello.txt", data))])
+        assert plain.text == case["cid"]["kubo-v1"]
+        bad = client.post("/api/v2/files", params={"wrap-with-directory": "yes please"},
+                          files=[("file", ("hello.txt", data))])
+        assert bad.status_code == 400 and "wrap-with-directory" in bad.json()["message"]

@@ -6,6 +6,8 @@ import pty
 import subprocess
 import sys
 
+import httpx
+import pytest
 from conftest import gen
 from edgefiles.node import car, dagpb, unixfs
 from edgefiles.node.cid import DAG_PB, RAW, make_cid, to_str
@@ -187,14 +189,40 @@ def test_name_set_checks_the_name_before_asking_the_node(node, tmp_path):
         assert out.returncode == 1 and "not a valid name" in out.stderr and "404" not in out.stderr, bad
 
 
-def test_add_of_a_folder_left_with_one_file_says_its_cid_is_the_files(node, tmp_path):
+def test_add_of_a_folder_left_with_one_file_gives_the_folders_cid_as_cid_does(node, tmp_path):
+    """A one-page app named must be served as a page: the CID is the folder's, not its file's."""
     site = tmp_path / "dotted"
     site.mkdir()
-    (site / "a.txt").write_text("a")
+    (site / "index.html").write_text("<h1>one</h1>")
     (site / ".hidden").write_text("b")
-    added = run_cli("add", str(site), env=_env(node))
-    assert added.returncode == 0 and "holds one file" in added.stderr
-    assert added.stdout.strip() == run_cli("cid", str(site / "a.txt")).stdout.strip()
+    added = run_cli("add", str(site), "--name", "one-file-app", env=_env(node))
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == run_cli("cid", str(site)).stdout.strip()
+    page = httpx.get(f"{node.url}/", headers={"Host": "one-file-app.actyx.localhost"})
+    assert page.text == "<h1>one</h1>" and page.headers["content-type"].startswith("text/html")
+    alone = run_cli("add", str(site / "index.html"), env=_env(node))  # a file given is that file
+    assert alone.stdout.strip() == run_cli("cid", str(site / "index.html")).stdout.strip()
+
+
+def test_an_empty_name_or_output_is_refused_before_anything_is_sent(node, tmp_path):
+    f = tmp_path / "never-sent.txt"
+    f.write_text("never sent, never named")
+    added = run_cli("add", "--name", "", str(f), env=_env(node))  # --name "$NAME" with NAME unset
+    assert added.returncode == 1 and added.stdout == "" and "not a valid name" in added.stderr
+    assert run_cli("get", run_cli("cid", str(f)).stdout.strip(), "-o", "-", env=_env(node)).returncode == 1
+    for command in (["get", "x"], ["car", "export", "x"]):
+        out = run_cli(*command, "-o", "", env=_env(node), cwd=tmp_path)
+        assert out.returncode == 1 and "-o is empty" in out.stderr, out
+
+
+@pytest.mark.parametrize("url, says", [
+    ("http://127.0.0.1:4454x", "Invalid port"), ("http://[::1", "Invalid port"),
+    ("127.0.0.1:99999", "out of range"), ("http://127.0.0.1:4454?x", "no query"),
+    ("ftp://127.0.0.1", "not http")])
+def test_a_node_url_that_is_no_url_is_one_line(url, says):
+    out = run_cli("name", "ls", "--node", url)
+    assert out.returncode == 1 and says in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
 
 
 def test_get_writes_names_of_255_bytes_and_a_failed_folder_leaves_nothing(node, tmp_path):

@@ -351,3 +351,34 @@ def test_directory_listings_have_breadcrumbs_sizes_and_types(browser, node, tmp_
     shot(page, "listing", "1-docs")
     crumbs.get_by_role("link", name=cid).click()
     expect(page.get_by_role("row").filter(has_text="docs/")).to_contain_text("folder")
+
+
+def test_a_folder_holding_one_page_is_uploaded_as_a_folder_and_served_as_a_page(browser, node, tmp_path):
+    folder = write(tmp_path / "one-page", {"index.html": "<h1>only page</h1>"})
+    page = uploader(browser, node)
+    page.get_by_label("Folder", exact=True).set_input_files(str(folder))
+    expect(page.locator("#selection")).to_contain_text("1 file,")
+    upload_button(page).click()
+    expect(page.get_by_label("Uploaded CID")).to_have_text(cid_of(folder), timeout=15000)  # the folder's
+    page.get_by_label("Name", exact=True).fill("one-page")
+    page.get_by_role("button", name="Set name").click()
+    app = browser.new_page()
+    app.goto(page.get_by_role("link", name="Open app").get_attribute("href"))
+    expect(app.locator("h1")).to_have_text("only page")
+    pick(page, folder / "index.html")  # a file chosen alone is that file
+    upload_button(page).click()
+    expect(page.get_by_label("Uploaded CID")).to_have_text(cid_of(folder / "index.html"), timeout=15000)
+
+
+def test_deleting_a_name_already_gone_elsewhere_is_no_error(browser, node, tmp_path):
+    cid = cid_of(write(tmp_path / "gone", app_files("gone")))
+    run_cli("add", str(tmp_path / "gone"), "--name", "gone-twice", "--node", node.url)
+    page = uploader(browser, node)
+    names = page.get_by_role("table", name="Names")
+    expect(names.get_by_role("row").filter(has_text="gone-twice")).to_contain_text(cid)
+    with node.client() as client:
+        client.delete("/api/v2/files/gone-twice").raise_for_status()  # as another node of the swarm may
+    names.get_by_role("button", name="Delete gone-twice").click()
+    expect(page.get_by_role("status")).to_contain_text('"gone-twice" deleted')
+    expect(names.get_by_role("row").filter(has_text="gone-twice")).to_have_count(0)
+    expect(page.get_by_role("alert")).to_have_text("")

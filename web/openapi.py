@@ -209,7 +209,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "answer": (202, _object(["id"], id=_TEXT), {"id": "9f2c4e1a7b3d5f60"}),
     },
     ("GET", "/api/v2/node/fsck/{id}"): {"answer": (200, _FSCK_JOB, _FSCK_JOB_EXAMPLE)},
-    ("POST", "/api/v2/files"): {"content": {"multipart/form-data": {"schema": {"type": "object"}}}},
+    ("POST", "/api/v2/files"): {
+        "content": {"multipart/form-data": {"schema": {"type": "object"}}},
+        "query": [("wrap-with-directory", {"type": "boolean", "default": False},
+                   "one part too gives the CID of a folder holding it (as for two or more)")]},
     ("POST", "/api/v2/car"): {"content": {"application/vnd.ipld.car": {
         "schema": {"type": "string", "format": "binary"}}}},
 }

@@ -22,6 +22,8 @@ from .errors import BadRequest, InsufficientStorage, PayloadTooLarge, Unsupporte
 from .paths import upload_segments
 
 HANDOFF_BYTES = 1 << 20
+WRAP = "wrap-with-directory"
+FLAG_VALUES = {"true": True, "1": True, "false": False, "0": False}
 
 
 def parse_header_params(value: str, strict: bool = False) -> tuple[str, dict[str, str]]:
@@ -81,8 +83,9 @@ def part_filename(params: dict[str, str]) -> str | None:
 class UploadSink:
     """The import side of one upload; every method runs in the worker thread, in order."""
 
-    def __init__(self, core: Core, hash_pool: Executor):
+    def __init__(self, core: Core, hash_pool: Executor, wrap: bool = False):
         self.core = core
+        self.wrap = wrap  # one part too makes a folder (that holds it)
         self.hasher = pooled_hasher(hash_pool)
         self.batch = core.store.batch()
         self.writes = QueuedWrites(self.batch)
@@ -110,7 +113,7 @@ class UploadSink:
         self.process(events)
         if self.parts == 0:
             raise BadRequest("the upload holds no file parts")
-        root = self.tree.single_file() if self.parts == 1 else self.tree.finish()
+        root = self.tree.single_file() if self.parts == 1 and not self.wrap else self.tree.finish()
         self.writes.flush()
         return root.cid
 
@@ -181,14 +184,28 @@ class PartCollector:
 async def receive_upload(
     request: Request, core: Core, executor: Executor, hash_pool: Executor, max_upload: int
 ) -> bytes:
-    """A Files API upload, imported and committed (pinned for the upload grace period)."""
-    sink, root = await import_upload(request, PartCollector(), core, executor, hash_pool, max_upload)
+    """A Files API upload, imported and committed (pinned for the upload grace period).
+    `?wrap-with-directory=true` (Kubo's flag of that name): one part, too, gives the CID of a
+    folder holding it, as `edgefiles add DIR` and the uploader need for a one-file folder."""
+    wrap = query_flag(request, WRAP)
+    sink, root = await import_upload(request, PartCollector(), core, executor, hash_pool, max_upload,
+                                     UploadSink(core, hash_pool, wrap))
     try:
         await core.commit(sink.batch, [root])
     except BaseException:
         core.store.abandon(sink.batch)
         raise
     return root
+
+
+def query_flag(request: Request, name: str) -> bool:
+    """A boolean query parameter, spelled as Kubo's RPC takes them (absent: False)."""
+    value = request.query_params.get(name)
+    if value is None:
+        return False
+    if value.lower() not in FLAG_VALUES:
+        raise BadRequest(f"{name} takes true or false, not {value!r}")
+    return FLAG_VALUES[value.lower()]
 
 
 async def parse_form(request: Request, collector: PartCollector) -> None:
