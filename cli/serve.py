@@ -186,8 +186,10 @@ def serve(config: ServeConfig) -> int:
         sock = bind_api(*config.api)
         check_swarm_ports(config.swarm, sock.getsockname()[1])
         new_dir = not (config.data_dir / "node.key").exists()
-        key = node_key(config.data_dir)
+        # the swarm key first: a --swarm-key refused must leave a new directory new (with a
+        # node key made, its next start would take it for one that lost its swarm key)
         swarm_key = load_swarm_key(config, new_dir)
+        key = node_key(config.data_dir)
         keep_freed_memory()
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(run_node(config, sock, key, swarm_key))

@@ -107,6 +107,20 @@ def test_a_data_dir_that_lost_its_swarm_key_is_refused(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "d" / "swarm.key").exists()
 
 
+def test_a_first_start_refused_for_its_swarm_key_leaves_the_directory_new(tmp_path):
+    """A typo in --swarm-key, then a start without it: a new node, not one that lost its key."""
+    for bad in (tmp_path / "swarm.kye", tmp_path / "not-a-key"):
+        if bad.name == "not-a-key":
+            bad.write_text("not hex")
+        out = run_cli("serve", "--data", str(tmp_path / "d"), "--api", f"127.0.0.1:{free_port()}",
+                      "--swarm", "/ip4/127.0.0.1/tcp/0", "--swarm-key", str(bad), timeout=30)
+        assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert not (tmp_path / "d" / "node.key").exists()
+    n = Node(tmp_path / "d").start()
+    n.stop()
+    assert len((tmp_path / "d" / "swarm.key").read_text().strip()) == 64
+
+
 def test_swarm_port_speaks_noise_only(fresh_node):
     """A plaintext dialer that proposes /plaintext/2.0.0 is refused by multistream-select."""
     n = fresh_node()
