@@ -184,6 +184,37 @@ def _interface_addresses() -> dict[str, list[str]]:
     return found
 
 
+class HandshakeFailures(logging.Filter):
+    """libp2p's line for each failed secure handshake of a dial, taken out of the log (a
+    peer redialled with backoff wrote four a minute, 75,000 a day) and kept for the dialler,
+    which says once what it means."""
+
+    PREFIX = "failed to upgrade security for peer"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._failed: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.PREFIX):
+            return True
+        if isinstance(record.args, tuple) and record.args:
+            if len(self._failed) >= 1024:  # peers dialled by libp2p itself, never asked about
+                self._failed.clear()
+            self._failed.add(str(record.args[0]))
+        return False
+
+    def take(self, peer: str) -> bool:
+        """Whether a dial of `peer` failed in its handshake since the last call."""
+        if peer in self._failed:
+            self._failed.discard(peer)
+            return True
+        return False
+
+
+handshake_failures = HandshakeFailures()
+
+
 def quiet_libp2p_logs() -> None:
     """libp2p detaches its loggers and sets some to INFO; route them through ours at WARNING."""
     level = max(logging.WARNING, logging.getLogger().level)
@@ -197,6 +228,9 @@ def quiet_libp2p_logs() -> None:
     # an IPFS peer lacks (names, gossip): membership and the protocols report what matters once
     for noisy in ("libp2p.transport.tcp.tcp", "libp2p.host.basic_host"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    swarm_log = logging.getLogger("libp2p.network.swarm")
+    if handshake_failures not in swarm_log.filters:
+        swarm_log.addFilter(handshake_failures)
 
 
 def build_host(seed: bytes):

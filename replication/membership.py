@@ -21,6 +21,7 @@ import trio
 from edgefiles.node.events import Listeners
 
 from .framing import read_exactly
+from .host import handshake_failures
 from .limits import PeerLimiter, PeerLimits
 
 log = logging.getLogger("edgefiles.swarm")
@@ -219,7 +220,12 @@ class Membership:
                         continue
                     delay, failing = 0.2, False
                 except Exception as exc:
-                    if not failing:
+                    handshake = handshake_failures.take(key)
+                    if not failing and handshake:
+                        log.warning("cannot reach peer %s at %s: the secure handshake failed (the node there "
+                                    "may have another peer id than the address says, its data folder made "
+                                    "anew, or be no libp2p node); retrying with backoff", key, addr)
+                    elif not failing:
                         log.warning("cannot reach peer %s at %s (%s); retrying with backoff", key, addr, exc)
                     failing = True
                     attempt += 1

@@ -389,6 +389,25 @@ def test_a_peer_with_another_key_is_redialled_with_backoff_and_logged_once(swarm
         assert node.output().count("refused peer") == 1, node.output()
 
 
+def test_a_peer_address_with_another_peer_id_is_one_line_that_says_so(tmp_path):
+    """A node whose data folder was made anew has a new peer id; its peers' --peer still names
+    the old one. libp2p wrote four ERROR lines for every redial (75,000 a day), and the one
+    warning of ours did not say why."""
+    a = Node(tmp_path / "a").start()
+    b = Node(tmp_path / "b").start()
+    stale = f"/ip4/127.0.0.1/tcp/{a.swarm_port}/p2p/{b.peer_id}"  # A's address, another node's id
+    c = Node(tmp_path / "c", "--peer", stale, "--swarm-key", str(tmp_path / "a" / "swarm.key")).start()
+    try:
+        wait_until(lambda: "cannot reach peer" in c.output(), what="the dial to fail")
+        time.sleep(8)  # a few redials
+        log = c.output()
+        assert log.count("cannot reach peer") == 1 and "the secure handshake failed" in log, log
+        assert "another peer id" in log and "ERROR" not in log, log
+    finally:
+        for node in (a, b, c):
+            node.stop()
+
+
 def refused(node) -> int:
     text = httpx.get(f"{node.url}/metrics").text
     return int(float(next(line.split()[-1] for line in text.splitlines()
