@@ -332,7 +332,17 @@ def _add_one(client: NodeClient, files: list[tuple[str, Path]], folder: bool,
     print(cid, flush=True)
     if args.name is not None:
         client.request("PUT", f"/api/v2/files/{quote(args.name, safe='')}", content=cid)
-        print(f"{args.name} -> {cid}", file=sys.stderr)
+        info = client.request("GET", "/api/v2/node/info").json()
+        print(f"{args.name} -> {cid}, served at {app_url(client.url, args.name, info)}", file=sys.stderr)
+
+
+def app_url(node: str, name: str, info: dict) -> str:
+    """Where the node at `node` serves `name` on its host route: its host suffix and API port
+    as the node tells them (GET /api/v2/node/info)."""
+    scheme = node.split("://", 1)[0]
+    port = str(info["apiPort"])
+    default = port == {"http": "80", "https": "443"}[scheme]
+    return f"{scheme}://{name}.{info['hostSuffix']}{'' if default else ':' + port}/"
 
 
 def cmd_name(args: argparse.Namespace) -> int:

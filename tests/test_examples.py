@@ -21,3 +21,18 @@ def test_rollout_script_serves_sample_spa(node):
     assert "Hello from the edge" in page.text
     css = httpx.get(f"{node.url}/assets/style.css", headers={"Host": "sample-app.actyx.localhost"})
     assert css.headers["content-type"].startswith("text/css")
+
+
+def test_rollout_script_prints_where_the_node_serves_the_name(tmp_path):
+    """The node's own host suffix and port, whatever the URL it was given looks like."""
+    from nodeproc import Node
+
+    node = Node(tmp_path / "n", "--host-suffix", "edge.test").start()
+    try:
+        for url in (f"{node.url}/", f"localhost:{node.port}"):
+            out = subprocess.run([str(EXAMPLES / "rollout.sh"), str(EXAMPLES / "sample-spa"), "shop", url],
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            assert out.stdout.splitlines()[-1] == f"open http://shop.edge.test:{node.port}/", out.stdout
+    finally:
+        node.stop()
