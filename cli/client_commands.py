@@ -287,7 +287,7 @@ def _local(raw: str, spool: Path) -> tuple[str, Path]:
 def _files_of(raw: str, hidden: bool, spool: Path) -> tuple[list[tuple[str, Path]], bool]:
     """(name in the upload, local path) of each file to upload for PATH `raw` ('-': standard
     input), and whether `raw` is a folder; a stream is spooled to a file in `spool`."""
-    from edgefiles.node.localfs import FILE, scan_folder
+    from edgefiles.node.localfs import FILE, counted, scan_folder
 
     kind, path = _local(raw, spool)
     if kind == FILE:
@@ -296,7 +296,9 @@ def _files_of(raw: str, hidden: bool, spool: Path) -> tuple[list[tuple[str, Path
     for note in scan.notes():
         print(f"{raw}: {note}", file=sys.stderr)
     if scan.empty_dirs:
-        print(f"note: {len(scan.empty_dirs)} empty folders in {raw} are not uploaded", file=sys.stderr)
+        empty = len(scan.empty_dirs)
+        verb = "is" if empty == 1 else "are"
+        print(f"note: {counted(empty, 'empty folder')} in {raw} {verb} not uploaded", file=sys.stderr)
     files = [("/".join(segments), p) for segments, p in scan.files]
     _check_upload_names(raw, [name for name, _ in files])
     if not files:
@@ -346,6 +348,8 @@ def app_url(node: str, name: str, info: dict) -> str:
 
 
 def cmd_name(args: argparse.Namespace) -> int:
+    from edgefiles.node.localfs import counted
+
     client = NodeClient(args.node, args.token)
     if args.name_command in ("set", "rm"):
         _check_name(args.name)  # '..' would otherwise be a path the URL climbs out of
@@ -355,7 +359,8 @@ def cmd_name(args: argparse.Namespace) -> int:
         print(client.request("DELETE", f"/api/v2/files/{quote(args.name, safe='')}").text)
     else:
         for entry in client.request("GET", "/api/v2/names").json():
-            state = "complete" if entry["complete"] else f"fetching, {entry['missing']} bytes missing"
+            missing = counted(entry["missing"], "byte")
+            state = "complete" if entry["complete"] else f"fetching, {missing} missing"
             print(f"{entry['name']}\t{entry['cid']}\t{entry['updated']}\t{state}")
     return 0
 

@@ -40,11 +40,17 @@ class FolderScan:
         """What a user should hear about the walk: skipped dotfiles, followed links, oddities."""
         out = [f"skipped: {reason}" for reason in self.skipped]
         if self.skipped_hidden:
-            out.append(f"skipped {self.skipped_hidden} hidden entries (use --hidden to include them)")
+            hidden = counted(self.skipped_hidden, "hidden entry", "hidden entries")
+            out.append(f"skipped {hidden} (use --hidden to include them)")
         if self.followed_links:
-            links = "1 symbolic link" if self.followed_links == 1 else f"{self.followed_links} symbolic links"
+            links = counted(self.followed_links, "symbolic link")
             out.append(f"followed {links} (their targets' content is stored)")
         return out
+
+
+def counted(n: int, thing: str, things: str | None = None) -> str:
+    """`1 thing`, `2 things` (`things` when the plural is not thing + s)."""
+    return f"{n} {thing if n == 1 else things or thing + 's'}"
 
 
 def scan_folder(root: Path, hidden: bool) -> FolderScan:

@@ -190,3 +190,19 @@ def test_only_the_links_followed_are_counted_as_followed(tmp_path):
     assert "symbolic link" not in out.stderr, out.stderr
     (site / "alias.txt").symlink_to("f.txt")
     assert "followed 1 symbolic link (" in run_cli("cid", str(site)).stderr
+
+
+def test_notes_count_in_words_that_agree_with_their_number(node, tmp_path):
+    site = tmp_path / "site"
+    (site / "empty").mkdir(parents=True)
+    (site / "a.txt").write_text("a")
+    (site / "b.txt").write_text("b")
+    (site / ".env").write_text("secret")
+    for command in (["cid", str(site)], ["add", str(site)]):
+        out = run_cli(*command, env=_env(node))
+        assert out.returncode == 0 and "skipped 1 hidden entry (" in out.stderr, out.stderr
+    assert "1 empty folder in" in out.stderr and "is not uploaded" in out.stderr
+    (site / ".cache").write_text("x")
+    (site / "more-empty").mkdir()
+    out = run_cli("add", str(site), env=_env(node))
+    assert "skipped 2 hidden entries" in out.stderr and "2 empty folders in" in out.stderr, out.stderr
