@@ -74,7 +74,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="a bucket of the Storage API (repeatable; the first takes uploads that name none;"
                         " default: one named files)")
     p.add_argument("--storage-org-quota", default=_env("STORAGE_ORG_QUOTA", "1GiB"), metavar="BYTES",
-                   help="an organization's Storage API quota unless `edgefiles admin org quota` sets one")
+                   help="an organization's Storage API quota unless `edgefiles admin org quota` sets one"
+                        " (default 1GiB)")
     for category, default in STORAGE_CATEGORIES.items():
         p.add_argument(f"--storage-max-{category}", metavar="BYTES",
                        default=_env(f"STORAGE_MAX_{category.upper().replace('-', '_')}", default),
@@ -147,6 +148,19 @@ def _above_zero(convert: Callable[[str], float]) -> Callable[[str], float]:
     return checked
 
 
+LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+
+
+def _host_suffix(text: str) -> str:
+    """The end of the host names the host route answers (dots around it dropped, lower-cased):
+    DNS labels; an empty one would take every request for a name."""
+    suffix = text.strip(".").lower()
+    if not re.fullmatch(rf"{LABEL}(\.{LABEL})*", suffix):
+        raise ValueError(f"{text!r} is not the end of a host name, like actyx.localhost (letters, digits "
+                         "and hyphens, dots between)")
+    return suffix
+
+
 def _positive_duration(text: str) -> float:
     """A duration above 0 (a token valid 0 s is born expired); parse_duration's own words for
     text that is no duration."""
@@ -171,7 +185,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         profile=setting(args, "profile", lambda text: get_profile(text).name),
         max_upload=setting(args, "max-upload", parse_size),
         filestore_max_file=setting(args, "filestore-max-file", parse_size),
-        host_suffix=args.host_suffix.strip(".").lower(),
+        host_suffix=setting(args, "host-suffix", _host_suffix),
         token_ttl=setting(args, "token-ttl", _positive_duration),
         trusted_apps=frozenset(args.trust_app or _env_list("TRUST_APP")),
         allowed_peers=frozenset(args.allow_peer or _env_list("ALLOW_PEER")),

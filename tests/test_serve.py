@@ -283,6 +283,8 @@ def test_swarm_addresses_keys_and_peers_that_cannot_work_are_one_line_errors(tmp
         ("--allow-peer", "notapeer"): "not a peer id",
         ("--allow-peer", "12D3KooWBWB59PG57qS5GQ3qnBf8pGf9WKqgpFjZmqc9KaeKSQ68/tcp/80"): "not a peer id",
         ("--token-ttl", "0"): "--token-ttl",
+        ("--host-suffix", ""): "not the end of a host name",  # it would take every request for a name
+        ("--host-suffix", "my apps"): "not the end of a host name",
     }
     for i, (flags, words) in enumerate(cases.items()):
         swarm = () if "--swarm" in flags else ("--swarm", "/ip4/127.0.0.1/tcp/0")
