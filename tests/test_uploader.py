@@ -382,3 +382,15 @@ def test_deleting_a_name_already_gone_elsewhere_is_no_error(browser, node, tmp_p
     expect(page.get_by_role("status")).to_contain_text('"gone-twice" deleted')
     expect(names.get_by_role("row").filter(has_text="gone-twice")).to_have_count(0)
     expect(page.get_by_role("alert")).to_have_text("")
+
+
+def test_a_name_still_being_fetched_follows_its_rollout_without_a_click(browser, node, tmp_path):
+    folder = write(tmp_path / "later", app_files("arrives later"))
+    cid = cid_of(folder)
+    with node.client() as client:
+        client.put("/api/v2/files/arrives-later", content=cid).raise_for_status()  # nothing stored yet
+    page = uploader(browser, node)
+    row = page.get_by_role("table", name="Names").get_by_role("row").filter(has_text="arrives-later")
+    expect(row).to_contain_text("missing")
+    assert run_cli("add", str(folder), "--node", node.url).stdout.strip() == cid  # the blocks come
+    expect(row).to_contain_text("complete", timeout=10000)
