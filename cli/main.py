@@ -64,11 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_commands(sub)
     admin.register(sub)
     fsck.register(sub)
+    _tell_each_its_parser(parser)
     return parser
 
 
+def _tell_each_its_parser(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command's arguments carry its own parser (`_parser`), so that an option it
+    does not know is told with its usage, not the top level's."""
+    parser.set_defaults(_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _tell_each_its_parser(child)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # exits 2, as parse_args would, but with the usage of the command at fault
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
     except CliError as exc:

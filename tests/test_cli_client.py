@@ -136,6 +136,14 @@ def _on_a_terminal(node, *args: str) -> tuple[subprocess.CompletedProcess, bytes
     return subprocess.CompletedProcess(args, proc.returncode, out), drawn
 
 
+def test_an_unknown_option_is_told_with_the_usage_of_its_command(tmp_path):
+    for command, usage in ((["add", "--nmae", "x", str(tmp_path)], "usage: edgefiles add "),
+                           (["name", "set", "--bogus", "a", "b"], "usage: edgefiles name set ")):
+        out = run_cli(*command)
+        assert out.returncode == 2 and out.stderr.startswith(usage), out.stderr
+        assert "unrecognized arguments: " in out.stderr
+
+
 def test_add_draws_a_progress_bar_on_a_terminal(node, tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(gen("progress", 24 << 20))
