@@ -31,7 +31,7 @@ log = logging.getLogger("edgefiles")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    admin = sub.add_parser("admin", help="manage organizations, users and tokens of a node")
+    admin = sub.add_parser("admin", help="manage a node's organizations, users, tokens, things and groups")
     kinds = admin.add_subparsers(dest="kind", required=True, metavar="WHAT")
     add_admin_commands(kinds)
     admin.set_defaults(func=cmd_admin)
@@ -50,7 +50,7 @@ def add_admin_commands(kinds: argparse._SubParsersAction) -> None:
     def command(kind: argparse._SubParsersAction, name: str, help_: str) -> argparse.ArgumentParser:
         p = kind.add_parser(name, help=help_)
         p.add_argument("--data", default=os.environ.get("EDGEFILES_DATA", "./edgefiles-data"),
-                       help="the node's data directory")
+                       help="the node's data directory (default: $EDGEFILES_DATA or ./edgefiles-data)")
         p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
