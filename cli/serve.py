@@ -277,6 +277,7 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
             uvicorn.Config(
                 create_app(ctx), http=HttpProtocol, ws="none", lifespan="off",
                 log_level="debug" if debug else "warning", timeout_graceful_shutdown=10, access_log=debug,
+                log_config=None,  # uvicorn's lines in the node's own format, through its root logger
                 server_header=False,
             )
         )
