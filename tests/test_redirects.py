@@ -153,10 +153,15 @@ def test_rules_apply_on_the_host_route_only(node, site):
     assert by_cid.headers["cache-control"].endswith("immutable")
 
 
-def test_a_site_whose_rules_cannot_be_read_gets_a_500_for_missing_paths_only(node):
-    cid = node.upload([("index.html", b"ok"), ("_redirects", b"/a /b 200\n/c /d teapot\n")]).text
+def named_site(node, name: str, rules: bytes) -> None:
+    """`name` pointed at a site of an index.html and these rules."""
+    cid = node.upload([("index.html", b"ok"), ("_redirects", rules)]).text
     with node.client() as client:
-        client.put("/api/v2/files/broken-rules", content=cid).raise_for_status()
+        client.put(f"/api/v2/files/{name}", content=cid).raise_for_status()
+
+
+def test_a_site_whose_rules_cannot_be_read_gets_a_500_for_missing_paths_only(node):
+    named_site(node, "broken-rules", b"/a /b 200\n/c /d teapot\n")
     r = host_get(node, "/missing", host="broken-rules.actyx.localhost")
     assert r.status_code == 500 and r.json()["code"] == "ERR_REDIRECTS_INVALID"
     assert "line 2" in r.json()["message"]
@@ -164,8 +169,6 @@ def test_a_site_whose_rules_cannot_be_read_gets_a_500_for_missing_paths_only(nod
 
 
 def test_a_rule_whose_target_is_missing_is_a_404(node):
-    cid = node.upload([("index.html", b"ok"), ("_redirects", b"/* /app.html 200\n")]).text
-    with node.client() as client:
-        client.put("/api/v2/files/no-target", content=cid).raise_for_status()
+    named_site(node, "no-target", b"/* /app.html 200\n")
     r = host_get(node, "/deep", host="no-target.actyx.localhost")
     assert r.status_code == 404 and r.json()["code"] == "ERR_NOT_FOUND"
