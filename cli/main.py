@@ -80,8 +80,9 @@ def _tell_each_its_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
+    parser = vars(args).pop("_parser")  # not an argument: commands pass theirs on (admin, as JSON)
     if unknown:  # exits 2, as parse_args would, but with the usage of the command at fault
-        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
     except CliError as exc:

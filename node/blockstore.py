@@ -14,6 +14,7 @@ Threads: every method may be called from any thread; writes (`commit`, `delete`,
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -31,6 +32,8 @@ from . import blockindex
 from .cid import digest_of, is_identity, normalize, to_str, verify_block
 from .db import Readers, open_writer, write_transaction
 from .packs import STORAGE_ERRNOS, Packs, Place, record_span
+
+log = logging.getLogger("edgefiles.store")
 
 RECENT_READS = "recent-reads.msgpack"  # next to the packs: read recency kept across restarts
 HINTS_KEPT = 200_000  # entries of each in-memory hint table
@@ -156,11 +159,29 @@ class BlockStore:
         self._recency = _ReadRecency(root / RECENT_READS)
         self._verified: dict[bytes, bool] = {}  # blocks hashed in this process
         self._in_flight = 0  # bytes written by batches not settled yet
+        if blockindex.totals(self._readers.get())[0] == 0 and any(self._packs.sizes().values()):
+            self._reindex()
         self._stored = blockindex.totals(self._readers.get())[1]
         # bytes of failed uploads written since the last compaction; at start, what a crash left
         # past each pack's last indexed record (an upload cut off) too, so that it is given back
         ends = blockindex.indexed_ends(self._readers.get())
         self.abandoned = sum(max(0, size - ends.get(pack, 0)) for pack, size in self._packs.sizes().items())
+
+    def _reindex(self) -> None:
+        """An index that is empty while the packs hold bytes was lost (state.sqlite deleted,
+        or made anew): every intact block of the packs is indexed again, as an unpinned one.
+        Taken for a crash's leftovers, the packs were deleted within seconds of the start."""
+        log.warning("the block index is empty but %s holds %.1f MiB: indexing its blocks again",
+                    self.root, sum(self._packs.sizes().values()) / 2**20)
+        for pack in sorted(self._packs.sizes()):
+            intact = [(normalize(cid), pack, offset, length)
+                      for cid, offset, length in self._packs.records(pack)
+                      if verify_block(cid, self._packs.read((pack, offset, length)))]
+            with self._transaction() as conn:
+                blockindex.insert(conn, intact)
+        blocks, size = blockindex.totals(self._readers.get())
+        log.warning("indexed %d blocks (%.1f MiB) again; pins and names are not kept in the packs: "
+                    "a swarm's names come back from its peers", blocks, size / 2**20)
 
     # reading --------------------------------------------------------------------------
     def has(self, cid: bytes) -> bool:

@@ -15,7 +15,9 @@ import mmap
 import os
 import struct
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 PACK_LIMIT = 1 << 30
 EARLY_SYNC_BYTES = 64 << 20
@@ -244,8 +246,36 @@ class Packs:
             self._read_fds.clear()
             self._retired_fds.clear()
 
+    def records(self, pack: int) -> Iterator[tuple[bytes, int, int]]:
+        """(CID, data offset, length) of each whole record in `pack`, in order."""
+        with open(self._path(pack), "rb") as f:
+            yield from records_in(f, os.fstat(f.fileno()).st_size)
+
     def _path(self, pack: int) -> Path:
         return self.root / f"pack-{pack:06d}.dat"
+
+
+def records_in(f: BinaryIO, size: int) -> Iterator[tuple[bytes, int, int]]:
+    """(CID, data offset, length) of each whole record of a pack file of `size` bytes: what an
+    index is rebuilt from. Zeros up to a 4 KiB boundary are a bulk write's padding; anything
+    else that is no record (a write cut off) ends the walk."""
+    at = 0
+    while at + HEADER.size <= size:
+        f.seek(at)
+        magic, cid_length, length = HEADER.unpack(f.read(HEADER.size))
+        if magic != RECORD_MAGIC:
+            boundary = (at // ALIGN + 1) * ALIGN
+            f.seek(at)
+            if f.read(boundary - at).strip(b"\0"):
+                return
+            at = boundary
+            continue
+        cid = f.read(cid_length)
+        offset = at + HEADER.size + cid_length
+        if len(cid) < cid_length or offset + length > size:
+            return
+        yield cid, offset, length
+        at = offset + length
 
 
 def record_span(cid: bytes, offset: int, length: int) -> tuple[int, int]:

@@ -153,6 +153,27 @@ def test_kill_9_keeps_acknowledged_uploads_and_drops_unfinished_ones(tmp_path):
         n.stop()
 
 
+def test_a_node_whose_database_was_lost_keeps_every_block_of_its_packs(tmp_path):
+    """state.sqlite deleted (a disk fault, a bad restore, a mistake): the node took its packs
+    for a crash's leftovers and deleted them all within seconds of its start."""
+    n = Node(tmp_path / "lost").start()
+    big, site = gen("big after a loss", 20 << 20), [("index.html", b"<h1>kept</h1>"), ("app.js", b"go()")]
+    cids = [n.upload([("big.bin", big)]).text, n.upload(site).text]
+    n.stop()
+    for path in (tmp_path / "lost").glob("state.sqlite*"):
+        path.unlink()
+    n.start()
+    try:
+        time.sleep(7)  # past the collector's first rounds (every 5 s)
+        with n.client() as c:
+            assert c.get(f"/api/v2/files/{cids[0]}").content == big
+            assert c.get(f"/api/v2/files/{cids[1]}/app.js").content == b"go()"
+        assert "indexing its blocks again" in n.output() and "given back to the disk" not in n.output()
+        assert sum(p.stat().st_size for p in (tmp_path / "lost" / "blocks").glob("pack-*.dat")) > 20 << 20
+    finally:
+        n.stop()
+
+
 def test_a_file_whose_leaves_hold_less_than_it_says_is_a_500_early_and_cut_short_later(fresh_node):
     """A damaged file DAG (its last leaf shorter than its node says): within the first MiB,
     which is read before the answer starts, a 500; further on, the answer is cut short of its
