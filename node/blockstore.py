@@ -52,6 +52,15 @@ class StorageFull(Exception):
     """The disk or the store quota has no room for the upload."""
 
 
+def as_storage_full(exc: BaseException) -> BaseException:
+    """A full disk, in the file system or in SQLite, as StorageFull; anything else as it is."""
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        return StorageFull(exc.strerror or str(exc))
+    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+        return StorageFull(str(exc))
+    return exc
+
+
 @dataclass(eq=False)  # identity-hashed: the store keeps a weak set of open batches
 class Batch:
     """Blocks written by one upload or transfer; visible only once committed."""

@@ -104,25 +104,31 @@ class Database:
         async with self._write_lock:
             self.after_commit.clear()
             if await self._run_through("BEGIN IMMEDIATE"):
-                await self._run_through("ROLLBACK")
+                await self._roll_back()
                 raise asyncio.CancelledError
             try:
                 yield self.conn
             except BaseException:
                 self.after_commit.clear()
-                await self._run_through("ROLLBACK")
+                await self._roll_back()
                 raise
             try:
                 cancelled = await self._run_through("COMMIT")
             except Exception:
                 self.after_commit.clear()
-                await self._run_through("ROLLBACK")
+                await self._roll_back()
                 raise
             callbacks, self.after_commit = self.after_commit, []
             for callback in callbacks:
                 callback()
             if cancelled:
                 raise asyncio.CancelledError
+
+    async def _roll_back(self) -> None:
+        """ROLLBACK, unless SQLite rolled the transaction back by itself (a full disk, an I/O
+        error): a ROLLBACK then fails, and its error hid the one that mattered."""
+        if self.conn.in_transaction:
+            await self._run_through("ROLLBACK")
 
     async def _run_through(self, sql: str) -> bool:
         """Run a statement to its end even when our task is cancelled meanwhile; whether a
@@ -188,7 +194,8 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite rolls back by itself on a full disk: see Database._roll_back
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 

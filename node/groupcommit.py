@@ -7,7 +7,6 @@ both is spread over every upload waiting at that moment, which is what small wri
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +14,8 @@ from typing import Any
 import aiosqlite
 
 from . import blockindex
-from .blockstore import Batch, BlockStore, StorageFull
+from .blockstore import Batch, BlockStore, as_storage_full
 from .db import Database
-from .packs import STORAGE_ERRNOS
 from .pins import pin_roots
 
 # writes the names of a group inside the group's transaction: (the name as the caller gave
@@ -66,7 +64,7 @@ class GroupCommitter:
                 for w in group:
                     self._store.settle(w.batch, committed=False)
                     if not w.done.done():
-                        w.done.set_exception(_storage_error(exc))
+                        w.done.set_exception(as_storage_full(exc))
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
@@ -84,12 +82,3 @@ class GroupCommitter:
             names = [(w.name, w.pins[0][0]) for w in group if w.name is not None]
             if names:
                 await self._write_names(conn, names)
-
-
-def _storage_error(exc: BaseException) -> BaseException:
-    """A full disk, in the file system or in SQLite, becomes StorageFull; the rest stays as is."""
-    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
-        return StorageFull(exc.strerror or str(exc))
-    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
-        return StorageFull(str(exc))
-    return exc

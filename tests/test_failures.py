@@ -11,6 +11,7 @@ import httpx
 import pytest
 from conftest import gen
 from edgefiles.node import car, dagpb, unixfs
+from edgefiles.node.blockstore import StorageFull, as_storage_full
 from edgefiles.node.cid import DAG_PB, RAW, make_cid, to_str
 from edgefiles.node.importer import import_bytes
 from edgefiles.node.profiles import KUBO_V1
@@ -121,6 +122,36 @@ def test_full_disk_is_507_and_stores_nothing_half(tmp_path):
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_names_and_uploads_on_a_full_disk_are_507s_that_say_so(tmp_path):
+    """SQLite's own 'database or disk is full' (a name's write, a small upload's pin) was a
+    500 ERR_INTERNAL 'OperationalError'. Without mount rights the mapping itself is checked."""
+    if not _tmpfs(tmp_path / "small", "24m"):
+        full = as_storage_full(sqlite3.OperationalError("database or disk is full"))
+        assert isinstance(full, StorageFull) and not isinstance(as_storage_full(ValueError()), StorageFull)
+        return
+    n = Node(tmp_path / "small" / "data").start()
+    try:
+        cid = n.upload([("a.txt", b"stored before the disk filled")]).text
+        with n.client() as c:
+            c.put("/api/v2/files/before", content=cid).raise_for_status()
+        with open(tmp_path / "small" / "filler", "wb") as filler:
+            with pytest.raises(OSError):
+                while True:
+                    filler.write(bytes(1 << 20))
+                    filler.flush()
+        with n.client() as c:
+            answers = [c.put("/api/v2/files/during", content=cid), c.delete("/api/v2/files/before"),
+                       n.upload([("b.txt", b"no room")])]
+            for r in answers:
+                assert r.status_code == 507 and r.json()["code"] == "ERR_INSUFFICIENT_STORAGE", r.text
+            (tmp_path / "small" / "filler").unlink()
+            assert c.put("/api/v2/files/during", content=cid).status_code == 200
+            assert c.get("/api/v2/files/before").content == b"stored before the disk filled"
+    finally:
+        n.stop()
+        subprocess.run(["umount", "-l", str(tmp_path / "small")])
 
 
 def test_store_quota_is_507(fresh_node):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
 from collections.abc import Iterable
 
-from edgefiles.node.blockstore import StorageFull
+from edgefiles.node.blockstore import StorageFull, as_storage_full
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -146,6 +147,16 @@ async def storage_full(request: Request, exc: Exception) -> Response:
     return in_facade_shape(request.url.path, InsufficientStorage(f"not stored: {exc}"))
 
 
+async def full_disk_or_unexpected(request: Request, exc: Exception) -> Response:
+    """A write that found the disk full outside an upload's own checks (a name's, in SQLite)
+    is a 507 that says so, and the connection goes on; any other such error, `unexpected_error`."""
+    full = as_storage_full(exc)
+    if not isinstance(full, StorageFull):
+        return await unexpected_error(request, exc)
+    log.warning("%s %s refused: the disk is full (%s)", request.method, request.url.path, full)
+    return await storage_full(request, full)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return in_facade_shape(request.url.path, ApiError(f"internal error: {type(exc).__name__}"))
@@ -242,7 +253,8 @@ def create_app(ctx: AppContext) -> ASGIApp:
         routes=routes,
         exception_handlers={
             ApiError: api_error, HTTPException: http_error, ClientDisconnect: client_gone,
-            StorageFull: storage_full, Exception: unexpected_error,
+            StorageFull: storage_full, sqlite3.OperationalError: full_disk_or_unexpected,
+            OSError: full_disk_or_unexpected, Exception: unexpected_error,
         },
     )
     app.router.redirect_slashes = False
