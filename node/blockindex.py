@@ -20,12 +20,18 @@ INSERT = "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)"
 IN_CHUNK = 500  # CIDs per IN (...) query
 
 
-def insert(conn: sqlite3.Connection, rows: list[Row]) -> None:
+def insert(conn: sqlite3.Connection, rows: list[Row]) -> int:
+    """The rows inserted: fewer than given when some blocks were indexed already."""
+    before = conn.total_changes
     conn.executemany(INSERT, rows)
+    return conn.total_changes - before
 
 
-async def insert_async(conn: aiosqlite.Connection, rows: list[Row]) -> None:
+async def insert_async(conn: aiosqlite.Connection, rows: list[Row]) -> int:
+    """`insert` on the node's async connection."""
+    before = conn.total_changes
     await conn.executemany(INSERT, rows)
+    return conn.total_changes - before
 
 
 def locate(conn: sqlite3.Connection, cid: bytes) -> Place | None:

@@ -314,11 +314,12 @@ class BlockStore:
         try:
             self.sync([batch])
             with self._transaction() as conn:
-                blockindex.insert(conn, self.index_rows([batch]))
+                rows = self.index_rows([batch])
+                raced = blockindex.insert(conn, rows) < len(rows)
         except BaseException:
             self.settle(batch, committed=False)
             raise
-        self.settle(batch, committed=True)
+        self.settle(batch, committed=True, unindexed=self.indexed_elsewhere([batch])[batch] if raced else 0)
 
     def abandon(self, batch: Batch) -> None:
         """A failed upload: its bytes stay unreferenced in the pack, invisible."""
@@ -334,15 +335,28 @@ class BlockStore:
         """The index rows that make these batches visible, for `blockindex.insert`."""
         return [(cid, *place) for b in batches for cid, place in b.places.items()]
 
-    def settle(self, batch: Batch, committed: bool) -> None:
-        """The batch's rows committed (its bytes now count as stored) or never will."""
+    def indexed_elsewhere(self, batches: list[Batch]) -> dict[Batch, int]:
+        """Per batch, the bytes of its blocks whose rows did not land because another batch
+        indexed the same block first (one content uploaded twice at once): written, and
+        pointed to by nothing, as a failed upload's are."""
+        conn = self._readers.get()
+        out = {}
+        for batch in batches:
+            landed = blockindex.locate_many(conn, list(batch.places))
+            out[batch] = sum(place[2] for cid, place in batch.places.items() if landed.get(cid) != place)
+        return out
+
+    def settle(self, batch: Batch, committed: bool, unindexed: int = 0) -> None:
+        """The batch's rows committed (its bytes now count as stored, but for `unindexed`:
+        those of rows another batch's took the place of) or never will."""
         with self._lock:
             if batch.settled:
                 return
             batch.settled = True
             self._in_flight -= batch.bytes
             if committed:
-                self._stored += batch.bytes
+                self._stored += batch.bytes - unindexed
+                self.abandoned += unindexed
             else:
                 self.abandoned += batch.bytes
             self._open.discard(batch)

@@ -59,7 +59,7 @@ class GroupCommitter:
         while self._queue:
             group, self._queue = self._queue, []
             try:
-                await self._commit_group(group)
+                raced = await self._commit_group(group)
             except BaseException as exc:
                 for w in group:
                     self._store.settle(w.batch, committed=False)
@@ -68,17 +68,23 @@ class GroupCommitter:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
+            batches = [w.batch for w in group]
+            elsewhere = await asyncio.to_thread(self._store.indexed_elsewhere, batches) if raced else {}
             for w in group:
-                self._store.settle(w.batch, committed=True)
+                self._store.settle(w.batch, committed=True, unindexed=elsewhere.get(w.batch, 0))
                 if not w.done.done():
                     w.done.set_result(None)
 
-    async def _commit_group(self, group: list[_Waiting]) -> None:
+    async def _commit_group(self, group: list[_Waiting]) -> bool:
+        """Whether some of the group's rows did not land (their blocks indexed already, by
+        another upload of the same content)."""
         batches = [w.batch for w in group]
         await asyncio.to_thread(self._store.sync, batches)
         async with self._db.transaction() as conn:  # a few statements for the whole group
-            await blockindex.insert_async(conn, self._store.index_rows(batches))
+            rows = self._store.index_rows(batches)
+            raced = await blockindex.insert_async(conn, rows) < len(rows)
             await pin_roots(conn, [pin for w in group for pin in w.pins])
             names = [(w.name, w.pins[0][0]) for w in group if w.name is not None]
             if names:
                 await self._write_names(conn, names)
+        return raced

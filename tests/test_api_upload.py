@@ -5,7 +5,7 @@ import os
 import httpx
 import pytest
 from conftest import entry_bytes, load_cases, materialize
-from nodeproc import run_cli, wait_until
+from nodeproc import at_once, run_cli, wait_until
 
 CASES = {c["id"]: c for c in load_cases("cid-vectors.json")}
 
@@ -300,3 +300,23 @@ def test_wrap_with_directory_makes_one_part_a_folder_as_kubo_does(node):
         bad = client.post("/api/v2/files", params={"wrap-with-directory": "yes please"},
                           files=[("file", ("hello.txt", data))])
         assert bad.status_code == 400 and "wrap-with-directory" in bad.json()["message"]
+
+
+def test_one_content_uploaded_many_times_at_once_is_counted_and_kept_once(fresh_node):
+    """Each upload writes its blocks before the others' are indexed; the rows of all but one
+    do not land. Those bytes counted as stored (a quota filled by nothing) and were never
+    given back to the disk (ten uploads of 20 MiB kept 200 MB of packs until a restart)."""
+    n = fresh_node()
+    data = os.urandom(20 << 20)
+    cids = at_once(lambda: n.upload([("same.bin", data)]).text, 8)
+    assert len(set(cids)) == 1 and cids[0].startswith("baf")
+    with n.client() as client:
+        assert client.get("/api/v2/node/info").json()["bytes"] < 21 << 20
+        assert client.get(f"/api/v2/files/{cids[0]}").content == data
+
+    def packs() -> int:
+        return sum(p.stat().st_size for p in (n.data / "blocks").glob("pack-*.dat"))
+
+    wait_until(lambda: packs() < 2 * (20 << 20), timeout=30, what="the extra copies to be given back")
+    with n.client() as client:
+        assert client.get(f"/api/v2/files/{cids[0]}").content == data
