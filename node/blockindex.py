@@ -98,6 +98,11 @@ def indexed_ends(conn: sqlite3.Connection) -> dict[int, int]:
     return dict(conn.execute("SELECT pack, MAX(offset + length) FROM blocks GROUP BY pack").fetchall())
 
 
+def indexed_end(conn: sqlite3.Connection, pack: int) -> int:
+    """Where the last indexed record of `pack` ends (0: it has none)."""
+    return conn.execute("SELECT MAX(offset + length) FROM blocks WHERE pack = ?", (pack,)).fetchone()[0] or 0
+
+
 def rows_in_pack(conn: sqlite3.Connection, pack: int) -> list[tuple[bytes, int, int]]:
     """(cid, offset, length) of every block indexed in `pack`."""
     return conn.execute("SELECT cid, offset, length FROM blocks WHERE pack = ?", (pack,)).fetchall()

@@ -414,8 +414,25 @@ class BlockStore:
         open batch writes to are left for later."""
         with self._compact_lock:
             with self._lock:
-                self.abandoned = 0  # what is dead now is judged by the packs themselves
-            return self._compact(dead_ratio, seal_current)
+                abandoned, self.abandoned = self.abandoned, 0  # what is dead now is judged by the packs
+            try:
+                return self._compact(dead_ratio, seal_current)
+            except BaseException:
+                with self._lock:  # not given back: the next round tries again (a full disk, say)
+                    self.abandoned += abandoned
+                raise
+
+    def trim_current(self) -> int:
+        """Give back the failed uploads' bytes at the end of the pack being appended to, by
+        cutting it (see Packs.trim): on a full disk, where compaction has no room to copy."""
+        with self._compact_lock:
+            freed = self._packs.trim(self._written_by_open_batch, self._indexed_end)
+            with self._lock:
+                self.abandoned = max(0, self.abandoned - freed)
+            return freed
+
+    def _indexed_end(self, pack: int) -> int:
+        return blockindex.indexed_end(self._readers.get(), pack)
 
     def _compact(self, dead_ratio: float, seal_current: bool) -> tuple[int, int]:
         self._packs.close_removed()

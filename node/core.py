@@ -35,6 +35,7 @@ log = logging.getLogger("edgefiles")
 PROGRESS_FRESH = 0.25  # seconds a survey of an incomplete DAG answers status requests
 SAVE_RECENCY_EVERY = 60.0  # seconds: a crash loses at most this much of the GC's read order
 RECLAIM_ABANDONED = 16 << 20  # bytes of failed uploads in the packs before they are given back
+GC_BACKOFF_MAX = 12  # a collector that keeps failing tries again at most every 12 rounds (1 min)
 CACHED_ROOTS = 10_000
 COMPLETE_ROOTS = 100_000  # every named upload marks its root complete: ~10 MB at most
 T = TypeVar("T", dict, set)
@@ -295,7 +296,7 @@ class Core:
         """The garbage collector's loop: runs whenever the store holds more than `limit` bytes
         (None: never), and whenever failed uploads left RECLAIM_ABANDONED in the packs.
         Every `SAVE_RECENCY_EVERY` it also saves what was read lately, the order it frees in."""
-        saved = time.monotonic()
+        saved, failures = time.monotonic(), 0
         while True:
             try:
                 if limit is not None and self.store.size > limit:
@@ -304,12 +305,17 @@ class Core:
                     report = await asyncio.to_thread(gc.reclaim_abandoned, self.store)
                     log.info("gc: %.1f MiB of failed uploads given back to the disk (%d packs compacted)",
                              report.reclaimed_bytes / 2**20, report.compacted_packs)
-            except Exception:
-                log.exception("garbage collection failed; retrying later")
-            if limit is not None and time.monotonic() - saved >= SAVE_RECENCY_EVERY:
-                await asyncio.to_thread(self.store.save_recency)
-                saved = time.monotonic()
-            await asyncio.sleep(every)
+                if limit is not None and time.monotonic() - saved >= SAVE_RECENCY_EVERY:
+                    await asyncio.to_thread(self.store.save_recency)
+                    saved = time.monotonic()
+                failures = 0
+            except Exception as exc:
+                if not failures:  # a full disk fails every round until space is freed: said once
+                    log.exception("garbage collection failed; retrying with backoff")
+                else:
+                    log.debug("garbage collection failed again: %s", exc)
+                failures += 1
+            await asyncio.sleep(every * min(2 ** failures, GC_BACKOFF_MAX))
 
     # checking -------------------------------------------------------------------------
     async def fsck(self, named: list[fsck.NamedTarget], repair: bool,

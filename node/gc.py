@@ -99,7 +99,9 @@ def reclaim_abandoned(store: BlockStore) -> GcReport:
     and the store's size and quota never counted them): the packs mostly dead now are
     compacted, the one being written included."""
     report = GcReport()
+    trimmed = store.trim_current()  # first: it needs no room, where compaction copies
     report.compacted_packs, report.reclaimed_bytes = store.compact(COMPACT_DEAD_RATIO, True)
+    report.reclaimed_bytes += trimmed
     return report
 
 

@@ -15,7 +15,7 @@ import mmap
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -138,6 +138,22 @@ class Packs:
             at += len(header) + len(data)
         self.end = at
         return places
+
+    def trim(self, busy: Callable[[int], bool], last_record_end: Callable[[int], int]) -> int:
+        """Cut the pack being appended to back to the end of its last indexed record (what lies
+        past it is no record's: a failed upload's bytes), unless `busy(pack)` (an open batch
+        writes to it); the bytes given back. It copies nothing, so it needs no free space.
+        Both are asked under the lock: no batch can write, nor (having written) commit, between
+        them and the cut."""
+        with self._lock:
+            if busy(self.current):
+                return 0
+            end = last_record_end(self.current)
+            if end >= self.end:
+                return 0
+            os.ftruncate(self._fd, end)
+            freed, self.end = self.end - end, end
+            return freed
 
     def roll(self) -> None:
         """Start appending to a fresh pack, so the current one can be compacted."""

@@ -15,7 +15,7 @@ from edgefiles.node.blockstore import StorageFull, as_storage_full
 from edgefiles.node.cid import DAG_PB, RAW, make_cid, to_str
 from edgefiles.node.importer import import_bytes
 from edgefiles.node.profiles import KUBO_V1
-from nodeproc import Node
+from nodeproc import Node, wait_until
 
 CHUNK = KUBO_V1.chunk_size
 LATER_CHUNKS = 8  # past the first MiB, which is read before the answer starts
@@ -152,6 +152,36 @@ def test_names_and_uploads_on_a_full_disk_are_507s_that_say_so(tmp_path):
     finally:
         n.stop()
         subprocess.run(["umount", "-l", str(tmp_path / "small")])
+
+
+def test_what_a_refused_upload_wrote_on_a_full_disk_is_given_back(tmp_path):
+    """Compaction copies what is live, for which a full disk has no room: it failed, was never
+    tried again, and 48 MiB of a refused upload stayed in the pack (later uploads 507)."""
+    mount = tmp_path / "small"
+    if not _tmpfs(mount, "64m"):  # no mount rights: the kernel's file-size limit fills the "disk"
+        n = Node(tmp_path / "limited", preexec=_limit_file_size).start()
+        room = 24 << 20
+    else:
+        n = Node(mount / "data").start()
+        room = 64 << 20
+    try:
+        kept = os.urandom(room // 6)
+        cid = n.upload([("kept.bin", kept)]).text
+        refused = n.upload([("big.bin", os.urandom(room))])
+        assert refused.status_code == 507, refused.text
+
+        def pack_bytes() -> int:
+            return sum(p.stat().st_size for p in (n.data / "blocks").glob("pack-*.dat"))
+
+        wait_until(lambda: pack_bytes() < len(kept) + (2 << 20), timeout=30, what="the refused bytes back")
+        again = n.upload([("next.bin", os.urandom(room // 3))])
+        assert again.status_code == 200, again.text
+        with n.client() as c:
+            assert c.get(f"/api/v2/files/{cid}").content == kept
+    finally:
+        n.stop()
+        if mount.is_mount():
+            subprocess.run(["umount", "-l", str(mount)])
 
 
 def test_store_quota_is_507(fresh_node):
