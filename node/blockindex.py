@@ -17,21 +17,31 @@ from .packs import Place
 Row = tuple[bytes, int, int, int]  # cid, pack, offset, length
 
 INSERT = "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)"
+REPLACE = "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?)"
 IN_CHUNK = 500  # CIDs per IN (...) query
 
 
-def insert(conn: sqlite3.Connection, rows: list[Row]) -> int:
-    """The rows inserted: fewer than given when some blocks were indexed already."""
+def insert(conn: sqlite3.Connection, rows: list[Row], replacing: set[bytes] = frozenset()) -> int:
+    """The rows inserted: fewer than given when some blocks were indexed already. The rows
+    of `replacing` take the place of those indexed (a damaged copy's)."""
     before = conn.total_changes
-    conn.executemany(INSERT, rows)
+    for sql, some in _statements(rows, replacing):
+        conn.executemany(sql, some)
     return conn.total_changes - before
 
 
-async def insert_async(conn: aiosqlite.Connection, rows: list[Row]) -> int:
+async def insert_async(conn: aiosqlite.Connection, rows: list[Row],
+                       replacing: set[bytes] = frozenset()) -> int:
     """`insert` on the node's async connection."""
     before = conn.total_changes
-    await conn.executemany(INSERT, rows)
+    for sql, some in _statements(rows, replacing):
+        await conn.executemany(sql, some)
     return conn.total_changes - before
+
+
+def _statements(rows: list[Row], replacing: set[bytes]) -> list[tuple[str, list[Row]]]:
+    return [(INSERT, [row for row in rows if row[0] not in replacing]),
+            (REPLACE, [row for row in rows if row[0] in replacing])]
 
 
 def locate(conn: sqlite3.Connection, cid: bytes) -> Place | None:

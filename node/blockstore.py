@@ -71,6 +71,8 @@ class Batch:
     bytes: int = 0  # of the blocks written by this batch
     settled: bool = False
     reused: set[bytes] = field(default_factory=set)  # already stored: kept from collection
+    replaces: set[bytes] = field(default_factory=set)  # stored damaged or gone: this copy's row replaces
+    replaced_bytes: int = 0  # of the copies it replaces (stored already, they count no more)
 
     def __len__(self) -> int:
         return len(self.places)
@@ -282,8 +284,10 @@ class BlockStore:
             return
         with self._gc_lock:  # a block we dedupe against must not be collected meanwhile
             stored = self.present(list(fresh))
-            batch.reused.update(stored)
-        new = [(cid, data) for cid, data in fresh.items() if cid not in stored]
+            # an upload of what is stored damaged (or gone) writes it anew: the 200 says it is on disk
+            damaged = {cid for cid in stored if not self._intact(cid)}
+            batch.reused.update(stored - damaged)
+        new = [(cid, data) for cid, data in fresh.items() if cid not in stored or cid in damaged]
         if not new:
             return
         size = sum(len(data) for _, data in new)
@@ -304,6 +308,18 @@ class BlockStore:
             batch.places[cid] = place
             batch.packs.add(place[0])
         batch.bytes += size
+        batch.replaces |= damaged
+        batch.replaced_bytes += sum(len(fresh[cid]) for cid in damaged)
+
+    def _intact(self, cid: bytes) -> bool:
+        """Whether a stored block reads back whole and matching its CID (hashed once per
+        process: `get` remembers it)."""
+        if self._verified.get(cid):
+            return True
+        try:
+            return self.get(cid) is not None
+        except CorruptBlock:
+            return False
 
     def commit(self, batch: Batch) -> None:
         """Make a batch durable and visible (blocking). Uses the store's own SQLite
@@ -315,7 +331,7 @@ class BlockStore:
             self.sync([batch])
             with self._transaction() as conn:
                 rows = self.index_rows([batch])
-                raced = blockindex.insert(conn, rows) < len(rows)
+                raced = blockindex.insert(conn, rows, self.replacing([batch])) < len(rows)
         except BaseException:
             self.settle(batch, committed=False)
             raise
@@ -334,6 +350,11 @@ class BlockStore:
     def index_rows(self, batches: list[Batch]) -> list[blockindex.Row]:
         """The index rows that make these batches visible, for `blockindex.insert`."""
         return [(cid, *place) for b in batches for cid, place in b.places.items()]
+
+    @staticmethod
+    def replacing(batches: list[Batch]) -> set[bytes]:
+        """The CIDs whose rows these batches' rows replace (the stored copy was damaged)."""
+        return set().union(*(b.replaces for b in batches))
 
     def indexed_elsewhere(self, batches: list[Batch]) -> dict[Batch, int]:
         """Per batch, the bytes of its blocks whose rows did not land because another batch
@@ -354,9 +375,9 @@ class BlockStore:
                 return
             batch.settled = True
             self._in_flight -= batch.bytes
-            if committed:
-                self._stored += batch.bytes - unindexed
-                self.abandoned += unindexed
+            if committed:  # a replaced copy's bytes counted as stored already: they are dead now
+                self._stored += batch.bytes - unindexed - batch.replaced_bytes
+                self.abandoned += unindexed + batch.replaced_bytes
             else:
                 self.abandoned += batch.bytes
             self._open.discard(batch)

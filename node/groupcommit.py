@@ -82,7 +82,7 @@ class GroupCommitter:
         await asyncio.to_thread(self._store.sync, batches)
         async with self._db.transaction() as conn:  # a few statements for the whole group
             rows = self._store.index_rows(batches)
-            raced = await blockindex.insert_async(conn, rows) < len(rows)
+            raced = await blockindex.insert_async(conn, rows, self._store.replacing(batches)) < len(rows)
             await pin_roots(conn, [pin for w in group for pin in w.pins])
             names = [(w.name, w.pins[0][0]) for w in group if w.name is not None]
             if names:

@@ -46,6 +46,27 @@ def damaged(fresh_node):
     return n, cids, healthy
 
 
+def test_uploading_again_what_is_stored_damaged_or_gone_stores_it_anew(tmp_path):
+    """The upload was a 200 while the stored copy stayed damaged (or its pack gone): the obvious
+    repair did nothing."""
+    n = Node(tmp_path / "heal").start()
+    data = gen("rots on disk", 3 * CHUNK)
+    cid = n.upload([("data.bin", data)]).text
+    n.stop()
+    corrupt(n.data, make_cid(RAW, data[CHUNK:2 * CHUNK]))
+    for damage in ("a byte flipped", "the packs gone"):
+        n.start()
+        try:
+            with n.client() as c:
+                assert c.get(f"/api/v2/files/{cid}").status_code in (404, 500), damage
+                assert n.upload([("again.bin", data)]).text == cid
+                assert c.get(f"/api/v2/files/{cid}").content == data, damage
+        finally:
+            n.stop()
+        for pack in (n.data / "blocks").glob("pack-*.dat"):
+            pack.unlink()
+
+
 def test_corrupt_first_block_is_a_500(damaged):
     n, cids, _ = damaged
     with n.client() as c:
