@@ -44,6 +44,11 @@ class NotFound(Exception):
     """The path does not exist inside the DAG, or a block is missing."""
 
 
+class NoSuchEntry(NotFound):
+    """The path does not exist inside the DAG: a directory read whole lacks the name (not a
+    block missing here, which a fetch may yet bring)."""
+
+
 class NotUnixFS(Exception):
     """A block that is not a UnixFS node we can serve."""
 
@@ -211,14 +216,14 @@ class DagReader:
         else:
             link = next((lk for lk in node.pb.links if lk.name == name), None)
         if link is None:
-            raise NotFound(name)
+            raise NoSuchEntry(name)
         return self.load(link.cid)
 
     def resolve(self, root: bytes, segments: list[str]) -> Node:
         node = self.load(root)
         for seg in segments:
             if not node.is_dir:
-                raise NotFound(seg)
+                raise NoSuchEntry(seg)
             node = self.child(node, seg)
         return node
 

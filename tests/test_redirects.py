@@ -1,11 +1,13 @@
 """A site's _redirects: its rules (pure), and what the host route answers for paths that are
 not in the site (a node)."""
 
+import sqlite3
 import string
 from urllib.parse import unquote
 
 import httpx
 import pytest
+from edgefiles.node.cid import RAW, make_cid
 from edgefiles.web import redirects
 from edgefiles.web.redirects import RedirectsInvalid
 from hypothesis import given
@@ -138,6 +140,17 @@ def test_pages_served_with_an_error_status_take_no_range_or_condition(node, site
     assert httpx.head(f"{node.url}/gone/x", headers={"Host": "spa.actyx.localhost"}).status_code == 410
 
 
+def test_a_page_a_rule_serves_as_200_answers_conditions_and_ranges_as_a_page_does(node, site):
+    """A browser revalidates a name's deep link on every reload: a 304 turned into an empty
+    200 showed a blank page."""
+    first = host_get(node, "/dashboard")
+    again = host_get(node, "/dashboard", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    part = host_get(node, "/dashboard", headers={"Range": "bytes=0-3"})
+    assert part.status_code == 206 and part.content == b"<h1>"
+    assert part.headers["content-range"].startswith("bytes 0-3/")
+
+
 def test_a_rewrite_to_a_folder_serves_its_index(node, site):
     r = host_get(node, "/docs/chapter-1")
     assert r.status_code == 200 and r.content == b"the manual"
@@ -172,3 +185,22 @@ def test_a_rule_whose_target_is_missing_is_a_404(node):
     named_site(node, "no-target", b"/* /app.html 200\n")
     r = host_get(node, "/deep", host="no-target.actyx.localhost")
     assert r.status_code == 404 and r.json()["code"] == "ERR_NOT_FOUND"
+
+
+def test_a_block_not_here_is_no_path_the_site_lacks(fresh_node):
+    """A file whose block is not on this node (not fetched yet, none to fetch it from) is a 404,
+    not the index a rule would serve in its place: on a CID host that answer is immutable."""
+    n = fresh_node("--fetch-timeout", "300ms")
+    script = b"the app's script " * 100
+    site = [("index.html", b"<h1>app</h1>"), ("app.js", script), ("_redirects", b"/* /index.html 200\n")]
+    cid = n.upload(site).text
+    n.stop()
+    db = sqlite3.connect(n.data / "state.sqlite")
+    db.execute("DELETE FROM blocks WHERE cid = ?", (make_cid(RAW, script),))
+    db.commit()
+    db.close()
+    n.start()
+    r = host_get(n, "/app.js", host=f"{cid}.actyx.localhost", params={"access_token": n.token()})
+    assert r.status_code == 404 and r.json()["code"] == "ERR_NOT_FOUND"
+    assert host_get(n, "/elsewhere", host=f"{cid}.actyx.localhost",
+                    params={"access_token": n.token()}).content == b"<h1>app</h1>"

@@ -24,6 +24,7 @@ from .cors import CORS_HEADERS
 from .errors import (
     ApiError,
     CorruptBlockError,
+    NoSuchPath,
     NotFound,
     PreconditionFailed,
     RangeNotSatisfiable,
@@ -170,7 +171,7 @@ class ContentServer:
         gateway) a path that is not in the DAG meets the rules of the site's _redirects."""
         try:
             return self._serve(request, target)
-        except NotFound:
+        except NoSuchPath:  # a block not fetched yet is no path the site lacks: no rule for it
             if not target.host_route or target.rule_status is not None:
                 raise
             response = self._redirected(request, target)
@@ -197,7 +198,8 @@ class ContentServer:
             raise RedirectsInvalid(f"a rule's target {to!r} is not a path of the site") from None
         response = self._serve(request, replace(target, segments=segments, trailing_slash=path.endswith("/"),
                                                 rule_status=status))
-        response.status_code = status
+        if status != 200:  # a rewrite's answer keeps its own (a 304, a 206)
+            response.status_code = status
         return response
 
     def _site_rules(self, root: bytes) -> list[redirects.Rule]:
@@ -229,6 +231,8 @@ class ContentServer:
                 raise NotFound(f"{target.segments[-1]!r} is a file, not a directory")
             name = target.segments[-1] if target.segments else None
             return self._file(request, target, node, name)
+        except exporter.NoSuchEntry:
+            raise NoSuchPath("no such file or directory") from None
         except (exporter.NotFound, exporter.NotUnixFS):
             raise NotFound("no such file or directory") from None
         except CorruptBlock as exc:

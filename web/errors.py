@@ -71,6 +71,10 @@ class NotFound(ApiError):
     status, code, default_message = 404, "ERR_NOT_FOUND", "not found"
 
 
+class NoSuchPath(NotFound):
+    """A 404 for a path the DAG lacks (not for a block that is not here)."""
+
+
 class MethodNotAllowed(ApiError):
     status, code, default_message = 405, "ERR_METHOD_NOT_ALLOWED", "method not allowed"
     allow = "GET, HEAD, PUT, DELETE, OPTIONS"
