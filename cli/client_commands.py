@@ -341,10 +341,12 @@ def _add_one(client: NodeClient, files: list[tuple[str, Path]], folder: bool,
 def app_url(node: str, name: str, info: dict) -> str:
     """Where the node at `node` serves `name` on its host route: its host suffix and API port
     as the node tells them (GET /api/v2/node/info)."""
-    scheme = node.split("://", 1)[0]
-    port = str(info["apiPort"])
-    default = port == {"http": "80", "https": "443"}[scheme]
-    return f"{scheme}://{name}.{info['hostSuffix']}{'' if default else ':' + port}/"
+    import httpx
+
+    url = httpx.URL(node)
+    port = str(info.get("apiPort") or url.port or "")
+    shown = "" if port in ("", {"http": "80", "https": "443"}.get(url.scheme)) else f":{port}"
+    return f"{url.scheme}://{name}.{info.get('hostSuffix', 'actyx.localhost')}{shown}/"
 
 
 def cmd_name(args: argparse.Namespace) -> int:

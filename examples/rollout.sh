@@ -27,6 +27,7 @@ if ! cid=$("$edgefiles" add --node "$node" --name "$name" "$folder" 2>"$said"); 
   cat "$said" >&2
   exit 1
 fi
+cat "$said" >&2  # its notes too (hidden files left out, ...)
 # the node says where it serves the name (its host suffix and port): `NAME -> CID, served at URL`
 url=$(sed -n 's/.*, served at \(.*\)$/\1/p' "$said")
 echo "uploaded $folder as $cid"

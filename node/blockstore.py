@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import msgpack
@@ -184,15 +185,20 @@ class BlockStore:
         Taken for a crash's leftovers, the packs were deleted within seconds of the start."""
         log.warning("the block index is empty but %s holds %.1f MiB: indexing its blocks again",
                     self.root, sum(self._packs.sizes().values()) / 2**20)
-        for pack in sorted(self._packs.sizes()):
-            intact = [(normalize(cid), pack, offset, length)
-                      for cid, offset, length in self._packs.records(pack)
-                      if verify_block(cid, self._packs.read((pack, offset, length)))]
-            with self._transaction() as conn:
-                blockindex.insert(conn, intact)
+        rows = [(normalize(cid), pack, offset, length) for pack in sorted(self._packs.sizes())
+                for cid, offset, length in self._packs.records(pack, partial(self._whole, pack))]
+        with self._transaction() as conn:  # all or nothing: a rebuild cut short starts over
+            blockindex.insert(conn, rows)
         blocks, size = blockindex.totals(self._readers.get())
         log.warning("indexed %d blocks (%.1f MiB) again; pins and names are not kept in the packs: "
                     "a swarm's names come back from its peers", blocks, size / 2**20)
+
+    def _whole(self, pack: int, cid: bytes, offset: int, length: int) -> bool:
+        """Whether the record at `offset` of `pack` holds a block that matches its CID."""
+        try:
+            return verify_block(cid, self._packs.read((pack, offset, length)))
+        except Exception:  # a CID that is none (bytes of a record cut off)
+            return False
 
     # reading --------------------------------------------------------------------------
     def has(self, cid: bytes) -> bool:
@@ -286,7 +292,7 @@ class BlockStore:
             stored = self.present(list(fresh))
             # an upload of what is stored damaged (or gone) writes it anew: the 200 says it is on disk
             damaged = {cid for cid in stored if not self._intact(cid)}
-            batch.reused.update(stored - damaged)
+            batch.reused.update(stored)  # a damaged row too: its replacement counts it as gone
         new = [(cid, data) for cid, data in fresh.items() if cid not in stored or cid in damaged]
         if not new:
             return
@@ -304,7 +310,8 @@ class BlockStore:
                 raise StorageFull(os.strerror(exc.errno)) from exc
             raise
         for (cid, _), place in zip(new, places, strict=True):
-            _remember(self._verified, cid, True)
+            if cid not in damaged:  # the index still points at the bad copy until this commits
+                _remember(self._verified, cid, True)
             batch.places[cid] = place
             batch.packs.add(place[0])
         batch.bytes += size
@@ -318,7 +325,7 @@ class BlockStore:
             return True
         try:
             return self.get(cid) is not None
-        except CorruptBlock:
+        except (CorruptBlock, OSError):  # unreadable (an I/O error) is damaged too
             return False
 
     def commit(self, batch: Batch) -> None:

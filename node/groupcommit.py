@@ -7,6 +7,7 @@ both is spread over every upload waiting at that moment, which is what small wri
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from . import blockindex
 from .blockstore import Batch, BlockStore, as_storage_full
 from .db import Database
 from .pins import pin_roots
+
+log = logging.getLogger("edgefiles.store")
 
 # writes the names of a group inside the group's transaction: (the name as the caller gave
 # it to `commit`, the root it now points at) each
@@ -68,12 +71,20 @@ class GroupCommitter:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            batches = [w.batch for w in group]
-            elsewhere = await asyncio.to_thread(self._store.indexed_elsewhere, batches) if raced else {}
+            elsewhere = await self._indexed_elsewhere([w.batch for w in group]) if raced else {}
             for w in group:
                 self._store.settle(w.batch, committed=True, unindexed=elsewhere.get(w.batch, 0))
                 if not w.done.done():
                     w.done.set_result(None)
+
+    async def _indexed_elsewhere(self, batches: list[Batch]) -> dict[Batch, int]:
+        """`BlockStore.indexed_elsewhere`, or nothing when it cannot tell: the commit is done,
+        and its uploads must hear so whatever a count of dead bytes costs."""
+        try:
+            return await asyncio.to_thread(self._store.indexed_elsewhere, batches)
+        except Exception:
+            log.exception("counting the bytes of uploads that raced failed")
+            return {}
 
     async def _commit_group(self, group: list[_Waiting]) -> bool:
         """Whether some of the group's rows did not land (their blocks indexed already, by

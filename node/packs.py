@@ -25,10 +25,12 @@ RECORD_MAGIC = b"EFB1"
 HEADER = struct.Struct(">4sBI")  # magic, CID length, data length
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 IOV_MAX = 1024
+SCAN_WINDOW = 1 << 20  # bytes looked through at a time for the next record (an index rebuilt)
 ALIGN = 4096  # O_DIRECT offsets and lengths: the largest logical block size in use
 
 Place = tuple[int, int, int]  # (pack, data offset, length)
 Records = list[tuple[bytes, bytes]]  # (header with CID, data) as laid out in a pack
+RecordCheck = Callable[[bytes, int, int], bool]  # (CID, data offset, length): the record is whole
 
 log = logging.getLogger("edgefiles.store")
 
@@ -262,36 +264,45 @@ class Packs:
             self._read_fds.clear()
             self._retired_fds.clear()
 
-    def records(self, pack: int) -> Iterator[tuple[bytes, int, int]]:
-        """(CID, data offset, length) of each whole record in `pack`, in order."""
+    def records(self, pack: int, whole: RecordCheck) -> Iterator[tuple[bytes, int, int]]:
+        """(CID, data offset, length) of each record in `pack` that `whole` accepts, in order."""
         with open(self._path(pack), "rb") as f:
-            yield from records_in(f, os.fstat(f.fileno()).st_size)
+            yield from records_in(f, os.fstat(f.fileno()).st_size, whole)
 
     def _path(self, pack: int) -> Path:
         return self.root / f"pack-{pack:06d}.dat"
 
 
-def records_in(f: BinaryIO, size: int) -> Iterator[tuple[bytes, int, int]]:
-    """(CID, data offset, length) of each whole record of a pack file of `size` bytes: what an
-    index is rebuilt from. Zeros up to a 4 KiB boundary are a bulk write's padding; anything
-    else that is no record (a write cut off) ends the walk."""
+def records_in(f: BinaryIO, size: int, whole: RecordCheck) -> Iterator[tuple[bytes, int, int]]:
+    """(CID, data offset, length) of each record of a pack file of `size` bytes that `whole`
+    accepts (its data hashes to its CID): what an index is rebuilt from. Anything else (a
+    bulk write's zero padding, a record a crash cut off, with later ones written after it) is
+    skipped up to the next record header."""
     at = 0
     while at + HEADER.size <= size:
         f.seek(at)
         magic, cid_length, length = HEADER.unpack(f.read(HEADER.size))
-        if magic != RECORD_MAGIC:
-            boundary = (at // ALIGN + 1) * ALIGN
-            f.seek(at)
-            if f.read(boundary - at).strip(b"\0"):
-                return
-            at = boundary
-            continue
-        cid = f.read(cid_length)
-        offset = at + HEADER.size + cid_length
-        if len(cid) < cid_length or offset + length > size:
-            return
-        yield cid, offset, length
-        at = offset + length
+        if magic == RECORD_MAGIC:
+            cid = f.read(cid_length)
+            offset = at + HEADER.size + cid_length
+            if len(cid) == cid_length and offset + length <= size and whole(cid, offset, length):
+                yield cid, offset, length
+                at = offset + length
+                continue
+        at = _next_header(f, at + 1, size)
+
+
+def _next_header(f: BinaryIO, start: int, size: int) -> int:
+    """Where the next record magic at or after `start` lies (`size` when there is none)."""
+    while start < size:
+        f.seek(start)
+        window = f.read(SCAN_WINDOW + len(RECORD_MAGIC) - 1)
+        found = window.find(RECORD_MAGIC)
+        if found >= 0:
+            return start + found
+        start += SCAN_WINDOW
+    return size
+
 
 
 def record_span(cid: bytes, offset: int, length: int) -> tuple[int, int]:

@@ -189,14 +189,14 @@ class HandshakeFailures(logging.Filter):
     peer redialled with backoff wrote four a minute, 75,000 a day) and kept for the dialler,
     which says once what it means."""
 
-    PREFIX = "failed to upgrade security for peer"
+    DIALLED = "failed to upgrade security for peer %s: %s"  # (an inbound one names an address: kept)
 
     def __init__(self) -> None:
         super().__init__()
         self._failed: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith(self.PREFIX):
+        if record.msg != self.DIALLED:
             return True
         if isinstance(record.args, tuple) and record.args:
             if len(self._failed) >= 1024:  # peers dialled by libp2p itself, never asked about

@@ -152,8 +152,9 @@ def test_names_and_uploads_on_a_full_disk_are_507s_that_say_so(tmp_path):
         full = as_storage_full(sqlite3.OperationalError("database or disk is full"))
         assert isinstance(full, StorageFull) and not isinstance(as_storage_full(ValueError()), StorageFull)
         return
-    n = Node(tmp_path / "small" / "data").start()
-    try:
+    n = Node(tmp_path / "small" / "data")
+    try:  # started inside: a start that fails still unmounts
+        n.start()
         cid = n.upload([("a.txt", b"stored before the disk filled")]).text
         with n.client() as c:
             c.put("/api/v2/files/before", content=cid).raise_for_status()
@@ -180,12 +181,11 @@ def test_what_a_refused_upload_wrote_on_a_full_disk_is_given_back(tmp_path):
     tried again, and 48 MiB of a refused upload stayed in the pack (later uploads 507)."""
     mount = tmp_path / "small"
     if not _tmpfs(mount, "64m"):  # no mount rights: the kernel's file-size limit fills the "disk"
-        n = Node(tmp_path / "limited", preexec=_limit_file_size).start()
-        room = 24 << 20
+        n, room = Node(tmp_path / "limited", preexec=_limit_file_size), 24 << 20
     else:
-        n = Node(mount / "data").start()
-        room = 64 << 20
-    try:
+        n, room = Node(mount / "data"), 64 << 20
+    try:  # started inside: a start that fails still unmounts
+        n.start()
         kept = os.urandom(room // 6)
         cid = n.upload([("kept.bin", kept)]).text
         refused = n.upload([("big.bin", os.urandom(room))])
