@@ -194,9 +194,11 @@ class BlockStore:
                     "a swarm's names come back from its peers", blocks, size / 2**20)
 
     def _whole(self, pack: int, cid: bytes, offset: int, length: int) -> bool:
-        """Whether the record at `offset` of `pack` holds a block that matches its CID."""
+        """Whether the record at `offset` of `pack` holds a block that matches its CID. No
+        record holds an identity CID's (its block is in the CID): zeros read as a header, an
+        identity CID and an empty block passed the hash check."""
         try:
-            return verify_block(cid, self._packs.read((pack, offset, length)))
+            return not is_identity(cid) and verify_block(cid, self._packs.read((pack, offset, length)))
         except Exception:  # a CID that is none (bytes of a record cut off)
             return False
 

@@ -14,7 +14,7 @@ from conftest import open_store
 from edgefiles.node.blockstore import QueuedWrites, StorageFull
 from edgefiles.node.cid import DAG_PB, RAW, make_cid, normalize
 from edgefiles.node.packs import HEADER, RECORD_MAGIC
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 
@@ -78,6 +78,7 @@ def test_bulk_and_buffered_writes_in_any_order_read_back_intact(writes):
 
 @settings(max_examples=25, deadline=None)
 @given(before=writes, after=writes, cut=st.integers(min_value=1, max_value=200))
+@example(before=[(False, [b""])], after=[(True, [b"\x00"])], cut=5)  # a bulk write's zeros after a cut header
 def test_a_store_whose_index_was_lost_indexes_its_packs_again(before, after, cut):
     """state.sqlite deleted (or made anew): every block is found again in the packs, those
     written after a record a crash cut off (the node went on appending after it) included."""
