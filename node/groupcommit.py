@@ -71,20 +71,18 @@ class GroupCommitter:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            elsewhere = await self._indexed_elsewhere([w.batch for w in group]) if raced else {}
-            for w in group:
-                self._store.settle(w.batch, committed=True, unindexed=elsewhere.get(w.batch, 0))
-                if not w.done.done():
-                    w.done.set_result(None)
-
-    async def _indexed_elsewhere(self, batches: list[Batch]) -> dict[Batch, int]:
-        """`BlockStore.indexed_elsewhere`, or nothing when it cannot tell: the commit is done,
-        and its uploads must hear so whatever a count of dead bytes costs."""
-        try:
-            return await asyncio.to_thread(self._store.indexed_elsewhere, batches)
-        except Exception:
-            log.exception("counting the bytes of uploads that raced failed")
-            return {}
+            elsewhere: dict[Batch, int] = {}
+            batches = [w.batch for w in group]
+            try:
+                if raced:
+                    elsewhere = await asyncio.to_thread(self._store.indexed_elsewhere, batches)
+            except Exception:
+                log.exception("counting the bytes of uploads that raced failed")
+            finally:  # the commit is done: its uploads hear so, whatever the count (or a cancel) did
+                for w in group:
+                    self._store.settle(w.batch, committed=True, unindexed=elsewhere.get(w.batch, 0))
+                    if not w.done.done():
+                        w.done.set_result(None)
 
     async def _commit_group(self, group: list[_Waiting]) -> bool:
         """Whether some of the group's rows did not land (their blocks indexed already, by
