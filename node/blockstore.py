@@ -171,27 +171,30 @@ class BlockStore:
         self._recency = _ReadRecency(root / RECENT_READS)
         self._verified: dict[bytes, bool] = {}  # blocks hashed in this process
         self._in_flight = 0  # bytes written by batches not settled yet
-        if blockindex.totals(self._readers.get())[0] == 0 and any(self._packs.sizes().values()):
-            self._reindex()
-        self._stored = blockindex.totals(self._readers.get())[1]
+        sizes = self._packs.sizes()
+        blocks, self._stored = blockindex.totals(self._readers.get())
+        if blocks == 0 and any(sizes.values()):
+            self._stored = self._reindex(sizes)
         # bytes of failed uploads written since the last compaction; at start, what a crash left
         # past each pack's last indexed record (an upload cut off) too, so that it is given back
         ends = blockindex.indexed_ends(self._readers.get())
-        self.abandoned = sum(max(0, size - ends.get(pack, 0)) for pack, size in self._packs.sizes().items())
+        self.abandoned = sum(max(0, size - ends.get(pack, 0)) for pack, size in sizes.items())
 
-    def _reindex(self) -> None:
-        """An index that is empty while the packs hold bytes was lost (state.sqlite deleted,
-        or made anew): every intact block of the packs is indexed again, as an unpinned one.
-        Taken for a crash's leftovers, the packs were deleted within seconds of the start."""
+    def _reindex(self, sizes: dict[int, int]) -> int:
+        """An index that is empty while the packs (of these sizes) hold bytes was lost
+        (state.sqlite deleted, or made anew): every intact block of the packs is indexed again,
+        as an unpinned one; the bytes indexed. Taken for a crash's leftovers, the packs were
+        deleted within seconds of the start."""
         log.warning("the block index is empty but %s holds %.1f MiB: indexing its blocks again",
-                    self.root, sum(self._packs.sizes().values()) / 2**20)
-        rows = [(normalize(cid), pack, offset, length) for pack in sorted(self._packs.sizes())
+                    self.root, sum(sizes.values()) / 2**20)
+        rows = [(normalize(cid), pack, offset, length) for pack in sorted(sizes)
                 for cid, offset, length in self._packs.records(pack, partial(self._whole, pack))]
         with self._transaction() as conn:  # all or nothing: a rebuild cut short starts over
             blockindex.insert(conn, rows)
         blocks, size = blockindex.totals(self._readers.get())
         log.warning("indexed %d blocks (%.1f MiB) again; pins and names are not kept in the packs: "
                     "a swarm's names come back from its peers", blocks, size / 2**20)
+        return size
 
     def _whole(self, pack: int, cid: bytes, offset: int, length: int) -> bool:
         """Whether the record at `offset` of `pack` holds a block that matches its CID. No

@@ -304,7 +304,6 @@ def _next_header(f: BinaryIO, start: int, size: int) -> int:
     return size
 
 
-
 def record_span(cid: bytes, offset: int, length: int) -> tuple[int, int]:
     """(start, end) in its pack of the whole record whose data lies at `offset`: the header
     and the CID come before the data."""
