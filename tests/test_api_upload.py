@@ -258,7 +258,7 @@ def test_the_bytes_failed_uploads_wrote_go_back_to_the_disk(fresh_node):
     for _ in range(3):
         assert failing_upload().status_code == 400
     wait_until(lambda: pack_bytes() < 8 << 20, timeout=30, what="the failed uploads' bytes to be given back")
-    assert "given back to the disk" in n.output()
+    wait_until(lambda: "given back to the disk" in n.output(), timeout=10, what="the reclaim to be logged")
     assert httpx.get(f"{n.url}/api/v2/files/{n.upload([('k.txt', b'kept')]).text}",
                      headers={"Authorization": f"Bearer {n.token()}"}).content == b"kept"
 
