@@ -7,6 +7,9 @@ SYSTEM_PACKAGES := build-essential libgmp-dev python3-dev python3-venv
 TEST_SYSTEM_PACKAGES := chromium fuse iproute2 libfuse2 nftables postgresql $(if $(shell command -v npm),,nodejs npm)
 INTEROP := tests/interop
 DATA ?= ./edgefiles-data
+# Test files run in parallel, one more process than cores (most tests wait on nodes they
+# started), at most 8: each file keeps to one process, as its shared node is per file.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -lt 8 ] && echo $$((n + 1)) || echo 8)
 
 .PHONY: run test lint bench system-deps test-system-deps setup clean
 
@@ -15,7 +18,7 @@ run: setup
 
 test: setup test-system-deps $(INTEROP)/node_modules/.installed
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .

@@ -15,11 +15,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from conftest import gen
 from nodeproc import Node, admin, at_once, run_cli, two_members, wait_until
 
 S = "/api/v1/storage"
 FORM = {"Content-Type": "multipart/form-data; boundary=bnd"}
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(200)
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + gen("png", 200)
 UNIQUE = re.compile(r"^(?P<stem>.*)_(?P<date>\d{8})_(?P<time>\d{6})_(?P<uuid>[0-9a-f]{8})(?P<ext>\..+)?$")
 
 
@@ -176,21 +177,21 @@ def test_buckets_and_their_listings(world):
 
 @pytest.mark.parametrize("category,name,data,ctype,status", [
     ("profile_image", "me.png", PNG, "image/png", 201),
-    ("profile_image", "me.jpg", b"\xff\xd8\xff\xe0" + os.urandom(100), None, 201),
-    ("profile_image", "me.gif", b"GIF89a" + os.urandom(50), None, 201),
-    ("profile_image", "me.webp", b"RIFF\x10\x00\x00\x00WEBPVP8 " + os.urandom(50), None, 201),
+    ("profile_image", "me.jpg", b"\xff\xd8\xff\xe0" + gen("category 0", 100), None, 201),
+    ("profile_image", "me.gif", b"GIF89a" + gen("category 1", 50), None, 201),
+    ("profile_image", "me.webp", b"RIFF\x10\x00\x00\x00WEBPVP8 " + gen("category 2", 50), None, 201),
     ("profile_image", "me.png", b"<svg onload=alert(1)>", "image/png", 415),  # the name and type lie
     ("profile_image", "big.png", PNG + bytes(70 << 10), None, 413),
     ("data_source", "d.csv", b"a,b\n1,2\n", None, 201),
     ("data_source", "d.json", b'  {"a": 1}', None, 201),
-    ("data_source", "d.parquet", b"PAR1" + os.urandom(40) + b"PAR1", None, 201),
-    ("data_source", "d.xlsx", b"PK\x03\x04" + os.urandom(40), None, 201),
-    ("data_source", "d.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + os.urandom(40), None, 201),
+    ("data_source", "d.parquet", b"PAR1" + gen("category 3", 40) + b"PAR1", None, 201),
+    ("data_source", "d.xlsx", b"PK\x03\x04" + gen("category 4", 40), None, 201),
+    ("data_source", "d.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + gen("category 5", 40), None, 201),
     ("data_source", "d.txt", b"a,b\n", None, 415),
     ("data_source", "d.json", b"not json at all", None, 415),
     ("data_source", "d.csv", b"\x00\x01\x02binary", None, 415),
     ("data_source", "d.parquet", b"a,b\n", None, 415),
-    ("general", "anything.bin", os.urandom(100), None, 201),
+    ("general", "anything.bin", gen("category 6", 100), None, 201),
     ("music", "a.mp3", b"x", None, 400),
 ])
 def test_each_category_takes_what_it_allows(world, category, name, data, ctype, status):
