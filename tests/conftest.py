@@ -1,5 +1,6 @@
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,9 @@ def network():
     """Network namespaces the test makes (tests/netns.py), all removed afterwards."""
     from netns import Network
 
-    net = Network(213)
+    # test files run in parallel processes (make test): each has addresses of its own in the
+    # root namespace, where the nodes' API links end
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    net = Network(200 + int(worker.removeprefix("gw")))
     yield net
     net.close()
