@@ -37,6 +37,9 @@ kubo-pin: the same, but whoever fetches pins (every block into its store, none r
        Kubo as `ipfs pin add` does, our node as a rollout does (the CID named, done when its
        log says the rollout completed). The transfer without the wrapper's download, a tenth
        of the spread.
+Before each transfer the disk is synced and the content files written for it are gone once
+added: each leg starts with no writeback pending from those before it (the full run writes
+gigabytes, and a leg that fsyncs, as our node's pin does, waited on another leg's writes).
 Every peer of a part is connected to every other, as in a swarm. For each leg the CPU its
 sender and its receiver spent per MiB (medians) is given too: this machine has two cores,
 and a leg whose two processes need more CPU per MiB than another's runs slower by as much.
@@ -58,6 +61,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -233,15 +237,20 @@ class Legs:
         self.count = 0
         self.cpu: tuple[float, float] = (0.0, 0.0)
 
-    def fresh(self) -> Path:
+    def fresh(self, add: Callable[[Path], str]) -> str:
+        """The CID `add` gives a file of fresh content (the file deleted once added)."""
         self.count += 1
         path = self.work / f"content-{self.count}.bin"
         write_random(path, self.mib)
-        return path
+        try:
+            return add(path)
+        finally:
+            path.unlink()
 
     def timed(self, sender: Any, receiver: Any, transfer: Callable[[], Any]) -> float:
         """Seconds `transfer` takes; the CPU its two processes spent meanwhile goes to `cpu`."""
         procs = [psutil.Process(p.proc.pid) for p in (sender, receiver)]
+        os.sync()
         before = [sum(p.cpu_times()[:2]) for p in procs]
         started = time.perf_counter()
         transfer()
@@ -268,10 +277,10 @@ class Legs:
         return self.sink.get(cid, out)
 
     def theirs_to_theirs(self) -> float:
-        return self.fetch_by_sink(self.source.add(self.fresh()), self.source)
+        return self.fetch_by_sink(self.fresh(self.source.add), self.source)
 
     def theirs_to_us(self) -> float:
-        cid = self.source.add(self.fresh())
+        cid = self.fresh(self.source.add)
         if self.fetch == "pin":
             name = f"leg-{self.count}"
             return self.timed(self.source, self.node, lambda: name_and_wait(self.node, name, cid))
@@ -282,7 +291,7 @@ class Legs:
         return seconds
 
     def us_to_theirs(self) -> float:
-        return self.fetch_by_sink(upload(self.node, self.fresh()), self.node)
+        return self.fetch_by_sink(self.fresh(partial(upload, self.node)), self.node)
 
     def forget(self) -> None:
         """Between transfers: every Helia peer back to an empty store (see the module doc)."""
