@@ -170,7 +170,10 @@ class BlockStore:
         self._open: weakref.WeakSet[Batch] = weakref.WeakSet()
         self._recency = _ReadRecency(root / RECENT_READS)
         self._verified: dict[bytes, bool] = {}  # blocks hashed in this process
-        self._in_flight = 0  # bytes written by batches not settled yet
+        # bytes written by batches not settled yet, a block that several write at once (uploads
+        # of one content) once: the quota is of what is stored, and all but one copy go back
+        self._in_flight = 0
+        self._in_flight_blocks: Counter[bytes] = Counter()  # the batches not settled that wrote each
         sizes = self._packs.sizes()
         blocks, self._stored = blockindex.totals(self._readers.get())
         if blocks == 0 and any(sizes.values()):
@@ -303,14 +306,15 @@ class BlockStore:
             return
         size = sum(len(data) for _, data in new)
         with self._lock:
-            if self.quota is not None and self._stored + self._in_flight + size > self.quota:
+            added = sum(len(data) for cid, data in new if cid not in self._in_flight_blocks)
+            if self.quota is not None and self._stored + self._in_flight + added > self.quota:
                 raise StorageFull("store quota reached")
-            self._in_flight += size
+            self._take_in_flight([(cid, len(data)) for cid, data in new])
         try:
             places = self._packs.append(new, bulk, claim=batch.packs)
         except OSError as exc:
             with self._lock:
-                self._in_flight -= size
+                self._give_in_flight([(cid, len(data)) for cid, data in new])
             if exc.errno in STORAGE_ERRNOS:
                 raise StorageFull(os.strerror(exc.errno)) from exc
             raise
@@ -322,6 +326,21 @@ class BlockStore:
         batch.bytes += size
         batch.replaces |= damaged
         batch.replaced_bytes += sum(len(fresh[cid]) for cid in damaged)
+
+    def _take_in_flight(self, blocks: list[tuple[bytes, int]]) -> None:
+        """(Under _lock) blocks of (key, size) a batch writes, counted if no other batch does."""
+        for key, size in blocks:
+            if not self._in_flight_blocks[key]:
+                self._in_flight += size
+            self._in_flight_blocks[key] += 1
+
+    def _give_in_flight(self, blocks: list[tuple[bytes, int]]) -> None:
+        """(Under _lock) what `_take_in_flight` took for these blocks."""
+        for key, size in blocks:
+            self._in_flight_blocks[key] -= 1
+            if not self._in_flight_blocks[key]:
+                del self._in_flight_blocks[key]
+                self._in_flight -= size
 
     def _intact(self, cid: bytes) -> bool:
         """Whether a stored block reads back whole and matching its CID (hashed once per
@@ -386,7 +405,7 @@ class BlockStore:
             if batch.settled:
                 return
             batch.settled = True
-            self._in_flight -= batch.bytes
+            self._give_in_flight([(key, place[2]) for key, place in batch.places.items()])
             if committed:  # a replaced copy's bytes counted as stored already: they are dead now
                 self._stored += batch.bytes - unindexed - batch.replaced_bytes
                 self.abandoned += unindexed + batch.replaced_bytes

@@ -320,3 +320,17 @@ def test_one_content_uploaded_many_times_at_once_is_counted_and_kept_once(fresh_
     wait_until(lambda: packs() < 2 * (20 << 20), timeout=30, what="the extra copies to be given back")
     with n.client() as client:
         assert client.get(f"/api/v2/files/{cids[0]}").content == data
+
+
+def test_one_content_uploaded_many_times_at_once_takes_its_room_in_the_quota_once(fresh_node):
+    """The store quota is of what is stored, and all but one copy of raced uploads go back:
+    eight uploads at once of 20 MiB under a 50 MiB quota each got a 507 once two were on
+    their way, for content that takes 20 MiB."""
+    n = fresh_node("--store-quota", "50MiB")
+    data = os.urandom(20 << 20)
+    statuses = at_once(lambda: n.upload([("same.bin", data)]).status_code, 8)
+    assert statuses == [200] * 8
+    with n.client() as client:
+        assert client.get("/api/v2/node/info").json()["bytes"] < 21 << 20
+        other = os.urandom(20 << 20)  # room is left for as much again, once the copies are settled
+        assert n.upload([("other.bin", other)]).status_code == 200
