@@ -155,6 +155,14 @@ def test_drop_name_open_repoint_and_delete(browser, node, tmp_path):
     expect(app.locator("h1")).to_have_text("Version two")
     shot(app, "names", "5-app-v2")
 
+    page.once("dialog", lambda dialog: dialog.dismiss())  # the user thinks better of it
+    with page.expect_event("dialog") as asked:
+        names.get_by_role("button", name="Delete drop-app").click()
+    assert asked.value.message == 'Delete the name "drop-app"? Every node of the swarm stops serving it.'
+    expect(names.get_by_role("row").filter(has_text="drop-app")).to_contain_text(second)
+    with node.client() as client:
+        assert client.get("/api/v2/files/drop-app").status_code == 200
+    page.once("dialog", lambda dialog: dialog.accept())
     names.get_by_role("button", name="Delete drop-app").click()
     expect(names.get_by_role("row").filter(has_text="drop-app")).to_have_count(0)
     expect(page.get_by_role("status")).to_contain_text("deleted")
@@ -264,6 +272,7 @@ def test_another_node_url_lists_that_nodes_names_and_expired_tokens_are_renewed(
         page.get_by_label("Node URL").press("Tab")
         expect(names).to_contain_text("only-on-other")
         expect(names).not_to_contain_text("only-on-first")
+        page.once("dialog", lambda dialog: dialog.accept())
         names.get_by_role("button", name="Delete only-on-other").click()
         expect(names).not_to_contain_text("only-on-other")
         with node.client() as c:
@@ -378,6 +387,7 @@ def test_deleting_a_name_already_gone_elsewhere_is_no_error(browser, node, tmp_p
     expect(names.get_by_role("row").filter(has_text="gone-twice")).to_contain_text(cid)
     with node.client() as client:
         client.delete("/api/v2/files/gone-twice").raise_for_status()  # as another node of the swarm may
+    page.once("dialog", lambda dialog: dialog.accept())
     names.get_by_role("button", name="Delete gone-twice").click()
     expect(page.get_by_role("status")).to_contain_text('"gone-twice" deleted')
     expect(names.get_by_role("row").filter(has_text="gone-twice")).to_have_count(0)
