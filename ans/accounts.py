@@ -54,7 +54,11 @@ def iso(ms: int | None) -> str | None:
     """ms since the epoch as ISO 8601 UTC (`2027-01-31T12:00:00.000Z`); None stays None."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):  # past year 9999 (stored before expiries were capped)
+        moment = datetime.max.replace(tzinfo=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from typing import Any
 from .accounts import AccountError, Accounts, Conflict, Missing, iso
 from .clock import now_ms, parse_duration
 
+MAX_TOKEN_LIFETIME_S = 36500 * 86400  # a hundred years: longer is no expiry, which leaving it out says
+
 Result = tuple[Any, list[str]]  # (the JSON answer, the readable lines)
 
 
@@ -47,7 +49,10 @@ async def answer(accounts: Accounts, request: dict[str, Any]) -> dict[str, Any]:
 
 # the commands ---------------------------------------------------------------------------
 async def _user_add(accounts: Accounts, r: dict[str, Any]) -> Result:
-    user, _, secret = await accounts.add_user(r["email"], r["org"], r.get("admin", False), r.get("name"))
+    admin = r.get("admin", False)
+    if not isinstance(admin, bool):  # "false" is a non-empty string: it made a node-wide admin
+        raise UsageError(f"admin is true or false, not {admin!r}")
+    user, _, secret = await accounts.add_user(r["email"], r["org"], admin, r.get("name"))
     out = {"id": user.id, "email": user.email, "name": user.name, "org_id": user.org_id,
            "admin": user.admin, "token": secret}
     return out, [f"user {user.id} {user.email} (org {r['org']}){' admin' if user.admin else ''}",
@@ -85,11 +90,15 @@ async def _org_quota(accounts: Accounts, r: dict[str, Any]) -> Result:
 
 async def _token_create(accounts: Accounts, r: dict[str, Any]) -> Result:
     expires_at = None
-    if r.get("expires_in"):
+    if r.get("expires_in") is not None:
         try:
-            expires_at = now_ms() + int(parse_duration(r["expires_in"]) * 1000)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+            seconds = parse_duration(r["expires_in"])
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"expires_in: {exc}") from None
+        if not 0 < seconds <= MAX_TOKEN_LIFETIME_S:  # a token past year 9999 broke every token listing
+            raise UsageError(f"expires_in is more than 0s and at most {MAX_TOKEN_LIFETIME_S // 86400}d "
+                             "(leave it out for a token that does not expire)")
+        expires_at = now_ms() + int(seconds * 1000)
     token, secret = await accounts.create_token(r["user"], r.get("name") or "cli", [], expires_at)
     out = {"id": token.id, "token": secret, "expires_at": iso(token.expires_at)}
     return out, [f"token {token.id} for user {token.user_id}, expires {out['expires_at'] or 'never'}",

@@ -493,7 +493,7 @@ def _write_stream(response, out: str, show_progress: bool = False, progress: Pro
     length = response.headers.get("content-length", "")
     own = progress is None
     if progress is None:
-        progress = Progress(int(length) if length.isdigit() else 0, show_progress)
+        progress = Progress(int(length) if length.isascii() and length.isdigit() else 0, show_progress)
     tmp = None if out == "-" else _beside(Path(out))
     try:
         with contextlib.nullcontext(sys.stdout.buffer) if tmp is None else _created(tmp) as sink:

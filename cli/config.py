@@ -11,7 +11,7 @@ from edgefiles.ans.clock import parse_duration
 
 __all__ = ["parse_duration"]  # kept here for the command line's other users
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE | re.ASCII)
 
 
 def parse_size(text: str) -> int:
@@ -35,7 +35,7 @@ def parse_log_level(text: str) -> str:
 
 def parse_hostport(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"not HOST:PORT: {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 

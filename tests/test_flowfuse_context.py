@@ -57,7 +57,8 @@ def test_set_then_get_returns_the_value(path, value):
     assert not found or got is None
 
 
-@pytest.mark.parametrize("bad", ["x.[].x", ".{}", "", "a.", ".a", "a..b", "a[", "a[b]", 'a["x]', "a b"])
+@pytest.mark.parametrize("bad", ["x.[].x", ".{}", "", "a.", ".a", "a..b", "a[", "a[b]", 'a["x]', "a b",
+                                 "a[\u00b2]"])
 def test_bad_expressions_are_refused(bad):
     with pytest.raises(properties.InvalidExpression, match="Invalid property expression"):
         properties.parse(bad)

@@ -62,6 +62,9 @@ def test_a_status_is_301_unless_the_rule_says_otherwise():
     ("/a /b 200!", "forced rules"),
     ("/a /b 418", "status '418'"),
     ("/a /b ok", "status 'ok'"),
+    ("/a /b \u00b2", "status '\u00b2'"),  # a digit to str.isdigit, none to int
+    ("/a //elsewhere.example/", "`to` must be a path"),  # a browser goes to that host
+    ("/a /\\elsewhere.example/", "`to` must be a path"),
     ("/a https://example.com/ 200", "can only be redirected"),
     ("/a/*/b /c", "`*` may only end"),
     ("/ok /fine\n/bad", "line 2"),

@@ -197,6 +197,34 @@ def test_the_http_admin_api_provisions_users_things_and_groups(fresh_node):
     assert httpx.post(f"{node.url}/api/v1/admin/orgs", json={"name": "x"}).status_code == 401
 
 
+@pytest.mark.parametrize("admin_field", ["false", "true", 0, 1, None, []])
+def test_admin_is_a_json_boolean_or_the_user_is_not_made(fresh_node, admin_field):
+    """`"admin": "false"` made a node-wide admin (any non-empty string counted as true), whose
+    answer said "false"."""
+    node = fresh_node()
+    ada = first_user(node)
+    with httpx.Client(base_url=node.url, headers=bearer(ada["token"])) as http:
+        carl = {"email": "carl@acme.com", "org": "acme", "admin": admin_field}
+        r = http.post("/api/v1/admin/users", json=carl)
+        assert r.status_code == 400 and "admin is true or false" in r.json()["error"], r.text
+    assert [user["email"] for user in admin(node, "user", "ls")] == ["ada@example.com"]
+
+
+@pytest.mark.parametrize("expires_in", ["99999999999d", "0s", "0", 3600, "١٢h", "²h"])
+def test_a_token_expiry_out_of_range_is_a_400_and_makes_nothing(fresh_node, expires_in):
+    """An expiry past year 9999 was a 500, but the token was stored all the same, and every
+    listing of the user's tokens failed from then on; "0s" made a token expired at once."""
+    node = fresh_node()
+    ada = first_user(node)
+    with httpx.Client(base_url=node.url, headers=bearer(ada["token"])) as http:
+        made = f"/api/v1/admin/users/{ada['id']}/tokens"
+        r = http.post(made, json={"name": "odd", "expires_in": expires_in})
+        assert r.status_code == 400 and "expires_in" in r.json()["error"], r.text
+        listed = http.get("/api/v1/user/tokens")
+        assert listed.status_code == 200 and "odd" not in listed.text
+        assert http.post(made, json={"name": "long", "expires_in": "36500d"}).status_code == 201
+
+
 def test_a_data_dir_too_deep_for_a_unix_socket_still_serves(tmp_path):
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)

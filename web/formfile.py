@@ -160,7 +160,7 @@ async def receive_form_file(request: Request, form: FormFile, seal: Seal | None 
     nor when the form has no file part (400)."""
     ctx: AppContext = request.app.state.ctx
     declared = request.headers.get("content-length", "")
-    small = declared.isdigit() and int(declared) <= WHOLE_BODY
+    small = declared.isascii() and declared.isdigit() and int(declared) <= WHOLE_BODY
     form.buffer = small
     if small:
         await parse_form(request, form)

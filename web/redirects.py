@@ -68,8 +68,9 @@ def _rule(fields: list[str]) -> Rule:
         raise RedirectsInvalid(f"`from` must be a path starting with /, not {source!r}")
     status = _status(fields[2]) if len(fields) == 3 else DEFAULT_STATUS
     is_url = to.startswith(("http://", "https://"))
-    if not (to.startswith("/") or is_url):
-        raise RedirectsInvalid(f"`to` must be a path starting with / or an http(s) URL, not {to!r}")
+    # `//host/` and `/\host/` read as paths here, but a browser takes them to another host
+    if not (to.startswith("/") and not to.startswith(("//", "/\\")) or is_url):
+        raise RedirectsInvalid(f"`to` must be a path starting with / (one) or an http(s) URL, not {to!r}")
     if is_url and status not in REDIRECTS:
         raise RedirectsInvalid(f"a URL can only be redirected to (a 3xx status), not served with {status}")
     segments = source.strip("/").split("/") if source.strip("/") else []
@@ -85,7 +86,7 @@ def _status(text: str) -> int:
     if text.endswith("!"):
         raise RedirectsInvalid("forced rules (a status ending in !) are not supported")
     known = REDIRECTS | SERVED
-    if not text.isdigit() or int(text) not in known:
+    if not (text.isascii() and text.isdigit()) or int(text) not in known:
         raise RedirectsInvalid(f"status {text!r} is none of {', '.join(map(str, sorted(known)))}")
     return int(text)
 

@@ -247,7 +247,7 @@ async def import_upload(
     folder's). Nothing is kept on any error."""
     parser = _parser(request, collector)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_upload:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > max_upload:
         raise PayloadTooLarge(f"request body larger than {max_upload} bytes")
     loop = asyncio.get_running_loop()
     sink = sink or UploadSink(core, hash_pool)

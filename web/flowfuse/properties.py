@@ -68,7 +68,7 @@ def _bracket(expr: str, i: int, parts: Path) -> int:
     if end < 0:
         raise InvalidExpression(f"unterminated [ at position {i}")
     inner = expr[j:end]
-    if not inner.isdigit():
+    if not (inner.isascii() and inner.isdigit()):
         raise InvalidExpression(f"unexpected {inner[:1] or ']'} at position {j}")
     parts.append(int(inner))
     return end + 1

@@ -142,7 +142,7 @@ async def upload(request: Request) -> Response:
     declared = request.headers.get("content-length", "")
     # the file is at least the body less what else a form may hold: when even that cannot fit,
     # say so before the body is read
-    if declared.isdigit() and int(declared) - FORM_ALLOWANCE > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) - FORM_ALLOWANCE > limit:
         raise PayloadTooLarge(too_large)
     seal = await storage.seal_for(user.org_id)
     form = FormFile(limit, too_large, _category_limit(room, settings))
@@ -213,7 +213,7 @@ def _not_allowed(methods: tuple[str, ...]) -> MethodNotAllowed:
 
 def _presigned_url(request: Request, storage: Storage, found: StoredObject) -> Response:
     text = request.query_params.get("expires_in", str(DEFAULT_EXPIRY))
-    if not text.isdigit() or not 1 <= int(text) <= MAX_EXPIRY:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_EXPIRY:
         raise BadRequest(f"expires_in is a whole number of seconds from 1 to {MAX_EXPIRY}")
     expires = int(time.time()) + int(text)
     grant = presign.Grant(found.org_id, found.user_id, found.object_name, expires)
