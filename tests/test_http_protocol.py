@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import socket
+import time
 
 import pytest
 import uvicorn
@@ -109,3 +111,36 @@ def test_hosts_that_http_allows_are_served(node) -> None:
                   b"GET /api/v2/names HTTP/1.1\r\nHost: Node.Example.:4454\r\n"):
         head, _ = node.raw_exchange(start + auth + b"\r\n")
         assert head.startswith(b"HTTP/1.1 200 "), (start, head)
+
+
+def _sent_in_pieces(node, head: bytes, piece: int = 4096) -> bytes:
+    """The answer's head to `head` sent a piece at a time, until the node answers (then what
+    is left unsent is not sent: a node that refused the request reads no more of it)."""
+    with socket.create_connection(("127.0.0.1", node.port), timeout=30) as conn:
+        for at in range(0, len(head), piece):
+            conn.sendall(head[at:at + piece])
+            time.sleep(0.005)
+            if select.select([conn], [], [], 0)[0]:
+                break
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("ended", [True, False])
+def test_a_request_head_over_64_kib_is_a_431_that_ends_the_connection(node, ended: bool) -> None:
+    """The parser held a request's line and headers whole: a GiB of headers was answered with
+    a 200, and three such requests at once took the node from 126 MB to 1.7 GB."""
+    lines = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 1000) for i in range(80))
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\n" + lines + (b"\r\n" if ended else b"")
+    answer = _sent_in_pieces(node, head)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "ERR_HEADERS_TOO_LARGE"
+
+
+def test_a_request_head_just_under_64_kib_is_served(node) -> None:
+    lines = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 1000) for i in range(60))
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + lines + b"\r\n"
+    answer = _sent_in_pieces(node, head)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]

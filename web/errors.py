@@ -91,6 +91,10 @@ class PayloadTooLarge(ApiError):
     status, code, default_message = 413, "ERR_PAYLOAD_TOO_LARGE", "request body too large"
 
 
+class HeadersTooLarge(ApiError):
+    status, code, default_message = 431, "ERR_HEADERS_TOO_LARGE", "request headers too large"
+
+
 class UnsupportedMediaType(ApiError):
     status, code = 415, "ERR_UNSUPPORTED_MEDIA_TYPE"
     default_message = "Content-Type must be multipart/form-data"

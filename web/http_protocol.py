@@ -14,7 +14,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .ahead import RUN_BYTES
-from .errors import ApiError, BadRequest, MethodNotImplemented
+from .errors import ApiError, BadRequest, HeadersTooLarge, MethodNotImplemented
 
 # What the kernel keeps for a loopback connection's unsent bytes: one run (it doubles what it
 # is asked for). A run then never fits whole into the free buffer, so uvloop writes what fits
@@ -25,12 +25,29 @@ from .errors import ApiError, BadRequest, MethodNotImplemented
 # own sizing: half a run was no faster than it.
 LOOPBACK_SEND_BUFFER = RUN_BYTES // 2
 WMEM_MAX = Path("/proc/sys/net/core/wmem_max")
+# A request's line and headers: the parser holds them in memory whole, so a client could make
+# a node hold a gigabyte for one request (nginx takes 32 KiB, h11 16 KiB by default)
+MAX_HEAD_BYTES = 64 << 10
+HEAD_TOO_LARGE = HeadersTooLarge(f"a request's line and headers take at most {MAX_HEAD_BYTES} bytes")
 
 
 class HttpProtocol(HttpToolsProtocol):
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self.parser = MethodWatch(self.parser)  # type: ignore[assignment]
+        self._head_open, self._head_bytes = True, 0  # a request's head being received; its bytes
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._head_open or self.transport.is_closing():
+            return
+        self._head_bytes += len(data)  # what went into a head that is not complete yet
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse(HEAD_TOO_LARGE)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_open, self._head_bytes = True, 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -40,6 +57,9 @@ class HttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         """RFC 9112 3.2.2: a request whose target is in absolute form is for the target's host,
         whatever its Host header says (the host decides between the host route and the API)."""
+        self._head_open = False
+        if len(self.url) + sum(len(name) + len(value) for name, value in self.headers) > MAX_HEAD_BYTES:
+            raise HEAD_TOO_LARGE  # (one read held it whole) the parser stops; send_400_response answers
         authority = absolute_form_authority(self.url)
         hosts = sum(1 for key, _ in self.headers if key == b"host")
         if authority is not None and hosts <= 1:  # two are a 400 whatever the target (app.py)
@@ -51,9 +71,15 @@ class HttpProtocol(HttpToolsProtocol):
         JSON error body and CORS headers every other error has; uvicorn's is plain text. A
         method the parser does not know is a 501 (RFC 9110 9.1), not a malformed request."""
         error: ApiError = BadRequest(f"malformed HTTP request: {msg}")
-        if self.parser.unknown_method:
+        if isinstance(self.parser.callback_error, HeadersTooLarge):
+            error = self.parser.callback_error
+        elif self.parser.unknown_method:
             error = MethodNotImplemented("a method this node does not implement; it takes GET, HEAD, "
                                          "POST, PUT, PATCH, DELETE and OPTIONS")
+        self._refuse(error)
+
+    def _refuse(self, error: ApiError) -> None:
+        """The error's answer, and the connection closed: what the client sends next is not read."""
         response = error.response()
         status = f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n".encode()
         fields = [b"%s: %s\r\n" % pair for pair in response.raw_headers]
@@ -68,17 +94,21 @@ class HttpProtocol(HttpToolsProtocol):
 
 class MethodWatch:
     """The request parser, noting a request whose method it does not know (it raises the same
-    error class for that as for a malformed request)."""
+    error class for that as for a malformed request), and an error raised in a callback."""
 
     def __init__(self, parser: httptools.HttpRequestParser):
         self._parser = parser
         self.unknown_method = False
+        self.callback_error: BaseException | None = None  # what stopped the parser in one of ours
 
     def feed_data(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserInvalidMethodError:
             self.unknown_method = True
+            raise
+        except httptools.HttpParserCallbackError as exc:
+            self.callback_error = exc.__context__
             raise
 
     def __getattr__(self, name: str) -> object:
