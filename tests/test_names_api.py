@@ -149,6 +149,19 @@ def test_one_host_per_request(node, client, app_cid):
     assert head.startswith(b"HTTP/1.1 400 ")
 
 
+@pytest.mark.parametrize("first_is_good", [True, False])
+def test_one_authorization_per_request(node, first_is_good):
+    """Two Authorization headers are a 400, as two Hosts are: the node took the first, where a
+    proxy that adds its own credentials may have meant its own to count."""
+    good, bad = f"Bearer {node.token()}".encode(), b"Bearer garbage"
+    pair = (good, bad) if first_is_good else (bad, good)
+    request = (b"GET /api/v2/names HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nAuthorization: %s\r\n"
+               b"Connection: close\r\n\r\n" % pair)
+    head, body = node.raw_exchange(request)
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert "one Authorization header" in json.loads(body)["message"]
+
+
 def test_host_suffix_flag(fresh_node):
     n = fresh_node("--host-suffix", "edge.test")
     cid = n.upload([("index.html", b"hi"), ("b", b"b")]).text

@@ -107,12 +107,15 @@ def route_methods(router: Router, scope: Scope) -> str | None:
     return allow_header(methods) if methods else None
 
 
-def host_refusal(scope: Scope, hosts: list[bytes]) -> str | None:
+def head_refusal(scope: Scope, hosts: list[bytes]) -> str | None:
     """Why the Host headers `hosts` of `scope` make it a 400 (RFC 9112 3.2): none in an HTTP/1.1
     request, two of them (a proxy that reads the first could route it elsewhere), or a value
-    that is no host[:port]; None when they are fine."""
+    that is no host[:port]; and two Authorization headers (a proxy's credentials, and a
+    client's that the node would have taken instead). None when they are fine."""
     if len(hosts) > 1:
         return "a request has one Host header"
+    if sum(1 for key, _ in scope["headers"] if key == b"authorization") > 1:
+        return "a request has at most one Authorization header"
     if not hosts:
         return "an HTTP/1.1 request has a Host header" if scope.get("http_version") == "1.1" else None
     if not HOST_VALUE.fullmatch(hosts[0]):
@@ -196,7 +199,7 @@ class EdgeMiddleware:
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         hosts = [value for key, value in scope["headers"] if key == b"host"]
-        refusal = host_refusal(scope, hosts)
+        refusal = head_refusal(scope, hosts)
         if refusal is not None:
             await in_facade_shape(scope["path"], BadRequest(refusal))(scope, receive, send)
             return
