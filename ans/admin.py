@@ -95,8 +95,8 @@ async def _token_create(accounts: Accounts, r: dict[str, Any]) -> Result:
             seconds = parse_duration(r["expires_in"])
         except (ValueError, TypeError) as exc:
             raise UsageError(f"expires_in: {exc}") from None
-        if not 0 < seconds <= MAX_TOKEN_LIFETIME_S:  # a token past year 9999 broke every token listing
-            raise UsageError(f"expires_in is more than 0s and at most {MAX_TOKEN_LIFETIME_S // 86400}d "
+        if not 1 <= seconds <= MAX_TOKEN_LIFETIME_S:  # a token past year 9999 broke every token listing
+            raise UsageError(f"expires_in is at least 1s and at most {MAX_TOKEN_LIFETIME_S // 86400}d "
                              "(leave it out for a token that does not expire)")
         expires_at = now_ms() + int(seconds * 1000)
     token, secret = await accounts.create_token(r["user"], r.get("name") or "cli", [], expires_at)

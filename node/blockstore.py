@@ -312,10 +312,10 @@ class BlockStore:
             self._take_in_flight([(cid, len(data)) for cid, data in new])
         try:
             places = self._packs.append(new, bulk, claim=batch.packs)
-        except OSError as exc:
+        except BaseException as exc:  # what was counted in flight goes back, whatever the failure
             with self._lock:
                 self._give_in_flight([(cid, len(data)) for cid, data in new])
-            if exc.errno in STORAGE_ERRNOS:
+            if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
                 raise StorageFull(os.strerror(exc.errno)) from exc
             raise
         for (cid, _), place in zip(new, places, strict=True):

@@ -25,29 +25,56 @@ from .errors import ApiError, BadRequest, HeadersTooLarge, MethodNotImplemented
 # own sizing: half a run was no faster than it.
 LOOPBACK_SEND_BUFFER = RUN_BYTES // 2
 WMEM_MAX = Path("/proc/sys/net/core/wmem_max")
-# A request's line and headers: the parser holds them in memory whole, so a client could make
-# a node hold a gigabyte for one request (nginx takes 32 KiB, h11 16 KiB by default)
+# A request's line and headers (or a chunked body's trailers): the parser holds them in memory
+# whole, so a client could make a node hold a gigabyte for one request (nginx takes 32 KiB, h11
+# 16 KiB by default)
 MAX_HEAD_BYTES = 64 << 10
-HEAD_TOO_LARGE = HeadersTooLarge(f"a request's line and headers take at most {MAX_HEAD_BYTES} bytes")
+# A refused request's connection is closed once the client stops sending, or after this long:
+# closed with the client's bytes unread, the kernel resets it, and the client loses the answer
+LINGER_SECONDS = 2.0
+
+
+def head_too_large() -> HeadersTooLarge:
+    return HeadersTooLarge(f"a request's line and headers take at most {MAX_HEAD_BYTES} bytes")
 
 
 class HttpProtocol(HttpToolsProtocol):
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self.parser = MethodWatch(self.parser)  # type: ignore[assignment]
-        self._head_open, self._head_bytes = True, 0  # a request's head being received; its bytes
+        self._head_open = True  # a request's head is being received
+        self._after_chunk_header = False  # a chunk header with no body after it: the trailers, perhaps
+        self._head_bytes = 0  # bytes of the head (or trailers) received so far
+        self._read_body_bytes = 0  # body bytes the parser gave from the read being parsed
+        self._refused = False
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if not self._head_open or self.transport.is_closing():
+        if self._refused:  # read and dropped until the client stops: see LINGER_SECONDS
             return
-        self._head_bytes += len(data)  # what went into a head that is not complete yet
+        self._read_body_bytes = 0
+        super().data_received(data)
+        if not (self._head_open or self._after_chunk_header) or self.transport.is_closing():
+            return
+        # what is no body: a read may hold the end of the request before (its body) too
+        self._head_bytes += len(data) - self._read_body_bytes
         if self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse(HEAD_TOO_LARGE)
+            self._refuse(head_too_large())
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_open, self._head_bytes = True, 0
+
+    def on_chunk_header(self) -> None:
+        self._after_chunk_header, self._head_bytes = True, 0
+
+    def on_body(self, body: bytes) -> None:
+        self._after_chunk_header = False
+        self._read_body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._head_open = self._after_chunk_header = False
+        super().on_message_complete()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -59,7 +86,7 @@ class HttpProtocol(HttpToolsProtocol):
         whatever its Host header says (the host decides between the host route and the API)."""
         self._head_open = False
         if len(self.url) + sum(len(name) + len(value) for name, value in self.headers) > MAX_HEAD_BYTES:
-            raise HEAD_TOO_LARGE  # (one read held it whole) the parser stops; send_400_response answers
+            raise head_too_large()  # (one read held it whole) the parser stops; send_400_response answers
         authority = absolute_form_authority(self.url)
         hosts = sum(1 for key, _ in self.headers if key == b"host")
         if authority is not None and hosts <= 1:  # two are a 400 whatever the target (app.py)
@@ -71,7 +98,7 @@ class HttpProtocol(HttpToolsProtocol):
         JSON error body and CORS headers every other error has; uvicorn's is plain text. A
         method the parser does not know is a 501 (RFC 9110 9.1), not a malformed request."""
         error: ApiError = BadRequest(f"malformed HTTP request: {msg}")
-        if isinstance(self.parser.callback_error, HeadersTooLarge):
+        if isinstance(self.parser.callback_error, HeadersTooLarge):  # from on_headers_complete
             error = self.parser.callback_error
         elif self.parser.unknown_method:
             error = MethodNotImplemented("a method this node does not implement; it takes GET, HEAD, "
@@ -79,13 +106,19 @@ class HttpProtocol(HttpToolsProtocol):
         self._refuse(error)
 
     def _refuse(self, error: ApiError) -> None:
-        """The error's answer, and the connection closed: what the client sends next is not read."""
+        """The error's answer, and the connection closed: what the client sends meanwhile is
+        read and dropped, for LINGER_SECONDS at most."""
         response = error.response()
         status = f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n".encode()
         fields = [b"%s: %s\r\n" % pair for pair in response.raw_headers]
         head = [status, *fields, b"connection: close\r\n\r\n"]
         self.transport.write(b"".join([*head, response.body]))
-        self.transport.close()
+        self._refused = True
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()  # the client reads the answer, then the end: it stops sending
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, self.transport.close)
 
     def _unsupported_upgrade_warning(self) -> None:
         """An Upgrade this node does not speak (it speaks no WebSocket) is ignored, as RFC 9110
