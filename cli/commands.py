@@ -92,6 +92,9 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fetch-timeout", default=_env("FETCH_TIMEOUT", "15"), metavar="SECONDS",
                    help="how long a read waits for blocks from the swarm before it is a 404 (default 15;"
                         " also e.g. 500ms, 1m)")
+    p.add_argument("--client-timeout", default=_env("CLIENT_TIMEOUT", "60s"), metavar="DURATION",
+                   help="how long a client may send nothing while its request is incomplete, or while "
+                        "a new connection has sent no request, before the node closes it (default 60s)")
     p.add_argument("--gc-above", default=_env("GC_ABOVE"), metavar="BYTES",
                    help="free unpinned blocks once the store holds more than this (default: never)")
     p.add_argument("--store-quota", default=_env("STORE_QUOTA"), metavar="BYTES",
@@ -191,6 +194,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         allowed_peers=frozenset(args.allow_peer or _env_list("ALLOW_PEER")),
         pin_uploads_for=setting(args, "pin-uploads-for", parse_duration),
         fetch_timeout=setting(args, "fetch-timeout", parse_duration),
+        client_timeout=setting(args, "client-timeout", _positive_duration),
         gc_above=setting(args, "gc-above", parse_size) if args.gc_above else None,
         store_quota=setting(args, "store-quota", parse_size) if args.store_quota else None,
         flowfuse=flowfuse,

@@ -56,6 +56,7 @@ class ServeConfig:
     allowed_peers: frozenset[str] = frozenset()
     pin_uploads_for: float = 12 * 3600.0
     fetch_timeout: float = 15.0
+    client_timeout: float = 60.0
     gc_above: int | None = None
     store_quota: int | None = None
     flowfuse: Any = None  # FlowFuseConfig from --flowfuse-config, when given

@@ -275,7 +275,8 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         debug = config.log_level == "debug"
         server = _Server(
             uvicorn.Config(
-                create_app(ctx), http=HttpProtocol, ws="none", lifespan="off",
+                create_app(ctx), http=HttpProtocol.with_client_timeout(config.client_timeout), ws="none",
+                lifespan="off",
                 log_level="debug" if debug else "warning", timeout_graceful_shutdown=10, access_log=debug,
                 log_config=None,  # uvicorn's lines in the node's own format, through its root logger
                 server_header=False,

@@ -18,6 +18,7 @@ from edgefiles.web.http_protocol import (
     kernel_allows_send_buffer,
     on_loopback,
 )
+from nodeproc import Node
 
 
 @pytest.mark.parametrize(("host", "expected"), [
@@ -171,3 +172,58 @@ def test_a_chunked_bodys_trailers_count_as_its_head(node) -> None:
                b"5\r\nhello\r\n0\r\nX-Trailer: " + b"t" * (200 << 10))
     answer = _sent_in_pieces(node, request, 16384, until_answered=False)  # a 405 comes first
     assert b"HTTP/1.1 431 " in answer, answer[:400]
+
+
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory):
+    """A node that gives a silent client one second."""
+    n = Node(tmp_path_factory.mktemp("impatient") / "data", "--client-timeout", "1s").start()
+    yield n
+    n.stop()
+
+
+def _answer_within(conn: socket.socket, seconds: float) -> bytes:
+    """What the node sends until it closes the connection; AssertionError past `seconds`."""
+    conn.settimeout(seconds)
+    answer = b""
+    try:
+        while chunk := conn.recv(65536):
+            answer += chunk
+    except TimeoutError:
+        raise AssertionError(f"the node kept the connection open past {seconds} s") from None
+    return answer
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "])
+def test_a_client_that_stalls_before_its_request_is_whole_gets_a_408(impatient, sent: bytes) -> None:
+    """A connection that never finished its head (or sent nothing) was held for ever: 1100 of
+    them stayed open, against the node's 20000 descriptors."""
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=30) as conn:
+        conn.sendall(sent)
+        answer = _answer_within(conn, 10)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "ERR_REQUEST_TIMEOUT"
+
+
+def test_an_upload_that_stalls_mid_body_is_cut_off_and_stores_nothing(impatient) -> None:
+    part = b'--B\r\nContent-Disposition: form-data; name="f"; filename="s.bin"\r\n\r\n' + b"s" * 100_000
+    head = (b"POST /api/v2/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+            b"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: %d\r\n\r\n"
+            % (impatient.token().encode(), len(part) + 10_000))
+    pins = impatient.pins()
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=30) as conn:
+        conn.sendall(head + part)
+        _answer_within(conn, 10)  # closed, with or without an answer: the client is gone
+    assert impatient.pins() == pins
+    with impatient.client() as client:
+        assert client.get("/health").status_code == 200
+
+
+def test_a_client_slower_than_its_timeout_in_total_but_never_silent_that_long_is_served(impatient) -> None:
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=30) as conn:
+        for at in range(0, len(head), 10):
+            conn.sendall(head[at:at + 10])
+            time.sleep(0.4)  # about 2.4 s in all, never 1 s silent
+        answer = _answer_within(conn, 10)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]

@@ -91,6 +91,10 @@ class PayloadTooLarge(ApiError):
     status, code, default_message = 413, "ERR_PAYLOAD_TOO_LARGE", "request body too large"
 
 
+class RequestTimeout(ApiError):
+    status, code, default_message = 408, "ERR_REQUEST_TIMEOUT", "the request did not arrive in time"
+
+
 class HeadersTooLarge(ApiError):
     status, code, default_message = 431, "ERR_HEADERS_TOO_LARGE", "request headers too large"
 

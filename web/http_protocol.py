@@ -14,7 +14,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .ahead import RUN_BYTES
-from .errors import ApiError, BadRequest, HeadersTooLarge, MethodNotImplemented
+from .errors import ApiError, BadRequest, HeadersTooLarge, MethodNotImplemented, RequestTimeout
 
 # What the kernel keeps for a loopback connection's unsent bytes: one run (it doubles what it
 # is asked for). A run then never fits whole into the free buffer, so uvloop writes what fits
@@ -39,9 +39,19 @@ def head_too_large() -> HeadersTooLarge:
 
 
 class HttpProtocol(HttpToolsProtocol):
+    # how long a client may send nothing while its request is incomplete (or a new connection
+    # has sent none): a client stalled mid-head or mid-body held its connection for ever
+    client_timeout = 60.0
+
+    @classmethod
+    def with_client_timeout(cls, seconds: float) -> type[HttpProtocol]:
+        return type(cls.__name__, (cls,), {"client_timeout": seconds})
+
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self.parser = MethodWatch(self.parser)  # type: ignore[assignment]
+        self._request_open = True  # a request being received, or none yet on a new connection
+        self._idle: asyncio.TimerHandle | None = None
         self._head_open = True  # a request's head is being received
         self._after_chunk_header = False  # a chunk header with no body after it: the trailers, perhaps
         self._head_bytes = 0  # bytes of the head (or trailers) received so far
@@ -53,6 +63,7 @@ class HttpProtocol(HttpToolsProtocol):
             return
         self._read_body_bytes = 0
         super().data_received(data)
+        self._watch_idle()
         if not (self._head_open or self._after_chunk_header) or self.transport.is_closing():
             return
         # what is no body: a read may hold the end of the request before (its body) too
@@ -62,7 +73,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_open, self._head_bytes = True, 0
+        self._head_open, self._head_bytes, self._request_open = True, 0, True
 
     def on_chunk_header(self) -> None:
         self._after_chunk_header, self._head_bytes = True, 0
@@ -73,11 +84,34 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._head_open = self._after_chunk_header = False
+        self._head_open = self._after_chunk_header = self._request_open = False
         super().on_message_complete()
+
+    def _watch_idle(self) -> None:
+        """The client's clock started again: `client_timeout` from now, while a request is open."""
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = None
+        if self._request_open and not self._refused and not self.transport.is_closing():
+            self._idle = asyncio.get_running_loop().call_later(self.client_timeout, self._client_idle)
+
+    def _client_idle(self) -> None:
+        if self.flow.read_paused:  # the node is not reading (the app is behind): not the client's fault
+            self._watch_idle()
+        elif self._head_open:  # no request under way yet: it can still be told why
+            self._refuse(RequestTimeout(f"nothing came for {self.client_timeout:g} s of an unfinished request"
+                                        if self._head_bytes else "no request came"))
+        else:
+            self.transport.close()  # mid-body: the app sees the client gone (an upload stores nothing)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        super().connection_lost(exc)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._watch_idle()
         if self.client is not None and on_loopback(self.client[0]) and kernel_allows_send_buffer():
             size_send_buffer(transport.get_extra_info("socket"))
 
