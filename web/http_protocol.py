@@ -51,7 +51,8 @@ class HttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.parser = MethodWatch(self.parser)  # type: ignore[assignment]
         self._request_open = True  # a request being received, or none yet on a new connection
-        self._idle: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None  # checks the client's silence while one is open
+        self._last_heard = 0.0  # loop time of the client's last bytes (a timestamp: no timer per read)
         self._head_open = True  # a request's head is being received
         self._after_chunk_header = False  # a chunk header with no body after it: the trailers, perhaps
         self._head_bytes = 0  # bytes of the head (or trailers) received so far
@@ -62,8 +63,8 @@ class HttpProtocol(HttpToolsProtocol):
         if self._refused:  # read and dropped until the client stops: see LINGER_SECONDS
             return
         self._read_body_bytes = 0
+        self._last_heard = self.loop.time()
         super().data_received(data)
-        self._watch_idle()
         if not (self._head_open or self._after_chunk_header) or self.transport.is_closing():
             return
         # what is no body: a read may hold the end of the request before (its body) too
@@ -74,6 +75,7 @@ class HttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_open, self._head_bytes, self._request_open = True, 0, True
+        self._watch_idle(self.client_timeout)
 
     def on_chunk_header(self) -> None:
         self._after_chunk_header, self._head_bytes = True, 0
@@ -87,17 +89,20 @@ class HttpProtocol(HttpToolsProtocol):
         self._head_open = self._after_chunk_header = self._request_open = False
         super().on_message_complete()
 
-    def _watch_idle(self) -> None:
-        """The client's clock started again: `client_timeout` from now, while a request is open."""
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = None
-        if self._request_open and not self._refused and not self.transport.is_closing():
-            self._idle = asyncio.get_running_loop().call_later(self.client_timeout, self._client_idle)
+    def _watch_idle(self, delay: float) -> None:
+        """The client's silence checked `delay` from now (unless a check is due already)."""
+        if self._idle is None:
+            self._idle = self.loop.call_later(delay, self._client_idle)
 
     def _client_idle(self) -> None:
+        self._idle = None
+        if not self._request_open or self._refused or self.transport.is_closing():
+            return  # the next request's start watches again
+        silent = self.loop.time() - self._last_heard
         if self.flow.read_paused:  # the node is not reading (the app is behind): not the client's fault
-            self._watch_idle()
+            self._watch_idle(self.client_timeout)
+        elif silent < self.client_timeout:
+            self._watch_idle(self.client_timeout - silent)
         elif self._head_open:  # no request under way yet: it can still be told why
             self._refuse(RequestTimeout(f"nothing came for {self.client_timeout:g} s of an unfinished request"
                                         if self._head_bytes else "no request came"))
@@ -111,7 +116,8 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._watch_idle()
+        self._last_heard = self.loop.time()
+        self._watch_idle(self.client_timeout)
         if self.client is not None and on_loopback(self.client[0]) and kernel_allows_send_buffer():
             size_send_buffer(transport.get_extra_info("socket"))
 
