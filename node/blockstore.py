@@ -304,17 +304,18 @@ class BlockStore:
         new = [(cid, data) for cid, data in fresh.items() if cid not in stored or cid in damaged]
         if not new:
             return
-        size = sum(len(data) for _, data in new)
+        sized = [(cid, len(data)) for cid, data in new]
+        size = sum(length for _, length in sized)
         with self._lock:
-            added = sum(len(data) for cid, data in new if cid not in self._in_flight_blocks)
+            added = sum(length for cid, length in sized if cid not in self._in_flight_blocks)
             if self.quota is not None and self._stored + self._in_flight + added > self.quota:
                 raise StorageFull("store quota reached")
-            self._take_in_flight([(cid, len(data)) for cid, data in new])
+            self._take_in_flight(sized)
         try:
             places = self._packs.append(new, bulk, claim=batch.packs)
         except BaseException as exc:  # what was counted in flight goes back, whatever the failure
             with self._lock:
-                self._give_in_flight([(cid, len(data)) for cid, data in new])
+                self._give_in_flight(sized)
             if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
                 raise StorageFull(os.strerror(exc.errno)) from exc
             raise
