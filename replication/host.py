@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
 
-from . import noise_io, stream_negotiation, swarm_tuning, yamux_reader, yamux_tuning
+from . import inbound_streams, noise_io, stream_negotiation, swarm_tuning, yamux_reader, yamux_tuning
 
 log = logging.getLogger("edgefiles.swarm")
 
@@ -257,5 +257,6 @@ def build_host(seed: bytes):
         connection_config=ConnectionConfig(max_connections_per_peer=1),
     )
     stream_negotiation.install(host)
+    inbound_streams.install(host)
     swarm_tuning.install(host)
     return host

@@ -82,6 +82,10 @@ class Membership:
         event = self._settled.setdefault(peer, trio.Event())
         with trio.move_on_after(HANDSHAKE_TIMEOUT + 1):
             await event.wait()
+        return self.admits(peer, level)
+
+    def admits(self, peer: Any, level: str = MEMBER) -> bool:
+        """Whether the handshake with `peer` has settled at `level` (False meanwhile)."""
         status = self._status.get(peer)
         return status == MEMBER or (level == IPFS_PEER and status == IPFS_PEER)
 

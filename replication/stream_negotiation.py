@@ -117,9 +117,10 @@ async def _wait_for_bytes(muxed: Any, seen: int, deadline: float) -> bytearray:
 
 
 async def negotiate_inbound(stream: Any, protocols: Collection[str], timeout: float = 30) -> str:
-    """Choose the protocol of an inbound Yamux stream; its bytes after the choice stay unread."""
+    """Choose the protocol of an inbound Yamux stream; its bytes after the choice stay unread.
+    A stream begun by the connection's reader (`inbound_streams`) goes on from where it got."""
     muxed = stream.muxed_stream
-    negotiation = ListenerNegotiation(protocols)
+    negotiation = muxed.__dict__.pop("_negotiation", None) or ListenerNegotiation(protocols)
     deadline = trio.current_time() + timeout
     seen = 0
     while negotiation.chosen is None:

@@ -22,6 +22,8 @@ from typing import Any
 
 import trio
 
+from . import inbound_streams
+from .inbound_streams import ConnectionStreams
 from .yamux_frames import (
     FLAG_ACK,
     FLAG_FIN,
@@ -50,7 +52,7 @@ async def handle_incoming(conn: Any) -> None:
     from libp2p.io.exceptions import IncompleteReadError
 
     try:
-        await _read(conn)
+        await _read(conn, inbound_streams.connection_streams(conn))
     except IncompleteReadError as exc:
         if not exc.is_clean_close:
             log.debug("connection to %s cut inside a message: %s", conn.peer_id, exc)
@@ -60,21 +62,26 @@ async def handle_incoming(conn: Any) -> None:
             await conn._write_frame(header(TYPE_GO_AWAY, 0, 0, GO_AWAY_PROTOCOL_ERROR))
     except Exception as exc:  # the connection failed under us: closed, reset, broken
         log.debug("connection to %s ended: %r", conn.peer_id, exc)
+    finally:
+        if (routed := conn.__dict__.get("_inbound_streams")) is not None:
+            routed.ended()
     await conn._cleanup_on_error()
 
 
-async def _read(conn: Any) -> None:
+async def _read(conn: Any, routed: ConnectionStreams | None) -> None:
     reader = FrameReader()
     while not conn.event_shutting_down.is_set():
         data = await conn.secured_conn.read()
         if not data:
             return
         for frame in reader.feed(data):
-            if not await _apply(conn, frame) or conn.event_shutting_down.is_set():
+            if not await _apply(conn, frame, routed) or conn.event_shutting_down.is_set():
                 return
+        if routed is not None:
+            await routed.read_done()
 
 
-async def _apply(conn: Any, frame: Frame) -> bool:
+async def _apply(conn: Any, frame: Frame, routed: ConnectionStreams | None = None) -> bool:
     """One frame's effect; False when the peer went away (GO_AWAY)."""
     if frame.type == TYPE_PING:
         await _ping(conn, frame)
@@ -92,10 +99,14 @@ async def _apply(conn: Any, frame: Frame) -> bool:
         _apply_to_stream(conn, stream, frame)
         if not frame.flags & FLAG_RST:  # a reset stream is handed over, but never acknowledged
             await conn._write_frame(header(TYPE_WINDOW_UPDATE, FLAG_ACK, frame.stream_id, 0))
-        if not conn.event_shutting_down.is_set():
+        if routed is not None:
+            await routed.opened(stream)
+        elif not conn.event_shutting_down.is_set():
             await conn.new_stream_send_channel.send(stream)
     elif stream is not None:
         _apply_to_stream(conn, stream, frame)
+        if routed is not None:
+            await routed.arrived(stream)
     return True
 
 

@@ -291,6 +291,16 @@ async def write_frames(conn: Any, frames: list[bytes]) -> None:
     await trio.lowlevel.checkpoint()
 
 
+def queue_frame(conn: Any, frame: bytes) -> None:
+    """A frame that leaves with the connection's next write (`flush` at the latest)."""
+    _frame_queue(conn).add(frame)
+
+
+async def flush(conn: Any) -> None:
+    """Whatever frames are queued on the connection leave now."""
+    await _flush(conn, _frame_queue(conn))
+
+
 def _frame_queue(conn: Any) -> FrameQueue:
     queue = conn.__dict__.get("_frame_queue")
     if queue is None:

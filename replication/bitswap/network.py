@@ -14,6 +14,7 @@ from typing import Any
 import trio
 from edgefiles.node.protobuf import DecodeError
 
+from .. import inbound_streams
 from ..framing import read_frames
 from ..limits import PeerLimiter, PeerLimits
 from ..membership import IPFS_PEER, Membership
@@ -61,18 +62,19 @@ class BitswapNetwork:
         self.on_legacy: Callable[[Any], None] = lambda peer: None  # a peer speaks only 1.0
         self.sent_bytes = 0
         self.message_bytes: dict[Any, int] = {}  # per IPFS peer, from how it asks (`message_bytes`)
+        self._receive: Receiver | None = None
 
     def start(self, receive: Receiver) -> None:
         """Hand every message from admitted peers to `receive`, in order per stream; it may
-        wait, which holds back reading that stream."""
+        wait, which holds back reading that stream (read lean where the peer is admitted
+        already: `inbound_streams`; through the membership gate otherwise)."""
         from libp2p.custom_types import TProtocol
 
-        async def inbound(stream: Any) -> None:
-            await self._inbound(stream, receive)
-
-        handler = self.members.gate(inbound, IPFS_PEER)
+        self._receive = receive
+        handler = self.members.gate(self._inbound, IPFS_PEER)
         for proto in self.protocols:
             self.host.set_stream_handler(TProtocol(proto), handler)
+        inbound_streams.read_lean(self.host, self.protocols, self)
 
     def send(self, peer: Any, wants: list[bm.Want] = (), blocks: list[tuple[bytes, bytes]] = (),
              presences: list[tuple[bytes, int]] = ()) -> None:
@@ -109,29 +111,46 @@ class BitswapNetwork:
             box.closed = True
             box.ready.set()
 
-    async def _inbound(self, stream: Any, receive: Receiver) -> None:
-        peer = stream.muxed_conn.peer_id
-        if stream.get_protocol() == bm.LEGACY:
+    # inbound streams (`inbound_streams.LeanProtocol`) -------------------------------------
+    name = "bitswap"
+    max_message = bm.MAX_MESSAGE
+
+    def admits(self, peer: Any) -> bool:
+        return self.members.admits(peer, IPFS_PEER)
+
+    def opened(self, peer: Any, protocol: str) -> bool:
+        if protocol == bm.LEGACY:
             self.on_legacy(peer)
-        ended_cleanly = False
         self._streams[peer] += 1
+        return not self.limiter.over("streams", peer, self._streams[peer], trio.current_time())
+
+    def closed(self, peer: Any) -> None:
+        self._streams[peer] -= 1
+        if self._streams[peer] <= 0:
+            del self._streams[peer]
+
+    async def message(self, peer: Any, body: bytes) -> None:
+        if not self.limiter.take("messages", peer, 1, trio.current_time()):
+            while not self.limiter.take("messages", peer, 1, trio.current_time(), quiet=True):
+                await trio.sleep(1 / self.limiter.limits.messages)  # read slower: TCP pushes back
+        await self._receive(peer, bm.decode_unhashed(body))
+
+    async def _inbound(self, stream: Any) -> None:
+        """A stream from a peer whose admission was not settled when it came."""
+        peer = stream.muxed_conn.peer_id
+        ended_cleanly = False
         try:
-            if self.limiter.over("streams", peer, self._streams[peer], trio.current_time()):
+            if not self.opened(peer, stream.get_protocol()):
                 return
             async for body in read_frames(stream, bm.MAX_MESSAGE):
-                if not self.limiter.take("messages", peer, 1, trio.current_time()):
-                    while not self.limiter.take("messages", peer, 1, trio.current_time(), quiet=True):
-                        await trio.sleep(1 / self.limiter.limits.messages)  # read slower: TCP pushes back
-                await receive(peer, bm.decode_unhashed(body))
+                await self.message(peer, body)
             ended_cleanly = True
         except DecodeError as exc:
-            log.warning("closing bitswap stream from %s: %s", peer, exc)
+            log.warning("closing %s stream from %s: %s", self.name, peer, exc)
         except Exception as exc:
-            log.debug("bitswap stream from %s ended: %s", peer, exc)
+            log.debug("%s stream from %s ended: %r", self.name, peer, exc)
         finally:
-            self._streams[peer] -= 1
-            if self._streams[peer] <= 0:
-                del self._streams[peer]
+            self.closed(peer)
             # a sender that closed its side waits for ours (Helia sends every message on a
             # stream of its own): a reset there fails its send although every byte arrived
             try:
