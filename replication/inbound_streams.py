@@ -219,18 +219,18 @@ class _LeanReader:
         while not self._ended:
             await self._news.wait()
             self._news = trio.Event()
-            finished = False
+            queued = False
             while self._ready and not self._ended:
                 sid = next(iter(self._ready))
                 del self._ready[sid]
                 lean = self.streams.get(sid)
                 if lean is not None:
-                    finished |= await self._read(lean)
-            if finished:  # the FINs queued meanwhile leave together
+                    queued |= await self._read(lean)
+            if queued:  # the credit and FINs queued meanwhile leave together
                 await yamux_tuning.flush(self.conn)
 
     async def _read(self, lean: _LeanStream) -> bool:
-        """What arrived on a stream handed on; True when the stream finished (its FIN queued)."""
+        """What arrived on a stream handed on; True when it queued a frame (credit, FIN)."""
         stream, peer = lean.stream, self.conn.peer_id
         buf = self.conn.stream_buffers.get(stream.stream_id)
         if buf is None or stream.reset_received:
@@ -238,13 +238,14 @@ class _LeanReader:
             return False
         data = bytes(buf)
         del buf[:]
+        credit = yamux_tuning.credit_due(stream)
+        if credit:
+            yamux_tuning.queue_frame(self.conn, header(TYPE_WINDOW_UPDATE, 0, stream.stream_id, credit))
         try:
-            if data and not stream.recv_closed:
-                await yamux_tuning.credit_after_read(stream)
             for body in lean.splitter.feed(data):
                 await lean.protocol.message(peer, body)
             if not stream.recv_closed or self.conn.stream_buffers.get(stream.stream_id):
-                return False
+                return bool(credit)
             if lean.splitter.pending:
                 raise DecodeError("stream ended inside a message")
         except DecodeError as exc:
@@ -257,7 +258,7 @@ class _LeanReader:
             return True
         self._drop(lean)
         await _reset(stream)
-        return False
+        return bool(credit)
 
     def _drop(self, lean: _LeanStream) -> None:
         if self.streams.pop(lean.stream.stream_id, None) is not None:

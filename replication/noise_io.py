@@ -18,38 +18,54 @@ and hands them to the socket in one write.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+
 RECV_CHUNK = 256 << 10
+MAX_NONCE = 2**64 - 1  # Noise's: a session never uses it
 LENGTH_BYTES = 2  # big-endian length before every Noise message
 MAX_PLAINTEXT = 65535 - 16  # one message's ciphertext must fit its length field, MAC included
 
 
 class PacketBuffer:
-    """Feed received bytes; take length-prefixed Noise messages out, in order."""
+    """Feed received bytes; take length-prefixed Noise messages out, in order. A message that
+    arrived in one piece comes out as a view of it (no copy: at 100 MiB/s the copy showed);
+    only one cut across two pieces is joined."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._piece: memoryview = memoryview(b"")  # the piece being cut, from its first uncut byte
+        self._more: deque[memoryview] = deque()  # pieces received after it
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return len(self._piece) + sum(len(piece) for piece in self._more)
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        if data:
+            self._more.append(memoryview(data))
 
-    def next(self) -> bytes | None:
+    def next(self) -> memoryview | None:
         """The next whole message, or None until more bytes come."""
-        buf = self._buf
-        if len(buf) < LENGTH_BYTES:
-            return None
-        end = LENGTH_BYTES + int.from_bytes(buf[:LENGTH_BYTES], "big")
-        if len(buf) < end:
-            return None
-        with memoryview(buf) as view:
-            message = bytes(view[LENGTH_BYTES:end])
-        del buf[:end]
-        return message
+        while True:
+            piece = self._piece
+            end = len(piece) >= LENGTH_BYTES and LENGTH_BYTES + int.from_bytes(piece[:LENGTH_BYTES], "big")
+            if end and len(piece) >= end:
+                self._piece = piece[end:]
+                return piece[LENGTH_BYTES:end]
+            if not self._more:
+                return None
+            if not piece:
+                self._piece = self._more.popleft()
+                continue
+            following = self._more[0]  # the message (or its length) goes on in there: join just it
+            take = (end or LENGTH_BYTES) - len(piece)
+            self._piece = memoryview(b"".join((piece, following[:take])))
+            if take >= len(following):
+                self._more.popleft()
+            else:
+                self._more[0] = following[take:]
 
 
 async def read_message(reader: Any, prefix_encoded: bool = False) -> bytes:
@@ -68,7 +84,38 @@ async def read_message(reader: Any, prefix_encoded: bool = False) -> bytes:
         packets.feed(data)
     if prefix_encoded:
         packet = packet[len(reader.prefix):]
-    return reader.decrypt(packet)
+    decrypt = reader.__dict__.get("_decrypt")
+    if decrypt is None:
+        decrypt = reader._decrypt = inbound_cipher(reader)
+    return decrypt(packet)
+
+
+def inbound_cipher(reader: Any) -> Callable[[memoryview], bytes]:
+    """The reader's decryption, straight to ChaCha20-Poly1305 where it is that (as in every
+    libp2p Noise session): the noise library takes only `bytes` (a copy of every message) and
+    goes through three layers per message. Its cipher state keeps counting the nonces."""
+    from noise.backends.default.ciphers import ChaCha20Cipher
+
+    state = getattr(getattr(getattr(reader, "noise_state", None), "noise_protocol", None),
+                    "cipher_state_decrypt", None)
+    cipher = getattr(state, "cipher", None)
+    if not isinstance(cipher, ChaCha20Cipher) or not state.has_key():
+        return lambda packet: reader.decrypt(bytes(packet))
+    aead = cipher.cipher
+
+    def decrypt(packet: memoryview) -> bytes:
+        from noise.exceptions import NoiseInvalidMessage, NoiseMaxNonceError
+
+        if state.n >= MAX_NONCE:
+            raise NoiseMaxNonceError("Nonce has depleted!")
+        try:
+            plaintext = aead.decrypt(b"\0\0\0\0" + state.n.to_bytes(8, "little"), packet, None)
+        except InvalidTag as exc:
+            raise NoiseInvalidMessage("Failed authentication of message") from exc
+        state.n += 1
+        return plaintext
+
+    return decrypt
 
 
 def seal(encrypt: Callable[[bytes], bytes], pieces: list[bytes]) -> bytes:

@@ -79,20 +79,29 @@ def frame_length(remaining: int, window: int) -> int:
 
 
 async def credit_after_read(stream: Any, *, bytes_read: int = 0) -> None:
-    """Send the sender the credit it is short of, once that is at least the hysteresis
-    threshold (half a window), growing the target window as py-libp2p's auto-tuning does; a
-    sender that closed its side gets none (py-libp2p sent it a frame it could not use)."""
+    """Send the sender the credit it is short of (`credit_due`)."""
     del bytes_read  # what was read is already missing from the window: it needs no credit of its own
     if stream.recv_closed:  # the sender has finished (Kubo and Helia close each message's stream)
         return
     async with stream.window_lock:
-        buffered = len(stream.conn.stream_buffers.get(stream.stream_id, b""))
-        delta = stream.target_recv_window - (stream.recv_window + buffered)
-        if delta <= 0 or delta < stream.target_recv_window // 2:  # py-libp2p: half a window
-            return
-        stream.recv_window += delta
-        delta += stream._apply_autotune_epoch(buffered)
-    await stream.send_window_update(delta, skip_lock=True)
+        delta = credit_due(stream)
+    if delta:
+        await stream.send_window_update(delta, skip_lock=True)
+
+
+def credit_due(stream: Any) -> int:
+    """The credit a stream's sender is short of, taken from its window: none until that is at
+    least the hysteresis threshold (half a window), growing the target window as py-libp2p's
+    auto-tuning does; a sender that closed its side gets none (py-libp2p sent it a frame it
+    could not use)."""
+    if stream.recv_closed:
+        return 0
+    buffered = len(stream.conn.stream_buffers.get(stream.stream_id, b""))
+    delta = stream.target_recv_window - (stream.recv_window + buffered)
+    if delta <= 0 or delta < stream.target_recv_window // 2:  # py-libp2p: half a window
+        return 0
+    stream.recv_window += delta
+    return delta + stream._apply_autotune_epoch(buffered)
 
 
 async def send(stream: Any, data: bytes | memoryview) -> None:
