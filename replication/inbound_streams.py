@@ -29,7 +29,7 @@ from edgefiles.node.protobuf import DecodeError
 from . import yamux_tuning
 from .framing import FrameSplitter
 from .stream_negotiation import ListenerNegotiation, NegotiationError
-from .yamux_frames import FLAG_FIN, TYPE_WINDOW_UPDATE, header
+from .yamux_frames import FLAG_FIN, FLAG_RST, TYPE_WINDOW_UPDATE, header
 
 log = logging.getLogger("edgefiles.libp2p")
 
@@ -139,26 +139,28 @@ class ConnectionStreams:
         buf = self.conn.stream_buffers.get(sid)
         if buf is None or stream.reset_received:
             del self.choosing[sid]
+            _discard(stream)
             return
         try:
             taken, answer = negotiation.feed(buf)
         except NegotiationError as exc:
             del self.choosing[sid]
             log.debug("inbound stream from %s refused: %s", self.conn.peer_id, exc)
-            await _reset(stream)
+            _reset(stream)
             return
         del buf[:taken]
         chosen = negotiation.chosen
-        if answer and chosen is not None and buf:  # the dialer went on without it
-            await yamux_tuning.send_soon(stream, answer)
-        elif answer:
-            await stream.write(answer)
-        if chosen is not None:
+        # a dialer that went on without the answer (data after its choice) does not wait for it
+        if answer and not yamux_tuning.queue_data(stream, answer, now=chosen is None or not buf):
+            del self.choosing[sid]  # answers past its window or a frame: it asks and never reads
+            log.debug("inbound stream from %s refused: %d bytes of answers", self.conn.peer_id, len(answer))
+            _reset(stream)
+        elif chosen is not None:
             del self.choosing[sid]
             await self._start(stream, negotiation)
         elif stream.recv_closed:
             del self.choosing[sid]
-            await _reset(stream)
+            _reset(stream)
 
     async def _start(self, stream: Any, negotiation: ListenerNegotiation) -> None:
         protocol = self.router.lean.get(negotiation.chosen)
@@ -168,7 +170,7 @@ class ConnectionStreams:
             return
         if not protocol.opened(peer, negotiation.chosen):
             protocol.closed(peer)
-            await _reset(stream)
+            _reset(stream)
             return
         if self.lean is None:
             self.lean = _LeanReader(self.conn)
@@ -201,8 +203,11 @@ class _LeanReader:
         self._ended = False
 
     def add(self, stream: Any, protocol: LeanProtocol) -> None:
-        self.streams[stream.stream_id] = _LeanStream(stream, protocol)
-        self.wake(stream.stream_id)
+        sid = stream.stream_id
+        if (earlier := self.streams.get(sid)) is not None:  # reset, and its id taken again since
+            self._drop(earlier)
+        self.streams[sid] = _LeanStream(stream, protocol)
+        self.wake(sid)
 
     def wake(self, sid: int) -> None:
         self._ready[sid] = None
@@ -232,10 +237,11 @@ class _LeanReader:
     async def _read(self, lean: _LeanStream) -> bool:
         """What arrived on a stream handed on; True when it queued a frame (credit, FIN)."""
         stream, peer = lean.stream, self.conn.peer_id
-        buf = self.conn.stream_buffers.get(stream.stream_id)
-        if buf is None or stream.reset_received:
+        if stream.reset_received or not _current(stream):
             self._drop(lean)
+            _discard(stream)
             return False
+        buf = self.conn.stream_buffers[stream.stream_id]
         data = bytes(buf)
         del buf[:]
         credit = yamux_tuning.credit_due(stream)
@@ -244,8 +250,8 @@ class _LeanReader:
         try:
             for body in lean.splitter.feed(data):
                 await lean.protocol.message(peer, body)
-            if not stream.recv_closed or self.conn.stream_buffers.get(stream.stream_id):
-                return bool(credit)
+            if not stream.recv_closed or stream.reset_received or not _current(stream) or buf:
+                return bool(credit)  # more to come, or news the next round reads
             if lean.splitter.pending:
                 raise DecodeError("stream ended inside a message")
         except DecodeError as exc:
@@ -257,26 +263,45 @@ class _LeanReader:
             _close_soon(stream)
             return True
         self._drop(lean)
-        await _reset(stream)
-        return bool(credit)
+        _reset(stream)
+        return True
 
     def _drop(self, lean: _LeanStream) -> None:
-        if self.streams.pop(lean.stream.stream_id, None) is not None:
+        sid = lean.stream.stream_id
+        if self.streams.get(sid) is lean:
+            del self.streams[sid]
             lean.protocol.closed(self.conn.peer_id)
+
+
+def _current(stream: Any) -> bool:
+    """Whether the connection still knows `stream` (not one that has taken its id since)."""
+    return stream.conn.streams.get(stream.stream_id) is stream
+
+
+def _discard(stream: Any) -> None:
+    """A stream the peer reset: what it sent and nobody will read goes with it (py-libp2p
+    keeps a reset stream's unread bytes for a minute)."""
+    if _current(stream):
+        stream.conn.stream_buffers[stream.stream_id].clear()
+        if stream.closed:
+            stream.conn._finalize_stream_locked(stream, fully_closed=True)
+
+
+def _reset(stream: Any) -> None:
+    """YamuxStream.reset without waiting: the RST leaves with the connection's next write
+    (ACK_DELAY at most); what the peer sent and nobody will read goes with the stream."""
+    if not stream.closed:
+        yamux_tuning.queue_frame(stream.conn, header(TYPE_WINDOW_UPDATE, FLAG_RST, stream.stream_id, 0))
+    stream.closed = stream.send_closed = stream.recv_closed = stream.reset_received = True
+    _discard(stream)
 
 
 def _close_soon(stream: Any) -> None:
     """YamuxStream.close of a stream the dialer has closed: our FIN is queued to leave with
-    the connection's next write (the reader's flush after its round)."""
+    the connection's next write (the lean reader's flush after its round)."""
     if not stream.send_closed:
         yamux_tuning.queue_frame(stream.conn, header(TYPE_WINDOW_UPDATE, FLAG_FIN, stream.stream_id, 0))
         stream.send_closed = True
     stream.closed = stream.recv_closed
-    stream.conn._finalize_stream_locked(stream, fully_closed=stream.closed)
-
-
-async def _reset(stream: Any) -> None:
-    try:
-        await stream.reset()
-    except Exception:  # the connection is going: the stream goes with it
-        pass
+    if _current(stream):
+        stream.conn._finalize_stream_locked(stream, fully_closed=stream.closed)

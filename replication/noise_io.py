@@ -33,39 +33,53 @@ MAX_PLAINTEXT = 65535 - 16  # one message's ciphertext must fit its length field
 class PacketBuffer:
     """Feed received bytes; take length-prefixed Noise messages out, in order. A message that
     arrived in one piece comes out as a view of it (no copy: at 100 MiB/s the copy showed);
-    only one cut across two pieces is joined."""
+    one cut across pieces is joined once, when all of it is in."""
 
     def __init__(self) -> None:
         self._piece: memoryview = memoryview(b"")  # the piece being cut, from its first uncut byte
         self._more: deque[memoryview] = deque()  # pieces received after it
+        self._queued = 0  # bytes in _more
 
     def __len__(self) -> int:
-        return len(self._piece) + sum(len(piece) for piece in self._more)
+        return len(self._piece) + self._queued
 
     def feed(self, data: bytes) -> None:
         if data:
             self._more.append(memoryview(data))
+            self._queued += len(data)
 
     def next(self) -> memoryview | None:
         """The next whole message, or None until more bytes come."""
-        while True:
-            piece = self._piece
-            end = len(piece) >= LENGTH_BYTES and LENGTH_BYTES + int.from_bytes(piece[:LENGTH_BYTES], "big")
-            if end and len(piece) >= end:
-                self._piece = piece[end:]
-                return piece[LENGTH_BYTES:end]
-            if not self._more:
+        piece = self._piece
+        if len(piece) < LENGTH_BYTES:
+            if len(self) < LENGTH_BYTES:
                 return None
-            if not piece:
-                self._piece = self._more.popleft()
-                continue
-            following = self._more[0]  # the message (or its length) goes on in there: join just it
-            take = (end or LENGTH_BYTES) - len(piece)
-            self._piece = memoryview(b"".join((piece, following[:take])))
-            if take >= len(following):
-                self._more.popleft()
-            else:
-                self._more[0] = following[take:]
+            piece = self._piece = self._extended(piece, LENGTH_BYTES)
+        end = LENGTH_BYTES + int.from_bytes(piece[:LENGTH_BYTES], "big")
+        if len(piece) < end:
+            if len(self) < end:
+                return None
+            piece = self._extended(piece, end)
+        self._piece = piece[end:]
+        return piece[LENGTH_BYTES:end]
+
+    def _extended(self, piece: memoryview, size: int) -> memoryview:
+        """`piece` with the queued bytes after it, `size` at least: the next piece itself when
+        `piece` is empty and that holds them, else `size` bytes joined (all of them queued)."""
+        parts, have = [piece] if piece else [], len(piece)
+        while have < size:
+            following = self._more.popleft()
+            self._queued -= len(following)
+            if not parts and len(following) >= size:
+                return following
+            need = size - have
+            if len(following) > need:
+                self._more.appendleft(following[need:])
+                self._queued += len(following) - need
+                following = following[:need]
+            parts.append(following)
+            have += len(following)
+        return memoryview(b"".join(parts))
 
 
 async def read_message(reader: Any, prefix_encoded: bool = False) -> bytes:

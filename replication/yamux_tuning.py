@@ -125,20 +125,32 @@ async def send(stream: Any, data: bytes | memoryview) -> None:
 
 async def send_soon(stream: Any, data: bytes) -> None:
     """`send` of a few bytes nobody waits for (the answer owed to a dialer that went on
-    without it) on a stream nobody else writes to yet: they leave with the next frame written
-    on the connection, ACK_DELAY at most, not in a Noise message and a socket write of their
-    own. No lock: with no await between taking the window and queueing the frame, nothing
-    can come between."""
-    from libp2p.stream_muxer.exceptions import MuxedStreamError
-
-    conn, queue = stream.conn, _frame_queue(stream.conn)
-    if stream.send_closed or stream.closed:
-        raise MuxedStreamError("Stream is closed for sending")
-    if len(data) > min(stream.send_window, FRAME_PAYLOAD) or not _flush_later(conn, queue):
+    without it): `queue_data`, or `send` where that cannot be."""
+    if not queue_data(stream, data, now=False):
         await send(stream, data)
-        return
+
+
+def queue_data(stream: Any, data: bytes, now: bool) -> bool:
+    """`data` queued on a stream nobody else writes to yet, waiting for nothing (the
+    connection's reader sends so: it must never wait for credit, which only it brings in).
+    It leaves at once in a task of its own when `now` (the peer waits for it), else with the
+    next frame written on the connection, ACK_DELAY at most: not in a Noise message and a
+    socket write of its own. False, and nothing queued, when the stream is closed, `data` is
+    over its send window or one frame, or the connection is not running. No lock: with no
+    await between taking the window and queueing the frame, nothing can come between."""
+    conn, queue = stream.conn, _frame_queue(stream.conn)
+    if stream.send_closed or stream.closed or len(data) > min(stream.send_window, FRAME_PAYLOAD):
+        return False
+    if now:
+        nursery = conn.__dict__.get("_nursery")
+        if nursery is None:
+            return False
+        nursery.start_soon(_flush, conn, queue)
+    elif not _flush_later(conn, queue):
+        return False
     stream.send_window -= len(data)
     queue.add(header(TYPE_DATA, 0, stream.stream_id, len(data)) + data)
+    return True
 
 
 async def _cut_frames(stream: Any, view: memoryview, sent: int) -> list[bytes]:
@@ -301,8 +313,10 @@ async def write_frames(conn: Any, frames: list[bytes]) -> None:
 
 
 def queue_frame(conn: Any, frame: bytes) -> None:
-    """A frame that leaves with the connection's next write (`flush` at the latest)."""
-    _frame_queue(conn).add(frame)
+    """A frame that leaves with the connection's next write, ACK_DELAY at most."""
+    queue = _frame_queue(conn)
+    queue.add(frame)
+    _flush_later(conn, queue)
 
 
 async def flush(conn: Any) -> None:

@@ -14,7 +14,14 @@ import trio
 from edgefiles.replication import inbound_streams, yamux_reader
 from edgefiles.replication.framing import frame
 from edgefiles.replication.stream_negotiation import HEADER, encode_line
-from edgefiles.replication.yamux_frames import FLAG_RST
+from edgefiles.replication.yamux_frames import (
+    FLAG_FIN,
+    FLAG_RST,
+    FLAG_SYN,
+    TYPE_DATA,
+    TYPE_WINDOW_UPDATE,
+    header,
+)
 from hostpair import connected, read_all
 from libp2p.custom_types import TProtocol
 
@@ -83,6 +90,25 @@ async def ending(stream: Any) -> str:
     return "end"
 
 
+@pytest.fixture
+def resets(monkeypatch) -> list[tuple[Any, int]]:
+    """(connection, stream id) of every RST a reader of this process applies from now on."""
+    seen: list[tuple[Any, int]] = []
+    apply = yamux_reader._apply_to_stream
+
+    def noting(conn: Any, stream: Any, frame: Any) -> None:
+        if frame.flags & FLAG_RST:
+            seen.append((conn, frame.stream_id))
+        apply(conn, stream, frame)
+
+    monkeypatch.setattr(yamux_reader, "_apply_to_stream", noting)
+    return seen
+
+
+def was_reset(stream: Any, resets: list[tuple[Any, int]]) -> bool:
+    return (stream.muxed_stream.conn, stream.muxed_stream.stream_id) in resets
+
+
 async def until(check) -> None:
     while not check():
         await trio.sleep(0.01)
@@ -115,22 +141,13 @@ def test_messages_arrive_whole_and_in_order_and_each_stream_is_closed_after_its_
     frame(b"x" * 1001),  # over the protocol's limit
     frame(b"whole") + b"\x05abc",  # ends inside a message
 ])
-def test_a_broken_message_resets_its_own_stream_only(broken, monkeypatch):
+def test_a_broken_message_resets_its_own_stream_only(broken, resets):
     recorder = Recorder()
-    resets: list[tuple[Any, int]] = []  # (connection, stream id) of every RST a reader saw
-    apply = yamux_reader._apply_to_stream
-
-    def noting(conn: Any, stream: Any, frame: Any) -> None:
-        if frame.flags & FLAG_RST:
-            resets.append((conn, frame.stream_id))
-        apply(conn, stream, frame)
-
-    monkeypatch.setattr(yamux_reader, "_apply_to_stream", noting)
 
     async def dialing(listener: Any, dialer: Any) -> None:
         bad = await raw_stream(dialer, listener, broken)
         await bad.close()
-        await until(lambda: (bad.muxed_stream.conn, bad.muxed_stream.stream_id) in resets)
+        await until(lambda: was_reset(bad, resets))
         good = await raw_stream(dialer, listener, frame(b"after"))
         await good.close()
         assert await ending(good) == "end"
@@ -188,5 +205,115 @@ def test_a_connection_that_ends_gives_back_its_open_streams():
         assert streams
         await dialer.disconnect(listener.get_id())
         await until(lambda: recorder.open == 0)
+
+    run_with(recorder, dialing)
+
+
+def test_messages_over_a_window_get_their_credit_as_they_are_read():
+    recorder = Recorder()
+    recorder.max_message = 1 << 20
+    bodies = [bytes([i]) * 900_000 for i in range(6)]  # each over 3 windows of 256 KiB
+
+    async def dialing(listener: Any, dialer: Any) -> None:
+        stream = await dialer.new_stream(listener.get_id(), [TProtocol(LEAN)])
+        await stream.write(b"".join(frame(body) for body in bodies))  # waits for credit throughout
+        await stream.close()
+        await until(lambda: len(recorder.messages) == len(bodies) and recorder.open == 0)
+
+    run_with(recorder, dialing)
+    assert recorder.messages == bodies
+
+
+def listener_side(listener: Any, dialer: Any) -> Any:
+    """The listener's Yamux connection to the dialer."""
+    return next(iter(listener.get_network().get_connections(dialer.get_id()))).muxed_conn
+
+
+def data_frame(payload: bytes):
+    return lambda sid: header(TYPE_DATA, 0, sid, len(payload)) + payload
+
+
+def flag_frame(flag: int):
+    return lambda sid: header(TYPE_WINDOW_UPDATE, flag, sid, 0)
+
+
+CHOICE = encode_line(HEADER) + encode_line(LEAN)
+
+
+@pytest.mark.parametrize("frames", [
+    [data_frame(CHOICE + frame(b"m")), flag_frame(FLAG_FIN)],  # as Kubo sends a message
+    [data_frame(CHOICE + frame(b"m")), flag_frame(FLAG_RST)],  # reset with its message unread
+    [data_frame(CHOICE + b"\x05ab"), flag_frame(FLAG_RST)],  # ... inside a message
+    [data_frame(encode_line(HEADER) + b"\x10/test"), flag_frame(FLAG_RST)],  # ... inside a choice
+    [data_frame(CHOICE + frame(b"m")), flag_frame(FLAG_FIN), flag_frame(FLAG_RST)],
+], ids=["fin", "rst", "rst-in-message", "rst-in-choice", "fin-then-rst"])
+def test_a_stream_however_it_ends_leaves_nothing_behind(frames):
+    recorder = Recorder()
+
+    async def dialing(listener: Any, dialer: Any) -> None:
+        conn = listener_side(listener, dialer)
+        opened = []
+        for _ in range(10):
+            stream = (await dialer.get_network().new_stream(listener.get_id())).muxed_stream
+            await stream.conn._write_frames([make(stream.stream_id) for make in frames])
+            opened.append(stream.stream_id)
+        await trio.sleep(0.3)
+        assert not set(opened) & (set(conn.streams) | set(conn.stream_buffers))
+        assert recorder.open == 0
+
+    run_with(recorder, dialing)
+
+
+def test_a_dialer_that_asks_more_than_it_reads_loses_its_stream_not_the_connection(resets):
+    """Answers past a stream's window were sent by the connection's reader, which then waited
+    for credit only it could bring in: the connection broke after 5 s."""
+    recorder = Recorder()
+
+    async def dialing(listener: Any, dialer: Any) -> None:
+        flood = await dialer.get_network().new_stream(listener.get_id())
+        await flood.write(encode_line(HEADER) + encode_line("ls") * 10_000)  # 700 KB of answers
+        await until(lambda: was_reset(flood, resets))
+        other = await raw_stream(dialer, listener, frame(b"still here"))
+        await other.close()
+        assert await ending(other) == "end"
+        await until(lambda: b"still here" in recorder.messages)
+
+    run_with(recorder, dialing)
+
+
+def test_a_stream_id_taken_again_after_a_reset_is_a_stream_of_its_own():
+    """A lean stream reset while its message was being handed on, its id at once taken by a
+    new stream: both are given back, the new one read to its end."""
+
+    class Held(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = trio.Event()
+
+        async def message(self, peer: Any, body: bytes) -> None:
+            await super().message(peer, body)
+            if body == b"held":
+                await self.release.wait()
+
+    recorder = Held()
+
+    async def dialing(listener: Any, dialer: Any) -> None:
+        conn = listener_side(listener, dialer)
+        dialing_conn = next(iter(dialer.get_network().get_connections(listener.get_id()))).muxed_conn
+        sid = 1001
+
+        async def send(*frames) -> None:
+            await dialing_conn._write_frames([make(sid) for make in frames])
+
+        await send(flag_frame(FLAG_SYN), data_frame(CHOICE + frame(b"held")))
+        await until(lambda: recorder.messages == [b"held"])
+        await send(flag_frame(FLAG_RST))
+        await until(lambda: sid not in conn.streams)
+        await send(flag_frame(FLAG_SYN), data_frame(CHOICE + frame(b"second")))
+        await until(lambda: sid in conn.streams)
+        recorder.release.set()
+        await send(flag_frame(FLAG_FIN))
+        await until(lambda: recorder.messages == [b"held", b"second"] and recorder.open == 0)
+        await until(lambda: sid not in conn.streams)
 
     run_with(recorder, dialing)

@@ -150,3 +150,31 @@ def test_large_writes_on_many_streams_at_once_arrive_whole_in_few_socket_writes(
 
 
 PATTERN = bytes(i % 251 for i in range(1 << 20))
+
+
+def test_messages_are_decrypted_in_order_and_a_forged_one_is_refused_without_losing_the_count():
+    """The direct ChaCha20-Poly1305 path on a real Noise session: views of a buffer decrypt;
+    a tampered, empty or replayed message is refused and the next real one still decrypts."""
+    from noise.connection import NoiseConnection
+    from noise.exceptions import NoiseInvalidMessage
+
+    sender, receiver = (NoiseConnection.from_name(b"Noise_NN_25519_ChaChaPoly_SHA256") for _ in range(2))
+    sender.set_as_initiator()
+    receiver.set_as_responder()
+    for side in (sender, receiver):
+        side.start_handshake()
+    receiver.read_message(sender.write_message())
+    sender.read_message(receiver.write_message())
+    reader = type("Reader", (), {"noise_state": receiver, "decrypt": receiver.decrypt})()
+    decrypt = noise_io.inbound_cipher(reader)
+    sealed = [sender.encrypt(b"message %d" % i) for i in range(3)]
+    buffer = noise_io.PacketBuffer()
+    buffer.feed(packets(sealed)[:5])
+    buffer.feed(packets(sealed)[5:])
+    assert decrypt(buffer.next()) == b"message 0"
+    tampered = bytearray(sealed[1])
+    tampered[-1] ^= 1
+    for forged in (bytes(tampered), b"", sealed[0], sealed[2]):
+        with pytest.raises(NoiseInvalidMessage):
+            decrypt(memoryview(forged))
+    assert [decrypt(buffer.next()) for _ in range(2)] == [b"message 1", b"message 2"]

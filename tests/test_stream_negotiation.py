@@ -111,6 +111,9 @@ def test_a_dialer_that_sends_everything_at_once_gets_its_answers_with_the_reply(
     monkeypatch.setattr(yamux_tuning, "ACK_DELAY", 5.0)  # nothing leaves on a timer meanwhile
 
     async def dialing(dialer, listener_id) -> None:
+        # identify is over: a read of its streams that would wait sends what is held back too,
+        # and could take the answers out alone before the echo is written
+        await trio.sleep(1)
         stream = await dialer.get_network().new_stream(listener_id)  # no negotiation of its own
         await stream.write(encode_line(HEADER) + encode_line("/test/absent/1.0.0") + encode_line(ECHO)
                            + b"payload right behind the choice")
