@@ -108,22 +108,16 @@ def inbound_cipher(reader: Any) -> Callable[[memoryview], bytes]:
     """The reader's decryption, straight to ChaCha20-Poly1305 where it is that (as in every
     libp2p Noise session): the noise library takes only `bytes` (a copy of every message) and
     goes through three layers per message. Its cipher state keeps counting the nonces."""
-    from noise.backends.default.ciphers import ChaCha20Cipher
+    from noise.exceptions import NoiseInvalidMessage
 
-    state = getattr(getattr(getattr(reader, "noise_state", None), "noise_protocol", None),
-                    "cipher_state_decrypt", None)
-    cipher = getattr(state, "cipher", None)
-    if not isinstance(cipher, ChaCha20Cipher) or not state.has_key():
+    found = _chacha(reader, "cipher_state_decrypt")
+    if found is None:
         return lambda packet: reader.decrypt(bytes(packet))
-    aead = cipher.cipher
+    state, aead = found
 
     def decrypt(packet: memoryview) -> bytes:
-        from noise.exceptions import NoiseInvalidMessage, NoiseMaxNonceError
-
-        if state.n >= MAX_NONCE:
-            raise NoiseMaxNonceError("Nonce has depleted!")
         try:
-            plaintext = aead.decrypt(b"\0\0\0\0" + state.n.to_bytes(8, "little"), packet, None)
+            plaintext = aead.decrypt(_nonce(state), packet, None)
         except InvalidTag as exc:
             raise NoiseInvalidMessage("Failed authentication of message") from exc
         state.n += 1
@@ -132,13 +126,49 @@ def inbound_cipher(reader: Any) -> Callable[[memoryview], bytes]:
     return decrypt
 
 
-def seal(encrypt: Callable[[bytes], bytes], pieces: list[bytes]) -> bytes:
+def outbound_cipher(writer: Any) -> Callable[[memoryview], bytes]:
+    """The writer's encryption, as `inbound_cipher` decrypts (no copy of each piece first)."""
+    found = _chacha(writer, "cipher_state_encrypt")
+    if found is None:
+        return lambda piece: writer.encrypt(bytes(piece))
+    state, aead = found
+
+    def encrypt(piece: memoryview) -> bytes:
+        sealed = aead.encrypt(_nonce(state), piece, None)
+        state.n += 1
+        return sealed
+
+    return encrypt
+
+
+def _chacha(transport: Any, direction: str) -> tuple[Any, Any] | None:
+    """A Noise transport's cipher state for `direction` and its ChaCha20-Poly1305 (None:
+    another cipher, or no key yet)."""
+    from noise.backends.default.ciphers import ChaCha20Cipher
+
+    state = getattr(getattr(getattr(transport, "noise_state", None), "noise_protocol", None), direction, None)
+    cipher = getattr(state, "cipher", None)
+    if not isinstance(cipher, ChaCha20Cipher) or not state.has_key():
+        return None
+    return state, cipher.cipher
+
+
+def _nonce(state: Any) -> bytes:
+    from noise.exceptions import NoiseMaxNonceError
+
+    if state.n >= MAX_NONCE:
+        raise NoiseMaxNonceError("Nonce has depleted!")
+    return b"\0\0\0\0" + state.n.to_bytes(8, "little")
+
+
+def seal(encrypt: Callable[[memoryview], bytes], pieces: list[bytes]) -> bytes:
     """The wire bytes of `pieces` (pure but for the cipher's nonce): each piece encrypted in
     messages of at most MAX_PLAINTEXT, each message after its length."""
     wire: list[bytes] = []
     for piece in pieces:
-        for start in range(0, max(len(piece), 1), MAX_PLAINTEXT):
-            sealed = encrypt(piece if len(piece) <= MAX_PLAINTEXT else piece[start:start + MAX_PLAINTEXT])
+        view = memoryview(piece)
+        for start in range(0, max(len(view), 1), MAX_PLAINTEXT):
+            sealed = encrypt(view[start:start + MAX_PLAINTEXT])
             wire.append(len(sealed).to_bytes(LENGTH_BYTES, "big"))
             wire.append(sealed)
     return b"".join(wire)
@@ -155,7 +185,10 @@ async def write_sealed(session: Any, pieces: list[bytes]) -> None:
         for piece in pieces:
             await session.write(piece)
         return
-    await transport.read_writer.read_write_closer.write(seal(transport.encrypt, pieces))
+    encrypt = transport.__dict__.get("_encrypt")
+    if encrypt is None:
+        encrypt = transport._encrypt = outbound_cipher(transport)
+    await transport.read_writer.read_write_closer.write(seal(encrypt, pieces))
 
 
 def install() -> None:

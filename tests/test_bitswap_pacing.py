@@ -1,6 +1,7 @@
 """How we size the Bitswap messages we send an IPFS peer, from how it asks: a peer that asks
 for a few blocks at a time gets each block in a message of its own, one that asks for many
-gets them batched (pure parts of replication/bitswap/network.py)."""
+gets them batched, and up to LANES such messages on their way at once, while wants go one
+message at a time, in order (the parts of replication/bitswap/network.py above streams)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,52 @@ def test_a_message_of_cancels_alone_keeps_the_pace_and_members_are_always_batche
     assert net.message_bytes[peer] == 0
     network.BitswapNetwork.paced_by(net, peer, 3, member=True)  # its handshake settled meanwhile
     assert peer not in net.message_bytes
+
+
+def _sent_at_once(paced: bool) -> tuple[int, int, list[str]]:
+    """An outbox sending wants, blocks and a cancel (each send held a moment): the most
+    messages on their way at once, the most of them carrying wants, and the order the
+    wants left in."""
+    import trio
+
+    peer = object()
+    net = SimpleNamespace(message_bytes={peer: 0} if paced else {})
+    box = network._Outbox(net, peer)
+    in_flight = {"all": 0, "wants": 0}
+    most = {"all": 0, "wants": 0}
+    wants_order: list[str] = []
+
+    async def send(msg, stream):
+        kinds = ["all", "wants"] if msg.wants else ["all"]
+        for kind in kinds:
+            in_flight[kind] += 1
+            most[kind] = max(most[kind], in_flight[kind])
+        wants_order.extend(want.cid.decode() for want in msg.wants)
+        await trio.sleep(0.01)
+        for kind in kinds:
+            in_flight[kind] -= 1
+        return stream or object()
+
+    box._send = send
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(box.run)
+            for wants, blocks in (([b"first"], 0), ([], 12), ([b"second"], 0), ([], 12), ([b"third"], 0)):
+                box.pending.wants += [network.bm.Want(cid) for cid in wants]
+                box.pending.blocks += [(bytes([i]), bytes(BLOCK)) for i in range(blocks)]
+                box.ready.set()
+                await trio.sleep(0.002)
+            await trio.sleep(0.5)
+            box.closed = True
+            box.ready.set()
+
+    trio.run(run)
+    return most["all"], most["wants"], wants_order
+
+
+def test_blocks_to_a_paced_peer_leave_on_several_streams_and_wants_one_message_at_a_time():
+    most, most_wants, order = _sent_at_once(paced=True)
+    assert most == network.LANES and most_wants == 1 and order == ["first", "second", "third"]
+    most, most_wants, order = _sent_at_once(paced=False)  # a member: one message at a time
+    assert most == 1 and order == ["first", "second", "third"]

@@ -154,7 +154,8 @@ PATTERN = bytes(i % 251 for i in range(1 << 20))
 
 def test_messages_are_decrypted_in_order_and_a_forged_one_is_refused_without_losing_the_count():
     """The direct ChaCha20-Poly1305 path on a real Noise session: views of a buffer decrypt;
-    a tampered, empty or replayed message is refused and the next real one still decrypts."""
+    a tampered, empty or replayed message is refused and the next real one still decrypts;
+    messages sealed directly and by the noise library keep one count of nonces."""
     from noise.connection import NoiseConnection
     from noise.exceptions import NoiseInvalidMessage
 
@@ -178,3 +179,8 @@ def test_messages_are_decrypted_in_order_and_a_forged_one_is_refused_without_los
         with pytest.raises(NoiseInvalidMessage):
             decrypt(memoryview(forged))
     assert [decrypt(buffer.next()) for _ in range(2)] == [b"message 1", b"message 2"]
+    writer = type("Writer", (), {"noise_state": sender, "encrypt": sender.encrypt})()
+    encrypt = noise_io.outbound_cipher(writer)  # its messages and the library's take turns
+    assert receiver.decrypt(encrypt(memoryview(b"direct 3"))) == b"direct 3"
+    assert decrypt(memoryview(sender.encrypt(b"library 4"))) == b"library 4"
+    assert receiver.decrypt(encrypt(memoryview(b"direct 5"))) == b"direct 5"
