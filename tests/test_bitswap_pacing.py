@@ -52,50 +52,94 @@ def test_a_message_of_cancels_alone_keeps_the_pace_and_members_are_always_batche
     assert peer not in net.message_bytes
 
 
-def _sent_at_once(paced: bool) -> tuple[int, int, list[str]]:
-    """An outbox sending wants, blocks and a cancel (each send held a moment): the most
-    messages on their way at once, the most of them carrying wants, and the order the
-    wants left in."""
+class Streams:
+    """What an outbox's sends met: each message's stream and what else was on its way as it
+    started. A stream in `broken` fails its first send (a reset the peer sent)."""
+
+    def __init__(self, box) -> None:
+        self.box = box
+        self.on_the_way: list[int] = []  # numbers of the messages being sent
+        self.sent: list[tuple[int, bool, object, list[int]]] = []  # number, wants?, stream, others going
+        self.blocks: list[int] = []
+        self.wants: list[int] = []
+        self.broken: set[object] = set()
+        self.opened = 0
+        box._send = self.send
+
+    async def send(self, msg, stream):
+        import trio
+
+        number = msg.wants[0].priority if msg.wants else msg.blocks[0][0][0]
+        if stream is None:
+            stream = self.opened = self.opened + 1
+        if stream in self.broken:
+            self.broken.discard(stream)
+            raise OSError("stream reset")
+        self.sent.append((number, bool(msg.wants), stream, list(self.on_the_way)))
+        self.blocks += [cid[0] for cid, _ in msg.blocks]
+        self.wants += [want.priority for want in msg.wants]
+        self.on_the_way.append(number)
+        await trio.sleep(0.01)
+        self.on_the_way.remove(number)
+        return stream
+
+
+def _outbox(paced: bool):
+    peer = object()
+    net = SimpleNamespace(message_bytes={peer: 0} if paced else {},
+                          host=SimpleNamespace(get_connected_peers=lambda: [peer]))
+    return network._Outbox(net, peer)
+
+
+def _run_outbox(box, batches, streams=None) -> Streams:
+    """`batches` queued in turn, 2 ms apart: each a list of numbers, a number under 100 a
+    want (its priority), one of 100 and over a block (its first byte)."""
     import trio
 
-    peer = object()
-    net = SimpleNamespace(message_bytes={peer: 0} if paced else {})
-    box = network._Outbox(net, peer)
-    in_flight = {"all": 0, "wants": 0}
-    most = {"all": 0, "wants": 0}
-    wants_order: list[str] = []
-
-    async def send(msg, stream):
-        kinds = ["all", "wants"] if msg.wants else ["all"]
-        for kind in kinds:
-            in_flight[kind] += 1
-            most[kind] = max(most[kind], in_flight[kind])
-        wants_order.extend(want.cid.decode() for want in msg.wants)
-        await trio.sleep(0.01)
-        for kind in kinds:
-            in_flight[kind] -= 1
-        return stream or object()
-
-    box._send = send
+    streams = streams or Streams(box)
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(box.run)
-            for wants, blocks in (([b"first"], 0), ([], 12), ([b"second"], 0), ([], 12), ([b"third"], 0)):
-                box.pending.wants += [network.bm.Want(cid) for cid in wants]
-                box.pending.blocks += [(bytes([i]), bytes(BLOCK)) for i in range(blocks)]
+            for batch in batches:
+                box.pending.wants += [network.bm.Want(b"w%d" % n, priority=n) for n in batch if n < 100]
+                box.pending.blocks += [(bytes([n]), bytes(BLOCK)) for n in batch if n >= 100]
                 box.ready.set()
                 await trio.sleep(0.002)
-            await trio.sleep(0.5)
-            box.closed = True
-            box.ready.set()
+            queued = sum(len(batch) for batch in batches)
+            with trio.fail_after(10):
+                while len(streams.wants) + len(streams.blocks) < queued or box._sending:
+                    await trio.sleep(0.01)
+            box._close()
 
     trio.run(run)
-    return most["all"], most["wants"], wants_order
+    return streams
 
 
-def test_blocks_to_a_paced_peer_leave_on_several_streams_and_wants_one_message_at_a_time():
-    most, most_wants, order = _sent_at_once(paced=True)
-    assert most == network.LANES and most_wants == 1 and order == ["first", "second", "third"]
-    most, most_wants, order = _sent_at_once(paced=False)  # a member: one message at a time
-    assert most == 1 and order == ["first", "second", "third"]
+BATCHES = [[1], list(range(100, 112)), [2], list(range(112, 124)), [3]]
+
+
+def test_blocks_to_a_paced_peer_leave_on_several_streams_and_wants_in_turn():
+    streams = _run_outbox(_outbox(paced=True), BATCHES)
+    wants = [(number, stream, others) for number, is_want, stream, others in streams.sent if is_want]
+    assert [number for number, _, _ in wants] == streams.wants == [1, 2, 3]
+    assert len({stream for _, stream, _ in wants}) == 1  # one stream: the peer reads them in order
+    assert all(other > number for number, _, others in wants for other in others if other < 100)
+    assert all(others == [] or min(others) >= 100 for _, _, others in wants)  # nothing before it still going
+    assert max(len(others) for *_, others in streams.sent) + 1 == network.LANES
+    assert sorted(streams.blocks) == list(range(100, 124))
+
+
+def test_a_member_gets_one_message_at_a_time_on_one_stream():
+    streams = _run_outbox(_outbox(paced=False), BATCHES)
+    assert all(others == [] for *_, others in streams.sent)
+    assert {stream for _, _, stream, _ in streams.sent} == {1}
+
+
+def test_a_message_whose_stream_was_reset_goes_once_more_on_a_fresh_stream():
+    box = _outbox(paced=True)
+    streams = Streams(box)
+    box._main, box._lanes = "stale main", ["stale lane"]
+    streams.broken |= {"stale main", "stale lane"}
+    _run_outbox(box, [[1], [100]], streams)
+    assert [(number, stream) for number, _, stream, _ in streams.sent] == [(1, 1), (100, 2)]

@@ -181,6 +181,8 @@ def test_messages_are_decrypted_in_order_and_a_forged_one_is_refused_without_los
     assert [decrypt(buffer.next()) for _ in range(2)] == [b"message 1", b"message 2"]
     writer = type("Writer", (), {"noise_state": sender, "encrypt": sender.encrypt})()
     encrypt = noise_io.outbound_cipher(writer)  # its messages and the library's take turns
+    assert None not in (noise_io._chacha(reader, "cipher_state_decrypt"),  # the direct paths
+                        noise_io._chacha(writer, "cipher_state_encrypt"))
     assert receiver.decrypt(encrypt(memoryview(b"direct 3"))) == b"direct 3"
     assert decrypt(memoryview(sender.encrypt(b"library 4"))) == b"library 4"
     assert receiver.decrypt(encrypt(memoryview(b"direct 5"))) == b"direct 5"

@@ -5,6 +5,7 @@ server queue for it, on one long-lived stream of our own per peer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -104,17 +105,16 @@ class BitswapNetwork:
             self.message_bytes[peer] = message_bytes(want_blocks)
 
     def queued_bytes(self, peer: Any) -> int:
-        """Block bytes waiting to be sent to `peer`."""
+        """Block bytes waiting to be sent to `peer`, those on their way included."""
         box = self._outboxes.get(peer)
-        return 0 if box is None else sum(len(data) for _, data in box.pending.blocks)
+        return 0 if box is None else sum(len(data) for _, data in box.pending.blocks) + box.taken_bytes
 
     def peer_left(self, peer: Any) -> None:
         self.limiter.forget(peer)
         self.message_bytes.pop(peer, None)
         box = self._outboxes.pop(peer, None)
         if box is not None:
-            box.closed = True
-            box.ready.set()
+            box._close()
 
     # inbound streams (`inbound_streams.LeanProtocol`) -------------------------------------
     name = "bitswap"
@@ -167,7 +167,7 @@ class BitswapNetwork:
 class _Outbox:
     """Long-lived streams to a peer for everything we send it (replies included, on our own
     streams rather than the asker's: Helia only reads replies from a stream it accepted):
-    one, or up to LANES at once for blocks to a peer outside the swarm."""
+    one for messages in turn, and for a peer outside the swarm up to LANES more for blocks."""
 
     def __init__(self, network: BitswapNetwork, peer: Any):
         self.network = network
@@ -175,7 +175,9 @@ class _Outbox:
         self.pending = Outgoing()
         self.ready = trio.Event()
         self.closed = False
-        self._idle: list[Any] = []  # streams open and free to take a message
+        self.taken_bytes = 0  # block bytes taken from `pending` and not sent yet
+        self._main: Any = None  # the stream of messages in turn: every want and cancel, in order
+        self._lanes: list[Any] = []  # streams open and free for blocks on their way at once
         self._sending = 0
         self._sent = trio.Event()  # set (and made anew) whenever a send ends
 
@@ -186,39 +188,52 @@ class _Outbox:
                 self.ready = trio.Event()
                 while not self.closed and self.pending:
                     msg = self._take()
-                    while self._sending >= self._lanes(msg):
+                    in_turn = bool(msg.wants) or self.peer not in self.network.message_bytes
+                    while self._sending >= (1 if in_turn else LANES) and not self.closed:
                         await self._sent.wait()
+                    if self.closed:
+                        break
                     self._sending += 1
-                    nursery.start_soon(self._send_once_more_on_failure, msg)
-        for stream in self._idle:
-            try:
-                await stream.close()
-            except Exception:
-                pass
+                    nursery.start_soon(self._send_once_more_on_failure, msg, in_turn)
+        for stream in [self._main, *self._lanes]:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    await stream.close()
 
-    def _lanes(self, msg: bm.Message) -> int:
-        """Messages that may be on their way at once, this one included: wants and cancels
-        go alone, in order; blocks to a peer paced as outside the swarm go up to LANES."""
-        return LANES if self.peer in self.network.message_bytes and not msg.wants else 1
-
-    async def _send_once_more_on_failure(self, msg: bm.Message) -> None:
-        """A stream the peer reset takes the message with it; a want lost so would wait a
-        whole block timeout, so the message goes once more on a fresh stream."""
+    async def _send_once_more_on_failure(self, msg: bm.Message, in_turn: bool) -> None:
+        """`msg` in turn (on the main stream, alone) or on a lane. A stream the peer reset
+        takes the message with it; a want lost so would wait a whole block timeout, so the
+        message goes once more on a fresh stream."""
+        size = sum(len(data) for _, data in msg.blocks)
+        stream = self._main if in_turn else (self._lanes.pop() if self._lanes else None)
         try:
             for attempt in (1, 2):
                 try:
-                    self._idle.append(await self._send(msg, self._idle.pop() if self._idle else None))
-                    return
+                    stream = await self._send(msg, stream)
+                    break
                 except Exception as exc:
                     log.debug("bitswap send to %s failed (attempt %d): %s", self.peer, attempt, exc)
+                    if stream is not None:
+                        with contextlib.suppress(Exception):
+                            await stream.reset()
+                    stream = None
                     await trio.sleep(SEND_RETRY)
-                    if self.peer not in self.network.host.get_connected_peers():
-                        self.closed = True
+                    if self.closed or self.peer not in self.network.host.get_connected_peers():
+                        self._close()
                         return
         finally:
+            self.taken_bytes -= size
             self._sending -= 1
             self._sent.set()
             self._sent = trio.Event()
+        if in_turn:
+            self._main = stream
+        elif stream is not None:
+            self._lanes.append(stream)
+
+    def _close(self) -> None:
+        self.closed = True
+        self.ready.set()
 
     def _take(self) -> bm.Message:
         p = self.pending
@@ -230,6 +245,7 @@ class _Outbox:
             size += len(data)
         msg = bm.Message(wants=p.wants, blocks=blocks, presences=p.presences)
         p.wants, p.presences = [], []
+        self.taken_bytes += size
         return msg
 
     async def _send(self, msg: bm.Message, stream: Any) -> Any:
