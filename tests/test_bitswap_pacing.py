@@ -122,7 +122,7 @@ BATCHES = [[1], list(range(100, 112)), [2], list(range(112, 124)), [3]]
 def test_blocks_to_a_paced_peer_leave_on_several_streams_and_wants_in_turn():
     streams = _run_outbox(_outbox(paced=True), BATCHES)
     wants = [(number, stream, others) for number, is_want, stream, others in streams.sent if is_want]
-    assert [number for number, _, _ in wants] == streams.wants == [1, 2, 3]
+    assert streams.wants == [1, 2, 3]  # in order, whether or not some left in one message
     assert len({stream for _, stream, _ in wants}) == 1  # one stream: the peer reads them in order
     assert all(other > number for number, _, others in wants for other in others if other < 100)
     assert all(others == [] or min(others) >= 100 for _, _, others in wants)  # nothing before it still going
@@ -142,4 +142,5 @@ def test_a_message_whose_stream_was_reset_goes_once_more_on_a_fresh_stream():
     box._main, box._lanes = "stale main", ["stale lane"]
     streams.broken |= {"stale main", "stale lane"}
     _run_outbox(box, [[1], [100]], streams)
-    assert [(number, stream) for number, _, stream, _ in streams.sent] == [(1, 1), (100, 2)]
+    on = {number: stream for number, _, stream, _ in streams.sent}  # each sent once, on a fresh stream
+    assert len(streams.sent) == 2 and sorted(on) == [1, 100] and set(on.values()) == {1, 2}
