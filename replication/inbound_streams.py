@@ -28,7 +28,7 @@ from edgefiles.node.protobuf import DecodeError
 
 from . import yamux_tuning
 from .framing import FrameSplitter
-from .stream_negotiation import ListenerNegotiation, NegotiationError
+from .stream_negotiation import ListenerNegotiation, NegotiationError, offered
 from .yamux_frames import FLAG_FIN, FLAG_RST, TYPE_WINDOW_UPDATE, header
 
 log = logging.getLogger("edgefiles.libp2p")
@@ -61,9 +61,6 @@ class Router:
     def __init__(self, host: Any):
         self.host = host
         self.lean: dict[str, LeanProtocol] = {}
-
-    def offered(self) -> Collection[str]:
-        return [p for p in self.host.multiselect.handlers if p is not None]
 
 
 _routers: dict[Any, Router] = {}  # by the local peer id of the host
@@ -106,7 +103,7 @@ class ConnectionStreams:
         if len(self.choosing) >= MAX_NEGOTIATING or stream.closed:
             await self._hand_off(stream)
             return
-        negotiation = ListenerNegotiation(self.router.offered())
+        negotiation = ListenerNegotiation(offered(self.router.host))
         self.choosing[stream.stream_id] = (negotiation, trio.current_time() + HANDOFF_AFTER)
         await self._negotiate(stream, negotiation)
 
@@ -124,9 +121,10 @@ class ConnectionStreams:
             return
         now = trio.current_time()
         for sid, (negotiation, due) in list(self.choosing.items()):
-            stream = self.conn.streams.get(sid)
-            if due <= now and stream is not None and self.choosing.pop(sid, None):
-                await self._hand_off(stream, negotiation)
+            if due <= now and sid in self.choosing:
+                del self.choosing[sid]
+                if (stream := self.conn.streams.get(sid)) is not None:
+                    await self._hand_off(stream, negotiation)
 
     def ended(self) -> None:
         """The connection is gone: whatever was open here is closed."""

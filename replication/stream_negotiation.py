@@ -137,6 +137,11 @@ async def negotiate_inbound(stream: Any, protocols: Collection[str], timeout: fl
     return negotiation.chosen
 
 
+def offered(host: Any) -> list[str]:
+    """The protocols `host` answers, as a listener offers them."""
+    return [p for p in host.multiselect.handlers if p is not None]
+
+
 def install(host: Any) -> None:
     """Negotiate `host`'s inbound Yamux streams so; other streams as py-libp2p does."""
     from libp2p.protocol_muxer.exceptions import MultiselectError
@@ -149,7 +154,7 @@ def install(host: Any) -> None:
         stream = communicator.read_writer
         if not hasattr(getattr(getattr(stream, "muxed_stream", None), "conn", None), "stream_buffers"):
             return await upstream(communicator, negotiate_timeout)
-        protocols = [p for p in muxer.handlers if p is not None]
+        protocols = offered(host)
         try:
             chosen = await negotiate_inbound(stream, protocols, negotiate_timeout)
         except (NegotiationError, trio.TooSlowError) as exc:

@@ -138,18 +138,19 @@ def queue_data(stream: Any, data: bytes, now: bool) -> bool:
     socket write of its own. False, and nothing queued, when the stream is closed, `data` is
     over its send window or one frame, or the connection is not running. No lock: with no
     await between taking the window and queueing the frame, nothing can come between."""
-    conn, queue = stream.conn, _frame_queue(stream.conn)
+    conn = stream.conn
     if stream.send_closed or stream.closed or len(data) > min(stream.send_window, FRAME_PAYLOAD):
         return False
+    frame = header(TYPE_DATA, 0, stream.stream_id, len(data)) + data
     if now:
         nursery = conn.__dict__.get("_nursery")
         if nursery is None:
             return False
-        nursery.start_soon(_flush, conn, queue)
-    elif not _flush_later(conn, queue):
+        _frame_queue(conn).add(frame)
+        nursery.start_soon(_flush, conn, _frame_queue(conn))
+    elif not queue_frame(conn, frame):
         return False
     stream.send_window -= len(data)
-    queue.add(header(TYPE_DATA, 0, stream.stream_id, len(data)) + data)
     return True
 
 
@@ -284,9 +285,7 @@ async def write_frame(conn: Any, frame: bytes) -> None:
     """Yamux._write_frame: the frame leaves with every other one queued meanwhile; returns
     once it was handed to the connection, or raises as the write that carried it failed.
     A bare ACK returns at once and leaves with the next frame (`ACK_DELAY` at most)."""
-    queue = _frame_queue(conn)
-    if is_bare_ack(frame) and _flush_later(conn, queue):
-        queue.add(frame)
+    if is_bare_ack(frame) and queue_frame(conn, frame):
         return
     await write_frames(conn, [frame])
 
@@ -312,11 +311,14 @@ async def write_frames(conn: Any, frames: list[bytes]) -> None:
     await trio.lowlevel.checkpoint()
 
 
-def queue_frame(conn: Any, frame: bytes) -> None:
-    """A frame that leaves with the connection's next write, ACK_DELAY at most."""
+def queue_frame(conn: Any, frame: bytes) -> bool:
+    """A frame that leaves with the connection's next write, ACK_DELAY at most; False, and
+    nothing queued, when that cannot be arranged (the connection is not running)."""
     queue = _frame_queue(conn)
+    if not _flush_later(conn, queue):
+        return False
     queue.add(frame)
-    _flush_later(conn, queue)
+    return True
 
 
 async def flush(conn: Any) -> None:

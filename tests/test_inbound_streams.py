@@ -224,9 +224,9 @@ def test_messages_over_a_window_get_their_credit_as_they_are_read():
     assert recorder.messages == bodies
 
 
-def listener_side(listener: Any, dialer: Any) -> Any:
-    """The listener's Yamux connection to the dialer."""
-    return next(iter(listener.get_network().get_connections(dialer.get_id()))).muxed_conn
+def muxed_conn(host: Any, to: Any) -> Any:
+    """`host`'s Yamux connection to the host `to`."""
+    return next(iter(host.get_network().get_connections(to.get_id()))).muxed_conn
 
 
 def data_frame(payload: bytes):
@@ -251,7 +251,7 @@ def test_a_stream_however_it_ends_leaves_nothing_behind(frames):
     recorder = Recorder()
 
     async def dialing(listener: Any, dialer: Any) -> None:
-        conn = listener_side(listener, dialer)
+        conn = muxed_conn(listener, dialer)
         opened = []
         for _ in range(10):
             stream = (await dialer.get_network().new_stream(listener.get_id())).muxed_stream
@@ -298,8 +298,8 @@ def test_a_stream_id_taken_again_after_a_reset_is_a_stream_of_its_own():
     recorder = Held()
 
     async def dialing(listener: Any, dialer: Any) -> None:
-        conn = listener_side(listener, dialer)
-        dialing_conn = next(iter(dialer.get_network().get_connections(listener.get_id()))).muxed_conn
+        conn = muxed_conn(listener, dialer)
+        dialing_conn = muxed_conn(dialer, listener)
         sid = 1001
 
         async def send(*frames) -> None:

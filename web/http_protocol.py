@@ -158,7 +158,7 @@ class HttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self.transport.write_eof()  # the client reads the answer, then the end: it stops sending
-        asyncio.get_running_loop().call_later(LINGER_SECONDS, self.transport.close)
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _unsupported_upgrade_warning(self) -> None:
         """An Upgrade this node does not speak (it speaks no WebSocket) is ignored, as RFC 9110
