@@ -220,6 +220,11 @@ class BlockStore:
         """The size of each of `cids` that is stored, keyed as the index keys it (normalized)."""
         return blockindex.lengths(self._readers.get(), [normalize(cid) for cid in cids])
 
+    def places(self, cids: list[bytes]) -> dict[bytes, Place]:
+        """Where each of `cids` that is stored lies now (keyed as given), for `get_many` to
+        read them later without a query each time: looked up for many runs at once, ahead."""
+        return blockindex.locate_many(self._readers.get(), cids)
+
     def get(self, cid: bytes, for_peer: bool = False) -> bytes | None:
         """The verified block, None when absent; CorruptBlock when its bytes are damaged.
 
@@ -238,11 +243,17 @@ class BlockStore:
                 continue
         return None
 
-    def get_many(self, cids: list[bytes], authenticated: bool = False) -> list[bytes | None]:
+    def get_many(self, cids: list[bytes], authenticated: bool = False, views: bool = False,
+                 places: dict[bytes, Place] | None = None) -> list[bytes | memoryview | None]:
         """`get` of several blocks, with one index query for all of them. `authenticated`:
         the caller authenticates every byte itself (ciphertext under an AEAD, whose tag fails
-        on any other byte), so the blocks are not hashed against their CIDs here."""
-        places = blockindex.locate_many(self._readers.get(), cids)
+        on any other byte), so the blocks are not hashed against their CIDs here. `views`:
+        stored blocks as views of their packs mapped into memory (`Packs.view`), not copies.
+        `places`: where `places()` found the blocks a moment ago, looked up again only for
+        those it lacks (packs are never rewritten in place: an old place holds the same bytes
+        or is in a pack compaction removed, which is looked up afresh)."""
+        if places is None or any(cid not in places for cid in cids):
+            places = {**(places or {}), **blockindex.locate_many(self._readers.get(), cids)}
         out: list[bytes | None] = []
         for cid in cids:
             where = places.get(cid)
@@ -250,13 +261,14 @@ class BlockStore:
                 if where is None:
                     out.append(digest_of(cid)[1] if is_identity(cid) else None)
                 else:
-                    out.append(self._read_verified(cid, where, False, authenticated))
+                    out.append(self._read_verified(cid, where, False, authenticated, views))
             except FileNotFoundError:
                 out.append(self.get(cid))
         return out
 
-    def _read_verified(self, cid: bytes, where: Place, for_peer: bool, authenticated: bool = False) -> bytes:
-        data = self._packs.read(where)
+    def _read_verified(self, cid: bytes, where: Place, for_peer: bool, authenticated: bool = False,
+                       view: bool = False) -> bytes | memoryview:
+        data = self._packs.view(where) if view else self._packs.read(where)
         key = normalize(cid)
         hash_skipped = authenticated or (for_peer and key in self._verified)
         if len(data) != where[2] or not (hash_skipped or verify_block(cid, data)):

@@ -335,3 +335,41 @@ def test_an_upload_stays_in_the_page_cache_for_the_peers_and_browsers_that_read_
             assert not cached_everywhere(tmp_path / "store")
     finally:
         store.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(writes=writes)
+def test_blocks_read_as_views_of_their_packs_are_the_blocks_also_while_the_pack_grows(writes):
+    """Views read what a copy reads, however the blocks were written; a block appended after
+    its pack was mapped is read all the same (the pack is mapped again)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(Path(tmp))
+        try:
+            for bulk, blocks in writes:
+                cids = commit_blocks(store, blocks, bulk)
+                views = store.get_many(cids, views=True)
+                assert all(isinstance(view, memoryview) for view in views)
+                assert [bytes(view) for view in views] == blocks
+                assert store.get_many(cids, views=True, places=store.places(cids)) == views
+        finally:
+            store.close()
+
+
+def test_places_looked_up_before_a_compaction_still_read_the_blocks_it_moved(tmp_path):
+    """A run's places are looked up ahead of its read; compaction may move the blocks and
+    delete their pack meanwhile. They are then looked up again, and a view taken before the
+    pack went still reads its bytes."""
+    store = open_store(tmp_path)
+    try:
+        kept = commit_blocks(store, [os.urandom(5000) for _ in range(6)])
+        dropped = commit_blocks(store, [os.urandom(5000) for _ in range(6)])
+        expected = [bytes(block) for block in store.get_many(kept)]
+        places = store.places(kept)
+        early = store.get_many(kept, views=True, places=places)
+        store.delete(dropped, lambda conn: set())
+        assert store.compact(0.3, seal_current=True)[0] == 1
+        assert store.places(kept) != places  # moved: the old places lie in a pack that is gone
+        assert [bytes(block) for block in store.get_many(kept, views=True, places=places)] == expected
+        assert [bytes(view) for view in early] == expected
+    finally:
+        store.close()

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import select
 import socket
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import uvicorn
+import uvloop
+from edgefiles.node.exporter import Pieces
+from edgefiles.web.ahead import CutShortResponse
 from edgefiles.web.http_protocol import (
     LOOPBACK_SEND_BUFFER,
+    BodyWriter,
     HttpProtocol,
     kernel_allows_send_buffer,
     on_loopback,
@@ -227,3 +233,120 @@ def test_a_client_slower_than_its_timeout_in_total_but_never_silent_that_long_is
             time.sleep(0.4)  # about 2.4 s in all, never 1 s silent
         answer = _answer_within(conn, 10)
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
+def _pieces_app(bodies: dict[bytes, list[bytes | list[bytes]]]):
+    """An app answering each path with its body given as chunks in turn: bytes, or (a list)
+    the parts of one `Pieces`, some of them views."""
+    async def app(scope, receive, send) -> None:
+        chunks = bodies[scope["path"].encode()]
+        body = [Pieces([memoryview(p) if i % 2 else p for i, p in enumerate(c)]) if isinstance(c, list) else c
+                for c in chunks]
+        await CutShortResponse(_each(body), headers={"Content-Length": str(sum(map(len, body)))})(
+            scope, receive, send)
+    return app
+
+
+async def _each(chunks: list) -> AsyncIterator:
+    for chunk in chunks:
+        yield chunk
+
+
+def _served_slowly(http: object, bodies: dict, loop: str) -> list[bytes]:
+    """The bodies of a request for each of `bodies`' paths, all sent at once on one connection
+    and read slowly at first, so that the server's writes meet a full socket."""
+    async def main() -> list[bytes]:
+        config = uvicorn.Config(_pieces_app(bodies), http=http, lifespan="off", log_config=None)
+        server, listener = uvicorn.Server(config), socket.create_server(("127.0.0.1", 0))
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
+        try:
+            while not server.started:
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection(*listener.getsockname(), limit=1 << 16)
+            writer.write(b"".join(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path for path in bodies))
+            got = []
+            for _ in bodies:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))
+                body = b""
+                while len(body) < length:
+                    body += await reader.read(min(length - len(body), 1 << 16))
+                    if len(body) < 4 << 20:
+                        await asyncio.sleep(0.001)
+                got.append(body)
+            writer.close()
+            return got
+        finally:
+            server.should_exit = True
+            await serving
+
+    runner = asyncio.Runner(loop_factory=uvloop.new_event_loop if loop == "uvloop" else None)
+    with runner:
+        return runner.run(asyncio.wait_for(main(), 60))
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("http", [HttpProtocol, "httptools"])
+def test_bodies_in_pieces_and_bytes_arrive_whole_and_in_order_on_one_connection(http, loop) -> None:
+    """Our protocol writes Pieces as they are, and a large write straight to the socket while
+    nothing waits before it; what the socket does not take follows, before anything written
+    next. Another server gets Pieces joined."""
+    rng = random.Random(7)
+    sizes = [1, 300, 70 << 10, 1 << 20, 3 << 20, 5]
+
+    def chunk() -> bytes | list[bytes]:
+        if rng.random() < 0.5:
+            return rng.randbytes(rng.choice(sizes))
+        return [rng.randbytes(rng.choice(sizes)) for _ in range(rng.randint(1, 6))]
+
+    bodies = {b"/%d" % n: [chunk() for _ in range(rng.randint(1, 8))] for n in range(4)}
+    got = _served_slowly(http, bodies, loop)
+    expected = [b"".join(c if isinstance(c, bytes) else b"".join(c) for c in chunks)
+                for chunks in bodies.values()]
+    assert [len(body) for body in got] == [len(body) for body in expected]
+    assert got == expected
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_write_made_straight_to_the_socket_never_overtakes_what_the_transport_holds(loop) -> None:
+    """The socket has room again (the client read some) while the transport still holds the
+    rest of a write: the next write queues behind it rather than going out first."""
+    first, second = random.randbytes(24 << 20), random.randbytes(2 << 20)
+
+    async def main() -> bytes:
+        listener = socket.create_server(("127.0.0.1", 0))
+        transport, _ = await asyncio.get_running_loop().create_connection(asyncio.Protocol,
+                                                                          *listener.getsockname())
+        client, _ = listener.accept()
+        client.setblocking(False)
+        writer = BodyWriter(transport)
+        writer.write(Pieces([first[:100], memoryview(first)[100:]]))
+        assert transport.get_write_buffer_size()  # the socket took part of it
+        got = bytearray(_drained(client))  # room in the socket, before the loop writes what it holds
+        assert got
+        writer.write(second)
+        while len(got) < len(first) + len(second):
+            await asyncio.sleep(0.001)
+            got += _drained(client)
+        transport.close()
+        client.close()
+        listener.close()
+        return bytes(got)
+
+    runner = asyncio.Runner(loop_factory=uvloop.new_event_loop if loop == "uvloop" else None)
+    with runner:
+        got = runner.run(asyncio.wait_for(main(), 30))
+    assert got == first + second
+
+
+def _drained(client: socket.socket) -> bytes:
+    """What a non-blocking socket holds now."""
+    got = bytearray()
+    while True:
+        try:
+            piece = client.recv(1 << 20)
+        except BlockingIOError:
+            return bytes(got)
+        if not piece:
+            return bytes(got)
+        got += piece

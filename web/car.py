@@ -19,19 +19,21 @@ from edgefiles.node import car, exporter
 from edgefiles.node.blockstore import CorruptBlock, QueuedWrites, StorageFull
 from edgefiles.node.cid import is_identity, normalize, to_str
 from edgefiles.node.core import Core
-from edgefiles.node.exporter import Laid
+from edgefiles.node.exporter import Laid, Pieces
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .ahead import (
     RUN_BYTES,
+    Chunk,
     CutShortResponse,
     RunsAhead,
     batches,
     cut_short_by,
     first_then_runs,
     held_while_sent,
+    located,
     streamed,
 )
 from .content import etag_matches
@@ -128,20 +130,25 @@ def _layout(reader: exporter.DagReader, top: bytes, scope: str, byte_range: tupl
     return layout if len(layout) <= LAID_OUT_BLOCKS else None
 
 
-def _laid_out(core: Core, top: bytes, start: bytes, layout: list[Laid]) -> AsyncIterator[bytes]:
+def _laid_out(core: Core, top: bytes, start: bytes, layout: list[Laid]) -> AsyncIterator[Chunk]:
     """The CAR from `start` on: its blocks read, checked and framed in runs on the read pool
     while the ones before are sent. A block collected since the layout is fetched again (off
     the pool: perhaps from peers)."""
-    runs = batches(layout, lambda laid: laid[1], RUN_BYTES)
+    runs = located(batches(layout, lambda laid: laid[1], RUN_BYTES), _cids, core.store.places)
     rest = RunsAhead(runs, partial(_framed, core.reader), core.read_pool, exporter.NotFound)
     return first_then_runs(start, rest, CAR_READ_ERRORS, lambda exc: f"CAR of {to_str(top)} cut short: {exc}")
 
 
-def _framed(reader: exporter.DagReader, run: list[Laid], fetch: bool) -> bytes:
-    """Worker thread: the sections of a run of blocks."""
-    blocks = reader.read_laid(run, fetch)
-    sections = (car.section(cid, block) for (cid, _, _), block in zip(run, blocks, strict=True))
-    return b"".join(chain.from_iterable(sections))
+def _cids(run: list[Laid]) -> list[bytes]:
+    return [cid for cid, _, _ in run]
+
+
+def _framed(reader: exporter.DagReader, run: tuple[list[Laid], exporter.Places], fetch: bool) -> Pieces:
+    """Worker thread: the sections of a run of blocks, which are not copied."""
+    laid, places = run
+    blocks = reader.read_laid(laid, fetch, places)
+    sections = (car.section(cid, block) for (cid, _, _), block in zip(laid, blocks, strict=True))
+    return Pieces(list(chain.from_iterable(sections)))
 
 
 class CarSink:

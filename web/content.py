@@ -19,7 +19,17 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from . import redirects
-from .ahead import RUN_BYTES, CutShort, CutShortResponse, RunsAhead, batches, first_then_runs, held_while_sent
+from .ahead import (
+    RUN_BYTES,
+    Chunk,
+    CutShort,
+    CutShortResponse,
+    RunsAhead,
+    batches,
+    first_then_runs,
+    held_while_sent,
+    located,
+)
 from .cors import CORS_HEADERS
 from .errors import (
     ApiError,
@@ -322,20 +332,29 @@ class ContentServer:
         body = self._body(node, start, end)
         return CutShortResponse(body, status_code=status, headers=headers, media_type=mtype)
 
-    def _body(self, node: exporter.Node, start: int, end: int) -> AsyncIterator[bytes]:
+    def _body(self, node: exporter.Node, start: int, end: int) -> AsyncIterator[Chunk]:
         """Bytes [start, end) of a file, its leaves read in runs on the read pool while the ones
         before are sent. The first run is read here, so that a missing or corrupt first block
         is a 404 or a 500, not a cut answer."""
-        runs = batches(self.reader.spans(node, start, end), exporter.span_bytes, RUN_BYTES)
-        first_run = next(runs, [])
-        rest = RunsAhead(runs, self.reader.read_spans, self.core.read_pool, exporter.NotFound)
+        spans = batches(self.reader.spans(node, start, end), exporter.span_bytes, RUN_BYTES)
+        runs = located(spans, _leaf_cids, self.core.store.places)
+        first_run, places = next(runs, ([], {}))
+        rest = RunsAhead(runs, self._read_run, self.core.read_pool, exporter.NotFound)
         rest.plan()  # the next runs are read on the pool while this thread reads the first
         try:
-            first = self.reader.read_spans(first_run, fetch=True)
+            first = self.reader.read_spans(first_run, True, places)
         except BaseException:
             rest.cancel()
             raise
         return _whole_or_cut_short(node.cid, end - start, first, rest)
+
+    def _read_run(self, run: tuple[list[bytes | exporter.Span], exporter.Places],
+                  fetch: bool) -> exporter.Pieces:
+        return self.reader.read_spans(run[0], fetch, run[1])
+
+
+def _leaf_cids(run: list[bytes | exporter.Span]) -> list[bytes]:
+    return [item.cid for item in run if isinstance(item, exporter.Span)]
 
 
 def _conditional(target: Target) -> bool:
@@ -344,7 +363,7 @@ def _conditional(target: Target) -> bool:
     return target.rule_status in (None, 200)
 
 
-async def _whole_or_cut_short(cid: bytes, length: int, first: bytes, rest: RunsAhead) -> AsyncIterator[bytes]:
+async def _whole_or_cut_short(cid: bytes, length: int, first: Chunk, rest: RunsAhead) -> AsyncIterator[Chunk]:
     """`first` and the runs of `rest`, raising CutShort when a block is damaged or missing, or
     when they do not make up `length` (a file node whose sizes disagree with its leaves)."""
     sent = 0
