@@ -222,7 +222,7 @@ class BlockStore:
 
     def places(self, cids: list[bytes]) -> dict[bytes, Place]:
         """Where each of `cids` that is stored lies now (keyed as given), for `get_many` to
-        read them later without a query each time: looked up for many runs at once, ahead."""
+        read them later without a query of its own: looked up for many reads at once."""
         return blockindex.locate_many(self._readers.get(), cids)
 
     def get(self, cid: bytes, for_peer: bool = False) -> bytes | None:
@@ -243,32 +243,35 @@ class BlockStore:
                 continue
         return None
 
-    def get_many(self, cids: list[bytes], authenticated: bool = False, views: bool = False,
-                 places: dict[bytes, Place] | None = None) -> list[bytes | memoryview | None]:
+    def get_many(self, cids: list[bytes], authenticated: bool = False,
+                 places: dict[bytes, Place] | None = None) -> list[bytes | None]:
         """`get` of several blocks, with one index query for all of them. `authenticated`:
         the caller authenticates every byte itself (ciphertext under an AEAD, whose tag fails
-        on any other byte), so the blocks are not hashed against their CIDs here. `views`:
-        stored blocks as views of their packs mapped into memory (`Packs.view`), not copies.
-        `places`: where `places()` found the blocks a moment ago, looked up again only for
-        those it lacks (packs are never rewritten in place: an old place holds the same bytes
-        or is in a pack compaction removed, which is looked up afresh)."""
-        if places is None or any(cid not in places for cid in cids):
-            places = {**(places or {}), **blockindex.locate_many(self._readers.get(), cids)}
+        on any other byte), so the blocks are not hashed against their CIDs here. `places`:
+        where `places()` found the blocks a while ago, looked up again when it lacks one. A
+        block not found whole where it said (compaction moved it, or a repair put a good copy
+        elsewhere) is looked up again too."""
+        given = places is not None and all(cid in places for cid in cids)
+        found = places if places is not None and given else \
+            {**(places or {}), **blockindex.locate_many(self._readers.get(), cids)}
         out: list[bytes | None] = []
         for cid in cids:
-            where = places.get(cid)
+            where = found.get(cid)
             try:
                 if where is None:
                     out.append(digest_of(cid)[1] if is_identity(cid) else None)
                 else:
-                    out.append(self._read_verified(cid, where, False, authenticated, views))
+                    out.append(self._read_verified(cid, where, False, authenticated))
             except FileNotFoundError:
                 out.append(self.get(cid))
+            except CorruptBlock:
+                if not given:
+                    raise
+                out.append(self.get(cid))  # damaged for good when the index says the same place
         return out
 
-    def _read_verified(self, cid: bytes, where: Place, for_peer: bool, authenticated: bool = False,
-                       view: bool = False) -> bytes | memoryview:
-        data = self._packs.view(where) if view else self._packs.read(where)
+    def _read_verified(self, cid: bytes, where: Place, for_peer: bool, authenticated: bool = False) -> bytes:
+        data = self._packs.read(where)
         key = normalize(cid)
         hash_skipped = authenticated or (for_peer and key in self._verified)
         if len(data) != where[2] or not (hash_skipped or verify_block(cid, data)):

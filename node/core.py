@@ -109,7 +109,7 @@ class Core:
         # a read-ahead reads only blocks stored here: those still to come from peers are waited
         # for by each reader in its turn, not by the read pool, which every reader shares
         self.reader = exporter.DagReader(self.get_block, self.prefetch, store.get_many, store.sizes,
-                                         lambda cids, places: store.get_many(cids, views=True, places=places))
+                                         lambda cids, places: store.get_many(cids, places=places))
         self._sealed_reader = exporter.DagReader(self.get_block, self.prefetch,
                                                  partial(store.get_many, authenticated=True), store.sizes)
         self.read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")  # walks' read-ahead

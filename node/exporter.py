@@ -20,10 +20,9 @@ from .protobuf import DecodeError
 
 GetBlock = Callable[[bytes], bytes]
 GetStored = Callable[[list[bytes]], "list[bytes | None]"]
-Viewed = bytes | memoryview  # a block's bytes, perhaps a view of where they are stored
 Places = dict[bytes, tuple[int, int, int]]  # where a store found blocks (BlockStore.places)
-# stored blocks by CID, perhaps as views, read where `Places` says when it does
-GetViews = Callable[[list[bytes], "Places | None"], "list[Viewed | None]"]
+# `GetStored`, reading where `Places` says when it does (no index query per run)
+GetPlaced = Callable[[list[bytes], "Places | None"], "list[bytes | None]"]
 StoredSizes = Callable[[list[bytes]], dict[bytes, int]]  # sizes of stored blocks, keyed normalized
 Laid = tuple[bytes, int, bool]  # a block of a layout: its CID, its size, whether a leaf
 Block = tuple[bytes, bytes]  # (CID, its verified bytes)
@@ -108,13 +107,13 @@ def _dag_pb_node(cid: bytes, pb: dagpb.PBNode, meta: unixfs.UnixFSData) -> Node:
 
 
 class Pieces:
-    """Bytes to send in order, as the buffers they lie in (a block as a view of its mapped
-    pack): a server writes them in one call, where joining them first copied each byte once
-    more, holding the GIL the read threads wait for."""
+    """Bytes to send in order, as the blocks they were read in: a server writes them in one
+    call, where joining them first copied every byte once more, holding the GIL the read
+    threads wait for between the blocks they hash."""
 
     __slots__ = ("parts", "size")
 
-    def __init__(self, parts: list[Viewed]):
+    def __init__(self, parts: list[bytes]):
         self.parts = parts
         self.size = sum(map(len, parts))
 
@@ -123,11 +122,6 @@ class Pieces:
 
     def __bytes__(self) -> bytes:
         return b"".join(self.parts)
-
-
-def _decodable(cid: bytes, block: Viewed | None) -> Viewed | None:
-    """A raw block as it is; another as bytes, which our decoders take."""
-    return block if block is None or isinstance(block, bytes) or codec_of(cid) == RAW else bytes(block)
 
 
 def _dag_pb(cid: bytes, block: bytes) -> dagpb.PBNode | None:
@@ -186,15 +180,14 @@ class _Lru:
 class DagReader:
     def __init__(self, get_block: GetBlock, prefetch: Callable[[list[bytes]], None] | None = None,
                  get_stored: GetStored | None = None, stored_sizes: StoredSizes | None = None,
-                 get_views: GetViews | None = None):
+                 get_placed: GetPlaced | None = None):
         self.get_block = get_block
         self.prefetch = prefetch  # told which blocks a read will need next (read-ahead)
         # what a read-ahead reads: blocks at hand (None: not here; the reader fetches it in its
         # turn, so the pool's threads never wait for peers)
         self.get_stored: GetStored = get_stored or (lambda cids: [get_block(cid) for cid in cids])
         self.stored_sizes: StoredSizes = stored_sizes or self._sizes_read
-        # what reads of runs read: stored blocks as views, not copies (a run is sent, not kept)
-        self.get_views: GetViews = get_views or (lambda cids, _: self.get_stored(cids))
+        self.get_placed: GetPlaced = get_placed or (lambda cids, _: self.get_stored(cids))
         self._nodes = _Lru(CACHE_ENTRIES)
         self._dir_sizes = _Lru(CACHE_ENTRIES)
         # dag-pb blocks read once and found to have no links: leaves too big for `_nodes`,
@@ -338,7 +331,7 @@ class DagReader:
         (then read it with `fetch`, which reads the blocks below it). WrongSize: a leaf holds
         fewer bytes than its parent says."""
         blocks = iter(self._blocks([item.cid for item in items if isinstance(item, Span)], fetch, places))
-        pieces: list[Viewed] = []
+        pieces: list[bytes] = []
         for item in items:
             if not isinstance(item, Span):
                 pieces.append(item)
@@ -472,7 +465,7 @@ class DagReader:
             if scope != "block":
                 levels.append(iter(self._with_sizes(self._below(cid, block, offset, scope, byte_range))))
 
-    def read_laid(self, run: list[Laid], fetch: bool = False, places: Places | None = None) -> list[Viewed]:
+    def read_laid(self, run: list[Laid], fetch: bool = False, places: Places | None = None) -> list[bytes]:
         """The verified blocks of `run` (a piece of a `layout`): from what is stored here
         alone (NotFound: one is gone since) or, with `fetch`, from peers too (never on a read
         pool's thread); where `places` says, when it does. LeafWithLinks: a leaf has links all
@@ -483,13 +476,12 @@ class DagReader:
                 raise LeafWithLinks(f"block {to_str(cid)} has links where its parent says it is a leaf")
         return blocks
 
-    def _blocks(self, cids: list[bytes], fetch: bool = False, places: Places | None = None) -> list[Viewed]:
-        """The verified blocks of `cids`, in one trip to the store: from what is stored here
-        alone (NotFound: one is not) or, with `fetch`, what is not from peers (never on a read
-        pool's thread). Raw blocks may be views of where they are stored (what a read of a run
-        gives is sent, not kept); blocks to decode are bytes all the same."""
-        got = self.get_views(cids, places)
-        blocks = [_decodable(cid, block) if block is not None or not fetch else self.get_block(cid)
+    def _blocks(self, cids: list[bytes], fetch: bool = False, places: Places | None = None) -> list[bytes]:
+        """The verified blocks of `cids`, in one trip to the store (where `places` says, when
+        it does): from what is stored here alone (NotFound: one is not) or, with `fetch`, what
+        is not from peers (never on a read pool's thread)."""
+        got = self.get_placed(cids, places)
+        blocks = [block if block is not None or not fetch else self.get_block(cid)
                   for cid, block in zip(cids, got, strict=True)]
         if None in blocks:
             raise NotFound("block not stored on this node")

@@ -44,7 +44,6 @@ class Packs:
         self._lock = threading.Lock()
         self._read_fds: dict[int, int] = {}
         self._retired_fds: list[int] = []
-        self._maps: dict[int, memoryview] = {}  # packs mapped for `view`, each as long as it was then
         numbers = sorted(int(p.stem.split("-")[1]) for p in root.glob("pack-*.dat"))
         self.current = numbers[-1] if numbers else 1
         self._fd = self._open_for_append(self.current)
@@ -209,29 +208,6 @@ class Packs:
         pack, offset, length = place
         return os.pread(self._read_fd(pack), length, offset)
 
-    def view(self, place: Place) -> memoryview:
-        """The bytes at a place as a view of its pack mapped into memory, unchecked (shorter
-        than asked when the pack is; FileNotFoundError: compaction removed it). Nothing is
-        copied: a read into fresh memory cost more than hashing it (a 1 GiB CAR export spent
-        0.2 s of system time on 0.7 s of hashing). Only indexed bytes are looked at, and no
-        pack is cut back below them, so no view touches a page past a pack's end."""
-        pack, offset, length = place
-        mapped = self._maps.get(pack)
-        if mapped is None or len(mapped) < offset + length:
-            mapped = self._map(pack)
-        return mapped[offset : offset + length]
-
-    def _map(self, pack: int) -> memoryview:
-        """The pack mapped whole as it is now (a pack appended to since is mapped again; the
-        old mapping goes once no view holds it)."""
-        fd = self._read_fd(pack)
-        size = os.fstat(fd).st_size
-        mapped = memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b"")
-        with self._lock:
-            if pack in self._read_fds:  # not removed meanwhile
-                self._maps[pack] = mapped
-        return mapped
-
     def _read_fd(self, pack: int) -> int:
         fd = self._read_fds.get(pack)
         if fd is None:
@@ -266,7 +242,6 @@ class Packs:
         read it: its descriptor stays open until `close_removed`."""
         with self._lock:
             old = self._read_fds.pop(pack, None)
-            self._maps.pop(pack, None)
             if old is not None:
                 self._retired_fds.append(old)
         self._path(pack).unlink()
@@ -288,7 +263,6 @@ class Packs:
                 os.close(fd)
             self._read_fds.clear()
             self._retired_fds.clear()
-            self._maps.clear()
 
     def records(self, pack: int, whole: RecordCheck) -> Iterator[tuple[bytes, int, int]]:
         """(CID, data offset, length) of each record in `pack` that `whole` accepts, in order."""

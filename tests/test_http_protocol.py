@@ -350,3 +350,35 @@ def _drained(client: socket.socket) -> bytes:
         if not piece:
             return bytes(got)
         got += piece
+
+
+def test_pieces_of_a_body_without_a_length_are_sent_in_chunks_whole() -> None:
+    """uvicorn frames a body of unknown length by joining bytes: Pieces are joined first."""
+    parts = [random.randbytes(n) for n in (10, 100 << 10, 3)]
+
+    async def app(scope, receive, send) -> None:
+        await CutShortResponse(_each([Pieces(parts), b"end"]))(scope, receive, send)
+
+    async def main() -> bytes:
+        config = uvicorn.Config(app, http=HttpProtocol, lifespan="off", log_config=None)
+        server, listener = uvicorn.Server(config), socket.create_server(("127.0.0.1", 0))
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
+        try:
+            while not server.started:
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection(*listener.getsockname())
+            writer.write(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+            return answer
+        finally:
+            server.should_exit = True
+            await serving
+
+    head, chunked = asyncio.run(asyncio.wait_for(main(), 30)).split(b"\r\n\r\n", 1)
+    assert b"transfer-encoding: chunked" in head.lower()
+    body = b""
+    while (size := int(chunked.split(b"\r\n", 1)[0], 16)):
+        chunked = chunked.split(b"\r\n", 1)[1]
+        body, chunked = body + chunked[:size], chunked[size + 2 :]
+    assert body == b"".join(parts) + b"end"

@@ -58,7 +58,8 @@ class CutShortResponse(StreamingResponse):
     pieces_written = False  # whether the server writes Pieces itself (else they are joined)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.pieces_written = PIECES in scope.get("extensions", {})
+        # a body without a length is sent in chunks, which uvicorn frames by joining bytes
+        self.pieces_written = PIECES in scope.get("extensions", {}) and "content-length" in self.headers
         await super().__call__(scope, receive, send)
 
     async def stream_response(self, send: Send) -> None:

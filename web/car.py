@@ -144,7 +144,7 @@ def _cids(run: list[Laid]) -> list[bytes]:
 
 
 def _framed(reader: exporter.DagReader, run: tuple[list[Laid], exporter.Places], fetch: bool) -> Pieces:
-    """Worker thread: the sections of a run of blocks, which are not copied."""
+    """Worker thread: the sections of a run of blocks, not joined (the server writes them)."""
     laid, places = run
     blocks = reader.read_laid(laid, fetch, places)
     sections = (car.section(cid, block) for (cid, _, _), block in zip(laid, blocks, strict=True))

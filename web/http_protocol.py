@@ -179,12 +179,14 @@ class BodyWriter:
     read threads that hash what comes next waited for it (a 1 GiB CAR export: half the time
     the GIL was held was that copy). What the socket does not take goes to the transport,
     behind which nothing else was waiting, so the order holds; an error is left for the
-    transport to meet and report as it would its own."""
+    transport to meet and report as it would its own. (Over TLS the socket carries records,
+    not these bytes: the transport writes everything.)"""
 
     def __init__(self, transport: asyncio.Transport):
         self._transport = transport
         sock = transport.get_extra_info("socket")
-        self._fd = sock.fileno() if sock is not None else -1
+        plain = sock is not None and transport.get_extra_info("ssl_object") is None
+        self._fd = sock.fileno() if plain else -1
 
     def write(self, data: bytes | Pieces) -> None:
         parts = data.parts if isinstance(data, Pieces) else [data]
