@@ -52,10 +52,12 @@ def locate_many(conn: sqlite3.Connection, cids: list[bytes]) -> dict[bytes, Plac
     """Where each of `cids` that is indexed lies (keyed as given), in a few queries."""
     out: dict[bytes, Place] = {}
     for i in range(0, len(cids), IN_CHUNK):
-        by_key = {normalize(c): c for c in cids[i : i + IN_CHUNK]}
+        by_key: dict[bytes, list[bytes]] = {}  # a block asked for as CIDv0 and as CIDv1: both
+        for cid in cids[i : i + IN_CHUNK]:
+            by_key.setdefault(normalize(cid), []).append(cid)
         sql = f"SELECT cid, pack, offset, length FROM blocks WHERE cid IN ({','.join('?' * len(by_key))})"
-        for cid, pack, offset, length in conn.execute(sql, list(by_key)):
-            out[by_key[cid]] = (pack, offset, length)
+        for key, pack, offset, length in conn.execute(sql, list(by_key)):
+            out.update(dict.fromkeys(by_key[key], (pack, offset, length)))
     return out
 
 

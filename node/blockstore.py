@@ -251,9 +251,8 @@ class BlockStore:
         where `places()` found the blocks a while ago, looked up again when it lacks one. A
         block not found whole where it said (compaction moved it, or a repair put a good copy
         elsewhere) is looked up again too."""
-        given = places is not None and all(cid in places for cid in cids)
-        found = places if places is not None and given else \
-            {**(places or {}), **blockindex.locate_many(self._readers.get(), cids)}
+        given = places is not None and all(cid in places or is_identity(cid) for cid in cids)
+        found = places if places is not None and given else blockindex.locate_many(self._readers.get(), cids)
         out: list[bytes | None] = []
         for cid in cids:
             where = found.get(cid)
@@ -271,7 +270,12 @@ class BlockStore:
         return out
 
     def _read_verified(self, cid: bytes, where: Place, for_peer: bool, authenticated: bool = False) -> bytes:
-        data = self._packs.read(where)
+        try:
+            data = self._packs.read(where)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # the disk cannot read it (EIO): damaged, as a failed hash is
+            raise CorruptBlock(cid) from exc
         key = normalize(cid)
         hash_skipped = authenticated or (for_peer and key in self._verified)
         if len(data) != where[2] or not (hash_skipped or verify_block(cid, data)):

@@ -4,17 +4,25 @@ kernel allows it); a client across a network keeps the kernel's sizing."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import random
 import re
 import select
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import uvicorn
 import uvloop
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from edgefiles.node.exporter import Pieces
 from edgefiles.web.ahead import CutShortResponse
 from edgefiles.web.http_protocol import (
@@ -41,25 +49,33 @@ async def _hello(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
+@asynccontextmanager
+async def _serving(app, http: object, **config: object) -> AsyncIterator[tuple[uvicorn.Server, tuple]]:
+    """`app` served by uvicorn with the protocol `http` on a loopback port: the server and
+    its address."""
+    server = uvicorn.Server(uvicorn.Config(app, http=http, lifespan="off", log_config=None, **config))
+    listener = socket.create_server(("127.0.0.1", 0))
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield server, listener.getsockname()
+    finally:
+        server.should_exit = True
+        await serving
+
+
 def _served_send_buffer(http: object) -> int:
     """SO_SNDBUF of the server's side of a loopback connection, after an answer went out on it."""
     async def main() -> int:
-        server = uvicorn.Server(uvicorn.Config(_hello, http=http, lifespan="off", log_config=None))
-        listener = socket.create_server(("127.0.0.1", 0))
-        serving = asyncio.create_task(server.serve(sockets=[listener]))
-        try:
-            while not server.started:
-                await asyncio.sleep(0.01)
-            reader, writer = await asyncio.open_connection(*listener.getsockname())
+        async with _serving(_hello, http) as (server, address):
+            reader, writer = await asyncio.open_connection(*address)
             writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
             assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
             [protocol] = server.server_state.connections
             size = protocol.transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
             writer.close()
             return size
-        finally:
-            server.should_exit = True
-            await serving
 
     return asyncio.run(main())
 
@@ -256,13 +272,8 @@ def _served_slowly(http: object, bodies: dict, loop: str) -> list[bytes]:
     """The bodies of a request for each of `bodies`' paths, all sent at once on one connection
     and read slowly at first, so that the server's writes meet a full socket."""
     async def main() -> list[bytes]:
-        config = uvicorn.Config(_pieces_app(bodies), http=http, lifespan="off", log_config=None)
-        server, listener = uvicorn.Server(config), socket.create_server(("127.0.0.1", 0))
-        serving = asyncio.create_task(server.serve(sockets=[listener]))
-        try:
-            while not server.started:
-                await asyncio.sleep(0.01)
-            reader, writer = await asyncio.open_connection(*listener.getsockname(), limit=1 << 16)
+        async with _serving(_pieces_app(bodies), http) as (_, address):
+            reader, writer = await asyncio.open_connection(*address, limit=1 << 16)
             writer.write(b"".join(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path for path in bodies))
             got = []
             for _ in bodies:
@@ -276,9 +287,6 @@ def _served_slowly(http: object, bodies: dict, loop: str) -> list[bytes]:
                 got.append(body)
             writer.close()
             return got
-        finally:
-            server.should_exit = True
-            await serving
 
     runner = asyncio.Runner(loop_factory=uvloop.new_event_loop if loop == "uvloop" else None)
     with runner:
@@ -360,20 +368,12 @@ def test_pieces_of_a_body_without_a_length_are_sent_in_chunks_whole() -> None:
         await CutShortResponse(_each([Pieces(parts), b"end"]))(scope, receive, send)
 
     async def main() -> bytes:
-        config = uvicorn.Config(app, http=HttpProtocol, lifespan="off", log_config=None)
-        server, listener = uvicorn.Server(config), socket.create_server(("127.0.0.1", 0))
-        serving = asyncio.create_task(server.serve(sockets=[listener]))
-        try:
-            while not server.started:
-                await asyncio.sleep(0.01)
-            reader, writer = await asyncio.open_connection(*listener.getsockname())
+        async with _serving(app, HttpProtocol) as (_, address):
+            reader, writer = await asyncio.open_connection(*address)
             writer.write(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             answer = await reader.read()
             writer.close()
             return answer
-        finally:
-            server.should_exit = True
-            await serving
 
     head, chunked = asyncio.run(asyncio.wait_for(main(), 30)).split(b"\r\n\r\n", 1)
     assert b"transfer-encoding: chunked" in head.lower()
@@ -382,3 +382,43 @@ def test_pieces_of_a_body_without_a_length_are_sent_in_chunks_whole() -> None:
         chunked = chunked.split(b"\r\n", 1)[1]
         body, chunked = body + chunked[:size], chunked[size + 2 :]
     assert body == b"".join(parts) + b"end"
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_large_body_over_tls_is_written_by_the_transport_and_arrives_whole(tmp_path, loop) -> None:
+    """Under TLS the socket carries records: a write straight to it would put plain bytes on
+    the connection."""
+    cert, key = _self_signed(tmp_path)
+    bodies = {b"/big": [[random.randbytes(300 << 10), random.randbytes(5)], random.randbytes(1 << 20)]}
+    client_tls = ssl.create_default_context()
+    client_tls.check_hostname, client_tls.verify_mode = False, ssl.CERT_NONE
+
+    async def main() -> bytes:
+        tls = {"ssl_certfile": cert, "ssl_keyfile": key}
+        async with _serving(_pieces_app(bodies), HttpProtocol, **tls) as (_, address):
+            reader, writer = await asyncio.open_connection(*address, ssl=client_tls)
+            writer.write(b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+            return answer.split(b"\r\n\r\n", 1)[1]
+
+    runner = asyncio.Runner(loop_factory=uvloop.new_event_loop if loop == "uvloop" else None)
+    with runner:
+        got = runner.run(asyncio.wait_for(main(), 30))
+    [chunks] = bodies.values()
+    assert got == b"".join(chunks[0]) + chunks[1]
+
+
+def _self_signed(folder: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files in `folder`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    (folder / "key.pem").write_bytes(pem)
+    return str(folder / "cert.pem"), str(folder / "key.pem")

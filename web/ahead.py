@@ -32,7 +32,7 @@ T = TypeVar("T")
 # sealed segment) and sent it before reading the next (Kubo -> us, read over HTTP as it is
 # fetched: +4 %)
 STREAM_CHUNK = 1 << 20
-# A run: one task on the read pool reads, verifies and joins about a MiB; eight under way keep
+# A run: one task on the read pool reads and verifies about a MiB; eight under way keep
 # both threads busy while the loop sends (a 1 GiB CAR: 0.79x one core of hashlib with a thread
 # handing 4 MiB chunks to the loop, 0.91x so)
 RUN_BYTES = 1 << 20
@@ -63,10 +63,10 @@ class CutShortResponse(StreamingResponse):
         await super().__call__(scope, receive, send)
 
     async def stream_response(self, send: Send) -> None:
-        """Starlette's, but for Pieces. A body that raises CutShort ends without its last
-        message: the server closes the connection, the client sees the answer short of its
-        Content-Length, and the log says why in a line of ours, no traceback (uvicorn adds one
-        that the answer was not completed)."""
+        """Starlette's, but for Pieces (and for bytes only: no body of ours gives text). A body
+        that raises CutShort ends without its last message: the server closes the connection,
+        the client sees the answer short of its Content-Length, and the log says why in a line
+        of ours, no traceback (uvicorn adds one that the answer was not completed)."""
         try:
             await send({"type": "http.response.start", "status": self.status_code,
                         "headers": self.raw_headers})

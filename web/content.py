@@ -337,12 +337,12 @@ class ContentServer:
         before are sent. The first run is read here, so that a missing or corrupt first block
         is a 404 or a 500, not a cut answer."""
         spans = batches(self.reader.spans(node, start, end), exporter.span_bytes, RUN_BYTES)
+        first_run = next(spans, [])
         runs = located(spans, _leaf_cids, self.core.store.places)
-        first_run, places = next(runs, ([], {}))
         rest = RunsAhead(runs, self._read_run, self.core.read_pool, exporter.NotFound)
         rest.plan()  # the next runs are read on the pool while this thread reads the first
         try:
-            first = self.reader.read_spans(first_run, True, places)
+            first = self.reader.read_spans(first_run, fetch=True)
         except BaseException:
             rest.cancel()
             raise
