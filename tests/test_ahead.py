@@ -9,7 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from edgefiles.web.ahead import RUNS_AHEAD, RunsAhead, in_chunks, produced_ahead
+from edgefiles.web.ahead import PLANNED_RUNS, RUNS_AHEAD, RunsAhead, in_chunks, produced_ahead
 from edgefiles.web.content import _whole_or_cut_short
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -102,7 +102,7 @@ def test_runs_read_ahead_arrive_in_order_and_a_run_failed_on_the_pool_is_read_wi
     `fetch` (off the pool), the others never are."""
     fetched: list[int] = []
 
-    def read(run: int, fetch: bool) -> bytes:
+    def read(run: int, fetch: bool, places: dict) -> bytes:
         if fetch:
             fetched.append(run)
         elif run in failing:
@@ -111,7 +111,8 @@ def test_runs_read_ahead_arrive_in_order_and_a_run_failed_on_the_pool_is_read_wi
 
     async def consume() -> list[bytes]:
         with ThreadPoolExecutor(2) as pool:
-            return [chunk async for chunk in RunsAhead(iter(range(count)), read, pool, LookupError).chunks()]
+            runs = RunsAhead(iter(range(count)), read, pool, LookupError, _nowhere)
+            return [chunk async for chunk in runs.chunks()]
 
     assert asyncio.run(consume()) == [run.to_bytes(2, "big") for run in range(count)]
     assert fetched == sorted(failing & set(range(count)))
@@ -120,13 +121,13 @@ def test_runs_read_ahead_arrive_in_order_and_a_run_failed_on_the_pool_is_read_wi
 def test_runs_are_read_no_further_ahead_than_the_window_of_a_consumer_that_stops():
     started: list[int] = []
 
-    def read(run: int, fetch: bool) -> bytes:
+    def read(run: int, fetch: bool, places: dict) -> bytes:
         started.append(run)
         return b"x"
 
     async def take_three() -> None:
         with ThreadPoolExecutor(2) as pool:
-            chunks = RunsAhead(iter(range(1000)), read, pool, LookupError).chunks()
+            chunks = RunsAhead(iter(range(1000)), read, pool, LookupError, _nowhere).chunks()
             for _ in range(3):
                 await anext(chunks)
             await chunks.aclose()
@@ -141,14 +142,14 @@ def test_a_file_answer_left_after_its_first_run_reads_no_further():
     started: list[int] = []
     gate = threading.Event()
 
-    def read(run: int, fetch: bool) -> bytes:
+    def read(run: int, fetch: bool, places: dict) -> bytes:
         started.append(run)
         gate.wait(5)
         return b"x"
 
     async def leave_after_the_first_run() -> None:
         with ThreadPoolExecutor(2) as pool:
-            rest = RunsAhead(iter(range(100)), read, pool, LookupError)
+            rest = RunsAhead(iter(range(100)), read, pool, LookupError, _nowhere)
             rest.plan()  # runs 0-7 under way: two being read, six waiting for a thread
             body = _whole_or_cut_short(b"", 101, b"first", rest)
             assert await anext(body) == b"first"
@@ -157,3 +158,35 @@ def test_a_file_answer_left_after_its_first_run_reads_no_further():
 
     asyncio.run(leave_after_the_first_run())
     assert sorted(started) == [0, 1]
+
+
+def _nowhere(runs: list) -> dict:
+    """`locate` for runs that are no blocks of a store."""
+    return {}
+
+
+def test_where_runs_lie_is_looked_up_once_per_plan_and_reaches_every_read_and_retry():
+    """One lookup for each PLANNED_RUNS runs planned, and a run's read (and its read again with
+    `fetch`) is given that lookup's answer."""
+    looked_up: list[list[int]] = []
+    given: dict[tuple[int, bool], dict] = {}
+
+    def locate(runs: list[int]) -> dict:
+        looked_up.append(runs)
+        return {run: len(looked_up) for run in runs}
+
+    def read(run: int, fetch: bool, places: dict) -> bytes:
+        given[run, fetch] = places
+        if run == 20 and not fetch:
+            raise LookupError(run)
+        return b"x"
+
+    async def consume() -> int:
+        with ThreadPoolExecutor(2) as pool:
+            runs = RunsAhead(iter(range(40)), read, pool, LookupError, locate)
+            return len([chunk async for chunk in runs.chunks()])
+
+    assert asyncio.run(consume()) == 40
+    assert looked_up == [list(range(i, min(i + PLANNED_RUNS, 40))) for i in range(0, 40, PLANNED_RUNS)]
+    assert all(places[run] == run // PLANNED_RUNS + 1 for (run, _), places in given.items())
+    assert (20, True) in given

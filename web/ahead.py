@@ -78,29 +78,20 @@ class CutShortResponse(StreamingResponse):
             log.error("%s", exc)
 
 
-def located(runs: Iterator[R], cids: Callable[[R], list[bytes]],
-            locate: Callable[[list[bytes]], Places]) -> Iterator[tuple[R, Places]]:
-    """`runs`, each with where its blocks lie (`locate`), looked up for PLANNED_RUNS runs at
-    once on the thread that plans them: a lookup per run on the read threads, one of the
-    steps that took the GIL back between hashes, slowed a 1 GiB CAR export by a sixth."""
-    while batch := list(islice(runs, PLANNED_RUNS)):
-        places = locate([cid for run in batch for cid in cids(run)])
-        for run in batch:
-            yield run, places
-
-
 class RunsAhead(Generic[R]):
-    """The bytes of each of `runs` in order (`chunks`): `read(run, False)` on `pool`, RUNS_AHEAD
-    runs under way while the one before is sent. A run whose read raises `retry` there is read
-    again by `read(run, True)` on a worker thread of its own (it may wait for peers, which the
-    pool's threads never do). `runs` is advanced on a worker thread (`plan`), PLANNED_RUNS at
-    a time."""
+    """The bytes of each of `runs` in order (`chunks`): `read(run, False, places)` on `pool`,
+    RUNS_AHEAD runs under way while the one before is sent. A run whose read raises `retry`
+    there is read again by `read(run, True, places)` on a worker thread of its own (it may wait
+    for peers, which the pool's threads never do). `runs` is advanced on a worker thread
+    (`plan`), PLANNED_RUNS at a time, and where their blocks lie is looked up there at once
+    (`locate`): a lookup per run on the read threads, one of the steps that took the GIL back
+    between hashes, slowed a 1 GiB CAR export by a sixth."""
 
-    def __init__(self, runs: Iterator[R], read: Callable[[R, bool], Chunk], pool: Executor,
-                 retry: type[Exception]):
-        self._runs, self._read, self._pool, self._retry = runs, read, pool, retry
-        self._planned: deque[R] = deque()
-        self._under_way: deque[tuple[R, Future[Chunk]]] = deque()
+    def __init__(self, runs: Iterator[R], read: Callable[[R, bool, Places], Chunk], pool: Executor,
+                 retry: type[Exception], locate: Callable[[list[R]], Places]):
+        self._runs, self._read, self._pool, self._retry, self._locate = runs, read, pool, retry, locate
+        self._planned: deque[tuple[R, Places]] = deque()
+        self._under_way: deque[tuple[R, Places, Future[Chunk]]] = deque()
         self._more = True
 
     def plan(self) -> None:
@@ -108,16 +99,17 @@ class RunsAhead(Generic[R]):
         worker thread already calls it there, so that the reads start before the answer."""
         taken = list(islice(self._runs, PLANNED_RUNS))
         self._more = len(taken) == PLANNED_RUNS
-        self._planned.extend(taken)
+        places = self._locate(taken) if taken else {}
+        self._planned.extend((run, places) for run in taken)
         self._set_under_way()
 
     def _set_under_way(self) -> None:
         while self._planned and len(self._under_way) < RUNS_AHEAD:
-            run = self._planned.popleft()
-            self._under_way.append((run, self._pool.submit(self._read, run, False)))
+            run, places = self._planned.popleft()
+            self._under_way.append((run, places, self._pool.submit(self._read, run, False, places)))
 
     def cancel(self) -> None:
-        for _, future in self._under_way:
+        for _, _, future in self._under_way:
             future.cancel()
 
     async def chunks(self) -> AsyncIterator[Chunk]:
@@ -128,11 +120,11 @@ class RunsAhead(Generic[R]):
                 self._set_under_way()
                 if not self._under_way:
                     return
-                run, future = self._under_way.popleft()
+                run, places, future = self._under_way.popleft()
                 try:
                     chunk = await asyncio.wrap_future(future)
                 except self._retry:
-                    chunk = await run_in_threadpool(self._read, run, True)
+                    chunk = await run_in_threadpool(self._read, run, True, places)
                 yield chunk
         finally:
             self.cancel()

@@ -33,7 +33,6 @@ from .ahead import (
     cut_short_by,
     first_then_runs,
     held_while_sent,
-    located,
     streamed,
 )
 from .content import etag_matches
@@ -134,20 +133,16 @@ def _laid_out(core: Core, top: bytes, start: bytes, layout: list[Laid]) -> Async
     """The CAR from `start` on: its blocks read, checked and framed in runs on the read pool
     while the ones before are sent. A block collected since the layout is fetched again (off
     the pool: perhaps from peers)."""
-    runs = located(batches(layout, lambda laid: laid[1], RUN_BYTES), _cids, core.store.places)
-    rest = RunsAhead(runs, partial(_framed, core.reader), core.read_pool, exporter.NotFound)
+    runs = batches(layout, lambda laid: laid[1], RUN_BYTES)
+    rest = RunsAhead(runs, partial(_framed, core.reader), core.read_pool, exporter.NotFound,
+                     lambda planned: core.store.places([cid for run in planned for cid, _, _ in run]))
     return first_then_runs(start, rest, CAR_READ_ERRORS, lambda exc: f"CAR of {to_str(top)} cut short: {exc}")
 
 
-def _cids(run: list[Laid]) -> list[bytes]:
-    return [cid for cid, _, _ in run]
-
-
-def _framed(reader: exporter.DagReader, run: tuple[list[Laid], exporter.Places], fetch: bool) -> Pieces:
+def _framed(reader: exporter.DagReader, run: list[Laid], fetch: bool, places: exporter.Places) -> Pieces:
     """Worker thread: the sections of a run of blocks, not joined (the server writes them)."""
-    laid, places = run
-    blocks = reader.read_laid(laid, fetch, places)
-    sections = (car.section(cid, block) for (cid, _, _), block in zip(laid, blocks, strict=True))
+    blocks = reader.read_laid(run, fetch, places)
+    sections = (car.section(cid, block) for (cid, _, _), block in zip(run, blocks, strict=True))
     return Pieces(list(chain.from_iterable(sections)))
 
 

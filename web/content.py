@@ -28,7 +28,6 @@ from .ahead import (
     batches,
     first_then_runs,
     held_while_sent,
-    located,
 )
 from .cors import CORS_HEADERS
 from .errors import (
@@ -336,10 +335,10 @@ class ContentServer:
         """Bytes [start, end) of a file, its leaves read in runs on the read pool while the ones
         before are sent. The first run is read here, so that a missing or corrupt first block
         is a 404 or a 500, not a cut answer."""
-        spans = batches(self.reader.spans(node, start, end), exporter.span_bytes, RUN_BYTES)
-        first_run = next(spans, [])
-        runs = located(spans, _leaf_cids, self.core.store.places)
-        rest = RunsAhead(runs, self._read_run, self.core.read_pool, exporter.NotFound)
+        runs = batches(self.reader.spans(node, start, end), exporter.span_bytes, RUN_BYTES)
+        first_run = next(runs, [])
+        rest = RunsAhead(runs, self.reader.read_spans, self.core.read_pool, exporter.NotFound,
+                         self._leaf_places)
         rest.plan()  # the next runs are read on the pool while this thread reads the first
         try:
             first = self.reader.read_spans(first_run, fetch=True)
@@ -348,13 +347,9 @@ class ContentServer:
             raise
         return _whole_or_cut_short(node.cid, end - start, first, rest)
 
-    def _read_run(self, run: tuple[list[bytes | exporter.Span], exporter.Places],
-                  fetch: bool) -> exporter.Pieces:
-        return self.reader.read_spans(run[0], fetch, run[1])
-
-
-def _leaf_cids(run: list[bytes | exporter.Span]) -> list[bytes]:
-    return [item.cid for item in run if isinstance(item, exporter.Span)]
+    def _leaf_places(self, runs: list[list[bytes | exporter.Span]]) -> exporter.Places:
+        leaves = [item.cid for run in runs for item in run if isinstance(item, exporter.Span)]
+        return self.core.store.places(leaves)
 
 
 def _conditional(target: Target) -> bool:
