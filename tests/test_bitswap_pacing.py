@@ -30,7 +30,7 @@ def _taken(limit: int | None, blocks: int) -> list[int]:
     box.pending.blocks = [(bytes([i]), bytes(BLOCK)) for i in range(blocks)]
     sizes = []
     while box.pending:
-        sizes.append(len(box._take().blocks))
+        sizes.append(len(box._take()[0].blocks))
     return sizes
 
 
@@ -66,7 +66,7 @@ class Streams:
         self.opened = 0
         box._send = self.send
 
-    async def send(self, msg, stream):
+    async def send(self, msg, size, stream):
         import trio
 
         number = msg.wants[0].priority if msg.wants else msg.blocks[0][0][0]
@@ -110,7 +110,7 @@ def _run_outbox(box, batches, streams=None) -> Streams:
             with trio.fail_after(10):
                 while len(streams.wants) + len(streams.blocks) < queued or box._sending:
                     await trio.sleep(0.01)
-            box._close()
+            box.close()
 
     trio.run(run)
     return streams

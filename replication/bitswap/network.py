@@ -114,7 +114,7 @@ class BitswapNetwork:
         self.message_bytes.pop(peer, None)
         box = self._outboxes.pop(peer, None)
         if box is not None:
-            box._close()
+            box.close()
 
     # inbound streams (`inbound_streams.LeanProtocol`) -------------------------------------
     name = "bitswap"
@@ -187,29 +187,28 @@ class _Outbox:
                 await self.ready.wait()
                 self.ready = trio.Event()
                 while not self.closed and self.pending:
-                    msg = self._take()
+                    msg, size = self._take()
                     in_turn = bool(msg.wants) or self.peer not in self.network.message_bytes
                     while self._sending >= (1 if in_turn else LANES) and not self.closed:
                         await self._sent.wait()
                     if self.closed:
                         break
                     self._sending += 1
-                    nursery.start_soon(self._send_once_more_on_failure, msg, in_turn)
+                    nursery.start_soon(self._send_once_more_on_failure, msg, size, in_turn)
         for stream in [self._main, *self._lanes]:
             if stream is not None:
                 with contextlib.suppress(Exception):
                     await stream.close()
 
-    async def _send_once_more_on_failure(self, msg: bm.Message, in_turn: bool) -> None:
+    async def _send_once_more_on_failure(self, msg: bm.Message, size: int, in_turn: bool) -> None:
         """`msg` in turn (on the main stream, alone) or on a lane. A stream the peer reset
         takes the message with it; a want lost so would wait a whole block timeout, so the
         message goes once more on a fresh stream."""
-        size = sum(len(data) for _, data in msg.blocks)
         stream = self._main if in_turn else (self._lanes.pop() if self._lanes else None)
         try:
             for attempt in (1, 2):
                 try:
-                    stream = await self._send(msg, stream)
+                    stream = await self._send(msg, size, stream)
                     break
                 except Exception as exc:
                     log.debug("bitswap send to %s failed (attempt %d): %s", self.peer, attempt, exc)
@@ -219,7 +218,7 @@ class _Outbox:
                     stream = None
                     await trio.sleep(SEND_RETRY)
                     if self.closed or self.peer not in self.network.host.get_connected_peers():
-                        self._close()
+                        self.close()
                         return
         finally:
             self.taken_bytes -= size
@@ -231,11 +230,12 @@ class _Outbox:
         elif stream is not None:
             self._lanes.append(stream)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         self.closed = True
         self.ready.set()
 
-    def _take(self) -> bm.Message:
+    def _take(self) -> tuple[bm.Message, int]:
+        """The next message from what is pending, and its block bytes."""
         p = self.pending
         limit = self.network.message_bytes.get(self.peer, MESSAGE_BYTES)
         blocks, size = [], 0
@@ -246,10 +246,10 @@ class _Outbox:
         msg = bm.Message(wants=p.wants, blocks=blocks, presences=p.presences)
         p.wants, p.presences = [], []
         self.taken_bytes += size
-        return msg
+        return msg, size
 
-    async def _send(self, msg: bm.Message, stream: Any) -> Any:
-        """`msg` on `stream` (None: a new one); the stream it went on."""
+    async def _send(self, msg: bm.Message, size: int, stream: Any) -> Any:
+        """`msg` (of `size` block bytes) on `stream` (None: a new one); the stream it went on."""
         from libp2p.custom_types import TProtocol
 
         network = self.network
@@ -260,5 +260,5 @@ class _Outbox:
             network.on_legacy(self.peer)
         # a view: Yamux slices it into 64 KiB frames without copying each slice first
         await stream.write(memoryview(bm.frame(msg, legacy)))
-        network.sent_bytes += sum(len(d) for _, d in msg.blocks)
+        network.sent_bytes += size
         return stream
