@@ -531,15 +531,23 @@ class DagReader:
             return [(link, 0, None) for link in dagcbor.links_of(block)] if scope == "all" else []
         if codec != DAG_PB:
             return []
-        try:
-            pb = _dag_pb(cid, block)
-        except NotUnixFS:
-            if scope == "all":  # as a dag-cbor block that is no CBOR: hashed right, linking nothing
+        cached = self._nodes.get(cid)
+        if cached is not None:
+            pb, meta = cached
+        else:
+            try:
+                pb = _dag_pb(cid, block)
+            except NotUnixFS:
+                if scope == "all":  # as a dag-cbor block that is no CBOR: hashed right, linking nothing
+                    return []
+                raise
+            if pb is None or not pb.links:
                 return []
-            raise
-        if pb is None or not pb.links:
+            meta = _unixfs_for_walk(cid, pb, scope)
+            if meta is not None and len(block) <= CACHE_MAX_BLOCK:  # as `_decoded` would keep it
+                self._nodes.put(cid, (pb, meta))
+        if not pb.links:
             return []
-        meta = _unixfs_for_walk(cid, pb, scope)
         if scope == "all":  # every link of any dag-pb node
             sizes = meta.blocksizes if meta is not None else ()  # a file's: each link's bytes
             if len(sizes) != len(pb.links):

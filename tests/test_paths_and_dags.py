@@ -558,6 +558,24 @@ def test_a_layout_tells_the_blocks_a_walk_gives_without_reading_leaves(sizes, ba
             list(reader.layout(root))
 
 
+def test_a_dag_laid_out_again_decodes_none_of_its_inner_nodes_again(monkeypatch):
+    """Inner nodes decoded for a layout (or a walk) are kept: a CAR of the same DAG asked for
+    again, or its entity, does not decode them anew (a 1 GiB DAG's took 25 of 40 ms)."""
+    profile = Profile("small", 256, 3, True, None)
+    blocks: dict[bytes, bytes] = {}
+    root = import_bytes(profile, bytes(range(256)) * 40, blocks.__setitem__).cid
+    reader = _reader_of(blocks, [])
+    first = list(reader.layout(root))
+    assert sum(not leaf for _, _, leaf in first) > 3  # inner nodes below the root
+    decoded: list[bytes] = []
+    real_decode = dagpb.decode
+    monkeypatch.setattr(dagpb, "decode", lambda block: decoded.append(block) or real_decode(block))
+    assert list(reader.layout(root)) == first
+    assert list(reader.layout(root, "entity")) == first
+    assert [cid for cid, _ in reader.blocks(root)] == [cid for cid, _, _ in first]
+    assert decoded == []
+
+
 def test_a_layout_reads_what_a_lying_tsize_calls_a_leaf_and_fetches_what_went_since():
     """An inner node with a leaf's Tsize is read (its size is not that Tsize); a block gone
     from the store after the layout is read from peers when asked (`fetch`), not else."""
