@@ -33,6 +33,9 @@ T = TypeVar("T")
 CACHE_ENTRIES = 4096
 CACHE_MAX_BLOCK = 64 * 1024  # directories and inner file nodes; never leaves full of content
 LINKLESS_ENTRIES = 1 << 15  # 8 GiB of 256 KiB leaves; a CID each
+# file nodes above the leaves, decoded by walks and layouts: a 1 GiB DAG of 256 KiB leaves has 25
+# (~40 KB decoded each), which its CAR decoded anew every time (25 of the layout's 40 ms)
+WALKED_ENTRIES = 128
 READ_AHEAD = 32  # leaves read ahead of a DAG walk that has a thread pool,
 READ_AHEAD_BYTES = 8 << 20  # and of their bytes: what a reader holds at most for a slow client
 WINDOW_ITEMS = 4 * READ_AHEAD  # inner nodes, inline bytes and leaves: how far a walk runs ahead
@@ -193,6 +196,7 @@ class DagReader:
         # dag-pb blocks read once and found to have no links: leaves too big for `_nodes`,
         # which a survey would otherwise read and hash again each time it is asked
         self._linkless = _Lru(LINKLESS_ENTRIES)
+        self._walked = _Lru(WALKED_ENTRIES)
 
     def load(self, cid: bytes) -> Node:
         codec = codec_of(cid)
@@ -531,7 +535,7 @@ class DagReader:
             return [(link, 0, None) for link in dagcbor.links_of(block)] if scope == "all" else []
         if codec != DAG_PB:
             return []
-        cached = self._nodes.get(cid)
+        cached = self._walked.get(cid)
         if cached is not None:
             pb, meta = cached
         else:
@@ -544,8 +548,8 @@ class DagReader:
             if pb is None or not pb.links:
                 return []
             meta = _unixfs_for_walk(cid, pb, scope)
-            if meta is not None and len(block) <= CACHE_MAX_BLOCK:  # as `_decoded` would keep it
-                self._nodes.put(cid, (pb, meta))
+            if meta is not None and meta.type == unixfs.FILE and len(block) <= CACHE_MAX_BLOCK:
+                self._walked.put(cid, (pb, meta))
         if not pb.links:
             return []
         if scope == "all":  # every link of any dag-pb node

@@ -559,8 +559,8 @@ def test_a_layout_tells_the_blocks_a_walk_gives_without_reading_leaves(sizes, ba
 
 
 def test_a_dag_laid_out_again_decodes_none_of_its_inner_nodes_again(monkeypatch):
-    """Inner nodes decoded for a layout (or a walk) are kept: a CAR of the same DAG asked for
-    again, or its entity, does not decode them anew (a 1 GiB DAG's took 25 of 40 ms)."""
+    """A file's inner nodes decoded for a layout (or a walk) are kept: a CAR of the same DAG
+    asked for again, or its entity, does not decode them anew (a 1 GiB DAG's took 25 of 40 ms)."""
     profile = Profile("small", 256, 3, True, None)
     blocks: dict[bytes, bytes] = {}
     root = import_bytes(profile, bytes(range(256)) * 40, blocks.__setitem__).cid

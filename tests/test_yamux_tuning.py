@@ -1,8 +1,8 @@
 """Yamux as we tune it: the receive-window credit we give senders never passes py-libp2p's own
 16 MiB limit, whatever the sizes of frames and reads (a sender that uses all its credit in one
 frame, as js-libp2p's Yamux does, is never cut off for an oversized frame); the frames we send
-each fit one Noise message and carry the data whole; a sender out of credit goes on the moment
-credit comes."""
+each fit one Noise message, or four where the window holds two such wide frames, and carry the
+data whole; a sender out of credit goes on the moment credit comes."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ class Connection:
         self.stream_buffers = {1: bytearray()}
         self.credit_sent = 0
         self.frames: list[bytes] = []  # data frames
+        self.batches: list[list[int]] = []  # the data bytes of each frame, per write of several
 
     def rtt(self) -> float:
         return 0.001
@@ -43,6 +44,7 @@ class Connection:
             self.frames.append(bytes(frame))
 
     async def _write_frames(self, frames: list[bytes]) -> None:
+        self.batches.append([len(frame) - 12 for frame in frames])
         for frame in frames:
             await self._write_frame(frame)
 
@@ -111,6 +113,9 @@ def test_frames_fit_the_window_and_one_noise_message_or_four_where_it_holds_two_
             lengths.append(n)
     assert all(0 < n <= yamux_tuning.WIDE_FRAME_PAYLOAD for n in lengths)
     assert sum(lengths) <= total
+    widest = yamux_tuning.WIDE_FRAME_PAYLOAD
+    assert yamux_tuning.frame_length(total + widest, 2 * widest) == widest  # once the window holds two
+    assert yamux_tuning.frame_length(total + widest, 2 * widest - 1) == yamux_tuning.FRAME_PAYLOAD
     granted = [w for w in windows if w > 0]
     assert all(n <= w for n, w in zip(lengths, granted, strict=False))  # never past the window of the moment
     wide = [w for w in granted if w >= yamux_tuning.FRAME_PAYLOAD]
@@ -139,6 +144,8 @@ def test_a_write_arrives_whole_in_frames_of_one_noise_message_or_wide_ones_in_a_
         widest = yamux_tuning.NOISE_PLAINTEXT * (4 if window >= 2 * yamux_tuning.WIDE_FRAME_PAYLOAD else 1)
         assert all(len(f) <= widest for f in conn.frames)
         assert b"".join(f[12:] for f in conn.frames) == data
+        # a batch is cut until it holds BATCH_BYTES (or the window or the data ends)
+        assert all(sum(batch[:-1]) < yamux_tuning.BATCH_BYTES for batch in conn.batches)
 
     trio.run(run)
 
