@@ -550,8 +550,6 @@ class DagReader:
             meta = _unixfs_for_walk(cid, pb, scope)
             if meta is not None and meta.type == unixfs.FILE and len(block) <= CACHE_MAX_BLOCK:
                 self._walked.put(cid, (pb, meta))
-        if not pb.links:
-            return []
         if scope == "all":  # every link of any dag-pb node
             sizes = meta.blocksizes if meta is not None else ()  # a file's: each link's bytes
             if len(sizes) != len(pb.links):
