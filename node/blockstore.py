@@ -244,13 +244,14 @@ class BlockStore:
         return None
 
     def get_many(self, cids: list[bytes], authenticated: bool = False,
-                 places: dict[bytes, Place] | None = None) -> list[bytes | None]:
+                 places: dict[bytes, Place] | None = None, to_send: bool = False) -> list[bytes | None]:
         """`get` of several blocks, with one index query for all of them. `authenticated`:
         the caller authenticates every byte itself (ciphertext under an AEAD, whose tag fails
         on any other byte), so the blocks are not hashed against their CIDs here. `places`:
         where `places()` found the blocks a while ago, looked up again when it lacks one. A
         block not found whole where it said (compaction moved it, or a repair put a good copy
-        elsewhere) is looked up again too."""
+        elsewhere) is looked up again too. `to_send`: the blocks are bytes on their way out (an
+        answer's body), so a large one may come as a view of the page cache (`Packs.view`)."""
         given = places is not None and all(cid in places or is_identity(cid) for cid in cids)
         found = places if places is not None and given else blockindex.locate_many(self._readers.get(), cids)
         out: list[bytes | None] = []
@@ -260,7 +261,7 @@ class BlockStore:
                 if where is None:
                     out.append(digest_of(cid)[1] if is_identity(cid) else None)
                 else:
-                    out.append(self._read_verified(cid, where, False, authenticated))
+                    out.append(self._read_verified(cid, where, False, authenticated, to_send))
             except FileNotFoundError:
                 out.append(self.get(cid))
             except CorruptBlock:
@@ -269,9 +270,10 @@ class BlockStore:
                 out.append(self.get(cid))  # damaged for good when the index says the same place
         return out
 
-    def _read_verified(self, cid: bytes, where: Place, for_peer: bool, authenticated: bool = False) -> bytes:
+    def _read_verified(self, cid: bytes, where: Place, for_peer: bool, authenticated: bool = False,
+                       to_send: bool = False) -> bytes:
         try:
-            data = self._packs.read(where)
+            data = self._packs.view(where) if to_send else self._packs.read(where)
         except FileNotFoundError:
             raise
         except OSError as exc:  # the disk cannot read it (EIO): damaged, as a failed hash is

@@ -108,8 +108,9 @@ class Core:
         self._blocks = blocks
         # a read-ahead reads only blocks stored here: those still to come from peers are waited
         # for by each reader in its turn, not by the read pool, which every reader shares
-        self.reader = exporter.DagReader(self.get_block, self.prefetch, store.get_many, store.sizes,
-                                         lambda cids, places: store.get_many(cids, places=places))
+        self.reader = exporter.DagReader(
+            self.get_block, self.prefetch, store.get_many, store.sizes,
+            lambda cids, places: store.get_many(cids, places=places, to_send=True))
         self._sealed_reader = exporter.DagReader(self.get_block, self.prefetch,
                                                  partial(store.get_many, authenticated=True), store.sizes)
         self.read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")  # walks' read-ahead

@@ -21,8 +21,10 @@ from .protobuf import DecodeError
 GetBlock = Callable[[bytes], bytes]
 GetStored = Callable[[list[bytes]], "list[bytes | None]"]
 Places = dict[bytes, tuple[int, int, int]]  # where a store found blocks (BlockStore.places)
-# `GetStored`, reading where `Places` says when it does (no index query per run)
-GetPlaced = Callable[[list[bytes], "Places | None"], "list[bytes | None]"]
+# `GetStored` for blocks on their way out (an answer's body), read where `Places` says when
+# it does (no index query per run); a large one may come as a view of the page cache, which
+# nothing may keep (`BlockStore.get_many(to_send=True)`)
+GetPlaced = Callable[[list[bytes], "Places | None"], "list[bytes | memoryview | None]"]
 StoredSizes = Callable[[list[bytes]], dict[bytes, int]]  # sizes of stored blocks, keyed normalized
 Laid = tuple[bytes, int, bool]  # a block of a layout: its CID, its size, whether a leaf
 Block = tuple[bytes, bytes]  # (CID, its verified bytes)
@@ -334,7 +336,8 @@ class DagReader:
         `places` says, when it does. NotFound: a leaf is not stored here, or has links after all
         (then read it with `fetch`, which reads the blocks below it). WrongSize: a leaf holds
         fewer bytes than its parent says."""
-        blocks = iter(self._blocks([item.cid for item in items if isinstance(item, Span)], fetch, places))
+        blocks = iter(self._blocks([item.cid for item in items if isinstance(item, Span)], fetch, places,
+                                   to_send=True))
         pieces: list[bytes] = []
         for item in items:
             if not isinstance(item, Span):
@@ -474,17 +477,19 @@ class DagReader:
         alone (NotFound: one is gone since) or, with `fetch`, from peers too (never on a read
         pool's thread); where `places` says, when it does. LeafWithLinks: a leaf has links all
         the same."""
-        blocks = self._blocks([cid for cid, _, _ in run], fetch, places)
+        blocks = self._blocks([cid for cid, _, _ in run], fetch, places, to_send=True)
         for (cid, _, leaf), block in zip(run, blocks, strict=True):
             if leaf and codec_of(cid) == DAG_PB and (pb := _dag_pb(cid, block)) is not None and pb.links:
                 raise LeafWithLinks(f"block {to_str(cid)} has links where its parent says it is a leaf")
         return blocks
 
-    def _blocks(self, cids: list[bytes], fetch: bool = False, places: Places | None = None) -> list[bytes]:
+    def _blocks(self, cids: list[bytes], fetch: bool = False, places: Places | None = None,
+                to_send: bool = False) -> list[bytes]:
         """The verified blocks of `cids`, in one trip to the store (where `places` says, when
         it does): from what is stored here alone (NotFound: one is not) or, with `fetch`, what
-        is not from peers (never on a read pool's thread)."""
-        got = self.get_placed(cids, places)
+        is not from peers (never on a read pool's thread). `to_send`: bytes for an answer's
+        body, which may be views of the page cache (`GetPlaced`), else bytes to keep."""
+        got = self.get_placed(cids, places) if to_send else self.get_stored(cids)
         blocks = [block if block is not None or not fetch else self.get_block(cid)
                   for cid, block in zip(cids, got, strict=True)]
         if None in blocks:

@@ -9,6 +9,7 @@ previous record, are zeros, which a reader of the pack skips up to the next boun
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import mmap
@@ -27,6 +28,13 @@ STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 IOV_MAX = 1024
 SCAN_WINDOW = 1 << 20  # bytes looked through at a time for the next record (an index rebuilt)
 ALIGN = 4096  # O_DIRECT offsets and lengths: the largest logical block size in use
+# A block at least this large in a sealed pack (one no longer appended to, so never cut
+# short) is hashed and sent where it lies in the page cache, through a mapping of the pack,
+# where pread copied it first (a 1 GiB CAR export or GET: +9-11 %); but only when all its
+# pages are in the cache already. A page that is not is read from the disk when first
+# touched, and a read error there (EIO) kills the process (SIGBUS) rather than raising:
+# such a block is read by pread, whose error is a damaged block, repaired from peers.
+MAPPED_MIN = 64 << 10
 
 Place = tuple[int, int, int]  # (pack, data offset, length)
 Records = list[tuple[bytes, bytes]]  # (header with CID, data) as laid out in a pack
@@ -44,6 +52,7 @@ class Packs:
         self._lock = threading.Lock()
         self._read_fds: dict[int, int] = {}
         self._retired_fds: list[int] = []
+        self._maps: dict[int, _Mapped | None] = {}  # sealed packs read through a mapping (None: cannot)
         numbers = sorted(int(p.stem.split("-")[1]) for p in root.glob("pack-*.dat"))
         self.current = numbers[-1] if numbers else 1
         self._fd = self._open_for_append(self.current)
@@ -208,6 +217,29 @@ class Packs:
         pack, offset, length = place
         return os.pread(self._read_fd(pack), length, offset)
 
+    def view(self, place: Place) -> bytes | memoryview:
+        """`read`, but a large block of a sealed pack whose pages are all in the page cache
+        comes as a read-only view of them, uncopied. The view keeps the pack's disk space
+        taken, should compaction remove it meanwhile: it is for bytes on their way out (an
+        answer's body), not for anything kept."""
+        pack, offset, length = place
+        if length >= MAPPED_MIN and pack < self.current and _mincore is not None:
+            mapped = self._maps[pack] if pack in self._maps else self._map(pack)
+            if mapped is not None and offset + length <= len(mapped.view) and mapped.cached(offset, length):
+                return mapped.view[offset : offset + length]
+        return self.read(place)
+
+    def _map(self, pack: int) -> _Mapped | None:
+        fd = self._read_fd(pack)  # FileNotFoundError, as `read`'s: compaction removed the pack
+        with self._lock:
+            if pack not in self._maps:
+                try:
+                    self._maps[pack] = _Mapped(fd)
+                except (OSError, ValueError) as exc:  # no address space left for it, an empty file
+                    log.debug("pack %d is read without a mapping: %s", pack, exc)
+                    self._maps[pack] = None
+            return self._maps[pack]
+
     def _read_fd(self, pack: int) -> int:
         fd = self._read_fds.get(pack)
         if fd is None:
@@ -242,6 +274,7 @@ class Packs:
         read it: its descriptor stays open until `close_removed`."""
         with self._lock:
             old = self._read_fds.pop(pack, None)
+            self._maps.pop(pack, None)  # unmapped once the last view of it is let go
             if old is not None:
                 self._retired_fds.append(old)
         self._path(pack).unlink()
@@ -263,6 +296,7 @@ class Packs:
                 os.close(fd)
             self._read_fds.clear()
             self._retired_fds.clear()
+            self._maps.clear()
 
     def records(self, pack: int, whole: RecordCheck) -> Iterator[tuple[bytes, int, int]]:
         """(CID, data offset, length) of each record in `pack` that `whole` accepts, in order."""
@@ -271,6 +305,39 @@ class Packs:
 
     def _path(self, pack: int) -> Path:
         return self.root / f"pack-{pack:06d}.dat"
+
+
+class _Mapped:
+    """A sealed pack mapped whole: views of its bytes, and whether a range of them is all in
+    the page cache. Mapped copy-on-write only so that its address can be had (a read-only
+    buffer gives none); nothing ever writes to it, and its views are read-only."""
+
+    __slots__ = ("view", "_address")
+
+    def __init__(self, fd: int):
+        mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+        self._address = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+        self.view = memoryview(mapping).toreadonly()
+
+    def cached(self, offset: int, length: int) -> bool:
+        start = self._address + offset
+        first = start - start % mmap.PAGESIZE
+        pages = ctypes.create_string_buffer(-(-(start + length - first) // mmap.PAGESIZE))
+        return _mincore(first, start + length - first, pages) == 0 and b"\0" not in pages.raw
+
+
+def _load_mincore() -> Callable[[int, int, ctypes.Array], int] | None:
+    """mincore(2) (which pages of a mapping are in the page cache), None where there is none."""
+    try:
+        mincore = ctypes.CDLL(None, use_errno=True).mincore
+    except (OSError, AttributeError):
+        return None
+    mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
+    mincore.restype = ctypes.c_int
+    return mincore
+
+
+_mincore = _load_mincore()
 
 
 def records_in(f: BinaryIO, size: int, whole: RecordCheck) -> Iterator[tuple[bytes, int, int]]:
