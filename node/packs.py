@@ -28,12 +28,13 @@ STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 IOV_MAX = 1024
 SCAN_WINDOW = 1 << 20  # bytes looked through at a time for the next record (an index rebuilt)
 ALIGN = 4096  # O_DIRECT offsets and lengths: the largest logical block size in use
-# A block at least this large in a sealed pack (one no longer appended to, so never cut
-# short) is hashed and sent where it lies in the page cache, through a mapping of the pack,
-# where pread copied it first (a 1 GiB CAR export or GET: +9-11 %); but only when all its
-# pages are in the cache already. A page that is not is read from the disk when first
-# touched, and a read error there (EIO) kills the process (SIGBUS) rather than raising:
-# such a block is read by pread, whose error is a damaged block, repaired from peers.
+# A block at least this large is hashed and sent where it lies in the page cache, through a
+# mapping of its pack, where pread copied it out first (a 1 GiB CAR export or GET: +4-11 %);
+# but only when all its pages are in the cache already (mincore). A page that is not is read
+# from the disk when first touched, and a read error there (EIO) kills the process (SIGBUS)
+# rather than raising: such a block is read by pread, whose error is a damaged block,
+# repaired from peers. So is a block in bytes cut off the pack (trim): a page past the end
+# of a file is in no cache.
 MAPPED_MIN = 64 << 10
 
 Place = tuple[int, int, int]  # (pack, data offset, length)
@@ -52,7 +53,8 @@ class Packs:
         self._lock = threading.Lock()
         self._read_fds: dict[int, int] = {}
         self._retired_fds: list[int] = []
-        self._maps: dict[int, _Mapped | None] = {}  # sealed packs read through a mapping (None: cannot)
+        self._maps: dict[int, _Mapped] = {}  # packs read through a mapping, by `view`
+        self._unmappable: set[int] = set()
         numbers = sorted(int(p.stem.split("-")[1]) for p in root.glob("pack-*.dat"))
         self.current = numbers[-1] if numbers else 1
         self._fd = self._open_for_append(self.current)
@@ -162,6 +164,7 @@ class Packs:
             end = last_record_end(self.current)
             if end >= self.end:
                 return 0
+            self._maps.pop(self.current, None)  # views made before see the cut as uncached pages
             os.ftruncate(self._fd, end)
             freed, self.end = self.end - end, end
             return freed
@@ -218,27 +221,37 @@ class Packs:
         return os.pread(self._read_fd(pack), length, offset)
 
     def view(self, place: Place) -> bytes | memoryview:
-        """`read`, but a large block of a sealed pack whose pages are all in the page cache
-        comes as a read-only view of them, uncopied. The view keeps the pack's disk space
-        taken, should compaction remove it meanwhile: it is for bytes on their way out (an
-        answer's body), not for anything kept."""
+        """`read`, but a large block whose pages are all in the page cache comes as a
+        read-only view of them, uncopied. The view keeps its pack's disk space taken, should
+        compaction remove the pack meanwhile: it is for bytes on their way out (an answer's
+        body), not for anything kept."""
         pack, offset, length = place
-        if length >= MAPPED_MIN and pack < self.current and _mincore is not None:
-            mapped = self._maps[pack] if pack in self._maps else self._map(pack)
-            if mapped is not None and offset + length <= len(mapped.view) and mapped.cached(offset, length):
+        if length >= MAPPED_MIN and _mincore is not None and pack not in self._unmappable:
+            mapped = self._maps.get(pack)
+            if mapped is None or offset + length > len(mapped.view):
+                mapped = self._map(pack, offset + length)
+            if mapped is not None and mapped.cached(offset, length):
                 return mapped.view[offset : offset + length]
         return self.read(place)
 
-    def _map(self, pack: int) -> _Mapped | None:
+    def _map(self, pack: int, end: int) -> _Mapped | None:
+        """A mapping of `pack` that reaches `end`: the one made before, or a new one of the
+        pack as long as it is now (the pack being appended to outgrows its mappings). None
+        when the file is shorter or cannot be mapped."""
         fd = self._read_fd(pack)  # FileNotFoundError, as `read`'s: compaction removed the pack
         with self._lock:
-            if pack not in self._maps:
-                try:
-                    self._maps[pack] = _Mapped(fd)
-                except (OSError, ValueError) as exc:  # no address space left for it, an empty file
-                    log.debug("pack %d is read without a mapping: %s", pack, exc)
-                    self._maps[pack] = None
-            return self._maps[pack]
+            mapped = self._maps.get(pack)
+            if mapped is not None and end <= len(mapped.view):
+                return mapped
+            if os.fstat(fd).st_size < end:
+                return None
+            try:
+                mapped = self._maps[pack] = _Mapped(fd)
+            except (OSError, ValueError) as exc:  # no address space left for it
+                log.debug("pack %d is read without a mapping: %s", pack, exc)
+                self._unmappable.add(pack)
+                return None
+            return mapped
 
     def _read_fd(self, pack: int) -> int:
         fd = self._read_fds.get(pack)
@@ -308,8 +321,8 @@ class Packs:
 
 
 class _Mapped:
-    """A sealed pack mapped whole: views of its bytes, and whether a range of them is all in
-    the page cache. Mapped copy-on-write only so that its address can be had (a read-only
+    """A pack mapped whole, as long as it was then: views of its bytes, and whether a range of
+    them is all in the page cache. Mapped copy-on-write only so that its address can be had (a read-only
     buffer gives none); nothing ever writes to it, and its views are read-only."""
 
     __slots__ = ("view", "_address")
