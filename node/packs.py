@@ -9,16 +9,18 @@ previous record, are zeros, which a reader of the pack skips up to the next boun
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import mmap
 import os
 import struct
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from . import mapped
 
 PACK_LIMIT = 1 << 30
 EARLY_SYNC_BYTES = 64 << 20
@@ -28,13 +30,8 @@ STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 IOV_MAX = 1024
 SCAN_WINDOW = 1 << 20  # bytes looked through at a time for the next record (an index rebuilt)
 ALIGN = 4096  # O_DIRECT offsets and lengths: the largest logical block size in use
-# A block at least this large is hashed and sent where it lies in the page cache, through a
-# mapping of its pack, where pread copied it out first (a 1 GiB CAR export or GET: +4-11 %);
-# but only when all its pages are in the cache already (mincore). A page that is not is read
-# from the disk when first touched, and a read error there (EIO) kills the process (SIGBUS)
-# rather than raising: such a block is read by pread, whose error is a damaged block,
-# repaired from peers. So is a block in bytes cut off the pack (trim): a page past the end
-# of a file is in no cache.
+# Blocks at least this large are sent from a mapping of their pack (node/mapped.py); for
+# smaller ones pread costs less than the madvise call that guards the mapping
 MAPPED_MIN = 64 << 10
 
 Place = tuple[int, int, int]  # (pack, data offset, length)
@@ -53,8 +50,10 @@ class Packs:
         self._lock = threading.Lock()
         self._read_fds: dict[int, int] = {}
         self._retired_fds: list[int] = []
-        self._maps: dict[int, _Mapped] = {}  # packs read through a mapping, by `view`
+        self._maps: dict[int, mapped.Mapping] = {}  # packs read through a mapping, by `view`
         self._unmappable: set[int] = set()
+        # every mapping made of the pack being appended to: none may be viewed where it is cut
+        self._current_maps: list[weakref.ref[mmap.mmap]] = []
         numbers = sorted(int(p.stem.split("-")[1]) for p in root.glob("pack-*.dat"))
         self.current = numbers[-1] if numbers else 1
         self._fd = self._open_for_append(self.current)
@@ -164,7 +163,10 @@ class Packs:
             end = last_record_end(self.current)
             if end >= self.end:
                 return 0
-            self._maps.pop(self.current, None)  # views made before see the cut as uncached pages
+            self._maps.pop(self.current, None)
+            self._current_maps = [m for m in self._current_maps if not mapped.close_unless_viewed(m)]
+            if self._current_maps:  # an answer is still sending bytes of it: cut at the next call
+                return 0
             os.ftruncate(self._fd, end)
             freed, self.end = self.end - end, end
             return freed
@@ -175,6 +177,7 @@ class Packs:
             self._switch(self.current + 1)
 
     def _switch(self, pack: int) -> None:
+        self._current_maps = []  # a sealed pack is never cut
         os.close(self._fd)
         if self._direct_fd is not None:
             os.close(self._direct_fd)
@@ -221,37 +224,40 @@ class Packs:
         return os.pread(self._read_fd(pack), length, offset)
 
     def view(self, place: Place) -> bytes | memoryview:
-        """`read`, but a large block whose pages are all in the page cache comes as a
-        read-only view of them, uncopied. The view keeps its pack's disk space taken, should
-        compaction remove the pack meanwhile: it is for bytes on their way out (an answer's
-        body), not for anything kept."""
+        """`read`, but a large block may come as a read-only view of its pack's pages in the
+        page cache, uncopied. The view keeps its pack's disk space taken, should compaction
+        remove the pack meanwhile, and the pack from being cut short: it is for bytes on their
+        way out (an answer's body), not for anything kept."""
         pack, offset, length = place
-        if length >= MAPPED_MIN and _mincore is not None and pack not in self._unmappable:
-            mapped = self._maps.get(pack)
-            if mapped is None or offset + length > len(mapped.view):
-                mapped = self._map(pack, offset + length)
-            if mapped is not None and mapped.cached(offset, length):
-                return mapped.view[offset : offset + length]
+        if length >= MAPPED_MIN and mapped.AVAILABLE and pack not in self._unmappable:
+            mapping = self._maps.get(pack)
+            if mapping is None or offset + length > mapping.size:
+                mapping = self._map(pack, offset + length)
+            if mapping is not None and (view := mapping.view(offset, length)) is not None:
+                return view
         return self.read(place)
 
-    def _map(self, pack: int, end: int) -> _Mapped | None:
+    def _map(self, pack: int, end: int) -> mapped.Mapping | None:
         """A mapping of `pack` that reaches `end`: the one made before, or a new one of the
         pack as long as it is now (the pack being appended to outgrows its mappings). None
-        when the file is shorter or cannot be mapped."""
+        when the file is shorter, is gone, or cannot be mapped."""
         fd = self._read_fd(pack)  # FileNotFoundError, as `read`'s: compaction removed the pack
         with self._lock:
-            mapped = self._maps.get(pack)
-            if mapped is not None and end <= len(mapped.view):
-                return mapped
-            if os.fstat(fd).st_size < end:
+            mapping = self._maps.get(pack)
+            if mapping is not None and end <= mapping.size:
+                return mapping
+            if self._read_fds.get(pack) != fd or os.fstat(fd).st_size < end:  # removed since
                 return None
             try:
-                mapped = self._maps[pack] = _Mapped(fd)
+                mapping = self._maps[pack] = mapped.Mapping(fd)
             except (OSError, ValueError) as exc:  # no address space left for it
                 log.debug("pack %d is read without a mapping: %s", pack, exc)
                 self._unmappable.add(pack)
                 return None
-            return mapped
+            if pack == self.current:
+                self._current_maps = [m for m in self._current_maps if m() is not None]
+                self._current_maps.append(mapping.watch())
+            return mapping
 
     def _read_fd(self, pack: int) -> int:
         fd = self._read_fds.get(pack)
@@ -318,39 +324,6 @@ class Packs:
 
     def _path(self, pack: int) -> Path:
         return self.root / f"pack-{pack:06d}.dat"
-
-
-class _Mapped:
-    """A pack mapped whole, as long as it was then: views of its bytes, and whether a range of
-    them is all in the page cache. Mapped copy-on-write only so that its address can be had (a read-only
-    buffer gives none); nothing ever writes to it, and its views are read-only."""
-
-    __slots__ = ("view", "_address")
-
-    def __init__(self, fd: int):
-        mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
-        self._address = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
-        self.view = memoryview(mapping).toreadonly()
-
-    def cached(self, offset: int, length: int) -> bool:
-        start = self._address + offset
-        first = start - start % mmap.PAGESIZE
-        pages = ctypes.create_string_buffer(-(-(start + length - first) // mmap.PAGESIZE))
-        return _mincore(first, start + length - first, pages) == 0 and b"\0" not in pages.raw
-
-
-def _load_mincore() -> Callable[[int, int, ctypes.Array], int] | None:
-    """mincore(2) (which pages of a mapping are in the page cache), None where there is none."""
-    try:
-        mincore = ctypes.CDLL(None, use_errno=True).mincore
-    except (OSError, AttributeError):
-        return None
-    mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
-    mincore.restype = ctypes.c_int
-    return mincore
-
-
-_mincore = _load_mincore()
 
 
 def records_in(f: BinaryIO, size: int, whole: RecordCheck) -> Iterator[tuple[bytes, int, int]]:
