@@ -8,7 +8,9 @@ car:   a node exports a file of --mib as a CAR over HTTP (every block read from 
        of hashlib.sha256 over the same bytes, and against a raw pipeline (the file read and
        hashed in MiB pieces on two threads and sent over loopback TCP: the least an export does,
        with its transport). Medians of --rounds. In turn with it: the same file by a plain GET,
-       and 20 GETs of a 4 MiB file (p50 and p99) against hashlib of it.
+       and 20 GETs of a 4 MiB file (p50 and p99) against hashlib of it; and GETs of a 20 KiB
+       asset one after another, alone and while the 1 GiB CAR is exported on another
+       connection (an app's files asked for while a large download runs; p50 and p99).
 helia: Bitswap over loopback with real Helia peers, a file of --transfer-mib each round, fresh
        content every time: Helia -> Helia (the baseline), Helia -> us (our node reads it over
        HTTP while fetching it) and us -> Helia (Helia cats what we stored). Each leg runs one
@@ -78,6 +80,7 @@ from nodeproc import Node, wait_until  # noqa: E402
 MIB = 1 << 20
 SMALL_MIB = 4  # a bundle or an image, read whole
 SMALL_ROUNDS = 20  # of it per round of the large file
+ASSET_BYTES = 20 << 10  # an app's script or stylesheet
 
 
 def write_random(path: Path, mib: int) -> None:
@@ -145,20 +148,43 @@ def time_raw_pipeline(path: Path) -> float:
         listener.close()
 
 
+def gets_during(node: Node, path: str, other: str) -> list[float]:
+    """Seconds of each GET of `path`, one after another, while a GET of `other` runs on a
+    connection of its own."""
+    done = threading.Event()
+
+    def read_other() -> None:
+        try:
+            time_get(node, other)
+        finally:
+            done.set()
+
+    reader = threading.Thread(target=read_other, daemon=True)
+    reader.start()
+    seconds = []
+    while not done.is_set():
+        took, got = time_get(node, path)
+        assert got == ASSET_BYTES, got
+        seconds.append(took)
+    reader.join()
+    return seconds
+
+
 def car_export(work: Path, mib: int, rounds: int) -> dict:
     """CAR export and plain GET of one file of `mib`, and GETs of a 4 MiB one, in turn with
     hashlib over the same bytes."""
-    data_path, small_path = work / "car.bin", work / "small.bin"
+    data_path, small_path, asset_path = work / "car.bin", work / "small.bin", work / "asset.js"
     write_random(data_path, mib)
     write_random(small_path, SMALL_MIB)
+    asset_path.write_bytes(os.urandom(ASSET_BYTES))
     data, small = data_path.read_bytes(), small_path.read_bytes()
     node = Node(work / "car-node").start()
-    kinds = ("hashlib", "raw", "car", "get", "hashlib_small", "get_small")
+    kinds = ("hashlib", "raw", "car", "get", "hashlib_small", "get_small", "asset", "asset_during_car")
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     try:
-        cid, small_cid = upload(node, data_path), upload(node, small_path)
+        cid, small_cid, asset_cid = (upload(node, path) for path in (data_path, small_path, asset_path))
         paths = {"car": f"/api/v2/files/{cid}?format=car", "get": f"/api/v2/files/{cid}",
-                 "get_small": f"/api/v2/files/{small_cid}"}
+                 "get_small": f"/api/v2/files/{small_cid}", "asset": f"/api/v2/files/{asset_cid}"}
         for path in paths.values():
             time_get(node, path)  # uncounted: a first read pays for allocations the next ones reuse
         for _ in range(rounds):
@@ -173,11 +199,15 @@ def car_export(work: Path, mib: int, rounds: int) -> dict:
                 seconds, got = time_get(node, paths["get_small"])
                 assert got == SMALL_MIB * MIB, got
                 times["get_small"].append(seconds)
+            during = gets_during(node, paths["asset"], paths["car"])
+            times["asset_during_car"].extend(during)
+            times["asset"].extend(time_get(node, paths["asset"])[0] for _ in during)
     finally:
         node.stop()
     median = {kind: statistics.median(ts) for kind, ts in times.items()}
-    small_p99 = loadgen.percentile(times["get_small"], 0.99)
-    small_ms = [round(1000 * t, 2) for t in (median["get_small"], small_p99)]
+    small_ms, asset_ms, during_ms = (
+        [round(1000 * t, 2) for t in (median[kind], loadgen.percentile(times[kind], 0.99))]
+        for kind in ("get_small", "asset", "asset_during_car"))
     return {
         "car_mib": mib,
         "hashlib_one_core_s": round(median["hashlib"], 3),
@@ -190,6 +220,8 @@ def car_export(work: Path, mib: int, rounds: int) -> dict:
         "file_get_vs_hashlib": round(median["hashlib"] / median["get"], 2),
         f"file_get_{SMALL_MIB}MiB_ms_p50_p99": small_ms,
         f"file_get_{SMALL_MIB}MiB_vs_hashlib": round(median["hashlib_small"] / median["get_small"], 2),
+        f"asset_get_{ASSET_BYTES >> 10}KiB_ms_p50_p99_alone": asset_ms,
+        f"asset_get_{ASSET_BYTES >> 10}KiB_ms_p50_p99_during_car_export": during_ms,
     }
 
 
