@@ -2,7 +2,7 @@
 
 Why: a block read by pread is copied out of the page cache first, then hashed and sent; read
 through a mapping of its pack it is hashed and sent where it lies (a 1 GiB CAR export or GET:
-+4-11 %). The hazard: a mapped page the disk fails to read (EIO), or one past the end of a
++3-7 %). The hazard: a mapped page the disk fails to read (EIO), or one past the end of a
 file cut short, kills the process with SIGBUS when touched, where pread raises. So a range is
 viewed only when mincore(2) says all its pages are in the page cache (a page past the end of
 a file is in none); else the caller reads it by pread, and meets any error there. mincore

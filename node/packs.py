@@ -31,7 +31,7 @@ IOV_MAX = 1024
 SCAN_WINDOW = 1 << 20  # bytes looked through at a time for the next record (an index rebuilt)
 ALIGN = 4096  # O_DIRECT offsets and lengths: the largest logical block size in use
 # Blocks at least this large are sent from a mapping of their pack (node/mapped.py); for
-# smaller ones pread costs less than the madvise call that guards the mapping
+# smaller ones the copy saved is worth less than the mincore call that guards the mapping
 MAPPED_MIN = 64 << 10
 
 Place = tuple[int, int, int]  # (pack, data offset, length)
@@ -250,7 +250,7 @@ class Packs:
                 return None
             try:
                 mapping = self._maps[pack] = mapped.Mapping(fd)
-            except (OSError, ValueError) as exc:  # no address space left for it
+            except (OSError, ValueError) as exc:  # not ours (mincore would lie), no address space left
                 log.debug("pack %d is read without a mapping: %s", pack, exc)
                 self._unmappable.add(pack)
                 return None
