@@ -244,7 +244,8 @@ class BlockStore:
         return None
 
     def get_many(self, cids: list[bytes], authenticated: bool = False,
-                 places: dict[bytes, Place] | None = None, to_send: bool = False) -> list[bytes | None]:
+                 places: dict[bytes, Place] | None = None,
+                 to_send: bool = False) -> list[bytes | memoryview | None]:
         """`get` of several blocks, with one index query for all of them. `authenticated`:
         the caller authenticates every byte itself (ciphertext under an AEAD, whose tag fails
         on any other byte), so the blocks are not hashed against their CIDs here. `places`:
@@ -254,7 +255,7 @@ class BlockStore:
         answer's body), so a large one may come as a view of the page cache (`Packs.view`)."""
         given = places is not None and all(cid in places or is_identity(cid) for cid in cids)
         found = places if places is not None and given else blockindex.locate_many(self._readers.get(), cids)
-        out: list[bytes | None] = []
+        out: list[bytes | memoryview | None] = []
         for cid in cids:
             where = found.get(cid)
             try:
@@ -271,7 +272,7 @@ class BlockStore:
         return out
 
     def _read_verified(self, cid: bytes, where: Place, for_peer: bool, authenticated: bool = False,
-                       to_send: bool = False) -> bytes:
+                       to_send: bool = False) -> bytes | memoryview:
         try:
             data = self._packs.view(where) if to_send else self._packs.read(where)
         except FileNotFoundError:

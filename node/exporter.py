@@ -472,7 +472,8 @@ class DagReader:
             if scope != "block":
                 levels.append(iter(self._with_sizes(self._below(cid, block, offset, scope, byte_range))))
 
-    def read_laid(self, run: list[Laid], fetch: bool = False, places: Places | None = None) -> list[bytes]:
+    def read_laid(self, run: list[Laid], fetch: bool = False,
+                  places: Places | None = None) -> list[bytes | memoryview]:
         """The verified blocks of `run` (a piece of a `layout`): from what is stored here
         alone (NotFound: one is gone since) or, with `fetch`, from peers too (never on a read
         pool's thread); where `places` says, when it does. LeafWithLinks: a leaf has links all
@@ -484,7 +485,7 @@ class DagReader:
         return blocks
 
     def _blocks(self, cids: list[bytes], fetch: bool = False, places: Places | None = None,
-                to_send: bool = False) -> list[bytes]:
+                to_send: bool = False) -> list[bytes | memoryview]:
         """The verified blocks of `cids`, in one trip to the store (where `places` says, when
         it does): from what is stored here alone (NotFound: one is not) or, with `fetch`, what
         is not from peers (never on a read pool's thread). `to_send`: bytes for an answer's

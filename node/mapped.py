@@ -21,7 +21,6 @@ import ctypes
 import mmap
 import os
 import sys
-import weakref
 from collections.abc import Callable
 
 _LOW_BIT = bytes(byte & 1 for byte in range(256))  # of mincore's bytes, only the low bit is defined
@@ -63,19 +62,17 @@ class Mapping:
         except ValueError:  # closed since (`close_unless_viewed`)
             return None
 
-    def watch(self) -> weakref.ref[mmap.mmap]:
+    @property
+    def mapping(self) -> mmap.mmap:
         """What outlives this object while a view of it lives (`close_unless_viewed`)."""
-        return weakref.ref(self._mmap)
+        return self._mmap
 
 
-def close_unless_viewed(watched: weakref.ref[mmap.mmap]) -> bool:
-    """Unmap a mapping no view holds any more; False while one does (its file must not be
-    cut short under it then)."""
-    mapped = watched()
-    if mapped is None:
-        return True
+def close_unless_viewed(mapping: mmap.mmap) -> bool:
+    """Unmap a mapping no view holds any more (again, if it was); False while one does (its
+    file must not be cut short under it then)."""
     try:
-        mapped.close()
+        mapping.close()
     except BufferError:
         return False
     return True

@@ -53,7 +53,7 @@ class Packs:
         self._maps: dict[int, mapped.Mapping] = {}  # packs read through a mapping, by `view`
         self._unmappable: set[int] = set()
         # every mapping made of the pack being appended to: none may be viewed where it is cut
-        self._current_maps: list[weakref.ref[mmap.mmap]] = []
+        self._current_maps: weakref.WeakSet[mmap.mmap] = weakref.WeakSet()
         numbers = sorted(int(p.stem.split("-")[1]) for p in root.glob("pack-*.dat"))
         self.current = numbers[-1] if numbers else 1
         self._fd = self._open_for_append(self.current)
@@ -164,8 +164,8 @@ class Packs:
             if end >= self.end:
                 return 0
             self._maps.pop(self.current, None)
-            self._current_maps = [m for m in self._current_maps if not mapped.close_unless_viewed(m)]
-            if self._current_maps:  # an answer is still sending bytes of it: cut at the next call
+            unmapped = [mapped.close_unless_viewed(m) for m in list(self._current_maps)]  # each one tried
+            if not all(unmapped):  # an answer is still sending bytes of it: cut at the next call
                 return 0
             os.ftruncate(self._fd, end)
             freed, self.end = self.end - end, end
@@ -177,7 +177,7 @@ class Packs:
             self._switch(self.current + 1)
 
     def _switch(self, pack: int) -> None:
-        self._current_maps = []  # a sealed pack is never cut
+        self._current_maps = weakref.WeakSet()  # a sealed pack is never cut
         os.close(self._fd)
         if self._direct_fd is not None:
             os.close(self._direct_fd)
@@ -255,8 +255,7 @@ class Packs:
                 self._unmappable.add(pack)
                 return None
             if pack == self.current:
-                self._current_maps = [m for m in self._current_maps if m() is not None]
-                self._current_maps.append(mapping.watch())
+                self._current_maps.add(mapping.mapping)
             return mapping
 
     def _read_fd(self, pack: int) -> int:
