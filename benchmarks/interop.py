@@ -163,11 +163,16 @@ def gets_during(node: Node, path: str, other: str) -> list[float]:
     reader.start()
     seconds = []
     while not done.is_set():
-        took, got = time_get(node, path)
-        assert got == ASSET_BYTES, got
-        seconds.append(took)
+        seconds.append(time_asset(node, path))
     reader.join()
     return seconds
+
+
+def time_asset(node: Node, path: str) -> float:
+    """Seconds of a GET of the asset at `path`; AssertionError unless all of it came."""
+    took, got = time_get(node, path)
+    assert got == ASSET_BYTES, got
+    return took
 
 
 def car_export(work: Path, mib: int, rounds: int) -> dict:
@@ -201,7 +206,7 @@ def car_export(work: Path, mib: int, rounds: int) -> dict:
                 times["get_small"].append(seconds)
             during = gets_during(node, paths["asset"], paths["car"])
             times["asset_during_car"].extend(during)
-            times["asset"].extend(time_get(node, paths["asset"])[0] for _ in during)
+            times["asset"].extend(time_asset(node, paths["asset"]) for _ in during)
     finally:
         node.stop()
     median = {kind: statistics.median(ts) for kind, ts in times.items()}
