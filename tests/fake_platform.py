@@ -11,6 +11,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+EVERY_PROJECT = "*"  # a token `issue`d for it is granted for any project id it is asked about
+
 
 class FakePlatform:
     def __init__(self) -> None:
@@ -29,7 +31,8 @@ class FakePlatform:
                 auth = self.headers.get("Authorization", "")
                 token = auth.removeprefix("Bearer ")
                 grant = platform.tokens.get(token)
-                if self.path.startswith(prefix) and grant and grant[0] == self.path[len(prefix):]:
+                granted = grant is not None and grant[0] in (EVERY_PROJECT, self.path[len(prefix):])
+                if self.path.startswith(prefix) and granted:
                     body = json.dumps({"quota": grant[1]}).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")

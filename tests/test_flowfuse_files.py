@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import threading
 
@@ -12,7 +13,7 @@ import pytest
 from conftest import gen, open_names
 from edgefiles.ans.files import NamedFiles
 from edgefiles.web.flowfuse.files import namespace
-from fake_platform import FakePlatform
+from fake_platform import EVERY_PROJECT, FakePlatform
 from nodeproc import Node, free_port, run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -178,6 +179,24 @@ def test_hostile_team_ids_are_refused(ff, team, team_id):
     assert raw_request(ff, "GET", f"/v1/context/{p}/%2e%2e?key=a", token)[0] == 400
 
 
+@pytest.mark.parametrize("project_id", ["..", "%2e%2e", ".", "%2E", "", "a%2fb", "a%5cb", "a%00b"])
+def test_hostile_project_ids_are_refused_before_the_platform_hears_of_them(ff, platform, team, project_id):
+    """A 400 even for a token the platform would grant for any project: no hostile id is ever
+    sent to it (".." would name another of its routes)."""
+    t, _, _ = team
+    token = platform.issue(f"tok-every-{project_id}", EVERY_PROJECT)
+    asked = len(platform.requests)
+    for method, path in (("POST", f"/v1/files/{t}/{project_id}/x"), ("GET", f"/v1/files/{t}/{project_id}/x"),
+                         ("DELETE", f"/v1/files/{t}/{project_id}/x"), ("GET", f"/v1/quota/{t}/{project_id}/"),
+                         ("GET", f"/v1/context/{project_id}/global?key=a"),
+                         ("GET", f"/v1/context/{project_id}/global/keys"),
+                         ("POST", f"/v1/context/{project_id}/g")):
+        for used in (token, "garbage"):
+            status, body = raw_request(ff, method, path, used)
+            assert (status, json.loads(body)["code"]) == (400, "FST_ERR_VALIDATION"), (method, path, used)
+    assert len(platform.requests) == asked
+
+
 def test_projects_and_teams_are_isolated(ff, platform, team):
     t, p, token = team
     other_token = platform.issue(f"tok-{p}-b", f"{p}-b")
@@ -241,6 +260,9 @@ def test_security_headers_only_on_v1(ff, team):
     health = httpx.get(f"{ff.url}/health")
     assert health.json() == {"statusCode": 200, "status": "ok"}
     assert "x-frame-options" not in health.headers
+    for method in ("GET", "OPTIONS"):  # an app's own /v1/ path on the host route: no facade's headers
+        hosted = httpx.request(method, f"{ff.url}/v1/files/x", headers={"Host": "some-app.actyx.localhost"})
+        assert "x-frame-options" not in hosted.headers, method
 
 
 def test_error_answers_on_v1_carry_the_security_headers_too(ff, team):
@@ -250,7 +272,9 @@ def test_error_answers_on_v1_carry_the_security_headers_too(ff, team):
                    c.post(f"/v1/files/{t}/{p}/x", content=b"x" * (10 << 20 | 1), headers=OCTET)]
     with client(ff, "garbage") as c:
         answers.append(c.get(f"/v1/files/{t}/{p}/x"))
-    assert [r.status_code for r in answers] == [404, 415, 413, 401]
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    answers.append(httpx.options(f"{ff.url}/v1/files/{t}/{p}/x", headers=preflight))
+    assert [r.status_code for r in answers] == [404, 415, 413, 401, 204]
     assert all(r.headers.get("x-frame-options") == "DENY" for r in answers)
     assert all(r.headers.get_list("x-content-type-options") == ["nosniff"] for r in answers)  # once
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from edgefiles.node.blockstore import StorageFull, as_storage_full
 from starlette.applications import Starlette
@@ -172,10 +172,12 @@ class EdgeMiddleware:
     aborted, nothing stored); it ends here with a 503 and one log line, not uvicorn's
     traceback. A cancellation at any other time is re-raised."""
 
-    def __init__(self, app: ASGIApp, ctx: AppContext, router: Router):
+    def __init__(self, app: ASGIApp, ctx: AppContext, router: Router,
+                 api_answers: Callable[[ASGIApp], ASGIApp] = lambda answer: answer):
         self.app = app
         self.ctx = ctx
         self.router = router
+        self.api_answers = api_answers  # what `app`'s answers pass through (a facade's headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -206,8 +208,9 @@ class EdgeMiddleware:
         name = host_name(hosts[0].decode("latin-1") if hosts else "", self.ctx.host_suffix)
         if scope["method"] == "OPTIONS":  # a preflight, or a client asking what a path takes
             allow = HOST_ROUTE_ALLOW if name is not None else route_methods(self.router, scope)
-            await Response(status_code=204, headers={**CORS_HEADERS, **({"Allow": allow} if allow else {})})(
-                scope, receive, send)
+            headers = {**CORS_HEADERS, **({"Allow": allow} if allow else {})}
+            answer: ASGIApp = Response(status_code=204, headers=headers)
+            await (answer if name is not None else self.api_answers(answer))(scope, receive, send)
             return
         if name is None:
             await self.app(scope, receive, send)
@@ -263,9 +266,9 @@ def create_app(ctx: AppContext) -> ASGIApp:
     app.router.redirect_slashes = False
     app.state.ctx = ctx
     app.state.metrics = Metrics(ctx.core, ctx.names.registry, ctx.swarm.counters)
-    inner: ASGIApp = app
-    if ctx.flowfuse is not None:
-        from .flowfuse.facade import with_security_headers
+    if ctx.flowfuse is None:
+        return MetricsMiddleware(EdgeMiddleware(app, ctx, app.router), app.state.metrics)
+    from .flowfuse.facade import with_security_headers
 
-        inner = with_security_headers(app)
-    return MetricsMiddleware(EdgeMiddleware(inner, ctx, app.router), app.state.metrics)
+    edge = EdgeMiddleware(with_security_headers(app), ctx, app.router, with_security_headers)
+    return MetricsMiddleware(edge, app.state.metrics)

@@ -97,11 +97,13 @@ def url_segments(raw_path: str) -> list[str]:
     """Percent-decoded segments of a URL path tail (no leading '/'); empty tail → []."""
     if raw_path == "":
         return []
-    segments = []
-    for part in raw_path.split("/"):
-        try:
-            seg = unquote_to_bytes(part).decode()
-        except UnicodeDecodeError:
-            raise BadRequest("path segment is not UTF-8") from None
-        segments.append(check_segment(seg))
-    return segments
+    return [url_segment(part) for part in raw_path.split("/")]
+
+
+def url_segment(raw: str) -> str:
+    """One percent-encoded path segment, decoded and checked (an empty one is refused)."""
+    try:
+        seg = unquote_to_bytes(raw).decode()
+    except UnicodeDecodeError:
+        raise BadRequest("path segment is not UTF-8") from None
+    return check_segment(seg)

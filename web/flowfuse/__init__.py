@@ -14,7 +14,11 @@ __all__ = ["FlowFuse", "routes"]
 
 
 async def unknown(request: Request) -> Response:
-    """Upstream checks the token before routing: an unknown /v1 route is a 401."""
+    """Upstream checks the token before routing: an unknown /v1 route is a 401. A context
+    route that an encoded slash in its project or scope ("a%2fb") made unknown is judged as
+    the known ones are (a 400 for the segment, with a token)."""
+    if request.url.path.startswith("/v1/context/"):
+        await request.app.state.ctx.flowfuse.authorize_path(request, "/v1/context/", 0)
     raise FFUnauthorized()
 
 

@@ -21,8 +21,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..body import parse_json
-from ..errors import BadRequest
-from ..paths import check_segment
 from ..upload import parse_header_params
 from . import properties
 from .errors import FFBadRequest, FFOverQuota, FFUnsupportedMedia, FlowFuseError
@@ -173,24 +171,11 @@ def _ff(request: Request) -> FlowFuse:
 
 
 async def _authorized(request: Request) -> tuple[FlowFuse, str, Any]:
-    """(facade, project, grant); the project and the scope, if the route has one, checked once
-    the platform took the token (upstream authenticates first: 401 whatever the path)."""
+    """(facade, project, grant): the project and the scope, if the route has one, checked as
+    `FlowFuse.authorize_path` says."""
     ff = _ff(request)
-    FlowFuse.require_bearer(request)
-    project = request.path_params["project"]
-    grant = await ff.authorize(request, project)
-    _check_segment(project)
-    if "scope" in request.path_params:
-        _check_segment(request.path_params["scope"])
-    return ff, project, grant
-
-
-def _check_segment(value: str) -> None:
-    """The one path-segment rule (`paths.check_segment`), answered in FlowFuse's error shape."""
-    try:
-        check_segment(value)
-    except BadRequest:
-        raise FFBadRequest("invalid project or scope") from None
+    segments, grant = await ff.authorize_path(request, "/v1/context/", 0)
+    return ff, segments[0], grant
 
 
 async def _json_body(request: Request) -> Any:

@@ -12,8 +12,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..body import read_capped
+from ..errors import BadRequest
+from ..paths import raw_tail, url_segment
 from .config import FlowFuseConfig
-from .errors import FFBodyTooLarge, FFUnauthorized
+from .errors import FFBadRequest, FFBodyTooLarge, FFUnauthorized
 from .platform import Grant, Platform
 
 NAMESPACE_PREFIX = "flowfuse/"
@@ -59,6 +61,14 @@ def with_security_headers(app: ASGIApp) -> ASGIApp:
         await app(scope, receive, send_with_headers)
 
     return wrapped
+
+
+def checked_segments(raw: list[str]) -> list[str]:
+    """Raw path segments decoded and checked by the one path validator, in FlowFuse's error shape."""
+    try:
+        return [url_segment(seg) for seg in raw]
+    except BadRequest as exc:
+        raise FFBadRequest(exc.message) from None
 
 
 async def read_body(request: Request) -> bytes:
@@ -118,6 +128,19 @@ class FlowFuse:
         if grant is None:
             raise FFUnauthorized()
         return grant
+
+    async def authorize_path(self, request: Request, prefix: str, project_at: int) -> tuple[list[str], Grant]:
+        """(the raw path's segments after `prefix`, percent-decoded and checked, the platform's
+        grant for the project id at `project_at` among them). A hostile project id is a 400
+        before the platform hears of it. Then a token the platform refuses is a 401, before
+        any other segment is judged: upstream authenticates first, so a path is judged for its
+        caller only. Segments are taken from the raw path: an encoded slash ("a%2fb") is one
+        segment that holds a slash, not two that a route could match."""
+        self.require_bearer(request)
+        raw = raw_tail(request, prefix).split("/")
+        project = checked_segments(raw[project_at : project_at + 1])[0]
+        grant = await self.authorize(request, project)
+        return checked_segments(raw), grant
 
     async def close(self) -> None:
         self.files.close()

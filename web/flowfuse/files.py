@@ -7,14 +7,11 @@ can reach another project, another team or the disk.
 
 from __future__ import annotations
 
-from urllib.parse import unquote
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..errors import BadRequest
-from ..paths import check_segment, raw_tail, url_segments
+from ..paths import raw_tail
 from ..upload import parse_header_params
 from .errors import (
     FFBadRequest,
@@ -38,18 +35,12 @@ def namespace(team: str, project: str) -> str:
 
 async def _target(request: Request, ff: FlowFuse, prefix: str) -> tuple[str, str, list[str], Grant]:
     """(team, project, path segments, the platform's grant) of `/v1/<prefix>/team/project[/path]`,
-    all checked. Without a token the platform takes, the answer is 401 whatever the path:
-    upstream authenticates first, and so a path is judged for its caller only."""
+    all checked (`FlowFuse.authorize_path`)."""
     FlowFuse.require_bearer(request)
-    parts = raw_tail(request, f"/v1/{prefix}/").split("/", 2)
-    if len(parts) < 2 or not parts[1]:
-        raise FFUnauthorized()  # no such route upstream: its auth check fails first
-    grant = await ff.authorize(request, unquote(parts[1], errors="replace"))
-    try:
-        team, project = (check_segment(seg) for seg in url_segments("/".join(parts[:2])))
-        segments = url_segments(parts[2]) if len(parts) > 2 else []
-    except (BadRequest, ValueError) as exc:
-        raise FFBadRequest(str(exc).replace("ERR_BAD_REQUEST", "")) from None
+    parts = raw_tail(request, f"/v1/{prefix}/").split("/")
+    if len(parts) < 2 or parts[1:] == [""]:
+        raise FFUnauthorized()  # `team[/]`: no such route upstream, whose auth check fails first
+    (team, project, *segments), grant = await ff.authorize_path(request, f"/v1/{prefix}/", 1)
     return team, project, segments, grant
 
 
