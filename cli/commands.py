@@ -67,7 +67,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="how uploads become DAGs: kubo-v1 (ipfs add --cid-version=1), actyx (an Actyx "
                         "node's CIDs) or unixfs-v1-2025 (IPIP-499, 1 MiB chunks: Helia's defaults)")
     p.add_argument("--max-upload", default=_env("MAX_UPLOAD", "10GiB"), metavar="BYTES",
-                   help="largest request body an upload or CAR import may send (413 past it; default 10GiB)")
+                   help="largest request body of the API: an upload, a CAR import, a name's CID, an "
+                        "app manifest (413 past it; default 10GiB)")
     p.add_argument("--filestore-max-file", default=_env("FILESTORE_MAX_FILE", "1GiB"), metavar="BYTES",
                    help="largest file the Filestore facade takes (default 1GiB)")
     p.add_argument("--storage-bucket", action="append", default=None, metavar="NAME",

@@ -191,6 +191,19 @@ def test_oversize_body(fresh_node):
     assert n.upload([("small.bin", b"ok")]).status_code == 200
 
 
+def test_max_upload_bounds_every_body_of_the_api(fresh_node):
+    """A name's CID and an app manifest are request bodies too: 413 past --max-upload."""
+    n = fresh_node("--max-upload", "1000")
+    cid = n.upload([("a.txt", b"a")]).text
+    manifest = {"appId": "com.example.big", "displayName": "x" * 1000, "version": "1.0"}
+    assert httpx.post(f"{n.url}/api/v2/auth", json=manifest).status_code == 413
+    with n.client() as c:
+        r = c.put("/api/v2/files/padded", content=" " * 1000 + cid)
+        assert (r.status_code, r.json()["code"]) == (413, "ERR_PAYLOAD_TOO_LARGE")
+        assert c.get("/api/v2/files/padded").status_code == 405  # nothing named
+        assert c.put("/api/v2/files/padded", content=cid).status_code == 200
+
+
 def test_concurrent_uploads_and_names(node):
     """Many requests at once: every upload and name write commits, none lands in another's transaction."""
     from concurrent.futures import ThreadPoolExecutor

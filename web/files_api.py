@@ -29,8 +29,7 @@ NAME_BODY = 4 << 10  # a CID
 
 async def auth(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    too_large = partial(PayloadTooLarge, f"an app manifest is at most {AUTH_BODY} bytes")
-    raw = await read_capped(request, AUTH_BODY, too_large)
+    raw = await read_small_body(request, ctx, AUTH_BODY, "an app manifest")
     body = parse_json(raw, partial(BadRequest, "body must be JSON: {appId, displayName, version}"))
     if not isinstance(body, dict) or not all(
         isinstance(body.get(k), str) and body.get(k) for k in ("appId", "displayName", "version")
@@ -119,13 +118,19 @@ async def _car_of(request: Request, ctx: AppContext, root: bytes, path: list[str
                             request.headers.get("if-none-match"))
 
 
+async def read_small_body(request: Request, ctx: AppContext, limit: int, what: str) -> bytes:
+    """A body read whole: 413 past `limit`, or past --max-upload where that is less (it bounds
+    every request body of the API)."""
+    cap = min(limit, ctx.max_upload)
+    return await read_capped(request, cap, partial(PayloadTooLarge, f"{what} is at most {cap} bytes"))
+
+
 async def put_name(request: Request, ctx: AppContext, name: str) -> Response:
     try:
         check_name(name)
     except NameRefused as refused:
         raise (MethodNotAllowed if refused.is_cid else BadRequest)(str(refused)) from None
-    too_large = partial(PayloadTooLarge, f"the body is a CID, at most {NAME_BODY} bytes")
-    body = await read_capped(request, NAME_BODY, too_large)
+    body = await read_small_body(request, ctx, NAME_BODY, "the body, a CID,")
     text = body.decode("utf-8", "replace").strip()
     try:
         target = cids.parse(text)
