@@ -325,6 +325,18 @@ def test_quota_is_checked_before_the_body_and_again_at_commit(world):
     assert wrong.returncode != 0 and "no-such-org" in wrong.stderr
 
 
+def test_a_presigned_url_serves_for_all_the_seconds_it_was_asked_for(world):
+    with client(world.node, world.ada) as http:
+        name = wrapped(put(http, "brief.txt", b"short-lived"), 201)["object_name"]
+        while time.time() % 1 < 0.5:  # late in a second: a lifetime cut to whole seconds shows
+            time.sleep(0.05)
+        asked = time.time()
+        url = wrapped(http.get(f"{S}/objects/{name}/presigned-url", params={"expires_in": 2}), 200)["url"]
+    time.sleep(max(0.0, asked + 1.8 - time.time()))
+    r = httpx.get(f"{world.node.url}{urlsplit(url).path}")
+    assert (r.status_code, r.content) == (200, b"short-lived")
+
+
 def test_presigned_urls_expire_and_refuse_tampering(world):
     with client(world.node, world.ada) as http:
         made = wrapped(put(http, "shared.txt", b"for the auditor"), 201)

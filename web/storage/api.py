@@ -8,6 +8,7 @@ plaintext bytes (decrypted while streaming, `Range` honoured).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
@@ -215,7 +216,7 @@ def _presigned_url(request: Request, storage: Storage, found: StoredObject) -> R
     text = request.query_params.get("expires_in", str(DEFAULT_EXPIRY))
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_EXPIRY:
         raise BadRequest(f"expires_in is a whole number of seconds from 1 to {MAX_EXPIRY}")
-    expires = int(time.time()) + int(text)
+    expires = math.ceil(time.time()) + int(text)  # whole seconds, rounded up: at least the seconds asked for
     grant = presign.Grant(found.org_id, found.user_id, found.object_name, expires)
     token = presign.sign(storage.presign_secret, grant)
     base = str(request.base_url).rstrip("/")
