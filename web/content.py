@@ -320,16 +320,18 @@ class ContentServer:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         headers["Content-Length"] = str(end - start)
-        mtype = type_to_send(target.content_type, name)
+        # as a header, not a media type: Starlette adds "; charset=utf-8" to a text/* one, and
+        # a stored type goes back as it was given (a Latin-1 text file is no UTF-8)
+        headers["Content-Type"] = type_to_send(target.content_type, name)
         if request.method == "HEAD":
-            return Response(status_code=status, headers=headers, media_type=mtype)
+            return Response(status_code=status, headers=headers)
         if end - start <= WHOLE_BELOW:  # read here, on the worker thread: no streaming hops
             data = b"".join(self.reader.read_range(node, start, end))
             if len(data) != end - start:  # its leaves hold less than their parents say
                 raise exporter.WrongSize(f"its leaves hold {len(data)} of the {end - start} bytes asked")
-            return Response(data, status, headers, mtype)
+            return Response(data, status, headers)
         body = self._body(node, start, end)
-        return CutShortResponse(body, status_code=status, headers=headers, media_type=mtype)
+        return CutShortResponse(body, status_code=status, headers=headers)
 
     def _body(self, node: exporter.Node, start: int, end: int) -> AsyncIterator[Chunk]:
         """Bytes [start, end) of a file, its leaves read in runs on the read pool while the ones

@@ -271,15 +271,15 @@ async def _plaintext_answer(request: Request, storage: Storage, found: StoredObj
         (start, end), status = byte_range, 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
-    media = type_to_send(found.info.content_type, found.original_name)
+    headers["Content-Type"] = type_to_send(found.info.content_type, found.original_name)
     if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=media)
+        return Response(status_code=status, headers=headers)
     if end - start <= WHOLE_BELOW:  # read here, on a worker thread: no streaming thread
         body = await run_in_threadpool(_whole, _plaintext(ctx, node, head, key, size, start, end, None))
-        return Response(body, status, headers, media)
+        return Response(body, status, headers)
     pieces = _plaintext(ctx, node, head, key, size, start, end, ctx.core.read_pool)
     first = await run_in_threadpool(_first, pieces)
-    return StreamingResponse(streamed(chain([first], pieces)), status, headers, media)
+    return StreamingResponse(streamed(chain([first], pieces)), status, headers)
 
 
 @contextmanager
