@@ -168,6 +168,24 @@ def test_a_request_head_over_64_kib_is_a_431_that_ends_the_connection(node, ende
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "ERR_HEADERS_TOO_LARGE"
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/filestore/files", {"error"}), ("/api/v1/storage/usage?x=1", {"success", "data", "message"}),
+    ("http://x/api/v1/storage/usage", {"success", "data", "message"}), ("/api/v2/files", {"code", "message"}),
+])
+def test_a_refused_request_gets_the_error_body_of_the_facade_it_was_for(node, impatient, path, body) -> None:
+    """A client of the Filestore reads `error`, one of the Storage API its wrapper, whichever
+    layer refused the request: its head too large (431), or left unfinished (408)."""
+    head = b"GET %s HTTP/1.1\r\nHost: x\r\n" % path.encode()
+    answer = _sent_in_pieces(node, head + FILLER + b"\r\n", 4096)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert set(json.loads(answer.partition(b"\r\n\r\n")[2])) == body
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=30) as conn:
+        conn.sendall(head + b"X-Slow: ")
+        answer = _answer_within(conn, 10)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert set(json.loads(answer.partition(b"\r\n\r\n")[2])) == body
+
+
 def test_a_request_head_just_under_64_kib_is_served(node) -> None:
     lines = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 1000) for i in range(60))
     head = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + lines + b"\r\n"

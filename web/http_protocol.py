@@ -16,6 +16,7 @@ from edgefiles.node.exporter import Pieces
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .ahead import PIECES, RUN_BYTES
+from .app import in_facade_shape
 from .errors import ApiError, BadRequest, HeadersTooLarge, MethodNotImplemented, RequestTimeout
 
 # What the kernel keeps for a loopback connection's unsent bytes: one run (it doubles what it
@@ -153,10 +154,13 @@ class HttpProtocol(HttpToolsProtocol):
         self._refuse(error)
 
     def _refuse(self, error: ApiError) -> None:
-        """The error's answer, and the connection closed: what the client sends meanwhile is
-        read and dropped, for LINGER_SECONDS at most."""
-        response = error.response()
-        status = f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n".encode()
+        """The error's answer, in the error body of the facade its target (as much as came of
+        it) is for, and the connection closed: what the client sends meanwhile is read and
+        dropped, for LINGER_SECONDS at most."""
+        target = getattr(self, "url", b"")  # uvicorn sets it once a request begins
+        response = in_facade_shape(target_path(target), error)
+        code = response.status_code
+        status = f"HTTP/1.1 {code} {HTTPStatus(code).phrase}\r\n".encode()
         fields = [b"%s: %s\r\n" % pair for pair in response.raw_headers]
         head = [status, *fields, b"connection: close\r\n\r\n"]
         self.transport.write(b"".join([*head, response.body]))
@@ -248,6 +252,14 @@ def absolute_form_authority(target: bytes) -> bytes | None:
         return None
     authority = rest.split(b"/", 1)[0].split(b"?", 1)[0].split(b"#", 1)[0]
     return authority.rpartition(b"@")[2]
+
+
+def target_path(target: bytes) -> str:
+    """The path of a request target (origin or absolute form), as much of it as came; "/"
+    when none did."""
+    if absolute_form_authority(target) is not None:
+        target = b"/" + target.partition(b"://")[2].partition(b"/")[2]
+    return target.split(b"?", 1)[0].decode("latin-1") or "/"
 
 
 def on_loopback(host: str) -> bool:
