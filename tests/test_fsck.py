@@ -86,6 +86,19 @@ def test_a_damaged_block_and_a_torn_tail_are_found_and_repaired_offline(fresh_no
         assert c.get("/api/v2/files/site/index.html").content == b"<h1>hello</h1>"
 
 
+def test_a_repair_gives_back_the_bytes_of_the_blocks_it_drops(fresh_node):
+    """Their pack is compacted too, though the check found no unreferenced bytes in it."""
+    node = fresh_node()
+    upload_site(node)
+    node.stop()
+    cid, pack, offset = biggest_block(node.data)
+    flip_byte(pack, offset + 1000)
+    status, repaired = fsck(node.data, "--repair")
+    assert repaired["repaired"]["dropped_cids"] == [cid]
+    assert repaired["repaired"]["reclaimed_bytes"] >= 256 << 10
+    assert repaired["unreferenced_bytes"] == 0 and repaired["corrupt"] == []
+
+
 def test_index_rows_past_the_end_of_a_pack_are_corrupt(fresh_node):
     node = fresh_node()
     upload_site(node)
