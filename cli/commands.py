@@ -113,7 +113,7 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="serve the FlowFuse file server API (/v1) as set in this flowforge-storage.yml"
                    " (default $FLOWFORGE_HOME/etc/flowforge-storage.yml when that exists)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
-                   help="debug, info, warning or error (default info)")
+                   help="debug, info, warning or error (default info; the ready line is logged at any)")
     p.set_defaults(func=cmd_serve)
 
 

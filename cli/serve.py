@@ -25,6 +25,9 @@ from .config import ServeConfig
 from .main import CliError
 
 log = logging.getLogger("edgefiles")
+# the ready line is logged whatever --log-level says: what starts a node waits for it
+ready_log = logging.getLogger("edgefiles.ready")
+ready_log.setLevel(logging.INFO)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
 MMAP_THRESHOLD = 8 << 20
 TRIM_THRESHOLD = 16 << 20  # 64 MiB exported no faster, and held back more freed memory
@@ -374,7 +377,7 @@ async def _announce(server, sock: socket.socket, swarm) -> None:
     while not server.started:
         await asyncio.sleep(0.02)
     host, port = sock.getsockname()[:2]  # the port bound: --api HOST:0 asks for any free one
-    log.info("edgefiles ready: api %s swarm %s", api_url(host, port), " ".join(swarm.addrs()))
+    ready_log.info("edgefiles ready: api %s swarm %s", api_url(host, port), " ".join(swarm.addrs()))
 
 
 def api_url(host: str, port: int) -> str:

@@ -9,6 +9,7 @@ import sys
 import time
 
 import httpx
+import pytest
 from nodeproc import Node, free_port, run_cli
 
 
@@ -292,3 +293,13 @@ def test_swarm_addresses_keys_and_peers_that_cannot_work_are_one_line_errors(tmp
                       timeout=30)
         assert out.returncode == 1 and len(out.stderr.splitlines()) == 1, (flags, out.stderr)
         assert words in out.stderr and "Traceback" not in out.stderr, (flags, out.stderr)
+
+
+@pytest.mark.parametrize("level", ["warning", "error"])
+def test_the_ready_line_is_logged_at_any_log_level(tmp_path, level):
+    node = Node(tmp_path / "data", "--log-level", level).start()  # waits for the ready line
+    try:
+        info = [line for line in node.output().splitlines() if " INFO " in line]
+        assert len(info) == 1 and "edgefiles ready: api http://" in info[0], info
+    finally:
+        node.stop()
