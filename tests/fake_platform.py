@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 EVERY_PROJECT = "*"  # a token `issue`d for it is granted for any project id it is asked about
 
@@ -31,7 +32,8 @@ class FakePlatform:
                 auth = self.headers.get("Authorization", "")
                 token = auth.removeprefix("Bearer ")
                 grant = platform.tokens.get(token)
-                granted = grant is not None and grant[0] in (EVERY_PROJECT, self.path[len(prefix):])
+                project = unquote(self.path[len(prefix):])
+                granted = grant is not None and grant[0] in (EVERY_PROJECT, project)
                 if self.path.startswith(prefix) and granted:
                     body = json.dumps({"quota": grant[1]}).encode()
                     self.send_response(200)

@@ -194,7 +194,22 @@ def test_hostile_project_ids_are_refused_before_the_platform_hears_of_them(ff, p
         for used in (token, "garbage"):
             status, body = raw_request(ff, method, path, used)
             assert (status, json.loads(body)["code"]) == (400, "FST_ERR_VALIDATION"), (method, path, used)
+        assert ff.raw_request(method, path, b"x", OCTET)[0] == 401  # no token at all: 401 first
     assert len(platform.requests) == asked
+
+
+def test_trailing_slashes_and_unknown_context_routes_keep_their_answers(ff, platform, team):
+    t, p, token = team
+    with client(ff, token) as c:
+        assert c.get(f"/v1/quota/{t}/{p}/").json() == {"used": 0}
+        assert c.get(f"/v1/quota/{t}/{p}/x").status_code == 401  # no such route upstream
+        assert c.get(f"/v1/files/{t}/{p}/").status_code == 400  # a file path is required
+        for path in (f"/v1/context/{p}/global/", f"/v1/context/{p}/a/b/c"):
+            assert c.get(path).status_code == 401, path  # unknown routes, judged for no segment
+    spaced = platform.issue("tok-spaced", "a b ü")
+    with client(ff, spaced) as c:
+        assert c.post(f"/v1/files/{t}/a%20b%20%C3%BC/f", content=b"x", headers=OCTET).status_code == 200
+        assert c.get(f"/v1/files/{t}/a b ü/f").content == b"x"
 
 
 def test_projects_and_teams_are_isolated(ff, platform, team):
@@ -277,6 +292,9 @@ def test_error_answers_on_v1_carry_the_security_headers_too(ff, team):
     assert [r.status_code for r in answers] == [404, 415, 413, 401, 204]
     assert all(r.headers.get("x-frame-options") == "DENY" for r in answers)
     assert all(r.headers.get_list("x-content-type-options") == ["nosniff"] for r in answers)  # once
+    two_hosts = b"GET /v1/files/%s/%s/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n"
+    head, _ = ff.raw_exchange(two_hosts % (t.encode(), p.encode()))  # refused before any route
+    assert head.startswith(b"HTTP/1.1 400 ") and b"\r\nx-frame-options: DENY" in head, head
 
 
 def test_head_answers_as_get_without_a_body_and_writes_nothing(ff, team):

@@ -165,6 +165,10 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     return in_facade_shape(request.url.path, ApiError(f"internal error: {type(exc).__name__}"))
 
 
+def unchanged(app: ASGIApp) -> ASGIApp:
+    return app
+
+
 class EdgeMiddleware:
     """CORS preflight for every path, the host route before any API routing, and the end of a
     request cut off by the node stopping: uvicorn cancels one still running when it stops
@@ -173,7 +177,7 @@ class EdgeMiddleware:
     traceback. A cancellation at any other time is re-raised."""
 
     def __init__(self, app: ASGIApp, ctx: AppContext, router: Router,
-                 api_answers: Callable[[ASGIApp], ASGIApp] = lambda answer: answer):
+                 api_answers: Callable[[ASGIApp], ASGIApp] = unchanged):
         self.app = app
         self.ctx = ctx
         self.router = router
@@ -197,13 +201,13 @@ class EdgeMiddleware:
                 raise
             log.info("%s %s cut off: the node is stopping", scope["method"], scope["path"])
             if not started:
-                await in_facade_shape(scope["path"], ShuttingDown())(scope, receive, send)
+                await self.api_answers(in_facade_shape(scope["path"], ShuttingDown()))(scope, receive, send)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         hosts = [value for key, value in scope["headers"] if key == b"host"]
         refusal = head_refusal(scope, hosts)
-        if refusal is not None:
-            await in_facade_shape(scope["path"], BadRequest(refusal))(scope, receive, send)
+        if refusal is not None:  # no host is known: the API's answer
+            await self.api_answers(in_facade_shape(scope["path"], BadRequest(refusal)))(scope, receive, send)
             return
         name = host_name(hosts[0].decode("latin-1") if hosts else "", self.ctx.host_suffix)
         if scope["method"] == "OPTIONS":  # a preflight, or a client asking what a path takes

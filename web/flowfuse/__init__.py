@@ -14,11 +14,11 @@ __all__ = ["FlowFuse", "routes"]
 
 
 async def unknown(request: Request) -> Response:
-    """Upstream checks the token before routing: an unknown /v1 route is a 401. A context
-    route that an encoded slash in its project or scope ("a%2fb") made unknown is judged as
-    the known ones are (a 400 for the segment, with a token)."""
+    """Upstream checks the token before routing: an unknown /v1 route is a 401. Under
+    /v1/context/, a project or scope that made the route unknown (empty, or holding an
+    encoded slash: "a%2fb") is judged as on the known routes: a 400."""
     if request.url.path.startswith("/v1/context/"):
-        await request.app.state.ctx.flowfuse.authorize_path(request, "/v1/context/", 0)
+        await request.app.state.ctx.flowfuse.authorize_path(request, "/v1/context/", 0, judged=2)
     raise FFUnauthorized()
 
 

@@ -129,15 +129,20 @@ class FlowFuse:
             raise FFUnauthorized()
         return grant
 
-    async def authorize_path(self, request: Request, prefix: str, project_at: int) -> tuple[list[str], Grant]:
+    async def authorize_path(self, request: Request, prefix: str, project_at: int,
+                             judged: int | None = None) -> tuple[list[str], Grant]:
         """(the raw path's segments after `prefix`, percent-decoded and checked, the platform's
         grant for the project id at `project_at` among them). A hostile project id is a 400
         before the platform hears of it. Then a token the platform refuses is a 401, before
         any other segment is judged: upstream authenticates first, so a path is judged for its
-        caller only. Segments are taken from the raw path: an encoded slash ("a%2fb") is one
-        segment that holds a slash, not two that a route could match."""
+        caller only (a token is looked for first: none is a 401 whatever the path). Segments
+        are taken from the raw path: an encoded slash ("a%2fb") is one segment that holds a
+        slash, not two that a route could match. `judged`: only so many segments are (a route
+        no longer than that is unknown anyway)."""
         self.require_bearer(request)
-        raw = raw_tail(request, prefix).split("/")
+        raw = raw_tail(request, prefix).split("/")[:judged]
+        if raw[project_at + 1 :] == [""]:  # `project/`: nothing after the project, as `project`
+            raw.pop()
         project = checked_segments(raw[project_at : project_at + 1])[0]
         grant = await self.authorize(request, project)
         return checked_segments(raw), grant

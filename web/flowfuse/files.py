@@ -36,7 +36,6 @@ def namespace(team: str, project: str) -> str:
 async def _target(request: Request, ff: FlowFuse, prefix: str) -> tuple[str, str, list[str], Grant]:
     """(team, project, path segments, the platform's grant) of `/v1/<prefix>/team/project[/path]`,
     all checked (`FlowFuse.authorize_path`)."""
-    FlowFuse.require_bearer(request)
     parts = raw_tail(request, f"/v1/{prefix}/").split("/")
     if len(parts) < 2 or parts[1:] == [""]:
         raise FFUnauthorized()  # `team[/]`: no such route upstream, whose auth check fails first
