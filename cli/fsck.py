@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the node's data directory (default: $EDGEFILES_DATA or ./edgefiles-data)")
     p.add_argument("--repair", action="store_true",
                    help="drop damaged blocks, fetch missing ones from swarm members (running node), "
-                        "give unreferenced pack bytes back to the disk; then check again")
+                        "give unreferenced pack bytes back to the disk (each pack holding some, or a "
+                        "dropped block, is rewritten: up to 1 GiB copied per pack); then check again")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     p.set_defaults(func=cmd_fsck)

@@ -25,9 +25,7 @@ from .config import ServeConfig
 from .main import CliError
 
 log = logging.getLogger("edgefiles")
-# the ready line is logged whatever --log-level says: what starts a node waits for it
 ready_log = logging.getLogger("edgefiles.ready")
-ready_log.setLevel(logging.INFO)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
 MMAP_THRESHOLD = 8 << 20
 TRIM_THRESHOLD = 16 << 20  # 64 MiB exported no faster, and held back more freed memory
@@ -178,6 +176,7 @@ def serve(config: ServeConfig) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    ready_log.setLevel(logging.INFO)  # whatever --log-level says: what starts a node waits for the line
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

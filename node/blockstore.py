@@ -573,17 +573,17 @@ class BlockStore:
                 spans.setdefault(pack, []).append(record_span(cid, offset, length))
         return spans
 
-    def drop(self, cids: list[bytes]) -> tuple[int, int]:
-        """Delete the index rows of damaged blocks, whatever holds them; (count, bytes)."""
+    def drop(self, cids: list[bytes]) -> tuple[int, set[int]]:
+        """Delete the index rows of damaged blocks, whatever holds them; (count, the packs
+        that held them: their bytes are unreferenced now, for `reclaim`)."""
         with self._gc_lock, self._transaction() as conn:
-            sizes = blockindex.lengths(conn, cids)
-            blockindex.delete(conn, list(sizes))
-        for cid in sizes:
+            places = {normalize(cid): place for cid, place in blockindex.locate_many(conn, cids).items()}
+            blockindex.delete(conn, list(places))
+        for cid in places:
             self._verified.pop(cid, None)
-        freed = sum(sizes.values())
         with self._lock:
-            self._stored -= freed
-        return len(sizes), freed
+            self._stored -= sum(length for _, _, length in places.values())
+        return len(places), {pack for pack, _, _ in places.values()}
 
     def reclaim(self, packs: set[int]) -> int:
         """Rewrite these packs without their unreferenced bytes (the one being appended to is

@@ -253,14 +253,12 @@ class Fsck:
         0 when alone), give unreferenced pack bytes back; what was done."""
         self._progress("repair", 0, 3)
         damaged = self.still_damaged(found.corrupt)  # a row may have moved to good bytes meanwhile
-        # the packs of the dropped blocks are compacted too: their bytes are unreferenced then
-        holding = {place[0] for place in self.store.places(sorted(damaged)).values()}
-        dropped, _ = self.store.drop(sorted(damaged)) if damaged else (0, 0)
+        dropped, holding = self.store.drop(sorted(damaged)) if damaged else (0, set())
         self._progress("repair", 1, 3)
         roots = sorted(found.incomplete_roots)
         fetched = fetch(roots) if roots else 0
         self._progress("repair", 2, 3)
-        packs = set(found.unreferenced) | holding
+        packs = set(found.unreferenced) | holding  # the dropped blocks' bytes are given back too
         reclaimed = self.store.reclaim(packs) if packs else 0
         self._progress("repair", 3, 3)
         return {"dropped": dropped, "dropped_cids": sorted(to_str(c) for c in damaged),

@@ -200,6 +200,7 @@ def test_max_upload_bounds_every_body_of_the_api(fresh_node):
     with n.client() as c:
         r = c.put("/api/v2/files/padded", content=" " * 1000 + cid)
         assert (r.status_code, r.json()["code"]) == (413, "ERR_PAYLOAD_TOO_LARGE")
+        assert "--max-upload (1000 bytes)" in r.json()["message"]  # the bound it passed, not the CID's
         assert c.get("/api/v2/files/padded").status_code == 405  # nothing named
         assert c.put("/api/v2/files/padded", content=cid).status_code == 200
 

@@ -8,6 +8,17 @@ from typing import Any
 
 from starlette.requests import Request
 
+from .errors import PayloadTooLarge
+
+
+async def read_small_body(request: Request, limit: int, max_upload: int, what: str) -> bytes:
+    """A body read whole: a 413 past `limit`, or past --max-upload where that is less (it
+    bounds every request body of the API), saying which bound it passed."""
+    if max_upload < limit:
+        return await read_capped(request, max_upload, lambda: PayloadTooLarge(
+            f"request body larger than --max-upload ({max_upload} bytes)"))
+    return await read_capped(request, limit, lambda: PayloadTooLarge(f"{what} is at most {limit} bytes"))
+
 
 async def read_capped(request: Request, limit: int, too_large: Callable[[], Exception]) -> bytes:
     """The body; `too_large()` is raised once its declared or received length passes `limit`."""

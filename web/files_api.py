@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import car
-from .body import parse_json, read_capped
+from .body import parse_json, read_small_body
 from .content import IMMUTABLE, REVALIDATE, Target
 from .context import AppContext
 from .cors import CORS_HEADERS
-from .errors import BadRequest, ManifestInvalid, MethodNotAllowed, NotFound, PayloadTooLarge
+from .errors import BadRequest, ManifestInvalid, MethodNotAllowed, NotFound
 from .paths import raw_tail, url_segments
 from .upload import receive_upload
 
@@ -29,7 +29,7 @@ NAME_BODY = 4 << 10  # a CID
 
 async def auth(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    raw = await read_small_body(request, ctx, AUTH_BODY, "an app manifest")
+    raw = await read_small_body(request, AUTH_BODY, ctx.max_upload, "an app manifest")
     body = parse_json(raw, partial(BadRequest, "body must be JSON: {appId, displayName, version}"))
     if not isinstance(body, dict) or not all(
         isinstance(body.get(k), str) and body.get(k) for k in ("appId", "displayName", "version")
@@ -118,19 +118,12 @@ async def _car_of(request: Request, ctx: AppContext, root: bytes, path: list[str
                             request.headers.get("if-none-match"))
 
 
-async def read_small_body(request: Request, ctx: AppContext, limit: int, what: str) -> bytes:
-    """A body read whole: 413 past `limit`, or past --max-upload where that is less (it bounds
-    every request body of the API)."""
-    cap = min(limit, ctx.max_upload)
-    return await read_capped(request, cap, partial(PayloadTooLarge, f"{what} is at most {cap} bytes"))
-
-
 async def put_name(request: Request, ctx: AppContext, name: str) -> Response:
     try:
         check_name(name)
     except NameRefused as refused:
         raise (MethodNotAllowed if refused.is_cid else BadRequest)(str(refused)) from None
-    body = await read_small_body(request, ctx, NAME_BODY, "the body, a CID,")
+    body = await read_small_body(request, NAME_BODY, ctx.max_upload, "the body, a CID,")
     text = body.decode("utf-8", "replace").strip()
     try:
         target = cids.parse(text)

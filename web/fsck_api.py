@@ -19,9 +19,9 @@ from edgefiles.node.fsck import Progress, Report
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .body import parse_json, read_capped
+from .body import parse_json, read_small_body
 from .cors import CORS_HEADERS
-from .errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from .errors import BadRequest, Forbidden, NotFound
 
 if TYPE_CHECKING:
     from .context import AppContext
@@ -106,8 +106,7 @@ def _admin_only(request: Request) -> None:
 async def start(request: Request) -> Response:
     """Start checking (and with `repair`, mending) the node's store: 202 with the job's id."""
     _admin_only(request)
-    too_large = partial(PayloadTooLarge, f"the body is at most {START_BODY} bytes")
-    body = await read_capped(request, START_BODY, too_large)
+    body = await read_small_body(request, START_BODY, request.app.state.ctx.max_upload, "the body")
     fields = parse_json(body, partial(BadRequest, "the body is a JSON object: {\"repair\": false}")) \
         if body.strip() else {}
     if not isinstance(fields, dict) or not isinstance(fields.get("repair", False), bool):
