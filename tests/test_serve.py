@@ -297,8 +297,9 @@ def test_swarm_addresses_keys_and_peers_that_cannot_work_are_one_line_errors(tmp
 
 @pytest.mark.parametrize("level", ["warning", "error"])
 def test_the_ready_line_is_logged_at_any_log_level(tmp_path, level):
-    node = Node(tmp_path / "data", "--log-level", level).start()  # waits for the ready line
+    node = Node(tmp_path / "data", "--log-level", level)
     try:
+        node.start()  # waits for the ready line
         info = [line for line in node.output().splitlines() if " INFO " in line]
         assert len(info) == 1 and "edgefiles ready: api http://" in info[0], info
     finally:
