@@ -178,10 +178,10 @@ class EdgeMiddleware:
 
     def __init__(self, app: ASGIApp, ctx: AppContext, router: Router,
                  api_answers: Callable[[ASGIApp], ASGIApp] = unchanged):
-        self.app = app
+        self.api_answers = api_answers  # what every answer but the host route's passes through
+        self.app = api_answers(app)
         self.ctx = ctx
         self.router = router
-        self.api_answers = api_answers  # what `app`'s answers pass through (a facade's headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -270,9 +270,9 @@ def create_app(ctx: AppContext) -> ASGIApp:
     app.router.redirect_slashes = False
     app.state.ctx = ctx
     app.state.metrics = Metrics(ctx.core, ctx.names.registry, ctx.swarm.counters)
-    if ctx.flowfuse is None:
-        return MetricsMiddleware(EdgeMiddleware(app, ctx, app.router), app.state.metrics)
-    from .flowfuse.facade import with_security_headers
+    api_answers: Callable[[ASGIApp], ASGIApp] = unchanged
+    if ctx.flowfuse is not None:
+        from .flowfuse.facade import with_security_headers
 
-    edge = EdgeMiddleware(with_security_headers(app), ctx, app.router, with_security_headers)
-    return MetricsMiddleware(edge, app.state.metrics)
+        api_answers = with_security_headers
+    return MetricsMiddleware(EdgeMiddleware(app, ctx, app.router, api_answers), app.state.metrics)
