@@ -110,6 +110,20 @@ def test_expired_token_and_other_nodes_token(fresh_node, node):
     assert r.json()["code"] == "ERR_TOKEN_INVALID"
 
 
+def test_a_token_lives_its_whole_ttl_whenever_in_the_second_it_was_issued(fresh_node):
+    short = fresh_node("--token-ttl", "2s", "--trust-app", "com.acme.app")
+    while time.time() % 1 < 0.7:  # late in a second: a life cut to whole seconds would end early
+        time.sleep(0.05)
+    asked = time.monotonic()
+    token = httpx.post(f"{short.url}/api/v2/auth", json={**APP, "appId": "com.acme.app"}).json()["token"]
+    answered = time.monotonic()
+    bearer = {"Authorization": f"Bearer {token}"}
+    time.sleep(max(0.0, asked + 1.6 - time.monotonic()))
+    assert httpx.get(f"{short.url}/api/v2/names", headers=bearer).status_code == 200
+    time.sleep(max(0.0, answered + 2.2 - time.monotonic()))
+    assert httpx.get(f"{short.url}/api/v2/names", headers=bearer).json()["code"] == "ERR_TOKEN_EXPIRED"
+
+
 def test_tokens_survive_restart(fresh_node):
     n = fresh_node()
     token = n.token()

@@ -289,6 +289,27 @@ def test_another_node_url_lists_that_nodes_names_and_expired_tokens_are_renewed(
         other.stop()
 
 
+def test_a_refresh_that_fails_leaves_an_earlier_slower_listing_to_show(browser, node, tmp_path):
+    cid = cid_of(write(tmp_path, {"r.txt": "r"}) / "r.txt")
+    with node.client() as c:
+        c.put("/api/v2/files/listed-first", content=cid)
+    page = uploader(browser, node)
+    names = page.get_by_role("table", name="Names")
+    expect(names).to_contain_text("listed-first")
+    with node.client() as c:
+        c.put("/api/v2/files/listed-later", content=cid)
+    held = []
+    page.route("**/api/v2/names", lambda route: held.append(route) if not held else route.abort())
+    refresh = page.get_by_role("button", name="Refresh names")
+    refresh.click()  # its answer waits
+    refresh.click()  # this one fails
+    expect(page.get_by_role("alert")).to_contain_text("Cannot reach the node")
+    held[0].continue_()
+    expect(names).to_contain_text("listed-later")
+    page.unroute("**/api/v2/names")
+    page.close()
+
+
 def test_the_page_saved_as_a_local_file_works_with_a_typed_node_url(browser, node, tmp_path):
     saved = tmp_path / "uploader.html"
     saved.write_text(httpx.get(f"{node.url}/uploader/").text)
