@@ -214,6 +214,34 @@ def test_a_chunked_bodys_trailers_count_as_its_head(node) -> None:
     assert b"HTTP/1.1 431 " in answer, answer[:400]
 
 
+def test_an_upload_in_tiny_chunks_is_stored_whatever_its_framing_adds_up_to(node) -> None:
+    """A read that ended just after a chunk header had all its chunks' framing counted as
+    trailers: an upload in 1-byte chunks, read 100 KB at a time, was a 431."""
+    data = random.Random(4).randbytes(40_000)
+    body = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"tiny.bin\"\r\n\r\n"
+            + data + b"\r\n--B--\r\n")
+    request = (b"POST /api/v2/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: close\r\n"
+               b"Content-Type: multipart/form-data; boundary=B\r\nTransfer-Encoding: chunked\r\n\r\n"
+               % node.token().encode())
+    pieces = [request]
+    for at in range(len(body)):
+        pieces[-1] += b"1\r\n"
+        if len(pieces[-1]) > 100_000:  # each piece ends just after a chunk header
+            pieces.append(b"")
+        pieces[-1] += body[at:at + 1] + b"\r\n"
+    pieces[-1] += b"0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", node.port), timeout=30) as conn:
+        for piece in pieces:
+            conn.sendall(piece)
+            time.sleep(0.1)  # read whole, one piece a read
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, cid = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert cid.decode() == node.upload([("tiny.bin", data)]).text
+
+
 @pytest.fixture(scope="module")
 def impatient(tmp_path_factory):
     """A node that gives a silent client one second."""

@@ -93,30 +93,43 @@ def wants_html(accept: str | None) -> bool:
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """[start, end) of a single `bytes=` range; None when absent, invalid or of several
-    ranges (ignored: the whole is sent). RFC 9110 14.1: the unit is case-insensitive, empty
-    list elements do not count, positions are ASCII digits (`isdigit` takes "²" too)."""
+    """[start, end) of a single `bytes=` range; None when absent or invalid (ignored: the
+    whole is sent), and when several ranges are asked for and one of them can be met (we send
+    no multipart/byteranges). RFC 9110 14.1: the unit is case-insensitive, empty list elements
+    do not count, positions are ASCII digits (`isdigit` takes "²" too); 14.1.1: a set none of
+    whose ranges can be met is a 416, one range or several."""
     unit, sep, listed = (header or "").partition("=")
     specs = [spec.strip() for spec in listed.split(",") if spec.strip()]
-    if not sep or unit.strip().lower() != "bytes" or len(specs) != 1:
+    if not sep or unit.strip().lower() != "bytes" or not specs:
         return None
-    first, sep, last = specs[0].partition("-")
+    spans = [_byte_range(spec, size) for spec in specs]
+    if any(span is None for span in spans):
+        return None
+    met = [span for span in spans if span != _UNSATISFIABLE]
+    if not met:
+        raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    return met[0] if len(specs) == 1 else None
+
+
+_UNSATISFIABLE = (-1, -1)
+
+
+def _byte_range(spec: str, size: int) -> tuple[int, int] | None:
+    """[start, end) of one range-spec, _UNSATISFIABLE, or None when it is invalid."""
+    first, sep, last = spec.partition("-")
     if not sep or not all(part == "" or part.isascii() and part.isdigit() for part in (first, last)):
         return None
     if first == "":
         if last == "" or size == 0:  # a suffix of nothing: the whole (empty) representation
             return None
         suffix = int(last)
-        if suffix == 0:
-            raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
-        return max(0, size - suffix), size
+        return _UNSATISFIABLE if suffix == 0 else (max(0, size - suffix), size)
     start = int(first)
-    end = size if last == "" else min(int(last) + 1, size)
     if last != "" and int(last) < start:
         return None
     if start >= size:
-        raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
-    return start, end
+        return _UNSATISFIABLE
+    return start, size if last == "" else min(int(last) + 1, size)
 
 
 def content_disposition(filename: str, kind: str = "inline") -> str:

@@ -62,18 +62,24 @@ class HttpProtocol(HttpToolsProtocol):
         self._after_chunk_header = False  # a chunk header with no body after it: the trailers, perhaps
         self._head_bytes = 0  # bytes of the head (or trailers) received so far
         self._read_body_bytes = 0  # body bytes the parser gave from the read being parsed
+        self._chunk_header_in_read = False  # the read being parsed held a chunk header
         self._refused = False
 
     def data_received(self, data: bytes) -> None:
         if self._refused:  # read and dropped until the client stops: see LINGER_SECONDS
             return
-        self._read_body_bytes = 0
+        self._read_body_bytes, self._chunk_header_in_read = 0, False
         self._last_heard = self.loop.time()
         super().data_received(data)
-        if not (self._head_open or self._after_chunk_header) or self.transport.is_closing():
+        if self.transport.is_closing():
             return
-        # what is no body: a read may hold the end of the request before (its body) too
-        self._head_bytes += len(data) - self._read_body_bytes
+        if self._head_open:  # what is no body: a read may hold the end of the request before too
+            self._head_bytes += len(data) - self._read_body_bytes
+        elif self._after_chunk_header and not self._chunk_header_in_read:
+            # a whole read after a chunk header and no data for it: trailers. The read that held
+            # the header is not counted, as where in it the header came is unknown: counting its
+            # other chunks' framing refused a body of 4-byte chunks
+            self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
             self._refuse(head_too_large())
 
@@ -83,7 +89,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._watch_idle(self.client_timeout)
 
     def on_chunk_header(self) -> None:
-        self._after_chunk_header, self._head_bytes = True, 0
+        self._after_chunk_header, self._head_bytes, self._chunk_header_in_read = True, 0, True
 
     def on_body(self, body: bytes) -> None:
         self._after_chunk_header = False
