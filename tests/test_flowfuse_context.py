@@ -187,6 +187,23 @@ def test_context_quota(ff, platform):
         assert c.post("/v1/context/cd/global", json=[{"key": "b", "value": "y"}]).status_code == 413
 
 
+def test_a_cache_write_sets_its_keys_as_paths_and_counts_their_sizes_against_the_quota(ff, platform):
+    token = platform.issue("tok-cc", "cc", context=30)
+    with httpx.Client(base_url=ff.url, headers={"Authorization": f"Bearer {token}"}) as c:
+        assert c.post("/v1/context/cc/cache/global", json={"a": "y" * 23}).status_code == 200  # 23 <= 30
+        assert c.post("/v1/context/cc/cache/global", json={"a": "y" * 30}).status_code == 200  # 30 - 31
+        r = c.post("/v1/context/cc/cache/flowA", json={"b": "z"})  # the project holds 38 already
+        assert (r.status_code, r.json()["code"]) == (413, "over_quota")
+        assert c.post("/v1/context/cc/cache/global", json={}).status_code == 200
+        assert c.post("/v1/context/cc/cache/flowA", json={"a.b": 1, "c[1]": 2}).status_code == 200
+        assert c.get("/v1/context/cc/flowA/keys").json() == ["a", "c"]
+        got = c.get("/v1/context/cc/flowA", params={"key": ["a.b", "c"]}).json()
+        assert got == [{"key": "a.b", "value": 1}, {"key": "c", "value": [None, 2]}]
+        r = c.post("/v1/context/cc/cache/flowA", json={"x.[].x": 1})
+        assert (r.status_code, r.json()["code"]) == (400, "INVALID_EXPR")
+        assert c.get("/v1/context/cc/flowA/keys").json() == ["a", "c"]
+
+
 def test_projects_are_isolated_and_concurrent_sets_all_land(ff, platform, ctx):
     c, base = ctx
     other = platform.issue("tok-iso", "iso", context=1 << 20)

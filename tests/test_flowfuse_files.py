@@ -78,6 +78,26 @@ def test_tokens_are_checked_against_the_platform_as_upstream_does(ff, platform, 
         assert c.get(f"/v1/quota/{t}/{p}").status_code == 401
 
 
+def test_a_token_holding_a_space_is_refused_before_the_platform_hears_of_it(ff, platform, team):
+    t, p, _ = team
+    spaced = platform.issue("tok with space", p)
+    asked = len(platform.requests)
+    for header in (f"Bearer {spaced}", f"Bearer  {spaced}", "Bearer  tok"):
+        r = httpx.get(f"{ff.url}/v1/files/{t}/{p}/a.txt", headers={"Authorization": header})
+        assert (r.status_code, r.json()) == (401, UNAUTHORIZED), header
+    assert len(platform.requests) == asked
+
+
+def test_a_tokens_cached_yes_outlives_a_no_for_another_project(ff, platform, team):
+    t, p, token = team
+    with client(ff, token) as c:
+        assert c.get(f"/v1/files/{t}/{p}/a.txt").status_code == 404  # allowed: no such file
+        del platform.tokens[token]  # revoked: the node's cached yes still holds for 90 s
+        assert c.get(f"/v1/files/{t}/{p}/a.txt").status_code == 404
+        assert c.get(f"/v1/files/{t}/other-{p}/a.txt").status_code == 401
+        assert c.get(f"/v1/files/{t}/{p}/a.txt").status_code == 404
+
+
 def test_create_read_replace_append_delete(ff, team):
     t, p, token = team
     path = f"/v1/files/{t}/{p}/flows/data.txt"
@@ -206,6 +226,8 @@ def test_trailing_slashes_and_unknown_context_routes_keep_their_answers(ff, plat
         assert c.get(f"/v1/files/{t}/{p}/").status_code == 400  # a file path is required
         for path in (f"/v1/context/{p}/global/", f"/v1/context/{p}/a/b/c"):
             assert c.get(path).status_code == 401, path  # unknown routes, judged for no segment
+        for path in (f"/v1/context/{p}//keys", f"/v1/context/{p}//x/y"):
+            assert c.get(path).status_code == 400, path  # an empty scope
     spaced = platform.issue("tok-spaced", "a b ü")
     with client(ff, spaced) as c:
         assert c.post(f"/v1/files/{t}/a%20b%20%C3%BC/f", content=b"x", headers=OCTET).status_code == 200
@@ -242,6 +264,11 @@ def test_quota_route_and_file_quota(ff, platform, team):
         assert c.get(f"/v1/quota/{t}/{p}").json() == {"used": 30}
         assert c.post(f"/v1/files/{t}/{p}/c", content=b"z" * 10, headers=OCTET).status_code == 200
         assert c.get(f"/v1/quota/{t}").status_code == 401  # not a route upstream
+    fraction = platform.issue(f"tok-{p}-f", p, file=50.5)  # 40 used: compared as given, as upstream does
+    with client(ff, fraction) as c:
+        assert c.post(f"/v1/files/{t}/{p}/d", content=b"w" * 10, headers=OCTET).status_code == 200
+        r = c.post(f"/v1/files/{t}/{p}/e", content=b"v", headers=OCTET)
+        assert (r.status_code, r.json()["limit"]) == (413, 50.5)
 
 
 def test_concurrent_appends_all_land_whole(ff, team):

@@ -214,7 +214,7 @@ def _nesting_checked() -> Iterator[None]:
         raise FFBadRequest(TOO_DEEP) from None
 
 
-def _limit(ff: FlowFuse, grant: Any) -> int | None:
+def _limit(ff: FlowFuse, grant: Any) -> float | None:
     return grant.context_quota or ff.config.context_quota
 
 
@@ -225,7 +225,7 @@ async def _check_quota(ff: FlowFuse, grant: Any, store: Any, project: str, delta
         raise FFOverQuota(limit)
 
 
-def _check_indices(paths: list[properties.Path], limit: int | None) -> None:
+def _check_indices(paths: list[properties.Path], limit: float | None) -> None:
     """An array index pads the array with nulls up to it, which JSON stores: `[20000000]`
     would be 100 MB. The indices of one request may not add up past the quota (an array that
     long could never have been stored under it), nor, without one, past MAX_PADDING; the
@@ -334,17 +334,23 @@ async def cache_page(request: Request) -> Response:
 
 
 async def cache_replace(request: Request) -> Response:
+    """The scope replaced by the body's keys set in turn, as property paths (upstream sets
+    each one as `POST /:scope` does its items); the quota's change is the items' sizes less
+    the old scope's JSON text."""
     ff, project, grant = await _authorized(request)
     scope = request.path_params["scope"]
-    value = await _json_body(request)
-    if not isinstance(value, dict):
+    body = await _json_body(request)
+    if not isinstance(body, dict):
         raise FFBadRequest("body must be an object")
-    _shallow_enough(value)
+    items = [{"key": key, "value": value} for key, value in body.items()]
+    paths = [_path(key) for key in body]
+    _check_indices(paths, _limit(ff, grant))
     store: ContextStore = ff.context
     with _nesting_checked():
+        value, added = _changed(None, items, paths)
+        _shallow_enough(value)
         async with store.lock(project):
             old = await store.scope(project, scope)
-            delta = (json_size(value) if value else 0) - (json_size(old) if old else 0)
-            await _check_quota(ff, grant, store, project, delta)
+            await _check_quota(ff, grant, store, project, added - (json_size(old) if old else 0))
             await store.save(project, {scope: value})
     return ContextJSON({})

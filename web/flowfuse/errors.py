@@ -87,7 +87,7 @@ class FFBodyTooLarge(FlowFuseError):
 class FFOverQuota(FlowFuseError):
     status, code = 413, "over_quota"
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: float):
         super().__init__("Over Quota")
         self.limit = limit
 

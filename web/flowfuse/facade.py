@@ -119,8 +119,8 @@ class FlowFuse:
     @staticmethod
     def require_bearer(request: Request) -> str:
         header = request.headers.get("authorization", "")
-        if not header.startswith("Bearer ") or not header[7:].strip():
-            raise FFUnauthorized()
+        if not header.startswith("Bearer ") or not header[7:] or " " in header[7:]:
+            raise FFUnauthorized()  # upstream splits at spaces and wants two parts exactly
         return header
 
     async def authorize(self, request: Request, project: str) -> Grant:
@@ -140,9 +140,10 @@ class FlowFuse:
         slash, not two that a route could match. `judged`: only so many segments are (a route
         no longer than that is unknown anyway)."""
         self.require_bearer(request)
-        raw = raw_tail(request, prefix).split("/")[:judged]
+        raw = raw_tail(request, prefix).split("/")
         if raw[project_at + 1 :] == [""]:  # `project/`: nothing after the project, as `project`
             raw.pop()
+        raw = raw[:judged]
         project = checked_segments(raw[project_at : project_at + 1])[0]
         grant = await self.authorize(request, project)
         return checked_segments(raw), grant

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -16,8 +17,8 @@ TIMEOUT_SECONDS = 0.5
 @dataclass(frozen=True)
 class Grant:
     project: str
-    file_quota: int | None
-    context_quota: int | None
+    file_quota: float | None  # bytes; a platform's 50.5 stays 50.5, as upstream compares it
+    context_quota: float | None
     expires: float
 
 
@@ -42,9 +43,7 @@ class Platform:
             task = self._asking[key] = asyncio.ensure_future(self._ask(authorization, project, now))
             task.add_done_callback(lambda _: self._asking.pop(key, None))
         grant = await asyncio.shield(task)
-        if grant is None:
-            self._cache.pop(authorization, None)
-        else:
+        if grant is not None:  # a no leaves the token's yes for its own project (upstream too)
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[authorization] = grant
@@ -77,13 +76,13 @@ class Platform:
 UPSTREAM_CONTEXT_DEFAULT = 1000  # bytes, when the platform's answer has no context quota
 
 
-def _context_quota(quota: dict) -> int | None:
+def _context_quota(quota: dict) -> float | None:
     if "context" not in quota:
         return UPSTREAM_CONTEXT_DEFAULT
     return _bytes(quota["context"])
 
 
-def _bytes(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+def _bytes(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         return None
-    return int(value)
+    return int(value) if float(value).is_integer() else value  # JSON writes 50, as upstream does
