@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
 
-from .main import CliError
+from .main import CliError, check_paths
 
 CLI_APP = {"appId": "com.example.edgefiles-cli", "displayName": "edgefiles CLI", "version": "1.0"}
 PIECE = 1 << 20
@@ -247,8 +247,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         raise CliError("--name needs exactly one PATH")
     if args.name is not None:  # '' too: an unset $NAME must not upload unnamed in silence
         _check_name(args.name)  # before the upload, which may be gigabytes
-    if args.paths.count("-") > 1:
-        raise CliError("'-' (standard input) can be given once")
+    check_paths(args.paths)
     client = NodeClient(args.node, args.token)
     with tempfile.TemporaryDirectory(prefix="edgefiles-add-") as spool:
         try:  # every PATH read before the first upload: a refused one leaves nothing uploaded
@@ -532,6 +531,7 @@ def cmd_car(args: argparse.Namespace) -> int:
             check(r)
             _write_stream(r, out, not args.no_progress)
         return 0
+    check_paths([args.path])
     client = NodeClient(args.node, args.token)
     with tempfile.TemporaryDirectory(prefix="edgefiles-car-") as spool:
         try:

@@ -14,15 +14,23 @@ class CliError(Exception):
     """A one-line reason to exit non-zero."""
 
 
+def check_paths(paths: list[str]) -> None:
+    """PATH arguments as `cid`, `add` and `car import` take them: an empty one (an unset
+    $DIR) would be read as the current folder, and standard input can be read once."""
+    if "" in paths:
+        raise CliError("a PATH is empty (an unset variable?); '.' names this folder")
+    if paths.count("-") > 1:
+        raise CliError("'-' (standard input) can be given once")
+
+
 def cmd_cid(args: argparse.Namespace) -> int:
     from edgefiles.node.cid import to_str
     from edgefiles.node.localfs import InputRefused, LocalImporter, input_kind
     from edgefiles.node.profiles import get_profile
 
+    check_paths(args.paths)
     importer = LocalImporter(get_profile(args.profile))
     try:
-        if args.paths.count("-") > 1:
-            raise CliError("'-' (standard input) can be given once")
         for raw in args.paths:  # every PATH looked at before any CID is printed, as `add` does
             if raw != "-":
                 input_kind(Path(raw))
