@@ -18,7 +18,7 @@ def check_paths(paths: list[str]) -> None:
     """PATH arguments as `cid`, `add` and `car import` take them: an empty one (an unset
     $DIR) would be read as the current folder, and standard input can be read once."""
     if "" in paths:
-        raise CliError("a PATH is empty (an unset variable?); '.' names this folder")
+        raise CliError("an empty path (an unset variable?); '.' names this folder")
     if paths.count("-") > 1:
         raise CliError("'-' (standard input) can be given once")
 

@@ -98,7 +98,9 @@ def test_head_has_headers_and_no_body(client, site):
     [("bytes=0-9", 0, 10), ("bytes=262140-262150", 262140, 262151), ("bytes=-100", len(BIG) - 100, len(BIG)),
      (f"bytes={len(BIG) - 5}-", len(BIG) - 5, len(BIG)), ("bytes=10-999999999", 10, len(BIG)),
      ("bytes=1048000-3146000", 1048000, 3146001), ("bytes=-2097152", len(BIG) - 2097152, len(BIG)),
-     ("Bytes=0-9", 0, 10), ("BYTES=0-9", 0, 10), ("bytes=0-9,", 0, 10), ("bytes=, 0-9 ,,", 0, 10)],
+     ("Bytes=0-9", 0, 10), ("BYTES=0-9", 0, 10), ("bytes=0-9,", 0, 10), ("bytes=, 0-9 ,,", 0, 10),
+     ("bytes=10-" + "9" * 5000, 10, len(BIG)), ("bytes=-" + "9" * 5000, 0, len(BIG)),
+     ("bytes=" + "0" * 5000 + "7-9", 7, 10)],
 )
 def test_ranges(client, site, header, start, end):
     r = client.get(f"/api/v2/files/{site}/big.bin", headers={"Range": header})
@@ -108,7 +110,8 @@ def test_ranges(client, site, header, start, end):
 
 
 @pytest.mark.parametrize("header", [f"bytes={len(BIG)}-", "bytes=999999999-1000000000", "bytes=-0",
-                                    f"bytes={len(BIG)}-{len(BIG) + 10},-0, {len(BIG) + 50}-"])
+                                    f"bytes={len(BIG)}-{len(BIG) + 10},-0, {len(BIG) + 50}-",
+                                    "bytes=" + "9" * 5000 + "-", "bytes=" + "9" * 5000 + "-" + "9" * 5001])
 def test_unsatisfiable_range(client, site, header):
     r = client.get(f"/api/v2/files/{site}/big.bin", headers={"Range": header})
     assert r.status_code == 416

@@ -224,7 +224,7 @@ def test_an_empty_name_or_output_is_refused_before_anything_is_sent(node, tmp_pa
     (tmp_path / "here.txt").write_text("the current folder, never sent")
     for command in (["add", ""], ["add", "--name", "here", ""], ["car", "import", ""], ["cid", ""]):
         out = run_cli(*command, env=_env(node), cwd=tmp_path)  # "$DIR" with DIR unset
-        assert (out.returncode, out.stdout) == (1, "") and "a PATH is empty" in out.stderr, out
+        assert (out.returncode, out.stdout) == (1, "") and "an empty path" in out.stderr, out
     here = run_cli("cid", str(tmp_path)).stdout.strip()
     with node.client() as c:  # the current folder was not sent
         assert c.get(f"/api/v2/files/{here}", headers={"Cache-Control": "only-if-cached"}).status_code == 404

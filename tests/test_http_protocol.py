@@ -242,6 +242,44 @@ def test_an_upload_in_tiny_chunks_is_stored_whatever_its_framing_adds_up_to(node
     assert cid.decode() == node.upload([("tiny.bin", data)]).text
 
 
+def _read_whole(*reads: bytes) -> bytes:
+    """All that HttpProtocol answers to `reads` handed to it each as one read, however long
+    (over a socket, the kernel decides how the bytes are split into reads)."""
+    async def main() -> bytes:
+        async with _serving(_hello, HttpProtocol) as (server, address):
+            reader, writer = await asyncio.open_connection(*address)
+            while not server.server_state.connections:
+                await asyncio.sleep(0.01)
+            [protocol] = server.server_state.connections
+            for read in reads:
+                protocol.data_received(read)
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            return answer
+    return asyncio.run(main())
+
+
+def _tiny_chunks(size: int, trailers: bytes = b"") -> bytes:
+    """A chunked POST of `size` bytes in 1-byte chunks, five bytes of framing each."""
+    body = b"".join(b"1\r\nx\r\n" for _ in range(size)) + b"0\r\n" + trailers + b"\r\n"
+    return b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+
+
+def test_chunk_framing_in_one_read_is_no_head_however_much_of_it() -> None:
+    """A read that held the end of a body of 1-byte chunks and the next request's head counted
+    the chunks' framing as that head: a 431, and the first answer was lost with it."""
+    then = b"GET /t HTTP/1.1\r\nHost: x\r\n"  # its head's end in the next read
+    answer = _read_whole(_tiny_chunks(40_000) + then, b"Connection: close\r\n\r\n")
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200", b"200"], answer[:300]
+
+
+def test_trailers_in_the_read_of_the_last_chunk_count_as_head() -> None:
+    """Trailers still coming, as many as fit in a read: the node held them, and waited for more."""
+    unfinished = _tiny_chunks(10, b"X-Trailer: " + b"t" * (100 << 10))[:-2]
+    answer = _read_whole(unfinished)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"431"], answer[:300]
+
+
 @pytest.fixture(scope="module")
 def impatient(tmp_path_factory):
     """A node that gives a silent client one second."""

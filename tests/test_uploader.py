@@ -310,6 +310,27 @@ def test_a_refresh_that_fails_leaves_an_earlier_slower_listing_to_show(browser, 
     page.close()
 
 
+def test_a_listing_asked_for_another_app_id_never_fills_the_table(browser, node, tmp_path):
+    with node.client() as c:
+        c.put("/api/v2/files/listed-for-app", content=cid_of(write(tmp_path, {"a.txt": "a"}) / "a.txt"))
+    page = uploader(browser, node)
+    names = page.get_by_role("table", name="Names")
+    expect(names).to_contain_text("listed-for-app")
+    held = []
+    page.route("**/api/v2/names", lambda route: held.append(route))
+    page.get_by_role("button", name="Refresh names").click()  # its answer waits
+    page.wait_for_timeout(200)
+    page.get_by_label("App ID").fill("org.untrusted.app")  # this app id is refused: no listing
+    page.get_by_label("App ID").press("Tab")
+    expect(page.get_by_role("alert")).to_contain_text("did not accept the app ID")
+    expect(names).not_to_contain_text("listed-for-app")
+    held[0].continue_()  # the answer asked for the other app id comes
+    page.wait_for_timeout(500)
+    expect(names).not_to_contain_text("listed-for-app")
+    page.unroute("**/api/v2/names")
+    page.close()
+
+
 def test_the_page_saved_as_a_local_file_works_with_a_typed_node_url(browser, node, tmp_path):
     saved = tmp_path / "uploader.html"
     saved.write_text(httpx.get(f"{node.url}/uploader/").text)

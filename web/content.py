@@ -102,34 +102,45 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     specs = [spec.strip() for spec in listed.split(",") if spec.strip()]
     if not sep or unit.strip().lower() != "bytes" or not specs:
         return None
-    spans = [_byte_range(spec, size) for spec in specs]
-    if any(span is None for span in spans):
-        return None
-    met = [span for span in spans if span != _UNSATISFIABLE]
+    met = []
+    for spec in specs:
+        try:
+            span = _byte_range(spec, size)
+        except RangeNotSatisfiable:
+            continue
+        if span is None:
+            return None
+        met.append(span)
     if not met:
         raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
     return met[0] if len(specs) == 1 else None
 
 
-_UNSATISFIABLE = (-1, -1)
-
-
 def _byte_range(spec: str, size: int) -> tuple[int, int] | None:
-    """[start, end) of one range-spec, _UNSATISFIABLE, or None when it is invalid."""
+    """[start, end) of one range-spec, None when it is invalid; RangeNotSatisfiable."""
     first, sep, last = spec.partition("-")
     if not sep or not all(part == "" or part.isascii() and part.isdigit() for part in (first, last)):
         return None
     if first == "":
         if last == "" or size == 0:  # a suffix of nothing: the whole (empty) representation
             return None
-        suffix = int(last)
-        return _UNSATISFIABLE if suffix == 0 else (max(0, size - suffix), size)
-    start = int(first)
-    if last != "" and int(last) < start:
+        suffix = _position(last)
+        if suffix == 0:
+            raise RangeNotSatisfiable()
+        return max(0, size - suffix), size
+    start = _position(first)
+    if last != "" and _position(last) < start:
         return None
     if start >= size:
-        return _UNSATISFIABLE
-    return start, size if last == "" else min(int(last) + 1, size)
+        raise RangeNotSatisfiable()
+    return start, size if last == "" else min(_position(last) + 1, size)
+
+
+def _position(digits: str) -> int:
+    """A position of any length: past 18 digits it is past any file (Python refuses to read
+    integers of over 4300 digits, which was a 500)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10**18 + len(digits)
 
 
 def content_disposition(filename: str, kind: str = "inline") -> str:

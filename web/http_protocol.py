@@ -34,6 +34,7 @@ IOV_MAX = 1024  # buffers one writev takes
 # whole, so a client could make a node hold a gigabyte for one request (nginx takes 32 KiB, h11
 # 16 KiB by default)
 MAX_HEAD_BYTES = 64 << 10
+MIN_CHUNK_FRAMING = 5  # bytes of a chunk besides its data: a size line of one digit at least, two CRLFs
 # A refused request's connection is closed once the client stops sending, or after this long:
 # closed with the client's bytes unread, the kernel resets it, and the client loses the answer
 LINGER_SECONDS = 2.0
@@ -62,24 +63,22 @@ class HttpProtocol(HttpToolsProtocol):
         self._after_chunk_header = False  # a chunk header with no body after it: the trailers, perhaps
         self._head_bytes = 0  # bytes of the head (or trailers) received so far
         self._read_body_bytes = 0  # body bytes the parser gave from the read being parsed
-        self._chunk_header_in_read = False  # the read being parsed held a chunk header
+        self._chunks_in_read = 0  # chunk headers in the read being parsed
         self._refused = False
 
     def data_received(self, data: bytes) -> None:
         if self._refused:  # read and dropped until the client stops: see LINGER_SECONDS
             return
-        self._read_body_bytes, self._chunk_header_in_read = 0, False
+        self._read_body_bytes, self._chunks_in_read = 0, 0
         self._last_heard = self.loop.time()
         super().data_received(data)
-        if self.transport.is_closing():
-            return
-        if self._head_open:  # what is no body: a read may hold the end of the request before too
-            self._head_bytes += len(data) - self._read_body_bytes
-        elif self._after_chunk_header and not self._chunk_header_in_read:
-            # a whole read after a chunk header and no data for it: trailers. The read that held
-            # the header is not counted, as where in it the header came is unknown: counting its
-            # other chunks' framing refused a body of 4-byte chunks
-            self._head_bytes += len(data)
+        if not (self._head_open or self._after_chunk_header) or self._refused or self.transport.is_closing():
+            return  # (refused: the parser found the read malformed, and it was answered)
+        # what of the read is neither body nor chunk framing (5 bytes a chunk at least: "1\r\n"
+        # and "\r\n"): a read may hold the end of the request before too. Counted as head, the
+        # framing of a read's many 4-byte chunks refused their upload
+        framing = MIN_CHUNK_FRAMING * self._chunks_in_read
+        self._head_bytes += max(0, len(data) - self._read_body_bytes - framing)
         if self._head_bytes > MAX_HEAD_BYTES:
             self._refuse(head_too_large())
 
@@ -89,7 +88,8 @@ class HttpProtocol(HttpToolsProtocol):
         self._watch_idle(self.client_timeout)
 
     def on_chunk_header(self) -> None:
-        self._after_chunk_header, self._head_bytes, self._chunk_header_in_read = True, 0, True
+        self._after_chunk_header, self._head_bytes = True, 0
+        self._chunks_in_read += 1
 
     def on_body(self, body: bytes) -> None:
         self._after_chunk_header = False

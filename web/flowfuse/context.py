@@ -218,11 +218,23 @@ def _limit(ff: FlowFuse, grant: Any) -> float | None:
     return grant.context_quota or ff.config.context_quota
 
 
-async def _check_quota(ff: FlowFuse, grant: Any, store: Any, project: str, delta: int) -> None:
-    """Upstream's rule: a change that does not shrink the project may not pass its quota."""
+async def _check_quota(ff: FlowFuse, grant: Any, store: Any, project: str, delta: int,
+                       old: dict | None, new: dict) -> None:
+    """Upstream's rule: a change that does not shrink the project, as its items measure it
+    (`delta`), may not pass its quota. Ours too: a project past its quota may not grow in
+    stored bytes. The items' measure leaves keys out, so without it a cache write that each
+    time shrank by that measure grew a project's stored bytes for ever."""
     limit = _limit(ff, grant)
-    if limit is not None and delta >= 0 and await store.used(project) + delta > limit:
+    growth = _stored_size(new) - _stored_size(old)
+    if limit is None or (delta < 0 and growth <= 0):
+        return
+    used = await store.used(project)
+    if (delta >= 0 and used + delta > limit) or (growth > 0 and used > limit):
         raise FFOverQuota(limit)
+
+
+def _stored_size(scope: dict | None) -> int:
+    return json_size(scope) if scope else 0  # an empty scope is not stored
 
 
 def _check_indices(paths: list[properties.Path], limit: float | None) -> None:
@@ -255,9 +267,10 @@ async def set_values(request: Request) -> Response:
     store: ContextStore = ff.context
     with _nesting_checked():
         async with store.lock(project):
-            value, delta = _changed(await store.scope(project, scope), items, paths)
+            old = await store.scope(project, scope)
+            value, delta = _changed(old, items, paths)
             _shallow_enough(value)
-            await _check_quota(ff, grant, store, project, delta)
+            await _check_quota(ff, grant, store, project, delta, old, value)
             await store.save(project, {scope: value})
     return ContextJSON({})
 
@@ -351,6 +364,6 @@ async def cache_replace(request: Request) -> Response:
         _shallow_enough(value)
         async with store.lock(project):
             old = await store.scope(project, scope)
-            await _check_quota(ff, grant, store, project, added - (json_size(old) if old else 0))
+            await _check_quota(ff, grant, store, project, added - _stored_size(old), old, value)
             await store.save(project, {scope: value})
     return ContextJSON({})

@@ -85,4 +85,6 @@ def _context_quota(quota: dict) -> float | None:
 def _bytes(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         return None
-    return int(value) if float(value).is_integer() else value  # JSON writes 50, as upstream does
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # JSON writes 50, as upstream does
+    return value

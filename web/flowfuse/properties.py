@@ -88,16 +88,29 @@ def get(obj: Any, path: Path) -> tuple[bool, Any]:
 
 def set_value(root: dict, path: Path, value: Any) -> int:
     """Set `value` at `path`, creating objects (or arrays, for an index) on the way; the nulls
-    an index past an array's end padded it with."""
+    an index past an array's end padded it with. A path beneath a plain value sets nothing,
+    as Node-RED's setObjectProperty "cannot create a property beneath" it (nothing has been
+    created when one is met); beneath an object's null member neither. (Beneath an array's
+    null, Node-RED throws; we create.)"""
     obj: Any = root
     padded = 0
     for key, following in zip(path, path[1:], strict=False):
+        if _beneath_a_plain_value(obj, key):
+            return 0
         child = _child(obj, key)
         if not isinstance(child, (dict, list)):
             child = [] if isinstance(following, int) else {}
             padded += _put(obj, key, child)
         obj = child
     return padded + _put(obj, path[-1], value)
+
+
+def _beneath_a_plain_value(obj: Any, key: str | int) -> bool:
+    if isinstance(obj, dict):
+        return not isinstance(obj.get(str(key), {}), (dict, list))
+    if isinstance(obj, list) and isinstance(key, int) and key < len(obj):
+        return obj[key] is not None and not isinstance(obj[key], (dict, list))
+    return False
 
 
 def delete(root: dict, path: Path) -> None:
