@@ -61,7 +61,8 @@ class Registry:
         self.listeners: Listeners[Callable[[NameRecord, NameRecord | None], None]] = Listeners()
         self.local_writes: Listeners[Callable[[NameRecord], None]] = Listeners()  # records signed here
         self.bad_records = 0  # received with signatures that fail
-        self._forged_logged = float("-inf")
+        self.future_records = 0  # received with a clock over 5 min ahead of ours
+        self._drop_logged: dict[str, float] = {}  # why -> when a drop for it was last logged
 
     async def load(self) -> None:
         for (blob,) in await self._db.fetchall("SELECT record FROM names"):
@@ -161,10 +162,12 @@ class Registry:
         pending: Table = {}
         for r in records:
             if not signed_here and not rec_mod.is_valid(r):
-                self._forged(r)
+                self.bad_records += 1
+                self._dropped("with bad signatures", self.bad_records, r)
                 continue
             if not signed_here and too_far_ahead(r, now):  # our own clock may be ahead of our wall clock
-                log.warning("dropping name record for %r: its clock is >5 min ahead of ours", r.name)
+                self.future_records += 1
+                self._dropped("from a clock over 5 min ahead of ours", self.future_records, r)
                 continue
             self.clock.observe(r.clock, now)
             current = pending.get(r.key) or self.table.get(r.key)
@@ -173,15 +176,13 @@ class Registry:
                 pending[r.key] = winner
         return list(pending.values())
 
-    def _forged(self, record: NameRecord) -> None:
-        """A record whose signature fails: counted, and logged once a minute however many come
-        (a flood of forgeries must not flood the log too)."""
-        self.bad_records += 1
+    def _dropped(self, why: str, count: int, record: NameRecord) -> None:
+        """Logged once a minute for each reason however many come: a flood of forgeries, or
+        a skewed peer resending its every record, must not flood the log too."""
         now = time.monotonic()
-        if now - self._forged_logged >= 60:
-            self._forged_logged = now
-            log.warning("dropping name records with bad signatures (%d so far; this one for %r)",
-                        self.bad_records, record.name)
+        if now - self._drop_logged.get(why, float("-inf")) >= 60:
+            self._drop_logged[why] = now
+            log.warning("dropping name records %s (%d so far; this one for %r)", why, count, record.name)
 
     def _announce(self, changed: list[NameRecord]) -> None:
         for r in changed:
