@@ -13,7 +13,7 @@ DAG_PB = 0x70
 DAG_CBOR = 0x71
 SHA2_256 = 0x12
 IDENTITY = 0x00
-_PREFIX = {RAW: b"\x01\x55\x12\x20", DAG_PB: b"\x01\x70\x12\x20"}
+_PREFIX = {RAW: b"\x01\x55\x12\x20", DAG_PB: b"\x01\x70\x12\x20", DAG_CBOR: b"\x01\x71\x12\x20"}
 
 
 class InvalidCid(ValueError):

@@ -1,6 +1,7 @@
 """The links of a DAG-CBOR block (tag 42: the bytes 0x00 + a binary CID), pure: what a CAR
 export, a survey and garbage collection follow below a dag-cbor node, as they follow a
-dag-pb node's links. Nothing else of the block is decoded."""
+dag-pb node's links; and a path followed through a block to the link it reaches (IPLD
+pathing: map keys, list indices). Nothing else of the block is decoded."""
 
 from __future__ import annotations
 
@@ -21,6 +22,69 @@ def links_of(block: bytes) -> list[bytes]:
         return _links(memoryview(block))
     except _Malformed:
         return []
+
+
+def follow(block: bytes, segments: list[str]) -> tuple[bytes, list[str]]:
+    """(the binary CID of the first link the path reaches inside `block`, the segments left
+    after it); LookupError when the path leads nowhere in the block, or ends at no link."""
+    buf = memoryview(block)
+    try:
+        pos = 0
+        for taken, segment in enumerate(segments):
+            if (link := _link_at(buf, pos)) is not None:
+                return link, segments[taken:]
+            pos = _member(buf, pos, segment)
+        if (link := _link_at(buf, pos)) is not None:
+            return link, []
+    except _Malformed:
+        pass
+    raise LookupError("/".join(segments))
+
+
+def _link_at(buf: memoryview, pos: int) -> bytes | None:
+    major, value, start = _head(buf, pos)
+    if major != 6 or value != CID_TAG:
+        return None
+    link_major, size, start = _head(buf, start)
+    if link_major != 2 or size < 2 or buf[start] != 0:
+        raise _Malformed
+    return bytes(buf[start + 1 : _skip(buf, start, size)])
+
+
+def _member(buf: memoryview, pos: int, segment: str) -> int:
+    """Where the value under map key (or list index) `segment` of the item at `pos` starts."""
+    major, count, pos = _head(buf, pos)
+    if major == 4 and segment.isascii() and segment.isdigit() and int(segment) < count:
+        for _ in range(int(segment)):
+            pos = _past_item(buf, pos)
+        return pos
+    if major != 5:
+        raise _Malformed
+    wanted = segment.encode()
+    for _ in range(count):
+        key_major, size, start = _head(buf, pos)
+        pos = _past_item(buf, pos)
+        if key_major == 3 and bytes(buf[start : start + size]) == wanted:
+            return pos
+        pos = _past_item(buf, pos)
+    raise _Malformed
+
+
+def _past_item(buf: memoryview, pos: int) -> int:
+    """The position after the whole item (and all it holds) at `pos`."""
+    unread = 1
+    while unread:
+        unread -= 1
+        major, value, pos = _head(buf, pos)
+        if major in (2, 3):
+            pos = _skip(buf, pos, value)
+        elif major == 4:
+            unread += value
+        elif major == 5:
+            unread += 2 * value
+        elif major == 6:
+            unread += 1
+    return pos
 
 
 def _links(buf: memoryview) -> list[bytes]:

@@ -378,8 +378,8 @@ class DagReader:
             yield from self._pieces(sub, max(0, start - at), min(sub.size, end - at), leaves_later)
 
     def path_blocks(self, root: bytes, segments: list[str]) -> tuple[list[tuple[bytes, bytes]], bytes]:
-        """The blocks it takes to verify each step of a path below `root` (directories and
-        the HAMT shards on the way), and the CID the path ends at."""
+        """The blocks it takes to verify each step of a path below `root` (directories, the
+        HAMT shards and DAG-CBOR nodes on the way), and the CID the path ends at."""
         steps: list[tuple[bytes, bytes]] = []
 
         def load(cid: bytes) -> bytes:
@@ -387,18 +387,24 @@ class DagReader:
             steps.append((cid, block))
             return block
 
-        cid = root
-        for segment in segments:
+        cid, rest = root, segments
+        while rest:
+            if codec_of(cid) == DAG_CBOR:  # IPLD pathing: map keys and list indices, to a link
+                try:
+                    cid, rest = dagcbor.follow(load(cid), rest)
+                except LookupError:
+                    raise NotFound("/".join(rest)) from None
+                continue
             pb, meta = _decode(load(cid))
             if meta.type == unixfs.HAMT_SHARD:
-                link = hamt.find(pb, segment, lambda shard: dagpb.decode(load(shard)))
+                link = hamt.find(pb, rest[0], lambda shard: dagpb.decode(load(shard)))
             elif meta.type == unixfs.DIRECTORY:
-                link = next((lk for lk in pb.links if lk.name == segment), None)
+                link = next((lk for lk in pb.links if lk.name == rest[0]), None)
             else:
                 link = None
             if link is None:
-                raise NotFound(segment)
-            cid = link.cid
+                raise NotFound(rest[0])
+            cid, rest = link.cid, rest[1:]
         return steps, cid
 
     def blocks(self, root: bytes, pool: Executor | None = None, scope: str = "all",

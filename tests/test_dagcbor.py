@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import cbor2
+import pytest
 from edgefiles.node.cid import DAG_PB, RAW, make_cid
-from edgefiles.node.dagcbor import links_of
+from edgefiles.node.dagcbor import follow, links_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -59,3 +60,19 @@ def test_a_link_that_is_no_cid_this_node_could_hold_is_not_followed():
     both = cbor2.dumps([cbor2.CBORTag(42, b"\x00" + good), cbor2.CBORTag(42, b"\x00\x01\x71")])
     assert links_of(short) == [] and links_of(both) == [good]
     assert links_of(bytes.fromhex("d82a42")) == []  # cut short right after the tag's head
+
+
+def test_a_path_is_followed_through_maps_and_lists_to_the_first_link():
+    leaf, other = make_cid(RAW, b"leaf"), make_cid(RAW, b"other")
+    block = cbor2.dumps(encodable({"n": 1, "files": {"x": "y", "single": ("link", leaf)},
+                                   "list": [0, {"a": 2}, ("link", other)]}))
+    assert follow(block, ["files", "single"]) == (leaf, [])
+    assert follow(block, ["files", "single", "deeper", "still"]) == (leaf, ["deeper", "still"])
+    assert follow(block, ["list", "2"]) == (other, [])
+    for nowhere in (["files"], ["files", "x"], ["n", "x"], ["list", "3"], ["list", "-1"], ["list", "a"],
+                    ["nothing"], ["list", "1", "a"], []):
+        with pytest.raises(LookupError):
+            follow(block, nowhere)
+    assert follow(cbor2.dumps(encodable(("link", leaf))), ["any"]) == (leaf, ["any"])  # the block is a link
+    with pytest.raises(LookupError):
+        follow(block[:-3], ["list", "2"])  # cut short

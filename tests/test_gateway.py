@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 
+import cbor2
 import httpx
 import pytest
 from conftest import gen
 from edgefiles.node import car, dagpb
-from edgefiles.node.cid import DAG_PB, codec_of, to_str
+from edgefiles.node.cid import DAG_CBOR, DAG_PB, codec_of, make_cid, to_str
+from edgefiles.node.cid import RAW as RAW_CODEC
 from edgefiles.node.cid import parse as parse_cid
 
 RAW = {"Accept": "application/vnd.ipld.raw"}
@@ -236,3 +238,25 @@ def test_a_head_of_a_car_says_the_length_its_get_sends(node, site):
             head = client.head(path, params={"format": "car", **params})
             assert head.status_code == 200 and head.content == b"", (path, params)
             assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content))
+
+
+def test_a_car_path_goes_through_dag_cbor_to_the_block_it_links(node):
+    """The trustless gateway paths as the path gateway does: through DAG-CBOR map keys and list
+    indices too (it was a 404)."""
+    leaves = [b"a leaf under files/single", b"a leaf in a list"]
+    cids = [make_cid(RAW_CODEC, leaf) for leaf in leaves]
+    links = [cbor2.CBORTag(42, b"\x00" + cid) for cid in cids]
+    document = cbor2.dumps({"files": {"single": links[0], "note": "x"}, "list": [7, links[1]]})
+    root = make_cid(DAG_CBOR, document)
+    body = car.header([root]) + b"".join(
+        b"".join(car.section(cid, data)) for cid, data in [(root, document), *zip(cids, leaves, strict=True)])
+    with node.client() as client:
+        r = client.post("/api/v2/car", content=body, headers={"Content-Type": "application/vnd.ipld.car"})
+        assert r.status_code == 200, r.text
+        for path, leaf in (("files/single", 0), ("list/1", 1)):
+            roots, blocks, found = car_of(client, f"/ipfs/{to_str(root)}/{path}")
+            assert roots == [to_str(root)] and blocks == [to_str(root), to_str(cids[leaf])], path
+            assert found[to_str(cids[leaf])] == leaves[leaf]
+        for nowhere in ("files/none", "files/note", "list/0", "list/5", "files/single/deeper"):
+            r = client.get(f"/ipfs/{to_str(root)}/{nowhere}", params={"format": "car"})
+            assert r.status_code == 404, nowhere
