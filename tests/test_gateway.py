@@ -143,6 +143,13 @@ def test_accept_weights_choose_the_answer(node, site):
         scoped = client.get(f"/ipfs/{site}", params={"dag-scope": "block"}, headers={"Accept": car_type})
         assert scoped.headers["content-location"] == f"/ipfs/{site}?dag-scope=block&format=car"
         assert "content-location" not in client.get(f"/ipfs/{site}", params={"format": "raw"}).headers
+        for agreeing in ("application/vnd.ipld.raw", "*/*"):
+            r = client.get(f"/ipfs/{site}", params={"format": "raw"}, headers={"Accept": agreeing})
+            assert "content-location" not in r.headers, agreeing
+        # format wins over an Accept it disagrees with, and the answer says which URL it is
+        r = client.get(f"/ipfs/{site}", params={"format": "raw"}, headers={"Accept": car_type})
+        assert r.headers["content-type"] == raw_type
+        assert r.headers["content-location"] == f"/ipfs/{site}?format=raw"
 
 
 def test_a_client_holding_the_etag_gets_a_304(node, site):

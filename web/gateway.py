@@ -63,6 +63,8 @@ async def ipfs(request: Request) -> Response:
     headers = {**CORS_HEADERS, "X-Content-Type-Options": "nosniff", "Cache-Control": IMMUTABLE, "Vary": VARY}
     if "format" not in request.query_params:  # chosen by Accept: where the same answer is by URL alone
         headers["Content-Location"] = _with_format(request, wanted)
+    elif _format_by_accept(request) not in (None, wanted):  # the specification's SHOULD: a cache keyed
+        headers["Content-Location"] = _with_format(request)  # on Accept learns what this URL holds
     cached_only = "only-if-cached" in request.headers.get("cache-control", "")
     if wanted == "raw":
         if len(segments) > 1:
@@ -72,10 +74,12 @@ async def ipfs(request: Request) -> Response:
     return await _car(ctx, request, root, segments[1:], scope, byte_range, cached_only, headers)
 
 
-def _with_format(request: Request, wanted: str) -> str:
-    """This request's path and query, as sent, with `format=` added."""
+def _with_format(request: Request, wanted: str | None = None) -> str:
+    """This request's path and query, as sent, with `format=wanted` added (if given)."""
     query = request.scope.get("query_string", b"").decode("latin-1")
-    return f"{raw_path(request)}?{query + '&' if query else ''}format={wanted}"
+    if wanted is not None:
+        query = f"{query + '&' if query else ''}format={wanted}"
+    return f"{raw_path(request)}?{query}"
 
 
 def response_format(request: Request) -> str:
@@ -86,12 +90,19 @@ def response_format(request: Request) -> str:
         return given
     if given is not None:
         raise BadRequest(f"format={given!r}: this trustless gateway serves format=raw and format=car")
-    weights = q_values(request.headers.get("accept", ""))
-    raw, car_weight = weights.get(RAW_TYPE, 0.0), weights.get(car.CAR_TYPE, 0.0)
-    if raw > 0 or car_weight > 0:  # the heavier; a tie goes to the block
-        return "raw" if raw >= car_weight else "car"
+    if (by_accept := _format_by_accept(request)) is not None:
+        return by_accept
     raise BadRequest("this trustless gateway serves blocks and CARs: ask with format=raw or format=car "
                      f"(or Accept: {RAW_TYPE} / {car.CAR_TYPE})")
+
+
+def _format_by_accept(request: Request) -> str | None:
+    """"raw" or "car", the heavier in `Accept` (a tie goes to the block); None for neither."""
+    weights = q_values(request.headers.get("accept", ""))
+    raw, car_weight = weights.get(RAW_TYPE, 0.0), weights.get(car.CAR_TYPE, 0.0)
+    if raw > 0 or car_weight > 0:
+        return "raw" if raw >= car_weight else "car"
+    return None
 
 
 async def _raw(ctx: AppContext, request: Request, root: bytes, cached_only: bool,
