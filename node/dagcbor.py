@@ -5,6 +5,8 @@ pathing: map keys, list indices). Nothing else of the block is decoded."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from .cid import servable_length
 
 CID_TAG = 42
@@ -72,49 +74,38 @@ def _member(buf: memoryview, pos: int, segment: str) -> int:
 
 def _past_item(buf: memoryview, pos: int) -> int:
     """The position after the whole item (and all it holds) at `pos`."""
-    unread = 1
-    while unread:
-        unread -= 1
-        major, value, pos = _head(buf, pos)
-        if major in (2, 3):
-            pos = _skip(buf, pos, value)
-        elif major == 4:
-            unread += value
-        elif major == 5:
-            unread += 2 * value
-        elif major == 6:
-            unread += 1
-    return pos
+    *_, (_major, _value, _start, end) = _items(buf, pos)
+    return end
 
 
 def _links(buf: memoryview) -> list[bytes]:
     links: list[bytes] = []
-    pos, unread = 0, 1  # items still to read, of every container open at once
+    tagged, end = False, 0
+    for major, value, start, end in _items(buf, 0):
+        if tagged:  # the item a CID tag wraps: the bytes 0x00 + a binary CID
+            if major != 2 or value < 2 or buf[start] != 0:
+                raise _Malformed
+            link = bytes(buf[start + 1 : end])
+            if servable_length(link) == len(link):  # a link to what no node here could hold: not followed
+                links.append(link)
+        tagged = major == 6 and value == CID_TAG
+    if end != len(buf):
+        raise _Malformed
+    return links
+
+
+def _items(buf: memoryview, pos: int) -> Iterator[tuple[int, int, int, int]]:
+    """The item at `pos` and every item it holds, in order: (major type, argument, where its
+    content starts, where it ends: past a string's bytes, else past its head)."""
+    unread = 1  # items still to read, of every container open at once
     while unread:
         if unread > len(buf) - pos:  # every item takes a byte at least
             raise _Malformed
         unread -= 1
-        major, value, pos = _head(buf, pos)
-        if major in (2, 3):
-            pos = _skip(buf, pos, value)
-        elif major == 4:
-            unread += value
-        elif major == 5:
-            unread += 2 * value
-        elif major == 6 and value == CID_TAG:
-            link_major, size, pos = _head(buf, pos)
-            end = _skip(buf, pos, size)
-            if link_major != 2 or size < 2 or buf[pos] != 0:
-                raise _Malformed
-            link = bytes(buf[pos + 1 : end])
-            if servable_length(link) == len(link):  # a link to what no node here could hold: not followed
-                links.append(link)
-            pos = end
-        elif major == 6:
-            unread += 1
-    if pos != len(buf):
-        raise _Malformed
-    return links
+        major, value, start = _head(buf, pos)
+        pos = _skip(buf, start, value) if major in (2, 3) else start
+        unread += {4: value, 5: 2 * value, 6: 1}.get(major, 0)
+        yield major, value, start, pos
 
 
 def _head(buf: memoryview, pos: int) -> tuple[int, int, int]:
