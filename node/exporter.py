@@ -139,15 +139,14 @@ def _dag_pb(cid: bytes, block: bytes) -> dagpb.PBNode | None:
         raise NotUnixFS(f"block {cid.hex()} is not valid dag-pb") from None
 
 
-def _unixfs_for_walk(cid: bytes, pb: dagpb.PBNode, scope: str) -> unixfs.UnixFSData | None:
-    """A dag-pb node's UnixFS data; a walk of the whole DAG ("all") follows the links of
-    dag-pb nodes that carry none too."""
+def _unixfs_for_walk(pb: dagpb.PBNode) -> unixfs.UnixFSData | None:
+    """A dag-pb node's UnixFS data, None for none (or none that decodes): a walk of the whole
+    DAG ("all") follows such a node's links, a walk of an entity takes it alone (a node no
+    entity could be read from, as a raw block; it was a CAR cut short after its header)."""
     try:
         return unixfs.decode(pb.data) if pb.data is not None else None
     except DecodeError:
-        if scope == "all":
-            return None
-        raise NotUnixFS(f"block {cid.hex()} is not valid UnixFS") from None
+        return None
 
 
 def _decode(block: bytes) -> tuple[dagpb.PBNode, unixfs.UnixFSData]:
@@ -553,13 +552,11 @@ class DagReader:
         else:
             try:
                 pb = _dag_pb(cid, block)
-            except NotUnixFS:
-                if scope == "all":  # as a dag-cbor block that is no CBOR: hashed right, linking nothing
-                    return []
-                raise
+            except NotUnixFS:  # as a dag-cbor block that is no CBOR: hashed right, linking nothing
+                return []
             if pb is None or not pb.links:
                 return []
-            meta = _unixfs_for_walk(cid, pb, scope)
+            meta = _unixfs_for_walk(pb)
             if meta is not None and meta.type == unixfs.FILE and len(block) <= CACHE_MAX_BLOCK:
                 self._walked.put(cid, (pb, meta))
         if scope == "all":  # every link of any dag-pb node

@@ -438,13 +438,19 @@ def test_a_block_that_is_no_dag_pb_under_a_dag_pb_cid_is_exported_whole_as_one(f
     """Hashed right, it is what its author made: linking nothing, as a dag-cbor block that is
     no CBOR (the answer was a 200 cut after its first section, and two ERROR lines)."""
     n = fresh_node()
-    garbage = b"\xff\xfe this is not protobuf at all"
-    cid = make_cid(DAG_PB, garbage)
-    with n.client() as client:
-        imported = client.post("/api/v2/car", content=archive([cid], [(cid, garbage)]), headers=CAR)
-        assert imported.status_code == 200
-        for url in (f"/api/v2/files/{to_str(cid)}", f"/ipfs/{to_str(cid)}"):
-            r = client.get(url, params={"format": "car"})
-            assert r.status_code == 200 and r.headers["content-length"] == str(len(r.content)), url
-            assert parse_all(r.content, []) == ([cid], [(cid, garbage)]), url
+    leaf = make_cid(RAW, b"leaf")
+    not_unixfs = dagpb.encode([dagpb.Link(leaf, "", 4)], b"\xff\xfe no UnixFS")  # dag-pb, but its data
+    for garbage in (b"\xff\xfe this is not protobuf at all", not_unixfs):
+        cid = make_cid(DAG_PB, garbage)
+        with n.client() as client:
+            blocks = [(cid, garbage), (leaf, b"leaf")]
+            assert client.post("/api/v2/car", content=archive([cid], blocks), headers=CAR).status_code == 200
+            for url in (f"/api/v2/files/{to_str(cid)}", f"/ipfs/{to_str(cid)}"):
+                # an entity (and a block) is the node alone: no entity can be read from it
+                for scope in ("all", "entity", "block") if url.startswith("/ipfs") else ("all",):
+                    r = client.get(url, params={"format": "car", "dag-scope": scope})
+                    assert r.status_code == 200 and r.headers["content-length"] == str(len(r.content)), url
+                    found = parse_all(r.content, [])[1]
+                    linked = garbage == not_unixfs and scope == "all"
+                    assert found == [(cid, garbage), *([(leaf, b"leaf")] if linked else [])], (url, scope)
     assert "ERROR" not in n.output()
