@@ -5,6 +5,7 @@ pathing: map keys, list indices). Nothing else of the block is decoded."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 from .cid import servable_length
@@ -48,9 +49,14 @@ def _link_at(buf: memoryview, pos: int) -> bytes | None:
     if major != 6 or value != CID_TAG:
         return None
     link_major, size, start = _head(buf, start)
-    if link_major != 2 or size < 2 or buf[start] != 0:
+    return _tagged_cid(buf, link_major, start, _skip(buf, start, size))
+
+
+def _tagged_cid(buf: memoryview, major: int, start: int, end: int) -> bytes:
+    """The binary CID in the item a CID tag wraps: a byte string of 0x00 and the CID."""
+    if major != 2 or end - start < 2 or buf[start] != 0:
         raise _Malformed
-    return bytes(buf[start + 1 : _skip(buf, start, size)])
+    return bytes(buf[start + 1 : end])
 
 
 def _member(buf: memoryview, pos: int, segment: str) -> int:
@@ -74,18 +80,15 @@ def _member(buf: memoryview, pos: int, segment: str) -> int:
 
 def _past_item(buf: memoryview, pos: int) -> int:
     """The position after the whole item (and all it holds) at `pos`."""
-    *_, (_major, _value, _start, end) = _items(buf, pos)
-    return end
+    return deque(_items(buf, pos), maxlen=1)[0][3]  # the last item's end
 
 
 def _links(buf: memoryview) -> list[bytes]:
     links: list[bytes] = []
     tagged, end = False, 0
     for major, value, start, end in _items(buf, 0):
-        if tagged:  # the item a CID tag wraps: the bytes 0x00 + a binary CID
-            if major != 2 or value < 2 or buf[start] != 0:
-                raise _Malformed
-            link = bytes(buf[start + 1 : end])
+        if tagged:
+            link = _tagged_cid(buf, major, start, end)
             if servable_length(link) == len(link):  # a link to what no node here could hold: not followed
                 links.append(link)
         tagged = major == 6 and value == CID_TAG

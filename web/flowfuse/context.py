@@ -225,11 +225,13 @@ async def _check_quota(ff: FlowFuse, grant: Any, store: Any, project: str, delta
     stored bytes. The items' measure leaves keys out, so without it a cache write that each
     time shrank by that measure grew a project's stored bytes for ever."""
     limit = _limit(ff, grant)
-    growth = _stored_size(new) - _stored_size(old)
-    if limit is None or (delta < 0 and growth <= 0):
+    if limit is None:
         return
-    used = await store.used(project)
-    if (delta >= 0 and used + delta > limit) or (growth > 0 and used > limit):
+    if delta >= 0:
+        over = await store.used(project) + delta > limit
+    else:  # the stored sizes measured only here: a set that grows by the items' measure needs neither
+        over = _stored_size(new) > _stored_size(old) and await store.used(project) > limit
+    if over:
         raise FFOverQuota(limit)
 
 
