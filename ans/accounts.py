@@ -30,7 +30,7 @@ from .registry import Registry
 NAMESPACE = "@accounts"  # not a DNS label: no app name can ever be one of these
 PRESENT = bytes([0x01, 0x55, 0x00, 0x00])  # an account record's target: the empty identity CID
 TOKEN_PREFIX = "ffpat_"
-_TOKEN_SHAPE = re.compile(r"^ffpat_[A-Za-z0-9_-]{43}$")
+_TOKEN_SHAPE = re.compile(r"ffpat_[A-Za-z0-9_-]{43}")
 
 
 def new_token() -> str:
@@ -43,7 +43,7 @@ def token_hash(token: str) -> str:
 
 
 def is_token_shaped(text: str) -> bool:
-    return bool(_TOKEN_SHAPE.match(text))
+    return bool(_TOKEN_SHAPE.fullmatch(text))
 
 
 def new_id() -> str:

@@ -23,7 +23,7 @@ log = logging.getLogger("edgefiles.ans")
 AlsoInTx = Callable[[aiosqlite.Connection, list[NameRecord]], Awaitable[None]]
 
 API_NAMESPACE = ""
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # fullmatch: `$` would let a final "\n" in
 MAX_NAME = 237
 NAME_RULE = (f"lower-case DNS labels [a-z0-9-] of 1-63 chars, no '-' at either end, joined by dots, "
              f"<= {MAX_NAME} chars")
@@ -31,7 +31,7 @@ NAME_RULE = (f"lower-case DNS labels [a-z0-9-] of 1-63 chars, no '-' at either e
 
 def is_valid_name(name: str) -> bool:
     """Lower-case DNS labels joined by dots, so `<name>.actyx.localhost` is a host name."""
-    return 0 < len(name) <= MAX_NAME and all(_LABEL.match(label) for label in name.split("."))
+    return 0 < len(name) <= MAX_NAME and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
 class NameRefused(ValueError):

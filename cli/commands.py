@@ -210,7 +210,7 @@ def storage_settings(args: argparse.Namespace):
 
     buckets = tuple(args.storage_bucket or _env_list("STORAGE_BUCKET") or ["files"])
     for bucket in buckets:
-        if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
             raise CliError(f"--storage-bucket {bucket!r}: 3 to 63 lower-case letters, digits, '.' or '-'")
     limits = {category.replace("-", "_"): setting(args, f"storage-max-{category}", parse_size)
               for category in STORAGE_CATEGORIES}

@@ -30,6 +30,7 @@ def test_tokens_look_like_flowfuse_tokens_and_never_repeat(_):
     assert len(tokens) == 20
     for token in tokens:
         assert re.fullmatch(r"ffpat_[A-Za-z0-9_-]{43}", token) and acc.is_token_shaped(token)
+        assert not acc.is_token_shaped(token + "\n")
         assert len(base64.urlsafe_b64decode(token[6:] + "=")) == 32
         assert acc.token_hash(token) == acc.token_hash(token) and len(acc.token_hash(token)) == 64
 

@@ -44,7 +44,7 @@ def test_name_errors(client, app_cid):
     assert r.status_code == 405
     r = client.put("/api/v2/files/QmPZ9gcCEpqKTo6aq61g2nXGUhM4iCL3ewB6LDXZCtioEB", content=app_cid)
     assert r.status_code == 405
-    for bad in ["Upper", "-x", "a_b", "x" * 64]:
+    for bad in ["Upper", "-x", "a_b", "x" * 64, "myapp%0A", "my%0Aapp"]:
         r = client.put(f"/api/v2/files/{bad}", content=app_cid)
         assert r.status_code == 400, bad
         assert r.json()["code"] == "ERR_BAD_REQUEST"
@@ -103,6 +103,9 @@ def test_host_route(node, client, app_cid):
     assert host_get(node, "my.app.actyx.localhost", "/api/v2/files").status_code == 404
     assert host_get(node, "my.app.actyx.localhost", "/nope").status_code == 404
     assert host_get(node, "unknown.actyx.localhost").status_code == 404
+    for empty_name in (".actyx.localhost", ".actyx.localhost:4454"):  # the host route's, never the API
+        r = host_get(node, empty_name, f"/api/v2/files/{app_cid}")
+        assert r.status_code == 404 and r.json()["code"] == "ERR_NOT_FOUND", empty_name
     assert host_get(node, "my.app.actyx.localhost", "/%2e%2e/x").status_code == 400
 
 

@@ -28,9 +28,8 @@ def host_name(host_header: str | None, suffix: str) -> str | None:
     host = host.rsplit(":", 1)[0] if ":" in host else host
     host = host.rstrip(".")
     tail = "." + suffix
-    if host.endswith(tail) and len(host) > len(tail):
-        return host[: -len(tail)]
-    return None
+    # ".actyx.localhost" names the empty name (a 404), never the API
+    return host[: -len(tail)] if host.endswith(tail) else None
 
 
 async def serve_host(request: Request, name: str, ctx: AppContext) -> Response:
