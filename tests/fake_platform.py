@@ -21,6 +21,7 @@ class FakePlatform:
         self.requests: list[dict] = []
         self.delay = 0.0  # seconds before each answer, for tests of a slow platform
         self.trickle = 0.0  # seconds between the bytes of an answer's body (each read is quick)
+        self.bodies: dict[str, bytes] = {}  # token -> the body of a 200 for it, as a platform might send
         platform = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,7 +35,11 @@ class FakePlatform:
                 grant = platform.tokens.get(token)
                 project = unquote(self.path[len(prefix):])
                 granted = grant is not None and grant[0] in (EVERY_PROJECT, project)
-                if self.path.startswith(prefix) and granted:
+                if token in platform.bodies:
+                    body = platform.bodies[token]
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                elif self.path.startswith(prefix) and granted:
                     body = json.dumps({"quota": grant[1]}).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")

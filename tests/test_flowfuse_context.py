@@ -79,6 +79,23 @@ def test_node_red_path_examples():
         assert json.dumps(obj) == before, beneath
 
 
+def test_digits_before_a_dot_are_an_index_and_an_index_is_spliced_out_as_node_red_does():
+    assert properties.parse("a2.1.b") == ["a2", 1, "b"] and properties.parse("a.1") == ["a", "1"]
+    assert properties.parse("a.01.b") == ["a", 1, "b"] and properties.parse("a.1[0]") == ["a", "1", 0]
+    obj: dict = {}
+    properties.set_value(obj, properties.parse("a2.1.b"), "v")
+    properties.set_value(obj, properties.parse("o.1"), "w")  # a name at the end: `o` is an object
+    assert obj == {"a2": [None, {"b": "v"}], "o": {"1": "w"}}
+    obj = {"l": [1, 2, 3], "m": [1, 2, 3], "n": [1, 2, 3]}
+    properties.delete(obj, properties.parse("l[0]"))  # an index: spliced out
+    properties.delete(obj, properties.parse("m.1"))  # a name that is an index's digits: a hole
+    properties.delete(obj, properties.parse("n[7]"))  # past the end: nothing
+    assert obj == {"l": [2, 3], "m": [1, None, 3], "n": [1, 2, 3]}
+    assert properties.get({"l": [5, 6]}, properties.parse("l.1")) == (True, 6)
+    assert properties.get({"l": [5, 6]}, properties.parse('l["01"]')) == (False, None)
+    assert properties.parse_for_set("msg.a.b") == ["a", "b"] and properties.parse("msg.a") == ["msg", "a"]
+
+
 # routes, against a node ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def platform():
@@ -127,7 +144,8 @@ def test_set_get_keys_delete(ctx):
     c.post(f"{base}/global", json=[{"key": "x"}, {"key": "n", "value": None}])  # no value deletes
     assert c.get(f"{base}/global/keys").json() == ["y", "n"]
     assert c.get(f"{base}/global", params={"key": "n"}).json() == [{"key": "n", "value": None}]
-    assert c.delete(f"{base}/global").status_code == 200
+    deleted = c.delete(f"{base}/global")
+    assert (deleted.status_code, deleted.content, deleted.headers["content-length"]) == (200, b"", "0")
     assert c.get(f"{base}/global", params={"key": "y"}).json() == []
     assert c.get(f"{base}/never", params={"key": "a"}).json() == []
     assert c.get(f"{base}/global/keys").json() == []
@@ -137,8 +155,10 @@ def test_bad_requests(ctx):
     c, base = ctx
     assert c.post(f"{base}/global", json={"key": "x"}).status_code == 400
     assert c.post(f"{base}/global", json=[{"value": 1}]).status_code == 400
-    garbled = c.post(f"{base}/global", content=b"{nope", headers={"Content-Type": "application/json"})
-    assert garbled.status_code == 400
+    for garbled in (b"{nope", b'[{"key": "n", "value": NaN}]', b'[{"key": "n", "value": -Infinity}]'):
+        r = c.post(f"{base}/global", content=garbled, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, garbled
+    assert c.get(f"{base}/global", params={"key": "n"}).json() in ([], [{"key": "n"}])
     r = c.post(f"{base}/global", json=[{"key": "x.[].x", "value": 1}])
     assert r.status_code == 400
     assert r.json()["code"] == "INVALID_EXPR" and r.json()["error"].startswith("Invalid property expression")
@@ -154,11 +174,24 @@ def test_bad_requests(ctx):
     assert c.get(f"{base}/global", params={"key": "f"}).json() in ([], [{"key": "f"}])
 
 
+def test_sets_and_deletes_take_paths_as_node_reds_set_message_property_does(ctx):
+    c, base = ctx
+    items = [{"key": "msg.m", "value": 1}, {"key": "l", "value": [1, 2, 3]}, {"key": "l[0]"},
+             {"key": "a.1.b", "value": "v"}]
+    assert c.post(f"{base}/paths", json=items).status_code == 200
+    got = c.get(f"{base}/paths", params=[("key", "m"), ("key", "l"), ("key", "a"), ("key", "msg")]).json()
+    assert got == [{"key": "m", "value": 1}, {"key": "l", "value": [2, 3]},
+                   {"key": "a", "value": [None, {"b": "v"}]}, {"key": "msg"}]
+    assert c.post(f"{base}/cache/paths", json={"msg.x": 2}).status_code == 200
+    assert c.get(f"{base}/paths/keys").json() == ["x"]
+
+
 def test_clean_keeps_global_and_listed_flows_and_nodes(ctx):
     c, base = ctx
     for scope in ("global", "flowA", "flowB", "node1:flowA", "node2:flowB"):
         c.post(f"{base}/{scope}", json=[{"key": "k", "value": scope}])
-    assert c.post(f"{base}/clean", json=["flowA", "node2"]).status_code == 200
+    cleaned = c.post(f"{base}/clean", json=["flowA", "node2"])
+    assert (cleaned.status_code, cleaned.content) == (200, b"")
     kept = {s for s in ("global", "flowA", "flowB", "node1:flowA", "node2:flowB")
             if c.get(f"{base}/{s}/keys").json()}
     assert kept == {"global", "flowA", "node2:flowB"}
@@ -172,6 +205,13 @@ def test_cache_routes(ctx):
     assert page["count"] == 3 and [d["scope"] for d in page["data"]] == ["s0", "s1"]
     rest = c.get(f"{base}/cache", params={"limit": 2, "cursor": page["meta"]["next_cursor"]}).json()
     assert [d["scope"] for d in rest["data"]] == ["s2"] and "next_cursor" not in rest["meta"]
+    for limit in ("0", "-1", "abc", "5x"):  # upstream: parseInt(limit) || 1000, a negative one is none
+        page = c.get(f"{base}/cache", params={"limit": limit}).json()
+        assert (page["meta"], len(page["data"])) == ({}, 3), limit
+    first = c.get(f"{base}/cache", params={"limit": 1}).json()["meta"]["next_cursor"]
+    for cursor, after in (("abc", []), (f"{first}.5", ["s1", "s2"]), ("", ["s0", "s1", "s2"])):
+        page = c.get(f"{base}/cache", params={"limit": 5, "cursor": cursor}).json()
+        assert ([d["scope"] for d in page["data"]], page["count"]) == (after, 3), cursor
     assert c.post(f"{base}/cache/s1", json={"whole": "new"}).json() == {}
     assert c.get(f"{base}/s1/keys").json() == ["whole"]
     assert c.post(f"{base}/cache/s1", json=[1]).status_code == 400

@@ -78,6 +78,20 @@ def test_tokens_are_checked_against_the_platform_as_upstream_does(ff, platform, 
         assert c.get(f"/v1/quota/{t}/{p}").status_code == 401
 
 
+@pytest.mark.parametrize("answer, allowed", [
+    (b"null", False), (b"false", False), (b"0", False), (b'""', False), (b"NaN", False), (b"", False),
+    (b"{}", True), (b"true", True), (b'{"quota": null}', True)])
+def test_a_platform_answer_javascript_takes_for_no_is_no(ff, platform, team, answer, allowed):
+    """Upstream: `if (!tokenResponse) throw` after JSON.parse; what JSON.parse refuses is a no too."""
+    t, p, _ = team
+    token = f"tok-{p}-{len(platform.bodies)}"
+    platform.bodies[token] = answer
+    with client(ff, token) as c:
+        r = c.post(f"/v1/files/{t}/{p}/a.txt", content=b"x", headers=OCTET)
+        assert r.status_code == (200 if allowed else 401), answer
+        assert c.get(f"/v1/quota/{t}/{p}").json() == ({"used": 1} if allowed else UNAUTHORIZED)
+
+
 def test_a_token_holding_a_space_is_refused_before_the_platform_hears_of_it(ff, platform, team):
     t, p, _ = team
     spaced = platform.issue("tok with space", p)
@@ -269,6 +283,10 @@ def test_quota_route_and_file_quota(ff, platform, team):
         assert c.post(f"/v1/files/{t}/{p}/d", content=b"w" * 10, headers=OCTET).status_code == 200
         r = c.post(f"/v1/files/{t}/{p}/e", content=b"v", headers=OCTET)
         assert (r.status_code, r.json()["limit"]) == (413, 50.5)
+    text = platform.issue(f"tok-{p}-t", p, file=" 51 ")  # 50 used: JavaScript compares "51" as 51
+    with client(ff, text) as c:
+        r = c.post(f"/v1/files/{t}/{p}/e", content=b"v", headers=OCTET)
+        assert (r.status_code, r.json()["limit"]) == (413, 51)
 
 
 def test_concurrent_appends_all_land_whole(ff, team):

@@ -57,6 +57,11 @@ def test_every_route_is_in_the_document_under_its_tag(doc):
         assert facade and all(op["tags"] == [tag] for op in facade)
     storage_paths = [p for p in document["paths"] if p.startswith("/api/v1/storage")]
     assert not any("{rest}" in p or "{tail}" in p for p in storage_paths)
+    for path, ops in document["paths"].items():  # a thing's own files take its key alone
+        if path.startswith("/filestore/"):
+            schemes = {scheme for op in ops.values() for option in op["security"] for scheme in option}
+            wanted = {"thing", "bearer"} if path.startswith("/filestore/groups/") else {"thing"}
+            assert schemes == wanted, path
 
 
 def test_every_example_validates_against_its_schema(doc):

@@ -36,12 +36,18 @@ async def read_capped(request: Request, limit: int, too_large: Callable[[], Exce
 
 def parse_json(raw: bytes | str, invalid: Callable[[], Exception],
                too_deep: Callable[[], Exception] | None = None) -> Any:
-    """The JSON value of `raw`; `invalid()` is raised for text that is not JSON or not UTF-8,
-    and `too_deep()` (else `invalid()`) for nesting past Python's recursion limit, which a
-    64 KiB body of brackets reaches (it was a 500 with two tracebacks in the log)."""
+    """The JSON value of `raw`; `invalid()` is raised for text that is not JSON or not UTF-8
+    (`NaN` and `Infinity` are not: Python reads them, JavaScript and every client refuse them,
+    and they would be written back as they came), and `too_deep()` (else `invalid()`) for
+    nesting past Python's recursion limit, which a 64 KiB body of brackets reaches (it was a
+    500 with two tracebacks in the log)."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_not_json)
     except ValueError:
         raise invalid() from None
     except RecursionError:
         raise (too_deep or invalid)() from None
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import msgpack
@@ -16,6 +17,7 @@ from edgefiles.node.core import Imported
 from edgefiles.node.importer import FileBuilder
 from starlette.requests import Request
 
+from .body import parse_json
 from .context import AppContext
 from .errors import BadRequest, PayloadTooLarge
 from .mime import DEFAULT, MAX_MEDIA_TYPE, media_type, sendable
@@ -190,12 +192,9 @@ def parse_metadata(raw: str | None) -> dict[str, Any] | None:
         return None
     if len(raw.encode()) > MAX_FIELD:
         raise BadRequest("metadata is a JSON object of at most 64 KiB")
-    try:
-        value = json.loads(raw, parse_constant=_no_constant)
-    except ValueError:
-        raise BadRequest("metadata is not JSON (NaN and Infinity are not JSON either)") from None
-    except RecursionError:
-        raise BadRequest("metadata is nested too deeply") from None
+    not_json = "metadata is not JSON (NaN and Infinity are not JSON either)"
+    too_deep = "metadata is nested too deeply"
+    value = parse_json(raw, partial(BadRequest, not_json), partial(BadRequest, too_deep))
     if not isinstance(value, dict):
         raise BadRequest("metadata is a JSON object")
     try:  # what the name record carries: finite numbers, integers of at most 64 bits
@@ -205,7 +204,3 @@ def parse_metadata(raw: str | None) -> dict[str, Any] | None:
         raise BadRequest("metadata holds numbers that are not finite or past 64 bits, text that is not "
                          "UTF-8, or nesting too deep") from None
     return value
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(name)

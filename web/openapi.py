@@ -261,8 +261,8 @@ def _operation(method: str, path: str, route: Route) -> dict[str, Any]:
                for name, schema, text in spec.get("query", [])]
     if params:
         op["parameters"] = params
-    if tag == "filestore":
-        op["security"] = [{"thing": []}, {"bearer": []}]
+    if tag == "filestore":  # a thing's own files need its key; a group's take a user's token too
+        op["security"] = [{"thing": []}, {"bearer": []}] if "/groups/" in path else [{"thing": []}]
     elif path.startswith("/api/v1/storage/presigned/"):
         op["security"] = []  # the URL is the credential
     elif tag not in ("node",) or path.startswith("/api/v2/node"):

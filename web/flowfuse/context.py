@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,7 @@ from . import properties
 from .errors import FFBadRequest, FFOverQuota, FFUnsupportedMedia, FlowFuseError
 from .facade import FlowFuse, read_body
 from .files import TEXT_TYPES
+from .platform import DECIMAL
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS context (
@@ -251,9 +253,9 @@ def _check_indices(paths: list[properties.Path], limit: float | None) -> None:
         raise FFBadRequest(f"the array indices of a request add up to less than {bound}")
 
 
-def _path(key: Any) -> properties.Path:
+def _path(key: Any, parse: Callable[[str], properties.Path] = properties.parse) -> properties.Path:
     try:
-        return properties.parse(key)
+        return parse(key)
     except properties.InvalidExpression as exc:
         raise InvalidExpr(str(exc)) from None
 
@@ -264,7 +266,7 @@ async def set_values(request: Request) -> Response:
     items = await _json_body(request)
     if not isinstance(items, list) or not all(isinstance(i, dict) and "key" in i for i in items):
         raise FFBadRequest("body must be an array of {key, value}")
-    paths = [_path(item["key"]) for item in items]
+    paths = [_path(item["key"], properties.parse_for_set) for item in items]
     _check_indices(paths, _limit(ff, grant))
     store: ContextStore = ff.context
     with _nesting_checked():
@@ -319,7 +321,7 @@ async def delete_scope(request: Request) -> Response:
     ff, project, _ = await _authorized(request)
     async with ff.context.lock(project):
         await ff.context.save(project, {request.path_params["scope"]: None})
-    return ContextJSON({})
+    return Response(b"")  # upstream's `reply.send()`: no body
 
 
 async def clean(request: Request) -> Response:
@@ -332,20 +334,47 @@ async def clean(request: Request) -> Response:
         names = await ff.context.scope_names(project)
         doomed = {s: None for s in names if s != "global" and s.split(":")[0] not in keep}
         await ff.context.save(project, doomed)
-    return ContextJSON({})
+    return Response(b"")
 
 
 async def cache_page(request: Request) -> Response:
     ff, project, _ = await _authorized(request)
-    try:
-        limit = int(request.query_params.get("limit", 30))
-        cursor = int(request.query_params.get("cursor", 0))
-    except ValueError:
-        raise FFBadRequest("limit and cursor must be numbers") from None
-    limit, cursor = (min(max(low, n), SQL_INTEGER_MAX) for low, n in ((1, limit), (0, cursor)))
+    limit, cursor = page_window(request.query_params.get("limit"), request.query_params.get("cursor"))
     data, count, next_cursor = await ff.context.page(project, limit, cursor)
     meta = {"next_cursor": next_cursor} if next_cursor is not None else {}
     return ContextJSON({"meta": meta, "count": count, "data": data})
+
+
+JS_INT = re.compile(r"[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)", re.ASCII)  # the start parseInt reads
+
+
+def page_window(limit: str | None, cursor: str | None) -> tuple[int, int]:
+    """(limit, cursor) of a cache page as upstream reads them (pure): `parseInt(limit) || 1000`,
+    so 0 and text are 1000 and a negative limit is none (SQLite's LIMIT -1); rows past a
+    cursor, which SQLite compares as a number when it reads as one, else as text, which
+    is past every row id. Default limit 30."""
+    limit_read = 30 if limit is None else _parse_int(limit) or 1000
+    if limit_read < 0:
+        limit_read = SQL_INTEGER_MAX
+    if not cursor:  # upstream: `if (params.cursor)`
+        after = 0
+    elif DECIMAL.fullmatch(cursor.strip(" \t\n\r\f")):
+        number = float(cursor) if "." in cursor or "e" in cursor.lower() else int(cursor)
+        after = math.floor(number) if math.isfinite(number) else SQL_INTEGER_MAX
+    else:
+        after = SQL_INTEGER_MAX
+    return min(limit_read, SQL_INTEGER_MAX), min(max(after, 0), SQL_INTEGER_MAX)
+
+
+def _parse_int(text: str) -> int | None:
+    """JavaScript's parseInt(text): the integer its start spells (hex after 0x), else None."""
+    found = JS_INT.match(text.lstrip(" \t\n\r\f\v\u00a0\ufeff"))
+    if found is None:
+        return None
+    digits = found.group(0)
+    sign = -1 if digits.startswith("-") else 1
+    digits = digits.lstrip("+-")
+    return sign * (int(digits[2:], 16) if digits[:2].lower() == "0x" else int(digits))
 
 
 async def cache_replace(request: Request) -> Response:
@@ -358,7 +387,7 @@ async def cache_replace(request: Request) -> Response:
     if not isinstance(body, dict):
         raise FFBadRequest("body must be an object")
     items = [{"key": key, "value": value} for key, value in body.items()]
-    paths = [_path(key) for key in body]
+    paths = [_path(key, properties.parse_for_set) for key in body]
     _check_indices(paths, _limit(ff, grant))
     store: ContextStore = ff.context
     with _nesting_checked():

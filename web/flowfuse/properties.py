@@ -1,7 +1,10 @@
 """Node-RED property expressions (`a.b`, `a[0]`, `a["x.y"]`, `a['z']`) on JSON values: pure.
 
 Parsing follows Node-RED's `normalisePropertyExpression`: dot-separated identifiers and
-bracketed indices or quoted keys; anything else is `Invalid property expression: …`.
+bracketed indices or quoted keys; anything else is `Invalid property expression: …`. A
+segment of digits followed by a dot is an index there (`a.1.b` is `a[1].b`, so a missing `a`
+is created as an array), one at the end is a name (`a.1`). As in JavaScript, a name that is
+an index's digits (`"1"`, not `"01"`) names that element of an array.
 """
 
 from __future__ import annotations
@@ -14,6 +17,12 @@ Path = list[str | int]
 class InvalidExpression(ValueError):
     def __init__(self, detail: str):
         super().__init__(f"Invalid property expression: {detail}")
+
+
+def parse_for_set(expr: str) -> Path:
+    """A path as Node-RED's setMessageProperty takes it, which upstream sets with: a leading
+    `msg.` is dropped first."""
+    return parse(expr[4:] if isinstance(expr, str) and expr.startswith("msg.") else expr)
 
 
 def parse(expr: str) -> Path:
@@ -44,7 +53,9 @@ def parse(expr: str) -> Path:
                 if expr[i] in " {}":
                     raise InvalidExpression(f"unexpected {expr[i]} at position {i}")
                 i += 1
-            parts.append(expr[start:i])
+            name = expr[start:i]
+            before_dot = i < n and expr[i] == "."
+            parts.append(int(name) if before_dot and name.isascii() and name.isdigit() else name)
             expect_name = False
     if expect_name:
         raise InvalidExpression("unterminated expression" if parts else "zero-length")
@@ -77,8 +88,9 @@ def _bracket(expr: str, i: int, parts: Path) -> int:
 def get(obj: Any, path: Path) -> tuple[bool, Any]:
     """(found, value) at `path`; a path through a non-object is not found."""
     for key in path:
-        if isinstance(key, int) and isinstance(obj, list) and key < len(obj):
-            obj = obj[key]
+        index = _index(obj, key)
+        if index is not None and index < len(obj):
+            obj = obj[index]
         elif isinstance(obj, dict) and str(key) in obj:
             obj = obj[str(key)]
         else:
@@ -108,25 +120,41 @@ def set_value(root: dict, path: Path, value: Any) -> int:
 def _beneath_a_plain_value(obj: Any, key: str | int) -> bool:
     if isinstance(obj, dict):
         return not isinstance(obj.get(str(key), {}), (dict, list))
-    if isinstance(obj, list) and isinstance(key, int) and key < len(obj):
-        return obj[key] is not None and not isinstance(obj[key], (dict, list))
+    index = _index(obj, key)
+    if index is not None and index < len(obj):
+        return obj[index] is not None and not isinstance(obj[index], (dict, list))
     return False
 
 
 def delete(root: dict, path: Path) -> None:
+    """Node-RED's setObjectProperty with no value: an index (`a[1]`, `a.1.b`'s 1) is spliced
+    out of its array, a name (`a.1`) deleted, which in an array leaves a hole (null in JSON)."""
     found, parent = get(root, path[:-1])
     if not found:
         return
-    key = path[-1]
+    key, index = path[-1], _index(parent, path[-1])
     if isinstance(parent, dict):
         parent.pop(str(key), None)
-    elif isinstance(parent, list) and isinstance(key, int) and key < len(parent):
-        parent[key] = None  # JavaScript's delete leaves a hole, which JSON shows as null
+    elif index is not None and index < len(parent):
+        if isinstance(key, int):
+            del parent[index]
+        else:
+            parent[index] = None
+
+
+def _index(obj: Any, key: str | int) -> int | None:
+    """The element of the array `obj` that `key` names, if it is an array and `key` an index."""
+    if not isinstance(obj, list):
+        return None
+    if isinstance(key, int):
+        return key
+    return int(key) if key.isascii() and key.isdigit() and str(int(key)) == key else None
 
 
 def _child(obj: Any, key: str | int) -> Any:
-    if isinstance(obj, list) and isinstance(key, int):
-        return obj[key] if key < len(obj) else None
+    index = _index(obj, key)
+    if index is not None:
+        return obj[index] if index < len(obj) else None
     if isinstance(obj, dict):
         return obj.get(str(key))
     return None
@@ -135,10 +163,11 @@ def _child(obj: Any, key: str | int) -> Any:
 def _put(obj: Any, key: str | int, value: Any) -> int:
     """Put `value` under `key`; the nulls an index past the end padded the array with."""
     if isinstance(obj, list):
-        if isinstance(key, int):
-            padding = max(0, key - len(obj))
-            obj.extend([None] * (key + 1 - len(obj)))
-            obj[key] = value
+        index = _index(obj, key)
+        if index is not None:
+            padding = max(0, index - len(obj))
+            obj.extend([None] * (index + 1 - len(obj)))
+            obj[index] = value
             return padding
         # a named property of an array: JavaScript keeps it, JSON drops it
     else:
