@@ -86,8 +86,39 @@ def _tell_each_its_parser(parser: argparse.ArgumentParser) -> None:
                 _tell_each_its_parser(child)
 
 
+def _dash_values_joined(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`--token-ttl -5m` as `--token-ttl=-5m`: argparse takes a value that starts with a dash
+    for an option, and says the flag "expected one argument", where the value's own check
+    tells what is wrong with it."""
+    taking, known = _option_strings(parser)
+    known |= {"-", "--"}
+    out: list[str] = []
+    for token in argv:
+        joined = bool(out) and out[-1] in taking and token.startswith("-") and token not in known
+        out.append(f"{out.pop()}={token}" if joined else token)
+    return out
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> tuple[set[str], set[str]]:
+    """(the option strings that take one value, every option string), of all (sub)commands."""
+    taking: set[str] = set()
+    known: set[str] = set()
+    for action in parser._actions:
+        known.update(action.option_strings)
+        if action.option_strings and action.nargs is None:
+            taking.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child_taking, child_known = _option_strings(child)
+                taking |= child_taking
+                known |= child_known
+    return taking, known
+
+
 def main(argv: list[str] | None = None) -> int:
-    args, unknown = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    argv = _dash_values_joined(parser, sys.argv[1:] if argv is None else argv)
+    args, unknown = parser.parse_known_args(argv)
     parser = vars(args).pop("_parser")  # not an argument: commands pass theirs on (admin, as JSON)
     if unknown:  # exits 2, as parse_args would, but with the usage of the command at fault
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -284,6 +284,8 @@ def test_swarm_addresses_keys_and_peers_that_cannot_work_are_one_line_errors(tmp
         ("--allow-peer", "notapeer"): "not a peer id",
         ("--allow-peer", "12D3KooWBWB59PG57qS5GQ3qnBf8pGf9WKqgpFjZmqc9KaeKSQ68/tcp/80"): "not a peer id",
         ("--token-ttl", "0"): "--token-ttl",
+        ("--token-ttl", "-5m"): "--token-ttl: not a duration: '-5m'",  # argparse took it for an option
+        ("--pin-uploads-for", "-1h"): "--pin-uploads-for: not a duration: '-1h'",
         ("--host-suffix", ""): "not the end of a host name",  # it would take every request for a name
         ("--host-suffix", "my apps"): "not the end of a host name",
     }
