@@ -197,6 +197,11 @@ class Accounts:
             return None
         return self.user(found.user_id)
 
+    def live_token(self, hashed: str, now: int | None = None) -> Token | None:
+        """The token whose `token_hash` is `hashed`; None once it is revoked or expired."""
+        found: Token | None = self._get("token", hashed)
+        return None if found is None or found.expired(now_ms() if now is None else now) else found
+
     def thing(self, thing_id: str) -> Thing | None:
         return self._get("thing", thing_id)
 

@@ -478,6 +478,22 @@ def test_an_upload_replicates_and_a_second_node_serves_it_and_its_presigned_url(
         assert not any(stored[i:i + 32] in known for i in range(0, len(stored) - 31))
 
 
+def test_a_presigned_url_ends_with_the_token_that_asked_for_it(world):
+    with client(world.node, world.bob) as http:
+        name = wrapped(put(http, "lent.txt", b"for now"), 201)["object_name"]
+        made = http.post("/api/v1/user/tokens", json={"name": "lender"})
+        assert made.status_code == 201
+        lender = made.json()
+        with client(world.node, {"token": lender["token"]}) as other:
+            lent = wrapped(other.get(f"{S}/objects/{name}/presigned-url"), 200)["url"]
+        kept = wrapped(http.get(f"{S}/objects/{name}/presigned-url"), 200)["url"]
+        assert http.delete(f"/api/v1/user/tokens/{lender['id']}").status_code == 204
+    r = httpx.get(f"{world.node.url}{urlsplit(lent).path}")
+    wrapped(r, 403)
+    assert "revoked" in r.json()["message"]
+    assert httpx.get(f"{world.node.url}{urlsplit(kept).path}").content == b"for now"
+
+
 def test_a_presigned_url_ends_with_its_user(world):
     temp = admin(world.node, "user", "add", "--email", "temp@acme.test", "--org", "acme")
     with client(world.node, temp) as http:

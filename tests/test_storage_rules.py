@@ -72,10 +72,10 @@ def test_bad_paging_is_a_400(query):
 
 
 @given(org=st.text(max_size=40), user=st.text(max_size=40), name=st.text(max_size=255),
-       expires=st.integers(0, 2**40), data=st.data())
-def test_presigned_tokens_round_trip_and_no_change_passes(org, user, name, expires, data):
+       expires=st.integers(0, 2**40), signer=st.binary(min_size=32, max_size=32), data=st.data())
+def test_presigned_tokens_round_trip_and_no_change_passes(org, user, name, expires, signer, data):
     secret = b"s" * 32
-    grant = presign.Grant(org, user, name, expires)
+    grant = presign.Grant(org, user, name, expires, signer)
     token = presign.sign(secret, grant)
     assert presign.verify(secret, token) == grant
     with pytest.raises(presign.BadSignature):

@@ -24,8 +24,14 @@ def bearer_user(request: Request) -> User | None:
     """The user of the request's `Authorization: Bearer ffpat_…` token; None for a missing,
     wrong, expired or revoked one."""
     ctx: AppContext = request.app.state.ctx
+    token = bearer_token(request)
+    return None if token is None else ctx.accounts.authenticate(token)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of the request's `Authorization: Bearer …` header, as given (unchecked)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return ctx.accounts.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    return token.strip() if scheme.lower() == "bearer" else None
 
 
 def signed_in(request: Request) -> User:

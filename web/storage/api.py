@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from itertools import chain
 from typing import Any
 
-from edgefiles.ans.accounts import User, iso
+from edgefiles.ans.accounts import User, iso, token_hash
 from edgefiles.node import exporter, sealed
 from edgefiles.node.blockstore import CorruptBlock, StorageFull
 from edgefiles.node.cid import to_str
@@ -43,7 +43,7 @@ from ..errors import (
 from ..formfile import FORM_ALLOWANCE, FieldLimit, FormFile, abandon, parse_metadata, receive_form_file
 from ..mime import type_to_send
 from ..paths import name_in_path, raw_tail
-from ..tokens import bearer_user
+from ..tokens import bearer_token, bearer_user
 from . import presign
 from .objects import Storage, StoredObject
 from .rules import RuleBroken, StorageSettings, category_of, check_upload, page_of, unique_name
@@ -217,15 +217,17 @@ def _presigned_url(request: Request, storage: Storage, found: StoredObject) -> R
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_EXPIRY:
         raise BadRequest(f"expires_in is a whole number of seconds from 1 to {MAX_EXPIRY}")
     expires = math.ceil(time.time()) + int(text)  # whole seconds, rounded up: at least the seconds asked for
-    grant = presign.Grant(found.org_id, found.user_id, found.object_name, expires)
+    signer = bytes.fromhex(token_hash(bearer_token(request) or ""))  # the caller's: checked already
+    grant = presign.Grant(found.org_id, found.user_id, found.object_name, expires, signer)
     token = presign.sign(storage.presign_secret, grant)
     base = str(request.base_url).rstrip("/")
     return ok({"url": f"{base}{PREFIX}/presigned/{token}", "expires_at": iso(expires * 1000)})
 
 
 async def presigned(request: Request) -> Response:
-    """An object's bytes through a presigned URL (no token): 403 when it expired, was changed
-    or its user was removed (or moved to another organization), 404 when the object is gone."""
+    """An object's bytes through a presigned URL (no token): 403 when it expired, was changed,
+    the token that asked for it was revoked or has expired, or its user was removed (or moved
+    to another organization), 404 when the object is gone."""
     storage = storage_of(request)
     try:
         grant = presign.verify(storage.presign_secret, request.path_params["token"])
@@ -236,6 +238,9 @@ async def presigned(request: Request) -> Response:
     signer = storage.accounts.user(grant.user_id)
     if signer is None or signer.org_id != grant.org_id:  # the grant lived as long as its user
         raise Forbidden("the user who made this presigned URL has no access any more")
+    token = storage.accounts.live_token(grant.signer.hex())
+    if token is None or token.user_id != grant.user_id:
+        raise Forbidden("the token that made this presigned URL was revoked or has expired")
     found = storage.get(grant.org_id, grant.user_id, grant.object_name)
     if found is None:
         raise NotFound("the object of this URL is gone")

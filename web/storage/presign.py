@@ -1,6 +1,7 @@
-"""Presigned URLs: a token that names one object, its organization and an expiry, signed
-with HMAC-SHA256 under a secret every member of the swarm derives from the swarm key, so any
-node honours a URL that another node signed. Pure."""
+"""Presigned URLs: a token that names one object, its organization, an expiry and the access
+token that asked for it (its hash: revoking that token ends the URL, as deleting an access key
+ends S3's), signed with HMAC-SHA256 under a secret every member of the swarm derives from the
+swarm key, so any node honours a URL that another node signed. Pure."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Grant:
     user_id: str
     object_name: str
     expires_at: int  # seconds since the epoch
+    signer: bytes  # the SHA-256 of the access token that asked for the URL
 
 
 class BadSignature(ValueError):
@@ -35,7 +37,7 @@ def _unb64(text: str) -> bytes:
 
 
 def sign(secret: bytes, grant: Grant) -> str:
-    body = msgpack.packb([grant.org_id, grant.user_id, grant.object_name, grant.expires_at])
+    body = msgpack.packb([grant.org_id, grant.user_id, grant.object_name, grant.expires_at, grant.signer])
     return _b64(body) + "." + _b64(hmac.new(secret, body, hashlib.sha256).digest())
 
 
@@ -53,7 +55,7 @@ def verify(secret: bytes, token: str) -> Grant:
     if not hmac.compare_digest(mac, hmac.new(secret, body, hashlib.sha256).digest()):
         raise BadSignature("the signature does not match")
     try:
-        org_id, user_id, name, expires = msgpack.unpackb(body)
+        org_id, user_id, name, expires, signer = msgpack.unpackb(body)
     except (ValueError, TypeError, msgpack.UnpackException):
         raise BadSignature("not a presigned URL token") from None
-    return Grant(str(org_id), str(user_id), str(name), int(expires))
+    return Grant(str(org_id), str(user_id), str(name), int(expires), bytes(signer))
