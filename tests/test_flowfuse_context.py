@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 
 import httpx
 import pytest
-from edgefiles.web.flowfuse import properties
+from edgefiles.web.flowfuse import jsvalues, properties
+from edgefiles.web.flowfuse.context import SQL_INTEGER_MAX, page_window
 from fake_platform import FakePlatform
 from hypothesis import given
 from hypothesis import strategies as st
@@ -94,6 +96,33 @@ def test_digits_before_a_dot_are_an_index_and_an_index_is_spliced_out_as_node_re
     assert properties.get({"l": [5, 6]}, properties.parse("l.1")) == (True, 6)
     assert properties.get({"l": [5, 6]}, properties.parse('l["01"]')) == (False, None)
     assert properties.parse_for_set("msg.a.b") == ["a", "b"] and properties.parse("msg.a") == ["msg", "a"]
+    beyond = str(properties.MAX_ARRAY_INDEX + 1)  # JavaScript: a named property of an array, JSON drops it
+    obj = {"l": [5]}
+    properties.set_value(obj, ["l", beyond], 1)
+    assert obj == {"l": [5]} and properties.get(obj, ["l", beyond]) == (False, None)
+
+
+def test_javascript_readings_of_text_and_values():
+    parse_ints = {"5x": 5, " 7": 7, "\u00a012": 12, "0x10": 16, "-0x10": -16, "+3": 3, "1e3": 1, "-0": 0,
+                  "abc": None, "": None, "0x": None, "x1": None}
+    assert {text: jsvalues.parse_int(text) for text in parse_ints} == parse_ints
+    numbers = {"100": 100, " 51 ": 51, "0x40": 64, "0b11": 3, "1e3": 1000, ".5": 0.5, "5.": 5, "": 0,
+               "Infinity": math.inf, "-Infinity": -math.inf, "abc": None, "1_0": None, "-0x10": None,
+               "--1": None, "\u20281\u3000": 1}
+    assert {text: jsvalues.number(text) for text in numbers} == numbers
+    values = (None, False, 0, 0.0, "", [], {}, "0", True, 1)
+    assert [v for v in values if jsvalues.falsy(v)] == [None, False, 0, 0.0, ""]
+
+
+@pytest.mark.parametrize("limit, cursor, window", [
+    (None, None, (30, 0)), ("0", None, (1000, 0)), ("abc", None, (1000, 0)), ("5x", None, (5, 0)),
+    ("0x10", None, (16, 0)), ("-1", None, (SQL_INTEGER_MAX, 0)), ("2", "3", (2, 3)), ("2", "3.5", (2, 3)),
+    ("2", " 4 ", (2, 4)), ("2", "", (2, 0)), ("2", "0", (2, 0)), ("2", "abc", (2, SQL_INTEGER_MAX)),
+    ("2", "0x1", (2, SQL_INTEGER_MAX)), ("2", "1e400", (2, SQL_INTEGER_MAX)), ("2", "-1e400", (2, 0))])
+def test_cache_pages_read_limit_and_cursor_as_upstream_does(limit, cursor, window):
+    """`parseInt(limit) || 1000` (a negative limit: SQLite's LIMIT -1, none); a cursor SQLite
+    compares as a number when it reads as one, else as text, past every row id."""
+    assert page_window(limit, cursor) == window
 
 
 # routes, against a node ----------------------------------------------------------------------
@@ -155,7 +184,8 @@ def test_bad_requests(ctx):
     c, base = ctx
     assert c.post(f"{base}/global", json={"key": "x"}).status_code == 400
     assert c.post(f"{base}/global", json=[{"value": 1}]).status_code == 400
-    for garbled in (b"{nope", b'[{"key": "n", "value": NaN}]', b'[{"key": "n", "value": -Infinity}]'):
+    for garbled in (b"{nope", b'[{"key": "n", "value": NaN}]', b'[{"key": "n", "value": -Infinity}]',
+                    b'[{"key": "n", "value": 1e400}]', b'[{"key": "n", "value": [-1.5e999]}]'):
         r = c.post(f"{base}/global", content=garbled, headers={"Content-Type": "application/json"})
         assert r.status_code == 400, garbled
     assert c.get(f"{base}/global", params={"key": "n"}).json() in ([], [{"key": "n"}])
@@ -345,6 +375,35 @@ def test_an_array_index_past_the_quota_is_refused_before_anything_is_padded(ff, 
         assert c.post("/v1/context/sparse/global", json=[{"key": "p[150]", "value": 1}]).status_code == 200
         padded = c.post("/v1/context/sparse/global", json=[{"key": "q[100]", "value": 1}])  # 500 B of nulls
         assert padded.status_code == 413
+
+
+def test_a_msg_key_is_measured_as_given_as_upstream_does(ff, platform):
+    """Upstream measures `msg.m` at `msg.m` (nothing there: the whole value counts), then sets `m`."""
+    token = platform.issue("tok-msg-measure", "msg-measure", context=150)
+    with httpx.Client(base_url=ff.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+        base = "/v1/context/msg-measure/global"
+        assert c.post(base, json=[{"key": "m", "value": "x" * 100}]).status_code == 200  # 108 stored
+        r = c.post(base, json=[{"key": "msg.m", "value": "z" * 50}])  # 108 + 50 > 150
+        assert (r.status_code, r.json()["code"]) == (413, "over_quota")
+        assert c.post(base, json=[{"key": "msg.m", "value": "z" * 40}]).status_code == 200
+        assert c.get(base, params={"key": "m"}).json() == [{"key": "m", "value": "z" * 40}]
+
+
+def test_a_name_spelling_an_index_pads_an_array_no_further_than_an_index_may(ff, platform):
+    """`l.3000000` and `l["3000000"]` name an element of an array as JavaScript does, so they
+    pad it: bounded as `l[3000000]` is (they passed every bound: a 15 MB scope, or 2 s of work
+    before the quota said no)."""
+    no_quota = platform.issue("tok-named-pad", "named-pad", context=0)
+    tight = platform.issue("tok-named-pad-q", "named-pad-q", context=1000)
+    for token, project, status in ((no_quota, "named-pad", 400), (tight, "named-pad-q", 413)):
+        with httpx.Client(base_url=ff.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+            base = f"/v1/context/{project}/global"
+            assert c.post(base, json=[{"key": "l", "value": []}]).status_code == 200
+            for key in ("l.3000000", 'l["3000000"]', "l.2999999.x"):
+                assert c.post(base, json=[{"key": key, "value": 1}]).status_code == status, (project, key)
+            assert c.get(base, params={"key": "l"}).json() == [{"key": "l", "value": []}]
+            assert c.post(base, json=[{"key": "l.2", "value": 1}]).status_code == 200
+            assert c.get(base, params={"key": "l"}).json() == [{"key": "l", "value": [None, None, 1]}]
 
 
 def test_a_scope_nests_at_most_200_levels_and_what_is_stored_reads_back(ctx):

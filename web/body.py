@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -37,12 +38,12 @@ async def read_capped(request: Request, limit: int, too_large: Callable[[], Exce
 def parse_json(raw: bytes | str, invalid: Callable[[], Exception],
                too_deep: Callable[[], Exception] | None = None) -> Any:
     """The JSON value of `raw`; `invalid()` is raised for text that is not JSON or not UTF-8
-    (`NaN` and `Infinity` are not: Python reads them, JavaScript and every client refuse them,
-    and they would be written back as they came), and `too_deep()` (else `invalid()`) for
+    (`NaN` and `Infinity` are not, nor is a number too large for a double, `1e400`: Python
+    reads them as such, no JSON writer can write them back), and `too_deep()` (else `invalid()`) for
     nesting past Python's recursion limit, which a 64 KiB body of brackets reaches (it was a
     500 with two tracebacks in the log)."""
     try:
-        return json.loads(raw, parse_constant=_not_json)
+        return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except ValueError:
         raise invalid() from None
     except RecursionError:
@@ -51,3 +52,10 @@ def parse_json(raw: bytes | str, invalid: Callable[[], Exception],
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is past a double's range")
+    return value

@@ -23,11 +23,10 @@ from starlette.responses import JSONResponse, Response
 
 from ..body import parse_json
 from ..upload import parse_header_params
-from . import properties
+from . import jsvalues, properties
 from .errors import FFBadRequest, FFOverQuota, FFUnsupportedMedia, FlowFuseError
 from .facade import FlowFuse, read_body
 from .files import TEXT_TYPES
-from .platform import DECIMAL
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS context (
@@ -243,14 +242,18 @@ def _stored_size(scope: dict | None) -> int:
 
 def _check_indices(paths: list[properties.Path], limit: float | None) -> None:
     """An array index pads the array with nulls up to it, which JSON stores: `[20000000]`
-    would be 100 MB. The indices of one request may not add up past the quota (an array that
-    long could never have been stored under it), nor, without one, past MAX_PADDING; the
-    padding a set makes counts in the quota's measure too (`_changed`)."""
-    bound = limit or MAX_PADDING
-    if sum(key for path in paths for key in path if isinstance(key, int)) >= bound:
-        if limit is not None:
-            raise FFOverQuota(limit)
-        raise FFBadRequest(f"the array indices of a request add up to less than {bound}")
+    would be 100 MB. The nulls one request pads arrays with may not pass the quota (an array
+    that long could never have been stored under it), nor, without one, MAX_PADDING: refused
+    here, before any work, when its numeric indices alone add up past that, and as a set pads
+    (`_changed`: a name spelling an index, `a.5` or `a["5"]`, pads an array too)."""
+    if sum(key for path in paths for key in path if isinstance(key, int)) >= (limit or MAX_PADDING):
+        raise _padding_refused(limit)
+
+
+def _padding_refused(limit: float | None) -> FlowFuseError:
+    if limit is not None:
+        return FFOverQuota(limit)
+    return FFBadRequest(f"the nulls a request pads arrays with add up to less than {MAX_PADDING}")
 
 
 def _path(key: Any, parse: Callable[[str], properties.Path] = properties.parse) -> properties.Path:
@@ -272,24 +275,33 @@ async def set_values(request: Request) -> Response:
     with _nesting_checked():
         async with store.lock(project):
             old = await store.scope(project, scope)
-            value, delta = _changed(old, items, paths)
+            value, delta = _changed(old, items, paths, _limit(ff, grant))
             _shallow_enough(value)
             await _check_quota(ff, grant, store, project, delta, old, value)
             await store.save(project, {scope: value})
     return ContextJSON({})
 
 
-def _changed(stored: dict | None, items: list[dict], paths: list[properties.Path]) -> tuple[dict, int]:
-    """(the scope after the sets and deletes of `items`, the change in the quota's measure)."""
+def _changed(stored: dict | None, items: list[dict], paths: list[properties.Path],
+             limit: float | None) -> tuple[dict, int]:
+    """(the scope after the sets and deletes of `items`, the change in the quota's measure);
+    `_padding_refused` when they pad arrays with more nulls than `_check_indices` allows.
+    Upstream measures an item's old value at its key as given, `msg.` and all (only the set
+    drops it), so a set of `msg.m` counts whole and its delete frees nothing: so here."""
     value = copy.deepcopy(stored or {})
-    delta = 0
+    delta, room = 0, limit or MAX_PADDING
     for item, path in zip(items, paths, strict=True):
-        found, old = properties.get(value, path)
+        found, old = properties.get(value, properties.parse(item["key"]))
         if "value" in item:
             delta += item_size(item["value"]) - (item_size(old) if found else 0)
-            delta += len("null,") * properties.set_value(value, path, item["value"])
-        elif found:
-            delta -= item_size(old)
+            try:
+                padded = properties.set_value(value, path, item["value"], room)
+            except properties.PaddingTooLong:
+                raise _padding_refused(limit) from None
+            room -= padded
+            delta += len("null,") * padded
+        else:
+            delta -= item_size(old) if found else 0
             properties.delete(value, path)
     return value, delta
 
@@ -345,7 +357,6 @@ async def cache_page(request: Request) -> Response:
     return ContextJSON({"meta": meta, "count": count, "data": data})
 
 
-JS_INT = re.compile(r"[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)", re.ASCII)  # the start parseInt reads
 
 
 def page_window(limit: str | None, cursor: str | None) -> tuple[int, int]:
@@ -353,28 +364,16 @@ def page_window(limit: str | None, cursor: str | None) -> tuple[int, int]:
     so 0 and text are 1000 and a negative limit is none (SQLite's LIMIT -1); rows past a
     cursor, which SQLite compares as a number when it reads as one, else as text, which
     is past every row id. Default limit 30."""
-    limit_read = 30 if limit is None else _parse_int(limit) or 1000
+    limit_read = 30 if limit is None else jsvalues.parse_int(limit) or 1000
     if limit_read < 0:
         limit_read = SQL_INTEGER_MAX
     if not cursor:  # upstream: `if (params.cursor)`
         after = 0
-    elif DECIMAL.fullmatch(cursor.strip(" \t\n\r\f")):
-        number = float(cursor) if "." in cursor or "e" in cursor.lower() else int(cursor)
-        after = math.floor(number) if math.isfinite(number) else SQL_INTEGER_MAX
+    elif (number := jsvalues.sqlite_number(cursor)) is not None:
+        after = math.floor(number) if math.isfinite(number) else SQL_INTEGER_MAX if number > 0 else 0
     else:
         after = SQL_INTEGER_MAX
     return min(limit_read, SQL_INTEGER_MAX), min(max(after, 0), SQL_INTEGER_MAX)
-
-
-def _parse_int(text: str) -> int | None:
-    """JavaScript's parseInt(text): the integer its start spells (hex after 0x), else None."""
-    found = JS_INT.match(text.lstrip(" \t\n\r\f\v\u00a0\ufeff"))
-    if found is None:
-        return None
-    digits = found.group(0)
-    sign = -1 if digits.startswith("-") else 1
-    digits = digits.lstrip("+-")
-    return sign * (int(digits[2:], 16) if digits[:2].lower() == "0x" else int(digits))
 
 
 async def cache_replace(request: Request) -> Response:
@@ -391,7 +390,7 @@ async def cache_replace(request: Request) -> Response:
     _check_indices(paths, _limit(ff, grant))
     store: ContextStore = ff.context
     with _nesting_checked():
-        value, added = _changed(None, items, paths)
+        value, added = _changed(None, items, paths, _limit(ff, grant))
         _shallow_enough(value)
         async with store.lock(project):
             old = await store.scope(project, scope)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -12,6 +11,7 @@ from urllib.parse import quote
 import httpx
 
 from ..body import parse_json
+from . import jsvalues
 
 CACHE_SECONDS = 90.0
 TIMEOUT_SECONDS = 0.5
@@ -68,7 +68,7 @@ class Platform:
             body = parse_json(r.content, ValueError)
         except (httpx.HTTPError, ValueError, TimeoutError):
             return None
-        if _falsy_in_javascript(body):  # upstream: `if (!tokenResponse) throw` (null, false, 0, "")
+        if jsvalues.falsy(body):  # upstream: `if (!tokenResponse) throw` (null, false, 0, "")
             return None
         quota = body.get("quota") if isinstance(body, dict) else None
         quota = quota if isinstance(quota, dict) else {}
@@ -78,16 +78,6 @@ class Platform:
         await self._client.aclose()
 
 
-def _falsy_in_javascript(value: object) -> bool:
-    return value is None or value is False or value == "" or (type(value) in (int, float) and value == 0)
-
-
-def _number_in(text: str) -> float | None:
-    return float(text) if DECIMAL.fullmatch(text.strip()) else None
-
-
-# a number written in decimal, as both JavaScript's Number() and SQLite's numeric affinity read it
-DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
 UPSTREAM_CONTEXT_DEFAULT = 1000  # bytes, when the platform's answer has no context quota
 
 
@@ -101,7 +91,7 @@ def _bytes(value: object) -> float | None:
     """A quota in bytes as upstream compares it: a number, or text spelling one (JavaScript
     compares "100" as 100); anything else, or one not above 0, is none."""
     if isinstance(value, str):
-        value = _number_in(value)
+        value = jsvalues.number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         return None
     if isinstance(value, float) and value.is_integer():

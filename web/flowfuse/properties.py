@@ -9,14 +9,22 @@ an index's digits (`"1"`, not `"01"`) names that element of an array.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 Path = list[str | int]
 
 
+MAX_ARRAY_INDEX = 2**32 - 2  # JavaScript's: a larger number names a property, which JSON drops
+
+
 class InvalidExpression(ValueError):
     def __init__(self, detail: str):
         super().__init__(f"Invalid property expression: {detail}")
+
+
+class PaddingTooLong(ValueError):
+    """A set would pad an array with more nulls than it may."""
 
 
 def parse_for_set(expr: str) -> Path:
@@ -98,9 +106,10 @@ def get(obj: Any, path: Path) -> tuple[bool, Any]:
     return True, obj
 
 
-def set_value(root: dict, path: Path, value: Any) -> int:
+def set_value(root: dict, path: Path, value: Any, max_padding: float = math.inf) -> int:
     """Set `value` at `path`, creating objects (or arrays, for an index) on the way; the nulls
-    an index past an array's end padded it with. A path beneath a plain value sets nothing,
+    an index past an array's end padded it with (PaddingTooLong past `max_padding`: nothing
+    is padded then). A path beneath a plain value sets nothing,
     as Node-RED's setObjectProperty "cannot create a property beneath" it (nothing has been
     created when one is met); beneath an object's null member neither. (Beneath an array's
     null, Node-RED throws; we create.)"""
@@ -112,9 +121,9 @@ def set_value(root: dict, path: Path, value: Any) -> int:
         child = _child(obj, key)
         if not isinstance(child, (dict, list)):
             child = [] if isinstance(following, int) else {}
-            padded += _put(obj, key, child)
+            padded += _put(obj, key, child, max_padding - padded)
         obj = child
-    return padded + _put(obj, path[-1], value)
+    return padded + _put(obj, path[-1], value, max_padding - padded)
 
 
 def _beneath_a_plain_value(obj: Any, key: str | int) -> bool:
@@ -147,8 +156,9 @@ def _index(obj: Any, key: str | int) -> int | None:
     if not isinstance(obj, list):
         return None
     if isinstance(key, int):
-        return key
-    return int(key) if key.isascii() and key.isdigit() and str(int(key)) == key else None
+        return key if key <= MAX_ARRAY_INDEX else None
+    is_index = key.isascii() and key.isdigit() and str(int(key)) == key and int(key) <= MAX_ARRAY_INDEX
+    return int(key) if is_index else None
 
 
 def _child(obj: Any, key: str | int) -> Any:
@@ -160,12 +170,14 @@ def _child(obj: Any, key: str | int) -> Any:
     return None
 
 
-def _put(obj: Any, key: str | int, value: Any) -> int:
+def _put(obj: Any, key: str | int, value: Any, max_padding: float) -> int:
     """Put `value` under `key`; the nulls an index past the end padded the array with."""
     if isinstance(obj, list):
         index = _index(obj, key)
         if index is not None:
             padding = max(0, index - len(obj))
+            if padding > max_padding:
+                raise PaddingTooLong(f"an index pads an array with {padding} nulls")
             obj.extend([None] * (index + 1 - len(obj)))
             obj[index] = value
             return padding
