@@ -89,12 +89,15 @@ def _tell_each_its_parser(parser: argparse.ArgumentParser) -> None:
 def _dash_values_joined(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """`--token-ttl -5m` as `--token-ttl=-5m`: argparse takes a value that starts with a dash
     for an option, and says the flag "expected one argument", where the value's own check
-    tells what is wrong with it."""
+    tells what is wrong with it. What names an option (`--x`, `--x=1`), `-`, and everything
+    after `--` are left as they are; so are abbreviated flags."""
     taking, known = _option_strings(parser)
-    known |= {"-", "--"}
     out: list[str] = []
-    for token in argv:
-        joined = bool(out) and out[-1] in taking and token.startswith("-") and token not in known
+    for i, token in enumerate(argv):
+        if token == "--":
+            return out + argv[i:]
+        names_option = token.partition("=")[0] in known or token == "-"
+        joined = bool(out) and out[-1] in taking and token.startswith("-") and not names_option
         out.append(f"{out.pop()}={token}" if joined else token)
     return out
 

@@ -206,3 +206,23 @@ def test_notes_count_in_words_that_agree_with_their_number(node, tmp_path):
     (site / "more-empty").mkdir()
     out = run_cli("add", str(site), env=_env(node))
     assert "skipped 2 hidden entries" in out.stderr and "2 empty folders in" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("argv, parsed", [
+    (["serve", "--token-ttl", "-5m"], ["serve", "--token-ttl=-5m"]),
+    (["get", "x", "-o", "-"], ["get", "x", "-o", "-"]),  # `-` is standard output
+    (["get", "x", "-o", "-y"], ["get", "x", "-o=-y"]),
+    (["cid", "--", "--profile", "-x"], ["cid", "--", "--profile", "-x"]),  # two files so named
+    (["admin", "token", "create", "--user", "u", "--name", "--expires-in=1h"],  # a value left out
+     ["admin", "token", "create", "--user", "u", "--name", "--expires-in=1h"]),
+    (["serve", "--token-ttl", "--help"], ["serve", "--token-ttl", "--help"]),
+])
+def test_a_value_starting_with_a_dash_is_the_flags_and_an_option_never_is(argv, parsed):
+    from edgefiles.main import _dash_values_joined, build_parser
+
+    assert _dash_values_joined(build_parser(), argv) == parsed
+
+
+def test_a_flag_left_without_its_value_is_an_error_not_the_next_option():
+    out = run_cli("admin", "token", "create", "--user", "u", "--name", "--expires-in=1h")
+    assert out.returncode == 2 and "expected one argument" in out.stderr, out
