@@ -190,12 +190,8 @@ class Accounts:
     def authenticate(self, token: str, now: int | None = None) -> User | None:
         """The user a token belongs to; None for a token that is unknown, expired, revoked or
         whose user is gone."""
-        if not is_token_shaped(token):
-            return None
-        found: Token | None = self._get("token", token_hash(token))
-        if found is None or found.expired(now_ms() if now is None else now):
-            return None
-        return self.user(found.user_id)
+        found = self.live_token(token_hash(token), now) if is_token_shaped(token) else None
+        return None if found is None else self.user(found.user_id)
 
     def live_token(self, hashed: str, now: int | None = None) -> Token | None:
         """The token whose `token_hash` is `hashed`; None once it is revoked or expired."""

@@ -10,6 +10,7 @@ import os
 import re
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -492,6 +493,22 @@ def test_a_presigned_url_ends_with_the_token_that_asked_for_it(world):
     wrapped(r, 403)
     assert "revoked" in r.json()["message"]
     assert httpx.get(f"{world.node.url}{urlsplit(kept).path}").content == b"for now"
+
+
+def test_a_presigned_url_ends_no_later_than_the_token_that_asked_for_it(world):
+    ends = datetime.now(UTC) + timedelta(seconds=3)
+    with client(world.node, world.bob) as http:
+        name = wrapped(put(http, "brief.txt", b"soon gone"), 201)["object_name"]
+        made = http.post("/api/v1/user/tokens", json={"name": "brief", "expiresAt": ends.isoformat()})
+        assert made.status_code == 201
+    with client(world.node, {"token": made.json()["token"]}) as http:
+        link = wrapped(http.get(f"{S}/objects/{name}/presigned-url", params={"expires_in": 3600}), 200)
+    promised = datetime.fromisoformat(link["expires_at"].replace("Z", "+00:00"))
+    assert promised <= ends, (promised, ends)  # not the hour asked for: the token's end
+    path = urlsplit(link["url"]).path
+    assert httpx.get(f"{world.node.url}{path}").content == b"soon gone"
+    time.sleep(max(0.0, (ends - datetime.now(UTC)).total_seconds()) + 0.2)
+    wrapped(httpx.get(f"{world.node.url}{path}"), 403)
 
 
 def test_a_presigned_url_ends_with_its_user(world):

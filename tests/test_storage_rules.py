@@ -3,9 +3,12 @@ wrapping of organization keys (property tests)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from datetime import UTC, datetime
 
+import msgpack
 import pytest
 from edgefiles.ans.orgkeys import derive, unwrap, wrap
 from edgefiles.web.errors import BadRequest
@@ -85,6 +88,18 @@ def test_presigned_tokens_round_trip_and_no_change_passes(org, user, name, expir
     assume(token[at] != other)
     with pytest.raises(presign.BadSignature):
         presign.verify(secret, token[:at] + other + token[at + 1:])
+
+
+def test_a_presigned_token_of_the_first_format_names_no_signer_and_still_verifies():
+    secret = b"s" * 32
+    def signed(fields: list) -> str:
+        body = msgpack.packb(fields)
+        return presign._b64(body) + "." + presign._b64(hmac.new(secret, body, hashlib.sha256).digest())
+
+    first = signed(["org", "user", "a.txt", 1234])  # before grants named the token that asked
+    assert presign.verify(secret, first) == presign.Grant("org", "user", "a.txt", 1234, b"")
+    with pytest.raises(presign.BadSignature):  # a later format
+        presign.verify(secret, signed([presign.FORMAT + 1, "org", "user", "a.txt", 1234, b"x" * 32]))
 
 
 def test_org_keys_open_only_under_their_wrapping_key_and_label():

@@ -217,8 +217,12 @@ def _presigned_url(request: Request, storage: Storage, found: StoredObject) -> R
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_EXPIRY:
         raise BadRequest(f"expires_in is a whole number of seconds from 1 to {MAX_EXPIRY}")
     expires = math.ceil(time.time()) + int(text)  # whole seconds, rounded up: at least the seconds asked for
-    signer = bytes.fromhex(token_hash(bearer_token(request) or ""))  # the caller's: checked already
-    grant = presign.Grant(found.org_id, found.user_id, found.object_name, expires, signer)
+    asker = storage.accounts.live_token(token_hash(bearer_token(request) or ""))
+    if asker is None:  # checked as the route began: revoked or expired since
+        raise TokenInvalid("the token asking for a presigned URL was revoked or has expired")
+    if asker.expires_at is not None:  # the URL ends with it: its expiry says so
+        expires = min(expires, asker.expires_at // 1000)
+    grant = presign.Grant(found.org_id, found.user_id, found.object_name, expires, bytes.fromhex(asker.hash))
     token = presign.sign(storage.presign_secret, grant)
     base = str(request.base_url).rstrip("/")
     return ok({"url": f"{base}{PREFIX}/presigned/{token}", "expires_at": iso(expires * 1000)})
@@ -238,8 +242,8 @@ async def presigned(request: Request) -> Response:
     signer = storage.accounts.user(grant.user_id)
     if signer is None or signer.org_id != grant.org_id:  # the grant lived as long as its user
         raise Forbidden("the user who made this presigned URL has no access any more")
-    token = storage.accounts.live_token(grant.signer.hex())
-    if token is None or token.user_id != grant.user_id:
+    token = storage.accounts.live_token(grant.signer.hex()) if grant.signer else None
+    if grant.signer and (token is None or token.user_id != grant.user_id):
         raise Forbidden("the token that made this presigned URL was revoked or has expired")
     found = storage.get(grant.org_id, grant.user_id, grant.object_name)
     if found is None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import msgpack
 
 MAX_TOKEN = 2048
+FORMAT = 1  # the first element of a grant since it names its signer; a grant of four elements came before
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Grant:
     user_id: str
     object_name: str
     expires_at: int  # seconds since the epoch
-    signer: bytes  # the SHA-256 of the access token that asked for the URL
+    signer: bytes  # the SHA-256 of the access token that asked for the URL; b"" in a URL of the first format
 
 
 class BadSignature(ValueError):
@@ -37,7 +38,8 @@ def _unb64(text: str) -> bytes:
 
 
 def sign(secret: bytes, grant: Grant) -> str:
-    body = msgpack.packb([grant.org_id, grant.user_id, grant.object_name, grant.expires_at, grant.signer])
+    fields = [FORMAT, grant.org_id, grant.user_id, grant.object_name, grant.expires_at, grant.signer]
+    body = msgpack.packb(fields)
     return _b64(body) + "." + _b64(hmac.new(secret, body, hashlib.sha256).digest())
 
 
@@ -55,7 +57,12 @@ def verify(secret: bytes, token: str) -> Grant:
     if not hmac.compare_digest(mac, hmac.new(secret, body, hashlib.sha256).digest()):
         raise BadSignature("the signature does not match")
     try:
-        org_id, user_id, name, expires, signer = msgpack.unpackb(body)
+        fields = msgpack.unpackb(body)
+        if len(fields) == 4:  # signed before grants named their signer: it lives out its expiry
+            fields = [FORMAT, *fields, b""]
+        version, org_id, user_id, name, expires, signer = fields
     except (ValueError, TypeError, msgpack.UnpackException):
         raise BadSignature("not a presigned URL token") from None
+    if version != FORMAT:
+        raise BadSignature("not a presigned URL token")
     return Grant(str(org_id), str(user_id), str(name), int(expires), bytes(signer))
