@@ -71,6 +71,8 @@ def decode_header(body: bytes) -> list[bytes]:
     roots = value.get("roots")
     if not isinstance(roots, list) or not all(isinstance(r, _Link) for r in roots):
         raise CarInvalid("the CAR header's roots are not a list of CIDs")
+    if not roots:  # CARv1: "The roots array must contain one or more CIDs"
+        raise CarInvalid("the CAR header names no root")
     for root in roots:
         if split_cid(root.cid) != len(root.cid):
             raise CarInvalid("a root in the CAR header has bytes after its CID")
@@ -193,6 +195,9 @@ class CarParser:
                 raise CarInvalid("a CAR section length is malformed") from None
             return None
         limit = MAX_HEADER if self.roots is None else MAX_SECTION + 64
-        if size == 0 or size > limit:
-            raise CarInvalid(f"a CAR section of {size} bytes")
+        if size == 0:
+            raise CarInvalid("an empty CAR section")
+        if size > limit:
+            what = "header" if self.roots is None else "section"
+            raise CarInvalid(f"a CAR {what} of {size} bytes, past the {limit} bytes this node takes")
         return (start, start + size) if start + size <= len(self._buf) else None

@@ -97,6 +97,28 @@ def test_entity_bytes_sends_only_the_blocks_of_the_range(node, site):
             assert (r.status_code, r.json()["code"]) == (400, "ERR_BAD_REQUEST"), loose
 
 
+def test_a_head_of_a_missing_dag_answers_what_its_get_answers(node):
+    missing = "bafkreig5crvaelc5dsd5svao7vcumkdq3yg5uiyry2ql2uufw4qyhexkaa"
+    with node.client() as client:
+        for params in ({"format": "car"}, {"format": "raw"}, {"format": "car", "dag-scope": "entity"}):
+            got = client.get(f"/ipfs/{missing}", params=params)
+            head = client.head(f"/ipfs/{missing}", params=params)
+            assert got.status_code == head.status_code == 404, params
+            assert head.headers["content-length"] == got.headers["content-length"], params
+
+
+def test_the_whole_of_an_empty_file_is_its_root_block(node):
+    """entity-bytes=0:* is "the entire file" (trustless gateway spec), which for an empty file
+    is a zero-length range: equivalent to dag-scope=block. Past its start is still a 400."""
+    with node.client() as client:
+        empty = client.post("/api/v2/files", files=[("f", ("empty.txt", b""))]).text.strip()
+        for cid, blocks in ((empty, [empty]), ("bafkqaaa", [])):  # an identity CID is in no CAR
+            for whole in ("0:*", "0:0", "-1:*"):
+                assert car_of(client, f"/ipfs/{cid}", **{"entity-bytes": whole})[1] == blocks, (cid, whole)
+            r = client.get(f"/ipfs/{cid}", params={"format": "car", "entity-bytes": "1:*"})
+            assert r.status_code == 400, cid
+
+
 def test_the_probe_and_what_is_refused(node, site, fresh_node):
     with node.client() as client:
         assert client.get("/ipfs/bafkqaaa", params={"format": "raw"}).content == b""
@@ -142,6 +164,11 @@ def test_accept_weights_choose_the_answer(node, site):
                 assert r.headers["content-location"] == f"/ipfs/{site}?format={wanted}"
         scoped = client.get(f"/ipfs/{site}", params={"dag-scope": "block"}, headers={"Accept": car_type})
         assert scoped.headers["content-location"] == f"/ipfs/{site}?dag-scope=block&format=car"
+        token = client.headers["authorization"].removeprefix("Bearer ")  # a credential no header repeats
+        in_query = httpx.get(f"{node.url}/ipfs/{site}?access_token={token}&dag-scope=block",
+                             headers={"Accept": car_type})
+        assert in_query.status_code == 200
+        assert in_query.headers["content-location"] == f"/ipfs/{site}?dag-scope=block&format=car"
         assert "content-location" not in client.get(f"/ipfs/{site}", params={"format": "raw"}).headers
         for agreeing in ("application/vnd.ipld.raw", "*/*"):
             r = client.get(f"/ipfs/{site}", params={"format": "raw"}, headers={"Accept": agreeing})

@@ -45,6 +45,7 @@ CAR_TYPE = "application/vnd.ipld.car"
 CHUNK = 4 << 20  # sections are sent in writes of about this size
 LAID_OUT_BLOCKS = 1 << 16  # blocks laid out at most before an answer starts
 Block = tuple[bytes, bytes]
+NOWHERE = "block not stored on this node and not found in its swarm"  # a GET's 404, and its HEAD's
 log = logging.getLogger("edgefiles.web")
 CAR_READ_ERRORS = (exporter.NotFound, exporter.NotUnixFS, exporter.LeafWithLinks, CorruptBlock)
 
@@ -88,7 +89,7 @@ async def _stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes
     try:
         first = await run_in_threadpool(next, walk, None)
     except exporter.NotFound:
-        raise NotFound("block not stored on this node") from None
+        raise NotFound(NOWHERE) from None
     except CorruptBlock:
         raise NotFound("a block of this DAG fails its hash check here") from None
     blocks = chain([first] if first is not None else [], walk)

@@ -75,8 +75,10 @@ async def ipfs(request: Request) -> Response:
 
 
 def _with_format(request: Request, wanted: str | None = None) -> str:
-    """This request's path and query, as sent, with `format=wanted` added (if given)."""
-    query = request.scope.get("query_string", b"").decode("latin-1")
+    """This request's path and query, as sent, with `format=wanted` added (if given) and any
+    `access_token` left out: a credential in a header of an answer caches may keep for a year."""
+    parts = request.scope.get("query_string", b"").decode("latin-1").split("&")
+    query = "&".join(part for part in parts if part and part.partition("=")[0] != "access_token")
     if wanted is not None:
         query = f"{query + '&' if query else ''}format={wanted}"
     return f"{raw_path(request)}?{query}"
@@ -134,7 +136,7 @@ def _block(ctx: AppContext, cid: bytes, cached_only: bool) -> bytes:
                 raise NotCached()
             data = ctx.core.get_block(cid)
     except exporter.NotFound:
-        raise NotFound("block not stored on this node and not found in its swarm") from None
+        raise NotFound(car.NOWHERE) from None
     except CorruptBlock:
         raise NotFound("the block fails its hash check on this node") from None
     return data
@@ -230,7 +232,7 @@ def _file_span(ctx: AppContext, cid: bytes, byte_range: EntityBytes | None) -> t
     start = first if first >= 0 else max(0, node.size + first)
     end = node.size if last is None else (last + 1 if last >= 0 else node.size + last + 1)
     if start >= node.size or end <= start:
-        if first >= node.size and first >= 0:
+        if first >= max(node.size, 1):  # of an empty file, 0:* is the whole of it: its root block
             raise BadRequest(f"entity-bytes starts past the end of a {node.size}-byte file")
         return (0, 0)  # nothing in range: the root block alone
     return start, min(end, node.size)
