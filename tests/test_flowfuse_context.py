@@ -96,7 +96,7 @@ def test_digits_before_a_dot_are_an_index_and_an_index_is_spliced_out_as_node_re
     assert properties.get({"l": [5, 6]}, properties.parse("l.1")) == (True, 6)
     assert properties.get({"l": [5, 6]}, properties.parse('l["01"]')) == (False, None)
     assert properties.parse_for_set("msg.a.b") == ["a", "b"] and properties.parse("msg.a") == ["msg", "a"]
-    beyond = str(properties.MAX_ARRAY_INDEX + 1)  # JavaScript: a named property of an array, JSON drops it
+    beyond = str(jsvalues.MAX_ARRAY_INDEX + 1)  # JavaScript: a named property of an array, JSON drops it
     obj = {"l": [5]}
     properties.set_value(obj, ["l", beyond], 1)
     assert obj == {"l": [5]} and properties.get(obj, ["l", beyond]) == (False, None)
@@ -214,6 +214,12 @@ def test_sets_and_deletes_take_paths_as_node_reds_set_message_property_does(ctx)
                    {"key": "a", "value": [None, {"b": "v"}]}, {"key": "msg"}]
     assert c.post(f"{base}/cache/paths", json={"msg.x": 2}).status_code == 200
     assert c.get(f"{base}/paths/keys").json() == ["x"]
+    items = [{"key": "b", "value": {"z": 1, "10": 2, "2": 3}}, {"key": "07", "value": 4},
+             {"key": "3", "value": 5}]
+    assert c.post(f"{base}/order", json=items).status_code == 200  # JavaScript's: indices first, ascending
+    assert c.get(f"{base}/order/keys").json() == ["3", "b", "07"]
+    got = c.get(f"{base}/order", params={"key": "b"})
+    assert got.content == b'[{"key":"b","value":{"2":3,"10":2,"z":1}}]'
 
 
 def test_clean_keeps_global_and_listed_flows_and_nodes(ctx):

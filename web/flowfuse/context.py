@@ -303,7 +303,7 @@ def _changed(stored: dict | None, items: list[dict], paths: list[properties.Path
         else:
             delta -= item_size(old) if found else 0
             properties.delete(value, path)
-    return value, delta
+    return jsvalues.in_key_order(value), delta  # stored, listed and read in JavaScript's key order
 
 
 async def get_values(request: Request) -> Response:

@@ -13,6 +13,7 @@ SPACE = " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007
 SQLITE_SPACE = " \t\n\v\f\r"  # what SQLite's affinity conversion skips around a number
 DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
 _NON_DECIMAL = re.compile(r"0([xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)", re.ASCII)
+MAX_ARRAY_INDEX = 2**32 - 2  # a larger number names a property, as any text does
 _INT_START = re.compile(r"[+-]?(0[xX][0-9a-fA-F]*|[0-9]+)", re.ASCII)
 
 
@@ -53,3 +54,28 @@ def sqlite_number(text: str) -> float | None:
     if not DECIMAL.fullmatch(text):
         return None
     return float(text) if "." in text or "e" in text.lower() else int(text)
+
+
+def in_key_order(value: object) -> object:
+    """`value` with each object's keys in JavaScript's order, as upstream stores and lists
+    them: keys that are array indices ("0", "7", not "07") first, ascending, then the others
+    as they were set."""
+    if isinstance(value, list):
+        return [in_key_order(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    indices = sorted((index, key) for key in value if (index := array_index(key)) is not None)
+    ordered = {key: in_key_order(value[key]) for _, key in indices}
+    ordered.update((key, in_key_order(item)) for key, item in value.items() if key not in ordered)
+    return ordered
+
+
+def array_index(key: str | int) -> int | None:
+    """The array index `key` is to JavaScript: a number, or the digits of one ("7", not "07"),
+    up to MAX_ARRAY_INDEX; None for any other key."""
+    if isinstance(key, str):
+        # ten digits at most: any more are past the range (and past int()'s limit, at 4300)
+        if not (key.isascii() and key.isdigit() and len(key) <= 10 and str(int(key)) == key):
+            return None
+        key = int(key)
+    return key if 0 <= key <= MAX_ARRAY_INDEX else None

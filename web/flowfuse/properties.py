@@ -12,10 +12,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .jsvalues import array_index
+
 Path = list[str | int]
-
-
-MAX_ARRAY_INDEX = 2**32 - 2  # JavaScript's: a larger number names a property, which JSON drops
 
 
 class InvalidExpression(ValueError):
@@ -153,12 +152,7 @@ def delete(root: dict, path: Path) -> None:
 
 def _index(obj: Any, key: str | int) -> int | None:
     """The element of the array `obj` that `key` names, if it is an array and `key` an index."""
-    if not isinstance(obj, list):
-        return None
-    if isinstance(key, int):
-        return key if key <= MAX_ARRAY_INDEX else None
-    is_index = key.isascii() and key.isdigit() and str(int(key)) == key and int(key) <= MAX_ARRAY_INDEX
-    return int(key) if is_index else None
+    return array_index(key) if isinstance(obj, list) else None
 
 
 def _child(obj: Any, key: str | int) -> Any:
