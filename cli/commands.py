@@ -95,7 +95,8 @@ def add_serve_command(sub: argparse._SubParsersAction) -> None:
                         " also e.g. 500ms, 1m)")
     p.add_argument("--client-timeout", default=_env("CLIENT_TIMEOUT", "60s"), metavar="DURATION",
                    help="how long a client may send nothing while its request is incomplete, or while "
-                        "a new connection has sent no request, before the node closes it (default 60s)")
+                        "a new connection has sent no request, before the node closes it (default 60s); "
+                        "a request's line and headers must come whole within four times this")
     p.add_argument("--gc-above", default=_env("GC_ABOVE"), metavar="BYTES",
                    help="free unpinned blocks once the store holds more than this (default: never)")
     p.add_argument("--store-quota", default=_env("STORE_QUOTA"), metavar="BYTES",

@@ -242,11 +242,17 @@ def test_an_upload_in_tiny_chunks_is_stored_whatever_its_framing_adds_up_to(node
     assert cid.decode() == node.upload([("tiny.bin", data)]).text
 
 
-def _read_whole(*reads: bytes) -> bytes:
+async def _reading_body(scope, receive, send) -> None:
+    while (await receive()).get("more_body"):
+        pass
+    await _hello(scope, receive, send)
+
+
+def _read_whole(*reads: bytes, app=_hello) -> bytes:
     """All that HttpProtocol answers to `reads` handed to it each as one read, however long
     (over a socket, the kernel decides how the bytes are split into reads)."""
     async def main() -> bytes:
-        async with _serving(_hello, HttpProtocol) as (server, address):
+        async with _serving(app, HttpProtocol) as (server, address):
             reader, writer = await asyncio.open_connection(*address)
             while not server.server_state.connections:
                 await asyncio.sleep(0.01)
@@ -278,6 +284,45 @@ def test_trailers_in_the_read_of_the_last_chunk_count_as_head() -> None:
     unfinished = _tiny_chunks(10, b"X-Trailer: " + b"t" * (100 << 10))[:-2]
     answer = _read_whole(unfinished)
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"431"], answer[:300]
+
+
+def test_small_pipelined_requests_are_each_a_head_of_their_own_however_many_come_in_one_read() -> None:
+    """4000 heads of 33 bytes in one read (and a last one cut off, still coming) were counted
+    as one head of 132 KB: a 431, and none of them answered."""
+    one = b"GET /t HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = _read_whole(one * 4000 + b"GET /t HTTP/1.1\r\nHost: x\r\n", b"Connection: close\r\n\r\n")
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200"] * 4001
+
+
+@pytest.mark.parametrize("then", [
+    b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # bad framing
+    b"GET /t HTTP/1.1\r\nHost: x\r\nX: " + b"a" * (70 << 10),  # a head past the limit
+])
+def test_requests_under_way_when_the_connection_is_refused_end_without_a_traceback(then, caplog) -> None:
+    """Their answers were written after the refusal ended the connection: two tracebacks each."""
+    answer = _read_whole(b"GET /t HTTP/1.1\r\nHost: x\r\n\r\n" * 3 + then)
+    codes = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert codes[-1] in (b"400", b"431") and set(codes[:-1]) <= {b"200"}, answer[:300]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+@pytest.mark.parametrize("request_line", [b"CONNECT 127.0.0.1:4454 HTTP/1.1", b"OPTIONS * HTTP/1.1",
+                                          b"PRI * HTTP/2.0"])
+def test_a_refused_request_whose_target_is_no_path_gets_its_answer(request_line, caplog) -> None:
+    """CONNECT's host:port or a *: the error's shape was looked up by path, which crashed, and
+    the client got no answer at all."""
+    answer = _read_whole(request_line + b"\r\nHost : x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert re.match(rb"HTTP/1\.1 (400|501) ", head), answer[:300]
+    assert b"\r\ndate: " in head.lower() and json.loads(body)["code"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+def test_an_http_1_0_client_asking_to_continue_gets_no_1xx() -> None:
+    """RFC 9110 15.2: a server MUST NOT send a 1xx response to an HTTP/1.0 client."""
+    answer = _read_whole(b"POST /t HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi",
+                         app=_reading_body)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +364,8 @@ def test_an_upload_that_stalls_mid_body_is_cut_off_and_stores_nothing(impatient)
     pins = impatient.pins()
     with socket.create_connection(("127.0.0.1", impatient.port), timeout=30) as conn:
         conn.sendall(head + part)
-        _answer_within(conn, 10)  # closed, with or without an answer: the client is gone
+        answer = _answer_within(conn, 10)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]  # not answered yet: it can be told why
     assert impatient.pins() == pins
     with impatient.client() as client:
         assert client.get("/health").status_code == 200
@@ -333,6 +379,25 @@ def test_a_client_slower_than_its_timeout_in_total_but_never_silent_that_long_is
             time.sleep(0.4)  # about 2.4 s in all, never 1 s silent
         answer = _answer_within(conn, 10)
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
+def test_a_head_that_trickles_in_for_longer_than_four_timeouts_is_a_408(impatient) -> None:
+    """A byte a third of a second, never silent for the 1 s timeout: the connection was held
+    for as long as the client kept trickling (thousands of them: every descriptor the node had)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=30) as conn:
+        conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        answer = b""
+        while time.monotonic() - started < 15 and not answer:
+            try:
+                conn.sendall(b"X")
+            except OSError:
+                break
+            time.sleep(0.3)
+            if select.select([conn], [], [], 0)[0]:
+                answer = _answer_within(conn, 5)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert 3.5 < time.monotonic() - started < 8, time.monotonic() - started
 
 
 def _pieces_app(bodies: dict[bytes, list[bytes | list[bytes]]]):

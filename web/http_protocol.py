@@ -9,6 +9,7 @@ import ipaddress
 import os
 import socket
 from http import HTTPStatus
+from math import inf
 from pathlib import Path
 
 import httptools
@@ -35,6 +36,10 @@ IOV_MAX = 1024  # buffers one writev takes
 # 16 KiB by default)
 MAX_HEAD_BYTES = 64 << 10
 MIN_CHUNK_FRAMING = 5  # bytes of a chunk besides its data: a size line of one digit at least, two CRLFs
+# A request's head must come whole within this many client timeouts of its first byte: a head
+# that trickles in, never silent for a timeout, held its connection for ever (thousands of them
+# took every descriptor the node had, and it stopped accepting connections)
+HEAD_DEADLINE_TIMEOUTS = 4
 # A refused request's connection is closed once the client stops sending, or after this long:
 # closed with the client's bytes unread, the kernel resets it, and the client loses the answer
 LINGER_SECONDS = 2.0
@@ -62,6 +67,9 @@ class HttpProtocol(HttpToolsProtocol):
         self._head_open = True  # a request's head is being received
         self._after_chunk_header = False  # a chunk header with no body after it: the trailers, perhaps
         self._head_bytes = 0  # bytes of the head (or trailers) received so far
+        self._head_began = 0.0  # loop time the head being received began
+        self._began_in_read = False  # a request began in the read being parsed
+        self._cycles: list = []  # the request cycles of this connection not yet answered whole
         self._read_body_bytes = 0  # body bytes the parser gave from the read being parsed
         self._chunks_in_read = 0  # chunk headers in the read being parsed
         self._refused = False
@@ -69,22 +77,32 @@ class HttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:  # read and dropped until the client stops: see LINGER_SECONDS
             return
-        self._read_body_bytes, self._chunks_in_read = 0, 0
+        self._read_body_bytes, self._chunks_in_read, self._began_in_read = 0, 0, False
         self._last_heard = self.loop.time()
         super().data_received(data)
         if not (self._head_open or self._after_chunk_header) or self._refused or self.transport.is_closing():
             return  # (refused: the parser found the read malformed, and it was answered)
-        # what of the read is neither body nor chunk framing (5 bytes a chunk at least: "1\r\n"
-        # and "\r\n"): a read may hold the end of the request before too. Counted as head, the
-        # framing of a read's many 4-byte chunks refused their upload
-        framing = MIN_CHUNK_FRAMING * self._chunks_in_read
-        self._head_bytes += max(0, len(data) - self._read_body_bytes - framing)
+        self._head_bytes += self._head_bytes_in(data)
         if self._head_bytes > MAX_HEAD_BYTES:
             self._refuse(head_too_large())
+
+    def _head_bytes_in(self, data: bytes) -> int:
+        """What of a read is the head still open: neither body nor chunk framing (5 bytes a
+        chunk at least: "1\r\n" and "\r\n"). A read may hold the end of the request before
+        too: counted as head, the framing of a read's many 4-byte chunks refused their upload.
+        A head that began in the read began after its last empty line, which ends every head
+        before it: counted as all the read, 125 KiB of small pipelined requests were a 431."""
+        framing = MIN_CHUNK_FRAMING * self._chunks_in_read
+        count = len(data) - self._read_body_bytes - framing
+        last_end = data.rfind(b"\r\n\r\n")
+        if self._began_in_read and self._head_open and last_end >= 0:
+            count = min(count, len(data) - last_end - 4)
+        return max(0, count)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_open, self._head_bytes, self._request_open = True, 0, True
+        self._began_in_read, self._head_began = True, self.loop.time()
         self._watch_idle(self.client_timeout)
 
     def on_chunk_header(self) -> None:
@@ -109,21 +127,41 @@ class HttpProtocol(HttpToolsProtocol):
         self._idle = None
         if not self._request_open or self._refused or self.transport.is_closing():
             return  # the next request's start watches again
-        silent = self.loop.time() - self._last_heard
+        now = self.loop.time()
+        silent = now - self._last_heard
+        trickling = self._head_open and self._head_bytes > 0
+        deadline = self._head_began + HEAD_DEADLINE_TIMEOUTS * self.client_timeout - now if trickling else inf
         if self.flow.read_paused:  # the node is not reading (the app is behind): not the client's fault
             self._watch_idle(self.client_timeout)
+        elif trickling and deadline <= 0:
+            limit = HEAD_DEADLINE_TIMEOUTS * self.client_timeout
+            self._refuse(RequestTimeout(f"a request's line and headers take at most {limit:g} s to come"))
         elif silent < self.client_timeout:
-            self._watch_idle(self.client_timeout - silent)
+            self._watch_idle(min(self.client_timeout - silent, deadline))
         elif self._head_open:  # no request under way yet: it can still be told why
             self._refuse(RequestTimeout(f"nothing came for {self.client_timeout:g} s of an unfinished request"
                                         if self._head_bytes else "no request came"))
+        elif self.cycle is not None and not self.cycle.response_started:  # mid-body, unanswered: it is told
+            self._refuse(RequestTimeout(f"nothing came for {self.client_timeout:g} s of an unfinished body"))
         else:
-            self.transport.close()  # mid-body: the app sees the client gone (an upload stores nothing)
+            self.transport.close()  # mid-body, answered already: the app sees the client gone
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
             self._idle.cancel()
+        self._abandon_cycles()
         super().connection_lost(exc)
+
+    def _abandon_cycles(self) -> None:
+        """Every request of the connection still being answered, or waiting its turn, told its
+        client is gone: their writes had nowhere to go (uvicorn tells only the newest), and
+        each one that tried logged a traceback."""
+        for cycle in self._cycles:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self._cycles.clear()
+        self.pipeline.clear()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -142,17 +180,20 @@ class HttpProtocol(HttpToolsProtocol):
         hosts = sum(1 for key, _ in self.headers if key == b"host")
         if authority is not None and hosts <= 1:  # two are a 400 whatever the target (app.py)
             self.headers[:] = [(k, v) for k, v in self.headers if k != b"host"] + [(b"host", authority)]
+        if self.parser.get_http_version() == "1.0":  # RFC 9110 10.1.1: a 1.0 client's expectation is ignored
+            self.expect_100_continue = False
         super().on_headers_complete()
         if self.cycle is not None and self.cycle.scope is self.scope:  # the request's cycle
             self.cycle.transport = BodyWriter(self.transport)  # type: ignore[assignment]
             self.scope["extensions"] = {**self.scope.get("extensions", {}), PIECES: {}}
+            self._cycles = [c for c in self._cycles if not c.response_complete] + [self.cycle]
 
     def send_400_response(self, msg: str) -> None:
         """A request that is not HTTP (a raw byte in its path, a bad header line) gets the
         JSON error body and CORS headers every other error has; uvicorn's is plain text. A
         method the parser does not know is a 501 (RFC 9110 9.1), not a malformed request."""
         error: ApiError = BadRequest(f"malformed HTTP request: {msg}")
-        if isinstance(self.parser.callback_error, HeadersTooLarge):  # from on_headers_complete
+        if isinstance(self.parser.callback_error, ApiError):  # from on_headers_complete
             error = self.parser.callback_error
         elif self.parser.unknown_method:
             error = MethodNotImplemented("a method this node does not implement; it takes GET, HEAD, "
@@ -167,10 +208,12 @@ class HttpProtocol(HttpToolsProtocol):
         response = in_facade_shape(target_path(target), error)
         code = response.status_code
         status = f"HTTP/1.1 {code} {HTTPStatus(code).phrase}\r\n".encode()
-        fields = [b"%s: %s\r\n" % pair for pair in response.raw_headers]
+        pairs = [*self.server_state.default_headers, *response.raw_headers]  # the Date every answer has
+        fields = [b"%s: %s\r\n" % pair for pair in pairs]
         head = [status, *fields, b"connection: close\r\n\r\n"]
         self.transport.write(b"".join([*head, response.body]))
         self._refused = True
+        self._abandon_cycles()
         if not self.transport.can_write_eof():
             self.transport.close()
             return

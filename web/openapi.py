@@ -224,7 +224,9 @@ def openapi_path(path: str) -> str:
 
 
 def tag_of(path: str) -> str:
-    return next(tag for prefix, tag in TAGS if path.startswith(prefix))
+    """The tag of the routes `path` is under; "files" for a target that is no path (CONNECT's
+    host:port, OPTIONS's *), which only an error answers."""
+    return next((tag for prefix, tag in TAGS if path.startswith(prefix)), "files")
 
 
 def document(routes: list[Any]) -> dict[str, Any]:
