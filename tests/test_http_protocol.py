@@ -171,6 +171,7 @@ def test_a_request_head_over_64_kib_is_a_431_that_ends_the_connection(node, ende
 @pytest.mark.parametrize("path, body", [
     ("/filestore/files", {"error"}), ("/api/v1/storage/usage?x=1", {"success", "data", "message"}),
     ("http://x/api/v1/storage/usage", {"success", "data", "message"}), ("/api/v2/files", {"code", "message"}),
+    ("/v1/files/t/p/a.txt", {"error", "message", "statusCode"}),  # fastify's clientError
 ])
 def test_a_refused_request_gets_the_error_body_of_the_facade_it_was_for(node, impatient, path, body) -> None:
     """A client of the Filestore reads `error`, one of the Storage API its wrapper, whichever
@@ -179,6 +180,7 @@ def test_a_refused_request_gets_the_error_body_of_the_facade_it_was_for(node, im
     answer = _sent_in_pieces(node, head + FILLER + b"\r\n", 4096)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert set(json.loads(answer.partition(b"\r\n\r\n")[2])) == body
+    assert (b"\r\nx-frame-options: DENY\r\n" in answer) == path.startswith("/v1/")  # as every /v1/ answer
     with socket.create_connection(("127.0.0.1", impatient.port), timeout=30) as conn:
         conn.sendall(head + b"X-Slow: ")
         answer = _answer_within(conn, 10)
@@ -316,6 +318,21 @@ def test_a_refused_request_whose_target_is_no_path_gets_its_answer(request_line,
     assert re.match(rb"HTTP/1\.1 (400|501) ", head), answer[:300]
     assert b"\r\ndate: " in head.lower() and json.loads(body)["code"]
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+@pytest.mark.parametrize("codings", [b"Transfer-Encoding: gzip, chunked", b"Transfer-Encoding: foo,chunked",
+                                     b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked"])
+def test_a_transfer_coding_besides_chunked_is_a_501(codings: bytes) -> None:
+    """RFC 9112 6.1: the parser read the chunks and left the gzip undone, so the bytes labelled
+    gzip were stored as they came."""
+    answer = _read_whole(b"POST /t HTTP/1.1\r\nHost: x\r\n" + codings + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                         app=_reading_body)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 501 "), answer[:300]
+    assert json.loads(body)["code"] == "ERR_NOT_IMPLEMENTED"
+    chunked = b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    assert _read_whole(chunked + b"GET /t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                       app=_reading_body).count(b"HTTP/1.1 200 ") == 2
 
 
 def test_an_http_1_0_client_asking_to_continue_gets_no_1xx() -> None:

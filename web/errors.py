@@ -83,8 +83,10 @@ class MethodNotAllowed(ApiError):
         return {"Allow": self.allow}
 
 
-class MethodNotImplemented(ApiError):
-    status, code, default_message = 501, "ERR_NOT_IMPLEMENTED", "this method is not implemented here"
+class NotImplementedHere(ApiError):
+    """501: a method, or a transfer coding, this node does not implement (RFC 9110 15.6.2)."""
+
+    status, code, default_message = 501, "ERR_NOT_IMPLEMENTED", "not implemented here"
 
 
 class PayloadTooLarge(ApiError):

@@ -18,7 +18,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .ahead import PIECES, RUN_BYTES
 from .app import in_facade_shape
-from .errors import ApiError, BadRequest, HeadersTooLarge, MethodNotImplemented, RequestTimeout
+from .errors import ApiError, BadRequest, HeadersTooLarge, NotImplementedHere, RequestTimeout
+from .flowfuse.errors import client_error
 
 # What the kernel keeps for a loopback connection's unsent bytes: one run (it doubles what it
 # is asked for). A run then never fits whole into the free buffer, so uvloop writes what fits
@@ -176,6 +177,11 @@ class HttpProtocol(HttpToolsProtocol):
         self._head_open = False
         if len(self.url) + sum(len(name) + len(value) for name, value in self.headers) > MAX_HEAD_BYTES:
             raise head_too_large()  # (one read held it whole) the parser stops; send_400_response answers
+        codings = [c.strip().lower() for k, v in self.headers if k == b"transfer-encoding"
+                   for c in v.split(b",") if c.strip()]
+        if codings and codings != [b"chunked"]:  # the parser reads chunked and leaves the rest undone
+            raise NotImplementedHere("a transfer coding this node does not implement: it takes chunked alone "
+                                     "(RFC 9112 6.1)")
         authority = absolute_form_authority(self.url)
         hosts = sum(1 for key, _ in self.headers if key == b"host")
         if authority is not None and hosts <= 1:  # two are a 400 whatever the target (app.py)
@@ -196,7 +202,7 @@ class HttpProtocol(HttpToolsProtocol):
         if isinstance(self.parser.callback_error, ApiError):  # from on_headers_complete
             error = self.parser.callback_error
         elif self.parser.unknown_method:
-            error = MethodNotImplemented("a method this node does not implement; it takes GET, HEAD, "
+            error = NotImplementedHere("a method this node does not implement; it takes GET, HEAD, "
                                          "POST, PUT, PATCH, DELETE and OPTIONS")
         self._refuse(error)
 
@@ -204,8 +210,8 @@ class HttpProtocol(HttpToolsProtocol):
         """The error's answer, in the error body of the facade its target (as much as came of
         it) is for, and the connection closed: what the client sends meanwhile is read and
         dropped, for LINGER_SECONDS at most."""
-        target = getattr(self, "url", b"")  # uvicorn sets it once a request begins
-        response = in_facade_shape(target_path(target), error)
+        path = target_path(getattr(self, "url", b""))  # uvicorn sets the target once a request begins
+        response = client_error(error) if path.startswith("/v1/") else in_facade_shape(path, error)
         code = response.status_code
         status = f"HTTP/1.1 {code} {HTTPStatus(code).phrase}\r\n".encode()
         pairs = [*self.server_state.default_headers, *response.raw_headers]  # the Date every answer has

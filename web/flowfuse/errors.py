@@ -22,6 +22,17 @@ class FlowFuseError(ApiError):
         return Response(json.dumps(self.body()), self.status, media_type="application/json")
 
 
+def client_error(exc: ApiError) -> Response:
+    """A request refused before it reached the app (malformed, a head too large or too slow), as
+    fastify's clientError answers it, with the security headers every /v1/ answer carries."""
+    from http import HTTPStatus
+
+    from .facade import SECURITY_HEADERS
+
+    body = {"error": HTTPStatus(exc.status).phrase, "message": exc.message, "statusCode": exc.status}
+    return Response(json.dumps(body), exc.status, headers=SECURITY_HEADERS, media_type="application/json")
+
+
 class FFUnauthorized(FlowFuseError):
     status, code = 401, "unauthorized"
 
