@@ -342,6 +342,26 @@ def test_an_http_1_0_client_asking_to_continue_gets_no_1xx() -> None:
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
 
 
+def test_a_client_that_leaves_a_pipelined_download_midway_costs_no_traceback(fresh_node) -> None:
+    """uvicorn tells only the newest request of a connection that its client left: the one
+    being answered wrote on, and logged two tracebacks."""
+    n = fresh_node()
+    cid = n.upload([("big.bin", random.randbytes(8 << 20))]).text
+    ask = b"GET /api/v2/files/%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % (
+        cid.encode(), n.token().encode())
+    for _ in range(5):
+        conn = socket.socket()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.connect(("127.0.0.1", n.port))
+        conn.sendall(ask * 2)
+        conn.recv(65536)
+        conn.close()
+    time.sleep(1)
+    with n.client() as client:
+        assert client.get("/health").status_code == 200
+    assert "Traceback" not in n.output() and " ERROR " not in n.output(), n.output()[-3000:]
+
+
 @pytest.fixture(scope="module")
 def impatient(tmp_path_factory):
     """A node that gives a silent client one second."""
