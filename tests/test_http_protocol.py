@@ -244,6 +244,16 @@ def test_an_upload_in_tiny_chunks_is_stored_whatever_its_framing_adds_up_to(node
     assert cid.decode() == node.upload([("tiny.bin", data)]).text
 
 
+async def _slow_hello(scope, receive, send) -> None:
+    if scope["path"] != "/slow":
+        await _hello(scope, receive, send)
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"20")]})
+    await send({"type": "http.response.body", "body": b"0123456789", "more_body": True})
+    await asyncio.sleep(0.3)
+    await send({"type": "http.response.body", "body": b"abcdefghij"})
+
+
 async def _reading_body(scope, receive, send) -> None:
     while (await receive()).get("more_body"):
         pass
@@ -302,10 +312,34 @@ def test_small_pipelined_requests_are_each_a_head_of_their_own_however_many_come
 ])
 def test_requests_under_way_when_the_connection_is_refused_end_without_a_traceback(then, caplog) -> None:
     """Their answers were written after the refusal ended the connection: two tracebacks each."""
-    answer = _read_whole(b"GET /t HTTP/1.1\r\nHost: x\r\n\r\n" * 3 + then)
+    first = b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET /t HTTP/1.1\r\nHost: x\r\n\r\n" * 2
+    answer = _read_whole(first + then, app=_slow_hello)
     codes = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
-    assert codes[-1] in (b"400", b"431") and set(codes[:-1]) <= {b"200"}, answer[:300]
+    assert codes[:3] == [b"200"] * 3 and codes[3] in (b"400", b"431") and len(codes) == 4, answer[:300]
+    assert answer.count(b"\r\n\r\n0123456789abcdefghij") == 1  # the slow answer whole, then the others
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+def test_trailers_after_many_pipelined_requests_in_one_read_are_counted_alone() -> None:
+    one = b"GET /t HTTP/1.1\r\nHost: x\r\n\r\n"
+    post = b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n"
+    last = one.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    answer = _read_whole(one * 3000 + post, b"\r\n" + last, app=_reading_body)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200"] * 3002
+
+
+def test_a_keep_alive_connection_sent_a_bare_crlf_is_still_closed_when_idle() -> None:
+    """uvicorn dropped its keep-alive timer on a read that began no request: held for ever."""
+    async def main() -> bytes:
+        async with _serving(_hello, HttpProtocol, timeout_keep_alive=1) as (_, address):
+            reader, writer = await asyncio.open_connection(*address)
+            writer.write(b"GET /t HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = await reader.readuntil(b"ok")
+            writer.write(b"\r\n")
+            answer += await asyncio.wait_for(reader.read(), 5)  # the end: the node closed it
+            writer.close()
+            return answer
+    assert asyncio.run(main()).startswith(b"HTTP/1.1 200 ")
 
 
 @pytest.mark.parametrize("request_line", [b"CONNECT 127.0.0.1:4454 HTTP/1.1", b"OPTIONS * HTTP/1.1",
@@ -318,6 +352,12 @@ def test_a_refused_request_whose_target_is_no_path_gets_its_answer(request_line,
     assert re.match(rb"HTTP/1\.1 (400|501) ", head), answer[:300]
     assert b"\r\ndate: " in head.lower() and json.loads(body)["code"]
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+def test_a_request_whose_codings_do_not_end_with_chunked_is_a_400() -> None:
+    """RFC 9112 6.3: its length cannot be told."""
+    answer = _read_whole(b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nhello")
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
 
 
 @pytest.mark.parametrize("codings", [b"Transfer-Encoding: gzip, chunked", b"Transfer-Encoding: foo,chunked",
@@ -414,6 +454,18 @@ def test_a_client_slower_than_its_timeout_in_total_but_never_silent_that_long_is
         for at in range(0, len(head), 10):
             conn.sendall(head[at:at + 10])
             time.sleep(0.4)  # about 2.4 s in all, never 1 s silent
+        answer = _answer_within(conn, 10)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
+def test_an_empty_line_before_a_first_request_starts_no_deadline(impatient) -> None:
+    """RFC 9112 2.2: a server should skip empty lines before a request; the head's deadline
+    counted from the process's start, and the request was a 408."""
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=30) as conn:
+        time.sleep(0.5)
+        conn.sendall(b"\r\n")
+        time.sleep(0.7)
+        conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         answer = _answer_within(conn, 10)
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
 

@@ -98,6 +98,8 @@ def test_a_presigned_token_of_the_first_format_names_no_signer_and_still_verifie
 
     first = signed(["org", "user", "a.txt", 1234])  # before grants named the token that asked
     assert presign.verify(secret, first) == presign.Grant("org", "user", "a.txt", 1234, b"")
+    second = signed(["org", "user", "a.txt", 1234, b"s" * 32])  # before grants had a format number
+    assert presign.verify(secret, second) == presign.Grant("org", "user", "a.txt", 1234, b"s" * 32)
     with pytest.raises(presign.BadSignature):  # a later format
         presign.verify(secret, signed([presign.FORMAT + 1, "org", "user", "a.txt", 1234, b"x" * 32]))
 

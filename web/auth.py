@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import time
+from urllib.parse import unquote_plus
 
 from edgefiles.node.identity import NodeKey, verify
 from starlette.requests import Request
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from .errors import MissingAuth, TokenExpired, TokenInvalid, UnsupportedAuthType
 
 COOKIE = "edgefiles_token"
+TOKEN_PARAMETER = "access_token"
 
 
 def _b64(data: bytes) -> str:
@@ -94,7 +96,7 @@ class TokenAuthority:
             if scheme.lower() != "bearer":
                 raise UnsupportedAuthType(f"Unsupported authorization type {scheme!r}; use Bearer.")
             return value.strip()
-        query = request.query_params.get("access_token")
+        query = request.query_params.get(TOKEN_PARAMETER)
         if query is not None:
             return query
         raise MissingAuth()
@@ -115,3 +117,10 @@ class TokenAuthority:
             except (TokenInvalid, TokenExpired) as exc:
                 refusals.append(exc)
         raise refusals[0]
+
+
+def without_token(query: str) -> str:
+    """A raw query string less its token (however its name is percent-encoded, as the token
+    is read): what a header the answer carries may repeat of it."""
+    return "&".join(part for part in query.split("&")
+                    if part and unquote_plus(part.partition("=")[0]) != TOKEN_PARAMETER)

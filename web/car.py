@@ -46,6 +46,7 @@ CHUNK = 4 << 20  # sections are sent in writes of about this size
 LAID_OUT_BLOCKS = 1 << 16  # blocks laid out at most before an answer starts
 Block = tuple[bytes, bytes]
 NOWHERE = "block not stored on this node and not found in its swarm"  # a GET's 404, and its HEAD's
+DAMAGED = "a block of this DAG fails its hash check on this node"  # the same
 log = logging.getLogger("edgefiles.web")
 CAR_READ_ERRORS = (exporter.NotFound, exporter.NotUnixFS, exporter.LeafWithLinks, CorruptBlock)
 
@@ -91,7 +92,7 @@ async def _stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes
     except exporter.NotFound:
         raise NotFound(NOWHERE) from None
     except CorruptBlock:
-        raise NotFound("a block of this DAG fails its hash check here") from None
+        raise NotFound(DAMAGED) from None
     blocks = chain([first] if first is not None else [], walk)
     sections = chain.from_iterable(car.section(cid, data) for cid, data in blocks)
     body = cut_short_by(streamed(chain([start], sections), CHUNK), CAR_READ_ERRORS,

@@ -29,6 +29,7 @@ from .ahead import (
     first_then_runs,
     held_while_sent,
 )
+from .auth import without_token
 from .cors import CORS_HEADERS
 from .errors import (
     ApiError,
@@ -316,7 +317,7 @@ class ContentServer:
         the name may hold a file at that path."""
         query = request.url.query
         if target.host_route:  # the token's cookie comes with this answer: no copy of it in a URL
-            query = "&".join(p for p in query.split("&") if p.partition("=")[0] != "access_token")
+            query = without_token(query)
         location = "/" + raw_path(request).lstrip("/") + "/" + (f"?{query}" if query else "")
         cache = REVALIDATE if target.by_name else IMMUTABLE
         return RedirectResponse(location, 301, headers={**CORS_HEADERS, **VARY, "Cache-Control": cache})

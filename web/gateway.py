@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import car
+from .auth import without_token
 from .content import content_disposition, etag_matches, q_values, requested_range
 from .context import AppContext
 from .cors import CORS_HEADERS
@@ -77,8 +78,7 @@ async def ipfs(request: Request) -> Response:
 def _with_format(request: Request, wanted: str | None = None) -> str:
     """This request's path and query, as sent, with `format=wanted` added (if given) and any
     `access_token` left out: a credential in a header of an answer caches may keep for a year."""
-    parts = request.scope.get("query_string", b"").decode("latin-1").split("&")
-    query = "&".join(part for part in parts if part and part.partition("=")[0] != "access_token")
+    query = without_token(request.scope.get("query_string", b"").decode("latin-1"))
     if wanted is not None:
         query = f"{query + '&' if query else ''}format={wanted}"
     return f"{raw_path(request)}?{query}"
@@ -138,7 +138,7 @@ def _block(ctx: AppContext, cid: bytes, cached_only: bool) -> bytes:
     except exporter.NotFound:
         raise NotFound(car.NOWHERE) from None
     except CorruptBlock:
-        raise NotFound("the block fails its hash check on this node") from None
+        raise NotFound(car.DAMAGED) from None
     return data
 
 

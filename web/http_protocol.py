@@ -8,6 +8,7 @@ import functools
 import ipaddress
 import os
 import socket
+from collections import deque
 from http import HTTPStatus
 from math import inf
 from pathlib import Path
@@ -74,6 +75,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._read_body_bytes = 0  # body bytes the parser gave from the read being parsed
         self._chunks_in_read = 0  # chunk headers in the read being parsed
         self._refused = False
+        self._refusal: bytes | None = None  # a refusal waiting for the answers before it to be sent
 
     def data_received(self, data: bytes) -> None:
         if self._refused:  # read and dropped until the client stops: see LINGER_SECONDS
@@ -81,6 +83,8 @@ class HttpProtocol(HttpToolsProtocol):
         self._read_body_bytes, self._chunks_in_read, self._began_in_read = 0, 0, False
         self._last_heard = self.loop.time()
         super().data_received(data)
+        if not self._request_open:
+            self._keep_alive_watched()
         if not (self._head_open or self._after_chunk_header) or self._refused or self.transport.is_closing():
             return  # (refused: the parser found the read malformed, and it was answered)
         self._head_bytes += self._head_bytes_in(data)
@@ -95,10 +99,19 @@ class HttpProtocol(HttpToolsProtocol):
         before it: counted as all the read, 125 KiB of small pipelined requests were a 431."""
         framing = MIN_CHUNK_FRAMING * self._chunks_in_read
         count = len(data) - self._read_body_bytes - framing
-        last_end = data.rfind(b"\r\n\r\n")
-        if self._began_in_read and self._head_open and last_end >= 0:
+        last_end = data.rfind(b"\r\n\r\n")  # trailers too began after it, if they began in the read
+        began_here = self._began_in_read if self._head_open else self._chunks_in_read > 0
+        if began_here and last_end >= 0:
             count = min(count, len(data) - last_end - 4)
         return max(0, count)
+
+    def _keep_alive_watched(self) -> None:
+        """Between requests, bytes that begin none (a bare CRLF, which RFC 9112 2.2 lets a
+        server skip) made uvicorn drop its keep-alive timer: nothing closed the connection."""
+        answered = self.cycle is not None and self.cycle.response_complete and not self.pipeline
+        if answered and self.timeout_keep_alive_task is None and not self.transport.is_closing():
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self.timeout_keep_alive_handler)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -150,23 +163,22 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
             self._idle.cancel()
-        self._abandon_cycles()
+        self._abandon(self._cycles)
+        self.pipeline.clear()
         super().connection_lost(exc)
 
-    def _abandon_cycles(self) -> None:
-        """Every request of the connection still being answered, or waiting its turn, told its
-        client is gone: their writes had nowhere to go (uvicorn tells only the newest), and
-        each one that tried logged a traceback."""
-        for cycle in self._cycles:
+    def _abandon(self, cycles: list) -> None:
+        """`cycles` told their client is gone: uvicorn tells only the newest request of a lost
+        connection, and the others wrote on into it, a traceback each."""
+        for cycle in cycles:
             if not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.message_event.set()
-        self._cycles.clear()
-        self.pipeline.clear()
+        self._cycles = [c for c in self._cycles if c not in cycles]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._last_heard = self.loop.time()
+        self._last_heard = self._head_began = self.loop.time()
         self._watch_idle(self.client_timeout)
         if self.client is not None and on_loopback(self.client[0]) and kernel_allows_send_buffer():
             size_send_buffer(transport.get_extra_info("socket"))
@@ -175,10 +187,12 @@ class HttpProtocol(HttpToolsProtocol):
         """RFC 9112 3.2.2: a request whose target is in absolute form is for the target's host,
         whatever its Host header says (the host decides between the host route and the API)."""
         self._head_open = False
-        if len(self.url) + sum(len(name) + len(value) for name, value in self.headers) > MAX_HEAD_BYTES:
+        if len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > MAX_HEAD_BYTES:
             raise head_too_large()  # (one read held it whole) the parser stops; send_400_response answers
         codings = [c.strip().lower() for k, v in self.headers if k == b"transfer-encoding"
                    for c in v.split(b",") if c.strip()]
+        if codings and codings[-1] != b"chunked":  # RFC 9112 6.3: no length can be told
+            raise BadRequest("a request's transfer codings end with chunked (RFC 9112 6.3)")
         if codings and codings != [b"chunked"]:  # the parser reads chunked and leaves the rest undone
             raise NotImplementedHere("a transfer coding this node does not implement: it takes chunked alone "
                                      "(RFC 9112 6.1)")
@@ -209,7 +223,8 @@ class HttpProtocol(HttpToolsProtocol):
     def _refuse(self, error: ApiError) -> None:
         """The error's answer, in the error body of the facade its target (as much as came of
         it) is for, and the connection closed: what the client sends meanwhile is read and
-        dropped, for LINGER_SECONDS at most."""
+        dropped, for LINGER_SECONDS at most. Requests before the refused one are answered
+        first, in order (RFC 9112 9.3.2): the refusal waits for them."""
         path = target_path(getattr(self, "url", b""))  # uvicorn sets the target once a request begins
         response = client_error(error) if path.startswith("/v1/") else in_facade_shape(path, error)
         code = response.status_code
@@ -217,9 +232,24 @@ class HttpProtocol(HttpToolsProtocol):
         pairs = [*self.server_state.default_headers, *response.raw_headers]  # the Date every answer has
         fields = [b"%s: %s\r\n" % pair for pair in pairs]
         head = [status, *fields, b"connection: close\r\n\r\n"]
-        self.transport.write(b"".join([*head, response.body]))
-        self._refused = True
-        self._abandon_cycles()
+        self._refused, self._refusal = True, b"".join([*head, response.body])
+        if not self._head_open and self.cycle is not None:  # its body was refused: it is not answered
+            self._abandon([self.cycle])
+            self.pipeline = deque(entry for entry in self.pipeline if entry[0] is not self.cycle)
+        self._send_refusal_when_due()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._send_refusal_when_due()
+
+    def _send_refusal_when_due(self) -> None:
+        """The refusal, once no request before it waits for its answer."""
+        if self._refusal is None or self.pipeline or any(not c.response_complete for c in self._cycles):
+            return
+        refusal, self._refusal = self._refusal, None
+        if self.transport.is_closing():
+            return
+        self.transport.write(refusal)
         if not self.transport.can_write_eof():
             self.transport.close()
             return

@@ -246,7 +246,9 @@ def _check_indices(paths: list[properties.Path], limit: float | None) -> None:
     that long could never have been stored under it), nor, without one, MAX_PADDING: refused
     here, before any work, when its numeric indices alone add up past that, and as a set pads
     (`_changed`: a name spelling an index, `a.5` or `a["5"]`, pads an array too)."""
-    if sum(key for path in paths for key in path if isinstance(key, int)) >= (limit or MAX_PADDING):
+    # a number past JavaScript's array indices names a property, as text does: it pads nothing
+    numbers = (key for path in paths for key in path if isinstance(key, int))
+    if sum(key for key in numbers if jsvalues.array_index(key) is not None) >= (limit or MAX_PADDING):
         raise _padding_refused(limit)
 
 

@@ -221,7 +221,7 @@ def _presigned_url(request: Request, storage: Storage, found: StoredObject) -> R
     if asker is None:  # checked as the route began: revoked or expired since
         raise TokenInvalid("the token asking for a presigned URL was revoked or has expired")
     if asker.expires_at is not None:  # the URL ends with it: its expiry says so
-        expires = min(expires, asker.expires_at // 1000)
+        expires = min(expires, -(-asker.expires_at // 1000))  # rounded up, as `expires` is
     grant = presign.Grant(found.org_id, found.user_id, found.object_name, expires, bytes.fromhex(asker.hash))
     token = presign.sign(storage.presign_secret, grant)
     base = str(request.base_url).rstrip("/")

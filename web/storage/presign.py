@@ -60,6 +60,8 @@ def verify(secret: bytes, token: str) -> Grant:
         fields = msgpack.unpackb(body)
         if len(fields) == 4:  # signed before grants named their signer: it lives out its expiry
             fields = [FORMAT, *fields, b""]
+        elif len(fields) == 5:  # named its signer, but no format yet
+            fields = [FORMAT, *fields]
         version, org_id, user_id, name, expires, signer = fields
     except (ValueError, TypeError, msgpack.UnpackException):
         raise BadSignature("not a presigned URL token") from None
