@@ -408,6 +408,9 @@ def test_a_name_spelling_an_index_pads_an_array_no_further_than_an_index_may(ff,
             for key in ("l.3000000", 'l["3000000"]', "l.2999999.x"):
                 assert c.post(base, json=[{"key": key, "value": 1}]).status_code == status, (project, key)
             assert c.get(base, params={"key": "l"}).json() == [{"key": "l", "value": []}]
+            past_indices = c.post(base, json=[{"key": "l.5000000000.x", "value": 1}])  # a name: JSON drops it
+            assert past_indices.status_code == 200, past_indices.text
+            assert c.get(base, params={"key": "l"}).json() == [{"key": "l", "value": []}]
             assert c.post(base, json=[{"key": "l.2", "value": 1}]).status_code == 200
             assert c.get(base, params={"key": "l"}).json() == [{"key": "l", "value": [None, None, 1]}]
 
