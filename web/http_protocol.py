@@ -9,12 +9,15 @@ import ipaddress
 import os
 import socket
 from collections import deque
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from math import inf
 from pathlib import Path
+from typing import Any
 
 import httptools
 from edgefiles.node.exporter import Pieces
+from starlette.types import Message
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .ahead import PIECES, RUN_BYTES
@@ -204,9 +207,35 @@ class HttpProtocol(HttpToolsProtocol):
             self.expect_100_continue = False
         super().on_headers_complete()
         if self.cycle is not None and self.cycle.scope is self.scope:  # the request's cycle
-            self.cycle.transport = BodyWriter(self.transport)  # type: ignore[assignment]
+            self.cycle.transport = BodyWriter(self.transport, self._close_after_answer)  # type: ignore[assignment]
+            self.cycle.send = self._closing_if_body_comes(self.cycle)  # type: ignore[method-assign]
             self.scope["extensions"] = {**self.scope.get("extensions", {}), PIECES: {}}
             self._cycles = [c for c in self._cycles if not c.response_complete] + [self.cycle]
+
+    @staticmethod
+    def _closing_if_body_comes(cycle: Any) -> Callable[[Message], Awaitable[None]]:
+        """The cycle's send, with an answer that starts before its request's body has come
+        whole saying `connection: close` (RFC 9110 10.1.1): the body is not read on (it may be
+        gigabytes, or never come: a client told to continue only if no answer came first sends
+        none, then its next request, which was read as that body)."""
+        send = cycle.send
+
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and cycle.more_body:
+                cycle.keep_alive = False
+            await send(message)
+        return closing
+
+    def _close_after_answer(self) -> None:
+        """The connection closed after a last answer: at once, unless its request's body is
+        still coming, which is read and dropped while the answer leaves (closed with bytes
+        unread, the kernel resets the connection and the client may lose the answer)."""
+        if self.cycle is None or not self.cycle.more_body or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._refused = True  # what comes now is dropped
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def send_400_response(self, msg: str) -> None:
         """A request that is not HTTP (a raw byte in its path, a bad header line) gets the
@@ -271,8 +300,9 @@ class BodyWriter:
     transport to meet and report as it would its own. (Over TLS the socket carries records,
     not these bytes: the transport writes everything.)"""
 
-    def __init__(self, transport: asyncio.Transport):
+    def __init__(self, transport: asyncio.Transport, close: Callable[[], None]):
         self._transport = transport
+        self.close = close  # the protocol's: it may let a request's unread body drain first
         sock = transport.get_extra_info("socket")
         plain = sock is not None and transport.get_extra_info("ssl_object") is None
         self._fd = sock.fileno() if plain else -1
