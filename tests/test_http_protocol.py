@@ -188,6 +188,16 @@ def test_a_refused_request_gets_the_error_body_of_the_facade_it_was_for(node, im
     assert set(json.loads(answer.partition(b"\r\n\r\n")[2])) == body
 
 
+@pytest.mark.parametrize("reads", [1, 8])
+def test_a_target_past_the_limit_is_a_414(reads: int) -> None:
+    """RFC 9110 15.5.15: a target longer than the server will take is a 414, not a 431."""
+    request = b"GET /t?" + b"a" * (100 << 10) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    size = -(-len(request) // reads)
+    answer = _read_whole(*[request[at:at + size] for at in range(0, len(request), size)])
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 414 ") and json.loads(body)["code"] == "ERR_URI_TOO_LONG", answer[:300]
+
+
 def test_a_request_head_just_under_64_kib_is_served(node) -> None:
     lines = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 1000) for i in range(60))
     head = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + lines + b"\r\n"

@@ -101,6 +101,10 @@ class HeadersTooLarge(ApiError):
     status, code, default_message = 431, "ERR_HEADERS_TOO_LARGE", "request headers too large"
 
 
+class UriTooLong(ApiError):
+    status, code, default_message = 414, "ERR_URI_TOO_LONG", "request target too long"
+
+
 class UnsupportedMediaType(ApiError):
     status, code = 415, "ERR_UNSUPPORTED_MEDIA_TYPE"
     default_message = "Content-Type must be multipart/form-data"

@@ -22,7 +22,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .ahead import PIECES, RUN_BYTES
 from .app import in_facade_shape
-from .errors import ApiError, BadRequest, HeadersTooLarge, NotImplementedHere, RequestTimeout
+from .errors import ApiError, BadRequest, HeadersTooLarge, NotImplementedHere, RequestTimeout, UriTooLong
 from .flowfuse.errors import client_error
 
 # What the kernel keeps for a loopback connection's unsent bytes: one run (it doubles what it
@@ -50,7 +50,11 @@ HEAD_DEADLINE_TIMEOUTS = 4
 LINGER_SECONDS = 2.0
 
 
-def head_too_large() -> HeadersTooLarge:
+def head_too_large(target: bytes) -> ApiError:
+    """431, or 414 when the target alone is past the limit (RFC 9110 15.5.15: clients and
+    proxies tell the two apart)."""
+    if len(target) > MAX_HEAD_BYTES:
+        return UriTooLong(f"a request's target takes at most {MAX_HEAD_BYTES} bytes")
     return HeadersTooLarge(f"a request's line and headers take at most {MAX_HEAD_BYTES} bytes")
 
 
@@ -92,7 +96,7 @@ class HttpProtocol(HttpToolsProtocol):
             return  # (refused: the parser found the read malformed, and it was answered)
         self._head_bytes += self._head_bytes_in(data)
         if self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse(head_too_large())
+            self._refuse(head_too_large(getattr(self, "url", b"") if self._head_open else b""))
 
     def _head_bytes_in(self, data: bytes) -> int:
         """What of a read is the head still open: neither body nor chunk framing (5 bytes a
@@ -191,7 +195,7 @@ class HttpProtocol(HttpToolsProtocol):
         whatever its Host header says (the host decides between the host route and the API)."""
         self._head_open = False
         if len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > MAX_HEAD_BYTES:
-            raise head_too_large()  # (one read held it whole) the parser stops; send_400_response answers
+            raise head_too_large(self.url)  # (one read held it whole) the parser stops: send_400_response
         codings = [c.strip().lower() for k, v in self.headers if k == b"transfer-encoding"
                    for c in v.split(b",") if c.strip()]
         if codings and codings[-1] != b"chunked":  # RFC 9112 6.3: no length can be told
