@@ -160,6 +160,17 @@ def test_public_endpoints_need_no_token(node):
     assert "edgefiles_blocks" in metrics.text
 
 
+def test_a_path_no_route_takes_is_no_label_of_its_own_on_metrics(node):
+    """Each such path was a series of its own: anyone could grow the registry without end, and
+    a token typed into a wrong URL was published, unauthenticated, on /metrics."""
+    for path in ("/api/ffpat_secret123/x/y", "/api/v2/nope1", "/api/v9/nope2", "/api/" + "a" * 300):
+        assert httpx.get(f"{node.url}{path}").status_code == 404
+    assert httpx.get(f"{node.url}/api/v2/node/id").status_code == 200  # a route keeps its label
+    text = httpx.get(f"{node.url}/metrics").text
+    assert "ffpat_secret123" not in text and "nope1" not in text and "a" * 300 not in text
+    assert 'route="/api/*"' in text and 'route="/api/v2/node"' in text
+
+
 def test_token_guarded_routes(node):
     guarded = [("GET", "/api/v2/node/info"), ("GET", "/api/v2/names"), ("POST", "/api/v2/files"),
                ("PUT", "/api/v2/files/x"), ("DELETE", "/api/v2/files/x"), ("HEAD", "/api/v2/files/x")]

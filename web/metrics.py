@@ -135,6 +135,11 @@ class MetricsMiddleware:
 
 
 _PLAIN_ROUTES = {"/", "/health", "/metrics", "/uploader", "/uploader/"}
+# the labels of /api/ routes: their first three segments. Any other path under /api/ is one
+# label: a label per path let anyone grow the registry without end, and published on /metrics
+# whatever a client put in a mistyped URL (a token, say)
+_API_ROUTES = {"/api/v2/auth", "/api/v2/names", "/api/v2/car", "/api/v2/node", "/api/v1/storage",
+               "/api/v1/admin", "/api/v1/user", "/api/openapi.json"}
 _CONTEXT_ROUTES = {"clean": "/v1/context/:projectId/clean", "cache": "/v1/context/:projectId/cache"}
 
 
@@ -152,5 +157,6 @@ def route_label(path: str) -> str:
     if path.startswith("/api/v2/files"):
         return "/api/v2/files/*"
     if path.startswith("/api/"):
-        return "/".join(parts[:4])
+        label = "/".join(parts[:4])
+        return label if label in _API_ROUTES else "/api/*"
     return path if path in _PLAIN_ROUTES else "/*"  # host-route content: any path at all
