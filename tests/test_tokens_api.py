@@ -54,9 +54,13 @@ def test_garbage_tokens_get_the_platforms_401(node, header):
     headers = {} if header is None else {"Authorization": header.encode("utf-8")}
     with httpx.Client(base_url=node.url) as http:
         for method, path in (("GET", "/api/v1/user"), ("GET", "/api/v1/user/tokens"),
-                             ("POST", "/api/v1/user/tokens"), ("DELETE", "/api/v1/user/tokens/x")):
+                             ("POST", "/api/v1/user/tokens"), ("DELETE", "/api/v1/user/tokens/x"),
+                             ("POST", "/api/v1/admin/orgs")):
             r = http.request(method, path, headers=headers)
             assert r.status_code == 401 and r.json() == UNAUTHORIZED, (method, path)
+            # a browser app reads why it was refused (CORS), and the scheme it should use
+            assert r.headers["access-control-allow-origin"] == "*", (method, path)
+            assert r.headers["www-authenticate"] == "Bearer", (method, path)
 
 
 @pytest.mark.parametrize("body", [[], {"scope": []}, {"name": ""}, {"name": "x", "scope": "all"},

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from .body import parse_json, read_capped
 from .context import AppContext
 from .cors import CORS_HEADERS
-from .flowfuse.errors import FFUnauthorized, PlatformBadRequest, PlatformNotFound
+from .flowfuse.errors import PlatformBadRequest, PlatformNotFound, PlatformUnauthorized
 
 MAX_BODY = 64 << 10
 
@@ -38,7 +38,7 @@ def signed_in(request: Request) -> User:
     """The user of the request's token; 401 (the platform's answer) without a valid one."""
     user = bearer_user(request)
     if user is None:
-        raise FFUnauthorized()
+        raise PlatformUnauthorized()
     return user
 
 

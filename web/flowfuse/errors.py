@@ -6,6 +6,7 @@ import json
 
 from starlette.responses import Response
 
+from ..cors import CORS_HEADERS
 from ..errors import ApiError
 
 PHRASES = {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large", 415: "Unsupported Media Type"}
@@ -41,10 +42,23 @@ class FFUnauthorized(FlowFuseError):
 
 
 class PlatformError(FlowFuseError):
-    """An error of the FlowFuse platform API (its user and token routes): `{code, error}`."""
+    """An error of the FlowFuse platform API (its user and token routes): `{code, error}`,
+    with the CORS headers every /api/ answer has (a browser app could not read why it was
+    refused)."""
 
     def body(self) -> dict:
         return {"code": self.code, "error": self.message}
+
+    def response(self) -> Response:
+        headers = {**CORS_HEADERS, **self.extra_headers(), **self.headers}
+        return Response(json.dumps(self.body()), self.status, headers=headers, media_type="application/json")
+
+
+class PlatformUnauthorized(PlatformError):
+    status, code, default_message = 401, "unauthorized", "unauthorized"
+
+    def extra_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}  # RFC 9110 15.5.2
 
 
 class PlatformBadRequest(PlatformError):
