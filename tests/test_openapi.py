@@ -57,6 +57,13 @@ def test_every_route_is_in_the_document_under_its_tag(doc):
         assert facade and all(op["tags"] == [tag] for op in facade)
     storage_paths = [p for p in document["paths"] if p.startswith("/api/v1/storage")]
     assert not any("{rest}" in p or "{tail}" in p for p in storage_paths)
+    files_ops = [(method, path) for path, ops in document["paths"].items()
+                 for method, op in ops.items() if op["tags"] == ["files"]]
+    assert ("post", "/api/v2/files") in files_ops and ("get", "/api/v2/names") in files_ops  # under its tag
+    for path, method in (("/api/v2/files/{tail}", "get"), ("/api/v2/names", "get"), ("/api/v2/car", "post")):
+        assert document["paths"][path][method]["security"] == [{"bearer": []}], path  # files-api.md: a token
+    for path, method in (("/api/v2/auth", "post"), ("/api/v2/node/id", "get")):
+        assert document["paths"][path][method]["security"] == [], path  # none needed
     for path, ops in document["paths"].items():  # a thing's own files take its key alone
         if path.startswith("/filestore/"):
             schemes = {scheme for op in ops.values() for option in op["security"] for scheme in option}

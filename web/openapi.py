@@ -18,8 +18,9 @@ from starlette.routing import Route
 TAGS = [("/api/v1/storage", "storage"), ("/api/v1/admin", "admin"), ("/api/v1/user", "tokens"),
         ("/filestore", "filestore"),
         ("/v1/", "flowfuse"), ("/api/v2/node", "node"), ("/health", "node"), ("/metrics", "node"),
-        ("/uploader", "node"), ("/api/openapi.json", "node"), ("/docs", "node"), ("/api/", "node"),
-        ("/api/v2", "files"), ("/ipfs", "files"), ("/", "node")]
+        ("/uploader", "node"), ("/api/openapi.json", "node"), ("/docs", "node"),
+        ("/api/v2", "files"), ("/ipfs", "files"), ("/api/", "node"), ("/", "node")]
+OPEN = {"/api/v2/auth", "/api/v2/node/id"}  # routes of the tagged ones that take no token
 TAG_TEXT = {
     "files": "The Actyx Files API: uploads, names, reads, CAR files, the trustless gateway",
     "node": "The node: identity, status, health, metrics, the uploader page, this document",
@@ -265,8 +266,8 @@ def _operation(method: str, path: str, route: Route) -> dict[str, Any]:
         op["parameters"] = params
     if tag == "filestore":  # a thing's own files need its key; a group's take a user's token too
         op["security"] = [{"thing": []}, {"bearer": []}] if "/groups/" in path else [{"thing": []}]
-    elif path.startswith("/api/v1/storage/presigned/"):
-        op["security"] = []  # the URL is the credential
+    elif path.startswith("/api/v1/storage/presigned/") or path in OPEN:
+        op["security"] = []  # the URL is the credential, or none is needed
     elif tag not in ("node",) or path.startswith("/api/v2/node"):
         op["security"] = [{"bearer": []}]
     if "body" in spec:
