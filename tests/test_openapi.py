@@ -71,6 +71,15 @@ def test_every_route_is_in_the_document_under_its_tag(doc):
             assert schemes == wanted, path
 
 
+def test_a_summary_is_a_whole_sentence_of_its_route(doc):
+    """The first line of a docstring was the summary, cut mid-sentence ("quota and category checked,")."""
+    document, _ = doc
+    summaries = [op["summary"] for ops in document["paths"].values() for op in ops.values()]
+    assert not [s for s in summaries if s.endswith((",", "(", ";", " and", " or"))], summaries
+    upload = document["paths"]["/api/v1/storage/upload"]["post"]["summary"]
+    assert upload.startswith("Upload a file") and upload.endswith("chunked into blocks"), upload
+
+
 def test_every_example_validates_against_its_schema(doc):
     document, _ = doc
     checked = 0

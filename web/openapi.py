@@ -251,11 +251,19 @@ def document(routes: list[Any]) -> dict[str, Any]:
     }
 
 
+def _first_sentence(doc: str) -> str:
+    """A docstring's first sentence, over as many lines as it takes (its first line was cut
+    mid-sentence: "quota and category checked,")."""
+    text = " ".join(doc.split())
+    end = re.search(r"\.(\s|$)", text)
+    return text[:end.start()] if end else text
+
+
 def _operation(method: str, path: str, route: Route) -> dict[str, Any]:
-    doc = (route.endpoint.__doc__ or "").strip().splitlines()
+    summary = _first_sentence(route.endpoint.__doc__ or "")
     tag = tag_of(path)
     operation_id = f"{method.lower()}_{re.sub(r'[^a-zA-Z0-9]+', '_', path).strip('_')}"
-    op: dict[str, Any] = {"tags": [tag], "summary": doc[0] if doc else f"{method} {path}",
+    op: dict[str, Any] = {"tags": [tag], "summary": summary or f"{method} {path}",
                           "operationId": operation_id}
     spec = BODIES.get((method, path), {})
     params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
