@@ -535,3 +535,26 @@ def test_a_platform_answer_that_trickles_past_half_a_second_is_a_401(ff, platfor
     assert r.status_code == 401
     with client(ff, token) as c:  # not cached as refused: asked again, and granted
         assert c.get("/v1/quota/t/trickle").status_code == 200
+
+
+def test_a_file_whose_content_is_nowhere_is_a_404_in_the_facades_shape(fresh_node, tmp_path, platform, team):
+    """A newer version named by a peer whose blocks never came (here: a block a repair dropped):
+    the read was a 500 in the Files API's shape, with a traceback."""
+    from test_fsck import biggest_block, flip_byte, fsck
+
+    t, p, token = team
+    node = fresh_node("--flowfuse-config", config_file(tmp_path, platform), "--fetch-timeout", "1")
+    path = f"/v1/files/{t}/{p}/big.bin"
+    with client(node, token) as c:
+        assert c.post(path, content=os.urandom(3 << 20), headers=OCTET).status_code == 200
+    node.stop()
+    _, pack, offset = biggest_block(node.data)
+    flip_byte(pack, offset + 1000)
+    assert fsck(node.data, "--repair")[1]["repaired"]["dropped"] == 1
+    node.start()
+    with client(node, token) as c:
+        r = c.get(path)
+        assert r.status_code == 404 and r.json()["code"] == "ENOENT", r.text
+        assert r.json()["statusCode"] == 404 and "no peer sent it" in r.json()["message"]
+        assert c.head(path).status_code == 404
+    assert "Traceback" not in node.output()

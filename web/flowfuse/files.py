@@ -7,6 +7,10 @@ can reach another project, another team or the disk.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from edgefiles.node import exporter
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -57,7 +61,8 @@ async def files(request: Request) -> Response:
             if store.is_dir(ns, name):
                 raise FFIsDirectory(f"{name} is a directory")
             raise FFNoEntry(f"no such file: {name}")
-        data = await run_in_threadpool(ff.core.read_bytes, cid)
+        with _content_found(name):
+            data = await run_in_threadpool(ff.core.read_bytes, cid)
         return Response(data, media_type="application/octet-stream")
     if request.method == "DELETE":
         if store.is_dir(ns, name):
@@ -77,8 +82,20 @@ async def files(request: Request) -> Response:
         if quota is not None and store.used(ns) + len(body) >= quota:
             raise FFOverQuota(quota)
         content_type = request.headers.get("content-type")
-        await store.write(ns, name, body, append=mode == "append", content_type=content_type)
+        with _content_found(name):  # an append reads the inner blocks of the file it appends to
+            await store.write(ns, name, body, append=mode == "append", content_type=content_type)
     return Response(b"")
+
+
+@contextmanager
+def _content_found(name: str) -> Iterator[None]:
+    """A file whose content is on no node it can reach (a newer version named elsewhere, its
+    blocks not here yet) is a 404 ENOENT, as the other facades answer: it was a 500 in the
+    Files API's shape, with a traceback logged. Nothing was written."""
+    try:
+        yield
+    except exporter.NotFound:
+        raise FFNoEntry(f"{name}: its content is not on this node, and no peer sent it") from None
 
 
 async def quota(request: Request) -> Response:
