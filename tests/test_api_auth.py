@@ -171,6 +171,14 @@ def test_a_path_no_route_takes_is_no_label_of_its_own_on_metrics(node):
     assert 'route="/api/*"' in text and 'route="/api/v2/node"' in text
 
 
+def test_a_head_the_route_refuses_gets_the_head_of_its_gets_405(node):
+    """RFC 9110 9.3.2: the same header fields as a GET; its message named HEAD, a byte longer."""
+    got, head = httpx.get(f"{node.url}/api/v2/auth"), httpx.head(f"{node.url}/api/v2/auth")
+    assert got.status_code == head.status_code == 405
+    for field in ("content-length", "allow", "content-type"):
+        assert head.headers[field] == got.headers[field], field
+
+
 def test_token_guarded_routes(node):
     guarded = [("GET", "/api/v2/node/info"), ("GET", "/api/v2/names"), ("POST", "/api/v2/files"),
                ("PUT", "/api/v2/files/x"), ("DELETE", "/api/v2/files/x"), ("HEAD", "/api/v2/files/x")]

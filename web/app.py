@@ -80,7 +80,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:  # Starlette says which methods the route takes; OPTIONS is ours
         allow = (exc.headers or {}).get("Allow")
         methods = allow_header(allow.split(",")) if allow else None
-        message = f"{request.method} is not allowed on {request.url.path}"
+        method = "GET" if request.method == "HEAD" else request.method  # a HEAD gets GET's answer's head
+        message = f"{method} is not allowed on {request.url.path}"
         message += f"; it takes {methods}" if methods else ""
         refused = MethodNotAllowed(message, headers={"Allow": methods} if methods else None)
         return in_facade_shape(request.url.path, refused)
