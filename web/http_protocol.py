@@ -234,10 +234,19 @@ class HttpProtocol(HttpToolsProtocol):
         """The connection closed after a last answer: at once, unless its request's body is
         still coming, which is read and dropped while the answer leaves (closed with bytes
         unread, the kernel resets the connection and the client may lose the answer)."""
-        if self.cycle is None or not self.cycle.more_body or not self.transport.can_write_eof():
+        if self.cycle is None or not self.cycle.more_body:
             self.transport.close()
             return
-        self._refused = True  # what comes now is dropped
+        self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        """The connection ended from our side once what was written is sent: the client reads
+        it, then the end, and stops sending; what it sends meanwhile is dropped, and the
+        connection closed after LINGER_SECONDS at most."""
+        self._refused = True
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
         self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
@@ -283,11 +292,7 @@ class HttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         self.transport.write(refusal)
-        if not self.transport.can_write_eof():
-            self.transport.close()
-            return
-        self.transport.write_eof()  # the client reads the answer, then the end: it stops sending
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        self._close_lingering()
 
     def _unsupported_upgrade_warning(self) -> None:
         """An Upgrade this node does not speak (it speaks no WebSocket) is ignored, as RFC 9110
