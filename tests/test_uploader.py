@@ -123,6 +123,7 @@ def test_drop_name_open_repoint_and_delete(browser, node, tmp_path):
     upload_button(page).click()
     first = cid_of(write(tmp_path / "v1", app_files("Version one")))
     expect(page.get_by_label("Uploaded CID")).to_have_text(first, timeout=15000)
+    expect(page.get_by_label("Name", exact=True)).to_be_focused()  # the next step, for the keyboard
     shot(page, "names", "1-uploaded")
     page.get_by_label("Name", exact=True).fill("drop-app")
     page.get_by_role("button", name="Set name").click()
@@ -141,6 +142,9 @@ def test_drop_name_open_repoint_and_delete(browser, node, tmp_path):
     shot(app, "names", "3-app-v1")
 
     drop(page, app_files("Version two"))
+    # chosen, not sent: the last upload's CID is no more on offer to be named
+    expect(page.get_by_label("Uploaded CID")).to_be_hidden()
+    expect(page.get_by_role("button", name="Set name")).to_be_hidden()
     upload_button(page).click()
     second = cid_of(write(tmp_path / "v2", app_files("Version two")))
     expect(page.get_by_label("Uploaded CID")).to_have_text(second, timeout=15000)
@@ -229,6 +233,7 @@ def test_cancel_stops_an_upload_and_keeps_nothing(browser, node, tmp_path):
     expect(page.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "0")
     expect(page.get_by_label("Uploaded CID")).to_be_hidden()
     expect(upload_button(page)).to_be_enabled()
+    expect(upload_button(page)).to_be_focused()  # Cancel, which had it, is disabled
     expect(page.get_by_role("alert")).to_have_text("")
     shot(page, "cancel", "2-cancelled")
     assert node.pins() == pins  # the node kept nothing of it
@@ -446,3 +451,24 @@ def test_a_name_still_being_fetched_follows_its_rollout_without_a_click(browser,
     expect(row).to_contain_text("missing")
     assert run_cli("add", str(folder), "--node", node.url).stdout.strip() == cid  # the blocks come
     expect(row).to_contain_text("complete", timeout=10000)
+
+
+def test_names_a_browser_would_rewrite_upload_as_edgefiles_cid_sees_them(browser, node, tmp_path):
+    """A browser's FormData writes " and line breaks in a file name as %22, %0A and %0D, which
+    the node takes literally: the page sends the names as `edgefiles add` does."""
+    folder = write(tmp_path / "odd", {"index.html": "<p>odd</p>", 'say "hi".txt': "hi",
+                                      "two\nlines.txt": "lf", "a\rb.txt": "cr", "100%22.txt": "pct"})
+    page = uploader(browser, node)
+    page.get_by_label("Folder", exact=True).set_input_files(str(folder))
+    expect(page.locator("#selection")).to_contain_text("5 files")
+    upload_button(page).click()
+    expect(page.get_by_label("Uploaded CID")).to_have_text(cid_of(folder), timeout=15000)
+
+
+def test_a_file_name_the_node_refuses_is_told_before_anything_is_sent(browser, node, tmp_path):
+    folder = write(tmp_path / "win", {"index.html": "<p>win</p>", "back\\slash.txt": "no"})
+    page = uploader(browser, node)
+    page.get_by_label("Folder", exact=True).set_input_files(str(folder))
+    expect(page.get_by_role("alert")).to_contain_text('"win/back\\slash.txt" cannot be uploaded')
+    expect(page.get_by_role("alert")).to_contain_text("backslash")
+    expect(upload_button(page)).to_be_disabled()
