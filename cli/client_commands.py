@@ -26,15 +26,44 @@ BOUNDARY = "edgefiles-upload-boundary-7f3a9c"
 LONE_FILE = "file"
 
 
+# Examples at the end of each command's --help
+ADD_EXAMPLES = """examples:
+  edgefiles add ./dist --name my-app     upload a built app and serve it at my-app.actyx.localhost
+  edgefiles add report.pdf               upload one file; prints its CID
+  pg_dump shop | edgefiles add -         upload standard input as one file
+
+A folder's paths are relative to it (its index.html at the root), as `edgefiles cid DIR`
+computes them; files and folders whose names start with a dot are left out unless --hidden.
+Without --token, a token is asked of the node for the app id com.example.edgefiles-cli."""
+GET_EXAMPLES = """examples:
+  edgefiles get my-app -o ./my-app       the folder a name points at, into a new folder
+  edgefiles get bafy.../assets/app.js    one file inside a folder, as ./app.js
+  edgefiles get bafy... -o - | less      a file to standard output
+
+A file replaces what -o names; a folder is written into a new or empty folder only, so that
+no files of something else are left mixed into it. Nothing is left behind when a download
+fails."""
+NAME_EXAMPLES = """examples:
+  edgefiles name set my-app bafy...      point my-app at a CID (every node fetches and pins it)
+  edgefiles name rm my-app               remove it on every node; prints the CID it had
+  edgefiles name ls                      NAME, CID, last change (UTC) and whether it is all here"""
+CAR_EXAMPLES = """examples:
+  edgefiles car export my-app -o app.car   the DAG a name points at, as one CAR v1 file
+  edgefiles car import app.car             its blocks stored here (verified); prints its roots"""
+
+
 def _client_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--node", default=os.environ.get("EDGEFILES_NODE", "http://127.0.0.1:4454"),
+    # an empty EDGEFILES_NODE (set, but to nothing) is the default, as an unset one
+    p.add_argument("--node", default=os.environ.get("EDGEFILES_NODE") or "http://127.0.0.1:4454",
                    help="node URL (EDGEFILES_NODE; default http://127.0.0.1:4454)")
     p.add_argument("--token", default=os.environ.get("EDGEFILES_TOKEN"),
                    help="bearer token (EDGEFILES_TOKEN); fetched from /api/v2/auth when absent")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    add = sub.add_parser("add", help="upload files or folders to a node; prints one CID per path")
+    add = sub.add_parser("add", help="upload files or folders to a node; prints one CID per path",
+                         description="Upload files or folders to a node; prints one CID per PATH.",
+                         epilog=ADD_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _client_flags(add)
     add.add_argument("--hidden", action="store_true", help="include dotfiles")
     add.add_argument("--name", help="point this name at the uploaded CID (one PATH only)")
@@ -42,27 +71,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("paths", nargs="+", metavar="PATH", help="a file or folder; '-' for standard input")
     add.set_defaults(func=cmd_add)
 
-    name = sub.add_parser("name", help="set, remove or list names")
+    name = sub.add_parser("name", help="set, remove or list names", epilog=NAME_EXAMPLES,
+                          description="Set, remove or list the names a swarm serves its content by.",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
     name_sub = name.add_subparsers(dest="name_command", required=True, metavar="ACTION")
-    set_ = name_sub.add_parser("set", help="point NAME at CID")
-    set_.add_argument("name", help="lower-case DNS labels joined by dots, e.g. my-app or shop.eu")
-    set_.add_argument("cid", help="the CID the name points at (its blocks need not be here yet)")
-    rm = name_sub.add_parser("rm", help="remove NAME")
-    rm.add_argument("name", help="the name to remove (every node of the swarm forgets it)")
-    ls = name_sub.add_parser("ls", help="list names")
+    set_ = name_sub.add_parser("set", help="point NAME at CID", description="Point NAME at CID.")
+    set_.add_argument("name", metavar="NAME",
+                      help="lower-case DNS labels joined by dots, e.g. my-app or shop.eu")
+    set_.add_argument("cid", metavar="CID",
+                      help="the CID the name points at (its blocks need not be here yet)")
+    rm = name_sub.add_parser("rm", help="remove NAME",
+                             description="Remove NAME; prints the CID it pointed at.")
+    rm.add_argument("name", metavar="NAME", help="the name to remove (every node of the swarm forgets it)")
+    ls = name_sub.add_parser("ls", help="list names", description="List names, one per line: NAME, CID, "
+                             "last change (UTC) and whether its DAG is all on this node (tab-separated).")
     for p in (set_, rm, ls):
         _client_flags(p)
         p.set_defaults(func=cmd_name)
 
-    get = sub.add_parser("get", help="download a file or a folder by CID or name")
+    get = sub.add_parser("get", help="download a file or a folder by CID or name",
+                         description="Download a file or a folder by CID or name.", epilog=GET_EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _client_flags(get)
     get.add_argument("target", metavar="CID|NAME", help="what to download; a path may follow: CID/a/b")
     get.add_argument("-o", "--output", help="where to write (default: ./<CID|NAME>, or ./<its last segment> "
-                     "when a path follows; '-' = stdout)")
+                     "when a path follows; '-' = stdout); a file there is replaced, a folder must be empty")
     get.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     get.set_defaults(func=cmd_get)
 
-    car = sub.add_parser("car", help="export a DAG as a CAR file, or import one")
+    car = sub.add_parser("car", help="export a DAG as a CAR file, or import one", epilog=CAR_EXAMPLES,
+                         description="Export a DAG as a CAR v1 file, or import one.",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     car_sub = car.add_subparsers(dest="car_command", required=True, metavar="ACTION")
     export = car_sub.add_parser("export", help="the DAG of CID|NAME as a CAR v1 file")
     export.add_argument("target", metavar="CID|NAME", help="the root of the DAG to export")
@@ -114,8 +153,11 @@ class NodeClient:
     def request(self, method: str, path: str, **kw):
         try:
             response = self.http.request(method, path, **kw)
-        except self._httpx.HTTPError as exc:
+        except (self._httpx.ConnectError, self._httpx.ConnectTimeout) as exc:
             raise CliError(f"cannot reach node at {self.url}: {exc}") from None
+        except self._httpx.HTTPError as exc:  # reached, then lost: an upload may or may not be stored
+            raise CliError(f"the node at {self.url} broke off {method} {path} before it answered: "
+                           f"{exc}") from None
         check(response)
         return response
 
@@ -134,6 +176,8 @@ def check(response) -> None:
 class Progress:
     """A one-line progress bar on stderr, drawn only for a terminal and for long work (at
     least `least` units). Counts bytes (MiB and a rate shown) unless `unit` names the things."""
+
+    line_open = False  # a bar is drawn and its line not ended: a message must start a line of its own
 
     def __init__(self, total: int, enabled: bool, least: int = 8 * PIECE, unit: str | None = None):
         self.total = max(total, 1)
@@ -163,10 +207,18 @@ class Progress:
             bar = "#" * int(frac * 30)
             sys.stderr.write(f"\r{self.label}[{bar:<30}] {frac:6.1%} {figures}\x1b[K")
             sys.stderr.flush()
+            Progress.line_open = True
 
     def close(self) -> None:
         if self.enabled:
-            sys.stderr.write("\n")
+            end_progress_line()
+
+
+def end_progress_line() -> None:
+    """The line of a bar drawn ended, so that what is written next is a line of its own."""
+    if Progress.line_open:
+        sys.stderr.write("\n")
+        Progress.line_open = False
 
 
 def _part_header(filename: str) -> bytes:
@@ -356,6 +408,7 @@ def cmd_name(args: argparse.Namespace) -> int:
         _check_name(args.name)  # '..' would otherwise be a path the URL climbs out of
     if args.name_command == "set":
         client.request("PUT", f"/api/v2/files/{quote(args.name, safe='')}", content=args.cid)
+        print(f"{args.name} -> {args.cid.strip()}", file=sys.stderr)
     elif args.name_command == "rm":
         print(client.request("DELETE", f"/api/v2/files/{quote(args.name, safe='')}").text)
     else:
@@ -398,8 +451,11 @@ def cmd_get(args: argparse.Namespace) -> int:
     # a folder's size is the sum of its files' (the listing says so): one bar for all of them
     total = sum(child["size"] for child in listing["directory"]["children"])
     progress = Progress(total, not args.no_progress)
+    if root.is_dir() and any(root.iterdir()):
+        raise CliError(f"{root} is a folder that holds files already: a folder is written into a new or "
+                       "empty one only (remove it, or give -o another path)")
     try:
-        if root.is_dir():  # what the folder holds is added to it, each file whole or not at all
+        if root.is_dir():  # empty: filled as it is, each file whole or not at all
             _write_tree(client, listing["directory"], root, base, progress)
         else:
             with _built_beside(root) as building:

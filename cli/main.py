@@ -9,6 +9,14 @@ from pathlib import Path
 
 from . import __version__
 
+CID_EXAMPLES = """examples:
+  edgefiles cid ./dist                   the CID `edgefiles add ./dist` will give (a node needs not run)
+  edgefiles cid --profile actyx ./dist   the CID an Actyx node gave the same folder
+  cat app.js | edgefiles cid -           standard input as one file
+
+Files and folders whose names start with a dot are left out unless --hidden (as Kubo does);
+how many were is told on standard error."""
+
 
 class CliError(Exception):
     """A one-line reason to exit non-zero."""
@@ -57,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgefiles {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    cid = sub.add_parser("cid", help="print the CID of files or folders, offline")
+    cid = sub.add_parser("cid", help="print the CID of files or folders, offline",
+                         description="Print the CID of each PATH, offline, as `ipfs add -r -Q "
+                         "--cid-version=1 PATH` would (profile kubo-v1).", epilog=CID_EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     cid.add_argument("--profile", default="kubo-v1", choices=["kubo-v1", "actyx", "unixfs-v1-2025"],
                      help="kubo-v1 (default: ipfs add --cid-version=1), actyx (an Actyx node's CIDs) or "
                      "unixfs-v1-2025 (IPIP-499, 1 MiB chunks)")
@@ -128,13 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except CliError as exc:
+        _end_progress_line()
         print(f"edgefiles: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        _end_progress_line()
         return 130
     except BrokenPipeError:  # the reader went away (`| head`): stop as quietly as `cat` does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit
         return 141  # 128 + SIGPIPE, what a shell shows for a command ended by a closed pipe
+
+
+def _end_progress_line() -> None:
+    """A bar a client command was drawing ends its line before the error's own is written."""
+    client_commands = sys.modules.get(f"{__package__}.client_commands")
+    if client_commands is not None:
+        client_commands.end_progress_line()
 
 
 if __name__ == "__main__":

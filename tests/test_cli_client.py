@@ -3,8 +3,12 @@
 import hashlib
 import os
 import pty
+import socket
+import struct
 import subprocess
 import sys
+import threading
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -93,7 +97,8 @@ def test_name_set_rm(node, tmp_path):
     f = tmp_path / "x.txt"
     f.write_text("x")
     cid = run_cli("add", str(f), env=_env(node)).stdout.strip()
-    assert run_cli("name", "set", "cli-x", cid, env=_env(node)).returncode == 0
+    named = run_cli("name", "set", "cli-x", cid, env=_env(node))
+    assert named.returncode == 0 and named.stderr == f"cli-x -> {cid}\n"  # it says what it did
     rm = run_cli("name", "rm", "cli-x", env=_env(node))
     assert rm.stdout.strip() == cid
     again = run_cli("name", "rm", "cli-x", env=_env(node))
@@ -106,6 +111,8 @@ def test_client_errors_are_one_line(tmp_path):
     assert out.returncode == 1
     assert out.stderr.startswith("edgefiles: cannot reach node")
     assert len(out.stderr.strip().splitlines()) == 1
+    unset = run_cli("name", "ls", env={"EDGEFILES_NODE": ""})  # set to nothing: the default, not a bad URL
+    assert "is not a node's URL" not in unset.stderr, unset.stderr
     bad = run_cli("add", str(tmp_path / "missing"), "--node", "http://127.0.0.1:9")
     assert bad.returncode == 1
 
@@ -174,6 +181,46 @@ def _two_files_added(node, tmp_path) -> tuple[str, str]:
     folder_cid = run_cli("add", str(site), env=_env(node)).stdout.strip()
     file_cid = run_cli("add", str(site / "one.txt"), env=_env(node)).stdout.strip()
     return folder_cid, file_cid
+
+
+def test_a_node_lost_mid_upload_is_told_on_a_line_of_its_own_after_the_bar(tmp_path):
+    """A node that takes part of an upload and is gone: one line that says so (not that it
+    cannot be reached), below the progress bar, not run on at its end."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def take_part_then_vanish() -> None:
+        conn, _ = listener.accept()
+        got = 0
+        while got < 24 << 20 and (piece := conn.recv(1 << 20)):
+            got += len(piece)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
+        conn.close()
+
+    threading.Thread(target=take_part_then_vanish, daemon=True).start()
+    big = tmp_path / "big.bin"
+    big.write_bytes(gen("lost mid-upload", 64 << 20))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    done, drawn = _on_a_terminal(SimpleNamespace(url=url), "add", "--token", "t", str(big))
+    listener.close()
+    lines = drawn.replace(b"\r\n", b"\n").split(b"\n")
+    assert done.returncode == 1 and b"MiB/s" in drawn, drawn[-300:]
+    told = f"edgefiles: the node at {url} broke off POST /api/v2/files".encode()
+    assert lines[-2].startswith(told), lines[-3:]
+
+
+def test_get_of_a_folder_into_one_holding_files_is_refused_and_into_an_empty_one_fills_it(node, tmp_path):
+    """A folder written over another's files would leave them mixed in, unsaid."""
+    folder_cid, _ = _two_files_added(node, tmp_path)
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "stale.js").write_text("old")
+    out = run_cli("get", folder_cid, "-o", str(used), env=_env(node))
+    assert out.returncode == 1 and "holds files already" in out.stderr, out.stderr
+    assert os.listdir(used) == ["stale.js"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli("get", folder_cid, "-o", str(empty), env=_env(node)).returncode == 0
+    assert sorted(os.listdir(empty)) == ["one.txt", "two.txt"]
 
 
 def test_get_onto_what_is_in_the_way_is_a_clear_error_and_leaves_nothing(node, tmp_path):
