@@ -120,7 +120,7 @@ def test_unsatisfiable_range(client, site, header):
 
 
 @pytest.mark.parametrize("header", ["bytes=abc", "items=0-5", "bytes=5-1", "bytes", "bytes=0-1,5-6",
-                                    "bytes=0-1,999999-", "bytes=999999-,abc",
+                                    "bytes=0-1,999999-", "bytes=999999-,abc", "bytes =0-1",
                                     b"bytes=\xb2-3", b"bytes=0-\xb9", b"bytes=-\xb3"])
 def test_invalid_range_is_ignored(client, site, header):
     r = client.get(f"/api/v2/files/{site}/index.html", headers={"Range": header})
@@ -134,6 +134,8 @@ def test_a_suffix_range_of_an_empty_file_gets_the_empty_file(client, node):
         r = client.request(method, f"/api/v2/files/{empty}", headers={"Range": "bytes=-5"})
         assert (r.status_code, r.content, r.headers["content-length"]) == (200, b"", "0")
         assert "content-range" not in r.headers
+    nothing = client.get(f"/api/v2/files/{empty}", headers={"Range": "bytes=-0"})  # 14.1.3: never met
+    assert (nothing.status_code, nothing.headers["content-range"]) == (416, "bytes */0")
 
 
 def test_if_range_resumes_only_the_file_the_client_has_part_of(client, site, node):

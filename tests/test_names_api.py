@@ -241,3 +241,44 @@ def test_a_cid_host_gives_its_cookie_with_a_404_and_keeps_the_token_out_of_redir
     assert token in moved.headers["set-cookie"]
     listing = host_get(node, host, "/js/", params={"access_token": token}, headers={"Accept": BROWSER})
     assert 'href="app.js"' in listing.text and token not in listing.text  # the cookie carries it
+
+
+def test_a_cid_padded_with_any_whitespace_is_a_cid_and_more_than_a_cid_is_a_405(node, client, app_cid):
+    """The body is a CID, whitespace around it trimmed (files-api.md): however much of it there
+    is; a 413 only past --max-upload."""
+    padded = client.put("/api/v2/files/padded", content=f"{' ' * 100_000}{app_cid}{chr(10) * 100_000}")
+    assert padded.status_code == 200, padded.text
+    assert next(e for e in client.get("/api/v2/names").json() if e["name"] == "padded")["cid"] == app_cid
+    long = client.put("/api/v2/files/padded", content=app_cid + "x" * 5000)
+    assert (long.status_code, long.json()["code"]) == (405, "ERR_METHOD_NOT_ALLOWED")
+    assert next(e for e in client.get("/api/v2/names").json() if e["name"] == "padded")["cid"] == app_cid
+
+
+def test_preconditions_make_a_repoint_or_delete_of_a_name_conditional_on_its_version(client, app_cid):
+    """RFC 9110 13.1.1-2: the name's version is the ETag its reads carry."""
+    other = client.post("/api/v2/files", files={"f": ("o.txt", b"other")}).text
+    created = client.put("/api/v2/files/guarded", content=app_cid, headers={"If-None-Match": "*"})
+    assert created.status_code == 200  # a create only: it was not set
+    again = client.put("/api/v2/files/guarded", content=other, headers={"If-None-Match": "*"})
+    assert (again.status_code, again.json()["code"]) == (412, "ERR_PRECONDITION_FAILED")
+    etag = client.get("/api/v2/files/guarded/index.html").headers["etag"]
+    assert etag == f'"{app_cid}"' or client.get("/api/v2/files/guarded").headers["etag"] == f'"{app_cid}"'
+    stale = client.put("/api/v2/files/guarded", content=other, headers={"If-Match": f'"{other}"'})
+    assert stale.status_code == 412
+    moved = client.put("/api/v2/files/guarded", content=other, headers={"If-Match": f'"{app_cid}", "x"'})
+    assert moved.status_code == 200
+    kept = client.delete("/api/v2/files/guarded", headers={"If-Match": f'"{app_cid}"'})
+    assert kept.status_code == 412 and client.get("/api/v2/files/guarded").status_code == 200
+    assert client.delete("/api/v2/files/guarded", headers={"If-Match": f'"{other}"'}).text == other
+    gone = client.delete("/api/v2/files/guarded", headers={"If-Match": "*"})
+    assert gone.status_code == 405  # not set: the 405 it is without the precondition
+    absent = client.put("/api/v2/files/guarded", content=app_cid, headers={"If-Match": "*"})
+    assert absent.status_code == 412 and client.get("/api/v2/files/guarded").status_code == 405
+
+
+def test_if_none_match_on_two_header_lines_is_one_list(node, client, app_cid):
+    etag = f'"{app_cid}"'
+    auth = ("Authorization", f"Bearer {node.token()}")
+    for tags in (['"x"', etag], [etag, '"x"']):  # the first line alone was read
+        lines = [auth, *(("If-None-Match", tag) for tag in tags)]
+        assert httpx.get(f"{node.url}/api/v2/files/{app_cid}", headers=lines).status_code == 304, tags

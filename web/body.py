@@ -21,6 +21,29 @@ async def read_small_body(request: Request, limit: int, max_upload: int, what: s
     return await read_capped(request, limit, lambda: PayloadTooLarge(f"{what} is at most {limit} bytes"))
 
 
+async def read_trimmed(request: Request, keep: int, max_upload: int,
+                       too_long: Callable[[], Exception]) -> bytes:
+    """A body with the whitespace around it trimmed, read with flat memory: `too_long()` once
+    more than `keep` bytes are left between the whitespace (raised as soon as that is seen),
+    a 413 only past --max-upload (the bound of every body), as padding of any length is
+    whitespace to trim, not a body too large."""
+    too_large = PayloadTooLarge(f"request body larger than --max-upload ({max_upload} bytes)")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > max_upload:
+        raise too_large
+    kept, size = bytearray(), 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_upload:
+            raise too_large
+        chunk = chunk if kept else chunk.lstrip()
+        room = keep - len(kept)
+        kept += chunk[:room]
+        if chunk[room:].strip():  # what is past `keep` is more than trailing whitespace
+            raise too_long()
+    return bytes(kept).strip()
+
+
 async def read_capped(request: Request, limit: int, too_large: Callable[[], Exception]) -> bytes:
     """The body; `too_large()` is raised once its declared or received length passes `limit`."""
     declared = request.headers.get("content-length")

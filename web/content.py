@@ -101,7 +101,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     whose ranges can be met is a 416, one range or several."""
     unit, sep, listed = (header or "").partition("=")
     specs = [spec.strip() for spec in listed.split(",") if spec.strip()]
-    if not sep or unit.strip().lower() != "bytes" or not specs:
+    if not sep or unit.lower() != "bytes" or not specs:  # `bytes =`: no space before "=" (14.1.2)
         return None
     met = []
     for spec in specs:
@@ -123,12 +123,12 @@ def _byte_range(spec: str, size: int) -> tuple[int, int] | None:
     if not sep or not all(part == "" or part.isascii() and part.isdigit() for part in (first, last)):
         return None
     if first == "":
-        if last == "" or size == 0:  # a suffix of nothing: the whole (empty) representation
+        if last == "":
             return None
         suffix = _position(last)
-        if suffix == 0:
+        if suffix == 0:  # 14.1.3: a suffix of no bytes is never satisfiable, of an empty file neither
             raise RangeNotSatisfiable()
-        return max(0, size - suffix), size
+        return (max(0, size - suffix), size) if size else None  # of an empty file: the whole of it
     start = _position(first)
     if last != "" and _position(last) < start:
         return None
@@ -159,10 +159,21 @@ def content_disposition(filename: str, kind: str = "inline") -> str:
 VARY = {"Vary": "Accept"}  # a directory's answer: a listing in JSON or HTML, or its index.html
 
 
+def listed_header(request: Request, name: str) -> str | None:
+    """A list-valued header (If-None-Match, If-Match) as one list: its field lines joined, as
+    RFC 9110 5.3 says they combine (the first line alone was read); None when absent."""
+    lines = request.headers.getlist(name)
+    return ", ".join(lines) if lines else None
+
+
+def _entity_tags(header: str) -> list[str]:
+    return [tag.strip() for tag in header.split(",")]
+
+
 def etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
-    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    tags = [tag.removeprefix("W/") for tag in _entity_tags(header)]
     return "*" in tags or etag in tags
 
 
@@ -171,7 +182,7 @@ def require_if_match(header: str | None, etag: str) -> None:
     strongly: a weak tag never matches); 412 for any other."""
     if header is None:
         return
-    tags = [t.strip() for t in header.split(",")]
+    tags = _entity_tags(header)
     if "*" not in tags and etag not in tags:
         raise PreconditionFailed(f"If-Match names other versions than {etag}")
 
@@ -297,7 +308,7 @@ class ContentServer:
                 return response
         etag = f'"{to_str(node.cid)}.html"' if html else f'"{to_str(node.cid)}"'
         headers = {**self._headers(target, etag), **VARY}
-        if _conditional(target) and etag_matches(request.headers.get("if-none-match"), etag):
+        if _conditional(target) and etag_matches(listed_header(request, "if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         entries = self.reader.listing(node)
         dirname = target.segments[-1] if target.segments else "/"
@@ -333,8 +344,8 @@ class ContentServer:
             headers["Content-Disposition"] = content_disposition(name)
         conditional = _conditional(target)
         if conditional:
-            require_if_match(request.headers.get("if-match"), etag)
-        if conditional and etag_matches(request.headers.get("if-none-match"), etag):
+            require_if_match(listed_header(request, "if-match"), etag)
+        if conditional and etag_matches(listed_header(request, "if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         size = node.size
         status = 200

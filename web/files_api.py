@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import partial
 
+from edgefiles.ans.record import NameRecord
 from edgefiles.ans.registry import NameRefused, check_name
 from edgefiles.node import cid as cids
 from edgefiles.node import exporter
@@ -13,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import car
-from .body import parse_json, read_small_body
-from .content import IMMUTABLE, REVALIDATE, Target
+from .body import parse_json, read_small_body, read_trimmed
+from .content import IMMUTABLE, REVALIDATE, Target, etag_matches, listed_header, require_if_match
 from .context import AppContext
 from .cors import CORS_HEADERS
-from .errors import BadRequest, ManifestInvalid, MethodNotAllowed, NotFound
+from .errors import BadRequest, ManifestInvalid, MethodNotAllowed, NotFound, PreconditionFailed
 from .paths import raw_tail, url_segments
 from .upload import receive_upload
 
@@ -71,7 +72,7 @@ async def files(request: Request) -> Response:
         raise BadRequest("names are single path segments: /api/v2/files/<name>")
     if method == "PUT":
         return await put_name(request, ctx, segments[0])
-    return await delete_name(ctx, segments[0])
+    return await delete_name(request, ctx, segments[0])
 
 
 async def read(request: Request, ctx: AppContext, segments: list[str], trailing: bool) -> Response:
@@ -115,7 +116,7 @@ async def _car_of(request: Request, ctx: AppContext, root: bytes, path: list[str
         except (exporter.NotFound, exporter.NotUnixFS):
             raise NotFound("no such file or directory") from None
     return await car.export(ctx.core, root, {"Cache-Control": REVALIDATE if by_name else IMMUTABLE},
-                            request.headers.get("if-none-match"))
+                            listed_header(request, "if-none-match"))
 
 
 async def put_name(request: Request, ctx: AppContext, name: str) -> Response:
@@ -123,7 +124,9 @@ async def put_name(request: Request, ctx: AppContext, name: str) -> Response:
         check_name(name)
     except NameRefused as refused:
         raise (MethodNotAllowed if refused.is_cid else BadRequest)(str(refused)) from None
-    body = await read_small_body(request, NAME_BODY, ctx.max_upload, "the body, a CID,")
+    check_name_preconditions(request, ctx.names.registry.get(name))
+    body = await read_trimmed(request, NAME_BODY, ctx.max_upload,
+                              lambda: MethodNotAllowed(f"the body is not a CID: more than {NAME_BODY} bytes"))
     text = body.decode("utf-8", "replace").strip()
     try:
         target = cids.parse(text)
@@ -134,11 +137,28 @@ async def put_name(request: Request, ctx: AppContext, name: str) -> Response:
     return Response(b"", headers=CORS_HEADERS)
 
 
-async def delete_name(ctx: AppContext, name: str) -> Response:
+async def delete_name(request: Request, ctx: AppContext, name: str) -> Response:
+    if (record := ctx.names.registry.get(name)) is not None:  # absent: a 405 whatever the preconditions
+        check_name_preconditions(request, record)
     previous = await ctx.names.delete(name)
     if previous is None:
         raise MethodNotAllowed(f"name {name!r} does not exist")
     return plain_text(cids.to_str(previous))
+
+
+def check_name_preconditions(request: Request, record: NameRecord | None) -> None:
+    """RFC 9110 13.1.1-2 for a PUT or DELETE of a name, whose version is the ETag its reads carry
+    (`"<cid>"`): with If-Match, it must be one the client names (`*`: any, so the name must be
+    set); with If-None-Match, none it names (`*`: the name must not be set, a create only).
+    Else 412, and nothing changes: a client repoints a name only from the version it read."""
+    etag = f'"{cids.to_str(record.cid)}"' if record is not None and record.cid is not None else None
+    if_match = listed_header(request, "if-match")
+    if etag is None and if_match is not None:
+        raise PreconditionFailed("If-Match names a version, and the name is not set")
+    if etag is not None:
+        require_if_match(if_match, etag)
+    if etag is not None and etag_matches(listed_header(request, "if-none-match"), etag):
+        raise PreconditionFailed(f"If-None-Match names the name's version, {etag}")
 
 
 async def names(request: Request) -> Response:

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from . import car
 from .auth import without_token
-from .content import content_disposition, etag_matches, q_values, requested_range
+from .content import content_disposition, etag_matches, listed_header, q_values, requested_range
 from .context import AppContext
 from .cors import CORS_HEADERS
 from .errors import ApiError, BadRequest, NotFound
@@ -112,7 +112,7 @@ async def _raw(ctx: AppContext, request: Request, root: bytes, cached_only: bool
     data = await run_in_threadpool(_block, ctx, root, cached_only)  # an identity CID's is in it
     headers = {**headers, "Content-Type": RAW_TYPE, "Etag": f'"{to_str(root)}.raw"', "Accept-Ranges": "bytes",
                "Content-Disposition": _attachment(request, f"{to_str(root)}.bin")}
-    if etag_matches(request.headers.get("if-none-match"), headers["Etag"]):
+    if etag_matches(listed_header(request, "if-none-match"), headers["Etag"]):
         return Response(status_code=304, headers=headers)
     status, (start, end) = 200, (0, len(data))
     if (byte_range := requested_range(request, headers["Etag"], len(data))) is not None:
@@ -194,7 +194,7 @@ async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], 
         steps, terminal = await run_in_threadpool(ctx.core.reader.path_blocks, root, path)
     except (exporter.NotFound, exporter.NotUnixFS):
         raise NotFound("no such path in this DAG (or a block on the way is nowhere to be found)") from None
-    unchanged = etag_matches(request.headers.get("if-none-match"), headers["Etag"])
+    unchanged = etag_matches(listed_header(request, "if-none-match"), headers["Etag"])
     no_body = request.method == "HEAD" or unchanged
     if no_body:
         await run_in_threadpool(_block, ctx, terminal, cached_only)  # 404 when it is nowhere

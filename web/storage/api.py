@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 
 from ..ahead import held_while_sent, streamed
-from ..content import WHOLE_BELOW, content_disposition, etag_matches, requested_range
+from ..content import WHOLE_BELOW, content_disposition, etag_matches, listed_header, requested_range
 from ..context import AppContext
 from ..cors import CORS_HEADERS
 from ..errors import (
@@ -272,7 +272,7 @@ async def _plaintext_answer(request: Request, storage: Storage, found: StoredObj
     headers = {**CORS_HEADERS, "ETag": f'"{to_str(found.info.cid)}"', "Accept-Ranges": "bytes",
                "Cache-Control": "private, no-cache", "X-Content-Type-Options": "nosniff",
                "Content-Disposition": content_disposition(found.original_name, "attachment")}
-    if etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
+    if etag_matches(listed_header(request, "if-none-match"), headers["ETag"]):
         return Response(status_code=304, headers=headers)
     start, end, status = 0, size, 200
     byte_range = requested_range(request, headers["ETag"], size)
