@@ -256,16 +256,27 @@ class DagReader:
         return node
 
     def dir_size(self, node: Node) -> int:
-        """Sum of the sizes of every file below a directory."""
-        cached = self._dir_sizes.get(node.cid)
-        if cached is not None:
-            return cached
-        total = 0
-        for link in self.entries(node):
-            sub = self.load(link.cid)
-            total += self.dir_size(sub) if sub.is_dir else sub.size
-        self._dir_sizes.put(node.cid, total)
-        return total
+        """Sum of the sizes of every file below a directory; each folder's summed after those
+        in it, with a stack of its own (a folder nested a thousand deep passed Python's
+        recursion limit)."""
+        sizes: dict[bytes, int] = {}
+
+        def known(sub: Node) -> int | None:
+            return sub.size if not sub.is_dir else sizes.get(sub.cid, self._dir_sizes.get(sub.cid))
+
+        stack: list[tuple[Node, list[Node] | None]] = [(node, None)]
+        while stack:
+            current, subs = stack.pop()
+            if known(current) is not None:
+                continue
+            if subs is None:  # its entries first
+                subs = [self.load(link.cid) for link in self.entries(current)]
+                stack.append((current, subs))
+                stack.extend((sub, None) for sub in subs if known(sub) is None)
+                continue
+            sizes[current.cid] = sum(known(sub) or 0 for sub in subs)
+            self._dir_sizes.put(current.cid, sizes[current.cid])
+        return known(node) or 0
 
     def listing(self, node: Node) -> list[tuple[str, bytes, int, bool]]:
         """(name, cid, size, is_dir) for each entry."""

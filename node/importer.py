@@ -211,14 +211,21 @@ class TreeBuilder:
         return node
 
     def finish(self) -> Entry:
-        return self._build(self._root)
-
-    def _build(self, tree: dict) -> Entry:
-        children = {
-            name: (self._build(child) if isinstance(child, dict) else child)
-            for name, child in tree.items()
-        }
-        return build_directory(self._profile, children, self._emit)
+        """The directory DAG, each folder built after those in it, in the order they came,
+        with a stack of its own: a folder nested a thousand deep (which Kubo takes) passed
+        Python's recursion limit."""
+        built: dict[int, Entry] = {}  # by id() of a folder's dict, until its parent takes it
+        stack: list[tuple[dict, bool]] = [(self._root, False)]
+        while stack:
+            tree, its_folders_built = stack.pop()
+            if its_folders_built:
+                children = {name: built.pop(id(child)) if isinstance(child, dict) else child
+                            for name, child in tree.items()}
+                built[id(tree)] = build_directory(self._profile, children, self._emit)
+            else:
+                stack.append((tree, True))
+                stack.extend((child, False) for child in reversed(tree.values()) if isinstance(child, dict))
+        return built[id(self._root)]
 
 
 def link_tsize(profile: Profile, entry: Entry) -> int:

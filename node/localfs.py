@@ -64,7 +64,7 @@ def scan_folder(root: Path, hidden: bool) -> FolderScan:
     """
     scan = FolderScan([], [])
     top = os.path.realpath(root)
-    _walk(root, [], scan, hidden, {top}, top)
+    _walk(root, scan, hidden, top)
     return scan
 
 
@@ -127,38 +127,61 @@ def _mode_in_folder(path: Path) -> int | None:
         raise InputRefused(f"{path}: {exc.strerror}") from None
 
 
-def _walk(folder: Path, rel: list[str], scan: FolderScan, hidden: bool, ancestors: set[str],
-          top: str) -> None:
-    names = _listing(folder)
-    if not hidden:
-        scan.skipped_hidden += sum(1 for n in names if n.startswith("."))
-        names = [n for n in names if not n.startswith(".")]
-    kept = 0
-    for name in names:
-        path = folder / name
+@dataclass
+class _Folder:
+    """A folder of a walk, as far as its entries are gone through."""
+    path: Path
+    real: str  # its path with every link resolved
+    rel: list[str]
+    ancestors: set[str]  # the real paths of it and the folders above it: a link back is a loop
+    names: Iterator[str]
+    kept: int = 0  # entries taken (files and folders): none, and it is an empty folder
+
+
+def _walk(root: Path, scan: FolderScan, hidden: bool, top: str) -> None:
+    """Depth first, in listing order, with a stack of its own: a folder nested a thousand deep
+    (which Kubo adds) passed Python's recursion limit."""
+    stack = [_opened(root, top, [], {top}, scan, hidden)]
+    while stack:
+        folder = stack[-1]
+        name = next(folder.names, None)
+        if name is None:
+            stack.pop()
+            if folder.kept == 0 and folder.rel:
+                scan.empty_dirs.append(folder.rel)
+            continue
+        path = folder.path / name
         _check_utf8(path)
         linked = path.is_symlink()
         if linked:
             _check_link(path, top)
         mode = _mode_in_folder(path)
         if mode is not None and stat.S_ISDIR(mode):
-            real = os.path.realpath(path)
-            if real in ancestors:
+            # only a link can lead back up; resolving each folder's path made a deep walk quadratic
+            real = os.path.realpath(path) if linked else os.path.join(folder.real, name)
+            if linked and real in folder.ancestors:
                 scan.skipped.append(f"{path}: link back into a parent folder")
                 continue
-            _walk(path, [*rel, name], scan, hidden, ancestors | {real}, top)
+            stack.append(_opened(path, real, [*folder.rel, name], folder.ancestors | {real}, scan, hidden))
         elif mode is not None and stat.S_ISREG(mode):
             _check_readable(path)
-            scan.files.append(([*rel, name], path))
+            scan.files.append(([*folder.rel, name], path))
         elif mode is not None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
             raise InputRefused(f"{path}: not a regular file or folder (a device)")
         else:  # a socket or a pipe holds nothing of the folder's; a dangling link, nothing at all
             scan.skipped.append(f"{path}: not a regular file or folder (or a dangling link)")
             continue
-        kept += 1
+        folder.kept += 1
         scan.followed_links += linked  # a link skipped above was not followed
-    if kept == 0 and rel:
-        scan.empty_dirs.append(rel)
+
+
+def _opened(path: Path, real: str, rel: list[str], ancestors: set[str], scan: FolderScan,
+            hidden: bool) -> _Folder:
+    names = _listing(path)
+    if not hidden:
+        scan.skipped_hidden += sum(1 for n in names if n.startswith("."))
+        names = [n for n in names if not n.startswith(".")]
+    return _Folder(path, real, rel, ancestors, iter(names))
 
 
 def read_pieces(stream: BinaryIO) -> Iterator[bytes]:

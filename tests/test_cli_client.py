@@ -396,3 +396,23 @@ def test_get_of_a_dot_segment_never_writes_into_a_folder_here(node, tmp_path):
     got = run_cli("get", f"{cid}/sub/..", env=_env(node), cwd=work)
     assert got.returncode == 0 and (work / cid / "a.txt").read_text() == "a.txt", got.stderr
     assert not (tmp_path / "deep" / "a.txt").exists()
+
+
+def test_a_folder_nested_past_pythons_recursion_limit_is_added_listed_and_got_back(node, tmp_path):
+    """Kubo adds a folder nested a thousand deep; `cid`, the node's upload and listing, and
+    `get` each passed Python's recursion limit on it."""
+    top = here = tmp_path / "deep"
+    top.mkdir()
+    for _ in range(1050):  # one level at a time: os.makedirs recurses too
+        here = here / "d"
+        here.mkdir()
+    (here / "f").write_text("bottom")
+    (top / "g").write_text("top")
+    cid = run_cli("cid", str(top)).stdout.strip()
+    assert run_cli("add", str(top), env=_env(node)).stdout.strip() == cid
+    with node.client() as client:
+        listing = client.get(f"/api/v2/files/{cid}").json()["directory"]
+    assert {(c["name"], c["size"]) for c in listing["children"]} == {("d", 6), ("g", 3)}
+    got = run_cli("get", cid, "-o", str(tmp_path / "copy"), env=_env(node))
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "copy" / here.relative_to(top) / "f").read_text() == "bottom"
