@@ -167,6 +167,9 @@ class BlockStore:
         self._gc_lock = threading.Lock()  # a block deduped against is not deleted meanwhile
         self._in_use: Counter[bytes] = Counter()  # roots of DAGs being read out (under _lock)
         self._compact_lock = threading.Lock()  # one compaction at a time (collection, fsck --repair)
+        # a batch that wrote was given up: its bytes may lie at the tail of the pack being
+        # appended to, where a cut gives them back until another batch writes past them
+        self._tail_maybe_dead = False
         self._open: weakref.WeakSet[Batch] = weakref.WeakSet()
         self._recency = _ReadRecency(root / RECENT_READS)
         self._verified: dict[bytes, bool] = {}  # blocks hashed in this process
@@ -326,6 +329,8 @@ class BlockStore:
         new = [(cid, data) for cid, data in fresh.items() if cid not in stored or cid in damaged]
         if not new:
             return
+        if self._tail_maybe_dead and not batch.packs:
+            self._cut_dead_tail()
         sized = [(cid, len(data)) for cid, data in new]
         size = sum(length for _, length in sized)
         with self._lock:
@@ -434,6 +439,7 @@ class BlockStore:
                 self.abandoned += unindexed + batch.replaced_bytes
             else:
                 self.abandoned += batch.bytes
+                self._tail_maybe_dead = self._tail_maybe_dead or bool(batch.packs)
             self._open.discard(batch)
 
     # collection ------------------------------------------------------------------------
@@ -501,10 +507,27 @@ class BlockStore:
         """Give back the failed uploads' bytes at the end of the pack being appended to, by
         cutting it (see Packs.trim): on a full disk, where compaction has no room to copy."""
         with self._compact_lock:
-            freed = self._packs.trim(self._written_by_open_batch, self._indexed_end)
-            with self._lock:
-                self.abandoned = max(0, self.abandoned - freed)
-            return freed
+            return self._trim()
+
+    def _trim(self) -> int:
+        """trim_current, the compaction lock held."""
+        freed = self._packs.trim(self._written_by_open_batch, self._indexed_end)
+        with self._lock:
+            self.abandoned = max(0, self.abandoned - freed)
+        return freed
+
+    def _cut_dead_tail(self) -> None:
+        """Before a batch's first write: a failed upload's bytes at the pack's tail are cut
+        now, not at collection's next round. Once another upload's lie past them, only
+        compaction gives them back, which copies, and so needs the room a full disk has not:
+        an upload refused for want of space, then a small one stored, held the first one's
+        bytes for good (every upload after: a 507). Skipped while a compaction runs."""
+        self._tail_maybe_dead = False  # a cut skipped here is collection's to make
+        if self._compact_lock.acquire(blocking=False):
+            try:
+                self._trim()
+            finally:
+                self._compact_lock.release()
 
     def _indexed_end(self, pack: int) -> int:
         return blockindex.indexed_end(self._readers.get(), pack)
@@ -591,6 +614,7 @@ class BlockStore:
         given back to the disk."""
         with self._compact_lock:
             self._packs.close_removed()
+            self._trim()  # an interrupted reclaim's copies, at the tail: cut, never copied again
             if self._packs.current in packs and not self._written_by_open_batch(self._packs.current):
                 self._packs.roll()
             sealed = self._packs.sealed()

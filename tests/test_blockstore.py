@@ -582,3 +582,43 @@ def test_the_pack_being_appended_to_is_not_cut_under_an_answer_sending_from_it(t
         assert store.get_many(kept_cids, to_send=True) == kept
     finally:
         store.close()
+
+
+def pack_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in (folder / "blocks").glob("pack-*.dat"))
+
+
+def test_a_failed_uploads_bytes_are_cut_before_the_next_upload_writes_past_them(tmp_path):
+    """Once another upload's bytes lie past them, only compaction (which copies: a full disk
+    has no room for it) could give them back."""
+    store = open_store(tmp_path)
+    try:
+        commit_blocks(store, [os.urandom(5000)])
+        before = pack_bytes(tmp_path)
+        failed = store.batch()
+        failed.put_many([(make_cid(RAW, data), data) for data in (os.urandom(1 << 20), os.urandom(1 << 20))])
+        store.abandon(failed)
+        assert pack_bytes(tmp_path) > before + (2 << 20)
+        commit_blocks(store, [os.urandom(3000)])
+        assert pack_bytes(tmp_path) < before + (64 << 10)
+    finally:
+        store.close()
+
+
+def test_a_reclaim_cut_short_leaves_copies_the_next_one_cuts_rather_than_copies(tmp_path):
+    """A `fsck --repair` killed while copying: its copies lie past the last indexed record of
+    the pack it copied to; the next repair cuts them (each interrupted repair added a copy)."""
+    store = open_store(tmp_path)
+    kept = os.urandom(5000)
+    (kept_cid,) = commit_blocks(store, [kept])
+    copying = store.batch()  # what an interrupted compaction wrote: never indexed
+    copying.put_many([(make_cid(RAW, data), data) for data in (os.urandom(1 << 20), os.urandom(1 << 20))])
+    store.close()  # the process dies: nothing settles the batch
+    store = open_store(tmp_path)
+    try:
+        assert pack_bytes(tmp_path) > 2 << 20
+        store.reclaim(set())
+        assert pack_bytes(tmp_path) < 64 << 10
+        assert store.get(kept_cid) == kept
+    finally:
+        store.close()

@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -408,11 +409,32 @@ def test_a_folder_nested_past_pythons_recursion_limit_is_added_listed_and_got_ba
         here.mkdir()
     (here / "f").write_text("bottom")
     (top / "g").write_text("top")
-    cid = run_cli("cid", str(top)).stdout.strip()
-    assert run_cli("add", str(top), env=_env(node)).stdout.strip() == cid
-    with node.client() as client:
-        listing = client.get(f"/api/v2/files/{cid}").json()["directory"]
-    assert {(c["name"], c["size"]) for c in listing["children"]} == {("d", 6), ("g", 3)}
-    got = run_cli("get", cid, "-o", str(tmp_path / "copy"), env=_env(node))
-    assert got.returncode == 0, got.stderr
-    assert (tmp_path / "copy" / here.relative_to(top) / "f").read_text() == "bottom"
+    try:
+        cid = run_cli("cid", str(top)).stdout.strip()
+        assert run_cli("add", str(top), env=_env(node)).stdout.strip() == cid
+        with node.client() as client:
+            listing = client.get(f"/api/v2/files/{cid}").json()["directory"]
+        assert {(c["name"], c["size"]) for c in listing["children"]} == {("d", 6), ("g", 3)}
+        got = run_cli("get", cid, "-o", str(tmp_path / "copy"), env=_env(node))
+        assert got.returncode == 0, got.stderr
+        assert (tmp_path / "copy" / here.relative_to(top) / "f").read_text() == "bottom"
+    finally:  # pytest's own clean-up of old temporary folders recurses, and would fail on these
+        for tree in (top, tmp_path / "copy"):
+            _removed_without_recursion(tree)
+
+
+def _removed_without_recursion(top: Path) -> None:
+    """`rm -r top`, with a list where shutil.rmtree recurses (Python 3.11)."""
+    if not top.exists():
+        return
+    folders, stack = [], [top]
+    while stack:
+        folder = stack.pop()
+        folders.append(folder)
+        for entry in os.scandir(folder):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            else:
+                os.unlink(entry.path)
+    for folder in reversed(folders):
+        os.rmdir(folder)

@@ -205,6 +205,28 @@ def test_what_a_refused_upload_wrote_on_a_full_disk_is_given_back(tmp_path):
             subprocess.run(["umount", "-l", str(mount)])
 
 
+def test_an_upload_right_after_one_refused_on_a_full_disk_does_not_trap_its_bytes(tmp_path):
+    """The refused upload's bytes were cut at collection's next round, unless an upload wrote
+    past them first: then only compaction, which a full disk has no room for, could free them,
+    and every larger upload after was a 507."""
+    mount = tmp_path / "small"
+    if not _tmpfs(mount, "64m"):  # no mount rights: the kernel's file-size limit fills the "disk"
+        n, room = Node(tmp_path / "limited", preexec=_limit_file_size), 24 << 20
+    else:
+        n, room = Node(mount / "data"), 64 << 20
+    try:  # started inside: a start that fails still unmounts
+        n.start()
+        assert n.upload([("kept.bin", os.urandom(room // 8))]).status_code == 200
+        assert n.upload([("big.bin", os.urandom(room))]).status_code == 507
+        assert n.upload([("small.txt", b"right after")]).status_code == 200  # at once: no round between
+        fits = n.upload([("fits.bin", os.urandom(room // 2))])
+        assert fits.status_code == 200, fits.text
+    finally:
+        n.stop()
+        if mount.is_mount():
+            subprocess.run(["umount", "-l", str(mount)])
+
+
 def test_store_quota_is_507(fresh_node):
     n = fresh_node("--store-quota", "2MiB")
     _check_full_store(n, gen("over-quota", 3 << 20))
