@@ -31,6 +31,7 @@ def car_of(client: httpx.Client, path: str, **params: str) -> tuple[list[str], l
     assert r.headers["content-type"] == "application/vnd.ipld.car; version=1; order=dfs; dups=n"
     assert r.headers["content-disposition"].startswith("attachment")
     assert r.headers["content-length"] == str(len(r.content))  # stored here whole: laid out
+    assert r.headers["accept-ranges"] == "none"  # as gateway-conformance asks of every CAR
     parser = car.CarParser()
     pairs = list(parser.feed(r.content))
     parser.finish()
@@ -51,6 +52,7 @@ def test_a_raw_block_is_its_bytes(node, site):
             assert hashlib.sha256(r.content).digest() == parse_cid(site)[-32:]
             assert r.headers["etag"] == f'"{site}.raw"' and r.headers["x-content-type-options"] == "nosniff"
             assert r.headers["content-disposition"] == f'attachment; filename="{site}.bin"'
+            assert (r.headers["x-ipfs-path"], r.headers["x-ipfs-roots"]) == (f"/ipfs/{site}", site)
         head = client.head(f"/ipfs/{site}", params={"format": "raw"})
         assert head.status_code == 200 and head.content == b""
 
@@ -74,6 +76,9 @@ def test_car_scopes_hold_exactly_their_blocks(node, site):
         assets = [link.cid for link in dagpb.decode(blocks[site]).links if link.name == "assets"][0]
         big = [to_str(lk.cid) for lk in dagpb.decode(blocks[to_str(assets)]).links if lk.name == "big.bin"][0]
         assert path_blocks[:3] == [site, to_str(assets), big]  # the path, then the file
+        told = client.get(f"/ipfs/{site}/assets/big.bin", params={"format": "car", "dag-scope": "block"})
+        assert told.headers["x-ipfs-path"] == f"/ipfs/{site}/assets/big.bin"
+        assert told.headers["x-ipfs-roots"] == ",".join([site, to_str(assets), big])
         assert set(path_blocks[3:]) == set(links(found[big]))
         assert b"".join(found[c] for c in links(found[big])) == APP[1][1]
 

@@ -56,7 +56,7 @@ async def export(core: Core, root: bytes, headers: dict[str, str],
     """The DAG under `root` as a CAR (roots = [root]); 404 when its root block is nowhere,
     304 when `if_none_match` names its ETag (a name's CAR revalidates as its files do)."""
     headers = {**headers, "Content-Type": f"{CAR_TYPE}; version=1", "ETag": f'"{to_str(root)}.car"',
-               "X-Content-Type-Options": "nosniff",
+               "X-Content-Type-Options": "nosniff", "Accept-Ranges": "none",
                "Content-Disposition": f'attachment; filename="{to_str(root)}.car"'}
     if etag_matches(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers={**CORS_HEADERS, **headers})

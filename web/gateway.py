@@ -111,7 +111,8 @@ async def _raw(ctx: AppContext, request: Request, root: bytes, cached_only: bool
                headers: dict[str, str]) -> Response:
     data = await run_in_threadpool(_block, ctx, root, cached_only)  # an identity CID's is in it
     headers = {**headers, "Content-Type": RAW_TYPE, "Etag": f'"{to_str(root)}.raw"', "Accept-Ranges": "bytes",
-               "Content-Disposition": _attachment(request, f"{to_str(root)}.bin")}
+               "Content-Disposition": _attachment(request, f"{to_str(root)}.bin"),
+               **_ipfs_path(request, [root])}
     if etag_matches(listed_header(request, "if-none-match"), headers["Etag"]):
         return Response(status_code=304, headers=headers)
     status, (start, end) = 200, (0, len(data))
@@ -187,13 +188,15 @@ async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], 
                byte_range: EntityBytes | None, cached_only: bool,
                headers: dict[str, str]) -> Response:
     headers = {**headers, "Content-Type": CAR_RESPONSE_TYPE, "Etag": car_etag(root, path, scope, byte_range),
-               "Content-Disposition": _attachment(request, f"{to_str(root)}.car")}
+               "Content-Disposition": _attachment(request, f"{to_str(root)}.car"),
+               "Accept-Ranges": "none"}  # streamed as it is read: no offset into it to resume from
     if cached_only and not (cids.is_identity(root) or ctx.core.store.has(root)):
         raise NotCached()
     try:
         steps, terminal = await run_in_threadpool(ctx.core.reader.path_blocks, root, path)
     except (exporter.NotFound, exporter.NotUnixFS):
         raise NotFound("no such path in this DAG (or a block on the way is nowhere to be found)") from None
+    headers.update(_ipfs_path(request, await run_in_threadpool(_logical_roots, ctx.core.reader, root, path)))
     unchanged = etag_matches(listed_header(request, "if-none-match"), headers["Etag"])
     no_body = request.method == "HEAD" or unchanged
     if no_body:
@@ -208,6 +211,30 @@ async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], 
             head.headers["content-length"] = str(size)
         return head
     return await car.stream(ctx.core, [root], steps, terminal, headers, scope, span)
+
+
+def _ipfs_path(request: Request, roots: list[bytes] | None) -> dict[str, str]:
+    """X-Ipfs-Path (the content path asked for, as sent) and X-Ipfs-Roots (the CID of each of
+    its steps, when known), as IPFS gateways tell them."""
+    told = {"X-Ipfs-Path": raw_path(request)}
+    return told if roots is None else {**told, "X-Ipfs-Roots": ",".join(map(to_str, roots))}
+
+
+def _logical_roots(reader: exporter.DagReader, root: bytes, path: list[str]) -> list[bytes] | None:
+    """Worker thread: the CID of the root and of what each segment of `path` names below it
+    (a sharded directory's inner shards are none of them); None for a path through other
+    than UnixFS directories (DAG-CBOR), whose steps the header leaves out (the spec's MAY)."""
+    roots = [root]
+    try:
+        node = reader.load(root) if path else None
+        for segment in path:
+            node = reader.child(node, segment) if node is not None and node.is_dir else None
+            if node is None:
+                return None
+            roots.append(node.cid)
+    except (exporter.NotFound, exporter.NotUnixFS):
+        return None
+    return roots
 
 
 def car_etag(root: bytes, path: list[str], scope: str, byte_range: EntityBytes | None) -> str:
