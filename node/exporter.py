@@ -159,6 +159,20 @@ def _decode(block: bytes) -> tuple[dagpb.PBNode, unixfs.UnixFSData]:
         raise NotUnixFS(str(exc)) from exc
 
 
+class Unseen(set):
+    """A walk's `seen` that holds nothing: each block is given every time the DAG links it
+    (a CAR with `dups=y`), where a set gives it once."""
+
+    def __contains__(self, key: object) -> bool:
+        return False
+
+    def add(self, key: bytes) -> None:
+        pass
+
+    def copy(self) -> Unseen:
+        return Unseen()
+
+
 class _Lru:
     """A small thread-safe LRU map: readers run on several worker threads."""
 
@@ -428,13 +442,14 @@ class DagReader:
         `scope` (a trustless gateway's `dag-scope`): "all" the whole DAG; "block" the root
         block alone; "entity" what it takes to read a whole file or list a directory (its
         HAMT shards, not its entries). `byte_range` [start, end) of a file: only the blocks
-        that hold those bytes. `seen`: blocks already given (by an earlier walk) and skipped."""
+        that hold those bytes. `seen`: blocks already given (by an earlier walk) and skipped
+        (`Unseen()`: none is, and a block is given each time it is linked)."""
         seen = set() if seen is None else seen
         if pool is None:
             yield from self._walk([(root, 0, None)], scope, byte_range, seen, seen, False)  # blocks only
             return
         # The walk runs ahead of what is given: it marks what it queued, `seen` what was given.
-        walk = self._walk([(root, 0, None)], scope, byte_range, seen, set(seen), leaves_later=True)
+        walk = self._walk([(root, 0, None)], scope, byte_range, seen, seen.copy(), leaves_later=True)
         for item in _read_ahead(walk, _block_size, self.get_stored, pool):
             if not isinstance(item, _Ahead):
                 if _first_time(item[0], seen):  # else given already, below a leaf that was none
@@ -457,7 +472,7 @@ class DagReader:
         its parent, whose size is its parent's Tsize for it, claims none; `read_laid` finds out
         whether it has some all the same. (A directory's dag-pb child is read: a Tsize equal
         to its size is no proof, since a directory of empty raw files has one.)"""
-        queued = set(seen or ())
+        queued = set() if seen is None else seen.copy()
         budget = LAYOUT_READ_BYTES
         levels = [iter(self._with_sizes([(root, 0, None)]))]
         while levels:

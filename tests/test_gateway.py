@@ -134,7 +134,7 @@ def test_the_probe_and_what_is_refused(node, site, fresh_node):
             ("/ipfs/not-a-cid", {"format": "raw"}), (f"/ipfs/{site}/index.html", {"format": "raw"}),
             (f"/ipfs/{site}", {"format": "car", "dag-scope": "most"}),
             *[(f"/ipfs/{site}", {"format": "car", name: value})  # a CAR variant not served
-              for name, value in (("car-version", "2"), ("car-dups", "y"), ("car-order", "bfs"))],
+              for name, value in (("car-version", "2"), ("car-dups", "x"), ("car-order", "bfs"))],
             (f"/ipfs/{site}/%2e%2e/x", {"format": "car"}), ("/ipfs/", {"format": "raw"}),
         ]
         for path, params in refused:
@@ -236,15 +236,45 @@ def test_a_raw_block_takes_a_range_and_a_filename(node, site):
 def test_a_car_variant_accept_asks_for_and_we_do_not_send_is_a_400_as_by_url(node, site):
     car_type = "application/vnd.ipld.car"
     with node.client() as client:
-        for params in ("version=2", "dups=y", "order=bfs", 'version="2"'):
+        for params in ("version=2", "dups=x", "order=bfs", 'version="2"'):
             r = client.get(f"/ipfs/{site}", headers={"Accept": f"{car_type}; {params}"})
             assert r.status_code == 400, params
         for accept in (f"{car_type}; version=1; dups=n", f"{car_type}; order=unk",
                        f"{car_type}; version=2, {car_type}; version=1;q=0.5"):
             assert client.get(f"/ipfs/{site}", headers={"Accept": accept}).status_code == 200, accept
-        # the URL's format wins over Accept, its parameters too
+        # the URL's format wins over Accept, and a variant Accept names that is not sent with it
         version_2 = {"Accept": f"{car_type}; version=2"}
         assert client.get(f"/ipfs/{site}", params={"format": "car"}, headers=version_2).status_code == 200
+
+
+def test_dups_y_sends_a_block_each_time_the_dag_links_it(node):
+    """gateway-conformance's optional cases: duplicates by Accept, by URL (which wins), with
+    ?format=car too; an identity CID's CAR holds no block either way."""
+    car_type = "application/vnd.ipld.car"
+    same = gen("the same twice", 300_000)  # two leaves, each linked twice below the root
+    root = node.upload([("a.bin", same), ("b.bin", same), ("c.txt", b"once")]).text
+    with node.client() as client:
+        once = client.get(f"/ipfs/{root}", params={"format": "car"})
+        asks = [({}, {"Accept": f"{car_type}; version=1; order=dfs; dups=y"}),
+                ({"format": "car"}, {"Accept": f"{car_type}; dups=y"}),
+                ({"format": "car", "car-dups": "y"}, {"Accept": f"{car_type}; dups=n"})]
+        for params, headers in asks:
+            r = client.get(f"/ipfs/{root}", params=params, headers=headers)
+            assert r.status_code == 200, (params, headers, r.text)
+            assert r.headers["content-type"] == f"{car_type}; version=1; order=dfs; dups=y"
+            assert r.headers["etag"] != once.headers["etag"]  # another body, another version
+            parser = car.CarParser()
+            sent = [to_str(cid) for cid, _ in parser.feed(r.content)]
+            blocks = car_of(client, f"/ipfs/{root}")[2]
+            file_of = {link.name: to_str(link.cid) for link in dagpb.decode(blocks[root]).links}
+            assert file_of["a.bin"] == file_of["b.bin"]  # one file, linked twice
+            leaves = links(blocks[file_of["a.bin"]])
+            assert sent == [root, file_of["a.bin"], *leaves, file_of["a.bin"], *leaves, file_of["c.txt"]]
+            assert int(r.headers["content-length"]) == len(r.content) > len(once.content) + len(same)
+        none = client.get("/ipfs/bafkqaaa", headers={"Accept": f"{car_type}; dups=y"})
+        assert none.status_code == 200 and none.headers["content-type"].endswith("dups=y")
+        parser = car.CarParser()
+        assert list(parser.feed(none.content)) == [] and parser.roots == [parse_cid("bafkqaaa")]
 
 
 def test_a_cid_whose_blocks_no_node_here_could_verify_is_a_400_at_once(node):

@@ -519,10 +519,13 @@ def _reader_of(blocks: dict[bytes, bytes], read: list[bytes]) -> exporter.DagRea
 
 def _laid_out_as_walked(reader: exporter.DagReader, read: list[bytes], top: bytes, scope: str = "all",
                         byte_range: tuple[int, int] | None = None,
-                        seen: frozenset[bytes] = frozenset()) -> None:
+                        seen: frozenset[bytes] | exporter.Unseen = frozenset()) -> None:
     read.clear()
-    laid = list(reader.layout(top, scope, byte_range, set(seen)))
-    walked = list(reader.blocks(top, None, scope, byte_range, set(seen)))
+    def given() -> set[bytes]:  # each walk's own
+        return seen.copy() if isinstance(seen, exporter.Unseen) else set(seen)
+
+    laid = list(reader.layout(top, scope, byte_range, given()))
+    walked = list(reader.blocks(top, None, scope, byte_range, given()))
     assert [(cid, size) for cid, size, _ in laid] == [(cid, len(block)) for cid, block in walked]
     assert not {cid for cid, _, leaf in laid if leaf} & set(read)  # leaves only looked up
     assert reader.read_laid(laid) == [block for _, block in walked]
@@ -551,11 +554,27 @@ def test_a_layout_tells_the_blocks_a_walk_gives_without_reading_leaves(sizes, ba
     _laid_out_as_walked(reader, read, root, seen=given_already)
     _laid_out_as_walked(reader, read, file.cid, "entity", (start, end))
     _laid_out_as_walked(reader, read, root, data.draw(st.sampled_from(["block", "entity"])))
+    _laid_out_as_walked(reader, read, root, seen=exporter.Unseen())
+    every_time = _each_time_linked(blocks, root)
+    assert [cid for cid, _ in reader.blocks(root, None, seen=exporter.Unseen())] == every_time
+    with ThreadPoolExecutor(2) as pool:  # read ahead: a leaf linked twice is read for each link
+        assert [cid for cid, _ in reader.blocks(root, pool, seen=exporter.Unseen())] == every_time
     leaf = next((cid for cid, _, is_leaf in reader.layout(root) if is_leaf), None)
     if leaf is not None:
         del blocks[leaf]
         with pytest.raises(exporter.NotFound):
             list(reader.layout(root))
+
+
+def _each_time_linked(blocks: dict[bytes, bytes], root: bytes) -> list[bytes]:
+    """The blocks of a DAG depth first, each as often as it is linked (a CAR's dups=y)."""
+    out, stack = [], [root]
+    while stack:
+        cid = stack.pop()
+        out.append(cid)
+        if codec_of(cid) == DAG_PB:
+            stack.extend(link.cid for link in reversed(dagpb.decode(blocks[cid]).links))
+    return out
 
 
 def test_a_dag_laid_out_again_decodes_none_of_its_inner_nodes_again(monkeypatch):

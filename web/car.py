@@ -64,14 +64,15 @@ async def export(core: Core, root: bytes, headers: dict[str, str],
 
 
 async def stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes, headers: dict[str, str],
-                 scope: str = "all", byte_range: tuple[int, int] | None = None) -> Response:
+                 scope: str = "all", byte_range: tuple[int, int] | None = None,
+                 dups: bool = False) -> Response:
     """`_stream`, the DAG under `top` held against collection until the CAR is sent."""
-    answer = _stream(core, roots, steps, top, headers, scope, byte_range)
+    answer = _stream(core, roots, steps, top, headers, scope, byte_range, dups)
     return await held_while_sent(core.store.hold(top), answer)
 
 
 async def _stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes, headers: dict[str, str],
-                  scope: str, byte_range: tuple[int, int] | None) -> Response:
+                  scope: str, byte_range: tuple[int, int] | None, dups: bool) -> Response:
     """A CAR of `steps` (blocks read already: a path's) and then of the DAG under `top` (as
     `DagReader.blocks` walks it), skipping blocks given already.
 
@@ -79,8 +80,9 @@ async def _stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes
     has a Content-Length (a client can show progress and tell a cut answer from a whole one)
     and its blocks are read in runs on the read pool. Otherwise the walk fetches what is
     missing as it goes; its first block is read before the answer starts, so that a DAG that
-    is nowhere is a 404, not a cut stream."""
-    start, seen = _start(roots, steps)
+    is nowhere is a 404, not a cut stream. With `dups`, a block comes each time the DAG
+    links it, not once."""
+    start, seen = _start(roots, steps, dups)
     layout = await run_in_threadpool(_layout, core.reader, top, scope, byte_range, seen)
     if layout is not None:
         length = _length(start, layout)
@@ -101,19 +103,21 @@ async def _stream(core: Core, roots: list[bytes], steps: list[Block], top: bytes
 
 
 async def length(core: Core, roots: list[bytes], steps: list[Block], top: bytes, scope: str = "all",
-                 byte_range: tuple[int, int] | None = None) -> int | None:
+                 byte_range: tuple[int, int] | None = None, dups: bool = False) -> int | None:
     """The bytes `stream` would send (a HEAD's Content-Length); None when it would not know
     them before it starts (a DAG not stored here whole)."""
-    start, seen = _start(roots, steps)
+    start, seen = _start(roots, steps, dups)
     layout = await run_in_threadpool(_layout, core.reader, top, scope, byte_range, seen)
     return None if layout is None else _length(start, layout)
 
 
-def _start(roots: list[bytes], steps: list[Block]) -> tuple[bytes, set[bytes]]:
-    """The CAR's header and the sections of the blocks on the path to it; the blocks given."""
+def _start(roots: list[bytes], steps: list[Block], dups: bool) -> tuple[bytes, set[bytes]]:
+    """The CAR's header and the sections of the blocks on the path to it; the blocks given
+    (none with `dups`: the DAG below gives a block again each time it links it)."""
     # an identity CID's block is in the CID: the specification forbids it in a CAR, path steps too
     sections = (car.section(cid, data) for cid, data in steps if not is_identity(cid))
-    return b"".join([car.header(roots), *chain.from_iterable(sections)]), {normalize(cid) for cid, _ in steps}
+    given = exporter.Unseen() if dups else {normalize(cid) for cid, _ in steps}
+    return b"".join([car.header(roots), *chain.from_iterable(sections)]), given
 
 
 def _length(start: bytes, layout: list[Laid]) -> int:

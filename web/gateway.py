@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 
 from edgefiles.node import cid as cids
 from edgefiles.node import exporter
@@ -29,17 +30,29 @@ from .upload import parse_header_params
 
 PREFIX = "/ipfs/"
 RAW_TYPE = "application/vnd.ipld.raw"
-CAR_RESPONSE_TYPE = f"{car.CAR_TYPE}; version=1; order=dfs; dups=n"
+CAR_RESPONSE_TYPES = f"{car.CAR_TYPE}; version=1; order=dfs; dups=n (or dups=y)"
 IMMUTABLE = "public, max-age=29030400, immutable"  # as the path gateway specification asks
 # the answer depends on Accept (raw or CAR); and a shared cache, which `public` lets keep an
 # answer to a request with a token, must not give it to a request without that token
 VARY = "Accept, Authorization"
 SCOPES = ("all", "entity", "block")
-# the one CAR variant served: (query parameter, values that ask for it); the specification
-# lets a gateway answer 400 to a variant it does not serve, where sending another would be
-# taken for the one asked for (a v1 CAR read as v2, duplicates counted on that are not there)
-CAR_VARIANT = (("car-version", ("1",)), ("car-order", ("dfs", "unk")), ("car-dups", ("n",)))
+# the CAR variants served: (query parameter, values that ask for one, the first the default);
+# the specification lets a gateway answer 400 to a variant it does not serve, where sending
+# another would be taken for the one asked for (a v1 CAR read as v2)
+CAR_VARIANT = (("car-version", ("1",)), ("car-order", ("dfs", "unk")), ("car-dups", ("n", "y")))
 EntityBytes = tuple[int, int | None]  # entity-bytes from:to as given (to None: '*')
+
+
+@dataclass(frozen=True, slots=True)
+class CarAsked:
+    """The CAR a request asks for: dag-scope, entity-bytes, whether with duplicates."""
+    scope: str
+    byte_range: EntityBytes | None
+    dups: bool
+
+    @property
+    def content_type(self) -> str:
+        return f"{car.CAR_TYPE}; version=1; order=dfs; dups={'y' if self.dups else 'n'}"
 
 
 class NotCached(ApiError):
@@ -71,8 +84,7 @@ async def ipfs(request: Request) -> Response:
         if len(segments) > 1:
             raise BadRequest("a raw block is asked for by CID alone: /ipfs/<cid>?format=raw")
         return await _raw(ctx, request, root, cached_only, headers)
-    scope, byte_range = _car_options(request)
-    return await _car(ctx, request, root, segments[1:], scope, byte_range, cached_only, headers)
+    return await _car(ctx, request, root, segments[1:], _car_options(request), cached_only, headers)
 
 
 def _with_format(request: Request, wanted: str | None = None) -> str:
@@ -147,36 +159,43 @@ def _block(ctx: AppContext, cid: bytes, cached_only: bool) -> bytes:
 ENTITY_BYTES = re.compile(r"(-?[0-9]{1,19}):(-?[0-9]{1,19}|\*)", re.ASCII)  # 19 digits: any 64-bit offset
 
 
-def _car_options(request: Request) -> tuple[str, EntityBytes | None]:
+def _car_options(request: Request) -> CarAsked:
+    """dag-scope, entity-bytes and whether duplicates are sent (dups=y)."""
     for parameter, served in CAR_VARIANT:
         given = request.query_params.get(parameter)
         if given is not None and given not in served:
-            raise BadRequest(f"{parameter}={given!r}: this gateway sends {CAR_RESPONSE_TYPE}")
-    # chosen by Accept (the URL's format wins): a variant we do not send is refused as by URL
-    asked = [] if "format" in request.query_params else _accepted_cars(request.headers.get("accept", ""))
-    if asked and not any(_variant_served(params) for params in asked):
-        raise BadRequest(f"Accept asks for CAR variants this gateway does not send ({CAR_RESPONSE_TYPE})")
+            raise BadRequest(f"{parameter}={given!r}: this gateway sends {CAR_RESPONSE_TYPES}")
+    asked = _accepted_cars(request.headers.get("accept", ""))
+    served_asks = [params for params in asked if _variant_served(params)]
+    # chosen by Accept, a variant we do not send is refused as by URL; where the URL's format
+    # chose, Accept's CAR parameters still count when they name one we send
+    if asked and not served_asks and "format" not in request.query_params:
+        raise BadRequest(f"Accept asks for CAR variants this gateway does not send ({CAR_RESPONSE_TYPES})")
+    by_accept = served_asks[0].get("dups", "n") if served_asks else "n"
+    dups = request.query_params.get("car-dups", by_accept) == "y"  # the URL's wins (the spec's SHOULD)
     scope = request.query_params.get("dag-scope", "all")
     if scope not in SCOPES:
         raise BadRequest(f"dag-scope={scope!r}: one of {', '.join(SCOPES)}")
     raw = request.query_params.get("entity-bytes")
     if raw is None:
-        return scope, None
+        return CarAsked(scope, None, dups)
     match = ENTITY_BYTES.fullmatch(raw)
     if match is None:
         raise BadRequest(f"entity-bytes={raw!r}: from:to, integers (negative: from the end), '*' for the end")
     first, last = match.groups()
-    return "entity", (int(first), None if last == "*" else int(last))  # resolved once the size is known
+    return CarAsked("entity", (int(first), None if last == "*" else int(last)), dups)  # resolved once sized
 
 
 def _accepted_cars(accept: str) -> list[dict[str, str]]:
-    """The parameters (q left out) of each CAR media range Accept takes (q above 0)."""
+    """The parameters (q left out) of each CAR media range Accept takes (q above 0), the
+    heaviest first (in their order where they weigh the same)."""
     found = []
     for item in accept.split(","):
         kind, params = parse_header_params(item)
-        if kind == car.CAR_TYPE and q_values(item).get(car.CAR_TYPE, 0.0) > 0:
-            found.append({k: v for k, v in params.items() if k != "q"})
-    return found
+        weight = q_values(item).get(car.CAR_TYPE, 0.0)
+        if kind == car.CAR_TYPE and weight > 0:
+            found.append((-weight, len(found), {k: v for k, v in params.items() if k != "q"}))
+    return [params for _, _, params in sorted(found, key=lambda item: item[:2])]
 
 
 def _variant_served(params: dict[str, str]) -> bool:
@@ -184,10 +203,10 @@ def _variant_served(params: dict[str, str]) -> bool:
     return all(params.get(name.removeprefix("car-"), served[0]) in served for name, served in CAR_VARIANT)
 
 
-async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], scope: str,
-               byte_range: EntityBytes | None, cached_only: bool,
-               headers: dict[str, str]) -> Response:
-    headers = {**headers, "Content-Type": CAR_RESPONSE_TYPE, "Etag": car_etag(root, path, scope, byte_range),
+async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], asked: CarAsked,
+               cached_only: bool, headers: dict[str, str]) -> Response:
+    scope, byte_range = asked.scope, asked.byte_range
+    headers = {**headers, "Content-Type": asked.content_type, "Etag": car_etag(root, path, asked),
                "Content-Disposition": _attachment(request, f"{to_str(root)}.car"),
                "Accept-Ranges": "none"}  # streamed as it is read: no offset into it to resume from
     if cached_only and not (cids.is_identity(root) or ctx.core.store.has(root)):
@@ -204,13 +223,14 @@ async def _car(ctx: AppContext, request: Request, root: bytes, path: list[str], 
     span = await run_in_threadpool(_file_span, ctx, terminal, byte_range)  # 400 when out of the file
     if no_body:
         head = Response(status_code=304 if unchanged else 200, headers=headers)
-        size = None if unchanged else await car.length(ctx.core, [root], steps, terminal, scope, span)
+        size = None if unchanged else await car.length(ctx.core, [root], steps, terminal, scope, span,
+                                                       asked.dups)
         if size is None:  # not 0: unknown until the DAG is here whole, or no body at all (304)
             del head.headers["content-length"]
         else:
             head.headers["content-length"] = str(size)
         return head
-    return await car.stream(ctx.core, [root], steps, terminal, headers, scope, span)
+    return await car.stream(ctx.core, [root], steps, terminal, headers, scope, span, asked.dups)
 
 
 def _ipfs_path(request: Request, roots: list[bytes] | None) -> dict[str, str]:
@@ -237,11 +257,12 @@ def _logical_roots(reader: exporter.DagReader, root: bytes, path: list[str]) -> 
     return roots
 
 
-def car_etag(root: bytes, path: list[str], scope: str, byte_range: EntityBytes | None) -> str:
-    """The Etag of a CAR answer: the CID, the scope, and a digest of the path and entity-bytes
-    (a path may hold any character; a header only Latin-1, and no bare quote)."""
-    shape = json.dumps([path, byte_range]).encode()
-    return f'"{to_str(root)}.car.{scope}.{hashlib.sha256(shape).hexdigest()[:16]}"'
+def car_etag(root: bytes, path: list[str], asked: CarAsked) -> str:
+    """The Etag of a CAR answer: the CID, the scope, and a digest of the path, entity-bytes and
+    whether duplicates are sent (a path may hold any character; a header only Latin-1, and no
+    bare quote)."""
+    shape = json.dumps([path, asked.byte_range] + (["dups"] if asked.dups else [])).encode()
+    return f'"{to_str(root)}.car.{asked.scope}.{hashlib.sha256(shape).hexdigest()[:16]}"'
 
 
 def _file_span(ctx: AppContext, cid: bytes, byte_range: EntityBytes | None) -> tuple[int, int] | None:
