@@ -1,11 +1,13 @@
 """Damaged and exhausted storage: corrupt blocks are never served, a full disk stores nothing half."""
 
+import contextlib
 import os
 import resource
 import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -176,9 +178,10 @@ def test_names_and_uploads_on_a_full_disk_are_507s_that_say_so(tmp_path):
         subprocess.run(["umount", "-l", str(tmp_path / "small")])
 
 
-def test_what_a_refused_upload_wrote_on_a_full_disk_is_given_back(tmp_path):
-    """Compaction copies what is live, for which a full disk has no room: it failed, was never
-    tried again, and 48 MiB of a refused upload stayed in the pack (later uploads 507)."""
+@contextlib.contextmanager
+def _node_on_a_small_disk(tmp_path) -> Iterator[tuple[Node, int]]:
+    """A started node whose disk holds 64 MiB (a tmpfs), or whose files are capped at 24 MiB
+    where mounting is not allowed; and that room."""
     mount = tmp_path / "small"
     if not _tmpfs(mount, "64m"):  # no mount rights: the kernel's file-size limit fills the "disk"
         n, room = Node(tmp_path / "limited", preexec=_limit_file_size), 24 << 20
@@ -186,6 +189,17 @@ def test_what_a_refused_upload_wrote_on_a_full_disk_is_given_back(tmp_path):
         n, room = Node(mount / "data"), 64 << 20
     try:  # started inside: a start that fails still unmounts
         n.start()
+        yield n, room
+    finally:
+        n.stop()
+        if mount.is_mount():
+            subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_what_a_refused_upload_wrote_on_a_full_disk_is_given_back(tmp_path):
+    """Compaction copies what is live, for which a full disk has no room: it failed, was never
+    tried again, and 48 MiB of a refused upload stayed in the pack (later uploads 507)."""
+    with _node_on_a_small_disk(tmp_path) as (n, room):
         kept = os.urandom(room // 6)
         cid = n.upload([("kept.bin", kept)]).text
         refused = n.upload([("big.bin", os.urandom(room))])
@@ -199,32 +213,18 @@ def test_what_a_refused_upload_wrote_on_a_full_disk_is_given_back(tmp_path):
         assert again.status_code == 200, again.text
         with n.client() as c:
             assert c.get(f"/api/v2/files/{cid}").content == kept
-    finally:
-        n.stop()
-        if mount.is_mount():
-            subprocess.run(["umount", "-l", str(mount)])
 
 
 def test_an_upload_right_after_one_refused_on_a_full_disk_does_not_trap_its_bytes(tmp_path):
     """The refused upload's bytes were cut at collection's next round, unless an upload wrote
     past them first: then only compaction, which a full disk has no room for, could free them,
     and every larger upload after was a 507."""
-    mount = tmp_path / "small"
-    if not _tmpfs(mount, "64m"):  # no mount rights: the kernel's file-size limit fills the "disk"
-        n, room = Node(tmp_path / "limited", preexec=_limit_file_size), 24 << 20
-    else:
-        n, room = Node(mount / "data"), 64 << 20
-    try:  # started inside: a start that fails still unmounts
-        n.start()
+    with _node_on_a_small_disk(tmp_path) as (n, room):
         assert n.upload([("kept.bin", os.urandom(room // 8))]).status_code == 200
         assert n.upload([("big.bin", os.urandom(room))]).status_code == 507
         assert n.upload([("small.txt", b"right after")]).status_code == 200  # at once: no round between
         fits = n.upload([("fits.bin", os.urandom(room // 2))])
         assert fits.status_code == 200, fits.text
-    finally:
-        n.stop()
-        if mount.is_mount():
-            subprocess.run(["umount", "-l", str(mount)])
 
 
 def test_store_quota_is_507(fresh_node):
