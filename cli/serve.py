@@ -25,6 +25,7 @@ from .config import ServeConfig
 from .main import CliError
 
 log = logging.getLogger("edgefiles")
+STATE_DB = "state.sqlite"  # names, pins, the index: what a data directory in use holds
 ready_log = logging.getLogger("edgefiles.ready")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
 MMAP_THRESHOLD = 8 << 20
@@ -192,6 +193,9 @@ def serve(config: ServeConfig) -> int:
         # node key made, its next start would take it for one that lost its swarm key)
         swarm_key = load_swarm_key(config, new_dir)
         key = node_key(config.data_dir)
+        if new_dir and (config.data_dir / STATE_DB).exists():  # a node that lost its key, not a new one
+            log.warning("%s was missing: a new node key was made, so this node's peer id is now %s and "
+                        "the tokens it signed before are refused", config.data_dir / "node.key", key.peer_id)
         keep_freed_memory()
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(run_node(config, sock, key, swarm_key))

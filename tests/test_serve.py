@@ -97,6 +97,20 @@ def test_peer_id_is_stable_and_swarm_key_created(tmp_path):
     n.stop()
 
 
+def test_a_data_dir_that_lost_its_node_key_says_its_peer_id_changed(tmp_path):
+    """A new key is made (the node's identity, not its data), and the log says so: the peer id
+    peers know and the tokens the node signed no longer hold."""
+    n = Node(tmp_path / "d").start()
+    first = httpx.get(f"{n.url}/api/v2/node/id").text
+    assert "node key was made" not in n.output()
+    n.stop()
+    (tmp_path / "d" / "node.key").unlink()
+    n.start()
+    now = httpx.get(f"{n.url}/api/v2/node/id").text
+    assert now != first and f"a new node key was made, so this node's peer id is now {now}" in n.output()
+    n.stop()
+
+
 def test_a_data_dir_that_lost_its_swarm_key_is_refused(tmp_path):
     """A fresh key would have the node quietly leave its swarm."""
     n = Node(tmp_path / "d").start()
