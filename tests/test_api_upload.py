@@ -158,6 +158,20 @@ def test_malformed_multipart(node):
         assert c.get("/api/v2/names").status_code == 200  # on the same connection: still open
 
 
+def test_a_preamble_before_the_first_boundary_is_ignored(node):
+    """RFC 2046 5.1.1: text before the first boundary line is a preamble, which a receiver
+    ignores (it was a 400 'Expected boundary character'); a body of nothing but preamble is
+    refused once it passes 64 KiB, not held whole."""
+    part = b'--B\r\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n\r\nhello\r\n--B--\r\n'
+    plain = _raw_post(node, part, "multipart/form-data; boundary=B")
+    for preamble in (b"This is a preamble.\r\n", b"one\r\n--Bx is no boundary line\r\n", b"\r\n",
+                     b"x" * 60000 + b"\r\n"):
+        r = _raw_post(node, preamble + part, "multipart/form-data; boundary=B")
+        assert (r.status_code, r.text) == (200, plain.text), preamble[:40]
+    junk = _raw_post(node, b"y" * 200_000, "multipart/form-data; boundary=B")
+    assert junk.status_code == 400 and "no boundary line" in junk.json()["message"]
+
+
 def test_truncated_multipart_pins_nothing(node):
     before = node.pins()
     body = b'--B\r\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n\r\n' + b"x" * 5000

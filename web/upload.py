@@ -220,16 +220,63 @@ async def parse_form(request: Request, collector: PartCollector) -> None:
     _check_ended(collector)
 
 
-def _parser(request: Request, collector: PartCollector) -> MultipartParser:
+def _parser(request: Request, collector: PartCollector) -> AfterPreamble:
     ctype, params = parse_header_params(request.headers.get("content-type", ""))
     if ctype != "multipart/form-data":
         raise UnsupportedMediaType()
     if not params.get("boundary"):
         raise BadRequest("multipart/form-data without a boundary parameter")
     try:
-        return MultipartParser(params["boundary"], collector.callbacks(), max_header_count=32)
+        parser = MultipartParser(params["boundary"], collector.callbacks(), max_header_count=32)
     except FormParserError as exc:  # a boundary too long (RFC 2046: 70 characters at most)
         raise BadRequest(f"malformed multipart header: {exc}") from None
+    return AfterPreamble(parser, params["boundary"].encode("latin-1"))
+
+
+class AfterPreamble:
+    """A multipart parser that is given the body from its first boundary line on: RFC 2046
+    5.1.1 lets text come before it (a preamble, to be ignored), which the parser refused
+    (`400 Expected boundary character`). At most PREAMBLE_BYTES of it."""
+
+    def __init__(self, parser: MultipartParser, boundary: bytes):
+        self._parser = parser
+        self._first = b"--" + boundary
+        self._head: bytearray | None = bytearray()  # None once the first boundary line came
+
+    def write(self, data: bytes) -> None:
+        if self._head is None:
+            self._parser.write(data)
+            return
+        self._head += data
+        at = self._boundary_line()
+        if at is None:
+            if len(self._head) > PREAMBLE_BYTES:
+                raise BadRequest(f"malformed multipart body: no boundary line in its first "
+                                 f"{PREAMBLE_BYTES} bytes")
+            return
+        rest, self._head = bytes(self._head[at:]), None
+        self._parser.write(rest)
+
+    def _boundary_line(self) -> int | None:
+        """Where the first boundary line starts (at the start, or after a CRLF; the boundary
+        followed by CRLF, white space or `--`), None until it has come."""
+        head, first = self._head, self._first
+        at = 0 if head.startswith(first) else head.find(b"\r\n" + first)
+        while at >= 0:
+            start = at if head.startswith(first, at) else at + 2
+            after = bytes(head[start + len(first) : start + len(first) + 2])
+            if len(after) < 2:
+                return None  # what follows it has not come yet
+            if after[:1] in (b"\r", b" ", b"\t") or after == b"--":
+                return start
+            at = head.find(b"\r\n" + first, start + 1)
+        return None
+
+    def finalize(self) -> None:
+        self._parser.finalize()
+
+
+PREAMBLE_BYTES = 64 << 10
 
 
 def _check_ended(collector: PartCollector) -> None:
