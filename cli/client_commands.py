@@ -161,6 +161,18 @@ class NodeClient:
         check(response)
         return response
 
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, **kw) -> Iterator:
+        """`http.stream`, a node that cannot be reached or that breaks off before its answer's
+        head told as `request` tells them (they were tracebacks)."""
+        try:
+            with self.http.stream(method, path, **kw) as response:
+                yield response
+        except (self._httpx.ConnectError, self._httpx.ConnectTimeout) as exc:
+            raise CliError(f"cannot reach node at {self.url}: {exc}") from None
+        except self._httpx.RemoteProtocolError as exc:
+            raise CliError(f"the node at {self.url} broke off {method} {path}: {exc}") from None
+
 
 def check(response) -> None:
     if response.status_code < 400:
@@ -437,7 +449,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     out = _output(args.output) or _default_output(args.target)
     client = NodeClient(args.node, args.token)
     base = f"/api/v2/files/{quote(args.target)}"
-    with client.http.stream("GET", base, headers={"Accept": "application/json"}) as response:
+    with client.stream("GET", base, headers={"Accept": "application/json"}) as response:
         check(response)
         if not _is_listing(response):
             _write_stream(response, out, not args.no_progress)
@@ -486,7 +498,7 @@ def _write_tree(client: NodeClient, directory: dict, root: Path, progress: Progr
     unpacker = TreeUnpacker(parse(cid), check_segment)
     parser = car.CarParser()
     with _TreeFiles(root) as files, \
-            client.http.stream("GET", f"/api/v2/files/{cid}", params={"format": "car"}) as response:
+            client.stream("GET", f"/api/v2/files/{cid}", params={"format": "car"}) as response:
         check(response)
         try:
             files.apply(unpacker.start())
@@ -670,7 +682,7 @@ def cmd_car(args: argparse.Namespace) -> int:
     if args.car_command == "export":
         out = _output(args.output) or f"{args.target}.car"
         client = NodeClient(args.node, args.token)
-        with client.http.stream("GET", f"/api/v2/files/{quote(args.target)}", params={"format": "car"}) as r:
+        with client.stream("GET", f"/api/v2/files/{quote(args.target)}", params={"format": "car"}) as r:
             check(r)
             _write_stream(r, out, not args.no_progress)
         return 0

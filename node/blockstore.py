@@ -521,10 +521,11 @@ class BlockStore:
         now, not at collection's next round. Once another upload's lie past them, only
         compaction gives them back, which copies, and so needs the room a full disk has not:
         an upload refused for want of space, then a small one stored, held the first one's
-        bytes for good (every upload after: a 507). Skipped while a compaction runs."""
-        self._tail_maybe_dead = False  # a cut skipped here is collection's to make
-        if self._compact_lock.acquire(blocking=False):
+        bytes for good (every upload after: a 507). Left to the next batch while a compaction
+        runs."""
+        if self._compact_lock.acquire(blocking=False):  # else the next batch's first write tries
             try:
+                self._tail_maybe_dead = False
                 self._trim()
             finally:
                 self._compact_lock.release()

@@ -65,6 +65,7 @@ class _Target:
     kind: str  # ENTRY, PART or SHARD
     path: Path
     offset: int = 0
+    length: int | None = None  # a part's: the size its parent says it has
 
 
 ENTRY, PART, SHARD = "entry", "part", "shard"
@@ -122,10 +123,11 @@ class TreeUnpacker:
             key = normalize(cid)
             if key in self._leaves and target.kind == PART:
                 source, at, length = self._leaves[key]
+                _check_part(target, length)
                 self._write(target.path, target.offset, length)
                 self._out.append(CopyRange(source, at, length, target.path, target.offset))
             elif key in self._inner or key in self._leaves or is_identity(cid):
-                block = self._inner.get(key) or (digest_of(cid) if is_identity(cid) else None)
+                block = self._inner.get(key) or (digest_of(cid)[1] if is_identity(cid) else None)
                 if block is None:  # a leaf landed as a whole file first: copied as one part
                     source, at, length = self._leaves[key]
                     queue.extend(self._laid_copy(target, source, at, length))
@@ -176,6 +178,7 @@ class TreeUnpacker:
             raise NotATree(f"a file's block is linked as a shard at {'/'.join(target.path)}")
         if target.kind == ENTRY:
             self._new_file(target.path, len(data) if claimed is None else claimed)
+        _check_part(target, len(data))
         self._write(target.path, target.offset, len(data))
         self._out.append(WriteAt(target.path, target.offset, data))
         self._leaves.setdefault(normalize(cid), (target.path, target.offset, len(data)))
@@ -187,15 +190,16 @@ class TreeUnpacker:
         if len(meta.blocksizes) != len(pb.links):
             raise NotATree(f"a node of {'/'.join(target.path)} does not tell its parts' sizes")
         inline = meta.data or b""
+        held = len(inline) + sum(meta.blocksizes)
+        _check_part(target, held)
         if target.kind == ENTRY:
-            held = len(inline) + sum(meta.blocksizes)
             self._new_file(target.path, meta.filesize if meta.filesize is not None else held)
         if inline:
             self._write(target.path, target.offset, len(inline))
             self._out.append(WriteAt(target.path, target.offset, inline))
         at, parts = target.offset + len(inline), []
         for link, size in zip(pb.links, meta.blocksizes, strict=True):
-            parts.append((link.cid, _Target(PART, target.path, at)))
+            parts.append((link.cid, _Target(PART, target.path, at, size)))
             at += size
         return parts
 
@@ -231,3 +235,11 @@ class TreeUnpacker:
         if file is None or offset + length > file.size:
             raise NotATree(f"bytes past the end of {'/'.join(path)} (its size: {file.size if file else 0})")
         file.written += length
+
+
+def _check_part(target: _Target, length: int) -> None:
+    """A part of a file holds the bytes its parent says: parts that overlap or leave gaps
+    could add up to the file's size all the same."""
+    if target.kind == PART and target.length is not None and length != target.length:
+        raise NotATree(f"a part of {'/'.join(target.path)} holds {length} bytes where its parent says "
+                       f"{target.length}")

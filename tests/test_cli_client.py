@@ -112,6 +112,9 @@ def test_client_errors_are_one_line(tmp_path):
     assert out.returncode == 1
     assert out.stderr.startswith("edgefiles: cannot reach node")
     assert len(out.stderr.strip().splitlines()) == 1
+    for command in (["get", "bafkqaaa"], ["car", "export", "bafkqaaa"]):  # a token given: no request before
+        down = run_cli(*command, "--token", "t", "--node", "http://127.0.0.1:9", cwd=tmp_path)
+        assert down.returncode == 1 and down.stderr.startswith("edgefiles: cannot reach node"), down.stderr
     unset = run_cli("name", "ls", env={"EDGEFILES_NODE": ""})  # set to nothing: the default, not a bad URL
     assert "is not a node's URL" not in unset.stderr, unset.stderr
     bad = run_cli("add", str(tmp_path / "missing"), "--node", "http://127.0.0.1:9")

@@ -1,6 +1,7 @@
 """Names over HTTP (PUT/DELETE/list) and the host route."""
 
 import json
+import time
 
 import httpx
 import pytest
@@ -281,3 +282,26 @@ def test_if_none_match_on_two_header_lines_is_one_list(node, client, app_cid):
     for tags in (['"x"', etag], [etag, '"x"']):  # the first line alone was read
         lines = [auth, *(("If-None-Match", tag) for tag in tags)]
         assert httpx.get(f"{node.url}/api/v2/files/{app_cid}", headers=lines).status_code == 304, tags
+
+
+def test_two_repoints_from_one_version_cannot_both_land(node, client, app_cid):
+    """Both check If-Match, then read their bodies: the check is made again as each writes,
+    so the second finds the version it names gone (it landed over the first: a lost update)."""
+    import socket
+
+    other = client.post("/api/v2/files", files={"f": ("r.txt", b"race")}).text
+    third = client.post("/api/v2/files", files={"f": ("s.txt", b"race 2")}).text
+    assert client.put("/api/v2/files/raced", content=app_cid).status_code == 200
+    answers = []
+    socks = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(2)]
+    for sock, cid in zip(socks, (other, third), strict=True):
+        body = cid.encode()
+        sock.sendall(b"PUT /api/v2/files/raced HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     + f'Authorization: Bearer {node.token()}\r\nIf-Match: "{app_cid}"\r\n'.encode()
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+    time.sleep(0.3)  # both checked once, both waiting for the rest of their bodies
+    for sock, cid in zip(socks, (other, third), strict=True):
+        sock.sendall(cid.encode()[10:])
+        answers.append(sock.makefile("rb").readline().split()[1])
+        sock.close()
+    assert sorted(answers) == [b"200", b"412"], answers

@@ -122,3 +122,27 @@ def test_a_file_whose_parts_say_more_than_its_size_is_refused():
     root = make_cid(DAG_PB, folder)
     with pytest.raises(NotATree, match="past the end"):
         unpacked(root, [(root, folder), (lying_cid, lying), (leaf_cid, leaf)])
+
+
+def test_blocks_inlined_in_their_cids_are_written_from_them():
+    """Kubo's --inline, CARs from elsewhere: an identity CID's block is its digest, in no CAR."""
+    hello = bytes([1, 0x55, 0x00, 5]) + b"hello"  # CIDv1, raw, identity multihash: the block itself
+    inner = dagpb.encode([dagpb.Link(hello, "", 5)], unixfs.encode(unixfs.UnixFSData(
+        unixfs.FILE, filesize=5, blocksizes=(5,))))
+    inner_cid = bytes([1, DAG_PB, 0x00, len(inner)]) + inner
+    folder = dagpb.encode([dagpb.Link(hello, "a.txt", 5), dagpb.Link(inner_cid, "b.txt", 20)],
+                          unixfs.encode(unixfs.UnixFSData(unixfs.DIRECTORY)))
+    root = make_cid(DAG_PB, folder)
+    assert unpacked(root, [(root, folder)])[0] == {"a.txt": b"hello", "b.txt": b"hello"}
+
+
+def test_parts_that_overlap_are_refused_even_when_their_bytes_add_up():
+    long, short = b"A" * 7, b"B" * 3
+    leaves = [make_cid(0x55, long), make_cid(0x55, short)]
+    node = dagpb.encode([dagpb.Link(cid, "", 5) for cid in leaves],
+                        unixfs.encode(unixfs.UnixFSData(unixfs.FILE, filesize=10, blocksizes=(5, 3))))
+    node_cid = make_cid(DAG_PB, node)
+    folder = dagpb.encode([dagpb.Link(node_cid, "f", 30)], unixfs.encode(unixfs.UnixFSData(unixfs.DIRECTORY)))
+    root = make_cid(DAG_PB, folder)
+    with pytest.raises(NotATree, match="holds 7 bytes where its parent says 5"):
+        unpacked(root, [(root, folder), (node_cid, node), (leaves[0], long), (leaves[1], short)])

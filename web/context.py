@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -51,6 +52,9 @@ class AppContext:
 
     def __post_init__(self) -> None:
         self.content = ContentServer(self.core)
+        # a name's PUT or DELETE made conditional (If-Match, If-None-Match) checks and writes
+        # under it: two clients that read one version cannot both repoint from it
+        self.conditional_name_writes = asyncio.Lock()
         self.accounts = Accounts(self.names.registry)
         self.fsck = FsckJobs(lambda repair, progress: self.core.fsck(self.names.targets(), repair, progress))
         # one named-files layer for every facade: the FlowFuse facade's when it is on

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from functools import partial
 
@@ -124,7 +125,7 @@ async def put_name(request: Request, ctx: AppContext, name: str) -> Response:
         check_name(name)
     except NameRefused as refused:
         raise (MethodNotAllowed if refused.is_cid else BadRequest)(str(refused)) from None
-    check_name_preconditions(request, ctx.names.registry.get(name))
+    check_name_preconditions(request, ctx.names.registry.get(name))  # before a body is read for nothing
     body = await read_trimmed(request, NAME_BODY, ctx.max_upload,
                               lambda: MethodNotAllowed(f"the body is not a CID: more than {NAME_BODY} bytes"))
     text = body.decode("utf-8", "replace").strip()
@@ -133,17 +134,28 @@ async def put_name(request: Request, ctx: AppContext, name: str) -> Response:
     except cids.InvalidCid:
         raise MethodNotAllowed(f"body {text[:100]!r} is not a valid CID") from None
     await refuse_facade_files(ctx, target)  # a name would publish it: to everyone, with no token
-    await ctx.names.set(name, target)
+    async with _conditional(request, ctx):  # and again as it is written: the name may have moved since
+        check_name_preconditions(request, ctx.names.registry.get(name))
+        await ctx.names.set(name, target)
     return Response(b"", headers=CORS_HEADERS)
 
 
 async def delete_name(request: Request, ctx: AppContext, name: str) -> Response:
-    if (record := ctx.names.registry.get(name)) is not None:  # absent: a 405 whatever the preconditions
-        check_name_preconditions(request, record)
-    previous = await ctx.names.delete(name)
+    async with _conditional(request, ctx):
+        if (record := ctx.names.registry.get(name)) is not None:  # absent: a 405 whatever the preconditions
+            check_name_preconditions(request, record)
+        previous = await ctx.names.delete(name)
     if previous is None:
         raise MethodNotAllowed(f"name {name!r} does not exist")
     return plain_text(cids.to_str(previous))
+
+
+def _conditional(request: Request, ctx: AppContext) -> contextlib.AbstractAsyncContextManager:
+    """The lock a conditional write of a name holds from its check to its write; none for
+    another write (it promises nothing about what it replaces)."""
+    headers = request.headers
+    made_conditional = "if-match" in headers or "if-none-match" in headers
+    return ctx.conditional_name_writes if made_conditional else contextlib.nullcontext()
 
 
 def check_name_preconditions(request: Request, record: NameRecord | None) -> None:
