@@ -192,13 +192,11 @@ def serve(config: ServeConfig) -> int:
         # the swarm key first: a --swarm-key refused must leave a new directory new (with a
         # node key made, its next start would take it for one that lost its swarm key)
         swarm_key = load_swarm_key(config, new_dir)
+        lost_key = new_dir and (config.data_dir / STATE_DB).exists()  # not a new node: one that lost its key
         key = node_key(config.data_dir)
-        if new_dir and (config.data_dir / STATE_DB).exists():  # a node that lost its key, not a new one
-            log.warning("%s was missing: a new node key was made, so this node's peer id is now %s and "
-                        "the tokens it signed before are refused", config.data_dir / "node.key", key.peer_id)
         keep_freed_memory()
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(run_node(config, sock, key, swarm_key))
+            return runner.run(run_node(config, sock, key, swarm_key, lost_key))
     finally:
         os.close(lock_fd)
 
@@ -226,7 +224,8 @@ def _loop_factory():
     return uvloop.new_event_loop
 
 
-async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: bytes) -> int:
+async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: bytes,
+                   lost_key: bool = False) -> int:
     import uvicorn
     from edgefiles.ans.names import Names
     from edgefiles.node.core import Core, CoreSettings
@@ -254,6 +253,9 @@ async def run_node(config: ServeConfig, sock: socket.socket, key, swarm_key: byt
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
         raise CliError(f"cannot open the store in {config.data_dir}{where}: {reason}") from None
+    if lost_key:  # told once the store opened: a start that fails says one thing, why it fails
+        log.warning("%s was missing: a new node key was made, so this node's peer id is now %s and "
+                    "the tokens it signed before are refused", config.data_dir / "node.key", key.peer_id)
     try:
         names = await Names.open(core)
         flowfuse = await _flowfuse(config, core, names)
