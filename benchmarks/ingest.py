@@ -1,5 +1,7 @@
 """Ingest benchmark: `edgefiles cid`, HTTP upload, small files, server memory — each as a ratio
-against a baseline measured in the same run on the same bytes.
+against a baseline measured in the same run on the same bytes — and `edgefiles get` of the small
+files' folder (one verified CAR, written out) against `cp -r` of it (shutil.copytree, in process:
+the command's start and its token request are in its figure, not in the baseline's).
 
     python benchmarks/ingest.py [--size-mib 1024] [--small-files 2000]
 """
@@ -82,6 +84,14 @@ def raw_upload(node: Node, files: list[tuple[str, Path]]) -> tuple[float, str]:
     return elapsed, body
 
 
+def time_get_command(node: Node, cid: str, out: Path) -> float:
+    """Seconds of `edgefiles get CID -o OUT` against the node, the whole command."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "edgefiles", "get", cid, "-o", str(out), "--node", node.url,
+                    "--no-progress"], check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -146,12 +156,21 @@ def main() -> None:
             small.append((f"site/{p.name}", p))
         node = Node(work / "small-node").start()
         try:
-            t_small, _ = raw_upload(node, small)
+            t_small, folder_cid = raw_upload(node, small)
+            gets, copies = [], []
+            for i in range(args.rounds):
+                gets.append(time_get_command(node, folder_cid, work / f"got{i}"))
+                started = time.perf_counter()
+                shutil.copytree(small_dir, work / f"copied{i}")
+                copies.append(time.perf_counter() - started)
         finally:
             node.stop()
         results["small_files"] = args.small_files
         results["small_files_upload_s"] = round(t_small, 3)
         results["small_files_per_s"] = round(args.small_files / t_small)
+        results["small_files_get_command_s"] = round(median(gets), 3)
+        results["cp_r_s"] = round(median(copies), 3)
+        results["get_vs_cp_r_ratio"] = round(median(copies) / median(gets), 2)
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
