@@ -151,13 +151,9 @@ class NodeClient:
         return self.request("POST", "/api/v2/auth", json=CLI_APP).json()["token"]
 
     def request(self, method: str, path: str, **kw):
-        try:
+        # reached, then lost: an upload may or may not be stored
+        with self._told(method, path, self._httpx.HTTPError, " before it answered"):
             response = self.http.request(method, path, **kw)
-        except (self._httpx.ConnectError, self._httpx.ConnectTimeout) as exc:
-            raise CliError(f"cannot reach node at {self.url}: {exc}") from None
-        except self._httpx.HTTPError as exc:  # reached, then lost: an upload may or may not be stored
-            raise CliError(f"the node at {self.url} broke off {method} {path} before it answered: "
-                           f"{exc}") from None
         check(response)
         return response
 
@@ -165,13 +161,19 @@ class NodeClient:
     def stream(self, method: str, path: str, **kw) -> Iterator:
         """`http.stream`, a node that cannot be reached or that breaks off before its answer's
         head told as `request` tells them (they were tracebacks)."""
+        with self._told(method, path, self._httpx.RemoteProtocolError), \
+                self.http.stream(method, path, **kw) as response:
+            yield response
+
+    @contextlib.contextmanager
+    def _told(self, method: str, path: str, lost: type[Exception], when: str = "") -> Iterator[None]:
+        """A node that cannot be reached, or (`lost`) that broke off `when`, as one CliError line."""
         try:
-            with self.http.stream(method, path, **kw) as response:
-                yield response
+            yield
         except (self._httpx.ConnectError, self._httpx.ConnectTimeout) as exc:
             raise CliError(f"cannot reach node at {self.url}: {exc}") from None
-        except self._httpx.RemoteProtocolError as exc:
-            raise CliError(f"the node at {self.url} broke off {method} {path}: {exc}") from None
+        except lost as exc:
+            raise CliError(f"the node at {self.url} broke off {method} {path}{when}: {exc}") from None
 
 
 def check(response) -> None:

@@ -439,7 +439,8 @@ class BlockStore:
                 self.abandoned += unindexed + batch.replaced_bytes
             else:
                 self.abandoned += batch.bytes
-                self._tail_maybe_dead = self._tail_maybe_dead or bool(batch.packs)
+                if batch.packs:  # it wrote
+                    self._tail_maybe_dead = True
             self._open.discard(batch)
 
     # collection ------------------------------------------------------------------------

@@ -133,7 +133,6 @@ class _Folder:
     path: Path
     real: str  # its path with every link resolved
     rel: list[str]
-    ancestors: set[str]  # the real paths of it and the folders above it: a link back is a loop
     names: Iterator[str]
     kept: int = 0  # entries taken (files and folders): none, and it is an empty folder
 
@@ -141,7 +140,7 @@ class _Folder:
 def _walk(root: Path, scan: FolderScan, hidden: bool, top: str) -> None:
     """Depth first, in listing order, with a stack of its own: a folder nested a thousand deep
     (which Kubo adds) passed Python's recursion limit."""
-    stack = [_opened(root, top, [], {top}, scan, hidden)]
+    stack = [_opened(root, top, [], scan, hidden)]  # a folder and those above it
     while stack:
         folder = stack[-1]
         name = next(folder.names, None)
@@ -159,10 +158,10 @@ def _walk(root: Path, scan: FolderScan, hidden: bool, top: str) -> None:
         if mode is not None and stat.S_ISDIR(mode):
             # only a link can lead back up; resolving each folder's path made a deep walk quadratic
             real = os.path.realpath(path) if linked else os.path.join(folder.real, name)
-            if linked and real in folder.ancestors:
+            if linked and any(above.real == real for above in stack):  # a loop
                 scan.skipped.append(f"{path}: link back into a parent folder")
                 continue
-            stack.append(_opened(path, real, [*folder.rel, name], folder.ancestors | {real}, scan, hidden))
+            stack.append(_opened(path, real, [*folder.rel, name], scan, hidden))
         elif mode is not None and stat.S_ISREG(mode):
             _check_readable(path)
             scan.files.append(([*folder.rel, name], path))
@@ -175,13 +174,12 @@ def _walk(root: Path, scan: FolderScan, hidden: bool, top: str) -> None:
         scan.followed_links += linked  # a link skipped above was not followed
 
 
-def _opened(path: Path, real: str, rel: list[str], ancestors: set[str], scan: FolderScan,
-            hidden: bool) -> _Folder:
+def _opened(path: Path, real: str, rel: list[str], scan: FolderScan, hidden: bool) -> _Folder:
     names = _listing(path)
     if not hidden:
         scan.skipped_hidden += sum(1 for n in names if n.startswith("."))
         names = [n for n in names if not n.startswith(".")]
-    return _Folder(path, real, rel, ancestors, iter(names))
+    return _Folder(path, real, rel, iter(names))
 
 
 def read_pieces(stream: BinaryIO) -> Iterator[bytes]:

@@ -121,28 +121,13 @@ class TreeUnpacker:
         while queue:
             cid, target = queue.popleft()
             key = normalize(cid)
-            if key in self._leaves and target.kind == PART:
+            if key in self._leaves:  # written already: copied from where it landed
                 source, at, length = self._leaves[key]
-                _check_part(target, length)
-                self._write(target.path, target.offset, length)
-                self._out.append(CopyRange(source, at, length, target.path, target.offset))
-            elif key in self._inner or key in self._leaves or is_identity(cid):
-                block = self._inner.get(key) or (digest_of(cid)[1] if is_identity(cid) else None)
-                if block is None:  # a leaf landed as a whole file first: copied as one part
-                    source, at, length = self._leaves[key]
-                    queue.extend(self._laid_copy(target, source, at, length))
-                    continue
-                queue.extend(self._expand(cid, block, target))
+                self._piece(target, length, CopyRange(source, at, length, target.path, target.offset))
+            elif key in self._inner or is_identity(cid):
+                queue.extend(self._expand(cid, self._inner.get(key) or digest_of(cid)[1], target))
             else:
                 self._expected.setdefault(key, []).append(target)
-
-    def _laid_copy(self, target: _Target, source: Path, at: int, length: int) -> list:
-        if target.kind != ENTRY:
-            raise NotATree(f"a file's block is linked as a shard at {'/'.join(target.path)}")
-        self._new_file(target.path, length)
-        self._write(target.path, 0, length)
-        self._out.append(CopyRange(source, at, length, target.path, 0))
-        return []
 
     def _lay_out(self, cid: bytes, block: bytes, target: _Target) -> None:
         for child in self._expand(cid, block, target):
@@ -174,15 +159,21 @@ class TreeUnpacker:
         return self._file(pb, meta, target)
 
     def _leaf(self, cid: bytes, data: bytes, target: _Target, claimed: int | None = None) -> list:
+        self._piece(target, len(data), WriteAt(target.path, target.offset, data), claimed)
+        self._leaves.setdefault(normalize(cid), (target.path, target.offset, len(data)))
+        return []
+
+    def _piece(self, target: _Target, length: int, action: WriteAt | CopyRange,
+               claimed: int | None = None) -> None:
+        """A leaf's `length` bytes at `target`, by `action`: a whole file (of `claimed` bytes,
+        when its node says) or a part of one."""
         if target.kind == SHARD:
             raise NotATree(f"a file's block is linked as a shard at {'/'.join(target.path)}")
         if target.kind == ENTRY:
-            self._new_file(target.path, len(data) if claimed is None else claimed)
-        _check_part(target, len(data))
-        self._write(target.path, target.offset, len(data))
-        self._out.append(WriteAt(target.path, target.offset, data))
-        self._leaves.setdefault(normalize(cid), (target.path, target.offset, len(data)))
-        return []
+            self._new_file(target.path, length if claimed is None else claimed)
+        _check_part(target, length)
+        self._write(target.path, target.offset, length)
+        self._out.append(action)
 
     def _file(self, pb: dagpb.PBNode, meta: unixfs.UnixFSData, target: _Target) -> list:
         if target.kind == SHARD:

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from conftest import gen
+from edgefiles.client_commands import _remove_tree
 from edgefiles.node import car, dagpb, unixfs
 from edgefiles.node.cid import DAG_PB, RAW, make_cid, to_str
 from nodeproc import bound_by_file_modes, run_cli
@@ -423,24 +424,7 @@ def test_a_folder_nested_past_pythons_recursion_limit_is_added_listed_and_got_ba
         assert (tmp_path / "copy" / here.relative_to(top) / "f").read_text() == "bottom"
     finally:  # pytest's own clean-up of old temporary folders recurses, and would fail on these
         for tree in (top, tmp_path / "copy"):
-            _removed_without_recursion(tree)
-
-
-def _removed_without_recursion(top: Path) -> None:
-    """`rm -r top`, with a list where shutil.rmtree recurses (Python 3.11)."""
-    if not top.exists():
-        return
-    folders, stack = [], [top]
-    while stack:
-        folder = stack.pop()
-        folders.append(folder)
-        for entry in os.scandir(folder):
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
-            else:
-                os.unlink(entry.path)
-    for folder in reversed(folders):
-        os.rmdir(folder)
+            _remove_tree(tree)
 
 
 def test_get_of_a_folder_holding_the_same_files_and_folders_twice_writes_every_copy(node, tmp_path):

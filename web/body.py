@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -12,12 +12,22 @@ from starlette.requests import Request
 from .errors import PayloadTooLarge
 
 
+def declared_length(request: Request) -> int | None:
+    """The length the request's Content-Length declares; None without one (a chunked body) or
+    with one that is no number (ASCII digits only: `isdigit` takes "²" too)."""
+    declared = request.headers.get("content-length")
+    return int(declared) if declared is not None and declared.isascii() and declared.isdigit() else None
+
+
+def past_max_upload(max_upload: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body larger than --max-upload ({max_upload} bytes)")
+
+
 async def read_small_body(request: Request, limit: int, max_upload: int, what: str) -> bytes:
     """A body read whole: a 413 past `limit`, or past --max-upload where that is less (it
     bounds every request body of the API), saying which bound it passed."""
     if max_upload < limit:
-        return await read_capped(request, max_upload, lambda: PayloadTooLarge(
-            f"request body larger than --max-upload ({max_upload} bytes)"))
+        return await read_capped(request, max_upload, lambda: past_max_upload(max_upload))
     return await read_capped(request, limit, lambda: PayloadTooLarge(f"{what} is at most {limit} bytes"))
 
 
@@ -27,15 +37,8 @@ async def read_trimmed(request: Request, keep: int, max_upload: int,
     more than `keep` bytes are left between the whitespace (raised as soon as that is seen),
     a 413 only past --max-upload (the bound of every body), as padding of any length is
     whitespace to trim, not a body too large."""
-    too_large = PayloadTooLarge(f"request body larger than --max-upload ({max_upload} bytes)")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > max_upload:
-        raise too_large
-    kept, size = bytearray(), 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_upload:
-            raise too_large
+    kept = bytearray()
+    async for chunk in _capped(request, max_upload, lambda: past_max_upload(max_upload)):
         chunk = chunk if kept else chunk.lstrip()
         room = keep - len(kept)
         kept += chunk[:room]
@@ -46,16 +49,20 @@ async def read_trimmed(request: Request, keep: int, max_upload: int,
 
 async def read_capped(request: Request, limit: int, too_large: Callable[[], Exception]) -> bytes:
     """The body; `too_large()` is raised once its declared or received length passes `limit`."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+    return b"".join([chunk async for chunk in _capped(request, limit, too_large)])
+
+
+async def _capped(request: Request, limit: int, too_large: Callable[[], Exception]) -> AsyncIterator[bytes]:
+    """The body's chunks as they come; `too_large()` once its declared or received length
+    passes `limit`."""
+    if (declared := declared_length(request)) is not None and declared > limit:
         raise too_large()
-    chunks, size = [], 0
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise too_large()
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
 
 
 def parse_json(raw: bytes | str, invalid: Callable[[], Exception],

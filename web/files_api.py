@@ -163,13 +163,14 @@ def check_name_preconditions(request: Request, record: NameRecord | None) -> Non
     (`"<cid>"`): with If-Match, it must be one the client names (`*`: any, so the name must be
     set); with If-None-Match, none it names (`*`: the name must not be set, a create only).
     Else 412, and nothing changes: a client repoints a name only from the version it read."""
-    etag = f'"{cids.to_str(record.cid)}"' if record is not None and record.cid is not None else None
     if_match = listed_header(request, "if-match")
-    if etag is None and if_match is not None:
-        raise PreconditionFailed("If-Match names a version, and the name is not set")
-    if etag is not None:
-        require_if_match(if_match, etag)
-    if etag is not None and etag_matches(listed_header(request, "if-none-match"), etag):
+    if record is None:  # (the registry gives no record of a name deleted)
+        if if_match is not None:
+            raise PreconditionFailed("If-Match names a version, and the name is not set")
+        return
+    etag = f'"{cids.to_str(record.cid)}"'
+    require_if_match(if_match, etag)
+    if etag_matches(listed_header(request, "if-none-match"), etag):
         raise PreconditionFailed(f"If-None-Match names the name's version, {etag}")
 
 

@@ -17,7 +17,7 @@ from edgefiles.node.core import Imported
 from edgefiles.node.importer import FileBuilder
 from starlette.requests import Request
 
-from .body import parse_json
+from .body import declared_length, parse_json
 from .context import AppContext
 from .errors import BadRequest, PayloadTooLarge
 from .mime import DEFAULT, MAX_MEDIA_TYPE, media_type, sendable
@@ -161,8 +161,8 @@ async def receive_form_file(request: Request, form: FormFile, seal: Seal | None 
     files); bigger ones stream into the import as they arrive. Nothing is kept on any error,
     nor when the form has no file part (400)."""
     ctx: AppContext = request.app.state.ctx
-    declared = request.headers.get("content-length", "")
-    small = declared.isascii() and declared.isdigit() and int(declared) <= WHOLE_BODY
+    declared = declared_length(request)
+    small = declared is not None and declared <= WHOLE_BODY
     form.buffer = small
     if small:
         await parse_form(request, form)

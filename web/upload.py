@@ -18,6 +18,7 @@ from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser
 from starlette.requests import Request
 
+from .body import declared_length
 from .errors import BadRequest, InsufficientStorage, PayloadTooLarge, UnsupportedMediaType
 from .paths import upload_segments
 
@@ -261,15 +262,15 @@ class AfterPreamble:
         """Where the first boundary line starts (at the start, or after a CRLF; the boundary
         followed by CRLF, white space or `--`), None until it has come."""
         head, first = self._head, self._first
-        at = 0 if head.startswith(first) else head.find(b"\r\n" + first)
+        at = head.find(first)
         while at >= 0:
-            start = at if head.startswith(first, at) else at + 2
-            after = bytes(head[start + len(first) : start + len(first) + 2])
-            if len(after) < 2:
-                return None  # what follows it has not come yet
-            if after[:1] in (b"\r", b" ", b"\t") or after == b"--":
-                return start
-            at = head.find(b"\r\n" + first, start + 1)
+            if at == 0 or head[at - 2 : at] == b"\r\n":
+                after = bytes(head[at + len(first) : at + len(first) + 2])
+                if len(after) < 2:
+                    return None  # what follows it has not come yet
+                if after[:1] in (b"\r", b" ", b"\t") or after == b"--":
+                    return at
+            at = head.find(first, at + 1)
         return None
 
     def finalize(self) -> None:
@@ -293,8 +294,7 @@ async def import_upload(
     caller commits or abandons, and the root: the file's CID for one part, else the
     folder's). Nothing is kept on any error."""
     parser = _parser(request, collector)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > max_upload:
+    if (declared := declared_length(request)) is not None and declared > max_upload:
         raise PayloadTooLarge(f"request body larger than {max_upload} bytes")
     loop = asyncio.get_running_loop()
     sink = sink or UploadSink(core, hash_pool)

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 
 from ..ahead import held_while_sent, streamed
+from ..body import declared_length
 from ..content import WHOLE_BELOW, content_disposition, etag_matches, listed_header, requested_range
 from ..context import AppContext
 from ..cors import CORS_HEADERS
@@ -140,10 +141,9 @@ async def upload(request: Request) -> Response:
     settings = storage.settings
     room = storage.room(user.org_id)
     limit, too_large = _limit(room, settings.largest_file, "files")
-    declared = request.headers.get("content-length", "")
     # the file is at least the body less what else a form may hold: when even that cannot fit,
     # say so before the body is read
-    if declared.isascii() and declared.isdigit() and int(declared) - FORM_ALLOWANCE > limit:
+    if (declared := declared_length(request)) is not None and declared - FORM_ALLOWANCE > limit:
         raise PayloadTooLarge(too_large)
     seal = await storage.seal_for(user.org_id)
     form = FormFile(limit, too_large, _category_limit(room, settings))
