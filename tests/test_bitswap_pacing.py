@@ -1,10 +1,12 @@
 """How we size the Bitswap messages we send an IPFS peer, from how it asks: a peer that asks
-for a few blocks at a time gets each block in a message of its own, one that asks for many
-gets them batched, and up to LANES such messages on their way at once, while wants go one
-message at a time, in order (the parts of replication/bitswap/network.py above streams)."""
+for a few blocks at a time gets each block in a message of its own, one after the other until
+PILED_UP wait, one that asks for many gets them batched, and up to LANES such messages on their
+way at once, while wants go one message at a time, in order (the parts of
+replication/bitswap/network.py above streams)."""
 
 from __future__ import annotations
 
+from functools import partial
 from types import SimpleNamespace
 
 from edgefiles.replication.bitswap import network
@@ -88,6 +90,7 @@ def _outbox(paced: bool):
     peer = object()
     net = SimpleNamespace(message_bytes={peer: 0} if paced else {},
                           host=SimpleNamespace(get_connected_peers=lambda: [peer]))
+    net.lanes = partial(network.BitswapNetwork.lanes, net)
     return network._Outbox(net, peer)
 
 
@@ -128,6 +131,15 @@ def test_blocks_to_a_paced_peer_leave_on_several_streams_and_wants_in_turn():
     assert all(others == [] or min(others) >= 100 for _, _, others in wants)  # nothing before it still going
     assert max(len(others) for *_, others in streams.sent) + 1 == network.LANES
     assert sorted(streams.blocks) == list(range(100, 124))
+
+
+def test_blocks_to_a_peer_asking_few_at_a_time_go_one_after_the_other_until_they_pile_up():
+    few = list(range(100, 100 + network.PILED_UP - 1))
+    streams = _run_outbox(_outbox(paced=True), [few])
+    assert all(others == [] for *_, others in streams.sent)  # Kubo reading a file takes them in order
+    assert streams.blocks == few
+    piled = _run_outbox(_outbox(paced=True), [list(range(100, 100 + 3 * network.PILED_UP))])
+    assert max(len(others) for *_, others in piled.sent) + 1 == network.LANES
 
 
 def test_a_member_gets_one_message_at_a_time_on_one_stream():
