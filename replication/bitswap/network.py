@@ -34,12 +34,12 @@ FEW_WANTS = 16
 # Kubo reads a stream's next message only once it has stored the blocks of the last (its
 # flatfs syncs each), so on one stream its pin from us waited on every sync in turn (us ->
 # Kubo, pin: 1.10-1.12x with 4 or 8 against 1, alternating rounds). A peer that asks for few
-# blocks at a time gets them on one stream until PILED_UP wait to be sent: Kubo reading a file
-# (10 blocks ahead, taken in order; never more waiting) ran slower the more came at once (us ->
-# Kubo, get, medians of 6-8 rounds against Kubo -> Kubo: 0.73-0.89x on 4 lanes, 0.94-1.09x on
-# 1), while its pin keeps 10-27 waiting and wants lanes (0.96-0.99x on 4 or 8, 0.89-0.91x on 1).
+# blocks at a time (Kubo, reading a file or pinning) gets FEW_WANTS_LANES: reading a file (10
+# blocks ahead, taken in order) it ran slower the more came at once on streams of their own,
+# its pin the other way (us -> Kubo against Kubo -> Kubo, medians of 6-8 rounds; get: 0.73-0.89x
+# on 4 lanes, 0.88-1.07x on 2, 1.07-1.09x on 1; pin: 0.98-1.19x, 0.88-0.97x, 0.89-0.91x).
 LANES = 4
-PILED_UP = 10
+FEW_WANTS_LANES = 2
 
 
 def message_bytes(want_blocks: int) -> int:
@@ -109,9 +109,9 @@ class BitswapNetwork:
         elif want_blocks:
             self.message_bytes[peer] = message_bytes(want_blocks)
 
-    def lanes(self, peer: Any, waiting: int) -> int:
-        """Block messages to `peer` on their way at once while `waiting` more wait (LANES)."""
-        return 1 if self.message_bytes.get(peer) == 0 and waiting < PILED_UP else LANES
+    def lanes(self, peer: Any) -> int:
+        """Block messages to `peer` on their way at once (see LANES)."""
+        return FEW_WANTS_LANES if self.message_bytes.get(peer) == 0 else LANES
 
     def queued_bytes(self, peer: Any) -> int:
         """Block bytes waiting to be sent to `peer`, those on their way included."""
@@ -211,8 +211,7 @@ class _Outbox:
 
     def _at_once(self, in_turn: bool) -> int:
         """Messages that may be on their way together with one in turn, or on a lane."""
-        waiting = len(self.pending.blocks) + self._sending
-        return 1 if in_turn else self.network.lanes(self.peer, waiting)
+        return 1 if in_turn else self.network.lanes(self.peer)
 
     async def _send_once_more_on_failure(self, msg: bm.Message, size: int, in_turn: bool) -> None:
         """`msg` in turn (on the main stream, alone) or on a lane. A stream the peer reset
