@@ -1,12 +1,10 @@
 """How we size the Bitswap messages we send an IPFS peer, from how it asks: a peer that asks
-for a few blocks at a time gets each block in a message of its own, up to FEW_WANTS_LANES on
-their way at once, one that asks for many gets them batched, up to LANES at once, while wants
-go one message at a time, in order (the parts of replication/bitswap/network.py above
-streams)."""
+for a few blocks at a time gets each block in a message of its own, one that asks for many
+gets them batched, and up to LANES such messages on their way at once, while wants go one
+message at a time, in order (the parts of replication/bitswap/network.py above streams)."""
 
 from __future__ import annotations
 
-from functools import partial
 from types import SimpleNamespace
 
 from edgefiles.replication.bitswap import network
@@ -86,11 +84,10 @@ class Streams:
         return stream
 
 
-def _outbox(paced: bool, message_bytes: int = 0):
+def _outbox(paced: bool):
     peer = object()
-    net = SimpleNamespace(message_bytes={peer: message_bytes} if paced else {},
+    net = SimpleNamespace(message_bytes={peer: 0} if paced else {},
                           host=SimpleNamespace(get_connected_peers=lambda: [peer]))
-    net.lanes = partial(network.BitswapNetwork.lanes, net)
     return network._Outbox(net, peer)
 
 
@@ -129,13 +126,7 @@ def test_blocks_to_a_paced_peer_leave_on_several_streams_and_wants_in_turn():
     assert len({stream for _, stream, _ in wants}) == 1  # one stream: the peer reads them in order
     assert all(other > number for number, _, others in wants for other in others if other < 100)
     assert all(others == [] or min(others) >= 100 for _, _, others in wants)  # nothing before it still going
-    assert max(len(others) for *_, others in streams.sent) + 1 == network.FEW_WANTS_LANES
-    assert sorted(streams.blocks) == list(range(100, 124))
-
-
-def test_blocks_to_a_peer_asking_many_at_a_time_leave_on_more_streams():
-    streams = _run_outbox(_outbox(paced=True, message_bytes=BLOCK), BATCHES)  # a block per message
-    assert max(len(others) for *_, others in streams.sent) + 1 == network.LANES > network.FEW_WANTS_LANES
+    assert max(len(others) for *_, others in streams.sent) + 1 == network.LANES
     assert sorted(streams.blocks) == list(range(100, 124))
 
 

@@ -33,13 +33,8 @@ FEW_WANTS = 16
 # Block messages on their way at once to a peer outside the swarm, each on a stream of its own:
 # Kubo reads a stream's next message only once it has stored the blocks of the last (its
 # flatfs syncs each), so on one stream its pin from us waited on every sync in turn (us ->
-# Kubo, pin: 1.10-1.12x with 4 or 8 against 1, alternating rounds). A peer that asks for few
-# blocks at a time (Kubo, reading a file or pinning) gets FEW_WANTS_LANES: reading a file (10
-# blocks ahead, taken in order) it ran slower the more came at once on streams of their own,
-# its pin the other way (us -> Kubo against Kubo -> Kubo, medians of 6-8 rounds; get: 0.73-0.89x
-# on 4 lanes, 0.88-1.07x on 2, 1.07-1.09x on 1; pin: 0.98-1.19x, 0.88-0.97x, 0.89-0.91x).
+# Kubo, pin: 1.10-1.12x with 4 or 8 against 1, alternating rounds)
 LANES = 4
-FEW_WANTS_LANES = 2
 
 
 def message_bytes(want_blocks: int) -> int:
@@ -108,10 +103,6 @@ class BitswapNetwork:
             self.message_bytes.pop(peer, None)
         elif want_blocks:
             self.message_bytes[peer] = message_bytes(want_blocks)
-
-    def lanes(self, peer: Any) -> int:
-        """Block messages to `peer` on their way at once (see LANES)."""
-        return FEW_WANTS_LANES if self.message_bytes.get(peer) == 0 else LANES
 
     def queued_bytes(self, peer: Any) -> int:
         """Block bytes waiting to be sent to `peer`, those on their way included."""
@@ -198,7 +189,7 @@ class _Outbox:
                 while not self.closed and self.pending:
                     msg, size = self._take()
                     in_turn = bool(msg.wants) or self.peer not in self.network.message_bytes
-                    while self._sending >= self._at_once(in_turn) and not self.closed:
+                    while self._sending >= (1 if in_turn else LANES) and not self.closed:
                         await self._sent.wait()
                     if self.closed:
                         break
@@ -208,10 +199,6 @@ class _Outbox:
             if stream is not None:
                 with contextlib.suppress(Exception):
                     await stream.close()
-
-    def _at_once(self, in_turn: bool) -> int:
-        """Messages that may be on their way together with one in turn, or on a lane."""
-        return 1 if in_turn else self.network.lanes(self.peer)
 
     async def _send_once_more_on_failure(self, msg: bm.Message, size: int, in_turn: bool) -> None:
         """`msg` in turn (on the main stream, alone) or on a lane. A stream the peer reset
