@@ -67,6 +67,10 @@ class Membership:
 
         self.host.set_stream_handler(TProtocol(HANDSHAKE), self._answer)
         self.host.get_network().register_notifee(_events(self))
+        # the host listens before we are told of connections: a peer that dialled in meanwhile
+        # (a restarted node's old peers redial it at once) would stay connected, never admitted
+        for peer in self.host.get_connected_peers():
+            self._connected(peer)
 
     # admission ----------------------------------------------------------------------
     def members(self) -> list[Any]:
