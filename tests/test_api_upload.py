@@ -89,6 +89,13 @@ def test_255_byte_segment_is_fine(node):
     assert node.upload([("n" * 255, b"x"), ("b", b"y")]).status_code == 200
 
 
+def test_a_path_of_many_long_segments_is_fine(node):
+    deep = "/".join(f"{i:02d}" + "d" * 198 for i in range(25))  # 5,024 bytes, each segment valid
+    root = node.upload([(f"{deep}/file.txt", b"deep down"), ("b", b"y")]).raise_for_status().text
+    with node.client() as c:
+        assert c.get(f"/api/v2/files/{root}/{deep}/file.txt").content == b"deep down"
+
+
 @pytest.mark.parametrize(
     "files",
     [[("a.txt", b"1"), ("a.txt", b"2")], [("a", b"1"), ("a/b", b"2")], [("a/b", b"1"), ("a", b"2")]],

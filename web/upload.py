@@ -23,6 +23,9 @@ from .errors import BadRequest, InsufficientStorage, PayloadTooLarge, Unsupporte
 from .paths import upload_segments
 
 HANDOFF_BYTES = 1 << 20
+# a part's header line may be as long as a request's head (http_protocol.MAX_HEAD_BYTES): a
+# deep path is a long filename (python-multipart's own limit, 4 KiB, refused 21 levels of 200)
+PART_HEADER_BYTES = 64 << 10
 WRAP = "wrap-with-directory"
 FLAG_VALUES = {"true": True, "1": True, "false": False, "0": False}
 
@@ -54,7 +57,7 @@ def parse_header_params(value: str, strict: bool = False) -> tuple[str, dict[str
             end = len(rest) if end < 0 else end
             if strict and (i >= len(rest) or rest[i + 1:end].strip()):
                 raise BadRequest(f"malformed header parameter {key!r}: a quote inside a quoted "
-                                 'string is written \\" (or %22)')
+                                 'string is written \\"; %22 is not decoded')
             i = end + 1
         else:
             end = rest.find(";", i)
@@ -228,7 +231,8 @@ def _parser(request: Request, collector: PartCollector) -> AfterPreamble:
     if not params.get("boundary"):
         raise BadRequest("multipart/form-data without a boundary parameter")
     try:
-        parser = MultipartParser(params["boundary"], collector.callbacks(), max_header_count=32)
+        parser = MultipartParser(params["boundary"], collector.callbacks(), max_header_count=32,
+                                 max_header_size=PART_HEADER_BYTES)
     except FormParserError as exc:  # a boundary too long (RFC 2046: 70 characters at most)
         raise BadRequest(f"malformed multipart header: {exc}") from None
     return AfterPreamble(parser, params["boundary"].encode("latin-1"))
