@@ -118,7 +118,7 @@ def head_refusal(scope: Scope, hosts: list[bytes]) -> str | None:
     if sum(1 for key, _ in scope["headers"] if key == b"authorization") > 1:
         return "a request has at most one Authorization header"
     if not hosts:
-        return "an HTTP/1.1 request has a Host header" if scope.get("http_version") == "1.1" else None
+        return "an HTTP/1.1 request needs a Host header" if scope.get("http_version") == "1.1" else None
     if not HOST_VALUE.fullmatch(hosts[0]):
         return f"Host {hosts[0].decode('latin-1')[:100]!r} is not host[:port]"
     return None

@@ -93,12 +93,17 @@ def wants_html(accept: str | None) -> bool:
     return html > 0 and html >= json_q
 
 
+COALESCE_GAP = 100  # bytes: about what a multipart/byteranges part costs in headers
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """[start, end) of a single `bytes=` range; None when absent or invalid (ignored: the
-    whole is sent), and when several ranges are asked for and one of them can be met (we send
-    no multipart/byteranges). RFC 9110 14.1: the unit is case-insensitive, empty list elements
-    do not count, positions are ASCII digits (`isdigit` takes "²" too); 14.1.1: a set none of
-    whose ranges can be met is a 416, one range or several."""
+    """[start, end) of what a `bytes=` range asks for; None when absent or invalid (ignored:
+    the whole is sent). RFC 9110 14.1: the unit is case-insensitive, empty list elements do not
+    count, positions are ASCII digits (`isdigit` takes "²" too); 14.1.1: a set none of whose
+    ranges can be met is a 416, one range or several. Of several, those that cannot be met are
+    dropped (as Kubo's gateway does) and those that overlap or lie closer than a multipart
+    part's own headers are joined (15.3.7.3); ranges still apart get the whole (we send no
+    multipart/byteranges)."""
     unit, sep, listed = (header or "").partition("=")
     specs = [spec.strip() for spec in listed.split(",") if spec.strip()]
     if not sep or unit.lower() != "bytes" or not specs:  # `bytes =`: no space before "=" (14.1.2)
@@ -114,7 +119,19 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         met.append(span)
     if not met:
         raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
-    return met[0] if len(specs) == 1 else None
+    joined = _joined(met)
+    return joined[0] if len(joined) == 1 else None
+
+
+def _joined(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """`spans` in order, those overlapping or closer than COALESCE_GAP made one."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if out and start - out[-1][1] < COALESCE_GAP:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def _byte_range(spec: str, size: int) -> tuple[int, int] | None:
